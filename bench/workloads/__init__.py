@@ -1,0 +1,120 @@
+"""Workload registry for the ferroloop benchmark suite.
+
+A *workload* is one measurement that runs inside a fresh worker process on one
+event loop and returns a flat ``{metric_key: float}`` mapping.  Workloads live in
+modules of this package; every module exports a ``WORKLOADS`` list of
+:class:`Workload` objects and is discovered automatically, so adding e.g. a
+network echo workload later is a matter of dropping ``tcp_echo.py`` next to
+``callbacks.py``.
+
+Contract of ``Workload.run(loop, scale)``:
+
+* ``loop`` is a brand-new event loop, already installed with
+  ``asyncio.set_event_loop``; the workload drives it itself (usually via
+  ``loop.run_until_complete``) and must not close it.
+* ``scale`` multiplies the amount of work (1.0 = the documented size); use
+  :func:`scaled` so that tiny scales used for smoke tests still do some work.
+* It returns a dict whose keys are the ``key`` of every :class:`Metric` it
+  declares.  Extra keys are kept in the JSON output but not tabulated.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+MeasureFunction = Callable[[Any, float], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number reported by a workload.
+
+    ``higher_is_better`` decides the direction of ratios: the suite always
+    reports ratios so that a value above 1 means "better than the reference".
+    """
+
+    key: str
+    label: str
+    unit: str = ""
+    higher_is_better: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description of the metric."""
+        return {
+            "key": self.key,
+            "label": self.label,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+        }
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named measurement, its metrics and the function that performs it.
+
+    ``unavailable_reason`` may return a human-readable reason when the workload
+    cannot run on this machine (e.g. an external load generator is missing);
+    it is evaluated in the parent process before any worker is started.
+    """
+
+    name: str
+    description: str
+    metrics: tuple[Metric, ...]
+    run: MeasureFunction
+    unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description of the workload."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "metrics": [metric.as_dict() for metric in self.metrics],
+        }
+
+
+def scaled(base_count: int, scale: float, minimum: int = 10) -> int:
+    """Return ``base_count * scale`` rounded, but never below ``minimum``."""
+    return max(minimum, round(base_count * scale))
+
+
+def discover_workloads() -> dict[str, Workload]:
+    """Import every module of this package and collect its ``WORKLOADS``.
+
+    Returns the workloads keyed by name, in module order then declaration
+    order.  Duplicate names are a programming error and raise ``ValueError``.
+    """
+    registry: dict[str, Workload] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for workload in getattr(module, "WORKLOADS", ()):
+            if workload.name in registry:
+                raise ValueError(f"duplicate workload name {workload.name!r}")
+            registry[workload.name] = workload
+    return registry
+
+
+def select_workloads(registry: dict[str, Workload], selection: str) -> list[Workload]:
+    """Resolve a comma-separated selection against ``registry``.
+
+    Each item is either ``all``, an exact workload name (``timers.burst``) or a
+    module prefix (``timers`` selects every ``timers.*`` workload).  Order of
+    the result follows the registry; unknown items raise ``KeyError``.
+    """
+    wanted: set[str] = set()
+    for item in (part.strip() for part in selection.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            wanted.update(registry)
+            continue
+        matches = [name for name in registry if name == item or name.startswith(item + ".")]
+        if not matches:
+            raise KeyError(f"unknown workload {item!r}; known: {', '.join(registry)}")
+        wanted.update(matches)
+    return [workload for name, workload in registry.items() if name in wanted]
