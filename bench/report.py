@@ -1,0 +1,205 @@
+"""Rendering of benchmark summaries as plain text and as Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from stats import MetricSummary, Spread
+from workloads import Metric, Workload
+
+NOT_AVAILABLE = "n/a"
+
+
+def three_significant_digits(value: float) -> str:
+    """Format with 3 significant digits, keeping trailing zeros (``1.70``, ``123``)."""
+    return f"{value:#.3g}".rstrip(".")
+
+
+def format_value(value: float, unit: str) -> str:
+    """Format a metric value with 3 significant digits and a readable scale."""
+    if not math.isfinite(value):
+        return NOT_AVAILABLE
+    if unit == "µs":
+        magnitude = abs(value)
+        if magnitude >= 1e6:
+            return f"{three_significant_digits(value / 1e6)} s"
+        if magnitude >= 1e3:
+            return f"{three_significant_digits(value / 1e3)} ms"
+        return f"{three_significant_digits(value)} µs"
+    magnitude = abs(value)
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= threshold:
+            return f"{three_significant_digits(value / threshold)}{suffix}"
+    return three_significant_digits(value)
+
+
+def format_factor(factor: float) -> str:
+    """Format an improvement factor as ``×1.23`` / ``×12.3`` / ``×123``."""
+    if not math.isfinite(factor):
+        return NOT_AVAILABLE
+    if factor >= 100:
+        return f"×{factor:.0f}"
+    if factor >= 10:
+        return f"×{factor:.1f}"
+    return f"×{factor:.2f}"
+
+
+def format_spread(spread: Spread | None, unit: str) -> str:
+    """``median (min–max)`` of a metric, or n/a."""
+    if spread is None:
+        return NOT_AVAILABLE
+    return (
+        f"{format_value(spread.median, unit)} "
+        f"({format_value(spread.minimum, unit)}–{format_value(spread.maximum, unit)})"
+    )
+
+
+def format_factor_spread(spread: Spread | None) -> str:
+    """``×median [min–max]`` of improvement factors, or n/a."""
+    if spread is None:
+        return NOT_AVAILABLE
+    return (
+        f"{format_factor(spread.median)} "
+        f"[{format_factor(spread.minimum)[1:]}–{format_factor(spread.maximum)[1:]}]"
+    )
+
+
+def metric_heading(metric: Metric) -> str:
+    """Metric label with its unit and direction, e.g. ``lateness p99 [µs] ↓``."""
+    unit = f" [{metric.unit}]" if metric.unit else ""
+    arrow = "↑" if metric.higher_is_better else "↓"
+    return f"{metric.label}{unit} {arrow}"
+
+
+def _index(summaries: Iterable[MetricSummary]) -> dict[tuple[str, str, str], MetricSummary]:
+    return {(s.workload, s.metric_key, s.loop_label): s for s in summaries}
+
+
+def render_text(
+    workloads: list[Workload],
+    loop_labels: list[str],
+    reference_labels: list[str],
+    summaries: list[MetricSummary],
+) -> str:
+    """Render a fixed-width report: per workload and metric, one line per loop."""
+    by_key = _index(summaries)
+    references = [label for label in reference_labels if label in loop_labels]
+    label_width = max([len(label) for label in loop_labels] + [4])
+    lines: list[str] = []
+    for workload in workloads:
+        lines.append(f"== {workload.name}: {workload.description}")
+        for metric in workload.metrics:
+            lines.append(f"   {metric_heading(metric)}")
+            header = f"     {'loop':<{label_width}}  {'median (min–max)':<30}"
+            header += "".join(f"{'vs ' + reference:<22}" for reference in references)
+            lines.append(header.rstrip())
+            for label in loop_labels:
+                summary = by_key.get((workload.name, metric.key, label))
+                value = format_spread(summary.value if summary else None, metric.unit)
+                row = f"     {label:<{label_width}}  {value:<30}"
+                for reference in references:
+                    cell = (
+                        "—"
+                        if reference == label
+                        else format_factor_spread(
+                            summary.factors.get(reference) if summary else None
+                        )
+                    )
+                    row += f"{cell:<22}"
+                lines.append(row.rstrip())
+        lines.append("")
+    lines.append(
+        "Factors ×F: median over repetitions of (loop vs reference in the same repetition);"
+        " F > 1 means the loop is F times better (faster, or less late), F < 1 worse."
+    )
+    return "\n".join(lines)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def render_markdown(
+    meta: dict[str, Any],
+    loops: list[dict[str, Any]],
+    workloads: list[Workload],
+    loop_labels: list[str],
+    reference_labels: list[str],
+    summaries: list[MetricSummary],
+) -> str:
+    """Render a Markdown report: run facts, loops, a summary and a detail table."""
+    by_key = _index(summaries)
+    references = [label for label in reference_labels if label in loop_labels]
+    primary = references[0] if references else None
+    lines = [
+        f"Command: `{meta['command']}`  ",
+        f"Run: {meta['started']} → {meta['finished']}; {meta['machine']}; "
+        f"{meta['repeat']} repetitions, loops interleaved per repetition, one fresh process "
+        f"per measurement; malloc: {meta['malloc']}.",
+        "",
+    ]
+    loop_rows = [
+        [
+            loop["label"],
+            f"`{loop['target']}`",
+            loop.get("version") or "",
+            loop.get("loop_type") or f"unavailable: {loop.get('reason', '')}",
+        ]
+        for loop in loops
+    ]
+    lines += _markdown_table(["loop", "factory", "version", "loop type"], loop_rows)
+    lines.append("")
+
+    summary_rows = []
+    for workload in workloads:
+        for position, metric in enumerate(workload.metrics):
+            row = [workload.name if position == 0 else "", metric_heading(metric)]
+            for label in loop_labels:
+                summary = by_key.get((workload.name, metric.key, label))
+                if summary is None or summary.value is None:
+                    row.append(NOT_AVAILABLE)
+                    continue
+                cell = format_value(summary.value.median, metric.unit)
+                if primary and label != primary:
+                    factor = summary.factors.get(primary)
+                    cell += f" {format_factor(factor.median) if factor else NOT_AVAILABLE}"
+                row.append(cell)
+            summary_rows.append(row)
+    if primary:
+        lines.append(f"Medians; ×F = improvement factor vs {primary} (F > 1: better).")
+        lines.append("")
+    lines += _markdown_table(["workload", "metric", *loop_labels], summary_rows)
+    lines.append("")
+
+    detail_rows = []
+    for workload in workloads:
+        for metric in workload.metrics:
+            for label in loop_labels:
+                summary = by_key.get((workload.name, metric.key, label))
+                row = [
+                    workload.name,
+                    metric_heading(metric),
+                    label,
+                    format_spread(summary.value if summary else None, metric.unit),
+                ]
+                for reference in references:
+                    if reference == label:
+                        row.append("—")
+                    else:
+                        factors = summary.factors.get(reference) if summary else None
+                        row.append(format_factor_spread(factors))
+                detail_rows.append(row)
+    lines.append(
+        "Detail: median (min–max) over repetitions; factors are medians [min–max] of "
+        "per-repetition improvement factors."
+    )
+    lines.append("")
+    lines += _markdown_table(
+        ["workload", "metric", "loop", "median (min–max)", *(f"vs {r}" for r in references)],
+        detail_rows,
+    )
+    return "\n".join(lines) + "\n"

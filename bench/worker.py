@@ -1,0 +1,115 @@
+"""Worker process: runs exactly one measurement (or a probe) and prints JSON.
+
+The parent (``run.py``) starts one worker per measurement so that every loop
+gets a fresh interpreter, heap and import state.  The worker prints one line
+``BENCH-RESULT {json}`` on stdout; anything else a loop prints is ignored.
+
+Usage (normally only invoked by ``run.py``)::
+
+    python bench/worker.py probe   --loop MODULE:FACTORY
+    python bench/worker.py measure --loop MODULE:FACTORY --workload NAME [--scale S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import sys
+import time
+import traceback
+from typing import Any
+
+from loops import describe_loop_module, load_loop_factory
+from workloads import discover_workloads
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def emit_result(payload: dict[str, Any]) -> None:
+    """Print the result line that the parent process parses."""
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(payload), flush=True)
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """Split ``module:factory`` into its two parts."""
+    module_name, _, factory_path = target.partition(":")
+    return module_name, factory_path
+
+
+def probe(target: str) -> dict[str, Any]:
+    """Create and close one loop; report its type and the module version."""
+    module_name, factory_path = split_target(target)
+    factory = load_loop_factory(module_name, factory_path)
+    loop = factory()
+    try:
+        loop_type = f"{type(loop).__module__}.{type(loop).__qualname__}"
+        is_loop = isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
+    return {
+        "loop_type": loop_type,
+        "version": describe_loop_module(module_name),
+        "is_abstract_event_loop": is_loop,
+    }
+
+
+def measure(target: str, workload_name: str, scale: float) -> dict[str, Any]:
+    """Run one workload on a fresh loop; return its metrics plus process costs."""
+    workload = discover_workloads()[workload_name]
+    module_name, factory_path = split_target(target)
+    factory = load_loop_factory(module_name, factory_path)
+    loop = factory()
+    asyncio.set_event_loop(loop)
+    try:
+        gc.collect()
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        wall_start = time.perf_counter()
+        metrics = workload.run(loop, scale)
+        wall_seconds = time.perf_counter() - wall_start
+        usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    return {
+        "metrics": {key: float(value) for key, value in metrics.items()},
+        "wall_s": wall_seconds,
+        "user_cpu_s": usage_after.ru_utime - usage_before.ru_utime,
+        "system_cpu_s": usage_after.ru_stime - usage_before.ru_stime,
+        "max_rss_kib": usage_after.ru_maxrss,
+    }
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """Parse the worker's command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("probe", "measure"))
+    parser.add_argument("--loop", required=True, help="MODULE:FACTORY of the loop")
+    parser.add_argument("--workload", help="workload name (measure mode)")
+    parser.add_argument("--scale", type=float, default=1.0, help="work multiplier")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point; returns the process exit code."""
+    arguments = parse_arguments(argv)
+    try:
+        if arguments.mode == "probe":
+            payload = probe(arguments.loop)
+        else:
+            if not arguments.workload:
+                raise SystemExit("measure mode needs --workload")
+            payload = measure(arguments.loop, arguments.workload, arguments.scale)
+    except Exception as error:  # noqa: BLE001 - report every failure to the parent
+        traceback.print_exc()
+        emit_result({"ok": False, "error": f"{type(error).__name__}: {error}"})
+        return 1
+    emit_result({"ok": True, **payload})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
