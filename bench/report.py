@@ -21,14 +21,14 @@ def format_value(value: float, unit: str) -> str:
     """Format a metric value with 3 significant digits and a readable scale."""
     if not math.isfinite(value):
         return NOT_AVAILABLE
+    value = float(f"{value:.3g}")  # round first, so 999.96k becomes 1.00M, not 1.00e+03k
+    magnitude = abs(value)
     if unit == "µs":
-        magnitude = abs(value)
         if magnitude >= 1e6:
             return f"{three_significant_digits(value / 1e6)} s"
         if magnitude >= 1e3:
             return f"{three_significant_digits(value / 1e3)} ms"
         return f"{three_significant_digits(value)} µs"
-    magnitude = abs(value)
     for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if magnitude >= threshold:
             return f"{three_significant_digits(value / threshold)}{suffix}"
