@@ -1,0 +1,39 @@
+"""``python -m ferroloop SCRIPT [ARGS...]`` / ``python -m ferroloop -m MODULE [ARGS...]``.
+
+Runs an unmodified asyncio program with ferroloop as the loop behind ``asyncio.run()``.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+USAGE = "usage: python -m ferroloop SCRIPT [ARGS...] | -m MODULE [ARGS...]"
+
+
+def main(argv: list[str]) -> None:
+    """Installs ferroloop's policy, then runs the script or module as ``__main__``."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr if not argv else sys.stdout)
+        raise SystemExit(2 if not argv else 0)
+    import ferroloop
+
+    ferroloop.install()
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(2)
+        module = argv[1]
+        sys.argv = [module, *argv[2:]]
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        script = argv[0]
+        sys.argv = list(argv)
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,310 @@
+"""The Python half of ferroloop's event loop: cold-path glue around the native ``LoopCore``.
+
+Everything that runs once per callback or per iteration lives in Rust (``src/event_loop.rs``).
+What is here runs once per ``run_forever()`` call, per executor job, or per error: setting the
+running loop and the async-generator hooks, the signal wakeup descriptor, executors, the
+exception handler, and shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+import warnings
+import weakref
+from asyncio import events, futures, tasks
+from typing import Any
+
+from ._ferroloop import LoopCore, _check_callback
+
+logger = logging.getLogger("asyncio")
+
+#: Keys of an exception-handler context that the default handler prints specially.
+_TRACEBACK_KEYS = {
+    "source_traceback": "Object created at (most recent call last):\n",
+    "handle_traceback": "Handle created at (most recent call last):\n",
+}
+
+
+def _debug_requested() -> bool:
+    """True if ``-X dev`` or ``PYTHONASYNCIODEBUG`` asks for asyncio's debug mode."""
+    if sys.flags.dev_mode:
+        return True
+    return not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
+
+
+def _stop_loop_when_done(fut: asyncio.Future) -> None:
+    """Done-callback of ``run_until_complete``: stops the future's loop.
+
+    A future that ended with SystemExit/KeyboardInterrupt already broke out of run_forever.
+    """
+    if not fut.cancelled():
+        exc = fut.exception()
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return
+    futures._get_loop(fut).stop()
+
+
+class EventLoop(LoopCore, asyncio.AbstractEventLoop):
+    """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``."""
+
+    def __init__(self) -> None:
+        self.slow_callback_duration = 0.1
+        self._exception_handler = None
+        self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_shutdown_called = False
+        self._asyncgens: weakref.WeakSet = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self.set_debug(_debug_requested())
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+    # ------------------------------------------------------------------ running
+
+    def _check_not_running(self) -> None:
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def run_forever(self) -> None:
+        """Runs callbacks and I/O until ``stop()`` is called."""
+        self._check_closed()
+        self._check_not_running()
+        saved_hooks = sys.get_asyncgen_hooks()
+        saved_wakeup_fd = self._install_signal_wakeup()
+        try:
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run_until_stopped()
+        finally:
+            events._set_running_loop(None)
+            sys.set_asyncgen_hooks(*saved_hooks)
+            self._restore_signal_wakeup(saved_wakeup_fd)
+
+    def _install_signal_wakeup(self) -> int | None:
+        """Points ``signal.set_wakeup_fd`` at the loop so that signals interrupt its poll.
+
+        Only the main thread may do this; returns the previous descriptor (None: untouched).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.set_wakeup_fd(self._signal_wakeup_fd(), warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            return None
+
+    def _restore_signal_wakeup(self, saved: int | None) -> None:
+        if saved is None:
+            return
+        try:
+            signal.set_wakeup_fd(saved)
+        except (ValueError, OSError):
+            pass
+
+    def run_until_complete(self, future: Any) -> Any:
+        """Runs until ``future`` (a Future, Task or coroutine) is done; returns its result."""
+        self._check_closed()
+        self._check_not_running()
+        wrapped = not futures.isfuture(future)
+        future = tasks.ensure_future(future, loop=self)
+        if wrapped:
+            # A task made here is ours to wait for: never report it as destroyed-pending.
+            future._log_destroy_pending = False
+        future.add_done_callback(_stop_loop_when_done)
+        try:
+            self.run_forever()
+        except BaseException:
+            if wrapped and future.done() and not future.cancelled():
+                # Mark the exception retrieved: it propagates to the caller right now.
+                future.exception()
+            raise
+        finally:
+            future.remove_done_callback(_stop_loop_when_done)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    def close(self) -> None:
+        """Closes the loop: pending callbacks are dropped, the default executor is shut down."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self.get_debug():
+            logger.debug("Close %r", self)
+        self._close_core()
+        self._executor_shutdown_called = True
+        executor, self._default_executor = self._default_executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------ async generators
+
+    def _asyncgen_firstiter_hook(self, agen) -> None:
+        if self._asyncgens_shutdown_called:
+            warnings.warn(
+                f"asynchronous generator {agen!r} was scheduled after "
+                f"loop.shutdown_asyncgens() call",
+                ResourceWarning,
+                source=self,
+            )
+        self._asyncgens.add(agen)
+
+    def _asyncgen_finalizer_hook(self, agen) -> None:
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
+
+    async def shutdown_asyncgens(self) -> None:
+        """Closes every async generator still suspended (``aclose()``), reporting failures."""
+        self._asyncgens_shutdown_called = True
+        pending = list(self._asyncgens)
+        self._asyncgens.clear()
+        if not pending:
+            return
+        outcomes = await tasks.gather(*(agen.aclose() for agen in pending), return_exceptions=True)
+        for agen, outcome in zip(pending, outcomes):
+            if isinstance(outcome, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": "an error occurred during closing of "
+                        f"asynchronous generator {agen!r}",
+                        "exception": outcome,
+                        "asyncgen": agen,
+                    }
+                )
+
+    # ------------------------------------------------------------------ executors
+
+    def run_in_executor(self, executor, func, *args) -> asyncio.Future:
+        """Runs ``func(*args)`` in ``executor`` (None: the default thread pool)."""
+        self._check_closed()
+        _check_callback(func, "run_in_executor")
+        if executor is None:
+            if self._executor_shutdown_called:
+                raise RuntimeError("Executor shutdown has been called")
+            executor = self._default_executor
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        return futures.wrap_future(executor.submit(func, *args), loop=self)
+
+    def set_default_executor(self, executor) -> None:
+        """Sets the ThreadPoolExecutor ``run_in_executor(None, ...)`` uses."""
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            raise TypeError("executor must be ThreadPoolExecutor instance")
+        self._default_executor = executor
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        """Joins the default executor's threads without blocking the loop."""
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is None:
+            return
+        joined = self.create_future()
+
+        def join_in_thread() -> None:
+            try:
+                executor.shutdown(wait=True)
+                if not self.is_closed():
+                    self.call_soon_threadsafe(futures._set_result_unless_cancelled, joined, None)
+            except Exception as exc:  # reported through the future
+                if not self.is_closed():
+                    self.call_soon_threadsafe(joined.set_exception, exc)
+
+        joiner = threading.Thread(target=join_in_thread, name="ferroloop-executor-shutdown")
+        joiner.start()
+        try:
+            async with asyncio.timeout(timeout):
+                await joined
+        except TimeoutError:
+            warnings.warn(
+                f"The executor did not finishing joining its threads within {timeout} seconds.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            executor.shutdown(wait=False)
+        else:
+            joiner.join()
+
+    # ---------------------------------------------------------- exception handling
+
+    def get_exception_handler(self):
+        """The custom exception handler, or None."""
+        return self._exception_handler
+
+    def set_exception_handler(self, handler) -> None:
+        """Sets ``handler(loop, context)`` as the exception handler (None: the default)."""
+        if handler is not None and not callable(handler):
+            raise TypeError(f"A callable object or None is expected, got {handler!r}")
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context: dict) -> None:
+        """Logs ``context`` on the ``asyncio`` logger in asyncio's format."""
+        message = context.get("message") or "Unhandled exception in event loop"
+        exception = context.get("exception")
+        exc_info = (type(exception), exception, exception.__traceback__) if exception else False
+        lines = [message]
+        for key in sorted(context):
+            if key in ("message", "exception"):
+                continue
+            value = context[key]
+            if key in _TRACEBACK_KEYS:
+                formatted = "".join(traceback.format_list(value)).rstrip()
+                lines.append(f"{key}: {_TRACEBACK_KEYS[key]}{formatted}")
+            else:
+                lines.append(f"{key}: {value!r}")
+        logger.error("\n".join(lines), exc_info=exc_info)
+
+    def call_exception_handler(self, context: dict) -> None:
+        """Passes ``context`` to the exception handler; never lets the handler's own error out."""
+        handler = self._exception_handler
+        if handler is None:
+            try:
+                self.default_exception_handler(context)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error("Exception in default exception handler", exc_info=True)
+            return
+        try:
+            handler(self, context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            try:
+                self.default_exception_handler(
+                    {
+                        "message": "Unhandled error in exception handler",
+                        "exception": exc,
+                        "context": context,
+                    }
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error(
+                    "Exception in default exception handler while handling an "
+                    "unexpected error in custom exception handler",
+                    exc_info=True,
+                )

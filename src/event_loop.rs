@@ -1,0 +1,631 @@
+//! `LoopCore`: the native half of `ferroloop.EventLoop` — the ready queue, the timers, the
+//! poll, and the hot entry points (`call_soon`, `call_later`, `create_future`, `create_task`).
+//!
+//! The Python class `ferroloop.EventLoop(LoopCore, asyncio.AbstractEventLoop)` adds the cold
+//! glue (run_forever's set-up, executors, exception handler, async generators); every
+//! iteration of the loop runs here without touching Python except to run callbacks.
+//!
+//! One iteration (`run_once`), in asyncio's order:
+//! 1. purge cancelled timers if they dominate the queue;
+//! 2. choose the timeout: 0 if callbacks are ready or stop() was called, else until the first
+//!    timer, else forever;
+//! 3. wait for events with the GIL released, then run pending Python signal handlers;
+//! 4. move timers due by now into the ready queue, in deadline order;
+//! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
+//!    the next iteration.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::callback_check::check_callback;
+use crate::clock::{Clock, CLOCK_RESOLUTION};
+use crate::gil_cell::GilRefCell;
+use crate::handle::{Handle, RunOutcome};
+use crate::poller::Poller;
+use crate::py_cache;
+use crate::timers::TimerQueue;
+
+/// asyncio caps a single wait at one day; longer timers are re-checked after it.
+const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
+
+/// Queues that change on every iteration; touched only with the GIL held.
+struct LoopQueues {
+    ready: VecDeque<Py<Handle>>,
+    timers: TimerQueue<Py<Handle>>,
+}
+
+/// Counters of the loop's life, for introspection and metrics.
+#[derive(Default)]
+struct LoopStats {
+    iterations: AtomicU64,
+}
+
+/// The native event loop state. Subclassed by `ferroloop.EventLoop`.
+#[pyclass(frozen, subclass, weakref, module = "ferroloop._ferroloop", name = "LoopCore")]
+pub struct LoopCore {
+    queues: GilRefCell<LoopQueues>,
+    clock: Clock,
+    poller: Poller,
+    /// Incremented by `TimerHandle.cancel()` for timers still queued.
+    cancelled_timers: Arc<AtomicUsize>,
+    debug: AtomicBool,
+    closed: AtomicBool,
+    stopping: AtomicBool,
+    /// `threading.get_ident()` of the thread running the loop, 0 when not running.
+    running_thread: AtomicU64,
+    task_factory: GilRefCell<Option<Py<PyAny>>>,
+    stats: LoopStats,
+}
+
+/// `threading.get_ident()` of the calling thread.
+fn current_thread_ident() -> u64 {
+    // SAFETY: a plain query with no preconditions.
+    unsafe { ffi::PyThread_get_thread_ident() as u64 }
+}
+
+/// A new reference to a copy of the current `contextvars.Context`.
+fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
+    unsafe {
+        let ctx = ffi::PyContext_CopyCurrent();
+        if ctx.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, ctx).unbind())
+    }
+}
+
+/// Converts a delay/deadline argument to seconds, with asyncio's error for `None`.
+fn seconds_arg(value: &Bound<'_, PyAny>, none_message: &str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_message.to_string()));
+    }
+    value.extract::<f64>()
+}
+
+impl LoopCore {
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(())
+    }
+
+    /// asyncio's debug-mode check that a non-threadsafe method runs on the loop's thread.
+    fn check_thread(&self) -> PyResult<()> {
+        let running = self.running_thread.load(Ordering::Relaxed);
+        if running != 0 && running != current_thread_ident() {
+            return Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// The creation stack recorded on handles in debug mode.
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if !self.is_debug() {
+            return Ok(None);
+        }
+        Ok(Some(py_cache::extract_stack(py)?.bind(py).call0()?.unbind()))
+    }
+
+    /// Builds a handle and appends it to the ready queue.
+    fn schedule_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let context = match context {
+            Some(c) if !c.is_none() => c.clone().unbind(),
+            _ => copy_current_context(py)?,
+        };
+        let handle = Py::new(
+            py,
+            Handle::new_soon(
+                callback.clone().unbind(),
+                args.clone().unbind(),
+                context,
+                self.source_traceback(py)?,
+            ),
+        )?;
+        self.queues
+            .borrow_mut(py)
+            .ready
+            .push_back(handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// Builds a timer handle due at `when` and queues it.
+    fn schedule_at(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.is_debug() {
+            self.check_thread()?;
+        }
+        check_callback(py, callback, "call_at")?;
+        let context = match context {
+            Some(c) if !c.is_none() => c.clone().unbind(),
+            _ => copy_current_context(py)?,
+        };
+        let handle = Py::new(
+            py,
+            Handle::new_timer(
+                when,
+                callback.clone().unbind(),
+                args.clone().unbind(),
+                context,
+                self.source_traceback(py)?,
+                self.cancelled_timers.clone(),
+            ),
+        )?;
+        self.queues
+            .borrow_mut(py)
+            .timers
+            .push(when, handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// Drops cancelled timers when they dominate the queue (or sit at its head).
+    fn purge_cancelled_timers(&self, py: Python<'_>) {
+        let newly_cancelled = self.cancelled_timers.swap(0, Ordering::Relaxed);
+        let removed = {
+            let mut queues = self.queues.borrow_mut(py);
+            for _ in 0..newly_cancelled {
+                queues.timers.note_cancelled();
+            }
+            queues.timers.purge_cancelled()
+        };
+        for handle in &removed {
+            handle.get().mark_unscheduled();
+        }
+        // `removed` is dropped here, outside the borrow.
+    }
+
+    /// How long the poll may sleep.
+    fn poll_timeout(&self, py: Python<'_>) -> Option<Duration> {
+        let queues = self.queues.borrow_mut(py);
+        if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
+            return Some(Duration::ZERO);
+        }
+        let deadline = queues.timers.next_deadline()?;
+        let wait = (deadline - self.clock.now()).clamp(0.0, MAX_WAIT_SECONDS);
+        Some(Duration::from_secs_f64(wait))
+    }
+
+    /// Moves every timer due by now into the ready queue.
+    fn collect_due_timers(&self, py: Python<'_>) {
+        let end = self.clock.now() + CLOCK_RESOLUTION;
+        let mut dropped = Vec::new();
+        {
+            let mut queues = self.queues.borrow_mut(py);
+            while let Some(handle) = queues.timers.pop_due(end) {
+                handle.get().mark_unscheduled();
+                if handle.get().is_cancelled() {
+                    dropped.push(handle);
+                } else {
+                    queues.ready.push_back(handle);
+                }
+            }
+        }
+        drop(dropped);
+    }
+
+    /// One iteration of the loop.
+    fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        self.stats.iterations.fetch_add(1, Ordering::Relaxed);
+        self.purge_cancelled_timers(py);
+        self.poller.rearm_wake();
+        let timeout = self.poll_timeout(py);
+        // With callbacks ready and no descriptor of the user's to watch, a zero-timeout poll
+        // could only report our own waker: skip the syscall. Python signal handlers still run
+        // (check_signals below, and the interpreter's eval breaker inside callbacks).
+        if timeout != Some(Duration::ZERO) {
+            let poller = &self.poller;
+            py.detach(|| poller.wait(timeout))
+                .map_err(PyErr::from)?;
+        }
+        py.check_signals()?;
+        self.collect_due_timers(py);
+        self.run_ready(slf)
+    }
+
+    /// Runs the callbacks ready at the start of this step, in FIFO order.
+    fn run_ready(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let todo = self.queues.borrow_mut(py).ready.len();
+        let debug = self.is_debug();
+        for _ in 0..todo {
+            let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
+                break;
+            };
+            let started = if debug { self.clock.now() } else { 0.0 };
+            let outcome = handle.get().run(py);
+            if let RunOutcome::Raised(err) = outcome {
+                self.report_callback_error(slf, &handle, err)?;
+            }
+            if debug {
+                self.warn_if_slow(slf, &handle, self.clock.now() - started)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an exception raised by a callback to the loop's exception handler; SystemExit and
+    /// KeyboardInterrupt propagate out of the loop instead, as in asyncio.
+    fn report_callback_error(
+        &self,
+        slf: &Bound<'_, Self>,
+        handle: &Py<Handle>,
+        err: PyErr,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+        {
+            return Err(err);
+        }
+        let context = PyDict::new(py);
+        let callback_source = handle.bind(py).repr()?.to_string();
+        // "<Handle cb(args) at file:line>" → "cb(args) at file:line", as asyncio words it.
+        let described = describe_callback(&callback_source);
+        context.set_item("message", format!("Exception in callback {described}"))?;
+        context.set_item("exception", err.value(py))?;
+        context.set_item("handle", handle.clone_ref(py))?;
+        if let Ok(tb) = handle.bind(py).getattr("_source_traceback") {
+            if !tb.is_none() {
+                context.set_item("source_traceback", tb)?;
+            }
+        }
+        slf.call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+
+    /// Debug mode: logs callbacks that ran longer than `loop.slow_callback_duration`.
+    fn warn_if_slow(&self, slf: &Bound<'_, Self>, handle: &Py<Handle>, took: f64) -> PyResult<()> {
+        let py = slf.py();
+        let limit: f64 = slf
+            .getattr(pyo3::intern!(py, "slow_callback_duration"))
+            .and_then(|v| v.extract())
+            .unwrap_or(0.1);
+        if took >= limit {
+            let logger = py.import("asyncio.log")?.getattr("logger")?;
+            logger.call_method1(
+                "warning",
+                ("Executing %s took %.3f seconds", handle.clone_ref(py), took),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Strips a handle repr down to asyncio's callback description.
+fn describe_callback(repr: &str) -> String {
+    let inner = repr.trim_start_matches('<').trim_end_matches('>');
+    let mut words = inner.splitn(2, ' ');
+    let _kind = words.next();
+    let rest = words.next().unwrap_or("");
+    let rest = rest.strip_prefix("cancelled ").unwrap_or(rest);
+    match rest.strip_prefix("when=") {
+        Some(after) => after.split_once(' ').map(|x| x.1).unwrap_or("").to_string(),
+        None => rest.to_string(),
+    }
+}
+
+/// Calls `callable(*positional, loop=loop)` by vectorcall (Future/Task construction).
+fn call_with_loop_kw(
+    py: Python<'_>,
+    callable: &Py<PyAny>,
+    positional: &[&Bound<'_, PyAny>],
+    loop_obj: &Bound<'_, PyAny>,
+    extra_kw: &[(&str, &Bound<'_, PyAny>)],
+) -> PyResult<Py<PyAny>> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(py_cache::str_loop(py), loop_obj)?;
+    for (k, v) in extra_kw {
+        kwargs.set_item(*k, *v)?;
+    }
+    let args = PyTuple::new(py, positional)?;
+    Ok(callable.bind(py).call(args, Some(&kwargs))?.unbind())
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        Ok(LoopCore {
+            queues: GilRefCell::new(LoopQueues {
+                ready: VecDeque::new(),
+                timers: TimerQueue::new(),
+            }),
+            clock: Clock::new(),
+            poller: Poller::new()?,
+            cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            debug: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            running_thread: AtomicU64::new(0),
+            task_factory: GilRefCell::new(None),
+            stats: LoopStats::default(),
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`'s clock and scale.
+    fn time(&self) -> f64 {
+        self.clock.now()
+    }
+
+    /// Schedules `callback(*args)` for the next iteration.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.is_debug() {
+            self.check_thread()?;
+        }
+        check_callback(py, callback, "call_soon")?;
+        self.schedule_soon(py, callback, args, context)
+    }
+
+    /// Schedules `callback(*args)` from any thread and wakes the loop.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        check_callback(py, callback, "call_soon_threadsafe")?;
+        // The ready queue is GIL-protected and this thread holds the GIL: append directly.
+        let handle = self.schedule_soon(py, callback, args, context)?;
+        self.poller.wake().map_err(PyErr::from)?;
+        Ok(handle)
+    }
+
+    /// Schedules `callback(*args)` to run `delay` seconds from now.
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        &self,
+        py: Python<'_>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let delay = seconds_arg(delay, "delay must not be None")?;
+        self.schedule_at(py, self.clock.now() + delay, callback, args, context)
+    }
+
+    /// Schedules `callback(*args)` at absolute time `when` (on `loop.time()`'s clock).
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        &self,
+        py: Python<'_>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let when = seconds_arg(when, "when cannot be None")?;
+        self.schedule_at(py, when, callback, args, context)
+    }
+
+    /// A new `asyncio.Future` bound to this loop.
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let future_type = py_cache::asyncio_future_type(py)?;
+        call_with_loop_kw(py, future_type, &[], slf.as_any(), &[])
+    }
+
+    /// Wraps `coro` in a Task (or the task factory's object) scheduled on this loop.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let factory = this
+            .task_factory
+            .borrow_mut(py)
+            .as_ref()
+            .map(|f| f.clone_ref(py));
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        match factory {
+            None => {
+                let mut extra: Vec<(&str, &Bound<'_, PyAny>)> = Vec::with_capacity(2);
+                if let Some(n) = name {
+                    extra.push(("name", n));
+                }
+                if let Some(c) = context {
+                    extra.push(("context", c));
+                }
+                let task_type = py_cache::asyncio_task_type(py)?;
+                call_with_loop_kw(py, task_type, &[coro], slf.as_any(), &extra)
+            }
+            Some(factory) => {
+                let factory = factory.bind(py);
+                let task = match context {
+                    None => factory.call1((slf, coro))?,
+                    Some(c) => {
+                        let kwargs = PyDict::new(py);
+                        kwargs.set_item("context", c)?;
+                        factory.call((slf, coro), Some(&kwargs))?
+                    }
+                };
+                if let Some(n) = name {
+                    if let Ok(set_name) = task.getattr("set_name") {
+                        set_name.call1((n,))?;
+                    }
+                }
+                Ok(task.unbind())
+            }
+        }
+    }
+
+    /// Sets the factory `create_task` uses (`factory(loop, coro[, context=...])`), or None.
+    fn set_task_factory(&self, py: Python<'_>, factory: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !factory.is_none() && !factory.is_callable() {
+            return Err(PyTypeError::new_err(
+                "task factory must be a callable or None",
+            ));
+        }
+        let new = if factory.is_none() {
+            None
+        } else {
+            Some(factory.clone().unbind())
+        };
+        let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), new);
+        drop(old);
+        Ok(())
+    }
+
+    /// The task factory, or None.
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory
+            .borrow_mut(py)
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+    }
+
+    /// True in debug mode.
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// Turns debug mode on or off.
+    fn set_debug(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(enabled.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// True while `run_forever` runs.
+    fn is_running(&self) -> bool {
+        self.running_thread.load(Ordering::Relaxed) != 0
+    }
+
+    /// True once `close()` was called.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loop after the callbacks of the current iteration.
+    fn stop(&self) -> PyResult<()> {
+        self.stopping.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Raises RuntimeError if the loop is closed.
+    fn _check_closed(&self) -> PyResult<()> {
+        self.check_closed()
+    }
+
+    /// Wakes the loop from its poll (any thread).
+    fn _write_to_self(&self) -> PyResult<()> {
+        self.poller.wake().map_err(PyErr::from)
+    }
+
+    /// The descriptor the Python side hands to `signal.set_wakeup_fd()`.
+    fn _signal_wakeup_fd(&self) -> i32 {
+        self.poller.signal_wakeup_fd()
+    }
+
+    /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.
+    fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        this.running_thread
+            .store(current_thread_ident(), Ordering::Relaxed);
+        let result = loop {
+            if let Err(err) = this.run_once(slf) {
+                break Err(err);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        this.running_thread.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// Marks the loop closed and drops every pending callback and timer.
+    fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_running() {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (ready, timers) = {
+            let mut queues = self.queues.borrow_mut(py);
+            (
+                std::mem::take(&mut queues.ready),
+                queues.timers.drain_all(),
+            )
+        };
+        for handle in &timers {
+            handle.get().mark_unscheduled();
+        }
+        drop(ready);
+        drop(timers);
+        Ok(())
+    }
+
+    /// Counts for introspection: ready callbacks, queued timers, cancelled timers still queued,
+    /// loop iterations so far.
+    fn _stats(&self, py: Python<'_>) -> (usize, usize, usize, u64) {
+        let queues = self.queues.borrow_mut(py);
+        (
+            queues.ready.len(),
+            queues.timers.len(),
+            queues.timers.cancelled_count() + self.cancelled_timers.load(Ordering::Relaxed),
+            self.stats.iterations.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_callback;
+
+    #[test]
+    fn describes_callbacks_like_asyncio() {
+        assert_eq!(describe_callback("<Handle f() at a.py:1>"), "f() at a.py:1");
+        assert_eq!(
+            describe_callback("<TimerHandle when=1.5 f(1) at a.py:2>"),
+            "f(1) at a.py:2"
+        );
+        assert_eq!(describe_callback("<Handle cancelled f()>"), "f()");
+    }
+}

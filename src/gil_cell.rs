@@ -1,0 +1,39 @@
+//! Interior mutability for loop state that only ever changes while the GIL is held.
+
+use std::cell::{RefCell, RefMut};
+
+use pyo3::Python;
+
+/// A `RefCell` that may live in a `#[pyclass(frozen)]`: every access takes a `Python` token,
+/// so accesses are serialised by the GIL even when another thread (call_soon_threadsafe)
+/// touches the loop. A reentrant access (a `__del__` that calls back into the loop while the
+/// state is borrowed) panics instead of aliasing; PyO3 turns that panic into a Python
+/// exception, never an abort. Callers keep borrows short and never call Python while borrowed.
+pub struct GilRefCell<T>(RefCell<T>);
+
+// SAFETY: the inner RefCell is only reachable through `borrow_mut`, which requires a `Python`
+// token, i.e. the calling thread holds the GIL. This crate is not built for free-threaded
+// CPython (no `Py_GIL_DISABLED` support is declared), so at most one thread holds a token at
+// any time and the RefCell's non-atomic borrow flag is never raced.
+unsafe impl<T: Send> Sync for GilRefCell<T> {}
+
+impl<T> GilRefCell<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        GilRefCell(RefCell::new(value))
+    }
+
+    /// Borrows the value mutably; the `Python` token proves the GIL is held.
+    #[inline]
+    pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {
+        self.0.borrow_mut()
+    }
+}
+
+impl<T> GilRefCell<T> {
+    /// Shared access for `__traverse__`, which the garbage collector calls with the GIL held
+    /// but without a `Python` token. Returns `None` if the value is being mutated right now.
+    pub fn try_borrow_for_gc(&self) -> Option<std::cell::Ref<'_, T>> {
+        self.0.try_borrow().ok()
+    }
+}

@@ -1,0 +1,39 @@
+//! ferroloop: asyncio's event loop, rebuilt in Rust.
+//!
+//! The extension module `ferroloop._ferroloop` exports [`event_loop::LoopCore`] (the native
+//! half of `ferroloop.EventLoop`) and [`handle::Handle`]. Module map, one concept per file:
+//! - [`event_loop`]: the ready queue, the iteration, the hot scheduling entry points;
+//! - [`handle`]: handles and timer handles (what the queues hold);
+//! - [`timers`]: the deadline heap with purging of cancelled timers;
+//! - [`poller`]: the epoll wait, the threadsafe waker and the signal wakeup pipe;
+//! - [`clock`]: the loop's single time source;
+//! - [`callback_check`]: asyncio's validation of callbacks;
+//! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
+#![deny(missing_docs)]
+
+pub mod callback_check;
+pub mod clock;
+pub mod event_loop;
+pub mod gil_cell;
+pub mod handle;
+pub mod poller;
+pub mod py_cache;
+pub mod timers;
+
+use pyo3::prelude::*;
+
+/// asyncio's check of a callback given to `method`: TypeError for coroutines and non-callables.
+#[pyfunction]
+fn _check_callback(callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+    callback_check::check_callback(callback.py(), callback, method)
+}
+
+/// The extension module.
+#[pymodule]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<handle::Handle>()?;
+    m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

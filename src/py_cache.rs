@@ -1,0 +1,72 @@
+//! Python objects the loop looks up once per interpreter and keeps: asyncio's public types,
+//! helpers it calls on cold paths, and interned attribute names.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyString, PyType};
+
+/// Imports `module` and returns its attribute `name`, caching it in `cell`.
+fn cached_attr<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'static Py<PyAny>> {
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())
+    })
+}
+
+macro_rules! cached {
+    ($(#[$doc:meta])* $fn_name:ident, $module:literal, $attr:literal) => {
+        $(#[$doc])*
+        pub fn $fn_name(py: Python<'_>) -> PyResult<&'static Py<PyAny>> {
+            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            cached_attr(py, &CELL, $module, $attr)
+        }
+    };
+}
+
+cached!(
+    /// `asyncio.Handle`, reported as the `__class__` of plain handles.
+    asyncio_handle_type, "asyncio.events", "Handle");
+cached!(
+    /// `asyncio.TimerHandle`, reported as the `__class__` of timer handles.
+    asyncio_timer_handle_type, "asyncio.events", "TimerHandle");
+cached!(
+    /// `asyncio.Future` (the C implementation when available).
+    asyncio_future_type, "asyncio.futures", "Future");
+cached!(
+    /// `asyncio.Task` (the C implementation when available).
+    asyncio_task_type, "asyncio.tasks", "Task");
+cached!(
+    /// asyncio's helper that renders `callback(args)` with its source location.
+    format_callback_source, "asyncio.format_helpers", "_format_callback_source");
+cached!(
+    /// asyncio's helper that captures a handle's creation stack in debug mode.
+    extract_stack, "asyncio.format_helpers", "extract_stack");
+cached!(
+    /// `asyncio.iscoroutinefunction`, the slow path of the callback check.
+    iscoroutinefunction, "asyncio.coroutines", "iscoroutinefunction");
+cached!(
+    /// `asyncio.iscoroutine`.
+    iscoroutine, "asyncio.coroutines", "iscoroutine");
+cached!(
+    /// `functools.partial`, unwrapped by the callback check.
+    functools_partial, "functools", "partial");
+cached!(
+    /// `asyncio.tasks._set_task_name`, applied to tasks made by a task factory.
+    set_task_name, "asyncio.tasks", "_set_task_name");
+cached!(
+    /// `sys._getframe`, for handle creation stacks in debug mode.
+    sys_getframe, "sys", "_getframe");
+
+/// Returns `obj` as a type object (for cached types).
+pub fn as_type<'py>(py: Python<'py>, obj: &Py<PyAny>) -> PyResult<Bound<'py, PyType>> {
+    Ok(obj.bind(py).cast::<PyType>()?.clone())
+}
+
+/// Interned `"loop"`, the keyword every Future/Task constructor call passes.
+pub fn str_loop(py: Python<'_>) -> &Bound<'_, PyString> {
+    pyo3::intern!(py, "loop")
+}

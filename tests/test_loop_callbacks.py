@@ -1,0 +1,354 @@
+"""call_soon / call_later / call_at scheduling, handles and the loop clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+
+import pytest
+
+COLOUR: contextvars.ContextVar[str] = contextvars.ContextVar("COLOUR", default="none")
+
+
+def _context_of(handle, loop_kind: str) -> contextvars.Context:
+    """The context a handle will run its callback in.
+
+    ferroloop handles must offer ``get_context()`` (Python 3.12 API); stock
+    3.11 handles only have the private ``_context`` attribute.
+    """
+    if loop_kind == "asyncio" and not hasattr(handle, "get_context"):
+        return handle._context
+    return handle.get_context()
+
+
+def _run_then_stop(loop, delay: float = 0.0) -> None:
+    """Run ``loop`` until a stop scheduled ``delay`` seconds from now."""
+    if delay:
+        loop.call_later(delay, loop.stop)
+    else:
+        loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_call_soon_is_fifo(loop):
+    """Callbacks run in the order they were scheduled, with their arguments."""
+    calls: list[tuple] = []
+    for i in range(100):
+        loop.call_soon(calls.append, (i, f"arg{i}"))
+    _run_then_stop(loop)
+    assert calls == [(i, f"arg{i}") for i in range(100)]
+
+
+def test_call_soon_passes_positional_arguments(loop):
+    """Extra positional arguments reach the callback unchanged."""
+    received: list[tuple] = []
+    loop.call_soon(lambda *args: received.append(args), 1, "two", None)
+    _run_then_stop(loop)
+    assert received == [(1, "two", None)]
+
+
+def test_callbacks_scheduled_by_callbacks_run_after_current_batch(loop):
+    """A callback scheduled from a callback runs after the already-queued ones."""
+    order: list[str] = []
+
+    def first():
+        order.append("first")
+        loop.call_soon(order.append, "scheduled by first")
+
+    loop.call_soon(first)
+    loop.call_soon(order.append, "second")
+    loop.call_soon(order.append, "third")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert order == ["first", "second", "third", "scheduled by first"]
+
+
+def test_call_later_runs_in_deadline_order(loop):
+    """Timers fire in ``when`` order, not in scheduling order."""
+    order: list[str] = []
+    loop.call_later(0.03, order.append, "30ms")
+    loop.call_later(0.01, order.append, "10ms")
+    loop.call_later(0.02, order.append, "20ms")
+    loop.call_later(0, order.append, "0ms")
+    loop.call_soon(order.append, "soon")
+    _run_then_stop(loop, 0.05)
+    assert order == ["soon", "0ms", "10ms", "20ms", "30ms"]
+
+
+def test_call_at_uses_loop_time(loop):
+    """``call_at`` deadlines are in ``loop.time()`` units, interleaving with call_later."""
+    order: list[str] = []
+    now = loop.time()
+    loop.call_at(now + 0.02, order.append, "at+20ms")
+    loop.call_later(0.01, order.append, "later 10ms")
+    loop.call_at(now + 0.03, order.append, "at+30ms")
+    loop.call_at(now - 5, order.append, "at past")
+    _run_then_stop(loop, 0.05)
+    assert order == ["at past", "later 10ms", "at+20ms", "at+30ms"]
+
+
+def test_timers_never_fire_early(loop):
+    """A timer callback runs no earlier than its deadline on the monotonic clock."""
+    fired: list[tuple[float, float]] = []
+    for delay in (0.005, 0.015, 0.03):
+        when = loop.time() + delay
+        loop.call_at(when, lambda w=when: fired.append((w, time.monotonic())))
+    _run_then_stop(loop, 0.05)
+    assert len(fired) == 3
+    for when, at in fired:
+        assert at >= when - 0.001, f"fired {(when - at) * 1000:.2f} ms early"
+        assert at - when < 0.02, f"fired {(at - when) * 1000:.2f} ms late"
+
+
+def test_long_timer_does_not_block_short_ones(loop):
+    """Scheduling a far-future timer does not delay nearer ones or stop()."""
+    order: list[str] = []
+    far = loop.call_later(3600, order.append, "far")
+    loop.call_later(0.01, order.append, "near")
+    start = time.monotonic()
+    _run_then_stop(loop, 0.02)
+    assert time.monotonic() - start < 0.5
+    assert order == ["near"]
+    far.cancel()
+
+
+def test_cancelled_handles_never_run(loop):
+    """Cancelled call_soon and call_later handles are skipped."""
+    ran: list[str] = []
+    soon = loop.call_soon(ran.append, "soon")
+    later = loop.call_later(0.01, ran.append, "later")
+    loop.call_soon(ran.append, "kept")
+    soon.cancel()
+    later.cancel()
+    _run_then_stop(loop, 0.03)
+    assert ran == ["kept"]
+
+
+def test_handle_cancelled_by_earlier_callback_in_same_batch(loop):
+    """A ready callback cancelled by an earlier one in the same iteration is skipped."""
+    ran: list[str] = []
+    victim: list[asyncio.Handle] = []
+    loop.call_soon(lambda: victim[0].cancel())
+    victim.append(loop.call_soon(ran.append, "victim"))
+    loop.call_soon(ran.append, "survivor")
+    _run_then_stop(loop)
+    assert ran == ["survivor"]
+
+
+def test_timer_cancelled_by_earlier_due_timer(loop):
+    """A timer cancelled by another timer due in the same iteration is skipped."""
+    ran: list[str] = []
+    now = loop.time()
+    victim = loop.call_at(now + 0.011, ran.append, "victim")
+    loop.call_at(now + 0.010, victim.cancel)
+    time.sleep(0.02)  # both timers are overdue when the loop starts
+    _run_then_stop(loop, 0.01)
+    assert ran == []
+
+
+def test_handle_api(loop, loop_kind):
+    """call_soon returns an ``asyncio.Handle`` with the documented methods."""
+
+    def my_callback():
+        pass
+
+    handle = loop.call_soon(my_callback)
+    assert isinstance(handle, asyncio.Handle)
+    assert not isinstance(handle, asyncio.TimerHandle)
+    assert handle.cancelled() is False
+    assert isinstance(_context_of(handle, loop_kind), contextvars.Context)
+    assert "my_callback" in repr(handle)
+    assert repr(handle).startswith("<Handle ")
+    assert handle.cancel() is None
+    assert handle.cancelled() is True
+    assert "cancelled" in repr(handle)
+    handle.cancel()  # idempotent
+    assert handle.cancelled() is True
+
+
+def test_timer_handle_api(loop):
+    """call_later/call_at return ``asyncio.TimerHandle`` objects with ``when()``."""
+
+    def my_timer_callback():
+        pass
+
+    before = loop.time()
+    later = loop.call_later(10, my_timer_callback)
+    after = loop.time()
+    assert isinstance(later, asyncio.TimerHandle)
+    assert isinstance(later, asyncio.Handle)
+    assert before + 10 <= later.when() <= after + 10
+
+    when = loop.time() + 123.25
+    at = loop.call_at(when, my_timer_callback)
+    assert isinstance(at, asyncio.TimerHandle)
+    assert at.when() == when
+    assert repr(at).startswith("<TimerHandle ")
+    assert "when=" in repr(at) and "my_timer_callback" in repr(at)
+    assert at.cancelled() is False
+    at.cancel()
+    later.cancel()
+    assert at.cancelled() and later.cancelled()
+    assert "cancelled" in repr(at)
+
+
+def test_handle_context_defaults_to_copy_of_current(loop, loop_kind):
+    """Without ``context=`` the handle captures a copy of the current context."""
+    token = COLOUR.set("blue")
+    try:
+        handle = loop.call_soon(lambda: None)
+    finally:
+        COLOUR.reset(token)
+    assert _context_of(handle, loop_kind)[COLOUR] == "blue"
+    assert COLOUR.get() == "none"
+
+
+def test_explicit_context_is_used(loop, loop_kind):
+    """``context=ctx`` is returned by get_context() and the callback runs in it."""
+    ctx = contextvars.copy_context()
+    ctx.run(COLOUR.set, "green")
+    seen: list[str] = []
+
+    def read_and_write():
+        seen.append(COLOUR.get())
+        COLOUR.set("red")
+
+    soon = loop.call_soon(read_and_write, context=ctx)
+    timer = loop.call_later(0.001, read_and_write, context=ctx)
+    assert _context_of(soon, loop_kind) is ctx
+    assert _context_of(timer, loop_kind) is ctx
+    _run_then_stop(loop, 0.02)
+    assert seen == ["green", "red"]
+    assert ctx[COLOUR] == "red"
+    assert COLOUR.get() == "none"
+
+
+def test_threadsafe_handle_is_handle(loop):
+    """call_soon_threadsafe also returns an ``asyncio.Handle``."""
+    ran: list[int] = []
+    handle = loop.call_soon_threadsafe(ran.append, 1)
+    assert isinstance(handle, asyncio.Handle)
+    _run_then_stop(loop)
+    assert ran == [1]
+
+
+def test_loop_time_is_monotonic_clock(loop):
+    """``loop.time()`` reads the same clock as ``time.monotonic()``."""
+    for _ in range(100):
+        before = time.monotonic()
+        now = loop.time()
+        after = time.monotonic()
+        assert before - 0.001 <= now <= after + 0.001
+    first = loop.time()
+    time.sleep(0.02)
+    assert 0.019 <= loop.time() - first < 0.5
+
+
+def test_create_future(loop):
+    """``create_future`` returns an unfinished future bound to this loop."""
+    future = loop.create_future()
+    assert asyncio.isfuture(future)
+    assert future.get_loop() is loop
+    assert not future.done()
+    future.set_result(5)
+    assert future.result() == 5
+
+
+def test_create_task_name_and_type(loop):
+    """``create_task`` returns an asyncio.Task honouring ``name=``."""
+
+    async def answer():
+        return 42
+
+    named = loop.create_task(answer(), name="the-answer")
+    unnamed = loop.create_task(answer())
+    assert isinstance(named, asyncio.Task)
+    assert named.get_loop() is loop
+    assert named.get_name() == "the-answer"
+    assert unnamed.get_name().startswith("Task-")
+    assert loop.run_until_complete(named) == 42
+    assert loop.run_until_complete(unnamed) == 42
+
+
+def test_create_task_context(loop):
+    """``create_task(context=ctx)`` runs the coroutine in ``ctx``."""
+    ctx = contextvars.copy_context()
+    ctx.run(COLOUR.set, "violet")
+
+    async def read_and_write():
+        seen = COLOUR.get()
+        COLOUR.set("changed")
+        return seen
+
+    task = loop.create_task(read_and_write(), context=ctx)
+    assert loop.run_until_complete(task) == "violet"
+    assert ctx[COLOUR] == "changed"
+    assert COLOUR.get() == "none"
+
+
+def test_task_factory(loop):
+    """set/get_task_factory: the factory builds tasks; None restores the default."""
+    calls: list[tuple] = []
+
+    def factory(factory_loop, coro, **kwargs):
+        calls.append((factory_loop, sorted(kwargs)))
+        return asyncio.Task(coro, loop=factory_loop, **kwargs)
+
+    assert loop.get_task_factory() is None
+    loop.set_task_factory(factory)
+    assert loop.get_task_factory() is factory
+
+    async def answer():
+        return "made by factory"
+
+    task = loop.create_task(answer(), name="factory-task")
+    assert calls == [(loop, [])]
+    assert task.get_name() == "factory-task"
+    assert loop.run_until_complete(task) == "made by factory"
+
+    ctx = contextvars.copy_context()
+    loop.run_until_complete(loop.create_task(answer(), context=ctx))
+    assert calls[1] == (loop, ["context"])
+
+    async def spawn_via_asyncio():
+        return await asyncio.create_task(answer())
+
+    loop.run_until_complete(spawn_via_asyncio())
+    assert len(calls) == 4  # run_until_complete's wrapper task + asyncio.create_task
+
+    loop.set_task_factory(None)
+    assert loop.get_task_factory() is None
+    loop.run_until_complete(loop.create_task(answer()))
+    assert len(calls) == 4
+
+
+def test_get_running_loop_and_current_task(loop):
+    """get_running_loop/current_task/all_tasks reflect the running loop."""
+    with pytest.raises(RuntimeError, match="^no running event loop$"):
+        asyncio.get_running_loop()
+    assert asyncio.current_task(loop) is None
+    in_callback: list[object] = []
+
+    def callback():
+        in_callback.append(asyncio.get_running_loop())
+        in_callback.append(asyncio.current_task())
+
+    async def main():
+        assert asyncio.get_running_loop() is loop
+        me = asyncio.current_task()
+        assert me is not None and me.get_name() == "main-task"
+        sleeper = asyncio.create_task(asyncio.sleep(10), name="sleeper")
+        done = asyncio.create_task(asyncio.sleep(0), name="done")
+        await done
+        assert asyncio.all_tasks() == {me, sleeper}
+        assert asyncio.all_tasks(loop) == {me, sleeper}
+        loop.call_soon(callback)
+        await asyncio.sleep(0)
+        sleeper.cancel()
+        return me
+
+    main_task = loop.create_task(main(), name="main-task")
+    assert loop.run_until_complete(main_task) is main_task
+    assert in_callback == [loop, None]
+    assert asyncio.all_tasks(loop) == set()
