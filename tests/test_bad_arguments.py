@@ -7,8 +7,7 @@ shows up as a failure on the stock side rather than silently passing).
 
 from __future__ import annotations
 
-import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

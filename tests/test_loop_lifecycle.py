@@ -259,9 +259,7 @@ _PRINT_DEBUG = """
 def test_debug_mode_from_environment(child, options, extra_env, expected):
     """PYTHONASYNCIODEBUG=1 and ``-X dev`` turn debug mode on for new loops."""
     script = child.script("print_debug.py", child.loop_prelude + textwrap.dedent(_PRINT_DEBUG))
-    proc = child.run(
-        child.command(str(script), python_options=options), env=child.env(**extra_env)
-    )
+    proc = child.run(child.command(str(script), python_options=options), env=child.env(**extra_env))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"loop {expected}", f"run {expected}"]
 

@@ -59,7 +59,9 @@ def test_sigint_cancels_idle_main_task_promptly(child):
     assert [line.split()[0] for line in lines] == ["cancelled", "cleanup"], (stdout, stderr)
     cleanup_at = float(lines[1].split()[1])
     reaction = cleanup_at - sent_at
-    assert 0 <= reaction < MAX_REACTION_SECONDS, f"cleanup ran {reaction * 1000:.1f} ms after SIGINT"
+    assert 0 <= reaction < MAX_REACTION_SECONDS, (
+        f"cleanup ran {reaction * 1000:.1f} ms after SIGINT"
+    )
     assert proc.returncode == -signal.SIGINT, stderr
     assert stderr.startswith("Traceback (most recent call last):\n"), stderr
     assert stderr.rstrip("\n").splitlines()[-1] == "KeyboardInterrupt"

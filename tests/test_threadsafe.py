@@ -73,7 +73,7 @@ def test_threadsafe_call_wakes_idle_loop_quickly(loop):
                 loop.call_soon_threadsafe(on_wake, time.monotonic())
                 if not handled.wait(5):
                     raise TimeoutError("loop did not run the callback within 5 s")
-        except BaseException as exc:  # reported in the main thread
+        except Exception as exc:  # noqa: BLE001 - re-raised in the main thread via `errors`
             errors.append(exc)
         finally:
             loop.call_soon_threadsafe(loop.stop)
