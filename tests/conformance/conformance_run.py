@@ -492,7 +492,7 @@ def format_check(check, max_new_passes_listed=200):
         lines.append(f'{len(check.new_passes)} tests pass that are not in expected_pass.txt '
                      '(run --write-expected to add them):')
         lines += ['  ' + t for t in check.new_passes[:max_new_passes_listed]]
-        if len(check.new_passes) > max_new_passes_listed:
+        if 0 < max_new_passes_listed < len(check.new_passes):
             lines.append(f'  ... and {len(check.new_passes) - max_new_passes_listed} more')
     if check.regressions:
         lines.append(f'{len(check.regressions)} REGRESSIONS (expected to pass, failed twice):')
