@@ -11,19 +11,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import signal
 import sys
 import threading
 import traceback
 import warnings
 import weakref
-from asyncio import events, futures, tasks
+from asyncio import coroutines, events, futures, tasks
 from typing import Any
 
 from ._ferroloop import LoopCore, _check_callback
 
 logger = logging.getLogger("asyncio")
+
+#: Frames kept per coroutine origin in debug mode (asyncio's own depth).
+DEBUG_STACK_DEPTH = 10
 
 #: Keys of an exception-handler context that the default handler prints specially.
 _TRACEBACK_KEYS = {
@@ -33,10 +35,11 @@ _TRACEBACK_KEYS = {
 
 
 def _debug_requested() -> bool:
-    """True if ``-X dev`` or ``PYTHONASYNCIODEBUG`` asks for asyncio's debug mode."""
-    if sys.flags.dev_mode:
-        return True
-    return not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
+    """True if ``-X dev`` or ``PYTHONASYNCIODEBUG`` asks for asyncio's debug mode.
+
+    Asks asyncio itself, so that tools (and CPython's tests) that patch its switch are obeyed.
+    """
+    return bool(coroutines._is_debug_mode())
 
 
 def _stop_loop_when_done(fut: asyncio.Future) -> None:
@@ -61,6 +64,7 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
         self._executor_shutdown_called = False
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
+        self._origin_tracking_saved_depth: int | None = None
         self.set_debug(_debug_requested())
 
     def __repr__(self) -> str:
@@ -74,6 +78,23 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
                 self.close()
+
+    # ------------------------------------------------------------------ debug mode
+
+    def set_debug(self, enabled: bool) -> None:
+        """Turns debug mode on or off (also coroutine origin tracking while running)."""
+        super().set_debug(enabled)
+        if self.is_running():
+            self.call_soon_threadsafe(self._track_coroutine_origins, bool(enabled))
+
+    def _track_coroutine_origins(self, enabled: bool) -> None:
+        """In debug mode, coroutines record where they were created (for 'never awaited')."""
+        if enabled and self._origin_tracking_saved_depth is None:
+            self._origin_tracking_saved_depth = sys.get_coroutine_origin_tracking_depth()
+            sys.set_coroutine_origin_tracking_depth(DEBUG_STACK_DEPTH)
+        elif not enabled and self._origin_tracking_saved_depth is not None:
+            sys.set_coroutine_origin_tracking_depth(self._origin_tracking_saved_depth)
+            self._origin_tracking_saved_depth = None
 
     # ------------------------------------------------------------------ running
 
@@ -95,8 +116,10 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
                 finalizer=self._asyncgen_finalizer_hook,
             )
             events._set_running_loop(self)
+            self._track_coroutine_origins(self.get_debug())
             self._run_until_stopped()
         finally:
+            self._track_coroutine_origins(False)
             events._set_running_loop(None)
             sys.set_asyncgen_hooks(*saved_hooks)
             self._restore_signal_wakeup(saved_wakeup_fd)
