@@ -68,7 +68,7 @@ def format_factor_spread(spread: Spread | None) -> str:
 
 def metric_heading(metric: Metric) -> str:
     """Metric label with its unit and direction, e.g. ``lateness p99 [µs] ↓``."""
-    unit = f" [{metric.unit}]" if metric.unit else ""
+    unit = f" [{metric.unit}]" if metric.unit and metric.unit != "µs" else ""  # µs: in values
     arrow = "↑" if metric.higher_is_better else "↓"
     return f"{metric.label}{unit} {arrow}"
 

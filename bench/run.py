@@ -24,6 +24,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,27 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         default=sys.executable,
         help="interpreter for the worker processes (default: this one)",
     )
+    parser.add_argument(
+        "--min-cpu-share",
+        type=float,
+        default=0.9,
+        help="a CPU-bound measurement whose CPU time is below this fraction of its wall time "
+        "was disturbed by another process and is measured again (default: 0.9)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="how many times a disturbed measurement is repeated (default: 2)",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each measurement wait up to SECONDS until other processes use less than "
+        "half a CPU (default: 0, do not wait)",
+    )
     parser.add_argument("--list", action="store_true", help="list workloads and exit")
     arguments = parser.parse_args(argv)
     if arguments.repeat < MINIMUM_REPEAT:
@@ -170,6 +192,82 @@ def probe_loops(
     return described
 
 
+def cpu_share(result: dict[str, Any]) -> float:
+    """Fraction of the measurement's wall time the worker spent on a CPU."""
+    wall = result.get("wall_s") or 0.0
+    cpu = (result.get("user_cpu_s") or 0.0) + (result.get("system_cpu_s") or 0.0)
+    return cpu / wall if wall > 0 else 0.0
+
+
+def measure_undisturbed(
+    workload: Workload,
+    arguments: argparse.Namespace,
+    worker_arguments: list[str],
+    environment: dict[str, str],
+) -> dict[str, Any]:
+    """Run one measurement, repeating it while it looks disturbed.
+
+    A CPU-bound workload whose worker got less than ``--min-cpu-share`` of its
+    wall time on a CPU was descheduled by another process; such an attempt is
+    discarded and the measurement repeated, up to ``--retries`` times.  The
+    result records the discarded attempts' CPU shares and, if every attempt
+    was disturbed, ``disturbed: True`` (the last attempt is kept).
+    """
+    discarded_cpu_shares: list[float] = []
+    while True:
+        if arguments.wait_idle > 0:
+            wait_for_idle_machine(arguments.wait_idle)
+        result = run_worker(arguments.python, worker_arguments, environment, arguments.timeout)
+        if not result.get("ok") or not workload.cpu_bound:
+            break
+        share = cpu_share(result)
+        result["cpu_share"] = share
+        if share >= arguments.min_cpu_share:
+            break
+        if len(discarded_cpu_shares) >= arguments.retries:
+            result["disturbed"] = True
+            break
+        discarded_cpu_shares.append(round(share, 3))
+    if discarded_cpu_shares:
+        result["discarded_attempt_cpu_shares"] = discarded_cpu_shares
+    return result
+
+
+def read_cpu_times() -> tuple[int, int] | None:
+    """Return (busy, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat_file:
+            fields = [int(value) for value in stat_file.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cpus(sample_seconds: float = 0.5) -> float | None:
+    """How many CPUs other processes kept busy over a short sample (None if unknown)."""
+    before = read_cpu_times()
+    time.sleep(sample_seconds)
+    after = read_cpu_times()
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+def wait_for_idle_machine(max_wait_seconds: float, max_busy_cpus: float = 0.5) -> float:
+    """Wait up to ``max_wait_seconds`` until other processes use < ``max_busy_cpus``.
+
+    Returns the seconds waited.  Used with ``--wait-idle`` on shared machines,
+    where a compiler or test run next door would otherwise steal the core.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait_seconds:
+        busy = busy_cpus()
+        if busy is None or busy < max_busy_cpus:
+            break
+    return time.monotonic() - start
+
+
 def describe_machine() -> str:
     """One-line description of the machine and interpreter."""
     return (
@@ -192,7 +290,13 @@ def format_progress(result: dict[str, Any], workload: Workload) -> str:
         return f"FAILED: {result.get('error')}"
     metric = workload.metrics[0]
     value = result["metrics"].get(metric.key, float("nan"))
-    return f"{format_value(value, metric.unit)} {metric.label} ({result['wall_s']:.2f} s)"
+    text = f"{format_value(value, metric.unit)} {metric.label} ({result['wall_s']:.2f} s)"
+    if result.get("discarded_attempt_cpu_shares"):
+        shares = ", ".join(f"{share:.0%}" for share in result["discarded_attempt_cpu_shares"])
+        text += f" [re-measured; discarded attempts had CPU share {shares}]"
+    if result.get("disturbed"):
+        text += f" [DISTURBED: CPU share {result['cpu_share']:.0%}]"
+    return text
 
 
 def run_suite(arguments: argparse.Namespace) -> int:
@@ -245,9 +349,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
                     "--scale",
                     repr(arguments.scale),
                 ]
-                result = run_worker(
-                    arguments.python, worker_arguments, environment, arguments.timeout
-                )
+                result = measure_undisturbed(workload, arguments, worker_arguments, environment)
                 print(
                     f"[rep {repetition}/{arguments.repeat}] {workload.name:<16} {label:<10} "
                     f"{format_progress(result, workload)}",
@@ -279,12 +381,19 @@ def run_suite(arguments: argparse.Namespace) -> int:
         "load_average_end": load_average(),
         "repeat": arguments.repeat,
         "scale": arguments.scale,
+        "min_cpu_share": arguments.min_cpu_share,
+        "retries": arguments.retries,
+        "wait_idle_s": arguments.wait_idle,
         "malloc": (
             "pinned (" + ", ".join(f"{k}={v}" for k, v in PINNED_MALLOC_ENVIRONMENT.items()) + ")"
             if arguments.malloc == "pinned"
             else "glibc defaults"
         ),
         "order_per_repetition": available_labels,
+        "remeasured_after_disturbance": sum(
+            1 for m in measurements if m.get("discarded_attempt_cpu_shares")
+        ),
+        "still_disturbed": sum(1 for m in measurements if m.get("disturbed")),
     }
 
     print()
@@ -313,6 +422,14 @@ def run_suite(arguments: argparse.Namespace) -> int:
         }
         Path(arguments.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"JSON written to {arguments.json}", file=sys.stderr)
+    remeasured = sum(1 for m in measurements if m.get("discarded_attempt_cpu_shares"))
+    disturbed = sum(1 for m in measurements if m.get("disturbed"))
+    if remeasured or disturbed:
+        print(
+            f"{remeasured} measurement(s) re-measured after a disturbance, "
+            f"{disturbed} still disturbed (kept)",
+            file=sys.stderr,
+        )
     failures = sum(1 for measurement in measurements if not measurement.get("ok"))
     if failures:
         print(f"{failures} measurement(s) failed; see the log above", file=sys.stderr)

@@ -59,6 +59,12 @@ class Workload:
     ``unavailable_reason`` may return a human-readable reason when the workload
     cannot run on this machine (e.g. an external load generator is missing);
     it is evaluated in the parent process before any worker is started.
+
+    ``cpu_bound`` workloads keep the worker's CPU busy for the whole
+    measurement, so CPU time well below wall time means the worker was
+    descheduled (another process took the core) and the runner measures again.
+    Workloads that sleep by design (timer precision) or wait on a client
+    process set it to False.
     """
 
     name: str
@@ -66,6 +72,7 @@ class Workload:
     metrics: tuple[Metric, ...]
     run: MeasureFunction
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
+    cpu_bound: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description of the workload."""

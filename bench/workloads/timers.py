@@ -197,5 +197,6 @@ WORKLOADS = [
             ),
         ),
         run=measure_spread_lateness,
+        cpu_bound=False,
     ),
 ]
