@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import random
 import time
+import weakref
 
 import pytest
 
@@ -352,3 +355,85 @@ def test_get_running_loop_and_current_task(loop):
     assert loop.run_until_complete(main_task) is main_task
     assert in_callback == [loop, None]
     assert asyncio.all_tasks(loop) == set()
+
+
+def test_many_timers_fire_in_deadline_order(loop):
+    """2000 timers with random deadlines fire sorted by deadline."""
+    rng = random.Random(42)
+    fired: list[float] = []
+    now = loop.time()
+    for _ in range(2000):
+        when = now + rng.uniform(0, 0.05)
+        loop.call_at(when, fired.append, when)
+    _run_then_stop(loop, 0.08)
+    assert len(fired) == 2000
+    assert fired == sorted(fired)
+
+
+def test_purging_cancelled_timers_keeps_live_ones(loop):
+    """Cancelling most timers (triggering a purge) keeps the rest, in order."""
+    fired: list[int] = []
+    handles = [loop.call_later(0.001 + i * 0.00002, fired.append, i) for i in range(1000)]
+    for i, handle in enumerate(handles):
+        if i % 10:
+            handle.cancel()
+    _run_then_stop(loop, 0.06)
+    assert fired == list(range(0, 1000, 10))
+
+
+def test_extreme_delays(loop):
+    """Huge or infinite delays never fire and do not break the loop; negative ones fire."""
+    fired: list[str] = []
+    loop.call_later(float("inf"), fired.append, "inf")
+    loop.call_later(1e300, fired.append, "1e300")
+    loop.call_at(loop.time() + 10**12, fired.append, "int 1e12")
+    loop.call_later(-1, fired.append, "negative")
+    start = time.monotonic()
+    _run_then_stop(loop, 0.02)
+    assert time.monotonic() - start < 1.0
+    assert fired == ["negative"]
+
+
+def test_handle_repr_shows_arguments(loop):
+    """A handle's repr shows the callback with its arguments, asyncio style."""
+
+    def report(number, text):
+        pass
+
+    handle = loop.call_soon(report, 1, "a")
+    assert "report(1, 'a')" in repr(handle)
+    timer = loop.call_later(5, report, 2, "b")
+    assert "report(2, 'b')" in repr(timer)
+    timer.cancel()
+    handle.cancel()
+
+
+class _Payload:
+    """An object we can hold weak references to."""
+
+
+def test_cancel_releases_callback_references(loop):
+    """A cancelled handle no longer keeps its callback's arguments alive."""
+    payload = _Payload()
+    ref = weakref.ref(payload)
+    soon = loop.call_soon(print, payload)
+    later = loop.call_later(3600, print, payload)
+    soon.cancel()
+    later.cancel()
+    del payload
+    _run_then_stop(loop)
+    gc.collect()
+    assert ref() is None
+    assert soon.cancelled() and later.cancelled()
+
+
+def test_executed_callbacks_are_released(loop):
+    """After a callback ran, the loop holds no reference to its arguments."""
+    payload = _Payload()
+    ref = weakref.ref(payload)
+    loop.call_soon(id, payload)
+    loop.call_later(0.001, id, payload)
+    del payload
+    _run_then_stop(loop, 0.01)
+    gc.collect()
+    assert ref() is None

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import logging
 import re
 import textwrap
+import threading
 import time
+import weakref
 
 import pytest
 
@@ -291,3 +295,50 @@ def test_no_slow_callback_warning_without_debug(loop, caplog):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert not [r for r in caplog.records if r.getMessage().startswith("Executing ")]
+
+
+class _Payload:
+    """An object we can hold weak references to."""
+
+
+def test_close_drops_pending_callbacks(loop):
+    """close() discards pending callbacks and timers, releasing their arguments."""
+    payload = _Payload()
+    ref = weakref.ref(payload)
+    loop.call_soon(print, payload)
+    loop.call_later(3600, print, payload)
+    del payload
+    loop.close()
+    gc.collect()
+    assert ref() is None
+
+
+def test_close_shuts_down_default_executor(loop):
+    """close() shuts the default executor down."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    loop.set_default_executor(pool)
+    assert loop.run_until_complete(loop.run_in_executor(None, abs, -3)) == 3
+    loop.close()
+    with pytest.raises(RuntimeError, match="^cannot schedule new futures after shutdown$"):
+        pool.submit(print)
+
+
+def test_debug_mode_detects_calls_from_other_threads(loop):
+    """In debug mode, call_soon from a foreign thread raises while the loop runs."""
+    errors: list[str] = []
+
+    def from_thread():
+        try:
+            loop.call_soon(print)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.set_debug(True)
+    thread = threading.Thread(target=from_thread)
+    loop.call_soon(thread.start)
+    loop.run_forever()
+    thread.join()
+    assert errors == [
+        "Non-thread-safe operation invoked on an event loop other than the current one"
+    ]
