@@ -261,3 +261,38 @@ def test_cli_loop_is_ferroloop_event_loop(child):
     proc = child.run(child.command(str(script)))
     _assert_ok(proc)
     assert proc.stdout == "True\n"
+
+
+def test_main_module_is_the_script(child):
+    """The script runs as the real ``__main__`` module, so its classes pickle."""
+    script = child.script(
+        "pickles.py",
+        """
+        import asyncio
+        import pickle
+        import sys
+
+        class Marker:
+            pass
+
+        async def main():
+            await asyncio.sleep(0)
+            restored = pickle.loads(pickle.dumps(Marker()))
+            print(sys.modules["__main__"].Marker is Marker, type(restored) is Marker)
+
+        asyncio.run(main())
+        """,
+    )
+    proc = child.run(child.command(str(script)))
+    _assert_ok(proc)
+    assert proc.stdout == "True True\n"
+
+
+def test_missing_script_fails_like_python(child):
+    """A script that does not exist fails with exit status 2, as with plain python."""
+    missing = child.tmp_path / "does_not_exist.py"
+    proc = child.run(child.command(str(missing)))
+    assert proc.returncode == 2, proc.stderr
+    assert "does_not_exist.py" in proc.stderr
+    assert "No such file or directory" in proc.stderr
+    assert proc.stdout == ""

@@ -179,3 +179,17 @@ def test_base_exception_in_callback_propagates(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert ran == ["later"]
+
+
+def test_timer_callback_error_reports_timer_handle(loop):
+    """An error in a call_later callback is reported with its TimerHandle."""
+    contexts: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    timer = loop.call_later(0.001, bad_callback)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert len(contexts) == 1
+    assert contexts[0]["handle"] is timer
+    assert isinstance(contexts[0]["handle"], asyncio.TimerHandle)
+    assert contexts[0]["message"].startswith("Exception in callback bad_callback()")
+    assert str(contexts[0]["exception"]) == "callback exploded"
