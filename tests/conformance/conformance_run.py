@@ -27,6 +27,7 @@ regression was found (with ``--check``); 2 for bad arguments.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import queue
@@ -107,6 +108,29 @@ class ModuleResult:
 
 # ------------------------------------------------------------ one module
 
+def worker_environment(loop_spec):
+    """Environment for workers: ours, plus the directory this process
+    imports the loop's package from (it may be on ``sys.path`` only here,
+    e.g. put there by a conftest), so workers load the same build."""
+    env = dict(os.environ)
+    package = loop_spec.partition(':')[0].split('.')[0]
+    if loop_spec == 'asyncio' or not package:
+        return env
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.origin or not os.path.isabs(found.origin):
+        return env
+    import_root = os.path.dirname(found.origin)
+    if found.submodule_search_locations:  # a package: origin is its __init__
+        import_root = os.path.dirname(import_root)
+    paths = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+    if import_root not in paths:
+        env['PYTHONPATH'] = os.pathsep.join([import_root, *paths])
+    return env
+
+
 class WorkerSession:
     """One worker process: start it, follow its report channel, enforce the
     time limits from outside (the worker's own watchdog is the first line)."""
@@ -131,7 +155,8 @@ class WorkerSession:
         with open(log_path, 'ab') as log:
             self.process = subprocess.Popen(
                 command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True)
+                stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
+                env=worker_environment(options.loop))
         os.close(write_fd)
         self.events = queue.Queue()
         self._reader = threading.Thread(target=self._read_channel, args=(read_fd,), daemon=True)
