@@ -18,8 +18,9 @@ under test (a pass that never touched the loop is reported as ``noloop``).
 
 ``--write-expected`` stores the passing ids in ``expected_pass.txt``
 (entries of modules not run are kept).  ``--check`` compares the run with
-that list: an expected test that fails is run once more, and if it fails
-again it is a regression (exit status 1), unless ``flaky.txt`` lists it.
+that list: an expected test that fails is run once more (when at most 50
+failed), and if it fails again it is a regression (exit status 1), unless
+``flaky.txt`` lists it.
 New passes are printed but are not an error.
 
 Exit status: 0, or 1 when a test failed (without ``--check``) or a
@@ -64,6 +65,8 @@ class Options:
     patterns: list[str] = field(default_factory=list)
     timeout: float = 10.0
     module_budget: float = 300.0
+    total_budget: float = 480.0
+    max_retries: int = 50
     max_restarts: int = 40
     jobs: int = MAX_JOBS
     verbose: bool = False
@@ -171,7 +174,7 @@ class WorkerSession:
                     pass
         self.events.put(None)
 
-    def follow(self, handle_event, module_deadline):
+    def follow(self, handle_event, deadline):
         """Pass each event to ``handle_event`` until the worker's channel
         closes; kill the worker if a limit is passed."""
         last_activity = time.monotonic()
@@ -199,8 +202,8 @@ class WorkerSession:
                 self.kill(f'test still running {self.GRACE_SECONDS:.0f}s after its time limit')
             elif self.current_test is None and now - last_activity > idle_limit:
                 self.kill(f'no progress outside a test for {idle_limit:.0f}s')
-            elif now > module_deadline:
-                self.kill(f'module time budget of {self.options.module_budget:.0f}s exhausted')
+            elif now > deadline:
+                self.kill('time budget exhausted')
         self.kill(None)
 
     def kill(self, reason):
@@ -273,10 +276,13 @@ def final_outcome(event):
             'lut_loops': event.get('lut_loops'), 'stock_loops': event.get('stock_loops')}
 
 
-def run_module(module, options, only_ids=None):
-    """Run one module, restarting its worker after hangs and crashes."""
+def run_module(module, options, only_ids=None, run_deadline=None):
+    """Run one module, restarting its worker after hangs and crashes; stop
+    at the module's time budget or at ``run_deadline`` (monotonic time)."""
     started = time.monotonic()
     deadline = started + options.module_budget
+    if run_deadline is not None:
+        deadline = min(deadline, run_deadline)
     result = ModuleResult(module)
     with tempfile.TemporaryDirectory(prefix=f'conformance-{module}-') as workdir:
         log_path = os.path.join(workdir, 'worker.log')
@@ -325,7 +331,7 @@ def run_module(module, options, only_ids=None):
                 result.status = 'worker failed before its plan' if result.planned is None else 'ok'
                 break
             if time.monotonic() > deadline:
-                result.status = 'module time budget exhausted'
+                result.status = 'time budget exhausted'
                 break
             if result.restarts >= options.max_restarts:
                 result.status = 'too many worker restarts'
@@ -346,7 +352,9 @@ def run_module(module, options, only_ids=None):
 
 def run_modules(options, only_ids_by_module=None):
     """Run the modules of ``options`` (or only the given ids of some modules),
-    at most two at a time; return {module: ModuleResult} in module order."""
+    at most two at a time, within ``options.total_budget`` seconds; return
+    {module: ModuleResult} in module order."""
+    run_deadline = time.monotonic() + options.total_budget
     if only_ids_by_module is not None:
         modules = [m for m in options.modules if only_ids_by_module.get(m)]
     else:
@@ -354,7 +362,8 @@ def run_modules(options, only_ids_by_module=None):
     jobs = max(1, min(options.jobs, MAX_JOBS))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {m: pool.submit(run_module, m, options,
-                                  (only_ids_by_module or {}).get(m)) for m in modules}
+                                  (only_ids_by_module or {}).get(m), run_deadline)
+                   for m in modules}
         return {m: futures[m].result() for m in modules}
 
 
@@ -426,7 +435,8 @@ def check_expectations(results, options, expected=None, flaky=None, retry=True):
     missing = sorted(t for t in in_scope if failing(t))
     check.flaky_failures = {t: flaky[t] for t in missing if t in flaky}
     to_retry = [t for t in missing if t not in flaky and t in planned]
-    if retry and to_retry:
+    # Retrying is for timing noise; a mass failure is not noise.
+    if retry and 0 < len(to_retry) <= options.max_retries:
         by_module = {}
         for test_id in to_retry:
             by_module.setdefault(module_of(test_id), set()).add(test_id)
@@ -581,6 +591,9 @@ def parse_args(argv):
                         help='per-test time limit in seconds (default %(default)s)')
     parser.add_argument('--module-budget', type=float, default=300.0,
                         help='wall-time limit per module in seconds (default %(default)s)')
+    parser.add_argument('--total-budget', type=float, default=480.0,
+                        help='wall-time limit of the whole run in seconds, retries apart '
+                             '(default %(default)s)')
     parser.add_argument('-j', '--jobs', type=int, default=MAX_JOBS, choices=(1, 2),
                         help='modules run in parallel (default %(default)s)')
     parser.add_argument('--json', help='write every test result to this file')
@@ -602,6 +615,7 @@ def parse_args(argv):
         parser.error('--write-expected needs whole modules (no -k)')
     options = Options(loop=args.loop, modules=modules, patterns=args.patterns,
                       timeout=args.timeout, module_budget=args.module_budget,
+                      total_budget=args.total_budget,
                       jobs=args.jobs, verbose=args.verbose)
     return options, args
 
