@@ -40,8 +40,13 @@ extern "C" {
 /// Reads a function's code flags: directly from the code object on the CPython versions
 /// whose layout we know, else through `__code__.co_flags`.
 fn code_flags(py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<i32> {
-    let version = py.version_info();
-    if version >= (3, 11) && version < (3, 14) {
+    static KNOWN_CODE_LAYOUT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let known = *KNOWN_CODE_LAYOUT.get_or_init(|| {
+        // `version_info` formats the version string: read it once, not per callback.
+        let version = py.version_info();
+        version >= (3, 11) && version < (3, 14)
+    });
+    if known {
         // SAFETY: `function` is a PyFunctionObject (checked by the caller); its code object
         // is alive while the function is, and on 3.11–3.13 starts with `CodeObjectHead`.
         unsafe {

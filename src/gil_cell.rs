@@ -30,10 +30,3 @@ impl<T> GilRefCell<T> {
     }
 }
 
-impl<T> GilRefCell<T> {
-    /// Shared access for `__traverse__`, which the garbage collector calls with the GIL held
-    /// but without a `Python` token. Returns `None` if the value is being mutated right now.
-    pub fn try_borrow_for_gc(&self) -> Option<std::cell::Ref<'_, T>> {
-        self.0.try_borrow().ok()
-    }
-}
