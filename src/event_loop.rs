@@ -432,8 +432,19 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let delay = seconds_arg(delay, "delay must not be None")?;
-        self.schedule_at(py, self.clock.now() + delay, callback, args, context)
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = self.clock.now();
+        let when = match delay.extract::<f64>() {
+            Ok(seconds) => now + seconds,
+            // Not a real number: evaluate `loop.time() + delay` as asyncio does, so the error
+            // (or a numeric type's own addition) is exactly Python's.
+            Err(_) => pyo3::types::PyFloat::new(py, now)
+                .add(delay)?
+                .extract::<f64>()?,
+        };
+        self.schedule_at(py, when, callback, args, context)
     }
 
     /// Schedules `callback(*args)` at absolute time `when` (on `loop.time()`'s clock).

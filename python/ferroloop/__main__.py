@@ -30,6 +30,14 @@ def main(argv: list[str]) -> None:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     else:
         script = argv[0]
+        if not os.path.exists(script):
+            # Word it as the interpreter does for `python missing.py`, with its exit status.
+            print(
+                f"{sys.executable}: can't open file {os.path.abspath(script)!r}: "
+                "[Errno 2] No such file or directory",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         sys.argv = list(argv)
         sys.path[0] = os.path.dirname(os.path.abspath(script))
         runpy.run_path(script, run_name="__main__")
