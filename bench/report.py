@@ -154,6 +154,15 @@ def render_markdown(
     lines += _markdown_table(["loop", "factory", "version", "loop type"], loop_rows)
     lines.append("")
 
+    # Loops that are not references (e.g. ferroloop) also get columns against the
+    # other references, so the summary answers "how does it compare with uvloop/rloop".
+    subjects = [label for label in loop_labels if label not in reference_labels]
+    extra_comparisons = [
+        (subject, reference)
+        for subject in subjects
+        for reference in references
+        if reference != primary
+    ]
     summary_rows = []
     for workload in workloads:
         for position, metric in enumerate(workload.metrics):
@@ -168,11 +177,19 @@ def render_markdown(
                     factor = summary.factors.get(primary)
                     cell += f" {format_factor(factor.median) if factor else NOT_AVAILABLE}"
                 row.append(cell)
+            for subject, reference in extra_comparisons:
+                summary = by_key.get((workload.name, metric.key, subject))
+                factor = summary.factors.get(reference) if summary else None
+                row.append(format_factor_spread(factor))
             summary_rows.append(row)
     if primary:
-        lines.append(f"Medians; ×F = improvement factor vs {primary} (F > 1: better).")
+        lines.append(
+            f"Medians; ×F = improvement factor vs {primary} (F > 1: better)"
+            + ("; last columns: factor [min–max] of the named pair." if extra_comparisons else ".")
+        )
         lines.append("")
-    lines += _markdown_table(["workload", "metric", *loop_labels], summary_rows)
+    extra_headers = [f"{subject} vs {reference}" for subject, reference in extra_comparisons]
+    lines += _markdown_table(["workload", "metric", *loop_labels, *extra_headers], summary_rows)
     lines.append("")
 
     detail_rows = []

@@ -30,7 +30,7 @@ from typing import Any
 
 from loops import LoopSpec, parse_loop_list
 from report import format_value, render_markdown, render_text
-from stats import summarise
+from stats import MetricSummary, summarise
 from workloads import Workload, discover_workloads, select_workloads
 
 BENCH_DIRECTORY = Path(__file__).resolve().parent
@@ -106,11 +106,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="interpreter for the worker processes (default: this one)",
     )
     parser.add_argument(
-        "--min-cpu-share",
+        "--max-disturbance",
         type=float,
-        default=0.9,
-        help="a CPU-bound measurement whose CPU time is below this fraction of its wall time "
-        "was disturbed by another process and is measured again (default: 0.9)",
+        default=0.05,
+        help="a measurement whose worker waited for a CPU (taken by another process) for more "
+        "than this fraction of its wall time is measured again (default: 0.05)",
     )
     parser.add_argument(
         "--retries",
@@ -127,6 +127,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "half a CPU (default: 0, do not wait)",
     )
     parser.add_argument("--list", action="store_true", help="list workloads and exit")
+    parser.add_argument(
+        "--report",
+        metavar="RUN.json",
+        help="do not measure: re-render the text/--md reports from an earlier --json file",
+    )
     arguments = parser.parse_args(argv)
     if arguments.repeat < MINIMUM_REPEAT:
         parser.error(f"--repeat must be at least {MINIMUM_REPEAT} for a meaningful median")
@@ -192,11 +197,22 @@ def probe_loops(
     return described
 
 
-def cpu_share(result: dict[str, Any]) -> float:
-    """Fraction of the measurement's wall time the worker spent on a CPU."""
+def disturbance_share(result: dict[str, Any], workload: Workload) -> float | None:
+    """Fraction of a measurement's wall time during which another process held its CPU.
+
+    Uses the worker's run-queue wait (``run_delay_s``, Linux schedstat) when
+    available.  Otherwise, for CPU-bound workloads only, ``1 - CPU time / wall
+    time``.  ``None`` when neither applies.
+    """
     wall = result.get("wall_s") or 0.0
-    cpu = (result.get("user_cpu_s") or 0.0) + (result.get("system_cpu_s") or 0.0)
-    return cpu / wall if wall > 0 else 0.0
+    if wall <= 0:
+        return None
+    if result.get("run_delay_s") is not None:
+        return result["run_delay_s"] / wall
+    if workload.cpu_bound:
+        cpu = (result.get("user_cpu_s") or 0.0) + (result.get("system_cpu_s") or 0.0)
+        return max(0.0, 1.0 - cpu / wall)
+    return None
 
 
 def measure_undisturbed(
@@ -207,29 +223,30 @@ def measure_undisturbed(
 ) -> dict[str, Any]:
     """Run one measurement, repeating it while it looks disturbed.
 
-    A CPU-bound workload whose worker got less than ``--min-cpu-share`` of its
-    wall time on a CPU was descheduled by another process; such an attempt is
-    discarded and the measurement repeated, up to ``--retries`` times.  The
-    result records the discarded attempts' CPU shares and, if every attempt
-    was disturbed, ``disturbed: True`` (the last attempt is kept).
+    An attempt during which other processes kept the worker off its CPU for
+    more than ``--max-disturbance`` of the wall time (see
+    :func:`disturbance_share`) is discarded and measured again, up to
+    ``--retries`` times.  The result records the discarded attempts'
+    disturbance shares and, if every attempt was disturbed, ``disturbed: True``
+    (the last attempt is kept).
     """
-    discarded_cpu_shares: list[float] = []
+    discarded_disturbances: list[float] = []
     while True:
         if arguments.wait_idle > 0:
             wait_for_idle_machine(arguments.wait_idle)
         result = run_worker(arguments.python, worker_arguments, environment, arguments.timeout)
-        if not result.get("ok") or not workload.cpu_bound:
+        if not result.get("ok"):
             break
-        share = cpu_share(result)
-        result["cpu_share"] = share
-        if share >= arguments.min_cpu_share:
+        share = disturbance_share(result, workload)
+        result["disturbance"] = share
+        if share is None or share <= arguments.max_disturbance:
             break
-        if len(discarded_cpu_shares) >= arguments.retries:
+        if len(discarded_disturbances) >= arguments.retries:
             result["disturbed"] = True
             break
-        discarded_cpu_shares.append(round(share, 3))
-    if discarded_cpu_shares:
-        result["discarded_attempt_cpu_shares"] = discarded_cpu_shares
+        discarded_disturbances.append(round(share, 3))
+    if discarded_disturbances:
+        result["discarded_attempt_disturbances"] = discarded_disturbances
     return result
 
 
@@ -291,16 +308,18 @@ def format_progress(result: dict[str, Any], workload: Workload) -> str:
     metric = workload.metrics[0]
     value = result["metrics"].get(metric.key, float("nan"))
     text = f"{format_value(value, metric.unit)} {metric.label} ({result['wall_s']:.2f} s)"
-    if result.get("discarded_attempt_cpu_shares"):
-        shares = ", ".join(f"{share:.0%}" for share in result["discarded_attempt_cpu_shares"])
-        text += f" [re-measured; discarded attempts had CPU share {shares}]"
+    if result.get("discarded_attempt_disturbances"):
+        shares = ", ".join(f"{share:.0%}" for share in result["discarded_attempt_disturbances"])
+        text += f" [re-measured; discarded attempts were disturbed {shares} of the time]"
     if result.get("disturbed"):
-        text += f" [DISTURBED: CPU share {result['cpu_share']:.0%}]"
+        text += f" [DISTURBED {result['disturbance']:.0%} of the time]"
     return text
 
 
 def run_suite(arguments: argparse.Namespace) -> int:
     """Run the whole suite as described by ``arguments``; return the exit code."""
+    if arguments.report:
+        return report_from_json(arguments.report, arguments)
     registry = discover_workloads()
     if arguments.list:
         for workload in registry.values():
@@ -336,7 +355,6 @@ def run_suite(arguments: argparse.Namespace) -> int:
         print("note: asyncio is not in the run, so there are no ratios to it", file=sys.stderr)
 
     measurements: list[dict[str, Any]] = []
-    values: dict[tuple[str, str, str], dict[int, float]] = {}
     for repetition in range(1, arguments.repeat + 1):
         for workload in workloads:
             for label in available_labels:
@@ -359,19 +377,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
                 measurements.append(
                     {"rep": repetition, "workload": workload.name, "loop": label, **result}
                 )
-                if result.get("ok"):
-                    for metric in workload.metrics:
-                        if metric.key in result["metrics"]:
-                            values.setdefault((workload.name, metric.key, label), {})[
-                                repetition
-                            ] = result["metrics"][metric.key]
 
-    directions = {
-        (workload.name, metric.key): metric.higher_is_better
-        for workload in workloads
-        for metric in workload.metrics
-    }
-    summaries = summarise(values, directions, available_labels, REFERENCE_LABELS)
     meta = {
         "command": shlex.join(["python3", "bench/run.py", *sys.argv[1:]]),
         "started": started,
@@ -381,7 +387,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
         "load_average_end": load_average(),
         "repeat": arguments.repeat,
         "scale": arguments.scale,
-        "min_cpu_share": arguments.min_cpu_share,
+        "max_disturbance": arguments.max_disturbance,
         "retries": arguments.retries,
         "wait_idle_s": arguments.wait_idle,
         "malloc": (
@@ -391,19 +397,59 @@ def run_suite(arguments: argparse.Namespace) -> int:
         ),
         "order_per_repetition": available_labels,
         "remeasured_after_disturbance": sum(
-            1 for m in measurements if m.get("discarded_attempt_cpu_shares")
+            1 for m in measurements if m.get("discarded_attempt_disturbances")
         ),
         "still_disturbed": sum(1 for m in measurements if m.get("disturbed")),
     }
 
+    document = {
+        "meta": meta,
+        "loops": loops,
+        "workloads": [workload.as_dict() for workload in workloads],
+        "skipped_workloads": skipped_workloads,
+        "measurements": measurements,
+    }
+    publish_reports(document, workloads, arguments)
+    return 0
+
+
+def summarise_document(document: dict[str, Any], workloads: list[Workload]) -> list[MetricSummary]:
+    """Summarise the measurements of a run document (live or loaded from JSON)."""
+    by_name = {workload.name: workload for workload in workloads}
+    values: dict[tuple[str, str, str], dict[int, float]] = {}
+    for measurement in document["measurements"]:
+        workload = by_name.get(measurement["workload"])
+        if workload is None or not measurement.get("ok"):
+            continue
+        for metric in workload.metrics:
+            if metric.key in measurement["metrics"]:
+                values.setdefault((workload.name, metric.key, measurement["loop"]), {})[
+                    measurement["rep"]
+                ] = measurement["metrics"][metric.key]
+    directions = {
+        (workload.name, metric.key): metric.higher_is_better
+        for workload in workloads
+        for metric in workload.metrics
+    }
+    labels = document["meta"]["order_per_repetition"]
+    return summarise(values, directions, labels, REFERENCE_LABELS)
+
+
+def publish_reports(
+    document: dict[str, Any], workloads: list[Workload], arguments: argparse.Namespace
+) -> None:
+    """Print the text report and write the Markdown/JSON reports that were asked for."""
+    summaries = summarise_document(document, workloads)
+    labels = document["meta"]["order_per_repetition"]
+    measurements = document["measurements"]
     print()
-    for loop in loops:
+    for loop in document["loops"]:
         if not loop["available"]:
             print(f"{loop['label']}: unavailable, skipped ({loop['reason']})")
-    print(render_text(workloads, available_labels, REFERENCE_LABELS, summaries))
+    print(render_text(workloads, labels, REFERENCE_LABELS, summaries))
     if arguments.md:
         markdown = render_markdown(
-            meta, loops, workloads, available_labels, REFERENCE_LABELS, summaries
+            document["meta"], document["loops"], workloads, labels, REFERENCE_LABELS, summaries
         )
         if arguments.md == "-":
             print()
@@ -412,17 +458,10 @@ def run_suite(arguments: argparse.Namespace) -> int:
             Path(arguments.md).write_text(markdown, encoding="utf-8")
             print(f"Markdown report written to {arguments.md}", file=sys.stderr)
     if arguments.json:
-        document = {
-            "meta": meta,
-            "loops": loops,
-            "workloads": [workload.as_dict() for workload in workloads],
-            "skipped_workloads": skipped_workloads,
-            "measurements": measurements,
-            "summary": [summary.as_dict() for summary in summaries],
-        }
+        document = {**document, "summary": [summary.as_dict() for summary in summaries]}
         Path(arguments.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"JSON written to {arguments.json}", file=sys.stderr)
-    remeasured = sum(1 for m in measurements if m.get("discarded_attempt_cpu_shares"))
+    remeasured = sum(1 for m in measurements if m.get("discarded_attempt_disturbances"))
     disturbed = sum(1 for m in measurements if m.get("disturbed"))
     if remeasured or disturbed:
         print(
@@ -433,6 +472,16 @@ def run_suite(arguments: argparse.Namespace) -> int:
     failures = sum(1 for measurement in measurements if not measurement.get("ok"))
     if failures:
         print(f"{failures} measurement(s) failed; see the log above", file=sys.stderr)
+
+
+def report_from_json(path: str, arguments: argparse.Namespace) -> int:
+    """Re-render the reports of an earlier run from its ``--json`` file."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    registry = discover_workloads()
+    workloads = [
+        registry[entry["name"]] for entry in document["workloads"] if entry["name"] in registry
+    ]
+    publish_reports(document, workloads, arguments)
     return 0
 
 

@@ -57,6 +57,21 @@ def probe(target: str) -> dict[str, Any]:
     }
 
 
+def read_run_delay_seconds() -> float | None:
+    """Seconds this thread spent runnable but waiting for a CPU (Linux schedstat).
+
+    The second field of ``/proc/thread-self/schedstat`` is the time spent on a
+    run queue, in nanoseconds; it grows only when another task holds the CPU
+    this thread wants, so it measures disturbance directly, also for workloads
+    that sleep by design.  ``None`` where schedstat is unavailable.
+    """
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def measure(target: str, workload_name: str, scale: float) -> dict[str, Any]:
     """Run one workload on a fresh loop; return its metrics plus process costs."""
     workload = discover_workloads()[workload_name]
@@ -67,9 +82,11 @@ def measure(target: str, workload_name: str, scale: float) -> dict[str, Any]:
     try:
         gc.collect()
         usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        run_delay_before = read_run_delay_seconds()
         wall_start = time.perf_counter()
         metrics = workload.run(loop, scale)
         wall_seconds = time.perf_counter() - wall_start
+        run_delay_after = read_run_delay_seconds()
         usage_after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         asyncio.set_event_loop(None)
@@ -80,6 +97,12 @@ def measure(target: str, workload_name: str, scale: float) -> dict[str, Any]:
         "user_cpu_s": usage_after.ru_utime - usage_before.ru_utime,
         "system_cpu_s": usage_after.ru_stime - usage_before.ru_stime,
         "max_rss_kib": usage_after.ru_maxrss,
+        "involuntary_context_switches": usage_after.ru_nivcsw - usage_before.ru_nivcsw,
+        "run_delay_s": (
+            run_delay_after - run_delay_before
+            if run_delay_before is not None and run_delay_after is not None
+            else None
+        ),
     }
 
 

@@ -61,9 +61,9 @@ class Workload:
     it is evaluated in the parent process before any worker is started.
 
     ``cpu_bound`` workloads keep the worker's CPU busy for the whole
-    measurement, so CPU time well below wall time means the worker was
-    descheduled (another process took the core) and the runner measures again.
-    Workloads that sleep by design (timer precision) or wait on a client
+    measurement.  Where Linux schedstat is unavailable, the runner detects a
+    disturbed measurement of such a workload by CPU time well below wall time;
+    workloads that sleep by design (timer precision) or wait on a client
     process set it to False.
     """
 
