@@ -349,10 +349,17 @@ class ReportingResult(unittest.TestResult):
 
 
 def exception_line(err):
-    """``ExceptionType: first line of the message`` (at most 300 chars)."""
+    """``ExceptionType: first line of the message`` (at most 300 chars);
+    for an exception without a message, where it was raised."""
     lines = str(err[1]).strip().splitlines()
-    first_line = lines[0][:300] if lines else ''
-    return f'{err[0].__name__}: {first_line}'
+    if lines:
+        return f'{err[0].__name__}: {lines[0][:300]}'
+    frames = traceback.extract_tb(err[2])
+    if not frames:
+        return err[0].__name__
+    where = frames[-1]
+    return (f'{err[0].__name__} raised at {os.path.basename(where.filename)}:{where.lineno} '
+            f'in {where.name}')
 
 
 def format_traceback(err, limit=6000):
