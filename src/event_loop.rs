@@ -27,7 +27,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::callback_check::check_callback;
 use crate::clock::{Clock, CLOCK_RESOLUTION};
 use crate::gil_cell::GilRefCell;
-use crate::handle::{Handle, RunOutcome};
+use crate::handle::{Handle, HandleInit, RunOutcome};
 use crate::poller::Poller;
 use crate::py_cache;
 use crate::timers::TimerQueue;
@@ -39,7 +39,12 @@ const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
 struct LoopQueues {
     ready: VecDeque<Py<Handle>>,
     timers: TimerQueue<Py<Handle>>,
+    /// Handles that ran and that nobody else references, ready to be re-initialised.
+    spare_handles: Vec<Py<Handle>>,
 }
+
+/// How many spare handles the loop keeps for reuse.
+const SPARE_HANDLES_MAX: usize = 1024;
 
 /// Counters of the loop's life, for introspection and metrics.
 #[derive(Default)]
@@ -82,13 +87,13 @@ fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     }
 }
 
-/// Allocates a handle object, outside the garbage collector's lists.
+/// Allocates an empty handle object, outside the garbage collector's lists.
 ///
 /// PyO3 makes every pyclass a GC type. A handle holds nothing the collector needs to see (its
-/// payload is released once it ran or was cancelled, see `handle.rs`), and tracking pending
+/// callback is released once it ran or was cancelled, see `handle.rs`), and tracking pending
 /// timers made collections walk every one of them: untracking them cut call_later's cost.
-fn new_untracked_handle(py: Python<'_>, handle: Handle) -> PyResult<Py<Handle>> {
-    let obj = Py::new(py, handle)?;
+fn new_untracked_handle(py: Python<'_>, cancelled_in_queue: &Arc<AtomicUsize>) -> PyResult<Py<Handle>> {
+    let obj = Py::new(py, Handle::empty(cancelled_in_queue.clone()))?;
     // SAFETY: `obj` is a freshly created, GC-tracked object owned by us; untracking a tracked
     // object is always allowed, and its dealloc untracks again harmlessly.
     unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
@@ -134,6 +139,46 @@ impl LoopCore {
         Ok(Some(py_cache::extract_stack(py)?.bind(py).call0()?.unbind()))
     }
 
+    /// A handle filled with `init`: a spare one if the loop has one, else a new one.
+    fn make_handle(&self, py: Python<'_>, init: HandleInit) -> PyResult<Py<Handle>> {
+        let spare = self.queues.borrow_mut(py).spare_handles.pop();
+        let handle = match spare {
+            Some(handle) => handle,
+            None => new_untracked_handle(py, &self.cancelled_timers)?,
+        };
+        handle.get().init(py, init);
+        Ok(handle)
+    }
+
+    /// Keeps `handle` for reuse if the loop holds the only reference to it (so no Python code
+    /// can ever observe the reuse); otherwise lets it go.
+    fn recycle(&self, py: Python<'_>, handle: Py<Handle>) {
+        // SAFETY: reading the reference count of a live object we own a reference to.
+        if unsafe { ffi::Py_REFCNT(handle.as_ptr()) } != 1 {
+            return;
+        }
+        let released = handle.get().reset(py);
+        let overflow = {
+            let mut queues = self.queues.borrow_mut(py);
+            if queues.spare_handles.len() < SPARE_HANDLES_MAX {
+                queues.spare_handles.push(handle);
+                None
+            } else {
+                Some(handle)
+            }
+        };
+        drop(released);
+        drop(overflow);
+    }
+
+    /// The context a callback runs in: the given one, else a copy of the current one.
+    fn context_or_copy(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        match context {
+            Some(c) if !c.is_none() => Ok(c.clone().unbind()),
+            _ => copy_current_context(py),
+        }
+    }
+
     /// Builds a handle and appends it to the ready queue.
     fn schedule_soon(
         &self,
@@ -142,19 +187,14 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let context = match context {
-            Some(c) if !c.is_none() => c.clone().unbind(),
-            _ => copy_current_context(py)?,
+        let init = HandleInit {
+            callback: callback.clone().unbind(),
+            args: args.clone().unbind(),
+            context: Self::context_or_copy(py, context)?,
+            source_traceback: self.source_traceback(py)?,
+            when: None,
         };
-        let handle = new_untracked_handle(
-            py,
-            Handle::new_soon(
-                callback.clone().unbind(),
-                args.clone().unbind(),
-                context,
-                self.source_traceback(py)?,
-            ),
-        )?;
+        let handle = self.make_handle(py, init)?;
         self.queues
             .borrow_mut(py)
             .ready
@@ -176,21 +216,14 @@ impl LoopCore {
             self.check_thread()?;
         }
         check_callback(py, callback, "call_at")?;
-        let context = match context {
-            Some(c) if !c.is_none() => c.clone().unbind(),
-            _ => copy_current_context(py)?,
+        let init = HandleInit {
+            callback: callback.clone().unbind(),
+            args: args.clone().unbind(),
+            context: Self::context_or_copy(py, context)?,
+            source_traceback: self.source_traceback(py)?,
+            when: Some(when),
         };
-        let handle = new_untracked_handle(
-            py,
-            Handle::new_timer(
-                when,
-                callback.clone().unbind(),
-                args.clone().unbind(),
-                context,
-                self.source_traceback(py)?,
-                self.cancelled_timers.clone(),
-            ),
-        )?;
+        let handle = self.make_handle(py, init)?;
         self.queues
             .borrow_mut(py)
             .timers
@@ -280,6 +313,7 @@ impl LoopCore {
             if debug {
                 self.warn_if_slow(slf, &handle, self.clock.now() - started)?;
             }
+            self.recycle(py, handle);
         }
         Ok(())
     }
@@ -370,6 +404,7 @@ impl LoopCore {
             queues: GilRefCell::new(LoopQueues {
                 ready: VecDeque::new(),
                 timers: TimerQueue::new(),
+                spare_handles: Vec::new(),
             }),
             clock: Clock::new(),
             poller: Poller::new()?,
@@ -611,13 +646,15 @@ impl LoopCore {
         if self.closed.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        let (ready, timers) = {
+        let (ready, timers, spare) = {
             let mut queues = self.queues.borrow_mut(py);
             (
                 std::mem::take(&mut queues.ready),
                 queues.timers.drain_all(),
+                std::mem::take(&mut queues.spare_handles),
             )
         };
+        drop(spare);
         for handle in &timers {
             handle.get().mark_unscheduled();
         }

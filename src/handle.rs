@@ -8,7 +8,7 @@
 //! Rust state would cost an instance dict and Python-level attribute traffic per callback).
 //! `type(h)` is `ferroloop._ferroloop.Handle`; that is the one visible difference.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::exceptions::PyAttributeError;
@@ -21,37 +21,42 @@ use crate::gil_cell::GilRefCell;
 use crate::py_cache;
 use crate::timers::TimerEntry;
 
-/// What a handle calls. Released when the handle is cancelled (as asyncio does), once it has
-/// run (outside debug mode), and when the loop closes.
+/// What a handle refers to. The callback and its arguments are released when the handle is
+/// cancelled (as asyncio does), once it has run (outside debug mode), and when the loop closes;
+/// the context stays for `get_context()`.
 ///
-/// Handles are deliberately not tracked by Python's garbage collector: GC-tracked handles made
+/// Handles are deliberately kept out of Python's garbage collector lists: GC-tracked handles made
 /// every young-generation collection walk all pending timers (measured: ~15% of a
-/// call_later-heavy workload). Releasing the payload at the three points above breaks the
+/// call_later-heavy workload). Releasing the callback at the three points above breaks the
 /// cycles a handle can be part of (`self._timer = loop.call_later(..., self.method)`).
-struct Payload {
-    callback: Py<PyAny>,
-    args: Py<PyTuple>,
+#[derive(Default)]
+struct Slots {
+    callback: Option<Py<PyAny>>,
+    args: Option<Py<PyTuple>>,
+    context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
 }
 
-/// Timer-specific state of a handle made by `call_later`/`call_at`.
-struct TimerState {
-    when: f64,
+/// References taken out of a handle, to be dropped by the caller at a safe point.
+pub struct ReleasedSlots(#[allow(dead_code)] Slots);
+
+/// A scheduled callback: asyncio's `Handle` or, with a deadline, its `TimerHandle`.
+///
+/// The loop recycles handles nobody else references once they ran (see
+/// `LoopCore::recycle`): a handle is re-initialised in place instead of being freed and
+/// allocated again, which is most of what a callback costs the loop.
+#[pyclass(frozen, module = "ferroloop._ferroloop", name = "Handle")]
+pub struct Handle {
+    slots: GilRefCell<Slots>,
+    cancelled: AtomicBool,
+    /// True for `call_later`/`call_at` handles.
+    is_timer: AtomicBool,
+    /// The deadline's `f64` bits (timer handles).
+    when_bits: AtomicU64,
     /// True while the timer sits in the loop's timer queue.
     scheduled: AtomicBool,
     /// Shared with the loop: how many queued timers were cancelled since it last looked.
     cancelled_in_queue: Arc<AtomicUsize>,
-}
-
-/// A scheduled callback: asyncio's `Handle` or, with a deadline, its `TimerHandle`.
-#[pyclass(frozen, weakref, module = "ferroloop._ferroloop", name = "Handle")]
-pub struct Handle {
-    payload: GilRefCell<Option<Payload>>,
-    context: Py<PyAny>,
-    cancelled: AtomicBool,
-    timer: Option<TimerState>,
-    /// Cached `repr` of the callback, kept in debug mode so a cancelled handle still names it.
-    debug_repr: GilRefCell<Option<String>>,
 }
 
 /// The outcome of running a handle.
@@ -60,59 +65,84 @@ pub enum RunOutcome {
     Skipped,
     /// The callback returned.
     Done,
-    /// The callback raised; the payload is kept so that the report can describe the handle.
+    /// The callback raised; the callback is kept so that the report can describe the handle.
     Raised(PyErr),
 }
 
+/// What a handle is (re)initialised with.
+pub struct HandleInit {
+    /// The callable.
+    pub callback: Py<PyAny>,
+    /// Its positional arguments.
+    pub args: Py<PyTuple>,
+    /// The `contextvars.Context` it runs in.
+    pub context: Py<PyAny>,
+    /// The creation stack (debug mode).
+    pub source_traceback: Option<Py<PyAny>>,
+    /// The deadline, for timer handles.
+    pub when: Option<f64>,
+}
+
 impl Handle {
-    /// A plain handle (`call_soon`).
-    pub fn new_soon(
-        callback: Py<PyAny>,
-        args: Py<PyTuple>,
-        context: Py<PyAny>,
-        source_traceback: Option<Py<PyAny>>,
-    ) -> Self {
+    /// An empty handle of the loop whose cancelled-timer counter is `cancelled_in_queue`.
+    pub fn empty(cancelled_in_queue: Arc<AtomicUsize>) -> Self {
         Handle {
-            payload: GilRefCell::new(Some(Payload {
-                callback,
-                args,
-                source_traceback,
-            })),
-            context,
+            slots: GilRefCell::new(Slots::default()),
             cancelled: AtomicBool::new(false),
-            timer: None,
-            debug_repr: GilRefCell::new(None),
+            is_timer: AtomicBool::new(false),
+            when_bits: AtomicU64::new(0),
+            scheduled: AtomicBool::new(false),
+            cancelled_in_queue,
         }
     }
 
-    /// A timer handle due at `when`, counted into `cancelled_in_queue` if cancelled while queued.
-    pub fn new_timer(
-        when: f64,
-        callback: Py<PyAny>,
-        args: Py<PyTuple>,
-        context: Py<PyAny>,
-        source_traceback: Option<Py<PyAny>>,
-        cancelled_in_queue: Arc<AtomicUsize>,
-    ) -> Self {
-        let mut handle = Handle::new_soon(callback, args, context, source_traceback);
-        handle.timer = Some(TimerState {
-            when,
-            scheduled: AtomicBool::new(true),
-            cancelled_in_queue,
-        });
-        handle
+    /// Fills a new or recycled handle. Its slots must be empty (fresh, or `reset`).
+    pub fn init(&self, py: Python<'_>, init: HandleInit) {
+        let previous = {
+            let mut slots = self.slots.borrow_mut(py);
+            std::mem::replace(
+                &mut *slots,
+                Slots {
+                    callback: Some(init.callback),
+                    args: Some(init.args),
+                    context: Some(init.context),
+                    source_traceback: init.source_traceback,
+                },
+            )
+        };
+        self.cancelled.store(false, Ordering::Relaxed);
+        match init.when {
+            Some(when) => {
+                self.when_bits.store(when.to_bits(), Ordering::Relaxed);
+                self.is_timer.store(true, Ordering::Relaxed);
+                self.scheduled.store(true, Ordering::Relaxed);
+            }
+            None => {
+                self.is_timer.store(false, Ordering::Relaxed);
+                self.scheduled.store(false, Ordering::Relaxed);
+            }
+        }
+        drop(previous);
+    }
+
+    /// Empties the handle for reuse; the caller drops the returned references outside any
+    /// borrow of the loop's state.
+    pub fn reset(&self, py: Python<'_>) -> ReleasedSlots {
+        ReleasedSlots(std::mem::take(&mut *self.slots.borrow_mut(py)))
     }
 
     /// The deadline of a timer handle.
     pub fn deadline(&self) -> Option<f64> {
-        self.timer.as_ref().map(|t| t.when)
+        if self.is_timer.load(Ordering::Relaxed) {
+            Some(f64::from_bits(self.when_bits.load(Ordering::Relaxed)))
+        } else {
+            None
+        }
     }
 
     /// Marks a timer as taken out of the timer queue (due, or purged).
     pub fn mark_unscheduled(&self) {
-        if let Some(t) = &self.timer {
-            t.scheduled.store(false, Ordering::Relaxed);
-        }
+        self.scheduled.store(false, Ordering::Relaxed);
     }
 
     /// True if `cancel()` was called.
@@ -123,36 +153,38 @@ impl Handle {
 
     /// Calls the callback inside its context, as `Context.run(callback, *args)` does.
     ///
-    /// Outside debug mode the payload is moved out and released after the call (no reference
-    /// counting traffic, and no cycle survives a handle that ran); with `keep` (debug mode) it
-    /// stays so that slow-callback warnings can name the callback.
+    /// Outside debug mode the callback and arguments are moved out and released after the call
+    /// (no reference counting traffic, and no cycle survives a handle that ran); with `keep`
+    /// (debug mode) they stay so that slow-callback warnings can name the callback.
     pub fn run(&self, py: Python<'_>, keep: bool) -> RunOutcome {
         if self.is_cancelled() {
             return RunOutcome::Skipped;
         }
         // Release the borrow before calling Python: the callback may cancel this very handle.
-        let payload = {
-            let mut slot = self.payload.borrow_mut(py);
+        let taken = {
+            let mut slots = self.slots.borrow_mut(py);
+            let context = slots.context.as_ref().map(|c| c.clone_ref(py));
             if keep {
-                slot.as_ref().map(|p| Payload {
-                    callback: p.callback.clone_ref(py),
-                    args: p.args.clone_ref(py),
-                    source_traceback: None,
-                })
+                (
+                    slots.callback.as_ref().map(|c| c.clone_ref(py)),
+                    slots.args.as_ref().map(|a| a.clone_ref(py)),
+                    context,
+                )
             } else {
-                slot.take()
+                (slots.callback.take(), slots.args.take(), context)
             }
         };
-        let Some(payload) = payload else {
+        let (Some(callback), Some(args), Some(context)) = taken else {
             return RunOutcome::Skipped;
         };
-        match call_in_context(py, &payload.callback, &payload.args, &self.context) {
+        match call_in_context(py, &callback, &args, &context) {
             Ok(()) => RunOutcome::Done,
             Err(err) => {
-                if !keep {
-                    let mut slot = self.payload.borrow_mut(py);
-                    if slot.is_none() && !self.is_cancelled() {
-                        *slot = Some(payload);
+                if !keep && !self.is_cancelled() {
+                    let mut slots = self.slots.borrow_mut(py);
+                    if slots.callback.is_none() {
+                        slots.callback = Some(callback);
+                        slots.args = Some(args);
                     }
                 }
                 RunOutcome::Raised(err)
@@ -160,73 +192,54 @@ impl Handle {
         }
     }
 
-    /// Releases the callback and its arguments (the loop is closing and drops this handle).
+    /// Releases the callback and its arguments (cancelled, or the loop is closing).
     pub fn release(&self, py: Python<'_>) {
-        let released = self.payload.borrow_mut(py).take();
+        let released = {
+            let mut slots = self.slots.borrow_mut(py);
+            (
+                slots.callback.take(),
+                slots.args.take(),
+                slots.source_traceback.take(),
+            )
+        };
         drop(released);
     }
 
     fn repr_info(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let class_name = if self.timer.is_some() {
-            "TimerHandle"
-        } else {
-            "Handle"
-        };
-        let mut info = vec![class_name.to_string()];
+        let when = self.deadline();
+        let mut info = vec![if when.is_some() { "TimerHandle" } else { "Handle" }.to_string()];
         if self.is_cancelled() {
             info.push("cancelled".to_string());
         }
-        if let Some(t) = &self.timer {
-            info.push(format!("when={}", float_repr(t.when)));
+        if let Some(when) = when {
+            info.push(format!("when={}", pyo3::types::PyFloat::new(py, when).repr()?));
         }
-        let parts = {
-            let payload = self.payload.borrow_mut(py);
-            payload.as_ref().map(|p| {
-                (
-                    p.callback.clone_ref(py),
-                    p.args.clone_ref(py),
-                    p.source_traceback.as_ref().map(|s| s.clone_ref(py)),
-                )
-            })
+        let (callback, args, source) = {
+            let slots = self.slots.borrow_mut(py);
+            (
+                slots.callback.as_ref().map(|c| c.clone_ref(py)),
+                slots.args.as_ref().map(|a| a.clone_ref(py)),
+                slots.source_traceback.as_ref().map(|s| s.clone_ref(py)),
+            )
         };
-        let mut source = None;
-        match parts {
-            Some((callback, args, tb)) => {
-                let formatted = py_cache::format_callback_source(py)?
-                    .bind(py)
-                    .call1((callback, args))?;
-                info.push(formatted.extract::<String>()?);
-                source = tb;
-            }
-            None => {
-                if let Some(r) = self.debug_repr.borrow_mut(py).as_ref() {
-                    info.push(r.clone());
-                }
-            }
+        if let (Some(callback), Some(args)) = (callback, args) {
+            let formatted = py_cache::format_callback_source(py)?
+                .bind(py)
+                .call1((callback, args))?;
+            info.push(formatted.extract::<String>()?);
         }
         if let Some(tb) = source {
             let tb = tb.bind(py);
-            if let Ok(len) = tb.len() {
-                if len > 0 {
-                    let frame = tb.get_item(len - 1)?;
-                    let file = frame.get_item(0)?.str()?;
-                    let line = frame.get_item(1)?.str()?;
-                    info.push(format!("created at {file}:{line}"));
-                }
+            let len = tb.len()?;
+            if len > 0 {
+                let frame = tb.get_item(len - 1)?;
+                let file = frame.get_item(0)?.str()?;
+                let line = frame.get_item(1)?.str()?;
+                info.push(format!("created at {file}:{line}"));
             }
         }
         Ok(info)
     }
-}
-
-/// Python's `repr(float)` for the `when=` field.
-fn float_repr(value: f64) -> String {
-    Python::attach(|py| {
-        pyo3::types::PyFloat::new(py, value)
-            .repr()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|_| value.to_string())
-    })
 }
 
 /// Enters `context`, calls `callback(*args)` by vectorcall, and leaves the context.
@@ -272,32 +285,20 @@ impl TimerEntry for Py<Handle> {
 #[pymethods]
 impl Handle {
     /// Cancels the call; a cancelled handle never runs.
-    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+    fn cancel(&self, py: Python<'_>) {
         if self.cancelled.swap(true, Ordering::Relaxed) {
-            return Ok(());
+            return;
         }
-        if let Some(t) = &self.timer {
-            if t.scheduled.load(Ordering::Relaxed) {
-                t.cancelled_in_queue.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        // Keep a description for repr in debug mode (the payload is about to go).
-        let has_tb = self
-            .payload
-            .borrow_mut(py)
-            .as_ref()
-            .is_some_and(|p| p.source_traceback.is_some());
-        if has_tb {
-            let info = self.repr_info(py)?;
-            // Drop "Handle"/"cancelled"/"when=" and keep the callback part.
-            let skip = 2 + usize::from(self.timer.is_some());
-            let described = info.into_iter().skip(skip).collect::<Vec<_>>().join(" ");
-            *self.debug_repr.borrow_mut(py) = Some(described);
+        if self.scheduled.load(Ordering::Relaxed) {
+            self.cancelled_in_queue.fetch_add(1, Ordering::Relaxed);
         }
         // Release the callback and its arguments now, like asyncio, so that cancelled timers
-        // hold no memory and reference cycles through them are broken.
-        self.release(py);
-        Ok(())
+        // hold no memory and reference cycles through them are broken. Debug mode keeps them:
+        // the repr of a cancelled handle then still names its callback.
+        let debug_kept = self.slots.borrow_mut(py).source_traceback.is_some();
+        if !debug_kept {
+            self.release(py);
+        }
     }
 
     /// True if the handle was cancelled.
@@ -306,8 +307,12 @@ impl Handle {
     }
 
     /// The `contextvars.Context` the callback runs in.
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.slots
+            .borrow_mut(py)
+            .context
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     /// The absolute time (on `loop.time()`'s clock) at which a timer is due.
@@ -327,7 +332,7 @@ impl Handle {
     /// Reports `asyncio.Handle` or `asyncio.TimerHandle`, so isinstance checks hold.
     #[getter(__class__)]
     fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let ty = if self.timer.is_some() {
+        let ty = if self.deadline().is_some() {
             py_cache::asyncio_timer_handle_type(py)?
         } else {
             py_cache::asyncio_handle_type(py)?
@@ -337,22 +342,24 @@ impl Handle {
 
     #[getter(_callback)]
     fn callback_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.payload
+        self.slots
             .borrow_mut(py)
+            .callback
             .as_ref()
-            .map(|p| p.callback.clone_ref(py))
+            .map(|c| c.clone_ref(py))
     }
 
     #[getter(_args)]
     fn args_attr(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.payload
+        self.slots
             .borrow_mut(py)
+            .args
             .as_ref()
-            .map(|p| p.args.clone_ref(py))
+            .map(|a| a.clone_ref(py))
     }
 
     #[getter(_context)]
-    fn context_attr(&self, py: Python<'_>) -> Py<PyAny> {
+    fn context_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.get_context(py)
     }
 
@@ -368,17 +375,16 @@ impl Handle {
 
     #[getter(_scheduled)]
     fn scheduled_attr(&self) -> bool {
-        self.timer
-            .as_ref()
-            .is_some_and(|t| t.scheduled.load(Ordering::Relaxed))
+        self.scheduled.load(Ordering::Relaxed)
     }
 
     #[getter(_source_traceback)]
     fn source_traceback_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.payload
+        self.slots
             .borrow_mut(py)
+            .source_traceback
             .as_ref()
-            .and_then(|p| p.source_traceback.as_ref().map(|s| s.clone_ref(py)))
+            .map(|s| s.clone_ref(py))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -387,10 +393,9 @@ impl Handle {
 
     fn __hash__(slf: &Bound<'_, Self>) -> isize {
         match slf.get().deadline() {
-            Some(when) => {
-                let h = pyo3::types::PyFloat::new(slf.py(), when).hash();
-                h.unwrap_or(0)
-            }
+            Some(when) => pyo3::types::PyFloat::new(slf.py(), when)
+                .hash()
+                .unwrap_or(0),
             None => slf.as_ptr() as isize,
         }
     }
@@ -401,9 +406,8 @@ impl Handle {
         op: CompareOp,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let not_implemented = || py.NotImplemented();
         let Ok(other) = other.cast::<Handle>() else {
-            return Ok(not_implemented());
+            return Ok(py.NotImplemented());
         };
         let (a, b) = (slf.get(), other.get());
         let result = match (a.deadline(), b.deadline()) {
@@ -418,7 +422,7 @@ impl Handle {
             _ => match op {
                 CompareOp::Eq => slf.is(other),
                 CompareOp::Ne => !slf.is(other),
-                _ => return Ok(not_implemented()),
+                _ => return Ok(py.NotImplemented()),
             },
         };
         Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
