@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import errno
 import logging
 import signal
 import sys
@@ -65,6 +67,8 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._origin_tracking_saved_depth: int | None = None
+        # signal number -> (callback, args, context) registered by add_signal_handler
+        self._signal_handlers: dict[int, tuple[Any, tuple, contextvars.Context]] = {}
         self.set_debug(_debug_requested())
 
     def __repr__(self) -> str:
@@ -175,11 +179,81 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
             return
         if self.get_debug():
             logger.debug("Close %r", self)
+        for signum in list(self._signal_handlers):
+            self.remove_signal_handler(signum)
         self._close_core()
         self._executor_shutdown_called = True
         executor, self._default_executor = self._default_executor, None
         if executor is not None:
             executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------------- signals
+
+    @staticmethod
+    def _validate_signal(sig: object) -> int:
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+        return sig
+
+    def add_signal_handler(self, sig: int, callback, *args) -> None:
+        """Runs ``callback(*args)`` as a loop callback whenever signal ``sig`` arrives.
+
+        Python's own handler for ``sig`` becomes one that schedules the callback; it runs as
+        soon as the loop's poll is interrupted (the loop's pipe is the signal wakeup fd).
+        """
+        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._validate_signal(sig)
+        self._check_closed()
+        try:
+            # Only the main thread of the main interpreter may do this (ValueError otherwise).
+            signal.set_wakeup_fd(self._signal_wakeup_fd(), warn_on_full_buffer=False)
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc)) from None
+        self._signal_handlers[sig] = (callback, args, contextvars.copy_context())
+        try:
+            signal.signal(sig, self._deliver_signal)
+            # Let system calls resume after the signal instead of failing with EINTR.
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            self._release_wakeup_fd_if_unused()
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
+
+    def _deliver_signal(self, signum: int, frame: object) -> None:
+        """Python-level handler of every signal with a loop handler: schedules the callback."""
+        registered = self._signal_handlers.get(signum)
+        if registered is not None and not self.is_closed():
+            callback, args, context = registered
+            self.call_soon_threadsafe(callback, *args, context=context)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Removes the handler of ``sig``, restoring the default; False if there was none."""
+        self._validate_signal(sig)
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, default)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
+        self._release_wakeup_fd_if_unused()
+        return True
+
+    def _release_wakeup_fd_if_unused(self) -> None:
+        """Drops the loop's pipe as the signal wakeup fd once no handler needs it."""
+        if self._signal_handlers or self.is_running():
+            return
+        try:
+            signal.set_wakeup_fd(-1)
+        except (ValueError, OSError) as exc:
+            logger.info("set_wakeup_fd(-1) failed: %s", exc)
 
     # ------------------------------------------------------------ async generators
 
