@@ -44,7 +44,7 @@ fn code_flags(py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<i32> {
     let known = *KNOWN_CODE_LAYOUT.get_or_init(|| {
         // `version_info` formats the version string: read it once, not per callback.
         let version = py.version_info();
-        version >= (3, 11) && version < (3, 14)
+        version.major == 3 && (11..14).contains(&version.minor)
     });
     if known {
         // SAFETY: `function` is a PyFunctionObject (checked by the caller); its code object
@@ -65,7 +65,11 @@ fn code_flags(py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<i32> {
 /// Raises asyncio's TypeError if `callback` is a coroutine (function) or not callable.
 pub fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
     if !callback.is_callable() {
-        if py_cache::iscoroutine(py)?.bind(py).call1((callback,))?.is_truthy()? {
+        if py_cache::iscoroutine(py)?
+            .bind(py)
+            .call1((callback,))?
+            .is_truthy()?
+        {
             return Err(coroutines_refused(method));
         }
         return Err(PyTypeError::new_err(format!(

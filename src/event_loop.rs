@@ -53,7 +53,13 @@ struct LoopStats {
 }
 
 /// The native event loop state. Subclassed by `ferroloop.EventLoop`.
-#[pyclass(frozen, subclass, weakref, module = "ferroloop._ferroloop", name = "LoopCore")]
+#[pyclass(
+    frozen,
+    subclass,
+    weakref,
+    module = "ferroloop._ferroloop",
+    name = "LoopCore"
+)]
 pub struct LoopCore {
     queues: GilRefCell<LoopQueues>,
     clock: Clock,
@@ -92,7 +98,10 @@ fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// PyO3 makes every pyclass a GC type. A handle holds nothing the collector needs to see (its
 /// callback is released once it ran or was cancelled, see `handle.rs`), and tracking pending
 /// timers made collections walk every one of them: untracking them cut call_later's cost.
-fn new_untracked_handle(py: Python<'_>, cancelled_in_queue: &Arc<AtomicUsize>) -> PyResult<Py<Handle>> {
+fn new_untracked_handle(
+    py: Python<'_>,
+    cancelled_in_queue: &Arc<AtomicUsize>,
+) -> PyResult<Py<Handle>> {
     let obj = Py::new(py, Handle::empty(cancelled_in_queue.clone()))?;
     // SAFETY: `obj` is a freshly created, GC-tracked object owned by us; untracking a tracked
     // object is always allowed, and its dealloc untracks again harmlessly.
@@ -136,7 +145,9 @@ impl LoopCore {
         if !self.is_debug() {
             return Ok(None);
         }
-        Ok(Some(py_cache::extract_stack(py)?.bind(py).call0()?.unbind()))
+        Ok(Some(
+            py_cache::extract_stack(py)?.bind(py).call0()?.unbind(),
+        ))
     }
 
     /// A handle filled with `init`: a spare one if the loop has one, else a new one.
@@ -288,8 +299,7 @@ impl LoopCore {
         // (check_signals below, and the interpreter's eval breaker inside callbacks).
         if timeout != Some(Duration::ZERO) {
             let poller = &self.poller;
-            py.detach(|| poller.wait(timeout))
-                .map_err(PyErr::from)?;
+            py.detach(|| poller.wait(timeout)).map_err(PyErr::from)?;
         }
         py.check_signals()?;
         self.collect_due_timers(py);
@@ -327,8 +337,7 @@ impl LoopCore {
         err: PyErr,
     ) -> PyResult<()> {
         let py = slf.py();
-        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
-        {
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             return Err(err);
         }
         let context = PyDict::new(py);

@@ -29,4 +29,3 @@ impl<T> GilRefCell<T> {
         self.0.borrow_mut()
     }
 }
-

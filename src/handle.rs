@@ -207,12 +207,20 @@ impl Handle {
 
     fn repr_info(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let when = self.deadline();
-        let mut info = vec![if when.is_some() { "TimerHandle" } else { "Handle" }.to_string()];
+        let mut info = vec![if when.is_some() {
+            "TimerHandle"
+        } else {
+            "Handle"
+        }
+        .to_string()];
         if self.is_cancelled() {
             info.push("cancelled".to_string());
         }
         if let Some(when) = when {
-            info.push(format!("when={}", pyo3::types::PyFloat::new(py, when).repr()?));
+            info.push(format!(
+                "when={}",
+                pyo3::types::PyFloat::new(py, when).repr()?
+            ));
         }
         let (callback, args, source) = {
             let slots = self.slots.borrow_mut(py);
@@ -260,8 +268,13 @@ pub fn call_in_context(
         }
         let tuple = args.as_ptr();
         let nargs = ffi::PyTuple_GET_SIZE(tuple);
-        let items = (*(tuple as *mut ffi::PyTupleObject)).ob_item.as_ptr() as *const *mut ffi::PyObject;
-        let result = ffi::PyObject_Vectorcall(callback.as_ptr(), items, nargs as usize, std::ptr::null_mut());
+        let items = (*(tuple as *mut ffi::PyTupleObject)).ob_item.as_ptr();
+        let result = ffi::PyObject_Vectorcall(
+            callback.as_ptr(),
+            items,
+            nargs as usize,
+            std::ptr::null_mut(),
+        );
         let outcome = if result.is_null() {
             Err(PyErr::fetch(py))
         } else {
@@ -425,7 +438,10 @@ impl Handle {
                 _ => return Ok(py.NotImplemented()),
             },
         };
-        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 

@@ -231,7 +231,12 @@ mod tests {
         for (i, it) in items.iter().enumerate() {
             q.push(i as f64, it.clone());
         }
-        for it in items.iter().skip(1).step_by(2).chain(items.iter().skip(2).step_by(4)) {
+        for it in items
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .chain(items.iter().skip(2).step_by(4))
+        {
             if !it.cancelled.get() {
                 it.cancelled.set(true);
                 q.note_cancelled();

@@ -114,7 +114,10 @@ def test_run_until_complete_foreign_future(loop, new_loop):
     foreign = other.create_future()
     with pytest.raises(
         ValueError,
-        match=r"^The future belongs to a different loop than the one specified as the loop argument$",
+        match=(
+            r"^The future belongs to a different loop than the one specified "
+            r"as the loop argument$"
+        ),
     ):
         loop.run_until_complete(foreign)
 

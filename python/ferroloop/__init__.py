@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from ._ferroloop import Handle, LoopCore, __version__
 from ._loop import EventLoop

@@ -1,17 +1,15 @@
-"""Type stubs for the native extension ``ferroloop._ferroloop``."""
-
-import contextvars
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVarTuple, Unpack
+# Type stubs for the native extension ferroloop._ferroloop.
 
 import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine
+from typing import Any, Self, TypeVarTuple
 
 _Ts = TypeVarTuple("_Ts")
 
 __version__: str
 
 class Handle:
-    """A scheduled callback; ``isinstance`` reports asyncio.Handle / asyncio.TimerHandle."""
 
     def cancel(self) -> None: ...
     def cancelled(self) -> bool: ...
@@ -19,34 +17,33 @@ class Handle:
     def when(self) -> float: ...
 
 class LoopCore:
-    """The native half of ``ferroloop.EventLoop``."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> LoopCore: ...
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     def time(self) -> float: ...
     def call_soon(
         self,
-        callback: Callable[[Unpack[_Ts]], object],
-        *args: Unpack[_Ts],
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
     def call_soon_threadsafe(
         self,
-        callback: Callable[[Unpack[_Ts]], object],
-        *args: Unpack[_Ts],
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
     def call_later(
         self,
         delay: float,
-        callback: Callable[[Unpack[_Ts]], object],
-        *args: Unpack[_Ts],
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle: ...
     def call_at(
         self,
         when: float,
-        callback: Callable[[Unpack[_Ts]], object],
-        *args: Unpack[_Ts],
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle: ...
     def create_future(self) -> asyncio.Future[Any]: ...

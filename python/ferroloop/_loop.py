@@ -264,6 +264,7 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
                 f"loop.shutdown_asyncgens() call",
                 ResourceWarning,
                 source=self,
+                stacklevel=2,
             )
         self._asyncgens.add(agen)
 
@@ -280,7 +281,7 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
         if not pending:
             return
         outcomes = await tasks.gather(*(agen.aclose() for agen in pending), return_exceptions=True)
-        for agen, outcome in zip(pending, outcomes):
+        for agen, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 self.call_exception_handler(
                     {

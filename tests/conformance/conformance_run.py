@@ -45,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import conformance_plan as plan
+import conformance_plan as plan  # noqa: E402 (needs HERE on sys.path)
 
 WORKER_SCRIPT = os.path.join(HERE, 'conformance_worker.py')
 EXPECTED_PASS_FILE = os.path.join(HERE, 'expected_pass.txt')
