@@ -231,9 +231,16 @@ impl Handle {
             )
         };
         if let (Some(callback), Some(args)) = (callback, args) {
-            let formatted = py_cache::format_callback_source(py)?
-                .bind(py)
-                .call1((callback, args))?;
+            let format = py_cache::format_callback_source(py)?.bind(py);
+            // Since 3.13 asyncio shows arguments only in debug mode (they may be secrets);
+            // a handle made in debug mode is the one that carries its creation stack.
+            let formatted = if source.is_some() && py.version_info() >= (3, 13) {
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item("debug", true)?;
+                format.call((callback, args), Some(&kwargs))?
+            } else {
+                format.call1((callback, args))?
+            };
             info.push(formatted.extract::<String>()?);
         }
         if let Some(tb) = source {
