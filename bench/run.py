@@ -317,7 +317,12 @@ def format_progress(result: dict[str, Any], workload: Workload) -> str:
 
 
 def run_suite(arguments: argparse.Namespace) -> int:
-    """Run the whole suite as described by ``arguments``; return the exit code."""
+    """Run the whole suite as described by ``arguments``; return the exit code.
+
+    The exit code is 0 when every measurement succeeded (unavailable loops are
+    skipped, not failures), 1 when some measurement failed, 2 when no loop is
+    available.
+    """
     if arguments.report:
         return report_from_json(arguments.report, arguments)
     registry = discover_workloads()
@@ -410,7 +415,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
         "measurements": measurements,
     }
     publish_reports(document, workloads, arguments)
-    return 0
+    return 1 if any(not measurement.get("ok") for measurement in measurements) else 0
 
 
 def summarise_document(document: dict[str, Any], workloads: list[Workload]) -> list[MetricSummary]:
