@@ -190,6 +190,38 @@ impl LoopCore {
         }
     }
 
+    /// asyncio's checks before scheduling: open loop, loop thread (debug mode), valid callback.
+    fn check_can_schedule(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        if self.is_debug() {
+            self.check_thread()?;
+        }
+        check_callback(py, callback, method)
+    }
+
+    /// What a new handle is filled with.
+    fn handle_init(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+        when: Option<f64>,
+    ) -> PyResult<HandleInit> {
+        Ok(HandleInit {
+            callback: callback.clone().unbind(),
+            args: args.clone().unbind(),
+            context: Self::context_or_copy(py, context)?,
+            source_traceback: self.source_traceback(py)?,
+            when,
+        })
+    }
+
     /// Builds a handle and appends it to the ready queue.
     fn schedule_soon(
         &self,
@@ -198,13 +230,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let init = HandleInit {
-            callback: callback.clone().unbind(),
-            args: args.clone().unbind(),
-            context: Self::context_or_copy(py, context)?,
-            source_traceback: self.source_traceback(py)?,
-            when: None,
-        };
+        let init = self.handle_init(py, callback, args, context, None)?;
         let handle = self.make_handle(py, init)?;
         self.queues
             .borrow_mut(py)
@@ -222,18 +248,8 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        self.check_closed()?;
-        if self.is_debug() {
-            self.check_thread()?;
-        }
-        check_callback(py, callback, "call_at")?;
-        let init = HandleInit {
-            callback: callback.clone().unbind(),
-            args: args.clone().unbind(),
-            context: Self::context_or_copy(py, context)?,
-            source_traceback: self.source_traceback(py)?,
-            when: Some(when),
-        };
+        self.check_can_schedule(py, callback, "call_at")?;
+        let init = self.handle_init(py, callback, args, context, Some(when))?;
         let handle = self.make_handle(py, init)?;
         self.queues
             .borrow_mut(py)
@@ -441,11 +457,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        self.check_closed()?;
-        if self.is_debug() {
-            self.check_thread()?;
-        }
-        check_callback(py, callback, "call_soon")?;
+        self.check_can_schedule(py, callback, "call_soon")?;
         self.schedule_soon(py, callback, args, context)
     }
 
