@@ -132,6 +132,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "ferroloop_only: exercises ferroloop-specific API; skipped on stock asyncio"
     )
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit (SIGALRM based)")
+    config.stash[_STDERR_FD_KEY] = _real_stderr_fd(config)
+
+
+#: Where faulthandler writes if a test hangs beyond recovery.
+_STDERR_FD_KEY = pytest.StashKey[int]()
+
+
+def _real_stderr_fd(config: pytest.Config) -> int:
+    """A duplicate of the process's real stderr, for faulthandler dumps.
+
+    pytest redirects file descriptor 2 while a test runs, which would hide a
+    dump written just before the process exits.
+    """
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        return os.dup(2)
+    with capture.global_and_fixture_disabled():
+        return os.dup(2)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -149,8 +167,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-class TestTimeout(BaseException):
-    """Raised in the main thread when a test exceeds its time limit."""
+class TestTimeout(SystemExit):
+    """Raised in the main thread when a test exceeds its time limit.
+
+    A SystemExit subclass so that it escapes event loop callbacks (which log
+    and swallow ordinary exceptions) while pytest still records it as a
+    failure of the test rather than ending the session.
+    """
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +195,9 @@ def _time_limit(request: pytest.FixtureRequest):
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
-    faulthandler.dump_traceback_later(limit + 30, exit=True)
+    faulthandler.dump_traceback_later(
+        limit + 30, exit=True, file=request.config.stash[_STDERR_FD_KEY]
+    )
     try:
         yield
     finally:

@@ -6,13 +6,17 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import os
 import re
+import sys
 import textwrap
 import threading
 import time
 import weakref
 
 import pytest
+
+LOOP_UNDER_TEST_IS_STOCK = os.environ.get("FERROLOOP_TEST_LOOP", "").strip().lower() == "asyncio"
 
 
 def test_is_running_and_is_closed_flags(loop):
@@ -169,6 +173,10 @@ def test_close_running_loop_refused(loop):
     assert not loop.is_closed()
 
 
+@pytest.mark.skipif(
+    LOOP_UNDER_TEST_IS_STOCK and sys.version_info[:3] == (3, 13, 0),
+    reason="CPython 3.13.0 bug: a refused nested run_forever() resets the running loop's state",
+)
 def test_nested_run_refused(loop):
     """run_forever/run_until_complete inside the running loop raise RuntimeError."""
     errors: list[str] = []
