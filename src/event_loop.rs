@@ -287,6 +287,9 @@ impl LoopCore {
 
     /// Moves every timer due by now into the ready queue.
     fn collect_due_timers(&self, py: Python<'_>) {
+        if self.queues.borrow_mut(py).timers.is_empty() {
+            return; // no clock read when there is nothing to compare it with
+        }
         let end = self.clock.now() + CLOCK_RESOLUTION;
         let mut dropped = Vec::new();
         {
@@ -312,12 +315,14 @@ impl LoopCore {
         let timeout = self.poll_timeout(py);
         // With callbacks ready and no descriptor of the user's to watch, a zero-timeout poll
         // could only report our own waker: skip the syscall. Python signal handlers still run
-        // (check_signals below, and the interpreter's eval breaker inside callbacks).
+        // (check_signals after a wait, and the interpreter's eval breaker inside callbacks).
         if timeout != Some(Duration::ZERO) {
             let poller = &self.poller;
             py.detach(|| poller.wait(timeout)).map_err(PyErr::from)?;
+            // Run the Python handlers of signals that interrupted the wait now; when the wait
+            // was skipped, the interpreter runs them inside the next callback anyway.
+            py.check_signals()?;
         }
-        py.check_signals()?;
         self.collect_due_timers(py);
         self.run_ready(slf)
     }
