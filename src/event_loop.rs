@@ -190,7 +190,7 @@ impl LoopCore {
         }
     }
 
-    /// asyncio's checks before scheduling: open loop, loop thread (debug mode), valid callback.
+    /// asyncio's checks before scheduling: open loop; in debug mode, loop thread and callback.
     fn check_can_schedule(
         &self,
         py: Python<'_>,
@@ -199,9 +199,11 @@ impl LoopCore {
     ) -> PyResult<()> {
         self.check_closed()?;
         if self.is_debug() {
+            // asyncio validates callbacks in debug mode only.
             self.check_thread()?;
+            check_callback(py, callback, method)?;
         }
-        check_callback(py, callback, method)
+        Ok(())
     }
 
     /// What a new handle is filled with.
@@ -476,7 +478,9 @@ impl LoopCore {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         self.check_closed()?;
-        check_callback(py, callback, "call_soon_threadsafe")?;
+        if self.is_debug() {
+            check_callback(py, callback, "call_soon_threadsafe")?;
+        }
         // The ready queue is GIL-protected and this thread holds the GIL: append directly.
         let handle = self.schedule_soon(py, callback, args, context)?;
         self.poller.wake().map_err(PyErr::from)?;

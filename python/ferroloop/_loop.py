@@ -297,7 +297,8 @@ class EventLoop(LoopCore, asyncio.AbstractEventLoop):
     def run_in_executor(self, executor, func, *args) -> asyncio.Future:
         """Runs ``func(*args)`` in ``executor`` (None: the default thread pool)."""
         self._check_closed()
-        _check_callback(func, "run_in_executor")
+        if self.get_debug():
+            _check_callback(func, "run_in_executor")
         if executor is None:
             if self._executor_shutdown_called:
                 raise RuntimeError("Executor shutdown has been called")
