@@ -364,9 +364,7 @@ impl LoopCore {
             return Err(err);
         }
         let context = PyDict::new(py);
-        let callback_source = handle.bind(py).repr()?.to_string();
-        // "<Handle cb(args) at file:line>" → "cb(args) at file:line", as asyncio words it.
-        let described = describe_callback(&callback_source);
+        let described = handle.get().callback_source(py)?.unwrap_or_default();
         context.set_item("message", format!("Exception in callback {described}"))?;
         context.set_item("exception", err.value(py))?;
         context.set_item("handle", handle.clone_ref(py))?;
@@ -394,19 +392,6 @@ impl LoopCore {
             )?;
         }
         Ok(())
-    }
-}
-
-/// Strips a handle repr down to asyncio's callback description.
-fn describe_callback(repr: &str) -> String {
-    let inner = repr.trim_start_matches('<').trim_end_matches('>');
-    let mut words = inner.splitn(2, ' ');
-    let _kind = words.next();
-    let rest = words.next().unwrap_or("");
-    let rest = rest.strip_prefix("cancelled ").unwrap_or(rest);
-    match rest.strip_prefix("when=") {
-        Some(after) => after.split_once(' ').map(|x| x.1).unwrap_or("").to_string(),
-        None => rest.to_string(),
     }
 }
 
@@ -706,20 +691,5 @@ impl LoopCore {
             queues.timers.cancelled_count() + self.cancelled_timers.load(Ordering::Relaxed),
             self.stats.iterations.load(Ordering::Relaxed),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::describe_callback;
-
-    #[test]
-    fn describes_callbacks_like_asyncio() {
-        assert_eq!(describe_callback("<Handle f() at a.py:1>"), "f() at a.py:1");
-        assert_eq!(
-            describe_callback("<TimerHandle when=1.5 f(1) at a.py:2>"),
-            "f(1) at a.py:2"
-        );
-        assert_eq!(describe_callback("<Handle cancelled f()>"), "f()");
     }
 }

@@ -205,6 +205,32 @@ impl Handle {
         drop(released);
     }
 
+    /// asyncio's description of the callback, `name(args) at file:line`, or None once the
+    /// callback was released. Arguments are shown in debug mode (a handle made in debug mode
+    /// carries its creation stack); before 3.13 asyncio always shows them.
+    pub fn callback_source(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let (callback, args, debug) = {
+            let slots = self.slots.borrow_mut(py);
+            (
+                slots.callback.as_ref().map(|c| c.clone_ref(py)),
+                slots.args.as_ref().map(|a| a.clone_ref(py)),
+                slots.source_traceback.is_some(),
+            )
+        };
+        let (Some(callback), Some(args)) = (callback, args) else {
+            return Ok(None);
+        };
+        let format = py_cache::format_callback_source(py)?.bind(py);
+        let formatted = if debug && py.version_info() >= (3, 13) {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("debug", true)?;
+            format.call((callback, args), Some(&kwargs))?
+        } else {
+            format.call1((callback, args))?
+        };
+        Ok(Some(formatted.extract::<String>()?))
+    }
+
     fn repr_info(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let when = self.deadline();
         let mut info = vec![if when.is_some() {
@@ -222,26 +248,14 @@ impl Handle {
                 pyo3::types::PyFloat::new(py, when).repr()?
             ));
         }
-        let (callback, args, source) = {
-            let slots = self.slots.borrow_mut(py);
-            (
-                slots.callback.as_ref().map(|c| c.clone_ref(py)),
-                slots.args.as_ref().map(|a| a.clone_ref(py)),
-                slots.source_traceback.as_ref().map(|s| s.clone_ref(py)),
-            )
-        };
-        if let (Some(callback), Some(args)) = (callback, args) {
-            let format = py_cache::format_callback_source(py)?.bind(py);
-            // Since 3.13 asyncio shows arguments only in debug mode (they may be secrets);
-            // a handle made in debug mode is the one that carries its creation stack.
-            let formatted = if source.is_some() && py.version_info() >= (3, 13) {
-                let kwargs = pyo3::types::PyDict::new(py);
-                kwargs.set_item("debug", true)?;
-                format.call((callback, args), Some(&kwargs))?
-            } else {
-                format.call1((callback, args))?
-            };
-            info.push(formatted.extract::<String>()?);
+        let source = self
+            .slots
+            .borrow_mut(py)
+            .source_traceback
+            .as_ref()
+            .map(|s| s.clone_ref(py));
+        if let Some(described) = self.callback_source(py)? {
+            info.push(described);
         }
         if let Some(tb) = source {
             let tb = tb.bind(py);

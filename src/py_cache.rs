@@ -3,7 +3,7 @@
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::PyString;
 
 /// Imports `module` and returns its attribute `name`, caching it in `cell`.
 fn cached_attr<'py>(
@@ -54,17 +54,6 @@ cached!(
 cached!(
     /// `functools.partial`, unwrapped by the callback check.
     functools_partial, "functools", "partial");
-cached!(
-    /// `asyncio.tasks._set_task_name`, applied to tasks made by a task factory.
-    set_task_name, "asyncio.tasks", "_set_task_name");
-cached!(
-    /// `sys._getframe`, for handle creation stacks in debug mode.
-    sys_getframe, "sys", "_getframe");
-
-/// Returns `obj` as a type object (for cached types).
-pub fn as_type<'py>(py: Python<'py>, obj: &Py<PyAny>) -> PyResult<Bound<'py, PyType>> {
-    Ok(obj.bind(py).cast::<PyType>()?.clone())
-}
 
 /// Interned `"loop"`, the keyword every Future/Task constructor call passes.
 pub fn str_loop(py: Python<'_>) -> &Bound<'_, PyString> {
