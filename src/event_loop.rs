@@ -366,7 +366,9 @@ impl LoopCore {
         let context = PyDict::new(py);
         let described = handle.get().callback_source(py)?.unwrap_or_default();
         context.set_item("message", format!("Exception in callback {described}"))?;
-        context.set_item("exception", err.value(py))?;
+        // `into_value` attaches the traceback to the exception (3.11 keeps it apart), so the
+        // handler logs where the callback failed.
+        context.set_item("exception", err.into_value(py))?;
         context.set_item("handle", handle.clone_ref(py))?;
         if let Ok(tb) = handle.bind(py).getattr("_source_traceback") {
             if !tb.is_none() {

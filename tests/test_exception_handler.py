@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import traceback
 
 import pytest
 
@@ -193,3 +194,23 @@ def test_timer_callback_error_reports_timer_handle(loop):
     assert isinstance(contexts[0]["handle"], asyncio.TimerHandle)
     assert contexts[0]["message"].startswith("Exception in callback bad_callback()")
     assert str(contexts[0]["exception"]) == "callback exploded"
+
+
+def test_callback_error_keeps_its_traceback(loop, caplog):
+    """The exception handed to the handler carries the traceback of the failing callback, so
+    the default handler's log shows where it failed (as with stock asyncio)."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    def failing_callback():
+        raise ValueError("boom")
+
+    loop.call_soon(failing_callback)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    records = _asyncio_records(caplog)
+    assert len(records) == 1
+    exc_type, exc, tb = records[0].exc_info
+    assert exc_type is ValueError
+    assert tb is not None and exc.__traceback__ is tb
+    frames = [frame.name for frame in traceback.extract_tb(tb)]
+    assert frames[-1] == "failing_callback"
+    assert 'raise ValueError("boom")' in caplog.text
