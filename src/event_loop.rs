@@ -14,21 +14,24 @@
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
 //!    the next iteration.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::callback_check::check_callback;
 use crate::clock::{Clock, CLOCK_RESOLUTION};
+use crate::errors::os_error;
 use crate::gil_cell::GilRefCell;
 use crate::handle::{Handle, HandleInit, RunOutcome};
-use crate::poller::Poller;
+use crate::poller::{Interest, Poller, Readiness};
 use crate::py_cache;
 use crate::timers::TimerQueue;
 
@@ -41,6 +44,42 @@ struct LoopQueues {
     timers: TimerQueue<Py<Handle>>,
     /// Handles that ran and that nobody else references, ready to be re-initialised.
     spare_handles: Vec<Py<Handle>>,
+    /// Descriptors watched for add_reader/add_writer, by descriptor number.
+    watched: HashMap<i32, FdWatch>,
+    /// Readiness reported by the last wait (kept to reuse its allocation).
+    io_events: Vec<Readiness>,
+}
+
+/// The callbacks registered for one descriptor.
+#[derive(Default)]
+struct FdWatch {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+}
+
+impl FdWatch {
+    fn interest(&self) -> Interest {
+        Interest {
+            read: self.reader.is_some(),
+            write: self.writer.is_some(),
+        }
+    }
+}
+
+/// Which side of a descriptor a callback watches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Read,
+    Write,
+}
+
+impl Side {
+    fn slot(self, watch: &mut FdWatch) -> &mut Option<Py<Handle>> {
+        match self {
+            Side::Read => &mut watch.reader,
+            Side::Write => &mut watch.writer,
+        }
+    }
 }
 
 /// How many spare handles the loop keeps for reuse.
@@ -221,6 +260,7 @@ impl LoopCore {
             context: Self::context_or_copy(py, context)?,
             source_traceback: self.source_traceback(py)?,
             when,
+            repeating: false,
         })
     }
 
@@ -287,6 +327,136 @@ impl LoopCore {
         Some(Duration::from_secs_f64(wait))
     }
 
+    /// Queues the reader/writer callbacks of the descriptors a wait reported ready, as asyncio
+    /// does: a cancelled callback is unregistered instead.
+    fn dispatch_io(&self, py: Python<'_>, io_events: &mut Vec<Readiness>) -> PyResult<()> {
+        let mut stale = Vec::new();
+        {
+            let mut queues = self.queues.borrow_mut(py);
+            let LoopQueues { watched, ready, .. } = &mut *queues;
+            for event in io_events.iter() {
+                let fd = event.token as i32;
+                let Some(watch) = watched.get(&fd) else {
+                    continue;
+                };
+                for (side, wanted) in [(Side::Read, event.readable), (Side::Write, event.writable)]
+                {
+                    let handle = match side {
+                        Side::Read => &watch.reader,
+                        Side::Write => &watch.writer,
+                    };
+                    if let (true, Some(handle)) = (wanted, handle) {
+                        if handle.get().is_cancelled() {
+                            stale.push((fd, side));
+                        } else {
+                            ready.push_back(handle.clone_ref(py));
+                        }
+                    }
+                }
+            }
+            io_events.clear();
+        }
+        for (fd, side) in stale {
+            self.unwatch(py, fd, side)?;
+        }
+        Ok(())
+    }
+
+    /// Registers `handle` as the reader or writer of `fd`, replacing (and cancelling) the
+    /// previous one.
+    fn watch(&self, py: Python<'_>, fd: i32, side: Side, handle: Py<Handle>) -> PyResult<()> {
+        let previous = {
+            let mut queues = self.queues.borrow_mut(py);
+            let is_new = !queues.watched.contains_key(&fd);
+            let watch = queues.watched.entry(fd).or_default();
+            let previous = side.slot(watch).replace(handle);
+            let interest = watch.interest();
+            let registered = if is_new {
+                self.poller.register(fd, fd as u64, interest, false)
+            } else {
+                self.poller.reregister(fd, fd as u64, interest, false)
+            };
+            if let Err(err) = registered {
+                let undone = if is_new {
+                    queues
+                        .watched
+                        .remove(&fd)
+                        .map(|mut w| side.slot(&mut w).take())
+                } else {
+                    None
+                };
+                drop(queues);
+                drop(undone);
+                drop(previous);
+                return Err(os_error(err));
+            }
+            previous
+        };
+        if let Some(old) = previous {
+            old.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+        }
+        Ok(())
+    }
+
+    /// Unregisters the reader or writer of `fd`; returns whether one was registered.
+    fn unwatch(&self, py: Python<'_>, fd: i32, side: Side) -> PyResult<bool> {
+        let removed = {
+            let mut queues = self.queues.borrow_mut(py);
+            let Some(watch) = queues.watched.get_mut(&fd) else {
+                return Ok(false);
+            };
+            let removed = side.slot(watch).take();
+            let interest = watch.interest();
+            if !interest.read && !interest.write {
+                queues.watched.remove(&fd);
+                self.poller.deregister(fd);
+            } else if removed.is_some() {
+                // A descriptor closed behind our back is already gone from epoll: ignore.
+                let _ = self.poller.reregister(fd, fd as u64, interest, false);
+            }
+            removed
+        };
+        match removed {
+            Some(handle) => {
+                handle.get().cancel_now(py);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Adds a reader or writer callback (shared by add_reader and add_writer).
+    fn add_watch(
+        &self,
+        py: Python<'_>,
+        fileobj: &Bound<'_, PyAny>,
+        side: Side,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        let fd = fileobj_to_fd(fileobj)?;
+        let mut init = self.handle_init(py, callback, args, None, None)?;
+        init.repeating = true;
+        let handle = self.make_handle(py, init)?;
+        self.watch(py, fd, side, handle.clone_ref(py))?;
+        Ok(handle)
+    }
+
+    /// Removes a reader or writer callback (shared by remove_reader and remove_writer).
+    fn remove_watch(
+        &self,
+        py: Python<'_>,
+        fileobj: &Bound<'_, PyAny>,
+        side: Side,
+    ) -> PyResult<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fileobj)?;
+        self.unwatch(py, fd, side)
+    }
+
     /// Moves every timer due by now into the ready queue.
     fn collect_due_timers(&self, py: Python<'_>) {
         if self.queues.borrow_mut(py).timers.is_empty() {
@@ -317,10 +487,20 @@ impl LoopCore {
         let timeout = self.poll_timeout(py);
         // With callbacks ready and no descriptor of the user's to watch, a zero-timeout poll
         // could only report our own waker: skip the syscall. Python signal handlers still run
-        // (check_signals after a wait, and the interpreter's eval breaker inside callbacks).
-        if timeout != Some(Duration::ZERO) {
+        // (the interpreter's eval breaker inside callbacks).
+        let watching = !self.queues.borrow_mut(py).watched.is_empty();
+        if timeout != Some(Duration::ZERO) || watching {
+            let mut io_events = std::mem::take(&mut self.queues.borrow_mut(py).io_events);
             let poller = &self.poller;
-            py.detach(|| poller.wait(timeout)).map_err(PyErr::from)?;
+            let waited = if timeout == Some(Duration::ZERO) {
+                poller.wait(timeout, &mut io_events) // no need to release the GIL
+            } else {
+                py.detach(|| poller.wait(timeout, &mut io_events))
+            };
+            let dispatched = self.dispatch_io(py, &mut io_events);
+            self.queues.borrow_mut(py).io_events = io_events;
+            waited.map_err(os_error)?;
+            dispatched?;
             // Run the Python handlers of signals that interrupted the wait now; when the wait
             // was skipped, the interpreter runs them inside the next callback anyway.
             py.check_signals()?;
@@ -397,6 +577,41 @@ impl LoopCore {
     }
 }
 
+/// asyncio's (selectors') conversion of a file object to a descriptor number.
+fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let py = fileobj.py();
+    let fd: i64 = if fileobj.is_instance_of::<pyo3::types::PyInt>() {
+        fileobj.extract()?
+    } else {
+        let invalid = || {
+            fileobj.repr().map_or_else(
+                |e| e,
+                |r| PyValueError::new_err(format!("Invalid file object: {r}")),
+            )
+        };
+        match fileobj
+            .call_method0(pyo3::intern!(py, "fileno"))
+            .and_then(|n| py.get_type::<pyo3::types::PyInt>().call1((n,)))
+        {
+            Ok(n) => n.extract().map_err(|_| invalid())?,
+            Err(err)
+                if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                    || err.is_instance_of::<PyTypeError>(py)
+                    || err.is_instance_of::<PyValueError>(py) =>
+            {
+                return Err(invalid())
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    i32::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
 /// Calls `callable(*positional, loop=loop)` by vectorcall (Future/Task construction).
 fn call_with_loop_kw(
     py: Python<'_>,
@@ -424,9 +639,11 @@ impl LoopCore {
                 ready: VecDeque::new(),
                 timers: TimerQueue::new(),
                 spare_handles: Vec::new(),
+                watched: HashMap::new(),
+                io_events: Vec::new(),
             }),
             clock: Clock::new(),
-            poller: Poller::new()?,
+            poller: Poller::new().map_err(os_error)?,
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             debug: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -470,7 +687,7 @@ impl LoopCore {
         }
         // The ready queue is GIL-protected and this thread holds the GIL: append directly.
         let handle = self.schedule_soon(py, callback, args, context)?;
-        self.poller.wake().map_err(PyErr::from)?;
+        self.poller.wake().map_err(os_error)?;
         Ok(handle)
     }
 
@@ -511,6 +728,69 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let when = seconds_arg(when, "when cannot be None")?;
         self.schedule_at(py, when, callback, args, context)
+    }
+
+    /// Calls `callback(*args)` whenever `fd` (a descriptor or an object with `fileno()`) is
+    /// readable (level-triggered), replacing any previous reader of `fd`.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        self.add_watch(py, fd, Side::Read, callback, args)?;
+        Ok(())
+    }
+
+    /// `add_reader` returning the handle (for the sock_* methods, which must not remove a
+    /// reader that replaced theirs).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        self.add_watch(py, fd, Side::Read, callback, args)
+    }
+
+    /// `add_writer` returning the handle.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        self.add_watch(py, fd, Side::Write, callback, args)
+    }
+
+    /// Stops watching `fd` for reading; returns whether a reader was registered.
+    fn remove_reader(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watch(py, fd, Side::Read)
+    }
+
+    /// Calls `callback(*args)` whenever `fd` is writable (level-triggered), replacing any
+    /// previous writer of `fd`.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        self.add_watch(py, fd, Side::Write, callback, args)?;
+        Ok(())
+    }
+
+    /// Stops watching `fd` for writing; returns whether a writer was registered.
+    fn remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watch(py, fd, Side::Write)
     }
 
     /// A new `asyncio.Future` bound to this loop.
@@ -629,7 +909,7 @@ impl LoopCore {
 
     /// Wakes the loop from its poll (any thread).
     fn _write_to_self(&self) -> PyResult<()> {
-        self.poller.wake().map_err(PyErr::from)
+        self.poller.wake().map_err(os_error)
     }
 
     /// The descriptor the Python side hands to `signal.set_wakeup_fd()`.
@@ -663,14 +943,21 @@ impl LoopCore {
         if self.closed.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        let (ready, timers, spare) = {
+        let (ready, timers, spare, watched) = {
             let mut queues = self.queues.borrow_mut(py);
             (
                 std::mem::take(&mut queues.ready),
                 queues.timers.drain_all(),
                 std::mem::take(&mut queues.spare_handles),
+                std::mem::take(&mut queues.watched),
             )
         };
+        self.poller.close();
+        for watch in watched.into_values() {
+            for handle in [watch.reader, watch.writer].into_iter().flatten() {
+                handle.get().cancel_now(py);
+            }
+        }
         drop(spare);
         for handle in &timers {
             handle.get().mark_unscheduled();

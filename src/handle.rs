@@ -55,6 +55,9 @@ pub struct Handle {
     when_bits: AtomicU64,
     /// True while the timer sits in the loop's timer queue.
     scheduled: AtomicBool,
+    /// True for add_reader/add_writer handles, which run again at every readiness and so keep
+    /// their callback after running.
+    repeating: AtomicBool,
     /// Shared with the loop: how many queued timers were cancelled since it last looked.
     cancelled_in_queue: Arc<AtomicUsize>,
 }
@@ -81,6 +84,8 @@ pub struct HandleInit {
     pub source_traceback: Option<Py<PyAny>>,
     /// The deadline, for timer handles.
     pub when: Option<f64>,
+    /// Runs again at every readiness of a descriptor (add_reader/add_writer).
+    pub repeating: bool,
 }
 
 impl Handle {
@@ -92,6 +97,7 @@ impl Handle {
             is_timer: AtomicBool::new(false),
             when_bits: AtomicU64::new(0),
             scheduled: AtomicBool::new(false),
+            repeating: AtomicBool::new(false),
             cancelled_in_queue,
         }
     }
@@ -111,6 +117,7 @@ impl Handle {
             )
         };
         self.cancelled.store(false, Ordering::Relaxed);
+        self.repeating.store(init.repeating, Ordering::Relaxed);
         match init.when {
             Some(when) => {
                 self.when_bits.store(when.to_bits(), Ordering::Relaxed);
@@ -160,6 +167,7 @@ impl Handle {
         if self.is_cancelled() {
             return RunOutcome::Skipped;
         }
+        let keep = keep || self.repeating.load(Ordering::Relaxed);
         // Release the borrow before calling Python: the callback may cancel this very handle.
         let taken = {
             let mut slots = self.slots.borrow_mut(py);
@@ -189,6 +197,23 @@ impl Handle {
                 }
                 RunOutcome::Raised(err)
             }
+        }
+    }
+
+    /// `cancel()`, callable from Rust.
+    pub fn cancel_now(&self, py: Python<'_>) {
+        if self.cancelled.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if self.scheduled.load(Ordering::Relaxed) {
+            self.cancelled_in_queue.fetch_add(1, Ordering::Relaxed);
+        }
+        // Release the callback and its arguments now, like asyncio, so that cancelled timers
+        // hold no memory and reference cycles through them are broken. Debug mode keeps them:
+        // the repr of a cancelled handle then still names its callback.
+        let debug_kept = self.slots.borrow_mut(py).source_traceback.is_some();
+        if !debug_kept {
+            self.release(py);
         }
     }
 
@@ -320,21 +345,8 @@ impl TimerEntry for Py<Handle> {
 impl Handle {
     /// Cancels the call; a cancelled handle never runs.
     fn cancel(&self, py: Python<'_>) {
-        if self.cancelled.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        if self.scheduled.load(Ordering::Relaxed) {
-            self.cancelled_in_queue.fetch_add(1, Ordering::Relaxed);
-        }
-        // Release the callback and its arguments now, like asyncio, so that cancelled timers
-        // hold no memory and reference cycles through them are broken. Debug mode keeps them:
-        // the repr of a cancelled handle then still names its callback.
-        let debug_kept = self.slots.borrow_mut(py).source_traceback.is_some();
-        if !debug_kept {
-            self.release(py);
-        }
+        self.cancel_now(py);
     }
-
     /// True if the handle was cancelled.
     fn cancelled(&self) -> bool {
         self.is_cancelled()

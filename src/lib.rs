@@ -5,14 +5,17 @@
 //! - [`event_loop`]: the ready queue, the iteration, the hot scheduling entry points;
 //! - [`handle`]: handles and timer handles (what the queues hold);
 //! - [`timers`]: the deadline heap with purging of cancelled timers;
-//! - [`poller`]: the epoll wait, the threadsafe waker and the signal wakeup pipe;
+//! - [`poller`]: epoll (level/edge-triggered registrations), the threadsafe waker, the signal
+//!   wakeup pipe;
 //! - [`clock`]: the loop's single time source;
+//! - [`errors`]: OS errors as Python's `OSError` subclasses;
 //! - [`callback_check`]: asyncio's validation of callbacks;
 //! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
 #![deny(missing_docs)]
 
 pub mod callback_check;
 pub mod clock;
+pub mod errors;
 pub mod event_loop;
 pub mod gil_cell;
 pub mod handle;

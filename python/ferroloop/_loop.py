@@ -23,6 +23,7 @@ from asyncio import coroutines, events, futures, tasks
 from typing import Any
 
 from ._ferroloop import LoopCore, _check_callback
+from ._sockets import SocketAPI
 
 logger = logging.getLogger("asyncio")
 
@@ -56,7 +57,7 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
-class EventLoop(LoopCore, asyncio.AbstractEventLoop):
+class EventLoop(LoopCore, SocketAPI, asyncio.AbstractEventLoop):
     """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``."""
 
     def __init__(self) -> None:

@@ -1,0 +1,348 @@
+"""The loop's low-level socket API (``sock_*``), name resolution and ``sock_sendfile``.
+
+Each operation first tries the non-blocking system call; only when it would block does it
+register a reader or writer (native, level-triggered: ``LoopCore._add_reader``) that retries
+the call until it completes. The future's done-callback always unregisters, so a cancelled
+operation leaves the socket usable and unwatched. Semantics, checks and messages follow
+CPython 3.11's selector loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import os
+import socket
+from typing import Any
+
+try:
+    import ssl
+except ImportError:  # pragma: no cover - Python built without ssl
+    ssl = None  # type: ignore[assignment]
+
+#: Size of the reads of the sendfile fallback (asyncio's own figure).
+SENDFILE_FALLBACK_CHUNK = 256 * 1024
+_INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
+
+
+def _refuse_ssl_socket(sock: socket.socket) -> None:
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _is_numeric_host(host: object) -> bool:
+    """True for None and IP literals: resolving them needs no DNS and no thread."""
+    if host is None:
+        return True
+    if not isinstance(host, str):
+        return False
+    for family in _INET_FAMILIES:
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+def _is_numeric_port(port: object) -> bool:
+    if port is None or isinstance(port, int):
+        return True
+    return isinstance(port, (str, bytes)) and port.isdigit()
+
+
+class SocketAPI:
+    """Mixin of ``ferroloop.EventLoop``: the ``sock_*`` methods and name resolution."""
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_socket(self, sock: socket.socket) -> None:
+        _refuse_ssl_socket(sock)
+        if self.get_debug() and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+
+    def _wait_ready(self, register, sock: socket.socket, attempt, *args) -> asyncio.Future:
+        """Runs ``attempt(fut, sock, *args)`` whenever ``sock`` is ready, until ``fut`` is done;
+        unregisters when the future completes or is cancelled."""
+        fut = self.create_future()
+        fd = sock.fileno()
+        handle = register(fd, attempt, fut, sock, *args)
+        unregister = self.remove_reader if register == self._add_reader else self.remove_writer
+        fut.add_done_callback(functools.partial(_unwatch, unregister, fd, handle))
+        return fut
+
+    def _retry_read(self, fut, sock, call, *args) -> None:
+        """Reader callback: retries ``call(*args)`` and completes ``fut`` with its result."""
+        if fut.done():
+            return
+        try:
+            result = call(*args)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    async def _read_op(self, sock: socket.socket, call, *args) -> Any:
+        """Common shape of sock_recv & co: try now, else wait until readable."""
+        self._check_socket(sock)
+        try:
+            return call(*args)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_ready(self._add_reader, sock, self._retry_read, call, *args)
+
+    # --------------------------------------------------------------- receiving
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        """Receives up to ``n`` bytes from ``sock``."""
+        return await self._read_op(sock, sock.recv, n)
+
+    async def sock_recv_into(self, sock: socket.socket, buf) -> int:
+        """Receives into ``buf``; returns the number of bytes received."""
+        return await self._read_op(sock, sock.recv_into, buf)
+
+    async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
+        """Receives a datagram of up to ``bufsize`` bytes; returns ``(data, address)``."""
+        return await self._read_op(sock, sock.recvfrom, bufsize)
+
+    async def sock_recvfrom_into(self, sock: socket.socket, buf, nbytes: int = 0):
+        """Receives a datagram into ``buf``; returns ``(nbytes, address)``."""
+        if not nbytes:
+            nbytes = len(buf)
+        return await self._read_op(sock, sock.recvfrom_into, buf, nbytes)
+
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
+        """Accepts a connection; the new socket is non-blocking."""
+        self._check_socket(sock)
+        return await self._read_op(sock, _accept_nonblocking, sock)
+
+    # ------------------------------------------------------------------ sending
+
+    async def sock_sendall(self, sock: socket.socket, data) -> None:
+        """Sends all of ``data``, waiting for the socket to drain as needed."""
+        self._check_socket(sock)
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        view = memoryview(data).cast("B")
+        if sent == len(view):
+            return
+        progress = [sent]
+        await self._wait_ready(self._add_writer, sock, self._send_more, view, progress)
+
+    def _send_more(self, fut, sock, view: memoryview, progress: list[int]) -> None:
+        """Writer callback of sock_sendall: sends what is left."""
+        if fut.done():
+            return
+        start = progress[0]
+        try:
+            start += sock.send(view[start:])
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            return
+        if start == len(view):
+            fut.set_result(None)
+        else:
+            progress[0] = start
+
+    async def sock_sendto(self, sock: socket.socket, data, address) -> int:
+        """Sends a datagram to ``address``; returns the number of bytes sent."""
+        self._check_socket(sock)
+        try:
+            return sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_ready(
+            self._add_writer, sock, self._retry_write, sock.sendto, data, address
+        )
+
+    def _retry_write(self, fut, sock, call, *args) -> None:
+        """Writer callback: retries ``call(*args)`` and completes ``fut`` with its result."""
+        self._retry_read(fut, sock, call, *args)
+
+    # --------------------------------------------------------------- connecting
+
+    async def sock_connect(self, sock: socket.socket, address) -> None:
+        """Connects ``sock`` to ``address``, resolving a host name first (inet sockets)."""
+        self._check_socket(sock)
+        if sock.family in _INET_FAMILIES and isinstance(address, tuple) and len(address) >= 2:
+            address = await self._resolve_for(sock, address)
+        try:
+            sock.connect(address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        else:
+            return
+        await self._wait_ready(self._add_writer, sock, _finish_connect, address)
+
+    async def _resolve_for(self, sock: socket.socket, address: tuple) -> tuple:
+        """The socket address to connect ``sock`` to, with asyncio's resolution rules."""
+        host, port = address[:2]
+        infos = await self.getaddrinfo(
+            host, port, family=sock.family, type=sock.type, proto=sock.proto
+        )
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        resolved = infos[0][4]
+        if sock.family != socket.AF_INET and len(address) > 2:
+            # IPv6: keep the caller's flowinfo and scope id.
+            resolved = (resolved[0], resolved[1], *address[2:])
+        return resolved
+
+    # ---------------------------------------------------------- name resolution
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """``socket.getaddrinfo`` without blocking the loop.
+
+        IP literals (and None) are resolved on the loop's thread, as they need no DNS;
+        anything else goes to the default executor, as in asyncio.
+        """
+        if _is_numeric_host(host) and _is_numeric_port(port):
+            numeric = socket.AI_NUMERICHOST | getattr(socket, "AI_NUMERICSERV", 0)
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto, flags | numeric)
+            except socket.gaierror:
+                pass  # let the system resolver have the final word, off the loop
+        return await self.run_in_executor(
+            None, socket.getaddrinfo, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        """``socket.getnameinfo`` in the default executor."""
+        return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+
+    # ---------------------------------------------------------------- sendfile
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+        """Sends ``file`` over ``sock``: zero-copy ``os.sendfile`` when the pair allows it,
+        else (with ``fallback``) reads and ``sock_sendall``. Returns the bytes sent."""
+        self._check_socket(sock)
+        _check_sendfile_params(sock, file, offset, count)
+        try:
+            return await self._sendfile_native(sock, file, offset, count)
+        except asyncio.SendfileNotAvailableError:
+            if not fallback:
+                raise
+        return await self._sendfile_by_copy(sock, file, offset, count)
+
+    async def _sendfile_native(self, sock, file, offset: int, count: int | None) -> int:
+        try:
+            fileno = file.fileno()
+            size = os.fstat(fileno).st_size
+        except (AttributeError, OSError, ValueError) as exc:
+            raise asyncio.SendfileNotAvailableError("not a regular file") from exc
+        except Exception as exc:  # io.UnsupportedOperation and friends
+            raise asyncio.SendfileNotAvailableError("not a regular file") from exc
+        total = count if count else max(size - offset, 0)
+        if total <= 0:
+            return 0
+        sent = 0
+        try:
+            while sent < total:
+                try:
+                    n = os.sendfile(sock.fileno(), fileno, offset + sent, total - sent)
+                except (BlockingIOError, InterruptedError):
+                    await self._wait_ready(self._add_writer, sock, _signal_ready)
+                    continue
+                except OSError as exc:
+                    if sent == 0:
+                        # Typically the file is not mmap-able: the caller may copy instead.
+                        raise asyncio.SendfileNotAvailableError("os.sendfile call failed") from exc
+                    if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                        # Peer gone mid-transfer: the same error on every POSIX system.
+                        raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
+                    raise
+                if n == 0:
+                    break  # end of file
+                sent += n
+            return sent
+        finally:
+            if sent > 0:
+                os.lseek(fileno, offset + sent, os.SEEK_SET)
+
+    async def _sendfile_by_copy(self, sock, file, offset: int, count: int | None) -> int:
+        if offset:
+            file.seek(offset)
+        chunk = min(count, SENDFILE_FALLBACK_CHUNK) if count else SENDFILE_FALLBACK_CHUNK
+        buffer = bytearray(chunk)
+        sent = 0
+        try:
+            while True:
+                if count:
+                    chunk = min(count - sent, chunk)
+                    if chunk <= 0:
+                        break
+                view = memoryview(buffer)[:chunk]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    break
+                await self.sock_sendall(sock, view[:read])
+                sent += read
+            return sent
+        finally:
+            if sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + sent)
+
+
+def _unwatch(unregister, fd: int, handle, fut) -> None:
+    """Done-callback of a waiting operation: unregister, unless another callback replaced
+    ours meanwhile (then ``handle`` was cancelled by the replacement)."""
+    if handle is None or not handle.cancelled():
+        unregister(fd)
+
+
+def _accept_nonblocking(sock: socket.socket):
+    conn, address = sock.accept()
+    conn.setblocking(False)
+    return conn, address
+
+
+def _signal_ready(fut, sock) -> None:
+    """Writer callback that only reports writability (sendfile retries itself)."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _finish_connect(fut, sock, address) -> None:
+    """Writer callback of sock_connect: the connection attempt ended (or is still going)."""
+    if fut.done():
+        return
+    try:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            raise OSError(err, f"Connect call failed {address}")
+    except (BlockingIOError, InterruptedError):
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(None)
+
+
+def _check_sendfile_params(sock, file, offset, count) -> None:
+    """asyncio's argument checks for sendfile, same exceptions and messages."""
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError("only SOCK_STREAM type sockets are supported")
+    if count is not None:
+        if not isinstance(count, int):
+            raise TypeError(f"count must be a positive integer (got {count!r})")
+        if count <= 0:
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+    if not isinstance(offset, int):
+        raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+    if offset < 0:
+        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
