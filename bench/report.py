@@ -10,6 +10,10 @@ from stats import MetricSummary, Spread
 from workloads import Metric, Workload
 
 NOT_AVAILABLE = "n/a"
+UNAVAILABLE = "unavailable"
+
+#: ``{(workload name, loop label): reason}`` of pairs the loop cannot run.
+Unavailable = dict[tuple[str, str], str]
 
 
 def three_significant_digits(value: float) -> str:
@@ -77,13 +81,27 @@ def _index(summaries: Iterable[MetricSummary]) -> dict[tuple[str, str, str], Met
     return {(s.workload, s.metric_key, s.loop_label): s for s in summaries}
 
 
+def unavailable_notes(unavailable: Unavailable) -> list[str]:
+    """One line per (workload, loop) pair the loop could not run, with the reason."""
+    return [
+        f"{workload} on {label}: unavailable ({reason})"
+        for (workload, label), reason in sorted(unavailable.items())
+    ]
+
+
 def render_text(
     workloads: list[Workload],
     loop_labels: list[str],
     reference_labels: list[str],
     summaries: list[MetricSummary],
+    unavailable: Unavailable | None = None,
 ) -> str:
-    """Render a fixed-width report: per workload and metric, one line per loop."""
+    """Render a fixed-width report: per workload and metric, one line per loop.
+
+    Pairs in ``unavailable`` show ``unavailable`` instead of ``n/a`` and are
+    listed with their reasons at the end.
+    """
+    unavailable = unavailable or {}
     by_key = _index(summaries)
     references = [label for label in reference_labels if label in loop_labels]
     label_width = max([len(label) for label in loop_labels] + [4])
@@ -98,6 +116,8 @@ def render_text(
             for label in loop_labels:
                 summary = by_key.get((workload.name, metric.key, label))
                 value = format_spread(summary.value if summary else None, metric.unit)
+                if (workload.name, label) in unavailable:
+                    value = UNAVAILABLE
                 row = f"     {label:<{label_width}}  {value:<30}"
                 for reference in references:
                     cell = (
@@ -114,6 +134,7 @@ def render_text(
         "Factors ×F: median over repetitions of (loop vs reference in the same repetition);"
         " F > 1 means the loop is F times better (faster, or less late), F < 1 worse."
     )
+    lines.extend(unavailable_notes(unavailable))
     return "\n".join(lines)
 
 
@@ -130,8 +151,14 @@ def render_markdown(
     loop_labels: list[str],
     reference_labels: list[str],
     summaries: list[MetricSummary],
+    unavailable: Unavailable | None = None,
 ) -> str:
-    """Render a Markdown report: run facts, loops, a summary and a detail table."""
+    """Render a Markdown report: run facts, loops, a summary and a detail table.
+
+    Pairs in ``unavailable`` show ``unavailable`` instead of ``n/a`` and are
+    listed with their reasons under the summary table.
+    """
+    unavailable = unavailable or {}
     by_key = _index(summaries)
     references = [label for label in reference_labels if label in loop_labels]
     primary = references[0] if references else None
@@ -139,7 +166,8 @@ def render_markdown(
         f"Command: `{meta['command']}`  ",
         f"Run: {meta['started']} → {meta['finished']}; {meta['machine']}; "
         f"{meta['repeat']} repetitions, loops interleaved per repetition, one fresh process "
-        f"per measurement; malloc: {meta['malloc']}.",
+        f"per measurement; malloc: {meta['malloc']}"
+        + (f"; echo client: {meta['echo_client']}." if meta.get("echo_client") else "."),
         "",
     ]
     loop_rows = [
@@ -170,7 +198,9 @@ def render_markdown(
             for label in loop_labels:
                 summary = by_key.get((workload.name, metric.key, label))
                 if summary is None or summary.value is None:
-                    row.append(NOT_AVAILABLE)
+                    row.append(
+                        UNAVAILABLE if (workload.name, label) in unavailable else NOT_AVAILABLE
+                    )
                     continue
                 cell = format_value(summary.value.median, metric.unit)
                 if primary and label != primary:
@@ -191,18 +221,19 @@ def render_markdown(
     extra_headers = [f"{subject} vs {reference}" for subject, reference in extra_comparisons]
     lines += _markdown_table(["workload", "metric", *loop_labels, *extra_headers], summary_rows)
     lines.append("")
+    if unavailable:
+        lines += [f"- {note}" for note in unavailable_notes(unavailable)]
+        lines.append("")
 
     detail_rows = []
     for workload in workloads:
         for metric in workload.metrics:
             for label in loop_labels:
                 summary = by_key.get((workload.name, metric.key, label))
-                row = [
-                    workload.name,
-                    metric_heading(metric),
-                    label,
-                    format_spread(summary.value if summary else None, metric.unit),
-                ]
+                value = format_spread(summary.value if summary else None, metric.unit)
+                if (workload.name, label) in unavailable:
+                    value = UNAVAILABLE
+                row = [workload.name, metric_heading(metric), label, value]
                 for reference in references:
                     if reference == label:
                         row.append("—")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import LoopSpec, parse_loop_list
-from report import format_value, render_markdown, render_text
+from report import Unavailable, format_value, render_markdown, render_text
 from stats import MetricSummary, summarise
 from workloads import Workload, discover_workloads, select_workloads
 
@@ -39,6 +39,9 @@ RESULT_PREFIX = "BENCH-RESULT "
 DEFAULT_LOOPS = "asyncio,uvloop,rloop,ferroloop"
 REFERENCE_LABELS = ["asyncio", "uvloop", "rloop"]
 MINIMUM_REPEAT = 3
+#: Environment variable through which workers find the compiled echo client
+#: (see ``--loadgen`` and bench/workloads/sock_echo.py).
+LOADGEN_ENVIRONMENT_VARIABLE = "BENCH_LOADGEN"
 
 #: glibc malloc tuning pinned in workers by default.  Without it glibc adapts
 #: its mmap threshold at run time (a freed large block raises it), so a
@@ -85,6 +88,13 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="multiply the amount of work (default 1.0; e.g. 0.05 for a smoke test)",
+    )
+    parser.add_argument(
+        "--loadgen",
+        metavar="PATH",
+        default=os.environ.get(LOADGEN_ENVIRONMENT_VARIABLE) or None,
+        help="load generator binary for the echo workloads ('loadgen echo' options, e.g. a "
+        "build of ../shared/loadgen); default: $BENCH_LOADGEN, else bench/echo_client.py",
     )
     parser.add_argument("--json", metavar="PATH", help="write all raw and summary data as JSON")
     parser.add_argument(
@@ -137,16 +147,23 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--repeat must be at least {MINIMUM_REPEAT} for a meaningful median")
     if arguments.scale <= 0:
         parser.error("--scale must be positive")
+    if arguments.loadgen and not os.access(arguments.loadgen, os.X_OK):
+        parser.error(
+            f"--loadgen / ${LOADGEN_ENVIRONMENT_VARIABLE}: {arguments.loadgen} is not executable"
+        )
     return arguments
 
 
-def worker_environment(malloc_mode: str) -> dict[str, str]:
-    """Environment of the worker processes."""
+def worker_environment(malloc_mode: str, loadgen: str | None = None) -> dict[str, str]:
+    """Environment of the worker processes (and of the echo clients they start)."""
     environment = dict(os.environ)
     for name in PINNED_MALLOC_ENVIRONMENT:
         environment.pop(name, None)
     if malloc_mode == "pinned":
         environment.update(PINNED_MALLOC_ENVIRONMENT)
+    environment.pop(LOADGEN_ENVIRONMENT_VARIABLE, None)
+    if loadgen:
+        environment[LOADGEN_ENVIRONMENT_VARIABLE] = str(Path(loadgen).resolve())
     environment.setdefault("PYTHONHASHSEED", "0")
     return environment
 
@@ -303,6 +320,8 @@ def load_average() -> list[float]:
 
 def format_progress(result: dict[str, Any], workload: Workload) -> str:
     """Short description of one measurement for the progress log."""
+    if result.get("unavailable"):
+        return f"UNAVAILABLE on this loop: {result['unavailable']}"
     if not result.get("ok"):
         return f"FAILED: {result.get('error')}"
     metric = workload.metrics[0]
@@ -319,9 +338,10 @@ def format_progress(result: dict[str, Any], workload: Workload) -> str:
 def run_suite(arguments: argparse.Namespace) -> int:
     """Run the whole suite as described by ``arguments``; return the exit code.
 
-    The exit code is 0 when every measurement succeeded (unavailable loops are
-    skipped, not failures), 1 when some measurement failed, 2 when no loop is
-    available.
+    The exit code is 0 when every measurement succeeded (unavailable loops, and
+    workloads a loop reports it cannot run, are skipped, not failures), 1 when
+    some measurement failed, 2 when no loop is available.  A (workload, loop)
+    pair found unavailable is not tried again in later repetitions.
     """
     if arguments.report:
         return report_from_json(arguments.report, arguments)
@@ -340,7 +360,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
             print(f"workload {workload.name} skipped: {reason}", file=sys.stderr)
 
     specs = parse_loop_list(arguments.loops)
-    environment = worker_environment(arguments.malloc)
+    environment = worker_environment(arguments.malloc, arguments.loadgen)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     load_at_start = load_average()
     loops = probe_loops(specs, arguments.python, environment, arguments.timeout)
@@ -360,9 +380,12 @@ def run_suite(arguments: argparse.Namespace) -> int:
         print("note: asyncio is not in the run, so there are no ratios to it", file=sys.stderr)
 
     measurements: list[dict[str, Any]] = []
+    unavailable_pairs: set[tuple[str, str]] = set()
     for repetition in range(1, arguments.repeat + 1):
         for workload in workloads:
             for label in available_labels:
+                if (workload.name, label) in unavailable_pairs:
+                    continue
                 worker_arguments = [
                     "measure",
                     "--loop",
@@ -382,6 +405,8 @@ def run_suite(arguments: argparse.Namespace) -> int:
                 measurements.append(
                     {"rep": repetition, "workload": workload.name, "loop": label, **result}
                 )
+                if result.get("unavailable"):
+                    unavailable_pairs.add((workload.name, label))
 
     meta = {
         "command": shlex.join(["python3", "bench/run.py", *sys.argv[1:]]),
@@ -401,6 +426,11 @@ def run_suite(arguments: argparse.Namespace) -> int:
             else "glibc defaults"
         ),
         "order_per_repetition": available_labels,
+        "echo_client": (
+            f"loadgen ({environment[LOADGEN_ENVIRONMENT_VARIABLE]})"
+            if environment.get(LOADGEN_ENVIRONMENT_VARIABLE)
+            else "bench/echo_client.py"
+        ),
         "remeasured_after_disturbance": sum(
             1 for m in measurements if m.get("discarded_attempt_disturbances")
         ),
@@ -415,7 +445,21 @@ def run_suite(arguments: argparse.Namespace) -> int:
         "measurements": measurements,
     }
     publish_reports(document, workloads, arguments)
-    return 1 if any(not measurement.get("ok") for measurement in measurements) else 0
+    return 1 if any(is_failure(measurement) for measurement in measurements) else 0
+
+
+def is_failure(measurement: dict[str, Any]) -> bool:
+    """Whether a measurement failed (a workload the loop reports it cannot run is not)."""
+    return not measurement.get("ok") and not measurement.get("unavailable")
+
+
+def unavailable_pairs_of(document: dict[str, Any]) -> Unavailable:
+    """``{(workload, loop label): reason}`` of the pairs reported unavailable in a run."""
+    return {
+        (measurement["workload"], measurement["loop"]): measurement["unavailable"]
+        for measurement in document["measurements"]
+        if measurement.get("unavailable")
+    }
 
 
 def summarise_document(document: dict[str, Any], workloads: list[Workload]) -> list[MetricSummary]:
@@ -447,14 +491,21 @@ def publish_reports(
     summaries = summarise_document(document, workloads)
     labels = document["meta"]["order_per_repetition"]
     measurements = document["measurements"]
+    unavailable = unavailable_pairs_of(document)
     print()
     for loop in document["loops"]:
         if not loop["available"]:
             print(f"{loop['label']}: unavailable, skipped ({loop['reason']})")
-    print(render_text(workloads, labels, REFERENCE_LABELS, summaries))
+    print(render_text(workloads, labels, REFERENCE_LABELS, summaries, unavailable))
     if arguments.md:
         markdown = render_markdown(
-            document["meta"], document["loops"], workloads, labels, REFERENCE_LABELS, summaries
+            document["meta"],
+            document["loops"],
+            workloads,
+            labels,
+            REFERENCE_LABELS,
+            summaries,
+            unavailable,
         )
         if arguments.md == "-":
             print()
@@ -474,7 +525,7 @@ def publish_reports(
             f"{disturbed} still disturbed (kept)",
             file=sys.stderr,
         )
-    failures = sum(1 for measurement in measurements if not measurement.get("ok"))
+    failures = sum(1 for measurement in measurements if is_failure(measurement))
     if failures:
         print(f"{failures} measurement(s) failed; see the log above", file=sys.stderr)
 

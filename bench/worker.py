@@ -3,6 +3,8 @@
 The parent (``run.py``) starts one worker per measurement so that every loop
 gets a fresh interpreter, heap and import state.  The worker prints one line
 ``BENCH-RESULT {json}`` on stdout; anything else a loop prints is ignored.
+A workload that the loop cannot run (:class:`workloads.WorkloadUnavailable`)
+yields ``{"ok": false, "unavailable": reason}`` and exit status 0.
 
 Usage (normally only invoked by ``run.py``)::
 
@@ -23,7 +25,7 @@ import traceback
 from typing import Any
 
 from loops import describe_loop_module, load_loop_factory
-from workloads import discover_workloads
+from workloads import WorkloadUnavailable, discover_workloads
 
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -126,6 +128,9 @@ def main(argv: list[str]) -> int:
             if not arguments.workload:
                 raise SystemExit("measure mode needs --workload")
             payload = measure(arguments.loop, arguments.workload, arguments.scale)
+    except WorkloadUnavailable as reason:
+        emit_result({"ok": False, "unavailable": str(reason)})
+        return 0
     except Exception as error:  # noqa: BLE001 - report every failure to the parent
         traceback.print_exc()
         emit_result({"ok": False, "error": f"{type(error).__name__}: {error}"})

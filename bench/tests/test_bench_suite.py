@@ -14,7 +14,8 @@ from loops import parse_loop_list, parse_loop_spec
 from report import format_factor, format_value
 from run import BENCH_DIRECTORY, disturbance_share
 from stats import improvement_factor, summarise
-from workloads import Workload, discover_workloads, select_workloads
+from workloads import Workload, WorkloadUnavailable, discover_workloads, select_workloads
+from workloads.sock_echo import parse_client_output, require_socket_methods
 
 
 def test_improvement_factor_is_above_one_when_better_in_both_directions() -> None:
@@ -124,3 +125,50 @@ def test_run_end_to_end_with_an_unavailable_loop(tmp_path) -> None:
     assert all(m["ok"] for m in document["measurements"])
     assert "missing: unavailable" in completed.stdout
     assert "| callbacks.chain |" in (tmp_path / "run.md").read_text()
+
+
+def test_sock_echo_needs_the_socket_methods() -> None:
+    stock_loop = asyncio.SelectorEventLoop()
+    try:
+        require_socket_methods(stock_loop)  # nothing missing
+    finally:
+        stock_loop.close()
+    with pytest.raises(WorkloadUnavailable, match="sock_accept, sock_recv, sock_sendall"):
+        require_socket_methods(asyncio.AbstractEventLoop())
+    assert parse_client_output('noise\n@@CLIENT {"rps": 5.0}\n') == {"rps": 5.0}
+    assert parse_client_output("") == {}
+
+
+def test_a_loop_without_sock_methods_is_unavailable_not_failed(tmp_path) -> None:
+    # asyncio's BaseEventLoop can be created but leaves sock_* to AbstractEventLoop's stubs.
+    output = tmp_path / "run.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH_DIRECTORY / "run.py"),
+            "--loops",
+            "asyncio,stub=asyncio.base_events:BaseEventLoop",
+            "--workloads",
+            "sock_echo.1k",
+            "--repeat",
+            "3",
+            "--scale",
+            "0.01",
+            "--json",
+            str(output),
+            "--md",
+            str(tmp_path / "run.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads(output.read_text())
+    stub = [m for m in document["measurements"] if m["loop"] == "stub"]
+    assert len(stub) == 1  # found unavailable in repetition 1, not tried again
+    assert "does not implement" in stub[0]["unavailable"]
+    assert [m["ok"] for m in document["measurements"] if m["loop"] == "asyncio"] == [True] * 3
+    assert "sock_echo.1k on stub: unavailable" in completed.stdout
+    assert "- sock_echo.1k on stub: unavailable" in (tmp_path / "run.md").read_text()

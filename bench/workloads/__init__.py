@@ -16,6 +16,9 @@ Contract of ``Workload.run(loop, scale)``:
   :func:`scaled` so that tiny scales used for smoke tests still do some work.
 * It returns a dict whose keys are the ``key`` of every :class:`Metric` it
   declares.  Extra keys are kept in the JSON output but not tabulated.
+* It raises :class:`WorkloadUnavailable` when *this loop* lacks something the
+  workload needs (e.g. ``loop.sock_recv``); the run then reports the
+  (workload, loop) pair as unavailable instead of failed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MeasureFunction = Callable[[Any, float], dict[str, float]]
+
+
+class WorkloadUnavailable(Exception):  # noqa: N818 - reads as a state, like StopIteration
+    """Raised by ``Workload.run`` when the loop under test cannot run the workload."""
 
 
 @dataclass(frozen=True)
