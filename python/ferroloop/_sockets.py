@@ -72,12 +72,13 @@ class SocketAPI:
         fut.add_done_callback(functools.partial(_unwatch, unregister, fd, handle))
         return fut
 
-    def _retry_read(self, fut, sock, call, *args) -> None:
-        """Reader callback: retries ``call(*args)`` and completes ``fut`` with its result."""
+    def _retry_read(self, fut, sock, method: str, *args) -> None:
+        """Reader callback: retries ``sock.<method>(*args)`` and completes ``fut`` with its
+        result. The method is looked up at each attempt, as asyncio does (tests patch it)."""
         if fut.done():
             return
         try:
-            result = call(*args)
+            result = getattr(sock, method)(*args)
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):
@@ -87,39 +88,41 @@ class SocketAPI:
         else:
             fut.set_result(result)
 
-    async def _read_op(self, sock: socket.socket, call, *args) -> Any:
-        """Common shape of sock_recv & co: try now, else wait until readable."""
+    async def _read_op(self, sock: socket.socket, method: str, *args) -> Any:
+        """Common shape of sock_recv & co: try ``sock.<method>(*args)`` now, else wait until
+        readable and retry."""
         self._check_socket(sock)
         try:
-            return call(*args)
+            return getattr(sock, method)(*args)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_ready(self._add_reader, sock, self._retry_read, call, *args)
+        return await self._wait_ready(self._add_reader, sock, self._retry_read, method, *args)
 
     # --------------------------------------------------------------- receiving
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receives up to ``n`` bytes from ``sock``."""
-        return await self._read_op(sock, sock.recv, n)
+        return await self._read_op(sock, "recv", n)
 
     async def sock_recv_into(self, sock: socket.socket, buf) -> int:
         """Receives into ``buf``; returns the number of bytes received."""
-        return await self._read_op(sock, sock.recv_into, buf)
+        return await self._read_op(sock, "recv_into", buf)
 
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
         """Receives a datagram of up to ``bufsize`` bytes; returns ``(data, address)``."""
-        return await self._read_op(sock, sock.recvfrom, bufsize)
+        return await self._read_op(sock, "recvfrom", bufsize)
 
     async def sock_recvfrom_into(self, sock: socket.socket, buf, nbytes: int = 0):
         """Receives a datagram into ``buf``; returns ``(nbytes, address)``."""
         if not nbytes:
             nbytes = len(buf)
-        return await self._read_op(sock, sock.recvfrom_into, buf, nbytes)
+        return await self._read_op(sock, "recvfrom_into", buf, nbytes)
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         """Accepts a connection; the new socket is non-blocking."""
-        self._check_socket(sock)
-        return await self._read_op(sock, _accept_nonblocking, sock)
+        conn, address = await self._read_op(sock, "accept")
+        conn.setblocking(False)
+        return conn, address
 
     # ------------------------------------------------------------------ sending
 
@@ -163,12 +166,8 @@ class SocketAPI:
         except (BlockingIOError, InterruptedError):
             pass
         return await self._wait_ready(
-            self._add_writer, sock, self._retry_write, sock.sendto, data, address
+            self._add_writer, sock, self._retry_read, "sendto", data, address
         )
-
-    def _retry_write(self, fut, sock, call, *args) -> None:
-        """Writer callback: retries ``call(*args)`` and completes ``fut`` with its result."""
-        self._retry_read(fut, sock, call, *args)
 
     # --------------------------------------------------------------- connecting
 
@@ -299,12 +298,6 @@ def _unwatch(unregister, fd: int, handle, fut) -> None:
     ours meanwhile (then ``handle`` was cancelled by the replacement)."""
     if handle is None or not handle.cancelled():
         unregister(fd)
-
-
-def _accept_nonblocking(sock: socket.socket):
-    conn, address = sock.accept()
-    conn.setblocking(False)
-    return conn, address
 
 
 def _signal_ready(fut, sock) -> None:
