@@ -55,6 +55,9 @@ struct LoopQueues {
 struct FdWatch {
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
+    /// The object first registered for this descriptor: like asyncio's selectors, a socket
+    /// closed after registration (fileno() now -1) is still found through it.
+    fileobj: Option<Py<PyAny>>,
 }
 
 impl FdWatch {
@@ -364,11 +367,21 @@ impl LoopCore {
 
     /// Registers `handle` as the reader or writer of `fd`, replacing (and cancelling) the
     /// previous one.
-    fn watch(&self, py: Python<'_>, fd: i32, side: Side, handle: Py<Handle>) -> PyResult<()> {
+    fn watch(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        fileobj: &Bound<'_, PyAny>,
+        side: Side,
+        handle: Py<Handle>,
+    ) -> PyResult<()> {
         let previous = {
             let mut queues = self.queues.borrow_mut(py);
             let is_new = !queues.watched.contains_key(&fd);
             let watch = queues.watched.entry(fd).or_default();
+            if is_new {
+                watch.fileobj = Some(fileobj.clone().unbind());
+            }
             let previous = side.slot(watch).replace(handle);
             let interest = watch.interest();
             let registered = if is_new {
@@ -434,12 +447,13 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
+        // asyncio validates the descriptor before it checks that the loop is open.
+        let fd = self.registered_fd(py, fileobj)?;
         self.check_closed()?;
-        let fd = fileobj_to_fd(fileobj)?;
         let mut init = self.handle_init(py, callback, args, None, None)?;
         init.repeating = true;
         let handle = self.make_handle(py, init)?;
-        self.watch(py, fd, side, handle.clone_ref(py))?;
+        self.watch(py, fd, fileobj, side, handle.clone_ref(py))?;
         Ok(handle)
     }
 
@@ -450,11 +464,29 @@ impl LoopCore {
         fileobj: &Bound<'_, PyAny>,
         side: Side,
     ) -> PyResult<bool> {
+        let fd = self.registered_fd(py, fileobj)?;
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fileobj)?;
         self.unwatch(py, fd, side)
+    }
+
+    /// The descriptor of `fileobj`; for an object whose descriptor is no longer valid (a
+    /// closed socket), the one it was registered with, as asyncio's selectors look it up.
+    fn registered_fd(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<i32> {
+        match fileobj_to_fd(fileobj) {
+            Ok(fd) => Ok(fd),
+            Err(err) if err.is_instance_of::<PyValueError>(py) => {
+                let queues = self.queues.borrow_mut(py);
+                queues
+                    .watched
+                    .iter()
+                    .find(|(_, watch)| watch.fileobj.as_ref().is_some_and(|o| o.is(fileobj)))
+                    .map(|(fd, _)| *fd)
+                    .ok_or(err)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Moves every timer due by now into the ready queue.
