@@ -6,7 +6,7 @@ and one task per connection doing ``data = await loop.sock_recv(conn, 102400)``
 then ``await loop.sock_sendall(conn, data)`` until EOF.  Unlike vmbench, the
 server really sets TCP_NODELAY on accepted sockets (vmbench's
 ``sock.setsockopt`` names the wrong variable, and the NameError it swallows
-leaves Nagle's algorithm on, which stalls 100 KiB echoes on delayed ACKs).
+leaves Nagle's algorithm on for the server's sends).
 
 The client is a separate process on loopback: ``bench/echo_client.py``
 (standard library, epoll, one thread) or, when ``$BENCH_LOADGEN`` names it, the
@@ -20,7 +20,11 @@ both ends it reads ``getrusage(RUSAGE_SELF)`` — the worker process *is* the
 server, the client runs elsewhere — and the number of bytes echoed so far.
 Reported: requests/s (bytes echoed in the window / message size / window
 seconds) and server CPU µs per request (user + system CPU in the window /
-requests).  The client keeps the load on past the window, then closes.
+requests).  The client keeps the load on past the window, then closes.  The
+marks are timer callbacks, so they can run late when the echo tasks do not
+yield (``sock_recv`` returns without suspending when data is already queued);
+both marks read the clock and the counters when they actually run, so the
+rates stay right, over a slightly shifted window.
 
 A loop that does not implement ``sock_accept``/``sock_recv``/``sock_sendall``
 (the ``AbstractEventLoop`` stub, or a ``NotImplementedError`` at run time) is
@@ -85,14 +89,15 @@ class Mark:
     """Server-side readings at one end of the measured window."""
 
     time: float
-    cpu: float
+    user_cpu: float
+    system_cpu: float
     echoed: int
 
     @classmethod
     def now(cls, counter: ByteCounter) -> Mark:
-        """Read the clock, this process's CPU time and the echoed-byte count."""
+        """Read the clock, this process's CPU times and the echoed-byte count."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return cls(time.perf_counter(), usage.ru_utime + usage.ru_stime, counter.echoed)
+        return cls(time.perf_counter(), usage.ru_utime, usage.ru_stime, counter.echoed)
 
 
 def require_socket_methods(loop) -> None:
@@ -225,14 +230,21 @@ def measure_echo(loop, scale: float, size: int) -> dict[str, float]:
     seconds = stop.time - start.time
     requests = (stop.echoed - start.echoed) / size
     if requests <= 0:
-        raise RuntimeError("no request completed in the measured window")
-    cpu = stop.cpu - start.cpu
+        raise RuntimeError(
+            f"no request completed in the measured window ({seconds:.3f} s; "
+            f"{start.echoed} bytes echoed before it)"
+        )
+    user_cpu = stop.user_cpu - start.user_cpu
+    system_cpu = stop.system_cpu - start.system_cpu
+    cpu = user_cpu + system_cpu
     client_result = parse_client_output(stdout)
     result = {
         "requests_per_s": requests / seconds,
         "server_cpu_us_per_request": cpu / requests * 1e6,
         "mb_per_s": (stop.echoed - start.echoed) / seconds / 1e6,
         "server_cpu_pct": 100.0 * cpu / seconds,
+        "server_user_cpu_us_per_request": user_cpu / requests * 1e6,
+        "server_system_cpu_us_per_request": system_cpu / requests * 1e6,
         "window_s": seconds,
         "requests": requests,
         "client_is_loadgen": float(client_name == "loadgen"),
