@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -33,6 +33,7 @@ use crate::gil_cell::GilRefCell;
 use crate::handle::{Handle, HandleInit, RunOutcome};
 use crate::poller::{Interest, Poller, Readiness};
 use crate::py_cache;
+use crate::sock_io::{try_recv, RecvOutcome, RecvTarget, RecvWaiter, Watcher};
 use crate::timers::TimerQueue;
 
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
@@ -53,8 +54,8 @@ struct LoopQueues {
 /// The callbacks registered for one descriptor.
 #[derive(Default)]
 struct FdWatch {
-    reader: Option<Py<Handle>>,
-    writer: Option<Py<Handle>>,
+    reader: Option<Watcher>,
+    writer: Option<Watcher>,
     /// The object first registered for this descriptor: like asyncio's selectors, a socket
     /// closed after registration (fileno() now -1) is still found through it.
     fileobj: Option<Py<PyAny>>,
@@ -77,7 +78,7 @@ enum Side {
 }
 
 impl Side {
-    fn slot(self, watch: &mut FdWatch) -> &mut Option<Py<Handle>> {
+    fn slot(self, watch: &mut FdWatch) -> &mut Option<Watcher> {
         match self {
             Side::Read => &mut watch.reader,
             Side::Write => &mut watch.writer,
@@ -115,6 +116,8 @@ pub struct LoopCore {
     running_thread: AtomicU64,
     task_factory: GilRefCell<Option<Py<PyAny>>>,
     stats: LoopStats,
+    /// The buffer native receives read into (see `sock_io.rs`).
+    scratch: GilRefCell<Vec<u8>>,
 }
 
 /// `threading.get_ident()` of the calling thread.
@@ -334,6 +337,7 @@ impl LoopCore {
     /// does: a cancelled callback is unregistered instead.
     fn dispatch_io(&self, py: Python<'_>, io_events: &mut Vec<Readiness>) -> PyResult<()> {
         let mut stale = Vec::new();
+        let mut receives = Vec::new();
         {
             let mut queues = self.queues.borrow_mut(py);
             let LoopQueues { watched, ready, .. } = &mut *queues;
@@ -344,16 +348,20 @@ impl LoopCore {
                 };
                 for (side, wanted) in [(Side::Read, event.readable), (Side::Write, event.writable)]
                 {
-                    let handle = match side {
+                    if !wanted {
+                        continue;
+                    }
+                    let watcher = match side {
                         Side::Read => &watch.reader,
                         Side::Write => &watch.writer,
                     };
-                    if let (true, Some(handle)) = (wanted, handle) {
-                        if handle.get().is_cancelled() {
+                    match watcher {
+                        Some(Watcher::Callback(handle)) if handle.get().is_cancelled() => {
                             stale.push((fd, side));
-                        } else {
-                            ready.push_back(handle.clone_ref(py));
                         }
+                        Some(Watcher::Callback(handle)) => ready.push_back(handle.clone_ref(py)),
+                        Some(Watcher::Recv(_)) => receives.push(fd),
+                        None => {}
                     }
                 }
             }
@@ -362,6 +370,45 @@ impl LoopCore {
         for (fd, side) in stale {
             self.unwatch(py, fd, side)?;
         }
+        for fd in receives {
+            self.complete_recv(py, fd)?;
+        }
+        Ok(())
+    }
+
+    /// A readable descriptor with a pending native receive: receive, then resolve the future.
+    fn complete_recv(&self, py: Python<'_>, fd: i32) -> PyResult<()> {
+        let pending = {
+            let queues = self.queues.borrow_mut(py);
+            match queues.watched.get(&fd).and_then(|w| w.reader.as_ref()) {
+                Some(Watcher::Recv(waiter)) => {
+                    Some((waiter.future.clone_ref(py), waiter.target.clone_ref(py)))
+                }
+                _ => None,
+            }
+        };
+        let Some((future, target)) = pending else {
+            return Ok(());
+        };
+        let future = future.bind(py);
+        if future
+            .call_method0(pyo3::intern!(py, "done"))?
+            .is_truthy()?
+        {
+            self.unwatch(py, fd, Side::Read)?; // cancelled meanwhile
+            return Ok(());
+        }
+        let outcome = try_recv(py, fd, &target, &mut self.scratch.borrow_mut(py));
+        let (method, value) = match outcome {
+            RecvOutcome::WouldBlock => return Ok(()),
+            RecvOutcome::Done(value) => (pyo3::intern!(py, "set_result"), value),
+            RecvOutcome::Failed(err) => (
+                pyo3::intern!(py, "set_exception"),
+                err.into_value(py).into_any(),
+            ),
+        };
+        self.unwatch(py, fd, Side::Read)?;
+        future.call_method1(method, (value,))?;
         Ok(())
     }
 
@@ -373,7 +420,7 @@ impl LoopCore {
         fd: i32,
         fileobj: &Bound<'_, PyAny>,
         side: Side,
-        handle: Py<Handle>,
+        watcher: Watcher,
     ) -> PyResult<()> {
         let previous = {
             let mut queues = self.queues.borrow_mut(py);
@@ -382,7 +429,7 @@ impl LoopCore {
             if is_new {
                 watch.fileobj = Some(fileobj.clone().unbind());
             }
-            let previous = side.slot(watch).replace(handle);
+            let previous = side.slot(watch).replace(watcher);
             let interest = watch.interest();
             let registered = if is_new {
                 self.poller.register(fd, fd as u64, interest, false)
@@ -405,8 +452,8 @@ impl LoopCore {
             }
             previous
         };
-        if let Some(old) = previous {
-            old.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+        if let Some(Watcher::Callback(old)) = previous {
+            old.get().cancel_now(py);
         }
         Ok(())
     }
@@ -429,13 +476,12 @@ impl LoopCore {
             }
             removed
         };
-        match removed {
-            Some(handle) => {
-                handle.get().cancel_now(py);
-                Ok(true)
-            }
-            None => Ok(false),
+        // A pending native receive just stops (its future stays pending, as asyncio's would
+        // when its reader is removed).
+        if let Some(Watcher::Callback(handle)) = &removed {
+            handle.get().cancel_now(py);
         }
+        Ok(removed.is_some())
     }
 
     /// Adds a reader or writer callback (shared by add_reader and add_writer).
@@ -453,7 +499,13 @@ impl LoopCore {
         let mut init = self.handle_init(py, callback, args, None, None)?;
         init.repeating = true;
         let handle = self.make_handle(py, init)?;
-        self.watch(py, fd, fileobj, side, handle.clone_ref(py))?;
+        self.watch(
+            py,
+            fd,
+            fileobj,
+            side,
+            Watcher::Callback(handle.clone_ref(py)),
+        )?;
         Ok(handle)
     }
 
@@ -487,6 +539,45 @@ impl LoopCore {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Receives now if possible; otherwise registers a native waiter and returns its future.
+    ///
+    /// Anything unusual (a closed socket, a buffer that is not writable) is handed to the
+    /// socket's own method with the caller's `argument`, so the error is exactly Python's.
+    fn recv_or_wait(
+        &self,
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        target: RecvTarget,
+        argument: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let by_socket_module = |target: &RecvTarget| {
+            let method = match target {
+                RecvTarget::Bytes(_) => pyo3::intern!(py, "recv"),
+                RecvTarget::Into(_) => pyo3::intern!(py, "recv_into"),
+            };
+            Ok(sock.call_method1(method, (argument,))?.unbind())
+        };
+        let fd = match fileobj_to_fd(sock) {
+            Ok(fd) => fd,
+            Err(_) => return by_socket_module(&target),
+        };
+        match try_recv(py, fd, &target, &mut self.scratch.borrow_mut(py)) {
+            RecvOutcome::Done(value) => return Ok(value),
+            RecvOutcome::Failed(err) if err.is_instance_of::<PyOSError>(py) => return Err(err),
+            RecvOutcome::Failed(_) => return by_socket_module(&target),
+            RecvOutcome::WouldBlock => {}
+        }
+        self.check_closed()?;
+        let future = Self::create_future(slf)?;
+        let waiter = RecvWaiter {
+            future: future.clone_ref(py),
+            target,
+        };
+        self.watch(py, fd, sock, Side::Read, Watcher::Recv(waiter))?;
+        Ok(future)
     }
 
     /// Moves every timer due by now into the ready queue.
@@ -683,6 +774,7 @@ impl LoopCore {
             running_thread: AtomicU64::new(0),
             task_factory: GilRefCell::new(None),
             stats: LoopStats::default(),
+            scratch: GilRefCell::new(Vec::new()),
         })
     }
 
@@ -823,6 +915,60 @@ impl LoopCore {
     /// Stops watching `fd` for writing; returns whether a writer was registered.
     fn remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.remove_watch(py, fd, Side::Write)
+    }
+
+    /// `sock_recv`'s native part: the data if `sock` has some now, else a future the loop
+    /// resolves when it has received (see `sock_io.rs`).
+    fn _sock_recv(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        n: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        match n
+            .extract::<isize>()
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+        {
+            Some(size) => slf
+                .get()
+                .recv_or_wait(slf, sock, RecvTarget::Bytes(size), n),
+            // Let the socket module raise its own error for a bad size.
+            None => Ok(sock
+                .call_method1(pyo3::intern!(slf.py(), "recv"), (n,))?
+                .unbind()),
+        }
+    }
+
+    /// `sock_recv_into`'s native part: the count if `sock` has data now, else a future.
+    fn _sock_recv_into(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        buf: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.get()
+            .recv_or_wait(slf, sock, RecvTarget::Into(buf.clone().unbind()), buf)
+    }
+
+    /// Drops the pending native receive on `sock` if it is the one resolving `future` (the
+    /// awaiting coroutine was cancelled).
+    fn _sock_forget_wait(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let fd = self.registered_fd(py, sock)?;
+        let ours = {
+            let queues = self.queues.borrow_mut(py);
+            matches!(
+                queues.watched.get(&fd).and_then(|w| w.reader.as_ref()),
+                Some(Watcher::Recv(waiter)) if waiter.future.is(future)
+            )
+        };
+        if ours {
+            self.unwatch(py, fd, Side::Read)?;
+        }
+        Ok(())
     }
 
     /// A new `asyncio.Future` bound to this loop.
@@ -986,8 +1132,10 @@ impl LoopCore {
         };
         self.poller.close();
         for watch in watched.into_values() {
-            for handle in [watch.reader, watch.writer].into_iter().flatten() {
-                handle.get().cancel_now(py);
+            for watcher in [watch.reader, watch.writer].into_iter().flatten() {
+                if let Watcher::Callback(handle) = watcher {
+                    handle.get().cancel_now(py);
+                }
             }
         }
         drop(spare);

@@ -9,6 +9,7 @@
 //!   wakeup pipe;
 //! - [`clock`]: the loop's single time source;
 //! - [`errors`]: OS errors as Python's `OSError` subclasses;
+//! - [`sock_io`]: native completion of `sock_recv`/`sock_recv_into`;
 //! - [`callback_check`]: asyncio's validation of callbacks;
 //! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@ pub mod gil_cell;
 pub mod handle;
 pub mod poller;
 pub mod py_cache;
+pub mod sock_io;
 pub mod timers;
 
 use pyo3::prelude::*;

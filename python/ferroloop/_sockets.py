@@ -35,6 +35,11 @@ def _is_numeric_host(host: object) -> bool:
     """True for None and IP literals: resolving them needs no DNS and no thread."""
     if host is None:
         return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
     if not isinstance(host, str):
         return False
     for family in _INET_FAMILIES:
@@ -50,6 +55,18 @@ def _is_numeric_port(port: object) -> bool:
     if port is None or isinstance(port, int):
         return True
     return isinstance(port, (str, bytes)) and port.isdigit()
+
+
+def _numeric_addrinfo(host, port, family, type, proto, flags):
+    """``socket.getaddrinfo`` for an IP literal, answered without DNS (so on the loop's
+    thread); None when the host or port is not numeric."""
+    if not (_is_numeric_host(host) and _is_numeric_port(port)):
+        return None
+    numeric = socket.AI_NUMERICHOST | getattr(socket, "AI_NUMERICSERV", 0)
+    try:
+        return socket.getaddrinfo(host, port, family, type, proto, flags | numeric)
+    except socket.gaierror:
+        return None  # let the system resolver have the final word, off the loop
 
 
 class SocketAPI:
@@ -102,11 +119,25 @@ class SocketAPI:
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receives up to ``n`` bytes from ``sock``."""
-        return await self._read_op(sock, "recv", n)
+        self._check_socket(sock)
+        return await self._native_wait(sock, self._sock_recv(sock, n))
 
     async def sock_recv_into(self, sock: socket.socket, buf) -> int:
         """Receives into ``buf``; returns the number of bytes received."""
-        return await self._read_op(sock, "recv_into", buf)
+        self._check_socket(sock)
+        return await self._native_wait(sock, self._sock_recv_into(sock, buf))
+
+    async def _native_wait(self, sock: socket.socket, pending):
+        """Awaits a native receive (``LoopCore._sock_recv*``): ``pending`` is the result
+        itself when data was there already, else the future the loop resolves. A cancelled
+        wait stops watching the socket."""
+        if not isinstance(pending, asyncio.Future):
+            return pending
+        try:
+            return await pending
+        except BaseException:
+            self._sock_forget_wait(sock, pending)
+            raise
 
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
         """Receives a datagram of up to ``bufsize`` bytes; returns ``(data, address)``."""
@@ -187,9 +218,11 @@ class SocketAPI:
     async def _resolve_for(self, sock: socket.socket, address: tuple) -> tuple:
         """The socket address to connect ``sock`` to, with asyncio's resolution rules."""
         host, port = address[:2]
-        infos = await self.getaddrinfo(
-            host, port, family=sock.family, type=sock.type, proto=sock.proto
-        )
+        infos = _numeric_addrinfo(host, port, sock.family, sock.type, sock.proto, 0)
+        if infos is None:
+            infos = await self.getaddrinfo(
+                host, port, family=sock.family, type=sock.type, proto=sock.proto
+            )
         if not infos:
             raise OSError(f"getaddrinfo({host!r}) returned empty list")
         resolved = infos[0][4]
@@ -206,12 +239,9 @@ class SocketAPI:
         IP literals (and None) are resolved on the loop's thread, as they need no DNS;
         anything else goes to the default executor, as in asyncio.
         """
-        if _is_numeric_host(host) and _is_numeric_port(port):
-            numeric = socket.AI_NUMERICHOST | getattr(socket, "AI_NUMERICSERV", 0)
-            try:
-                return socket.getaddrinfo(host, port, family, type, proto, flags | numeric)
-            except socket.gaierror:
-                pass  # let the system resolver have the final word, off the loop
+        infos = _numeric_addrinfo(host, port, family, type, proto, flags)
+        if infos is not None:
+            return infos
         return await self.run_in_executor(
             None, socket.getaddrinfo, host, port, family, type, proto, flags
         )

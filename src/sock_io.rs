@@ -1,0 +1,121 @@
+//! Native waiting for the `sock_recv` family: instead of a Python reader callback that
+//! retries `sock.recv()` and resolves a future (asyncio's way: an exception on every
+//! would-block, a callback frame, a done-callback to unregister), the loop itself calls
+//! `recv(2)` when the descriptor is readable and resolves the future.
+//!
+//! Received bytes land in one scratch buffer owned by the loop and are copied once into the
+//! returned `bytes`: no allocation per attempt, and nothing depends on malloc's thresholds.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::os_error;
+use crate::handle::Handle;
+
+/// What watches one side of a descriptor.
+pub enum Watcher {
+    /// A Python callback (`add_reader`/`add_writer`), run as a loop callback at each readiness.
+    Callback(Py<Handle>),
+    /// A pending `sock_recv`/`sock_recv_into`, completed by the loop itself.
+    Recv(RecvWaiter),
+}
+
+/// A pending receive: where the data goes and which future gets the result.
+pub struct RecvWaiter {
+    /// The future `sock_recv` awaits.
+    pub future: Py<PyAny>,
+    /// What to receive into.
+    pub target: RecvTarget,
+}
+
+/// The destination of a receive.
+pub enum RecvTarget {
+    /// `sock_recv(sock, n)`: a new `bytes` of at most `n` bytes.
+    Bytes(usize),
+    /// `sock_recv_into(sock, buf)`: the caller's writable buffer; the result is a count.
+    Into(Py<PyAny>),
+}
+
+impl RecvTarget {
+    /// A second reference to the same target.
+    pub fn clone_ref(&self, py: Python<'_>) -> RecvTarget {
+        match self {
+            RecvTarget::Bytes(n) => RecvTarget::Bytes(*n),
+            RecvTarget::Into(buf) => RecvTarget::Into(buf.clone_ref(py)),
+        }
+    }
+}
+
+/// The result of one receive attempt.
+pub enum RecvOutcome {
+    /// Data (a `bytes` or a count) — the operation is complete.
+    Done(Py<PyAny>),
+    /// Nothing to read yet.
+    WouldBlock,
+    /// The receive failed; the error is the operation's result.
+    Failed(PyErr),
+}
+
+/// `recv(2)` on `fd` into `buf`, retried on EINTR as Python's socket module does (PEP 475).
+fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Tries to receive once into `target`.
+pub fn try_recv(
+    py: Python<'_>,
+    fd: RawFd,
+    target: &RecvTarget,
+    scratch: &mut Vec<u8>,
+) -> RecvOutcome {
+    let received = match target {
+        RecvTarget::Bytes(size) => {
+            if scratch.len() < *size {
+                scratch.resize(*size, 0);
+            }
+            recv_raw(fd, &mut scratch[..*size])
+                .map(|n| PyBytes::new(py, &scratch[..n]).into_any().unbind())
+        }
+        RecvTarget::Into(buffer) => {
+            let view = match PyBuffer::<u8>::get(buffer.bind(py)) {
+                Ok(view) => view,
+                Err(err) => return RecvOutcome::Failed(err),
+            };
+            if view.readonly() {
+                return RecvOutcome::Failed(pyo3::exceptions::PyTypeError::new_err(
+                    "recv_into() argument 'buffer' must be read-write bytes-like object",
+                ));
+            }
+            let len = view.len_bytes();
+            // SAFETY: the buffer is writable (checked), `len` bytes long, and the view keeps
+            // it alive and its size fixed until it is released at the end of this scope.
+            let slice = unsafe { std::slice::from_raw_parts_mut(view.buf_ptr() as *mut u8, len) };
+            let result = recv_raw(fd, slice);
+            drop(view);
+            result.map(|n| {
+                n.into_pyobject(py)
+                    .map(|v| v.into_any().unbind())
+                    .unwrap_or_else(|e| match e {})
+            })
+        }
+    };
+    match received {
+        Ok(value) => RecvOutcome::Done(value),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => RecvOutcome::WouldBlock,
+        Err(err) => RecvOutcome::Failed(os_error(err)),
+    }
+}
