@@ -31,7 +31,7 @@ use crate::clock::{Clock, CLOCK_RESOLUTION};
 use crate::errors::os_error;
 use crate::gil_cell::GilRefCell;
 use crate::handle::{Handle, HandleInit, RunOutcome};
-use crate::poller::{Interest, Poller, Readiness};
+use crate::poller::{Interest, Poller, Readiness, Trigger};
 use crate::py_cache;
 use crate::sock_io::{try_recv, RecvOutcome, RecvTarget, RecvWaiter, Watcher};
 use crate::timers::TimerQueue;
@@ -59,9 +59,21 @@ struct FdWatch {
     /// The object first registered for this descriptor: like asyncio's selectors, a socket
     /// closed after registration (fileno() now -1) is still found through it.
     fileobj: Option<Py<PyAny>>,
+    /// How epoll currently has the descriptor registered, if at all.
+    registered: Option<Trigger>,
 }
 
 impl FdWatch {
+    /// How epoll should watch the descriptor: a native receive alone uses a one-shot
+    /// registration; any Python callback makes it level-triggered (asyncio's semantics).
+    fn wanted(&self) -> Option<(Interest, Trigger)> {
+        match (&self.reader, &self.writer) {
+            (None, None) => None,
+            (Some(Watcher::Recv(_)), None) => Some((self.interest(), Trigger::OneShot)),
+            _ => Some((self.interest(), Trigger::Level)),
+        }
+    }
+
     fn interest(&self) -> Interest {
         Interest {
             read: self.reader.is_some(),
@@ -400,7 +412,14 @@ impl LoopCore {
         }
         let outcome = try_recv(py, fd, &target, &mut self.scratch.borrow_mut(py));
         let (method, value) = match outcome {
-            RecvOutcome::WouldBlock => return Ok(()),
+            RecvOutcome::WouldBlock => {
+                // A spurious wakeup disarmed the one-shot registration: arm it again.
+                let mut queues = self.queues.borrow_mut(py);
+                if let Some(watch) = queues.watched.get_mut(&fd) {
+                    self.sync_registration(fd, watch).map_err(os_error)?;
+                }
+                return Ok(());
+            }
             RecvOutcome::Done(value) => (pyo3::intern!(py, "set_result"), value),
             RecvOutcome::Failed(err) => (
                 pyo3::intern!(py, "set_exception"),
@@ -412,7 +431,31 @@ impl LoopCore {
         Ok(())
     }
 
-    /// Registers `handle` as the reader or writer of `fd`, replacing (and cancelling) the
+    /// Brings epoll's registration of `fd` in line with its watchers (see
+    /// `FdWatch::wanted`). A one-shot registration whose receive completed is kept, disarmed,
+    /// so that the next receive re-arms it with a single `EPOLL_CTL_MOD`.
+    fn sync_registration(&self, fd: i32, watch: &mut FdWatch) -> std::io::Result<()> {
+        match (watch.wanted(), watch.registered) {
+            (None, Some(Trigger::OneShot)) => {
+                watch.fileobj = None; // parked: do not keep the socket object alive
+            }
+            (None, Some(_)) => {
+                self.poller.deregister(fd);
+                watch.registered = None;
+            }
+            (None, None) => {}
+            (Some((interest, trigger)), registered) => {
+                match registered {
+                    None => self.poller.register(fd, fd as u64, interest, trigger)?,
+                    Some(_) => self.poller.reregister(fd, fd as u64, interest, trigger)?,
+                }
+                watch.registered = Some(trigger);
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `watcher` as the reader or writer of `fd`, replacing (and cancelling) the
     /// previous one.
     fn watch(
         &self,
@@ -424,27 +467,18 @@ impl LoopCore {
     ) -> PyResult<()> {
         let previous = {
             let mut queues = self.queues.borrow_mut(py);
-            let is_new = !queues.watched.contains_key(&fd);
             let watch = queues.watched.entry(fd).or_default();
-            if is_new {
+            if watch.fileobj.is_none() {
                 watch.fileobj = Some(fileobj.clone().unbind());
             }
             let previous = side.slot(watch).replace(watcher);
-            let interest = watch.interest();
-            let registered = if is_new {
-                self.poller.register(fd, fd as u64, interest, false)
-            } else {
-                self.poller.reregister(fd, fd as u64, interest, false)
-            };
-            if let Err(err) = registered {
-                let undone = if is_new {
-                    queues
-                        .watched
-                        .remove(&fd)
-                        .map(|mut w| side.slot(&mut w).take())
-                } else {
-                    None
-                };
+            if let Err(err) = self.sync_registration(fd, watch) {
+                // Undo: the descriptor is not watched (epoll refused it, e.g. EBADF/EPERM).
+                let undone = side.slot(watch).take();
+                let forget = watch.wanted().is_none() && watch.registered.is_none();
+                if forget {
+                    queues.watched.remove(&fd);
+                }
                 drop(queues);
                 drop(undone);
                 drop(previous);
@@ -466,13 +500,12 @@ impl LoopCore {
                 return Ok(false);
             };
             let removed = side.slot(watch).take();
-            let interest = watch.interest();
-            if !interest.read && !interest.write {
-                queues.watched.remove(&fd);
-                self.poller.deregister(fd);
-            } else if removed.is_some() {
+            if removed.is_some() {
                 // A descriptor closed behind our back is already gone from epoll: ignore.
-                let _ = self.poller.reregister(fd, fd as u64, interest, false);
+                let _ = self.sync_registration(fd, watch);
+            }
+            if watch.wanted().is_none() && watch.registered.is_none() {
+                queues.watched.remove(&fd);
             }
             removed
         };

@@ -61,8 +61,20 @@ pub struct Interest {
     pub write: bool,
 }
 
+/// How a registration reports readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Reported at every wait while ready (asyncio's add_reader/add_writer).
+    Level,
+    /// Reported when readiness appears (sources the loop drains itself).
+    Edge,
+    /// Reported once, then disarmed until set again: the loop's own receives, which re-arm
+    /// with one `EPOLL_CTL_MOD` per wait instead of an ADD and a DEL.
+    OneShot,
+}
+
 impl Interest {
-    fn epoll_bits(self, edge_triggered: bool) -> u32 {
+    fn epoll_bits(self, trigger: Trigger) -> u32 {
         let mut bits = 0;
         if self.read {
             bits |= libc::EPOLLIN as u32;
@@ -70,9 +82,11 @@ impl Interest {
         if self.write {
             bits |= libc::EPOLLOUT as u32;
         }
-        if edge_triggered {
-            bits |= libc::EPOLLET as u32;
-        }
+        bits |= match trigger {
+            Trigger::Level => 0,
+            Trigger::Edge => libc::EPOLLET as u32,
+            Trigger::OneShot => libc::EPOLLONESHOT as u32,
+        };
         bits
     }
 }
@@ -156,19 +170,12 @@ impl Poller {
             write: false,
         };
         // Edge-triggered: both are emptied by the poller when they fire.
-        poller.control(
-            libc::EPOLL_CTL_ADD,
-            fd_of(&poller.waker),
-            WAKER_TOKEN,
-            read,
-            true,
-        )?;
-        poller.control(
-            libc::EPOLL_CTL_ADD,
+        poller.register(fd_of(&poller.waker), WAKER_TOKEN, read, Trigger::Edge)?;
+        poller.register(
             fd_of(&poller.signal_read),
             SIGNAL_TOKEN,
             read,
-            true,
+            Trigger::Edge,
         )?;
         Ok(poller)
     }
@@ -179,10 +186,10 @@ impl Poller {
         fd: RawFd,
         token: u64,
         interest: Interest,
-        edge_triggered: bool,
+        trigger: Trigger,
     ) -> io::Result<()> {
         let mut event = libc::epoll_event {
-            events: interest.epoll_bits(edge_triggered),
+            events: interest.epoll_bits(trigger),
             u64: token,
         };
         // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads it. A bad `fd` is
@@ -191,26 +198,33 @@ impl Poller {
         Ok(())
     }
 
-    /// Starts watching `fd` (level-triggered unless `edge_triggered`).
+    /// Starts watching `fd`.
     pub fn register(
         &self,
         fd: RawFd,
         token: u64,
         interest: Interest,
-        edge_triggered: bool,
+        trigger: Trigger,
     ) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_ADD, fd, token, interest, edge_triggered)
+        self.control(libc::EPOLL_CTL_ADD, fd, token, interest, trigger)
     }
 
-    /// Changes what `fd` is watched for.
+    /// Changes what `fd` is watched for. If epoll no longer knows `fd` (it forgets a
+    /// descriptor when its file is closed, and the number may have been reused since), the
+    /// descriptor is registered afresh.
     pub fn reregister(
         &self,
         fd: RawFd,
         token: u64,
         interest: Interest,
-        edge_triggered: bool,
+        trigger: Trigger,
     ) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_MOD, fd, token, interest, edge_triggered)
+        match self.control(libc::EPOLL_CTL_MOD, fd, token, interest, trigger) {
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                self.register(fd, token, interest, trigger)
+            }
+            other => other,
+        }
     }
 
     /// Stops watching `fd`. A descriptor already closed is gone from epoll anyway: like
@@ -461,7 +475,9 @@ mod tests {
     fn level_triggered_reports_until_drained() {
         let poller = Poller::new().unwrap();
         let (a, b) = socketpair();
-        poller.register(a.as_raw_fd(), 42, READ, false).unwrap();
+        poller
+            .register(a.as_raw_fd(), 42, READ, Trigger::Level)
+            .unwrap();
         send_byte(&b);
         for _ in 0..3 {
             let mut ready = Vec::new();
@@ -485,7 +501,9 @@ mod tests {
     fn edge_triggered_reports_once() {
         let poller = Poller::new().unwrap();
         let (a, b) = socketpair();
-        poller.register(a.as_raw_fd(), 7, READ, true).unwrap();
+        poller
+            .register(a.as_raw_fd(), 7, READ, Trigger::Edge)
+            .unwrap();
         send_byte(&b);
         let mut ready = Vec::new();
         poller
@@ -500,6 +518,55 @@ mod tests {
     }
 
     #[test]
+    fn one_shot_reports_once_until_rearmed() {
+        let poller = Poller::new().unwrap();
+        let (a, b) = socketpair();
+        poller
+            .register(a.as_raw_fd(), 9, READ, Trigger::OneShot)
+            .unwrap();
+        send_byte(&b);
+        let mut ready = Vec::new();
+        poller
+            .wait(Some(Duration::from_millis(100)), &mut ready)
+            .unwrap();
+        assert_eq!(ready.len(), 1);
+        ready.clear();
+        poller
+            .wait(Some(Duration::from_millis(1)), &mut ready)
+            .unwrap();
+        assert!(ready.is_empty(), "disarmed after one report");
+        poller
+            .reregister(a.as_raw_fd(), 9, READ, Trigger::OneShot)
+            .unwrap();
+        poller
+            .wait(Some(Duration::from_millis(100)), &mut ready)
+            .unwrap();
+        assert_eq!(ready.len(), 1, "re-armed, still readable");
+    }
+
+    #[test]
+    fn reregister_after_close_registers_afresh() {
+        let poller = Poller::new().unwrap();
+        let (a, b) = socketpair();
+        let fd = a.as_raw_fd();
+        poller.register(fd, 3, READ, Trigger::Level).unwrap();
+        drop(a); // epoll forgets the descriptor
+        let (c, d) = socketpair();
+        // The number may or may not be reused; either way reregister must succeed for the
+        // live descriptor.
+        poller
+            .reregister(c.as_raw_fd(), 4, READ, Trigger::Level)
+            .unwrap();
+        send_byte(&d);
+        let mut ready = Vec::new();
+        poller
+            .wait(Some(Duration::from_millis(100)), &mut ready)
+            .unwrap();
+        assert!(ready.iter().any(|r| r.token == 4));
+        drop(b);
+    }
+
+    #[test]
     fn hang_up_wakes_reader_and_writer() {
         let poller = Poller::new().unwrap();
         let (a, b) = socketpair();
@@ -507,7 +574,9 @@ mod tests {
             read: true,
             write: true,
         };
-        poller.register(a.as_raw_fd(), 1, both, false).unwrap();
+        poller
+            .register(a.as_raw_fd(), 1, both, Trigger::Level)
+            .unwrap();
         drop(b);
         let mut ready = Vec::new();
         poller
@@ -532,7 +601,9 @@ mod tests {
     #[test]
     fn registering_a_bad_descriptor_fails() {
         let poller = Poller::new().unwrap();
-        let err = poller.register(987_654, 1, READ, false).unwrap_err();
+        let err = poller
+            .register(987_654, 1, READ, Trigger::Level)
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
         // Deregistering an unknown descriptor is quietly accepted.
         poller.deregister(987_654);
