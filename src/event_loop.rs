@@ -160,9 +160,14 @@ fn new_untracked_handle(
     cancelled_in_queue: &Arc<AtomicUsize>,
 ) -> PyResult<Py<Handle>> {
     let obj = Py::new(py, Handle::empty(cancelled_in_queue.clone()))?;
-    // SAFETY: `obj` is a freshly created, GC-tracked object owned by us; untracking a tracked
-    // object is always allowed, and its dealloc untracks again harmlessly.
-    unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+    // SAFETY: `obj` is a live object we own. Only an object of a GC type carries a GC
+    // header; untracking such a fresh object is always allowed, and its dealloc untracks again
+    // harmlessly. (PyO3 0.30 makes every class a GC type; earlier versions did not.)
+    unsafe {
+        if ffi::PyObject_IS_GC(obj.as_ptr()) != 0 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
+    }
     Ok(obj)
 }
 

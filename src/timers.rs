@@ -21,14 +21,33 @@ pub trait TimerEntry {
 }
 
 struct Slot<T> {
+    /// Deadline and insertion order packed into one integer, so that a heap comparison is a
+    /// single `u128` compare (see `order_key`).
+    key: u128,
     when: f64,
-    seq: u64,
     item: T,
+}
+
+/// Maps a deadline to a `u64` whose unsigned order is the float's numeric order (the usual
+/// sign-flip trick: negatives have all bits inverted, non-negatives get the sign bit set).
+fn ordered_bits(when: f64) -> u64 {
+    let bits = when.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+/// The heap key of a timer: std's heap is a max-heap, so the key is inverted to pop the
+/// earliest deadline (then the earliest insertion) first.
+fn order_key(when: f64, seq: u64) -> u128 {
+    !((u128::from(ordered_bits(when)) << 64) | u128::from(seq))
 }
 
 impl<T> PartialEq for Slot<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+        self.key == other.key
     }
 }
 impl<T> Eq for Slot<T> {}
@@ -38,12 +57,8 @@ impl<T> PartialOrd for Slot<T> {
     }
 }
 impl<T> Ord for Slot<T> {
-    /// Reversed, so that std's max-heap pops the earliest deadline first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .when
-            .total_cmp(&self.when)
-            .then_with(|| other.seq.cmp(&self.seq))
+        self.key.cmp(&other.key)
     }
 }
 
@@ -84,7 +99,11 @@ impl<T: TimerEntry> TimerQueue<T> {
     pub fn push(&mut self, when: f64, item: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Slot { when, seq, item });
+        self.heap.push(Slot {
+            key: order_key(when, seq),
+            when,
+            item,
+        });
     }
 
     /// Records that one stored timer was cancelled.
@@ -211,6 +230,21 @@ mod tests {
             q.push(5.0, fake(id));
         }
         assert_eq!(drain_ids(&mut q, 10.0), (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn negative_and_mixed_deadlines_order_numerically() {
+        let mut q = TimerQueue::new();
+        let whens = [3.5, -1.0, 0.0, -7.25, 1e9, -0.0, 2.0];
+        for (i, w) in whens.iter().enumerate() {
+            q.push(*w, fake(i as u32));
+        }
+        let mut popped = Vec::new();
+        while let Some(t) = q.pop_due(f64::INFINITY) {
+            popped.push(whens[t.id as usize]);
+        }
+        // -0.0 sorts before 0.0 by bits; both are "now": only the non-zero order matters.
+        assert_eq!(popped, vec![-7.25, -1.0, -0.0, 0.0, 2.0, 3.5, 1e9]);
     }
 
     #[test]
