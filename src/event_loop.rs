@@ -198,8 +198,21 @@ impl LoopCore {
         Ok(())
     }
 
-    fn is_debug(&self) -> bool {
+    /// True in debug mode.
+    pub(crate) fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
+    }
+
+    /// `call_soon` for the native fast entry point (`fast_methods.rs`).
+    pub(crate) fn call_soon_from_fast_path(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_can_schedule(py, callback, "call_soon")?;
+        self.schedule_soon(py, callback, args, context)
     }
 
     /// The creation stack recorded on handles in debug mode.

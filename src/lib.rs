@@ -10,6 +10,7 @@
 //! - [`clock`]: the loop's single time source;
 //! - [`errors`]: OS errors as Python's `OSError` subclasses;
 //! - [`sock_io`]: native completion of `sock_recv`/`sock_recv_into`;
+//! - [`fast_methods`]: raw vectorcall entry points for `call_soon` and `get_debug`;
 //! - [`callback_check`]: asyncio's validation of callbacks;
 //! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@ pub mod callback_check;
 pub mod clock;
 pub mod errors;
 pub mod event_loop;
+pub mod fast_methods;
 pub mod gil_cell;
 pub mod handle;
 pub mod poller;
@@ -37,6 +39,7 @@ fn _check_callback(callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
+    fast_methods::install(&m.py().get_type::<event_loop::LoopCore>())?;
     m.add_class::<handle::Handle>()?;
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
