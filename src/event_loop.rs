@@ -33,7 +33,9 @@ use crate::gil_cell::GilRefCell;
 use crate::handle::{Handle, HandleInit, RunOutcome};
 use crate::poller::{Interest, Poller, Readiness, Trigger};
 use crate::py_cache;
-use crate::sock_io::{try_recv, RecvOutcome, RecvTarget, RecvWaiter, Watcher};
+use crate::sock_io::{
+    try_recv, RecvOutcome, RecvTarget, RecvWaiter, Watcher, CLOSED_SOCKET_SWEEP_INTERVAL,
+};
 use crate::timers::TimerQueue;
 
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
@@ -49,6 +51,16 @@ struct LoopQueues {
     watched: HashMap<i32, FdWatch>,
     /// Readiness reported by the last wait (kept to reuse its allocation).
     io_events: Vec<Readiness>,
+    /// How many native receives are pending (they bound the wait, for the closed-socket sweep).
+    pending_receives: usize,
+    /// When the next closed-socket sweep is due (loop time).
+    next_sweep: f64,
+}
+
+/// +1 for a native receive coming in, -1 for one going out.
+fn receive_delta(incoming: Option<&Watcher>, outgoing: Option<&Watcher>) -> isize {
+    let is_recv = |w: Option<&Watcher>| matches!(w, Some(Watcher::Recv(_))) as isize;
+    is_recv(incoming) - is_recv(outgoing)
 }
 
 /// The callbacks registered for one descriptor.
@@ -358,8 +370,11 @@ impl LoopCore {
         if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
             return Some(Duration::ZERO);
         }
-        let deadline = queues.timers.next_deadline()?;
-        let wait = (deadline - self.clock.now()).clamp(0.0, MAX_WAIT_SECONDS);
+        let mut deadline = queues.timers.next_deadline();
+        if queues.pending_receives > 0 {
+            deadline = Some(deadline.map_or(queues.next_sweep, |d| d.min(queues.next_sweep)));
+        }
+        let wait = (deadline? - self.clock.now()).clamp(0.0, MAX_WAIT_SECONDS);
         Some(Duration::from_secs_f64(wait))
     }
 
@@ -489,6 +504,7 @@ impl LoopCore {
             if watch.fileobj.is_none() {
                 watch.fileobj = Some(fileobj.clone().unbind());
             }
+            let delta = receive_delta(Some(&watcher), side.slot(watch).as_ref());
             let previous = side.slot(watch).replace(watcher);
             if let Err(err) = self.sync_registration(fd, watch) {
                 // Undo: the descriptor is not watched (epoll refused it, e.g. EBADF/EPERM).
@@ -502,6 +518,7 @@ impl LoopCore {
                 drop(previous);
                 return Err(os_error(err));
             }
+            queues.pending_receives = queues.pending_receives.saturating_add_signed(delta);
             previous
         };
         if let Some(Watcher::Callback(old)) = previous {
@@ -525,6 +542,8 @@ impl LoopCore {
             if watch.wanted().is_none() && watch.registered.is_none() {
                 queues.watched.remove(&fd);
             }
+            let delta = receive_delta(None, removed.as_ref());
+            queues.pending_receives = queues.pending_receives.saturating_add_signed(delta);
             removed
         };
         // A pending native receive just stops (its future stays pending, as asyncio's would
@@ -626,9 +645,53 @@ impl LoopCore {
         let waiter = RecvWaiter {
             future: future.clone_ref(py),
             target,
+            sock: sock.clone().unbind(),
         };
         self.watch(py, fd, sock, Side::Read, Watcher::Recv(waiter))?;
         Ok(future)
+    }
+
+    /// Fails pending native receives whose socket was closed behind the loop's back (epoll
+    /// forgets a closed descriptor, so no event would ever come): an error, not a hang.
+    fn sweep_closed_sockets(&self, py: Python<'_>) -> PyResult<()> {
+        let now = self.clock.now();
+        let suspects: Vec<(i32, Py<PyAny>, Py<PyAny>)> = {
+            let mut queues = self.queues.borrow_mut(py);
+            if queues.pending_receives == 0 || now < queues.next_sweep {
+                return Ok(());
+            }
+            queues.next_sweep = now + CLOSED_SOCKET_SWEEP_INTERVAL;
+            queues
+                .watched
+                .iter()
+                .filter_map(|(fd, watch)| match &watch.reader {
+                    Some(Watcher::Recv(w)) => {
+                        Some((*fd, w.sock.clone_ref(py), w.future.clone_ref(py)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for (fd, sock, future) in suspects {
+            let open = sock
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "fileno"))
+                .and_then(|n| n.extract::<i64>())
+                .is_ok_and(|n| n == i64::from(fd));
+            if open {
+                continue;
+            }
+            self.unwatch(py, fd, Side::Read)?;
+            let future = future.bind(py);
+            if !future
+                .call_method0(pyo3::intern!(py, "done"))?
+                .is_truthy()?
+            {
+                let err = os_error(std::io::Error::from_raw_os_error(libc::EBADF));
+                future.call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves every timer due by now into the ready queue.
@@ -679,6 +742,7 @@ impl LoopCore {
             // was skipped, the interpreter runs them inside the next callback anyway.
             py.check_signals()?;
         }
+        self.sweep_closed_sockets(py)?;
         self.collect_due_timers(py);
         self.run_ready(slf)
     }
@@ -815,6 +879,8 @@ impl LoopCore {
                 spare_handles: Vec::new(),
                 watched: HashMap::new(),
                 io_events: Vec::new(),
+                pending_receives: 0,
+                next_sweep: 0.0,
             }),
             clock: Clock::new(),
             poller: Poller::new().map_err(os_error)?,
@@ -1008,7 +1074,9 @@ impl LoopCore {
         sock: &Bound<'_, PyAny>,
         future: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let fd = self.registered_fd(py, sock)?;
+        let Ok(fd) = self.registered_fd(py, sock) else {
+            return Ok(()); // closed and no longer watched: nothing to forget
+        };
         let ours = {
             let queues = self.queues.borrow_mut(py);
             matches!(
@@ -1181,6 +1249,7 @@ impl LoopCore {
                 std::mem::take(&mut queues.watched),
             )
         };
+        self.queues.borrow_mut(py).pending_receives = 0;
         self.poller.close();
         for watch in watched.into_values() {
             for watcher in [watch.reader, watch.writer].into_iter().flatten() {

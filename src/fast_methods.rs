@@ -36,7 +36,9 @@ unsafe fn guarded(
     let err = match outcome {
         Ok(Ok(result)) => return result,
         Ok(Err(err)) => err,
-        Err(_) => PyRuntimeError::new_err("ferroloop: internal error (Rust panic) in a loop method"),
+        Err(_) => {
+            PyRuntimeError::new_err("ferroloop: internal error (Rust panic) in a loop method")
+        }
     };
     err.restore(py);
     std::ptr::null_mut()
@@ -80,10 +82,11 @@ unsafe extern "C" fn call_soon_fast(
                 let items = std::slice::from_raw_parts(args.add(1), (nargs - 1) as usize);
                 PyTuple::new(py, items.iter().map(|p| Bound::from_borrowed_ptr(py, *p)))?
             };
-            let context = (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
-            let handle = core
-                .get()
-                .call_soon_from_fast_path(py, &callback, &rest, context.as_ref())?;
+            let context =
+                (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
+            let handle =
+                core.get()
+                    .call_soon_from_fast_path(py, &callback, &rest, context.as_ref())?;
             Ok(handle.into_ptr())
         })
     }
@@ -112,11 +115,18 @@ unsafe fn checked_call_soon(
     let mut stack = Vec::with_capacity(1 + (nargs + keywords) as usize);
     stack.push(slf);
     // SAFETY: `args` holds `nargs + keywords` valid borrowed pointers.
-    stack.extend_from_slice(unsafe { std::slice::from_raw_parts(args, (nargs + keywords) as usize) });
+    stack.extend_from_slice(unsafe {
+        std::slice::from_raw_parts(args, (nargs + keywords) as usize)
+    });
     // SAFETY: the stack holds `1 + nargs` positionals then the keyword values; all borrowed
     // references stay alive for the duration of the call.
     let result = unsafe {
-        ffi::PyObject_Vectorcall(method.as_ptr(), stack.as_ptr(), (nargs + 1) as usize, kwnames)
+        ffi::PyObject_Vectorcall(
+            method.as_ptr(),
+            stack.as_ptr(),
+            (nargs + 1) as usize,
+            kwnames,
+        )
     };
     if result.is_null() {
         Err(PyErr::fetch(py))
@@ -149,9 +159,8 @@ fn install_method(ty: &Bound<'_, PyType>, name: &CStr, def: ffi::PyMethodDef) ->
     // The definition must outlive the type: leak it (once per interpreter start).
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(def));
     // SAFETY: `ty` is a live type object and `def` a valid, 'static method definition.
-    let descriptor = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
-    };
+    let descriptor =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
     ty.setattr(name.to_str().unwrap_or_default(), descriptor)
 }
 
@@ -160,7 +169,10 @@ pub fn install(ty: &Bound<'_, PyType>) -> PyResult<()> {
     let py = ty.py();
     let checked = ty.getattr("call_soon")?.unbind();
     CHECKED_CALL_SOON.get_or_init(py, || checked);
-    ty.setattr("_checked_call_soon", CHECKED_CALL_SOON.get(py).map(|m| m.bind(py)))?;
+    ty.setattr(
+        "_checked_call_soon",
+        CHECKED_CALL_SOON.get(py).map(|m| m.bind(py)),
+    )?;
     install_method(
         ty,
         c"call_soon",

@@ -30,7 +30,13 @@ pub struct RecvWaiter {
     pub future: Py<PyAny>,
     /// What to receive into.
     pub target: RecvTarget,
+    /// The socket object: if it is closed while we wait (its `fileno()` turns -1), epoll
+    /// silently forgets the descriptor; the loop's periodic sweep notices and fails the wait.
+    pub sock: Py<PyAny>,
 }
+
+/// How often (seconds) pending receives are checked for sockets closed behind the loop's back.
+pub const CLOSED_SOCKET_SWEEP_INTERVAL: f64 = 0.25;
 
 /// The destination of a receive.
 pub enum RecvTarget {
