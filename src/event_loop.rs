@@ -1015,6 +1015,16 @@ impl LoopCore {
         self.remove_watch(py, fd, Side::Read)
     }
 
+    /// `remove_reader` without the transport check of the Python wrapper (internal use).
+    fn _remove_reader(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watch(py, fd, Side::Read)
+    }
+
+    /// `remove_writer` without the transport check of the Python wrapper (internal use).
+    fn _remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watch(py, fd, Side::Write)
+    }
+
     /// Calls `callback(*args)` whenever `fd` is writable (level-triggered), replacing any
     /// previous writer of `fd`.
     #[pyo3(signature = (fd, callback, *args))]

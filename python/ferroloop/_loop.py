@@ -23,6 +23,7 @@ from asyncio import coroutines, events, futures, tasks
 from typing import Any
 
 from ._ferroloop import LoopCore, _check_callback
+from ._network import NetworkAPI
 from ._sockets import SocketAPI
 
 logger = logging.getLogger("asyncio")
@@ -57,7 +58,7 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
-class EventLoop(LoopCore, SocketAPI, asyncio.AbstractEventLoop):
+class EventLoop(LoopCore, SocketAPI, NetworkAPI, asyncio.AbstractEventLoop):
     """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``."""
 
     def __init__(self) -> None:
@@ -68,6 +69,8 @@ class EventLoop(LoopCore, SocketAPI, asyncio.AbstractEventLoop):
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._origin_tracking_saved_depth: int | None = None
+        # descriptor -> the transport that owns it (add_reader & co. refuse those)
+        self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         # signal number -> (callback, args, context) registered by add_signal_handler
         self._signal_handlers: dict[int, tuple[Any, tuple, contextvars.Context]] = {}
         self.set_debug(_debug_requested())
@@ -187,6 +190,40 @@ class EventLoop(LoopCore, SocketAPI, asyncio.AbstractEventLoop):
         executor, self._default_executor = self._default_executor, None
         if executor is not None:
             executor.shutdown(wait=False)
+
+    # --------------------------------------------------------- readers/writers
+
+    def _ensure_fd_no_transport(self, fd) -> None:
+        """asyncio's refusal to let add_reader & co. touch a transport's descriptor."""
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        transport = self._transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+
+    def add_reader(self, fd, callback, *args) -> None:
+        """Calls ``callback(*args)`` whenever ``fd`` is readable (level-triggered)."""
+        self._ensure_fd_no_transport(fd)
+        LoopCore.add_reader(self, fd, callback, *args)
+
+    def add_writer(self, fd, callback, *args) -> None:
+        """Calls ``callback(*args)`` whenever ``fd`` is writable (level-triggered)."""
+        self._ensure_fd_no_transport(fd)
+        LoopCore.add_writer(self, fd, callback, *args)
+
+    def remove_reader(self, fd) -> bool:
+        """Stops watching ``fd`` for reading; True if a reader was registered."""
+        self._ensure_fd_no_transport(fd)
+        return LoopCore.remove_reader(self, fd)
+
+    def remove_writer(self, fd) -> bool:
+        """Stops watching ``fd`` for writing; True if a writer was registered."""
+        self._ensure_fd_no_transport(fd)
+        return LoopCore.remove_writer(self, fd)
 
     # ------------------------------------------------------------------- signals
 

@@ -85,7 +85,7 @@ class SocketAPI:
         fut = self.create_future()
         fd = sock.fileno()
         handle = register(fd, attempt, fut, sock, *args)
-        unregister = self.remove_reader if register == self._add_reader else self.remove_writer
+        unregister = self._remove_reader if register == self._add_reader else self._remove_writer
         fut.add_done_callback(functools.partial(_unwatch, unregister, fd, handle))
         return fut
 

@@ -1,0 +1,561 @@
+"""Connections and servers: create_connection, create_server, their Unix variants,
+connect_accepted_socket, and the Server object. Stream transports are in ``_transports``.
+
+Name resolution, socket creation and argument checks are cold paths and live here; the
+checks and their messages are asyncio's (CPython 3.11). TLS (``ssl=``) is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import errno
+import itertools
+import logging
+import os
+import socket
+import stat
+from asyncio import staggered, trsock
+
+from ._transports import SocketTransport
+
+logger = logging.getLogger("asyncio")
+
+#: Seconds before accepting again after the process ran out of descriptors (asyncio's).
+ACCEPT_RETRY_DELAY = 1
+_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_HAS_IPV6 = hasattr(socket, "AF_INET6")
+
+
+def _refuse_tls(ssl) -> None:
+    if ssl:
+        raise NotImplementedError("ferroloop does not implement TLS transports yet (ssl=...)")
+
+
+def _check_no_tls_options(ssl, server_hostname=None, handshake=None, shutdown=None) -> None:
+    """asyncio's checks of TLS-only arguments passed without ``ssl``."""
+    if server_hostname is not None and not ssl:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    if handshake is not None and not ssl:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if shutdown is not None and not ssl:
+        raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+def _enable_reuse_port(sock: socket.socket) -> None:
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reuse_port not supported by socket module")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError(
+            "reuse_port not supported by socket module, SO_REUSEPORT defined but not implemented."
+        ) from None
+
+
+def _interleave_by_family(infos: list, first_family_count: int = 1) -> list:
+    """Address infos reordered to alternate between families (RFC 8305 §4), the first family
+    leading with ``first_family_count`` entries."""
+    by_family: dict = collections.OrderedDict()
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues = list(by_family.values())
+    ordered = []
+    if first_family_count > 1 and queues:
+        ordered.extend(queues[0][: first_family_count - 1])
+        del queues[0][: first_family_count - 1]
+    for round_ in itertools.zip_longest(*queues):
+        ordered.extend(info for info in round_ if info is not None)
+    return ordered
+
+
+def _combined_connect_error(errors: list[OSError]) -> OSError:
+    """asyncio's single error for a connection that failed on every address."""
+    if len(errors) == 1:
+        return errors[0]
+    first = str(errors[0])
+    if all(str(err) == first for err in errors):
+        return errors[0]
+    return OSError("Multiple exceptions: {}".format(", ".join(str(err) for err in errors)))
+
+
+class Server(asyncio.AbstractServer):
+    """A listening server (what create_server returns)."""
+
+    def __init__(self, loop, sockets, protocol_factory, backlog):
+        self._loop = loop
+        self._sockets = sockets
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._active_count = 0
+        self._waiters: list | None = []
+        self._serving = False
+        self._serving_forever_fut = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} sockets={self.sockets!r}>"
+
+    def _attach(self) -> None:
+        self._active_count += 1
+
+    def _detach(self) -> None:
+        self._active_count -= 1
+        if self._active_count == 0 and self._sockets is None:
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(waiter)
+
+    def _start_serving(self) -> None:
+        if self._serving:
+            return
+        self._serving = True
+        for sock in self._sockets:
+            sock.listen(self._backlog)
+            self._loop._start_accepting(self._protocol_factory, sock, self, self._backlog)
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    @property
+    def sockets(self) -> tuple:
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    def close(self) -> None:
+        sockets, self._sockets = self._sockets, None
+        if sockets is None:
+            return
+        for sock in sockets:
+            self._loop._stop_accepting(sock)
+        self._serving = False
+        forever, self._serving_forever_fut = self._serving_forever_fut, None
+        if forever is not None and not forever.done():
+            forever.cancel()
+        if self._active_count == 0:
+            self._wake_waiters()
+
+    async def start_serving(self) -> None:
+        self._start_serving()
+        await asyncio.sleep(0)  # let the listening sockets' readers register
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self) -> None:
+        if self._sockets is None or self._waiters is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class NetworkAPI:
+    """Mixin of ``ferroloop.EventLoop``: stream connections and servers."""
+
+    # -------------------------------------------------------------- transports
+
+    async def _make_stream_transport(self, sock, protocol_factory, extra=None):
+        """Wraps a connected socket: protocol, transport, and connection_made run."""
+        sock.setblocking(False)
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = SocketTransport(self, sock, protocol, waiter, extra)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    # ---------------------------------------------------------------- clients
+
+    async def create_connection(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        ssl=None,
+        family=0,
+        proto=0,
+        flags=0,
+        sock=None,
+        local_addr=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        happy_eyeballs_delay=None,
+        interleave=None,
+        all_errors=False,
+    ):
+        """Connects to ``host:port`` (each resolved address in turn) or wraps ``sock``."""
+        _check_no_tls_options(ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if ssl and server_hostname is None and not host:
+            raise ValueError("You must set server_hostname when using ssl without a host")
+        _refuse_tls(ssl)
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1  # RFC 8305's default when Happy Eyeballs is on
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            infos = await self._resolve_stream(host, port, family, proto, flags)
+            local_infos = None
+            if local_addr is not None:
+                local_infos = await self._resolve_stream(*local_addr, family, proto, flags)
+            if interleave:
+                infos = _interleave_by_family(infos, interleave)
+            errors: list[list[OSError]] = []
+            if happy_eyeballs_delay is None:
+                for info in infos:
+                    try:
+                        sock = await self._connect_one(errors, info, local_infos)
+                        break
+                    except OSError:
+                        continue
+            else:
+                attempts = [
+                    (lambda info=info: self._connect_one(errors, info, local_infos))
+                    for info in infos
+                ]
+                sock, _, _ = await staggered.staggered_race(
+                    attempts, happy_eyeballs_delay, loop=self
+                )
+            if sock is None:
+                flat = [err for attempt in errors for err in attempt]
+                if all_errors:
+                    raise ExceptionGroup("create_connection failed", flat)
+                raise _combined_connect_error(flat)
+        else:
+            if sock is None:
+                raise ValueError("host and port was not specified and no sock specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        return await self._make_stream_transport(sock, protocol_factory)
+
+    async def _resolve_stream(self, host, port, family, proto, flags) -> list:
+        infos = await self.getaddrinfo(
+            host, port, family=family, type=socket.SOCK_STREAM, proto=proto, flags=flags
+        )
+        if not infos:
+            raise OSError("getaddrinfo() returned empty list")
+        return infos
+
+    async def _connect_one(self, errors: list, info, local_infos):
+        """Creates, binds (local_addr) and connects one socket; records failures."""
+        mine: list[OSError] = []
+        errors.append(mine)
+        family, type_, proto, _, address = info
+        sock = None
+        try:
+            sock = socket.socket(family=family, type=type_, proto=proto)
+            sock.setblocking(False)
+            if local_infos is not None:
+                for local_family, _, _, _, local_address in local_infos:
+                    if local_family != family:
+                        continue
+                    try:
+                        sock.bind(local_address)
+                        break
+                    except OSError as exc:
+                        message = (
+                            f"error while attempting to bind on address {local_address!r}: "
+                            f"{exc.strerror.lower()}"
+                        )
+                        mine.append(OSError(exc.errno, message))
+                else:
+                    if mine:
+                        raise mine.pop()
+                    raise OSError(f"no matching local address with family={family} found")
+            await self.sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            mine.append(exc)
+            if sock is not None:
+                sock.close()
+            raise
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+
+    async def create_unix_connection(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        ssl=None,
+        sock=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Connects to the Unix socket ``path`` (or wraps ``sock``)."""
+        if ssl:
+            if server_hostname is None:
+                raise ValueError("you have to pass server_hostname when using ssl")
+        else:
+            _check_no_tls_options(
+                ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout
+            )
+        _refuse_tls(ssl)
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        return await self._make_stream_transport(sock, protocol_factory)
+
+    async def connect_accepted_socket(
+        self, protocol_factory, sock, *, ssl=None, ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Wraps a socket accepted outside the loop."""
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        _check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _refuse_tls(ssl)
+        return await self._make_stream_transport(sock, protocol_factory)
+
+    # ---------------------------------------------------------------- servers
+
+    async def create_server(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        family=socket.AF_UNSPEC,
+        flags=socket.AI_PASSIVE,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        reuse_address=None,
+        reuse_port=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+    ):
+        """Listens on ``host`` (None, a name, or several) and ``port``, or on ``sock``."""
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        _check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _refuse_tls(ssl)
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if reuse_address is None:
+                reuse_address = os.name == "posix"
+            sockets = await self._bind_listeners(
+                host, port, family, flags, reuse_address, reuse_port
+            )
+        else:
+            if sock is None:
+                raise ValueError("Neither host/port nor sock were specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sockets = [sock]
+        return await self._serve(sockets, protocol_factory, backlog, start_serving)
+
+    async def _bind_listeners(self, host, port, family, flags, reuse_address, reuse_port):
+        if host == "":
+            hosts = [None]
+        elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
+            hosts = [host]
+        else:
+            hosts = list(host)
+        resolved = await asyncio.gather(
+            *(self._resolve_listener(h, port, family, flags) for h in hosts)
+        )
+        infos = set(itertools.chain.from_iterable(resolved))
+        sockets = []
+        done = False
+        try:
+            for af, socktype, proto, _, address in infos:
+                try:
+                    sock = socket.socket(af, socktype, proto)
+                except OSError:
+                    continue  # a family/type/protocol this host does not support
+                sockets.append(sock)
+                if reuse_address:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+                if reuse_port:
+                    _enable_reuse_port(sock)
+                if _HAS_IPV6 and af == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    # One socket per family: no dual-stack IPv6 socket taking IPv4 too.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+                try:
+                    sock.bind(address)
+                except OSError as err:
+                    message = (
+                        f"error while attempting to bind on address {address!r}: "
+                        f"{err.strerror.lower()}"
+                    )
+                    if err.errno == errno.EADDRNOTAVAIL:
+                        sockets.pop()
+                        sock.close()
+                        continue  # that family is not enabled here
+                    raise OSError(err.errno, message) from None
+            if not sockets:
+                raise OSError(
+                    f"could not bind on any address out of {[info[4] for info in infos]!r}"
+                )
+            done = True
+        finally:
+            if not done:
+                for sock in sockets:
+                    sock.close()
+        return sockets
+
+    async def _resolve_listener(self, host, port, family, flags) -> list:
+        infos = await self.getaddrinfo(
+            host, port, family=family, type=socket.SOCK_STREAM, flags=flags
+        )
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        return infos
+
+    async def create_unix_server(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+    ):
+        """Listens on the Unix socket ``path`` (a stale socket file is replaced) or ``sock``."""
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        _check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _refuse_tls(ssl)
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if path[0] not in (0, "\x00"):  # not in the abstract namespace
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)  # a stale socket left by an earlier server
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"Address {path!r} is already in use") from None
+                raise
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("path was not specified, and no sock specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        return await self._serve([sock], protocol_factory, backlog, start_serving)
+
+    async def _serve(self, sockets, protocol_factory, backlog, start_serving) -> Server:
+        for sock in sockets:
+            sock.setblocking(False)
+        server = Server(self, sockets, protocol_factory, backlog)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)  # let the listening sockets' readers register
+        if self.get_debug():
+            logger.info("%r is serving", server)
+        return server
+
+    # -------------------------------------------------------------- accepting
+
+    def _start_accepting(self, protocol_factory, sock, server, backlog) -> None:
+        self._add_reader(sock.fileno(), self._accept_ready, protocol_factory, sock, server, backlog)
+
+    def _stop_accepting(self, sock) -> None:
+        self._remove_reader(sock.fileno())
+        sock.close()
+
+    def _accept_ready(self, protocol_factory, sock, server, backlog) -> None:
+        """Accepts up to ``backlog`` connections; a failing protocol factory is reported and
+        the server keeps serving; running out of descriptors pauses accepting for a second."""
+        for _ in range(backlog):
+            try:
+                conn, address = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    raise
+                self.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": exc,
+                        "socket": trsock.TransportSocket(sock),
+                    }
+                )
+                self._remove_reader(sock.fileno())
+                self.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting, server, sock)
+                return
+            self._start_connection(protocol_factory, conn, {"peername": address}, server)
+
+    def _resume_accepting(self, server, sock) -> None:
+        if server.is_serving() and sock.fileno() >= 0:
+            self._start_accepting(server._protocol_factory, sock, server, server._backlog)
+
+    def _start_connection(self, protocol_factory, conn, extra, server) -> None:
+        protocol = None
+        try:
+            protocol = protocol_factory()
+            SocketTransport(self, conn, protocol, None, extra, server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            conn.close()
+            context = {
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            }
+            if protocol is not None:
+                context["protocol"] = protocol
+            self.call_exception_handler(context)

@@ -1,0 +1,374 @@
+"""Stream transport over a connected socket (TCP or Unix), driving an asyncio protocol.
+
+First version, written in Python on the loop's native readiness machinery (`_add_reader`,
+`_add_writer`); its read/write paths are the ones to move into Rust next. Behaviour follows
+CPython 3.11's selector transport: callback order (connection_made → data_received* →
+eof_received → connection_lost), write buffering with flow control (pause_writing /
+resume_writing at the high/low water marks), half-close, BufferedProtocol, and errors
+reported through the loop's exception handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import warnings
+from asyncio import trsock
+from typing import Any
+
+logger = logging.getLogger("asyncio")
+
+#: Bytes read per receive (into a buffer reused for the transport's life).
+READ_SIZE = 256 * 1024
+#: Default high-water mark of the write buffer (asyncio's).
+DEFAULT_HIGH_WATER = 64 * 1024
+#: After this many writes to a lost connection, each further write logs a warning.
+LOST_WRITES_BEFORE_WARNING = 5
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on TCP sockets, as asyncio does for every stream transport."""
+    if (
+        sock.family in (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
+        and sock.type == socket.SOCK_STREAM
+        and sock.proto == socket.IPPROTO_TCP
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class SocketTransport(asyncio.Transport):
+    """A stream transport (asyncio.Transport) over a non-blocking connected socket."""
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        loop._transports[self._sock_fd] = self
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+        self._server = server
+        self._buffer = bytearray()
+        self._conn_lost = 0
+        self._closing = False
+        self._eof = False
+        self._paused = False
+        self._protocol_paused = False
+        self._high_water = DEFAULT_HIGH_WATER
+        self._low_water = DEFAULT_HIGH_WATER // 4
+        self._read_buffer = None
+        if server is not None:
+            server._attach()
+        _set_nodelay(sock)
+        loop.call_soon(self._protocol.connection_made, self)
+        # Reading starts only after connection_made has run.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(asyncio.futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._sock is None else ("closing" if self._closing else "open")
+        return f"<{type(self).__name__} fd={self._sock_fd} {state}>"
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # ---------------------------------------------------------------- protocol
+
+    def set_protocol(self, protocol) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._protocol_connected = True
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    # ---------------------------------------------------------------- reading
+
+    def _start_reading(self) -> None:
+        if not self._paused and not self._closing:
+            self._loop._add_reader(self._sock_fd, self._read_ready)
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        if not self.is_reading():
+            return
+        self._paused = True
+        self._loop._remove_reader(self._sock_fd)
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._loop._add_reader(self._sock_fd, self._read_ready)
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def _read_ready(self) -> None:
+        if self._conn_lost:
+            return
+        if self._buffered:
+            self._read_into_protocol_buffer()
+            return
+        if self._read_buffer is None:
+            self._read_buffer = bytearray(READ_SIZE)
+        try:
+            n = self._sock.recv_into(self._read_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not n:
+            self._on_eof()
+            return
+        try:
+            self._protocol.data_received(bytes(memoryview(self._read_buffer)[:n]))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _read_into_protocol_buffer(self) -> None:
+        try:
+            buf = self._protocol.get_buffer(-1)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        try:
+            n = self._sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not n:
+            self._on_eof()
+            return
+        try:
+            self._protocol.buffer_updated(n)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+
+    def _on_eof(self) -> None:
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if keep_open:
+            # Half-closed: no more reading, writing goes on.
+            self._loop._remove_reader(self._sock_fd)
+        else:
+            self.close()
+
+    # ---------------------------------------------------------------- writing
+
+    def write(self, data) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._conn_lost:
+            if self._conn_lost >= LOST_WRITES_BEFORE_WARNING:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if not self._buffer:
+            # Try the socket at once; buffer only what it did not take.
+            try:
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on socket transport")
+                return
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+            self._loop._add_writer(self._sock_fd, self._write_ready)
+        self._buffer += data
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data) -> None:
+        self.write(b"".join(list_of_data))
+
+    def _write_ready(self) -> None:
+        if self._conn_lost:
+            return
+        try:
+            n = self._sock.send(self._buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop._remove_writer(self._sock_fd)
+            self._buffer.clear()
+            self._fatal_error(exc, "Fatal write error on socket transport")
+            return
+        if n:
+            del self._buffer[:n]
+        self._maybe_resume_protocol()
+        if self._buffer:
+            return
+        self._loop._remove_writer(self._sock_fd)
+        if self._closing:
+            self._call_connection_lost(None)
+        elif self._eof:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if not self._buffer:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    # ----------------------------------------------------------- flow control
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self.get_write_buffer_size() <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        self._notify_protocol("pause_writing")
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self._protocol_paused = False
+            self._notify_protocol("resume_writing")
+
+    def _notify_protocol(self, method: str) -> None:
+        try:
+            getattr(self._protocol, method)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"protocol.{method}() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Closes after the buffered data is written; connection_lost(None) follows."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._sock_fd)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop._remove_writer(self._sock_fd)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        """Closes at once, dropping buffered data."""
+        self._force_close(None)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc) -> None:
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._loop._remove_writer(self._sock_fd)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._sock_fd)
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc) -> None:
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
