@@ -190,6 +190,60 @@ class NetworkAPI:
             raise
         return transport, protocol
 
+    # ---------------------------------------------------------------- sendfile
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        """Sends ``file`` over a stream transport: zero-copy ``os.sendfile`` on its socket
+        when possible, else (with ``fallback``) reads and writes with flow control."""
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        if not isinstance(transport, SocketTransport):
+            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+        raw = transport._sock
+        try:
+            transport.pause_reading()
+            await transport._wait_buffer_empty()
+            try:
+                return await self.sock_sendfile(raw, file, offset, count, fallback=False)
+            finally:
+                transport._end_sendfile()
+                transport.resume_reading()
+        except asyncio.SendfileNotAvailableError:
+            if not fallback:
+                raise
+        return await self._sendfile_through_transport(transport, file, offset, count)
+
+    async def _sendfile_through_transport(self, transport, file, offset, count) -> int:
+        """The copying path: file chunks read in the executor and written to the transport,
+        waiting for its buffer to drain below the high-water mark between chunks."""
+        if offset:
+            file.seek(offset)
+        chunk = min(count, 16384) if count else 16384
+        buffer = bytearray(chunk)
+        sent = 0
+        try:
+            while True:
+                if count:
+                    chunk = min(count - sent, chunk)
+                    if chunk <= 0:
+                        return sent
+                view = memoryview(buffer)[:chunk]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return sent
+                while transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                    if transport.is_closing():
+                        raise ConnectionError("Connection closed by peer")
+                    await transport._wait_buffer_empty()
+                    transport._end_sendfile()
+                if transport.is_closing():
+                    raise ConnectionError("Connection closed by peer")
+                transport.write(bytes(view[:read]))
+                sent += read
+        finally:
+            if sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + sent)
+
     # ---------------------------------------------------------------- clients
 
     async def create_connection(

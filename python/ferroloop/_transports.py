@@ -68,6 +68,8 @@ class SocketTransport(asyncio.Transport):
         self._high_water = DEFAULT_HIGH_WATER
         self._low_water = DEFAULT_HIGH_WATER // 4
         self._read_buffer = None
+        # Set while loop.sendfile() owns the socket: resolved once the write buffer is empty.
+        self._empty_waiter = None
         if server is not None:
             server._attach()
         _set_nodelay(sock)
@@ -205,6 +207,8 @@ class SocketTransport(asyncio.Transport):
             )
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
         if self._conn_lost:
@@ -246,6 +250,8 @@ class SocketTransport(asyncio.Transport):
             self._loop._remove_writer(self._sock_fd)
             self._buffer.clear()
             self._fatal_error(exc, "Fatal write error on socket transport")
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_exception(exc)
             return
         if n:
             del self._buffer[:n]
@@ -253,6 +259,8 @@ class SocketTransport(asyncio.Transport):
         if self._buffer:
             return
         self._loop._remove_writer(self._sock_fd)
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_result(None)
         if self._closing:
             self._call_connection_lost(None)
         elif self._eof:
@@ -361,6 +369,8 @@ class SocketTransport(asyncio.Transport):
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
         finally:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
             self._sock.close()
             self._sock = None
             self._protocol = None
@@ -371,4 +381,19 @@ class SocketTransport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._extra.get(name, default)
+
+    # ---------------------------------------------------------------- sendfile
+
+    def _wait_buffer_empty(self):
+        """A future resolved once everything written so far has left the buffer; while it
+        is set, write() refuses data (loop.sendfile owns the socket)."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if not self._buffer:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _end_sendfile(self) -> None:
+        self._empty_waiter = None
 
