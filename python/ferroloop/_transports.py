@@ -11,6 +11,7 @@ reported through the loop's exception handler.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import warnings
@@ -37,11 +38,11 @@ def _set_nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class SocketTransport(asyncio.Transport):
-    """A stream transport (asyncio.Transport) over a non-blocking connected socket."""
+class _SocketTransportBase:
+    """What stream and datagram transports share: protocol bookkeeping, flow control of the
+    write buffer, closing (graceful or forced), fatal-error reporting, extra info."""
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra)
+    def _setup(self, loop, sock, protocol, server=None) -> None:
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -59,25 +60,14 @@ class SocketTransport(asyncio.Transport):
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server
-        self._buffer = bytearray()
         self._conn_lost = 0
         self._closing = False
-        self._eof = False
-        self._paused = False
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER
         self._low_water = DEFAULT_HIGH_WATER // 4
-        self._read_buffer = None
-        # Set while loop.sendfile() owns the socket: resolved once the write buffer is empty.
         self._empty_waiter = None
         if server is not None:
             server._attach()
-        _set_nodelay(sock)
-        loop.call_soon(self._protocol.connection_made, self)
-        # Reading starts only after connection_made has run.
-        loop.call_soon(self._start_reading)
-        if waiter is not None:
-            loop.call_soon(asyncio.futures._set_result_unless_cancelled, waiter, None)
 
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else ("closing" if self._closing else "open")
@@ -87,8 +77,6 @@ class SocketTransport(asyncio.Transport):
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
-
-    # ---------------------------------------------------------------- protocol
 
     def set_protocol(self, protocol) -> None:
         self._protocol = protocol
@@ -101,7 +89,122 @@ class SocketTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._closing
 
-    # ---------------------------------------------------------------- reading
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self.get_write_buffer_size() <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        self._notify_protocol("pause_writing")
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self._protocol_paused = False
+            self._notify_protocol("resume_writing")
+
+    def _notify_protocol(self, method: str) -> None:
+        try:
+            getattr(self._protocol, method)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"protocol.{method}() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    def close(self) -> None:
+        """Closes after the buffered data is written; connection_lost(None) follows."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._sock_fd)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop._remove_writer(self._sock_fd)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        """Closes at once, dropping buffered data."""
+        self._force_close(None)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc) -> None:
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._loop._remove_writer(self._sock_fd)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._sock_fd)
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc) -> None:
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+
+class SocketTransport(_SocketTransportBase, asyncio.Transport):
+    """A stream transport (asyncio.Transport) over a non-blocking connected socket."""
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra)
+        self._setup(loop, sock, protocol, server)
+        self._buffer = bytearray()
+        self._eof = False
+        self._paused = False
+        self._read_buffer = None
+        _set_nodelay(sock)
+        loop.call_soon(self._protocol.connection_made, self)
+        # Reading starts only after connection_made has run.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(asyncio.futures._set_result_unless_cancelled, waiter, None)
 
     def _start_reading(self) -> None:
         if not self._paused and not self._closing:
@@ -198,8 +301,6 @@ class SocketTransport(asyncio.Transport):
         else:
             self.close()
 
-    # ---------------------------------------------------------------- writing
-
     def write(self, data) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
@@ -276,113 +377,8 @@ class SocketTransport(asyncio.Transport):
         if not self._buffer:
             self._sock.shutdown(socket.SHUT_WR)
 
-    # ----------------------------------------------------------- flow control
-
     def get_write_buffer_size(self) -> int:
         return len(self._buffer)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None) -> None:
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water, self._low_water = high, low
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self.get_write_buffer_size() <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        self._notify_protocol("pause_writing")
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
-            self._protocol_paused = False
-            self._notify_protocol("resume_writing")
-
-    def _notify_protocol(self, method: str) -> None:
-        try:
-            getattr(self._protocol, method)()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"protocol.{method}() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    # ---------------------------------------------------------------- closing
-
-    def close(self) -> None:
-        """Closes after the buffered data is written; connection_lost(None) follows."""
-        if self._closing:
-            return
-        self._closing = True
-        self._loop._remove_reader(self._sock_fd)
-        if not self._buffer:
-            self._conn_lost += 1
-            self._loop._remove_writer(self._sock_fd)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        """Closes at once, dropping buffered data."""
-        self._force_close(None)
-
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc) -> None:
-        if self._conn_lost:
-            return
-        if self._buffer:
-            self._buffer.clear()
-            self._loop._remove_writer(self._sock_fd)
-        if not self._closing:
-            self._closing = True
-            self._loop._remove_reader(self._sock_fd)
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc) -> None:
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            if self._empty_waiter is not None and not self._empty_waiter.done():
-                self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
-            self._sock.close()
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-            server, self._server = self._server, None
-            if server is not None:
-                server._detach()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-    # ---------------------------------------------------------------- sendfile
 
     def _wait_buffer_empty(self):
         """A future resolved once everything written so far has left the buffer; while it
@@ -397,3 +393,107 @@ class SocketTransport(asyncio.Transport):
     def _end_sendfile(self) -> None:
         self._empty_waiter = None
 
+
+class DatagramTransport(_SocketTransportBase, asyncio.Transport, asyncio.DatagramTransport):
+    """A datagram transport (UDP or AF_UNIX datagrams) over a non-blocking socket;
+    ``address`` set means connected (sendto's address must then be None or it). Like
+    asyncio's, it is also an ``asyncio.Transport`` (for the flow-control API)."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        super().__init__(extra)
+        self._setup(loop, sock, protocol)
+        self._address = address
+        self._buffer: collections.deque = collections.deque()
+        self._buffer_size = 0
+        loop.call_soon(self._protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(asyncio.futures._set_result_unless_cancelled, waiter, None)
+
+    def _start_reading(self) -> None:
+        if not self._closing:
+            self._loop._add_reader(self._sock_fd, self._read_ready)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def _read_ready(self) -> None:
+        if self._conn_lost:
+            return
+        try:
+            data, address = self._sock.recvfrom(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+            return
+        self._protocol.datagram_received(data, address)
+
+    def sendto(self, data, addr=None) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if not data:
+            return
+        if self._address:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost and self._address:
+            if self._conn_lost >= LOST_WRITES_BEFORE_WARNING:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if not self._buffer:
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop._add_writer(self._sock_fd, self._send_buffered)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data)
+        self._maybe_pause_protocol()
+
+    def _send_buffered(self) -> None:
+        while self._buffer:
+            data, addr = self._buffer.popleft()
+            self._buffer_size -= len(data)
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._buffer.appendleft((data, addr))  # try again when writable
+                self._buffer_size += len(data)
+                break
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._maybe_resume_protocol()
+        if not self._buffer:
+            self._loop._remove_writer(self._sock_fd)
+            if self._closing:
+                self._call_connection_lost(None)
