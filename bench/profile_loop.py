@@ -58,6 +58,7 @@ def profile_with_perf(command: list[str], output_dir: Path, top: int) -> str:
             "perf",
             "record",
             "-q",
+            "--no-inherit",  # the worker (the server) only, not an echo client it starts
             "-e",
             "cpu-clock",
             "-F",

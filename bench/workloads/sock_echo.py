@@ -91,13 +91,16 @@ class Mark:
     time: float
     user_cpu: float
     system_cpu: float
+    minor_faults: int
     echoed: int
 
     @classmethod
     def now(cls, counter: ByteCounter) -> Mark:
-        """Read the clock, this process's CPU times and the echoed-byte count."""
+        """Read the clock, this process's CPU times and page faults, and the echoed bytes."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return cls(time.perf_counter(), usage.ru_utime, usage.ru_stime, counter.echoed)
+        return cls(
+            time.perf_counter(), usage.ru_utime, usage.ru_stime, usage.ru_minflt, counter.echoed
+        )
 
 
 def require_socket_methods(loop) -> None:
@@ -245,6 +248,7 @@ def measure_echo(loop, scale: float, size: int) -> dict[str, float]:
         "server_cpu_pct": 100.0 * cpu / seconds,
         "server_user_cpu_us_per_request": user_cpu / requests * 1e6,
         "server_system_cpu_us_per_request": system_cpu / requests * 1e6,
+        "server_page_faults_per_request": (stop.minor_faults - start.minor_faults) / requests,
         "window_s": seconds,
         "requests": requests,
         "client_is_loadgen": float(client_name == "loadgen"),
