@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 echo "== build and install ferroloop ($($PY --version))"
-$PY -m pip install --quiet ".[test]"
+$PY -m pip install --quiet ".[test,integration]"
 
 echo "== Rust unit tests"
 PYO3_PYTHON=$PY cargo test --release --quiet --lib
@@ -20,7 +20,7 @@ for version in 3.12 3.13; do
     other=$(ls -d "$HOME"/.pyenv/versions/"$version".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
     [ -n "$other" ] || continue
     echo "== build and pytest on $($other --version)"
-    $other -m pip install --quiet ".[test]"
+    $other -m pip install --quiet ".[test,integration]"
     $other -m pytest -q -m "not conformance"
 done
 echo "== all tests passed"
