@@ -33,6 +33,16 @@ signal-handler and add_reader tests of test_unix_events) is switched by
 ``FERROLOOP_CONFORMANCE_ISSUE3=0``.  Switched off, the plan is issue #2's
 (those test_events tests are deferred again, the two modules are not run);
 ``expected_pass.txt`` must then not list issue-#3 tests of test_events.
+
+The scope of issue #4 (stream transports and servers: create_connection,
+create_server, Server, the UNIX variants, connect_accepted_socket, streams,
+BufferedProtocol, loop.sendfile/sock_sendfile over TCP) is switched the same
+way by ``ISSUE_4_IN_SCOPE``: on unless ``FERROLOOP_CONFORMANCE_ISSUE4=0`` (and
+off whenever issue #3 is off).  Switched off, the plan is issue #3's; the
+issue-#4 ids of test_events, test_sock_lowlevel and test_unix_events must then
+not be in ``expected_pass.txt``.  Within issue #4, UDP (datagram endpoints),
+TLS, pipes, ptys and subprocesses stay deferred, each test with its reason
+(``deferred_tests``).
 """
 
 import os
@@ -48,10 +58,25 @@ VIRTUAL_TIME_SKIP_REASON = (
 #: Whether the tests of issue #3 (I/O readiness, sock_*, getaddrinfo) are run.
 ISSUE_3_IN_SCOPE = os.environ.get('FERROLOOP_CONFORMANCE_ISSUE3', '1').strip() != '0'
 
-DEFERRED_IO_REASON = ('deferred: needs transports, servers, pipes, ptys or subprocesses '
-                      '(later issues)' if ISSUE_3_IN_SCOPE else
-                      'deferred: needs sockets, pipes or subprocesses '
-                      '(issue #2 covers the loop core only)')
+#: Whether the tests of issue #4 (stream transports, servers, streams) are run.
+ISSUE_4_IN_SCOPE = (ISSUE_3_IN_SCOPE and
+                    os.environ.get('FERROLOOP_CONFORMANCE_ISSUE4', '1').strip() != '0')
+
+if ISSUE_4_IN_SCOPE:
+    DEFERRED_IO_REASON = 'deferred: needs UDP, TLS, pipes, ptys or subprocesses (later issues)'
+elif ISSUE_3_IN_SCOPE:
+    DEFERRED_IO_REASON = ('deferred: needs transports, servers, pipes, ptys or subprocesses '
+                          '(later issues)')
+else:
+    DEFERRED_IO_REASON = ('deferred: needs sockets, pipes or subprocesses '
+                          '(issue #2 covers the loop core only)')
+
+# Why a test of issue #4's modules is still deferred (one reason per missing
+# feature of the loop under test).
+DEFERRED_TLS = 'deferred: TLS (ssl=, start_tls) is not implemented yet'
+DEFERRED_UDP = 'deferred: UDP (create_datagram_endpoint) is not implemented yet'
+DEFERRED_PIPES = 'deferred: pipe/pty transports (connect_read/write_pipe) are a later issue'
+DEFERRED_SUBPROCESS = 'deferred: subprocesses are a later issue'
 
 DEFERRED_CLASS_REASON = "deferred: class outside this module's current scope"
 
@@ -63,7 +88,8 @@ class LoopClass:
     ``bases`` name classes of the test module (or ``test_utils.TestCase``);
     the generated class ``name`` gets a ``hook`` method returning a new LUT.
     ``run_only`` (method names) limits which of its tests run, the others
-    being reported as deferred; ``None`` runs them all.
+    being reported as deferred; ``None`` runs them all.  A ``deferred_tests``
+    entry of the module defers a test even when ``run_only`` lists it.
     """
 
     name: str
@@ -84,6 +110,10 @@ class Module:
     loop_classes: tuple = ()
     run_unlisted_classes: bool = True
     adapter: Callable | None = None
+    # Not yet in scope: class -> reason, and "Class.method" or "method" ->
+    # reason (keyed like the exclusions, but reported as deferred).
+    deferred_classes: Mapping[str, str] = field(default_factory=dict)
+    deferred_tests: Mapping[str, str] = field(default_factory=dict)
 
     def exclusion_reason(self, class_name: str, method: str) -> str | None:
         """Why a test is excluded, or None when it runs."""
@@ -91,6 +121,13 @@ class Module:
             return self.excluded_classes[class_name]
         return (self.excluded_tests.get(f'{class_name}.{method}')
                 or self.excluded_tests.get(method))
+
+    def deferral_reason(self, class_name: str, method: str) -> str | None:
+        """Why a test that is not excluded is deferred, or None."""
+        if class_name in self.deferred_classes:
+            return self.deferred_classes[class_name]
+        return (self.deferred_tests.get(f'{class_name}.{method}')
+                or self.deferred_tests.get(method))
 
 
 # ---------------------------------------------------------------- adapters
@@ -159,9 +196,9 @@ def adapt_test_runners(module, make_loop):
 
 
 def adapt_test_unix_events(module, make_loop):
-    """The signal tests' fixture builds ``asyncio.SelectorEventLoop()``
-    directly; use the LUT (only their public-behaviour test runs, see
-    ``UNIX_SIGNAL_TESTS_PRIVATE``)."""
+    """The fixtures of the signal tests and of the UNIX socket tests build
+    ``asyncio.SelectorEventLoop()`` directly; use the LUT (only the public
+    signal test runs, see ``UNIX_SIGNAL_TESTS_PRIVATE``)."""
     from test.test_asyncio import utils as test_utils
 
     def set_up_with_loop_under_test(self):
@@ -170,6 +207,7 @@ def adapt_test_unix_events(module, make_loop):
         self.set_event_loop(self.loop)
 
     module.SelectorEventLoopSignalTests.setUp = set_up_with_loop_under_test
+    module.SelectorEventLoopUnixSocketTests.setUp = set_up_with_loop_under_test
 
 
 # ------------------------------------------------ test_events selection
@@ -205,8 +243,60 @@ EVENT_LOOP_TESTS_ISSUE_3 = frozenset({
     'test_writer_callback',
 })
 
+# EventLoopTestsMixin tests of issue #4: TCP and UNIX connections and
+# servers through protocols (create_connection, create_server, Server.close,
+# create_unix_*, connect_accepted_socket), including the argument checks of
+# the ssl_* parameters that need no TLS.  (The multiple-hosts create_server
+# tests are excluded below: they patch asyncio.base_events.socket.)
+EVENT_LOOP_TESTS_ISSUE_4 = frozenset({
+    'test_create_connection',
+    'test_create_unix_connection',
+    'test_create_connection_local_addr',
+    'test_create_connection_local_addr_skip_different_family',
+    'test_create_connection_local_addr_nomatch_family',
+    'test_create_connection_local_addr_in_use',
+    'test_connect_accepted_socket',
+    'test_connect_accepted_socket_ssl_timeout_for_plain_socket',
+    'test_create_server',
+    'test_create_server_reuse_port',
+    'test_create_unix_server',
+    'test_create_unix_server_path_socket_error',
+    'test_create_server_sock',
+    'test_create_server_addr_in_use',
+    'test_create_server_dual_stack',
+    'test_server_close',
+})
+
+# What keeps the other I/O tests of EventLoopTestsMixin/SubprocessTestsMixin
+# deferred once issue #4 is in scope.
+EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {
+    **dict.fromkeys((
+        'test_create_ssl_connection', 'test_create_ssl_unix_connection',
+        'test_ssl_connect_accepted_socket', 'test_create_server_ssl',
+        'test_create_unix_server_ssl', 'test_create_server_ssl_verify_failed',
+        'test_create_unix_server_ssl_verify_failed', 'test_create_server_ssl_match_failed',
+        'test_create_server_ssl_verified', 'test_create_unix_server_ssl_verified'),
+        DEFERRED_TLS),
+    **dict.fromkeys((
+        'test_create_datagram_endpoint', 'test_create_datagram_endpoint_ipv6',
+        'test_create_datagram_endpoint_sock'),
+        DEFERRED_UDP),
+    **dict.fromkeys((
+        'test_read_pipe', 'test_write_pipe', 'test_write_pipe_disconnect_on_close',
+        'test_read_pty_output', 'test_write_pty', 'test_bidirectional_pty'),
+        DEFERRED_PIPES),
+    **dict.fromkeys((
+        'test_subprocess_exec', 'test_subprocess_interactive', 'test_subprocess_shell',
+        'test_subprocess_exitcode', 'test_subprocess_close_after_finish',
+        'test_subprocess_kill', 'test_subprocess_terminate', 'test_subprocess_send_signal',
+        'test_subprocess_stderr', 'test_subprocess_stderr_redirect_to_stdout',
+        'test_subprocess_close_client_stream', 'test_subprocess_wait_no_same_group',
+        'test_subprocess_exec_invalid_args', 'test_subprocess_shell_invalid_args'),
+        DEFERRED_SUBPROCESS),
+}
+
 # BaseSockTestsMixin (test_sock_lowlevel): every test but the one that also
-# needs create_connection (a transport, a later issue).
+# needs create_connection (a transport: issue #4).
 SOCK_TESTS_WITHOUT_TRANSPORTS = frozenset({
     'test_cancel_sock_accept',
     'test_huge_content',
@@ -249,6 +339,37 @@ UNIX_SIGNAL_TESTS_PRIVATE = (
     'test_remove_signal_handler_error2',
 )
 
+# test_streams.StreamTests: what is still deferred within issue #4.
+STREAM_TESTS_DEFERRED = {
+    'test_open_connection_no_loop_ssl': DEFERRED_TLS,
+    'test_open_unix_connection_no_loop_ssl': DEFERRED_TLS,
+    'test_start_tls': DEFERRED_TLS,
+    'test_read_all_from_pipe_reader': DEFERRED_PIPES + ' (connect_read_pipe, and a child '
+                                                       'process)',
+}
+
+# test_sendfile: the TLS variants and the UDP "not supported" check are
+# deferred; four tests reach into asyncio's sendfile internals (excluded).
+SENDFILE_TESTS_DEFERRED = {
+    'test_sendfile_ssl': DEFERRED_TLS,
+    'test_sendfile_ssl_pre_and_post_data': DEFERRED_TLS,
+    'test_sendfile_ssl_partial': DEFERRED_TLS,
+    'test_sendfile_ssl_close_peer_after_receiving': DEFERRED_TLS,
+    'test_sendfile_not_supported': DEFERRED_UDP + ' (the transport is a datagram one)',
+}
+_SENDFILE_NATIVE_SWAP = ("replaces the private loop._sendfile_native with "
+                         "asyncio's BaseEventLoop._sendfile_native")
+SENDFILE_TESTS_PRIVATE = {
+    'test_sendfile_force_fallback': _SENDFILE_NATIVE_SWAP,
+    'test_sendfile_force_unsupported_native': _SENDFILE_NATIVE_SWAP,
+    'test_sendfile_fallback_close_peer_in_the_middle_of_receiving': _SENDFILE_NATIVE_SWAP,
+    'test_sendfile_no_fallback_for_fallback_transport': 'gives a mock transport the private '
+                                                        '_sendfile_compatible attribute',
+}
+
+_SERVER_INTERNALS = ("asserts the private srv._sockets and srv._waiters of "
+                     "asyncio's Server")
+
 _STOCK_LOOP_VARIANTS = frozenset({
     'SelectEventLoopTests', 'PollEventLoopTests', 'EPollEventLoopTests',
     'KqueueEventLoopTests', 'ProactorEventLoopTests'})
@@ -285,7 +406,11 @@ MODULES = (
     Module('test_context', 'decimal context across tasks'),
     Module('test_pep492', 'async with/for, coroutine wrappers', adapter=adapt_test_pep492),
     Module('test_threads', 'to_thread()'),
-    Module('test_events', 'EventLoopTestsMixin without transports: scheduling, '
+    Module('test_events', 'EventLoopTestsMixin: scheduling, executors, signals, '
+           'readers/writers, TCP/UNIX connections and servers, Server.get_loop '
+           '(later: UDP, TLS, pipes, ptys, subprocesses)'
+           if ISSUE_4_IN_SCOPE else
+           'EventLoopTestsMixin without transports: scheduling, '
            'executors, signals, readers/writers (later: servers, pipes, subprocesses)'
            if ISSUE_3_IN_SCOPE else
            'EventLoopTestsMixin without I/O (later: sockets, pipes, subprocesses)',
@@ -293,7 +418,8 @@ MODULES = (
                LoopClass('LoopUnderTestEventLoopTests',
                          ('EventLoopTestsMixin', 'SubprocessTestsMixin', 'test_utils.TestCase'),
                          run_only=EVENT_LOOP_TESTS_WITHOUT_IO | (
-                             EVENT_LOOP_TESTS_ISSUE_3 if ISSUE_3_IN_SCOPE else frozenset())),
+                             EVENT_LOOP_TESTS_ISSUE_3 if ISSUE_3_IN_SCOPE else frozenset())
+                         | (EVENT_LOOP_TESTS_ISSUE_4 if ISSUE_4_IN_SCOPE else frozenset())),
            ),
            replaced_classes=_STOCK_LOOP_VARIANTS,
            excluded_classes={
@@ -304,6 +430,9 @@ MODULES = (
                'AbstractEventLoopTests': 'the AbstractEventLoop ABC raises '
                                          'NotImplementedError; no loop is run',
                'PolicyTests': "asyncio's own default policy class",
+               **({'TestAbstractServer': 'the AbstractServer ABC raises '
+                                         'NotImplementedError; no server is run'}
+                  if ISSUE_4_IN_SCOPE else {}),
            },
            excluded_tests={
                'test_timeout_rounding': 'wraps the private loop._run_once to count '
@@ -316,26 +445,38 @@ MODULES = (
                'test_create_server_multiple_hosts_ipv6': 'patches asyncio.base_events.socket '
                                                          'and private serving methods',
            },
-           # TestCGetEventLoop, TestServer, TestAbstractServer: a later issue.
-           run_unlisted_classes=False),
+           deferred_tests=(EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 if ISSUE_4_IN_SCOPE
+                           else {}),
+           # TestServer (Server.get_loop) runs with issue #4; TestCGetEventLoop
+           # is not in any issue's scope yet.
+           deferred_classes={'TestCGetEventLoop': DEFERRED_CLASS_REASON},
+           run_unlisted_classes=ISSUE_4_IN_SCOPE),
 )
 
 # Issue #3: the sock_* mixin, and the public parts of test_unix_events.
 ISSUE_3_MODULES = (
     Module('test_sock_lowlevel', 'BaseSockTestsMixin: loop.sock_* over TCP, UDP and UNIX '
-           'sockets (test_create_connection_sock deferred: needs a transport)',
+           'sockets' + ('' if ISSUE_4_IN_SCOPE else
+                        ' (test_create_connection_sock deferred: needs a transport)'),
            loop_classes=(
                LoopClass('LoopUnderTestSockTests',
                          ('BaseSockTestsMixin', 'test_utils.TestCase'),
-                         run_only=SOCK_TESTS_WITHOUT_TRANSPORTS),
+                         run_only=None if ISSUE_4_IN_SCOPE else SOCK_TESTS_WITHOUT_TRANSPORTS),
            ),
            replaced_classes=_STOCK_LOOP_VARIANTS),
-    Module('test_unix_events', "TestFunctional's add_reader/add_writer argument check and "
-           "the public signal-handler test; UNIX servers/connections deferred (a later "
-           "issue); the rest is _UnixSelectorEventLoop/pipe-transport/child-watcher internals",
+    Module('test_unix_events', ("TestFunctional (add_reader/add_writer argument checks, "
+                                "a transport's descriptor refused), UNIX servers and "
+                                "connections, the public signal-handler test"
+                                if ISSUE_4_IN_SCOPE else
+                                "TestFunctional's add_reader/add_writer argument check and "
+                                "the public signal-handler test; UNIX servers/connections "
+                                "deferred (a later issue)")
+           + '; the rest is _UnixSelectorEventLoop/pipe-transport/child-watcher internals',
            loop_classes=(
                LoopClass('LoopUnderTestFunctionalTests', ('TestFunctional',),
-                         run_only=frozenset({'test_add_reader_invalid_argument'})),
+                         run_only=frozenset({'test_add_reader_invalid_argument'}) | (
+                             frozenset({'test_add_reader_or_writer_transport_fd'})
+                             if ISSUE_4_IN_SCOPE else frozenset())),
                LoopClass('LoopUnderTestUnixSignalTests', ('SelectorEventLoopSignalTests',),
                          run_only=frozenset({'test_add_signal_handler_coroutine_error'})),
            ),
@@ -352,15 +493,57 @@ ISSUE_3_MODULES = (
                'MultiLoopChildWatcherTests': _CHILD_WATCHERS,
                'PolicyTests': "asyncio's unix policy and its child watcher",
            },
-           excluded_tests={f'LoopUnderTestUnixSignalTests.{method}': _UNIX_SIGNAL_INTERNALS
-                           for method in UNIX_SIGNAL_TESTS_PRIVATE},
-           # SelectorEventLoopUnixSocketTests (create_unix_server/connection): a
-           # later issue.
-           run_unlisted_classes=False,
+           excluded_tests={
+               **{f'LoopUnderTestUnixSignalTests.{method}': _UNIX_SIGNAL_INTERNALS
+                  for method in UNIX_SIGNAL_TESTS_PRIVATE},
+               'SelectorEventLoopUnixSocketTests.test_create_unix_server_bind_error':
+                   'patches asyncio.unix_events.socket (the module the stock loop makes '
+                   'its socket with)',
+           },
+           # SelectorEventLoopUnixSocketTests (create_unix_server/connection,
+           # loop-agnostic once the adapter gives it the LUT) runs with issue #4.
+           run_unlisted_classes=ISSUE_4_IN_SCOPE,
            adapter=adapt_test_unix_events),
+)
+
+# Issue #4: streams, BufferedProtocol, start_server and sendfile over
+# transports (the mixins' stock-loop variants are replaced by a LUT class).
+ISSUE_4_MODULES = (
+    Module('test_streams', 'asyncio streams (StreamReader/StreamWriter, open_connection, '
+           'start_server, the UNIX variants) over TCP and UNIX sockets (TLS and pipe '
+           'tests deferred)',
+           deferred_tests=STREAM_TESTS_DEFERRED),
+    Module('test_buffered_proto', 'BufferedProtocol (get_buffer/buffer_updated) over TCP',
+           loop_classes=(
+               LoopClass('LoopUnderTestBufferedProtocolTests',
+                         ('BufferedProtocolSelectorTests',), hook='new_loop'),
+           ),
+           replaced_classes=frozenset({'BufferedProtocolSelectorTests',
+                                       'BufferedProtocolProactorTests'})),
+    Module('test_server', 'start_server/start_unix_server with start_serving=False, '
+           'serve_forever cancelled (both tests excluded: they read Server internals)',
+           loop_classes=(
+               LoopClass('LoopUnderTestStartServerTests',
+                         ('SelectorStartServerTests',), hook='new_loop'),
+           ),
+           replaced_classes=frozenset({'SelectorStartServerTests',
+                                       'ProactorStartServerTests'}),
+           excluded_tests={'test_start_server_1': _SERVER_INTERNALS,
+                           'test_start_unix_server_1': _SERVER_INTERNALS}),
+    Module('test_sendfile', 'loop.sendfile over TCP transports and loop.sock_sendfile '
+           'with a create_server peer (TLS and UDP variants deferred)',
+           loop_classes=(
+               LoopClass('LoopUnderTestSendfileTests',
+                         ('SendfileTestsBase', 'test_utils.TestCase')),
+           ),
+           replaced_classes=_STOCK_LOOP_VARIANTS,
+           excluded_tests=SENDFILE_TESTS_PRIVATE,
+           deferred_tests=SENDFILE_TESTS_DEFERRED),
 )
 
 if ISSUE_3_IN_SCOPE:
     MODULES += ISSUE_3_MODULES
+if ISSUE_4_IN_SCOPE:
+    MODULES += ISSUE_4_MODULES
 
 MODULES_BY_NAME = {module.name: module for module in MODULES}

@@ -226,8 +226,11 @@ def collect_tests(module, module_plan, make_loop):
     def classify(test_class, method, run_only=None):
         test_id = short_id(f'{module.__name__}.{test_class.__name__}.{method}')
         reason = module_plan.exclusion_reason(test_class.__name__, method)
+        deferral = module_plan.deferral_reason(test_class.__name__, method)
         if reason:
             excluded[test_id] = reason
+        elif deferral:
+            deferred[test_id] = deferral
         elif run_only is not None and method not in run_only:
             deferred[test_id] = plan.DEFERRED_IO_REASON
         else:
