@@ -32,6 +32,7 @@ from loops import LoopSpec, parse_loop_list
 from report import Unavailable, format_value, render_markdown, render_text
 from stats import MetricSummary, summarise
 from workloads import Workload, discover_workloads, select_workloads
+from workloads.sock_echo import LOADGEN_ENVIRONMENT_VARIABLE
 
 BENCH_DIRECTORY = Path(__file__).resolve().parent
 WORKER_SCRIPT = BENCH_DIRECTORY / "worker.py"
@@ -39,9 +40,6 @@ RESULT_PREFIX = "BENCH-RESULT "
 DEFAULT_LOOPS = "asyncio,uvloop,rloop,ferroloop"
 REFERENCE_LABELS = ["asyncio", "uvloop", "rloop"]
 MINIMUM_REPEAT = 3
-#: Environment variable through which workers find the compiled echo client
-#: (see ``--loadgen`` and bench/workloads/sock_echo.py).
-LOADGEN_ENVIRONMENT_VARIABLE = "BENCH_LOADGEN"
 
 #: glibc malloc tuning pinned in workers by default.  Without it glibc adapts
 #: its mmap threshold at run time (a freed large block raises it), so a

@@ -56,9 +56,13 @@ WINDOW_S = 2.0
 #: The client keeps sending this long past the server's window (its clock
 #: starts slightly earlier than the server's: when its connects return).
 CLIENT_TAIL_S = 0.3
+#: Seconds the server waits for each client connection (a client that failed
+#: to start is reported this long after the start, not at the deadline).
+ACCEPT_TIMEOUT_S = 10.0
 #: Extra seconds on top of warm-up + window before the server gives up.
 SERVER_GRACE_S = 30.0
 REQUIRED_METHODS = ("sock_accept", "sock_recv", "sock_sendall")
+#: Names the compiled client (run.py's ``--loadgen`` sets it for the workers).
 LOADGEN_ENVIRONMENT_VARIABLE = "BENCH_LOADGEN"
 CLIENT_RESULT_PREFIX = "@@CLIENT "
 PYTHON_CLIENT = Path(__file__).resolve().parent.parent / "echo_client.py"
@@ -137,7 +141,7 @@ async def serve(
     tasks = []
     try:
         for _ in range(CONNECTIONS):
-            connection, _ = await loop.sock_accept(listener)
+            connection, _ = await asyncio.wait_for(loop.sock_accept(listener), ACCEPT_TIMEOUT_S)
             connection.setblocking(False)
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tasks.append(loop.create_task(echo_connection(loop, connection, counter)))
@@ -221,6 +225,10 @@ def measure_echo(loop, scale: float, size: int) -> dict[str, float]:
             stdout, stderr = client.communicate(timeout=SERVER_GRACE_S)
         except NotImplementedError as error:
             raise WorkloadUnavailable(f"NotImplementedError: {error}") from error
+        except TimeoutError as error:
+            client.kill()
+            stderr = client.communicate()[1].strip() or "no output"
+            raise RuntimeError(f"server timed out; {client_name}: {stderr}") from error
         finally:
             if client.poll() is None:
                 client.kill()
