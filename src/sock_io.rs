@@ -3,8 +3,9 @@
 //! would-block, a callback frame, a done-callback to unregister), the loop itself calls
 //! `recv(2)` when the descriptor is readable and resolves the future.
 //!
-//! Received bytes land in one scratch buffer owned by the loop and are copied once into the
-//! returned `bytes`: no allocation per attempt, and nothing depends on malloc's thresholds.
+//! Small receives land in one scratch buffer owned by the loop and are copied once into the
+//! returned `bytes` (no allocation for an attempt that finds nothing); large ones go straight
+//! into a new `bytes` that is shrunk to what arrived, saving the copy.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -81,6 +82,43 @@ fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Up to this size a receive goes through the scratch buffer and is copied into an exact-size
+/// `bytes` (no allocation when nothing arrived); above it, into a new `bytes` of the requested
+/// size that is shrunk to what arrived, as `socket.recv` does (saving a large copy).
+const SCRATCH_COPY_MAX: usize = 16 * 1024;
+
+extern "C" {
+    /// CPython's in-place resize of a fresh `bytes` (not declared publicly by pyo3-ffi).
+    fn _PyBytes_Resize(bytes: *mut *mut pyo3::ffi::PyObject, size: pyo3::ffi::Py_ssize_t) -> i32;
+}
+
+/// Receives straight into a new `bytes` of `size` bytes, shrunk to the received length.
+fn recv_into_new_bytes(py: Python<'_>, fd: RawFd, size: usize) -> PyResult<io::Result<Py<PyAny>>> {
+    use pyo3::ffi;
+    // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, uninitialised bytes of n
+    // bytes (or NULL with an exception); we own it until it is returned or released below,
+    // nobody else can see it, so writing into its buffer and resizing it are allowed.
+    unsafe {
+        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let buffer = ffi::PyBytes_AsString(obj) as *mut u8;
+        match recv_raw(fd, std::slice::from_raw_parts_mut(buffer, size)) {
+            Ok(received) => {
+                if received < size && _PyBytes_Resize(&mut obj, received as ffi::Py_ssize_t) < 0 {
+                    return Err(PyErr::fetch(py)); // _PyBytes_Resize released `obj`
+                }
+                Ok(Ok(Bound::from_owned_ptr(py, obj).unbind()))
+            }
+            Err(err) => {
+                ffi::Py_DECREF(obj);
+                Ok(Err(err))
+            }
+        }
+    }
+}
+
 /// Tries to receive once into `target`.
 pub fn try_recv(
     py: Python<'_>,
@@ -89,6 +127,12 @@ pub fn try_recv(
     scratch: &mut Vec<u8>,
 ) -> RecvOutcome {
     let received = match target {
+        RecvTarget::Bytes(size) if *size > SCRATCH_COPY_MAX => {
+            match recv_into_new_bytes(py, fd, *size) {
+                Ok(result) => result,
+                Err(err) => return RecvOutcome::Failed(err),
+            }
+        }
         RecvTarget::Bytes(size) => {
             if scratch.len() < *size {
                 scratch.resize(*size, 0);

@@ -40,8 +40,8 @@ BufferedProtocol, loop.sendfile/sock_sendfile over TCP) is switched the same
 way by ``ISSUE_4_IN_SCOPE``: on unless ``FERROLOOP_CONFORMANCE_ISSUE4=0`` (and
 off whenever issue #3 is off).  Switched off, the plan is issue #3's; the
 issue-#4 ids of test_events, test_sock_lowlevel and test_unix_events must then
-not be in ``expected_pass.txt``.  Within issue #4, UDP (datagram endpoints),
-TLS, pipes, ptys and subprocesses stay deferred, each test with its reason
+not be in ``expected_pass.txt``.  Within issue #4, TLS, pipes, ptys and
+subprocesses stay deferred, each test with its reason
 (``deferred_tests``).
 """
 
@@ -74,8 +74,6 @@ else:
 # Why a test of issue #4's modules is still deferred (one reason per missing
 # feature of the loop under test).
 DEFERRED_TLS = 'deferred: TLS (ssl=, start_tls) is not implemented yet'
-DEFERRED_UDP = ('deferred: UDP (create_datagram_endpoint) is outside the stream-transport '
-                'scope of this plan')
 DEFERRED_PIPES = 'deferred: pipe/pty transports (connect_read/write_pipe) are a later issue'
 DEFERRED_SUBPROCESS = 'deferred: subprocesses are a later issue'
 
@@ -279,10 +277,6 @@ EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {
         'test_create_server_ssl_verified', 'test_create_unix_server_ssl_verified'),
         DEFERRED_TLS),
     **dict.fromkeys((
-        'test_create_datagram_endpoint', 'test_create_datagram_endpoint_ipv6',
-        'test_create_datagram_endpoint_sock'),
-        DEFERRED_UDP),
-    **dict.fromkeys((
         'test_read_pipe', 'test_write_pipe', 'test_write_pipe_disconnect_on_close',
         'test_read_pty_output', 'test_write_pty', 'test_bidirectional_pty'),
         DEFERRED_PIPES),
@@ -349,14 +343,13 @@ STREAM_TESTS_DEFERRED = {
                                                        'process)',
 }
 
-# test_sendfile: the TLS variants and the UDP "not supported" check are
-# deferred; four tests reach into asyncio's sendfile internals (excluded).
+# test_sendfile: the TLS variants are deferred; four tests reach into asyncio's
+# sendfile internals (excluded).
 SENDFILE_TESTS_DEFERRED = {
     'test_sendfile_ssl': DEFERRED_TLS,
     'test_sendfile_ssl_pre_and_post_data': DEFERRED_TLS,
     'test_sendfile_ssl_partial': DEFERRED_TLS,
     'test_sendfile_ssl_close_peer_after_receiving': DEFERRED_TLS,
-    'test_sendfile_not_supported': DEFERRED_UDP + ' (the transport is a datagram one)',
 }
 _SENDFILE_NATIVE_SWAP = ("replaces the private loop._sendfile_native with "
                          "asyncio's BaseEventLoop._sendfile_native")
