@@ -264,6 +264,10 @@ EVENT_LOOP_TESTS_ISSUE_4 = frozenset({
     'test_create_server_addr_in_use',
     'test_create_server_dual_stack',
     'test_server_close',
+    # Datagram endpoints (UDP).
+    'test_create_datagram_endpoint',
+    'test_create_datagram_endpoint_ipv6',
+    'test_create_datagram_endpoint_sock',
 })
 
 # What keeps the other I/O tests of EventLoopTestsMixin/SubprocessTestsMixin
