@@ -144,10 +144,15 @@ pub struct LoopCore {
     scratch: GilRefCell<Vec<u8>>,
 }
 
+extern "C" {
+    /// `threading.get_ident()` in C (declared here: not every pyo3-ffi release has it).
+    fn PyThread_get_thread_ident() -> std::os::raw::c_ulong;
+}
+
 /// `threading.get_ident()` of the calling thread.
 fn current_thread_ident() -> u64 {
     // SAFETY: a plain query with no preconditions.
-    unsafe { ffi::PyThread_get_thread_ident() as u64 }
+    unsafe { PyThread_get_thread_ident() as u64 }
 }
 
 /// A new reference to a copy of the current `contextvars.Context`.
@@ -174,7 +179,7 @@ fn new_untracked_handle(
     let obj = Py::new(py, Handle::empty(cancelled_in_queue.clone()))?;
     // SAFETY: `obj` is a live object we own. Only an object of a GC type carries a GC
     // header; untracking such a fresh object is always allowed, and its dealloc untracks again
-    // harmlessly. (PyO3 0.30 makes every class a GC type; earlier versions did not.)
+    // harmlessly. (PyO3 0.30 makes every class a GC type; 0.29, pinned here, does not.)
     unsafe {
         if ffi::PyObject_IS_GC(obj.as_ptr()) != 0 {
             ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
