@@ -345,7 +345,7 @@ class NetworkAPI:
                 else:
                     if mine:
                         raise mine.pop()
-                    raise OSError(f"no matching local address with family={family} found")
+                    raise OSError(f"no matching local address with {family=} found")
             await self.sock_connect(sock, address)
             return sock
         except OSError as exc:
