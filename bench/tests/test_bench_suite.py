@@ -16,6 +16,7 @@ from run import BENCH_DIRECTORY, disturbance_share
 from stats import improvement_factor, summarise
 from workloads import Workload, WorkloadUnavailable, discover_workloads, select_workloads
 from workloads.sock_echo import parse_client_output, require_socket_methods
+from workloads.transport_echo import client_command, require_methods
 
 
 def test_improvement_factor_is_above_one_when_better_in_both_directions() -> None:
@@ -172,3 +173,31 @@ def test_a_loop_without_sock_methods_is_unavailable_not_failed(tmp_path) -> None
     assert [m["ok"] for m in document["measurements"] if m["loop"] == "asyncio"] == [True] * 3
     assert "sock_echo.1k on stub: unavailable" in completed.stdout
     assert "- sock_echo.1k on stub: unavailable" in (tmp_path / "run.md").read_text()
+
+
+def test_transport_echo_needs_its_api_and_builds_client_commands() -> None:
+    stock_loop = asyncio.SelectorEventLoop()
+    try:
+        for kind in ("tcp", "streams", "unix", "udp"):
+            require_methods(stock_loop, kind)  # nothing missing
+    finally:
+        stock_loop.close()
+    with pytest.raises(WorkloadUnavailable, match="create_datagram_endpoint"):
+        require_methods(asyncio.AbstractEventLoop(), "udp")
+    _, unix = client_command("unix", "/tmp/x.sock", 1024, 0.5, 2.0)
+    assert unix[unix.index("--family") + 1] == "unix"
+    _, udp = client_command("udp", ("127.0.0.1", 9), 1024, 0.5, 2.0)
+    assert "udp" in udp and "--udp-timeout" in udp
+
+
+def test_echo_client_options() -> None:
+    import echo_client
+
+    udp = echo_client.parse_arguments(["udp", "--addr", "127.0.0.1:9", "--size", "64"])
+    assert (udp.mode, udp.addr) == ("udp", ("127.0.0.1", 9))
+    unix = echo_client.parse_arguments(["echo", "--family", "unix", "--addr", "/tmp/e.sock"])
+    assert unix.addr == "/tmp/e.sock"
+    with pytest.raises(SystemExit):
+        echo_client.parse_arguments(["udp", "--family", "unix", "--addr", "/tmp/e.sock"])
+    with pytest.raises(SystemExit):
+        echo_client.parse_arguments(["echo", "--addr", "192.0.2.1:9"])
