@@ -14,14 +14,24 @@ import asyncio
 import collections
 import logging
 import socket
+import threading
 import warnings
 from asyncio import trsock
 from typing import Any
 
 logger = logging.getLogger("asyncio")
 
-#: Bytes read per receive (into a buffer reused for the transport's life).
+#: Bytes read per receive, into one buffer per thread shared by every transport: reads are
+#: copied out before the protocol runs, so idle connections hold no read buffer at all.
 READ_SIZE = 256 * 1024
+_read_buffers = threading.local()
+
+
+def _shared_read_buffer() -> bytearray:
+    buffer = getattr(_read_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _read_buffers.buffer = bytearray(READ_SIZE)
+    return buffer
 #: Default high-water mark of the write buffer (asyncio's).
 DEFAULT_HIGH_WATER = 64 * 1024
 #: After this many writes to a lost connection, each further write logs a warning.
@@ -198,7 +208,6 @@ class SocketTransport(_SocketTransportBase, asyncio.Transport):
         self._buffer = bytearray()
         self._eof = False
         self._paused = False
-        self._read_buffer = None
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only after connection_made has run.
@@ -235,10 +244,9 @@ class SocketTransport(_SocketTransportBase, asyncio.Transport):
         if self._buffered:
             self._read_into_protocol_buffer()
             return
-        if self._read_buffer is None:
-            self._read_buffer = bytearray(READ_SIZE)
+        buffer = _shared_read_buffer()
         try:
-            n = self._sock.recv_into(self._read_buffer)
+            n = self._sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):
@@ -250,7 +258,7 @@ class SocketTransport(_SocketTransportBase, asyncio.Transport):
             self._on_eof()
             return
         try:
-            self._protocol.data_received(bytes(memoryview(self._read_buffer)[:n]))
+            self._protocol.data_received(bytes(memoryview(buffer)[:n]))
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
