@@ -5,7 +5,11 @@ Each scenario runs in a child interpreter (asyncio.run, so ferroloop through -m 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+
+import pytest
 
 EMFILE_SCRIPT = r"""
 import asyncio, json, os, resource, socket
@@ -116,3 +120,35 @@ def test_peer_vanishing_mid_write_reaches_connection_lost(child):
     result = _run(child, "vanishing_peer.py", VANISHING_PEER_SCRIPT)
     assert result["lost_with"] in ("ConnectionResetError", "BrokenPipeError")
     assert result["closing"] is True
+
+
+@pytest.mark.ferroloop_only
+def test_abort_after_a_flushed_close_reports_the_loss_once(loop):
+    """close() with data buffered, the buffer drains (connection_lost(None) runs), then
+    abort(): nothing more happens (stock asyncio raises AttributeError here)."""
+
+    async def scenario():
+        lost = []
+
+        class Recorder(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.append(exc)
+
+        ours, peer = socket.socketpair()
+        peer.setblocking(False)
+        transport, _ = await loop.connect_accepted_socket(Recorder, ours)
+        transport.write(b"x" * 4_000_000)
+        transport.close()
+        while transport.get_write_buffer_size():
+            try:
+                peer.recv(1 << 20)
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        transport.abort()
+        await asyncio.sleep(0.01)
+        peer.close()
+        return lost
+
+    assert loop.run_until_complete(scenario()) == [None]

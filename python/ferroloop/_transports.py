@@ -84,7 +84,7 @@ class _SocketTransportBase:
         return f"<{type(self).__name__} fd={self._sock_fd} {state}>"
 
     def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
+        if getattr(self, "_sock", None) is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
 
@@ -371,6 +371,7 @@ class SocketTransport(_SocketTransportBase, asyncio.Transport):
         if self._empty_waiter is not None and not self._empty_waiter.done():
             self._empty_waiter.set_result(None)
         if self._closing:
+            self._conn_lost += 1  # a later abort() must not report the loss twice
             self._call_connection_lost(None)
         elif self._eof:
             self._sock.shutdown(socket.SHUT_WR)
@@ -504,4 +505,5 @@ class DatagramTransport(_SocketTransportBase, asyncio.Transport, asyncio.Datagra
         if not self._buffer:
             self._loop._remove_writer(self._sock_fd)
             if self._closing:
+                self._conn_lost += 1  # a later abort() must not report the loss twice
                 self._call_connection_lost(None)
