@@ -96,8 +96,10 @@ impl FdWatch {
 
 /// Which side of a descriptor a callback watches.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub enum Side {
+    /// Readability.
     Read,
+    /// Writability.
     Write,
 }
 
@@ -533,7 +535,7 @@ impl LoopCore {
     }
 
     /// Unregisters the reader or writer of `fd`; returns whether one was registered.
-    fn unwatch(&self, py: Python<'_>, fd: i32, side: Side) -> PyResult<bool> {
+    pub(crate) fn unwatch(&self, py: Python<'_>, fd: i32, side: Side) -> PyResult<bool> {
         let removed = {
             let mut queues = self.queues.borrow_mut(py);
             let Some(watch) = queues.watched.get_mut(&fd) else {
@@ -560,7 +562,7 @@ impl LoopCore {
     }
 
     /// Adds a reader or writer callback (shared by add_reader and add_writer).
-    fn add_watch(
+    pub(crate) fn add_watch(
         &self,
         py: Python<'_>,
         fileobj: &Bound<'_, PyAny>,

@@ -28,4 +28,12 @@ impl<T> GilRefCell<T> {
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {
         self.0.borrow_mut()
     }
+
+    /// Borrows the value from a garbage-collector hook (`__traverse__`/`__clear__`), which
+    /// gets no `Python` token but runs with the GIL held; None if it is borrowed right now
+    /// (a collection triggered inside a method that holds the borrow).
+    #[inline]
+    pub fn try_borrow_in_gc(&self) -> Option<RefMut<'_, T>> {
+        self.0.try_borrow_mut().ok()
+    }
 }

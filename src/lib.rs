@@ -10,6 +10,7 @@
 //! - [`clock`]: the loop's single time source;
 //! - [`errors`]: OS errors as Python's `OSError` subclasses;
 //! - [`sock_io`]: native completion of `sock_recv`/`sock_recv_into`;
+//! - [`stream_transport`]: the TCP/Unix stream transport; [`write_buffer`]: its write queue;
 //! - [`fast_methods`]: raw vectorcall entry points for `call_soon` and `get_debug`;
 //! - [`callback_check`]: asyncio's validation of callbacks;
 //! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
@@ -25,7 +26,9 @@ pub mod handle;
 pub mod poller;
 pub mod py_cache;
 pub mod sock_io;
+pub mod stream_transport;
 pub mod timers;
+pub mod write_buffer;
 
 use pyo3::prelude::*;
 
@@ -41,6 +44,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     fast_methods::install(&m.py().get_type::<event_loop::LoopCore>())?;
     m.add_class::<handle::Handle>()?;
+    m.add_class::<stream_transport::StreamTransport>()?;
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -55,6 +55,22 @@ cached!(
     /// `functools.partial`, unwrapped by the callback check.
     functools_partial, "functools", "partial");
 
+cached!(
+    /// `asyncio.Transport`, reported as the `__class__` of stream transports.
+    asyncio_transport_type, "asyncio.transports", "Transport");
+cached!(
+    /// `asyncio.BufferedProtocol`: transports read into such a protocol's own buffer.
+    asyncio_buffered_protocol_type, "asyncio.protocols", "BufferedProtocol");
+cached!(
+    /// The `asyncio` logger, which transports log through.
+    asyncio_logger, "asyncio.log", "logger");
+cached!(
+    /// asyncio's helper that resolves a waiter unless it was cancelled.
+    set_result_unless_cancelled, "asyncio.futures", "_set_result_unless_cancelled");
+cached!(
+    /// `asyncio.trsock.TransportSocket`, the socket wrapper of `get_extra_info('socket')`.
+    transport_socket_type, "asyncio.trsock", "TransportSocket");
+
 /// Interned `"loop"`, the keyword every Future/Task constructor call passes.
 pub fn str_loop(py: Python<'_>) -> &Bound<'_, PyString> {
     pyo3::intern!(py, "loop")

@@ -18,7 +18,7 @@ import stat
 import warnings
 from asyncio import staggered, trsock
 
-from ._transports import DatagramTransport, SocketTransport
+from ._transports import DatagramTransport, SocketTransport, StreamTransport
 
 logger = logging.getLogger("asyncio")
 
@@ -200,7 +200,7 @@ class NetworkAPI:
         when possible, else (with ``fallback``) reads and writes with flow control."""
         if transport.is_closing():
             raise RuntimeError("Transport is closing")
-        if not isinstance(transport, SocketTransport):
+        if not isinstance(transport, StreamTransport):
             raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
         raw = transport._sock
         try:

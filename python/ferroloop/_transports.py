@@ -1,11 +1,9 @@
-"""Stream transport over a connected socket (TCP or Unix), driving an asyncio protocol.
-
-First version, written in Python on the loop's native readiness machinery (`_add_reader`,
-`_add_writer`); its read/write paths are the ones to move into Rust next. Behaviour follows
-CPython 3.11's selector transport: callback order (connection_made → data_received* →
-eof_received → connection_lost), write buffering with flow control (pause_writing /
-resume_writing at the high/low water marks), half-close, BufferedProtocol, and errors
-reported through the loop's exception handler.
+"""Transports. The stream transport (TCP and Unix) is native (``StreamTransport``, in
+``src/stream_transport.rs``); the datagram transport below is Python on the loop's native
+readiness machinery (``_add_reader``/``_add_writer``). Behaviour follows CPython 3.11's
+selector transports: callback order, write buffering with flow control (pause_writing /
+resume_writing at the high/low water marks), and errors reported through the loop's
+exception handler.
 """
 
 from __future__ import annotations
@@ -18,6 +16,8 @@ import threading
 import warnings
 from asyncio import trsock
 from typing import Any
+
+from ._ferroloop import StreamTransport
 
 logger = logging.getLogger("asyncio")
 
@@ -199,208 +199,13 @@ class _SocketTransportBase:
         return self._extra.get(name, default)
 
 
-class SocketTransport(_SocketTransportBase, asyncio.Transport):
-    """A stream transport (asyncio.Transport) over a non-blocking connected socket."""
-
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra)
-        self._setup(loop, sock, protocol, server)
-        self._buffer = bytearray()
-        self._eof = False
-        self._paused = False
-        _set_nodelay(sock)
-        loop.call_soon(self._protocol.connection_made, self)
-        # Reading starts only after connection_made has run.
-        loop.call_soon(self._start_reading)
-        if waiter is not None:
-            loop.call_soon(asyncio.futures._set_result_unless_cancelled, waiter, None)
-
-    def _start_reading(self) -> None:
-        if not self._paused and not self._closing:
-            self._loop._add_reader(self._sock_fd, self._read_ready)
-
-    def is_reading(self) -> bool:
-        return not self._paused and not self._closing
-
-    def pause_reading(self) -> None:
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._loop._remove_reader(self._sock_fd)
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self) -> None:
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._loop._add_reader(self._sock_fd, self._read_ready)
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
-
-    def _read_ready(self) -> None:
-        if self._conn_lost:
-            return
-        if self._buffered:
-            self._read_into_protocol_buffer()
-            return
-        buffer = _shared_read_buffer()
-        try:
-            n = self._sock.recv_into(buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not n:
-            self._on_eof()
-            return
-        try:
-            self._protocol.data_received(bytes(memoryview(buffer)[:n]))
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-
-    def _read_into_protocol_buffer(self) -> None:
-        try:
-            buf = self._protocol.get_buffer(-1)
-            if not len(buf):
-                raise RuntimeError("get_buffer() returned an empty buffer")
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
-        try:
-            n = self._sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not n:
-            self._on_eof()
-            return
-        try:
-            self._protocol.buffer_updated(n)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
-
-    def _on_eof(self) -> None:
-        if self._loop.get_debug():
-            logger.debug("%r received EOF", self)
-        try:
-            keep_open = self._protocol.eof_received()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-            return
-        if keep_open:
-            # Half-closed: no more reading, writing goes on.
-            self._loop._remove_reader(self._sock_fd)
-        else:
-            self.close()
-
-    def write(self, data) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
-        if self._eof:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to write; sendfile is in progress")
-        if not data:
-            return
-        if self._conn_lost:
-            if self._conn_lost >= LOST_WRITES_BEFORE_WARNING:
-                logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
-            return
-        if not self._buffer:
-            # Try the socket at once; buffer only what it did not take.
-            try:
-                n = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on socket transport")
-                return
-            if n == len(data):
-                return
-            data = memoryview(data)[n:]
-            self._loop._add_writer(self._sock_fd, self._write_ready)
-        self._buffer += data
-        self._maybe_pause_protocol()
-
-    def writelines(self, list_of_data) -> None:
-        self.write(b"".join(list_of_data))
-
-    def _write_ready(self) -> None:
-        if self._conn_lost:
-            return
-        try:
-            n = self._sock.send(self._buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop._remove_writer(self._sock_fd)
-            self._buffer.clear()
-            self._fatal_error(exc, "Fatal write error on socket transport")
-            if self._empty_waiter is not None and not self._empty_waiter.done():
-                self._empty_waiter.set_exception(exc)
-            return
-        if n:
-            del self._buffer[:n]
-        self._maybe_resume_protocol()
-        if self._buffer:
-            return
-        self._loop._remove_writer(self._sock_fd)
-        if self._empty_waiter is not None and not self._empty_waiter.done():
-            self._empty_waiter.set_result(None)
-        if self._closing:
-            self._conn_lost += 1  # a later abort() must not report the loss twice
-            self._call_connection_lost(None)
-        elif self._eof:
-            self._sock.shutdown(socket.SHUT_WR)
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        if self._closing or self._eof:
-            return
-        self._eof = True
-        if not self._buffer:
-            self._sock.shutdown(socket.SHUT_WR)
-
-    def get_write_buffer_size(self) -> int:
-        return len(self._buffer)
-
-    def _wait_buffer_empty(self):
-        """A future resolved once everything written so far has left the buffer; while it
-        is set, write() refuses data (loop.sendfile owns the socket)."""
-        if self._empty_waiter is not None:
-            raise RuntimeError("Empty waiter is already set")
-        self._empty_waiter = self._loop.create_future()
-        if not self._buffer:
-            self._empty_waiter.set_result(None)
-        return self._empty_waiter
-
-    def _end_sendfile(self) -> None:
-        self._empty_waiter = None
+def SocketTransport(loop, sock, protocol, waiter=None, extra=None, server=None):
+    """A stream transport over a connected non-blocking socket: the native
+    ``StreamTransport`` (``src/stream_transport.rs``). ``connection_made`` and reading start
+    on the next loop iteration; then ``waiter`` (a future) gets its result."""
+    transport = StreamTransport(loop, sock, protocol, extra, server)
+    transport._start(waiter)
+    return transport
 
 
 class DatagramTransport(_SocketTransportBase, asyncio.Transport, asyncio.DatagramTransport):

@@ -1,0 +1,1293 @@
+//! The stream transport (TCP and Unix sockets): asyncio's `Transport` with its read and write
+//! paths in Rust.
+//!
+//! Reading: the loop runs `_read_ready` when the socket is readable (a reader handle, so I/O
+//! callbacks keep asyncio's place in the ready queue); it calls `recv(2)` into one buffer per
+//! thread and hands a `bytes` to `protocol.data_received` (or fills the BufferedProtocol's
+//! buffer). Idle connections hold no read buffer.
+//!
+//! Writing: `write()` tries the socket at once and buffers only what it did not take (see
+//! `write_buffer.rs`); a writer handle then flushes the buffer with one vectored send per
+//! writability event. Flow control calls the protocol's `pause_writing`/`resume_writing` at
+//! the high/low water marks.
+//!
+//! Order and arguments of the protocol calls are CPython 3.11's selector transport's:
+//! `connection_made` → `data_received`* → `eof_received` → `connection_lost`, with the same
+//! error reporting (`call_exception_handler` for non-OSErrors, debug log for OSErrors).
+//!
+//! `type(t)` is this class; its `__class__` property reports `asyncio.Transport`, so
+//! `isinstance(t, asyncio.Transport)` holds (a native class cannot inherit a Python class that
+//! has `__slots__`, as `asyncio.BaseTransport` does).
+
+use std::cell::RefCell;
+use std::io;
+
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::errors::os_error;
+use crate::event_loop::{LoopCore, Side};
+use crate::gil_cell::GilRefCell;
+use crate::py_cache;
+use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
+
+/// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
+const READ_SIZE: usize = 256 * 1024;
+/// asyncio's default high-water mark of the write buffer.
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// After this many writes to a lost connection, each further write logs a warning.
+const LOST_WRITES_BEFORE_WARNING: u32 = 5;
+
+thread_local! {
+    /// One read buffer per thread, shared by every transport: data is copied out into a
+    /// `bytes` before the protocol runs, so no transport needs a buffer of its own.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The mutable state of a transport (GIL-guarded; never borrowed across a Python call).
+struct State {
+    /// The loop; None once the connection is lost.
+    event_loop: Option<Py<LoopCore>>,
+    /// The socket object; closed and dropped once the connection is lost.
+    sock: Option<Py<PyAny>>,
+    fd: i32,
+    protocol: Option<Py<PyAny>>,
+    /// The protocol is an `asyncio.BufferedProtocol`.
+    buffered: bool,
+    protocol_connected: bool,
+    /// Extra info: what the creator passed, plus what `get_extra_info` computed.
+    extra: Option<Py<PyDict>>,
+    server: Option<Py<PyAny>>,
+    buffer: WriteBuffer,
+    /// 0 while connected; counts writes attempted after the connection was lost.
+    conn_lost: u32,
+    closing: bool,
+    /// `write_eof()` was called.
+    eof: bool,
+    /// `pause_reading()` is in effect.
+    paused: bool,
+    /// `pause_writing()` was called on the protocol and not yet undone.
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+    /// The future `loop.sendfile` waits on for the buffer to drain.
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+/// asyncio's stream transport over a connected non-blocking socket.
+#[pyclass(
+    frozen,
+    weakref,
+    dict,
+    module = "ferroloop._ferroloop",
+    name = "StreamTransport"
+)]
+pub struct StreamTransport {
+    state: GilRefCell<State>,
+}
+
+/// Is `err` one that must leave the loop (asyncio re-raises these from every callback)?
+fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+/// A C-contiguous view of a bytes-like object's contents, released on drop.
+struct ByteView {
+    view: ffi::Py_buffer,
+}
+
+impl ByteView {
+    /// Views `obj` (`flags`: `PyBUF_SIMPLE`, or `PyBUF_WRITABLE` to write into it).
+    fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
+        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+        // SAFETY: `obj` is live; on success the exporter fills `view`, which we release in
+        // Drop; on failure an exception is set and `view` is not used.
+        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
+        if rc != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        // SAFETY: PyObject_GetBuffer succeeded, so `view` is initialised.
+        Ok(ByteView {
+            view: unsafe { view.assume_init() },
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.view.len == 0 {
+            return &[];
+        }
+        // SAFETY: a PyBUF_SIMPLE view is `len` contiguous bytes at `buf`, valid until release.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.len()) }
+    }
+
+    fn as_mut_ptr(&self) -> *mut u8 {
+        self.view.buf as *mut u8
+    }
+}
+
+impl Drop for ByteView {
+    fn drop(&mut self) {
+        // SAFETY: `view` was filled by a successful PyObject_GetBuffer and is released once.
+        // Views are created and dropped with the GIL held (they live inside transport methods).
+        unsafe { ffi::PyBuffer_Release(&mut self.view) }
+    }
+}
+
+/// `send(2)` of the whole of `data` at most, with MSG_NOSIGNAL (a vanished peer gives EPIPE,
+/// never SIGPIPE, whatever the embedding program did with that signal). EINTR is retried.
+fn send_raw(fd: i32, data: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `data` is valid for reads of its length during the call.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// One vectored send of the buffer's first pieces; returns the bytes sent.
+fn send_buffer(fd: i32, buffer: &WriteBuffer) -> io::Result<usize> {
+    let mut iovecs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
+    let count = buffer.fill_iovecs(&mut iovecs);
+    loop {
+        // SAFETY: zeroed msghdr is a valid "no address, no control data" header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iovecs.as_mut_ptr();
+        msg.msg_iovlen = count as _;
+        // SAFETY: the iovecs describe live buffer contents; sendmsg only reads them.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `recv(2)` into `buf`, EINTR retried (PEP 475).
+fn recv_raw(fd: i32, buf: *mut u8, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: the caller guarantees `buf` is valid for writes of `len` bytes.
+        let n = unsafe { libc::recv(fd, buf.cast(), len, 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// TCP_NODELAY on TCP sockets, as asyncio sets it on every stream transport.
+fn set_nodelay(fd: i32) {
+    let mut domain: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `size` bytes into `domain`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut size,
+        )
+    };
+    if rc != 0 || (domain != libc::AF_INET && domain != libc::AF_INET6) {
+        return;
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `one`. Failure (not a TCP
+    // socket) is ignored, as asyncio only sets it where it applies.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+impl StreamTransport {
+    fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.state
+            .borrow_mut(py)
+            .event_loop
+            .as_ref()
+            .map(|l| l.clone_ref(py))
+    }
+
+    fn is_debug(&self, py: Python<'_>) -> bool {
+        self.state
+            .borrow_mut(py)
+            .event_loop
+            .as_ref()
+            .is_some_and(|l| l.get().is_debug())
+    }
+
+    /// `loop.call_soon(callback, *args)`.
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let Some(event_loop) = self.loop_of(py) else {
+            return Ok(());
+        };
+        event_loop
+            .get()
+            .call_soon_from_fast_path(py, callback, args, None)?;
+        Ok(())
+    }
+
+    /// Watches the socket's readability with `_read_ready`.
+    fn add_reader(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd) = {
+            let state = slf.get().state.borrow_mut(py);
+            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
+        };
+        let Some(event_loop) = event_loop else {
+            return Ok(());
+        };
+        let callback = slf.getattr(intern!(py, "_read_ready"))?;
+        event_loop.get().add_watch(
+            py,
+            &fd.into_pyobject(py)?.into_any(),
+            Side::Read,
+            &callback,
+            &PyTuple::empty(py),
+        )?;
+        Ok(())
+    }
+
+    /// Watches the socket's writability with `_write_ready`.
+    fn add_writer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd) = {
+            let state = slf.get().state.borrow_mut(py);
+            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
+        };
+        let Some(event_loop) = event_loop else {
+            return Ok(());
+        };
+        let callback = slf.getattr(intern!(py, "_write_ready"))?;
+        event_loop.get().add_watch(
+            py,
+            &fd.into_pyobject(py)?.into_any(),
+            Side::Write,
+            &callback,
+            &PyTuple::empty(py),
+        )?;
+        Ok(())
+    }
+
+    fn remove(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let (event_loop, fd) = {
+            let state = self.state.borrow_mut(py);
+            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
+        };
+        if let Some(event_loop) = event_loop {
+            event_loop.get().unwatch(py, fd, side)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `protocol.<method>()`; an exception goes to the exception handler.
+    fn notify_protocol(
+        slf: &Bound<'_, Self>,
+        method: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = slf
+            .get()
+            .state
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py));
+        let Some(protocol) = protocol else {
+            return Ok(());
+        };
+        if let Err(err) = protocol.bind(py).call_method0(method) {
+            if is_exit(py, &err) {
+                return Err(err);
+            }
+            let message = format!("protocol.{}() failed", method.to_str()?);
+            Self::report(slf, &message, err, Some(protocol.bind(py)))?;
+        }
+        Ok(())
+    }
+
+    /// `loop.call_exception_handler({...})` for this transport.
+    fn report(
+        slf: &Bound<'_, Self>,
+        message: &str,
+        err: PyErr,
+        protocol: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(event_loop) = slf.get().loop_of(py) else {
+            return Ok(());
+        };
+        let context = PyDict::new(py);
+        context.set_item("message", message)?;
+        context.set_item("exception", err.into_value(py))?;
+        context.set_item("transport", slf)?;
+        if let Some(protocol) = protocol {
+            context.set_item("protocol", protocol)?;
+        }
+        event_loop
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if state.buffer.len() <= state.high_water || state.protocol_paused {
+                return Ok(());
+            }
+            state.protocol_paused = true;
+        }
+        Self::notify_protocol(slf, intern!(py, "pause_writing"))
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if !(state.protocol_paused && state.buffer.len() <= state.low_water) {
+                return Ok(());
+            }
+            state.protocol_paused = false;
+        }
+        Self::notify_protocol(slf, intern!(py, "resume_writing"))
+    }
+
+    /// A fatal error: reported (OSErrors only logged in debug mode), then the transport closes
+    /// at once with `exc` as connection_lost's argument.
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_exit(py, &err) {
+            return Err(err);
+        }
+        let exc = err.value(py).clone().into_any();
+        if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+            if slf.get().is_debug(py) {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("exc_info", &exc)?;
+                py_cache::asyncio_logger(py)?.bind(py).call_method(
+                    "debug",
+                    ("%r: %s", slf, message),
+                    Some(&kwargs),
+                )?;
+            }
+        } else {
+            let protocol = slf
+                .get()
+                .state
+                .borrow_mut(py)
+                .protocol
+                .as_ref()
+                .map(|p| p.clone_ref(py));
+            Self::report(slf, message, err, protocol.as_ref().map(|p| p.bind(py)))?;
+        }
+        Self::force_close(slf, Some(exc))
+    }
+
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (had_buffer, was_closing) = {
+            let mut state = this.state.borrow_mut(py);
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            let had_buffer = !state.buffer.is_empty();
+            state.buffer.clear();
+            let was_closing = state.closing;
+            state.closing = true;
+            state.conn_lost += 1;
+            (had_buffer, was_closing)
+        };
+        if had_buffer {
+            this.remove(py, Side::Write)?;
+        }
+        if !was_closing {
+            this.remove(py, Side::Read)?;
+        }
+        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+        this.call_soon(py, &callback, &PyTuple::new(py, [exc])?)
+    }
+
+    /// End of stream from the peer: `eof_received()`; a true result keeps the write side open.
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r received EOF", slf))?;
+        }
+        match protocol.call_method0(intern!(py, "eof_received")) {
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.eof_received() call failed.",
+            ),
+            Ok(keep_open) => {
+                if keep_open.is_truthy()? {
+                    // Half-closed: no more reading, writing goes on.
+                    slf.get().remove(py, Side::Read)
+                } else {
+                    Self::close(slf)
+                }
+            }
+        }
+    }
+
+    fn read_into_protocol_buffer(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let view = match protocol
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|buf| ByteView::new(&buf, ffi::PyBUF_WRITABLE))
+            .and_then(|view| {
+                if view.len() == 0 {
+                    Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ))
+                } else {
+                    Ok(view)
+                }
+            }) {
+            Ok(view) => view,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
+            }
+        };
+        let received = recv_raw(fd, view.as_mut_ptr(), view.len());
+        drop(view);
+        let n = match received {
+            Ok(n) => n,
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        if n == 0 {
+            return Self::on_eof(slf, protocol);
+        }
+        if let Err(err) = protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+            return Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            );
+        }
+        Ok(())
+    }
+
+    /// Connection lost: `protocol.connection_lost(exc)`, then the socket is closed and every
+    /// reference the transport holds is dropped.
+    fn connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, connected) = {
+            let state = slf.get().state.borrow_mut(py);
+            (
+                state.protocol.as_ref().map(|p| p.clone_ref(py)),
+                state.protocol_connected,
+            )
+        };
+        let result = match protocol {
+            Some(protocol) if connected => protocol
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        let (waiter, sock, server, event_loop, protocol) = {
+            let mut state = slf.get().state.borrow_mut(py);
+            (
+                state.empty_waiter.take(),
+                state.sock.take(),
+                state.server.take(),
+                state.event_loop.take(),
+                state.protocol.take(),
+            )
+        };
+        if let Some(waiter) = waiter {
+            let waiter = waiter.bind(py);
+            if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                let err =
+                    pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+                waiter.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
+            }
+            // Keep it set: write() keeps refusing data until sendfile ends.
+            slf.get().state.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
+        }
+        if let Some(sock) = sock {
+            sock.bind(py).call_method0(intern!(py, "close"))?;
+        }
+        drop((event_loop, protocol));
+        if let Some(server) = server {
+            server.bind(py).call_method0(intern!(py, "_detach"))?;
+        }
+        result
+    }
+}
+
+#[pymethods]
+impl StreamTransport {
+    /// `StreamTransport(loop, sock, protocol, extra=None, server=None)`: wraps a connected
+    /// non-blocking socket. `_start()` then schedules `connection_made` and reading.
+    #[new]
+    #[pyo3(signature = (event_loop, sock, protocol, extra=None, server=None))]
+    fn new(
+        event_loop: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        extra: Option<&Bound<'_, PyAny>>,
+        server: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = sock.py();
+        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        // asyncio keeps the caller's dict itself. The peer's address is read now, as asyncio
+        // does, since it is gone once the peer disconnects; `socket` and `sockname` are
+        // computed when first asked for.
+        let extra = match extra {
+            Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
+            _ => PyDict::new(py),
+        };
+        if !extra.contains(intern!(py, "peername"))? {
+            let peer = match sock.call_method0(intern!(py, "getpeername")) {
+                Ok(addr) => addr,
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                    py.None().into_bound(py)
+                }
+                Err(err) => return Err(err),
+            };
+            extra.set_item(intern!(py, "peername"), peer)?;
+        }
+        let extra = Some(extra.unbind());
+        let buffered =
+            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+        set_nodelay(fd);
+        let transport = StreamTransport {
+            state: GilRefCell::new(State {
+                event_loop: Some(core),
+                sock: Some(sock.clone().unbind()),
+                fd,
+                protocol: Some(protocol.clone().unbind()),
+                buffered,
+                protocol_connected: true,
+                extra,
+                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
+                buffer: WriteBuffer::default(),
+                conn_lost: 0,
+                closing: false,
+                eof: false,
+                paused: false,
+                protocol_paused: false,
+                high_water: DEFAULT_HIGH_WATER,
+                low_water: DEFAULT_HIGH_WATER / 4,
+                empty_waiter: None,
+            }),
+        };
+        Ok(transport)
+    }
+
+    /// Second half of construction (needs the object itself): registers the transport with
+    /// the loop and server and schedules `connection_made`, reading and the waiter.
+    #[pyo3(signature = (waiter=None))]
+    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (event_loop, fd, protocol, server) = {
+            let state = this.state.borrow_mut(py);
+            (
+                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                state.fd,
+                state.protocol.as_ref().map(|p| p.clone_ref(py)),
+                state.server.as_ref().map(|s| s.clone_ref(py)),
+            )
+        };
+        let (Some(event_loop), Some(protocol)) = (event_loop, protocol) else {
+            return Ok(());
+        };
+        let event_loop = event_loop.bind(py);
+        event_loop
+            .getattr(intern!(py, "_transports"))?
+            .set_item(fd, slf)?;
+        if let Some(server) = server {
+            server.bind(py).call_method0(intern!(py, "_attach"))?;
+        }
+        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
+        let start = slf.getattr(intern!(py, "_start_reading"))?;
+        this.call_soon(py, &start, &PyTuple::empty(py))?;
+        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
+            this.call_soon(
+                py,
+                set,
+                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[getter(__class__)]
+    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = self.state.borrow_mut(py);
+        let status = if state.sock.is_none() {
+            "closed"
+        } else if state.closing {
+            "closing"
+        } else {
+            "open"
+        };
+        format!("<StreamTransport fd={} {status}>", state.fd)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The collector runs with the GIL held; if the state is borrowed right now (a
+        // collection triggered inside a transport method), reporting nothing is safe: the
+        // objects merely look externally referenced for this collection.
+        let Some(state) = self.state.try_borrow_in_gc() else {
+            return Ok(());
+        };
+        for obj in [
+            &state.protocol,
+            &state.sock,
+            &state.server,
+            &state.empty_waiter,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(obj)?;
+        }
+        if let Some(extra) = &state.extra {
+            visit.call(extra)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let Some(mut state) = self.state.try_borrow_in_gc() else {
+            return;
+        };
+        // Unreachable garbage: break the cycles (protocol ↔ transport, extra info).
+        let protocol = state.protocol.take();
+        let extra = state.extra.take();
+        let server = state.server.take();
+        let waiter = state.empty_waiter.take();
+        drop(state);
+        drop((protocol, extra, server, waiter));
+    }
+
+    /// Starts reading, unless paused or closing (scheduled after `connection_made`).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let go = {
+            let state = slf.get().state.borrow_mut(slf.py());
+            !state.paused && !state.closing
+        };
+        if go {
+            Self::add_reader(slf)?;
+        }
+        Ok(())
+    }
+
+    /// The socket is readable: one receive, handed to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, protocol, buffered) = {
+            let state = slf.get().state.borrow_mut(py);
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(protocol) = state.protocol.as_ref() else {
+                return Ok(());
+            };
+            (state.fd, protocol.clone_ref(py), state.buffered)
+        };
+        let protocol = protocol.bind(py);
+        if buffered {
+            return Self::read_into_protocol_buffer(slf, fd, protocol);
+        }
+        let received = READ_BUFFER.with_borrow_mut(|buf| {
+            if buf.is_empty() {
+                buf.resize(READ_SIZE, 0);
+            }
+            recv_raw(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
+        });
+        let data = match received {
+            Ok(data) => data,
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        if data.as_bytes().is_empty() {
+            return Self::on_eof(slf, protocol);
+        }
+        if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            return Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.data_received() call failed.",
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends `data` (bytes, bytearray or memoryview): at once if the buffer is empty, the rest
+    /// (or all of it) buffered and sent when the socket is writable.
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let bytes = data.cast::<PyBytes>().ok();
+        if bytes.is_none()
+            && !data.is_instance_of::<PyByteArray>()
+            && !data.is_instance_of::<PyMemoryView>()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        let view;
+        let contents: &[u8] = match bytes {
+            Some(b) => b.as_bytes(),
+            None => {
+                view = ByteView::new(data, ffi::PyBUF_SIMPLE)?;
+                view.as_slice()
+            }
+        };
+        let (fd, was_empty) = {
+            let mut state = this.state.borrow_mut(py);
+            if state.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if state.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+            if contents.is_empty() {
+                return Ok(());
+            }
+            if state.conn_lost > 0 {
+                let warn = state.conn_lost >= LOST_WRITES_BEFORE_WARNING;
+                state.conn_lost += 1;
+                drop(state);
+                if warn {
+                    py_cache::asyncio_logger(py)?
+                        .bind(py)
+                        .call_method1("warning", ("socket.send() raised exception.",))?;
+                }
+                return Ok(());
+            }
+            (state.fd, state.buffer.is_empty())
+        };
+        let mut sent = 0;
+        if was_empty {
+            // Try the socket at once; buffer only what it did not take.
+            match send_raw(fd, contents) {
+                Ok(n) if n == contents.len() => return Ok(()),
+                Ok(n) => sent = n,
+                Err(err) if would_block(&err) => {}
+                Err(err) => {
+                    return Self::fatal_error(
+                        slf,
+                        os_error(err),
+                        "Fatal write error on socket transport",
+                    )
+                }
+            }
+        }
+        {
+            let mut state = this.state.borrow_mut(py);
+            match bytes {
+                Some(b) if contents.len() - sent >= 4096 => {
+                    state.buffer.push_shared(SharedBytes::new(b), sent)
+                }
+                _ => state.buffer.push_copy(contents, sent),
+            }
+        }
+        if was_empty {
+            Self::add_writer(slf)?;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// `write(b"".join(list_of_data))`.
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+        Self::write(slf, &joined)
+    }
+
+    /// The socket is writable: flush as much of the buffer as it takes.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let outcome = {
+            let mut state = this.state.borrow_mut(py);
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            if state.buffer.is_empty() {
+                Ok(0)
+            } else {
+                let outcome = send_buffer(state.fd, &state.buffer);
+                if let Ok(n) = outcome {
+                    state.buffer.consume(n);
+                }
+                outcome
+            }
+        };
+        match outcome {
+            Ok(_) => {}
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                this.remove(py, Side::Write)?;
+                this.state.borrow_mut(py).buffer.clear();
+                let waiter = this
+                    .state
+                    .borrow_mut(py)
+                    .empty_waiter
+                    .as_ref()
+                    .map(|w| w.clone_ref(py));
+                let err = os_error(err);
+                let exc = err.value(py).clone();
+                Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+                if let Some(waiter) = waiter {
+                    let waiter = waiter.bind(py);
+                    if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                        waiter.call_method1(intern!(py, "set_exception"), (exc,))?;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, closing, eof, waiter, fd) = {
+            let state = this.state.borrow_mut(py);
+            (
+                state.buffer.is_empty(),
+                state.closing,
+                state.eof,
+                state.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                state.fd,
+            )
+        };
+        if !empty {
+            return Ok(());
+        }
+        this.remove(py, Side::Write)?;
+        if let Some(waiter) = waiter {
+            let waiter = waiter.bind(py);
+            if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+            }
+        }
+        if closing {
+            let already = {
+                let mut state = this.state.borrow_mut(py);
+                let already = state.conn_lost > 0;
+                state.conn_lost += 1; // a later abort() must not report the loss twice
+                already
+            };
+            if !already {
+                Self::connection_lost(slf, &py.None().into_bound(py))?;
+            }
+        } else if eof {
+            // SAFETY: shutdown on a descriptor we own; errors are reported below.
+            if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+                return Err(os_error(io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `protocol.connection_lost(exc)` and releases the socket (scheduled by close/abort).
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::connection_lost(slf, exc)
+    }
+
+    /// Closes after the buffered data is written; `connection_lost(None)` follows.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let empty = {
+            let mut state = this.state.borrow_mut(py);
+            if state.closing {
+                return Ok(());
+            }
+            state.closing = true;
+            let empty = state.buffer.is_empty();
+            if empty {
+                state.conn_lost += 1;
+            }
+            empty
+        };
+        this.remove(py, Side::Read)?;
+        if empty {
+            this.remove(py, Side::Write)?;
+            let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            this.call_soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
+        }
+        Ok(())
+    }
+
+    /// Closes at once, dropping buffered data; `connection_lost(None)` follows.
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    /// Internal: a fatal error (used by the loop's sendfile path and tests).
+    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::force_close(slf, (!exc.is_none()).then(|| exc.clone()))
+    }
+
+    /// True once close() or abort() was called or the connection was lost.
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).closing
+    }
+
+    /// True unless reading is paused or the transport is closing.
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let state = self.state.borrow_mut(py);
+        !state.paused && !state.closing
+    }
+
+    /// Stops calling the protocol's `data_received` until `resume_reading()`.
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if state.paused || state.closing {
+                return Ok(());
+            }
+            state.paused = true;
+        }
+        slf.get().remove(py, Side::Read)?;
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r pauses reading", slf))?;
+        }
+        Ok(())
+    }
+
+    /// Resumes reading after `pause_reading()`.
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if state.closing || !state.paused {
+                return Ok(());
+            }
+            state.paused = false;
+        }
+        Self::add_reader(slf)?;
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r resumes reading", slf))?;
+        }
+        Ok(())
+    }
+
+    /// True: stream sockets can half-close.
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Closes the write side once the buffer is flushed (`shutdown(SHUT_WR)`).
+    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = {
+            let mut state = self.state.borrow_mut(py);
+            if state.closing || state.eof {
+                return Ok(());
+            }
+            state.eof = true;
+            if !state.buffer.is_empty() {
+                return Ok(());
+            }
+            state.fd
+        };
+        // SAFETY: shutdown on the transport's own descriptor.
+        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+            return Err(os_error(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Bytes buffered and not yet sent.
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).buffer.len()
+    }
+
+    /// `(low, high)` water marks of the write buffer.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        let state = self.state.borrow_mut(py);
+        (state.low_water, state.high_water)
+    }
+
+    /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        let high = match (high, low) {
+            (Some(high), _) => high,
+            (None, Some(low)) => 4 * low,
+            (None, None) => DEFAULT_HIGH_WATER as i64,
+        };
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut state = slf.get().state.borrow_mut(slf.py());
+            state.high_water = high as usize;
+            state.low_water = low as usize;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// Replaces the protocol.
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered =
+            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+        let previous = {
+            let mut state = self.state.borrow_mut(py);
+            state.buffered = buffered;
+            state.protocol_connected = true;
+            state.protocol.replace(protocol.clone().unbind())
+        };
+        drop(previous);
+        Ok(())
+    }
+
+    /// The current protocol.
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+    }
+
+    /// Extra information: `socket` (an `asyncio.trsock.TransportSocket`), `sockname`,
+    /// `peername`, and whatever the transport's creator passed. Computed on first request and
+    /// kept, so idle connections do not carry them.
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let default = default.unwrap_or_else(|| py.None());
+        let (extra, sock) = {
+            let state = self.state.borrow_mut(py);
+            (
+                state.extra.as_ref().map(|e| e.clone_ref(py)),
+                state.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
+        };
+        if let Some(extra) = &extra {
+            if let Some(value) = extra.bind(py).get_item(name)? {
+                return Ok(value.unbind());
+            }
+        }
+        let Ok(key) = name.extract::<&str>() else {
+            return Ok(default);
+        };
+        let Some(sock) = sock else {
+            return Ok(default);
+        };
+        let sock = sock.bind(py);
+        let value = match key {
+            "socket" => py_cache::transport_socket_type(py)?
+                .bind(py)
+                .call1((sock,))?,
+            "sockname" | "peername" => {
+                let method = if key == "sockname" {
+                    "getsockname"
+                } else {
+                    "getpeername"
+                };
+                match sock.call_method0(method) {
+                    Ok(addr) => addr,
+                    Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                        py.None().into_bound(py)
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            _ => return Ok(default),
+        };
+        let extra = match extra {
+            Some(extra) => extra,
+            None => {
+                let fresh = PyDict::new(py).unbind();
+                self.state.borrow_mut(py).extra = Some(fresh.clone_ref(py));
+                fresh
+            }
+        };
+        extra.bind(py).set_item(name, &value)?;
+        Ok(value.unbind())
+    }
+
+    /// The socket object (None once the connection is lost).
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .sock
+            .as_ref()
+            .map(|s| s.clone_ref(py))
+    }
+
+    /// The socket's descriptor.
+    #[getter]
+    fn _sock_fd(&self, py: Python<'_>) -> i32 {
+        self.state.borrow_mut(py).fd
+    }
+
+    /// The loop (None once the connection is lost).
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_of(py).map(|l| l.into_any())
+    }
+
+    /// The protocol (asyncio's private attribute, read by some libraries).
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_protocol(py)
+    }
+
+    /// True once close() or abort() was called.
+    #[getter]
+    fn _closing(&self, py: Python<'_>) -> bool {
+        self.is_closing(py)
+    }
+
+    /// A future resolved once everything written so far has left the buffer; while it is
+    /// set, write() refuses data (loop.sendfile owns the socket).
+    fn _wait_buffer_empty(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let (event_loop, empty) = {
+            let state = slf.get().state.borrow_mut(py);
+            if state.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+            }
+            (
+                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                state.buffer.is_empty(),
+            )
+        };
+        let Some(event_loop) = event_loop else {
+            return Err(PyRuntimeError::new_err("Transport is closed"));
+        };
+        let waiter = event_loop
+            .bind(py)
+            .call_method0(intern!(py, "create_future"))?;
+        if empty {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        slf.get().state.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
+        Ok(waiter.unbind())
+    }
+
+    /// Ends a sendfile: write() accepts data again.
+    fn _end_sendfile(&self, py: Python<'_>) {
+        let waiter = self.state.borrow_mut(py).empty_waiter.take();
+        drop(waiter);
+    }
+}
+
+impl Drop for StreamTransport {
+    /// An unclosed transport warns (ResourceWarning) and closes its socket, as asyncio's
+    /// `__del__` does.
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            let sock = self.state.borrow_mut(py).sock.take();
+            let Some(sock) = sock else {
+                return;
+            };
+            let fd = self.state.borrow_mut(py).fd;
+            let message = std::ffi::CString::new(format!(
+                "unclosed transport <StreamTransport fd={fd} open>"
+            ))
+            .unwrap_or_default();
+            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+            if let Err(err) = PyErr::warn(py, &category, &message, 1) {
+                err.write_unraisable(py, None);
+            }
+            if let Err(err) = sock.bind(py).call_method0(intern!(py, "close")) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+}
