@@ -11,6 +11,8 @@
 //! - [`errors`]: OS errors as Python's `OSError` subclasses;
 //! - [`sock_io`]: native completion of `sock_recv`/`sock_recv_into`;
 //! - [`stream_transport`]: the TCP/Unix stream transport; [`write_buffer`]: its write queue;
+//! - [`datagram_transport`]: the UDP/AF_UNIX datagram transport; [`sockaddr`]: its address
+//!   conversion;
 //! - [`fast_methods`]: raw vectorcall entry points for `call_soon` and `get_debug`;
 //! - [`callback_check`]: asyncio's validation of callbacks;
 //! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
@@ -18,6 +20,7 @@
 
 pub mod callback_check;
 pub mod clock;
+pub mod datagram_transport;
 pub mod errors;
 pub mod event_loop;
 pub mod fast_methods;
@@ -26,6 +29,7 @@ pub mod handle;
 pub mod poller;
 pub mod py_cache;
 pub mod sock_io;
+pub mod sockaddr;
 pub mod stream_transport;
 pub mod timers;
 pub mod write_buffer;
@@ -45,6 +49,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fast_methods::install(&m.py().get_type::<event_loop::LoopCore>())?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<stream_transport::StreamTransport>()?;
+    m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -71,6 +71,11 @@ cached!(
     /// `asyncio.trsock.TransportSocket`, the socket wrapper of `get_extra_info('socket')`.
     transport_socket_type, "asyncio.trsock", "TransportSocket");
 
+cached!(
+    /// What datagram transports report as their `__class__`: a subclass of both
+    /// `asyncio.DatagramTransport` and `asyncio.Transport`, as asyncio's own transport is.
+    datagram_transport_class, "ferroloop._transports", "DatagramTransportType");
+
 /// Interned `"loop"`, the keyword every Future/Task constructor call passes.
 pub fn str_loop(py: Python<'_>) -> &Bound<'_, PyString> {
     pyo3::intern!(py, "loop")

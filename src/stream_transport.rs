@@ -37,16 +37,26 @@ use crate::py_cache;
 use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
 /// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
-const READ_SIZE: usize = 256 * 1024;
+pub(crate) const READ_SIZE: usize = 256 * 1024;
 /// asyncio's default high-water mark of the write buffer.
-const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// After this many writes to a lost connection, each further write logs a warning.
-const LOST_WRITES_BEFORE_WARNING: u32 = 5;
+pub(crate) const LOST_WRITES_BEFORE_WARNING: u32 = 5;
 
 thread_local! {
     /// One read buffer per thread, shared by every transport: data is copied out into a
     /// `bytes` before the protocol runs, so no transport needs a buffer of its own.
     static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the per-thread read buffer (`READ_SIZE` bytes, allocated on first use).
+pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(READ_SIZE, 0);
+        }
+        f(buf)
+    })
 }
 
 /// The mutable state of a transport (GIL-guarded; never borrowed across a Python call).
@@ -92,18 +102,18 @@ pub struct StreamTransport {
 }
 
 /// Is `err` one that must leave the loop (asyncio re-raises these from every callback)?
-fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
+pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 /// A C-contiguous view of a bytes-like object's contents, released on drop.
-struct ByteView {
+pub(crate) struct ByteView {
     view: ffi::Py_buffer,
 }
 
 impl ByteView {
     /// Views `obj` (`flags`: `PyBUF_SIMPLE`, or `PyBUF_WRITABLE` to write into it).
-    fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
+    pub(crate) fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
         let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
         // SAFETY: `obj` is live; on success the exporter fills `view`, which we release in
         // Drop; on failure an exception is set and `view` is not used.
@@ -117,11 +127,11 @@ impl ByteView {
         })
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.view.len as usize
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         if self.view.len == 0 {
             return &[];
         }
@@ -197,7 +207,7 @@ fn recv_raw(fd: i32, buf: *mut u8, len: usize) -> io::Result<usize> {
     }
 }
 
-fn would_block(err: &io::Error) -> bool {
+pub(crate) fn would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
@@ -230,6 +240,43 @@ fn set_nodelay(fd: i32) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+/// `get_extra_info(name, default)` of both transports: the creator's entries first; `socket`
+/// and `sockname` are computed on first request and kept (idle connections do not carry them).
+pub(crate) fn extra_info(
+    py: Python<'_>,
+    extra: &Bound<'_, PyDict>,
+    sock: Option<&Py<PyAny>>,
+    name: &Bound<'_, PyAny>,
+    default: Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let default = default.unwrap_or_else(|| py.None());
+    if let Some(value) = extra.get_item(name)? {
+        return Ok(value.unbind());
+    }
+    let Ok(key) = name.extract::<&str>() else {
+        return Ok(default);
+    };
+    let Some(sock) = sock else {
+        return Ok(default);
+    };
+    let sock = sock.bind(py);
+    let value = match key {
+        "socket" => py_cache::transport_socket_type(py)?
+            .bind(py)
+            .call1((sock,))?,
+        "sockname" => match sock.call_method0(intern!(py, "getsockname")) {
+            Ok(addr) => addr,
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                py.None().into_bound(py)
+            }
+            Err(err) => return Err(err),
+        },
+        _ => return Ok(default),
+    };
+    extra.set_item(name, &value)?;
+    Ok(value.unbind())
 }
 
 impl StreamTransport {
@@ -760,10 +807,7 @@ impl StreamTransport {
         if buffered {
             return Self::read_into_protocol_buffer(slf, fd, protocol);
         }
-        let received = READ_BUFFER.with_borrow_mut(|buf| {
-            if buf.is_empty() {
-                buf.resize(READ_SIZE, 0);
-            }
+        let received = with_read_buffer(|buf| {
             recv_raw(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
         });
         let data = match received {
@@ -1138,8 +1182,7 @@ impl StreamTransport {
     }
 
     /// Extra information: `socket` (an `asyncio.trsock.TransportSocket`), `sockname`,
-    /// `peername`, and whatever the transport's creator passed. Computed on first request and
-    /// kept, so idle connections do not carry them.
+    /// `peername`, and whatever the transport's creator passed.
     #[pyo3(signature = (name, default=None))]
     fn get_extra_info(
         &self,
@@ -1147,7 +1190,6 @@ impl StreamTransport {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let default = default.unwrap_or_else(|| py.None());
         let (extra, sock) = {
             let state = self.state.borrow_mut(py);
             (
@@ -1155,48 +1197,11 @@ impl StreamTransport {
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
             )
         };
-        if let Some(extra) = &extra {
-            if let Some(value) = extra.bind(py).get_item(name)? {
-                return Ok(value.unbind());
-            }
-        }
-        let Ok(key) = name.extract::<&str>() else {
-            return Ok(default);
-        };
-        let Some(sock) = sock else {
-            return Ok(default);
-        };
-        let sock = sock.bind(py);
-        let value = match key {
-            "socket" => py_cache::transport_socket_type(py)?
-                .bind(py)
-                .call1((sock,))?,
-            "sockname" | "peername" => {
-                let method = if key == "sockname" {
-                    "getsockname"
-                } else {
-                    "getpeername"
-                };
-                match sock.call_method0(method) {
-                    Ok(addr) => addr,
-                    Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
-                        py.None().into_bound(py)
-                    }
-                    Err(err) => return Err(err),
-                }
-            }
-            _ => return Ok(default),
-        };
         let extra = match extra {
             Some(extra) => extra,
-            None => {
-                let fresh = PyDict::new(py).unbind();
-                self.state.borrow_mut(py).extra = Some(fresh.clone_ref(py));
-                fresh
-            }
+            None => return Ok(default.unwrap_or_else(|| py.None())),
         };
-        extra.bind(py).set_item(name, &value)?;
-        Ok(value.unbind())
+        extra_info(py, extra.bind(py), sock.as_ref(), name, default)
     }
 
     /// The socket object (None once the connection is lost).

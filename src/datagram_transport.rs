@@ -1,0 +1,916 @@
+//! The datagram transport (UDP and AF_UNIX datagrams): asyncio's `DatagramTransport` with its
+//! receive and send paths in Rust.
+//!
+//! Receiving: one `recvfrom(2)` per readiness into the per-thread read buffer; the sender's
+//! address becomes the Python tuple the socket module would give (cached per peer, see
+//! `sockaddr.rs`), then `protocol.datagram_received(data, addr)`. Sending: `sendto` at once
+//! while nothing is queued; a datagram the socket cannot take now is queued whole and sent
+//! when it becomes writable. Errors follow CPython 3.11: OSErrors go to the protocol's
+//! `error_received`, anything else is a fatal error that closes the transport.
+//!
+//! Families other than AF_INET/AF_INET6, and addresses that are not numeric, go through the
+//! socket object's own `recvfrom`/`sendto`, so name resolution and validation stay Python's.
+
+use std::collections::VecDeque;
+use std::io;
+
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::errors::os_error;
+use crate::event_loop::{LoopCore, Side};
+use crate::gil_cell::GilRefCell;
+use crate::py_cache;
+use crate::sockaddr::{AddressCache, RawAddr};
+use crate::stream_transport::{
+    is_exit, with_read_buffer, would_block, ByteView, DEFAULT_HIGH_WATER,
+    LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+};
+
+/// A datagram waiting for the socket to become writable: its bytes and its destination
+/// (None on a connected socket).
+struct Queued {
+    data: Vec<u8>,
+    addr: Option<Py<PyAny>>,
+}
+
+struct State {
+    event_loop: Option<Py<LoopCore>>,
+    sock: Option<Py<PyAny>>,
+    fd: i32,
+    /// The socket's address family (SO_DOMAIN).
+    family: i32,
+    protocol: Option<Py<PyAny>>,
+    extra: Py<PyDict>,
+    /// The remote address given to create_datagram_endpoint, if any.
+    address: Option<Py<PyAny>>,
+    /// The socket is connected (`peername` is set): send(2), not sendto.
+    connected: bool,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    conn_lost: u32,
+    closing: bool,
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+    addresses: AddressCache,
+}
+
+/// asyncio's datagram transport over a non-blocking datagram socket.
+#[pyclass(
+    frozen,
+    weakref,
+    dict,
+    module = "ferroloop._ferroloop",
+    name = "DatagramTransport"
+)]
+pub struct DatagramTransport {
+    state: GilRefCell<State>,
+}
+
+/// The outcome of one send attempt.
+enum Sent {
+    Done,
+    WouldBlock,
+    Failed(PyErr),
+}
+
+fn socket_family(fd: i32) -> i32 {
+    let mut domain: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `size` bytes into `domain`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut size,
+        )
+    };
+    if rc == 0 {
+        domain
+    } else {
+        -1
+    }
+}
+
+/// Interprets a `send`/`sendto` return value (EINTR retried by the caller's loop).
+fn sent_result(n: isize) -> Option<io::Result<()>> {
+    if n >= 0 {
+        return Some(Ok(()));
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::Interrupted {
+        return None;
+    }
+    Some(Err(err))
+}
+
+impl DatagramTransport {
+    fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        self.state
+            .borrow_mut(py)
+            .event_loop
+            .as_ref()
+            .map(|l| l.clone_ref(py))
+    }
+
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        if let Some(event_loop) = self.loop_of(py) {
+            event_loop
+                .get()
+                .call_soon_from_fast_path(py, callback, args, None)?;
+        }
+        Ok(())
+    }
+
+    fn watch(
+        slf: &Bound<'_, Self>,
+        side: Side,
+        method: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd) = {
+            let state = slf.get().state.borrow_mut(py);
+            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
+        };
+        let Some(event_loop) = event_loop else {
+            return Ok(());
+        };
+        let callback = slf.getattr(method)?;
+        event_loop.get().add_watch(
+            py,
+            &fd.into_pyobject(py)?.into_any(),
+            side,
+            &callback,
+            &PyTuple::empty(py),
+        )?;
+        Ok(())
+    }
+
+    fn unwatch(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let (event_loop, fd) = {
+            let state = self.state.borrow_mut(py);
+            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
+        };
+        if let Some(event_loop) = event_loop {
+            event_loop.get().unwatch(py, fd, side)?;
+        }
+        Ok(())
+    }
+
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+    }
+
+    /// `protocol.error_received(exc)`.
+    fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        if let Some(protocol) = self.protocol(py) {
+            protocol
+                .bind(py)
+                .call_method1(intern!(py, "error_received"), (err.into_value(py),))?;
+        }
+        Ok(())
+    }
+
+    fn report(slf: &Bound<'_, Self>, message: &str, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        let Some(event_loop) = slf.get().loop_of(py) else {
+            return Ok(());
+        };
+        let context = PyDict::new(py);
+        context.set_item("message", message)?;
+        context.set_item("exception", err.into_value(py))?;
+        context.set_item("transport", slf)?;
+        if let Some(protocol) = slf.get().protocol(py) {
+            context.set_item("protocol", protocol)?;
+        }
+        event_loop
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+
+    fn notify_protocol(
+        slf: &Bound<'_, Self>,
+        method: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(protocol) = slf.get().protocol(py) else {
+            return Ok(());
+        };
+        if let Err(err) = protocol.bind(py).call_method0(method) {
+            if is_exit(py, &err) {
+                return Err(err);
+            }
+            let message = format!("protocol.{}() failed", method.to_str()?);
+            Self::report(slf, &message, err)?;
+        }
+        Ok(())
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut state = slf.get().state.borrow_mut(slf.py());
+            if state.queued_bytes <= state.high_water || state.protocol_paused {
+                return Ok(());
+            }
+            state.protocol_paused = true;
+        }
+        Self::notify_protocol(slf, intern!(slf.py(), "pause_writing"))
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let mut state = slf.get().state.borrow_mut(slf.py());
+            if !(state.protocol_paused && state.queued_bytes <= state.low_water) {
+                return Ok(());
+            }
+            state.protocol_paused = false;
+        }
+        Self::notify_protocol(slf, intern!(slf.py(), "resume_writing"))
+    }
+
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_exit(py, &err) {
+            return Err(err);
+        }
+        let exc = err.value(py).clone().into_any();
+        if err.is_instance_of::<PyOSError>(py) {
+            let debug = slf.get().loop_of(py).is_some_and(|l| l.get().is_debug());
+            if debug {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("exc_info", &exc)?;
+                py_cache::asyncio_logger(py)?.bind(py).call_method(
+                    "debug",
+                    ("%r: %s", slf, message),
+                    Some(&kwargs),
+                )?;
+            }
+        } else {
+            Self::report(slf, message, err)?;
+        }
+        Self::force_close(slf, Some(exc))
+    }
+
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (had_queue, was_closing) = {
+            let mut state = this.state.borrow_mut(py);
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            let had_queue = !state.queue.is_empty();
+            state.queue.clear();
+            state.queued_bytes = 0;
+            let was_closing = state.closing;
+            state.closing = true;
+            state.conn_lost += 1;
+            (had_queue, was_closing)
+        };
+        if had_queue {
+            this.unwatch(py, Side::Write)?;
+        }
+        if !was_closing {
+            this.unwatch(py, Side::Read)?;
+        }
+        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+        this.call_soon(py, &callback, &PyTuple::new(py, [exc])?)
+    }
+
+    /// Sends one datagram now: send(2) when connected, else sendto(2) to `addr` (numeric
+    /// addresses natively, others through the socket object).
+    fn send_one(&self, py: Python<'_>, data: &[u8], addr: Option<&Bound<'_, PyAny>>) -> Sent {
+        let (fd, connected, raw, sock) = {
+            let state = self.state.borrow_mut(py);
+            let raw = addr.and_then(|a| {
+                state
+                    .addresses
+                    .raw_for(a)
+                    .or_else(|| RawAddr::from_python(state.family, a))
+            });
+            (
+                state.fd,
+                state.connected,
+                raw,
+                state.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
+        };
+        let outcome = if connected {
+            loop {
+                // SAFETY: `data` is valid for reads of its length during the call.
+                let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), 0) };
+                if let Some(result) = sent_result(n) {
+                    break result;
+                }
+            }
+        } else if let Some(raw) = raw {
+            let (sa, len) = raw.as_parts();
+            loop {
+                // SAFETY: `data` is readable for its length; `sa`/`len` describe a valid
+                // socket address owned by `raw`.
+                let n = unsafe { libc::sendto(fd, data.as_ptr().cast(), data.len(), 0, sa, len) };
+                if let Some(result) = sent_result(n) {
+                    break result;
+                }
+            }
+        } else {
+            // Host names, AF_UNIX paths, bad addresses: the socket module decides.
+            let Some(sock) = sock else {
+                return Sent::Failed(PyOSError::new_err((libc::EBADF, "Bad file descriptor")));
+            };
+            let bytes = PyBytes::new(py, data);
+            let addr = addr.map_or_else(|| py.None().into_bound(py), |a| a.clone());
+            return match sock
+                .bind(py)
+                .call_method1(intern!(py, "sendto"), (bytes, addr))
+            {
+                Ok(_) => Sent::Done,
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py) => {
+                    Sent::WouldBlock
+                }
+                Err(err) => Sent::Failed(err),
+            };
+        };
+        match outcome {
+            Ok(()) => Sent::Done,
+            Err(err) if would_block(&err) => Sent::WouldBlock,
+            Err(err) => Sent::Failed(os_error(err)),
+        }
+    }
+}
+
+#[pymethods]
+impl DatagramTransport {
+    /// `DatagramTransport(loop, sock, protocol, address=None, extra=None)`: wraps a
+    /// non-blocking datagram socket (`address`: the remote address it is connected to).
+    /// `_start()` then schedules `connection_made` and reading.
+    #[new]
+    #[pyo3(signature = (event_loop, sock, protocol, address=None, extra=None))]
+    fn new(
+        event_loop: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        address: Option<&Bound<'_, PyAny>>,
+        extra: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = sock.py();
+        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        let extra = match extra {
+            Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
+            _ => PyDict::new(py),
+        };
+        if !extra.contains(intern!(py, "peername"))? {
+            let peer = match sock.call_method0(intern!(py, "getpeername")) {
+                Ok(addr) => addr,
+                Err(err) if err.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
+                Err(err) => return Err(err),
+            };
+            extra.set_item(intern!(py, "peername"), peer)?;
+        }
+        let connected = extra
+            .get_item(intern!(py, "peername"))?
+            .map_or(Ok(false), |p| p.is_truthy())?;
+        Ok(DatagramTransport {
+            state: GilRefCell::new(State {
+                event_loop: Some(core),
+                sock: Some(sock.clone().unbind()),
+                fd,
+                family: socket_family(fd),
+                protocol: Some(protocol.clone().unbind()),
+                extra: extra.unbind(),
+                address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
+                connected,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                conn_lost: 0,
+                closing: false,
+                protocol_paused: false,
+                high_water: DEFAULT_HIGH_WATER,
+                low_water: DEFAULT_HIGH_WATER / 4,
+                addresses: AddressCache::default(),
+            }),
+        })
+    }
+
+    /// Registers the transport with the loop and schedules `connection_made`, reading, and
+    /// then `waiter`'s result.
+    #[pyo3(signature = (waiter=None))]
+    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (Some(event_loop), Some(protocol)) = (this.loop_of(py), this.protocol(py)) else {
+            return Ok(());
+        };
+        let fd = this.state.borrow_mut(py).fd;
+        event_loop
+            .bind(py)
+            .getattr(intern!(py, "_transports"))?
+            .set_item(fd, slf)?;
+        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
+        let start = slf.getattr(intern!(py, "_start_reading"))?;
+        this.call_soon(py, &start, &PyTuple::empty(py))?;
+        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
+            this.call_soon(
+                py,
+                set,
+                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[getter(__class__)]
+    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py_cache::datagram_transport_class(py)?.clone_ref(py))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = self.state.borrow_mut(py);
+        let status = if state.sock.is_none() {
+            "closed"
+        } else if state.closing {
+            "closing"
+        } else {
+            "open"
+        };
+        format!("<DatagramTransport fd={} {status}>", state.fd)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // See StreamTransport::__traverse__: a state borrowed right now reports nothing.
+        let Some(state) = self.state.try_borrow_in_gc() else {
+            return Ok(());
+        };
+        for obj in [&state.protocol, &state.sock, &state.address]
+            .into_iter()
+            .flatten()
+        {
+            visit.call(obj)?;
+        }
+        visit.call(&state.extra)?;
+        for queued in &state.queue {
+            if let Some(addr) = &queued.addr {
+                visit.call(addr)?;
+            }
+        }
+        for obj in state.addresses.objects() {
+            visit.call(obj)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let Some(mut state) = self.state.try_borrow_in_gc() else {
+            return;
+        };
+        let protocol = state.protocol.take();
+        let queue = std::mem::take(&mut state.queue);
+        state.addresses.clear();
+        drop(state);
+        drop((protocol, queue));
+    }
+
+    /// Starts reading unless closing (scheduled after `connection_made`).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().state.borrow_mut(slf.py()).closing {
+            return Ok(());
+        }
+        Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"))
+    }
+
+    /// The socket is readable: one datagram to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (fd, family, protocol, sock) = {
+            let state = this.state.borrow_mut(py);
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(protocol) = state.protocol.as_ref() else {
+                return Ok(());
+            };
+            (
+                state.fd,
+                state.family,
+                protocol.clone_ref(py),
+                state.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
+        };
+        let protocol = protocol.bind(py);
+        let received: PyResult<Option<(Bound<'_, PyBytes>, Bound<'_, PyAny>)>> = if family
+            == libc::AF_INET
+            || family == libc::AF_INET6
+        {
+            let mut raw = RawAddr::empty();
+            let outcome = with_read_buffer(|buf| loop {
+                let (sa, len) = raw.as_mut_parts();
+                // SAFETY: `buf` is writable for its length; `sa`/`len` describe `raw`'s
+                // storage, which recvfrom fills with the sender's address.
+                let n =
+                    unsafe { libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, sa, len) };
+                if n >= 0 {
+                    break Ok(PyBytes::new(py, &buf[..n as usize]));
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    break Err(err);
+                }
+            });
+            match outcome {
+                Ok(data) => {
+                    let addr = this.state.borrow_mut(py).addresses.python_for(py, &raw);
+                    match addr {
+                        Some(Ok(addr)) => Ok(Some((data, addr))),
+                        Some(Err(err)) => Err(err),
+                        None => Ok(Some((data, py.None().into_bound(py)))),
+                    }
+                }
+                Err(err) if would_block(&err) => Ok(None),
+                Err(err) => Err(os_error(err)),
+            }
+        } else {
+            let Some(sock) = sock else {
+                return Ok(());
+            };
+            match sock
+                .bind(py)
+                .call_method1(intern!(py, "recvfrom"), (READ_SIZE,))
+            {
+                Ok(pair) => {
+                    let (data, addr): (Bound<'_, PyBytes>, Bound<'_, PyAny>) = pair.extract()?;
+                    Ok(Some((data, addr)))
+                }
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py) => {
+                    Ok(None)
+                }
+                Err(err) => Err(err),
+            }
+        };
+        match received {
+            Ok(Some((data, addr))) => {
+                protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(err) if err.is_instance_of::<PyOSError>(py) => this.error_received(py, err),
+            Err(err) => Self::fatal_error(slf, err, "Fatal read error on datagram transport"),
+        }
+    }
+
+    /// Sends `data` to `addr` (None: the connected peer).
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let bytes = data.cast::<PyBytes>().ok();
+        if bytes.is_none()
+            && !data.is_instance_of::<PyByteArray>()
+            && !data.is_instance_of::<PyMemoryView>()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        let view;
+        let contents: &[u8] = match bytes {
+            Some(b) => b.as_bytes(),
+            None => {
+                view = ByteView::new(data, ffi::PyBUF_SIMPLE)?;
+                view.as_slice()
+            }
+        };
+        if contents.is_empty() {
+            return Ok(());
+        }
+        let mut addr = addr.filter(|a| !a.is_none()).cloned();
+        let (address, conn_lost, queued) = {
+            let state = this.state.borrow_mut(py);
+            (
+                state.address.as_ref().map(|a| a.clone_ref(py)),
+                state.conn_lost,
+                !state.queue.is_empty(),
+            )
+        };
+        if let Some(address) = &address {
+            let address = address.bind(py);
+            if let Some(given) = &addr {
+                if !given.eq(address)? {
+                    return Err(PyValueError::new_err(format!(
+                        "Invalid address: must be None or {}",
+                        address.str()?
+                    )));
+                }
+            }
+            addr = Some(address.clone());
+            if conn_lost > 0 {
+                if conn_lost >= LOST_WRITES_BEFORE_WARNING {
+                    py_cache::asyncio_logger(py)?
+                        .bind(py)
+                        .call_method1("warning", ("socket.send() raised exception.",))?;
+                }
+                this.state.borrow_mut(py).conn_lost += 1;
+                return Ok(());
+            }
+        }
+        if !queued {
+            match this.send_one(py, contents, addr.as_ref()) {
+                Sent::Done => return Ok(()),
+                Sent::WouldBlock => Self::watch(slf, Side::Write, intern!(py, "_sendto_ready"))?,
+                Sent::Failed(err) if err.is_instance_of::<PyOSError>(py) => {
+                    return this.error_received(py, err)
+                }
+                Sent::Failed(err) => {
+                    return Self::fatal_error(slf, err, "Fatal write error on datagram transport")
+                }
+            }
+        }
+        {
+            let mut state = this.state.borrow_mut(py);
+            state.queued_bytes += contents.len();
+            state.queue.push_back(Queued {
+                data: contents.to_vec(),
+                addr: addr.map(Bound::unbind),
+            });
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// The socket is writable: send queued datagrams until it would block.
+    fn _sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        loop {
+            let next = this.state.borrow_mut(py).queue.pop_front();
+            let Some(queued) = next else {
+                break;
+            };
+            let addr = queued.addr.as_ref().map(|a| a.bind(py).clone());
+            match this.send_one(py, &queued.data, addr.as_ref()) {
+                Sent::Done => {
+                    this.state.borrow_mut(py).queued_bytes -= queued.data.len();
+                }
+                Sent::WouldBlock => {
+                    this.state.borrow_mut(py).queue.push_front(queued);
+                    break;
+                }
+                Sent::Failed(err) => {
+                    this.state.borrow_mut(py).queued_bytes -= queued.data.len();
+                    if err.is_instance_of::<PyOSError>(py) {
+                        return this.error_received(py, err);
+                    }
+                    return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
+                }
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, closing) = {
+            let state = this.state.borrow_mut(py);
+            (state.queue.is_empty(), state.closing)
+        };
+        if empty {
+            this.unwatch(py, Side::Write)?;
+            if closing {
+                let already = {
+                    let mut state = this.state.borrow_mut(py);
+                    let already = state.conn_lost > 0;
+                    state.conn_lost += 1;
+                    already
+                };
+                if !already {
+                    Self::_call_connection_lost(slf, &py.None().into_bound(py))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `protocol.connection_lost(exc)`, then closes the socket and drops references.
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let result = match slf.get().protocol(py) {
+            Some(protocol) => protocol
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            None => Ok(()),
+        };
+        let (sock, event_loop, protocol) = {
+            let mut state = slf.get().state.borrow_mut(py);
+            state.addresses.clear();
+            (
+                state.sock.take(),
+                state.event_loop.take(),
+                state.protocol.take(),
+            )
+        };
+        if let Some(sock) = sock {
+            sock.bind(py).call_method0(intern!(py, "close"))?;
+        }
+        drop((event_loop, protocol));
+        result
+    }
+
+    /// Closes once the queued datagrams are sent; `connection_lost(None)` follows.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let empty = {
+            let mut state = this.state.borrow_mut(py);
+            if state.closing {
+                return Ok(());
+            }
+            state.closing = true;
+            let empty = state.queue.is_empty();
+            if empty {
+                state.conn_lost += 1;
+            }
+            empty
+        };
+        this.unwatch(py, Side::Read)?;
+        if empty {
+            this.unwatch(py, Side::Write)?;
+            let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            this.call_soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
+        }
+        Ok(())
+    }
+
+    /// Closes at once, dropping queued datagrams.
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    /// Internal: closes at once with `exc` for connection_lost.
+    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::force_close(slf, (!exc.is_none()).then(|| exc.clone()))
+    }
+
+    /// True once close() or abort() was called.
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).closing
+    }
+
+    /// Bytes of the datagrams queued and not yet sent.
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).queued_bytes
+    }
+
+    /// `(low, high)` water marks.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        let state = self.state.borrow_mut(py);
+        (state.low_water, state.high_water)
+    }
+
+    /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        let high = match (high, low) {
+            (Some(high), _) => high,
+            (None, Some(low)) => 4 * low,
+            (None, None) => DEFAULT_HIGH_WATER as i64,
+        };
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut state = slf.get().state.borrow_mut(slf.py());
+            state.high_water = high as usize;
+            state.low_water = low as usize;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// Replaces the protocol.
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+        let previous = self
+            .state
+            .borrow_mut(protocol.py())
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(previous);
+    }
+
+    /// The current protocol.
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol(py)
+    }
+
+    /// Extra information: `socket`, `sockname`, `peername` and what the creator passed.
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let (extra, sock) = {
+            let state = self.state.borrow_mut(py);
+            (
+                state.extra.clone_ref(py),
+                state.sock.as_ref().map(|s| s.clone_ref(py)),
+            )
+        };
+        crate::stream_transport::extra_info(py, extra.bind(py), sock.as_ref(), name, default)
+    }
+
+    /// The socket object (None once closed).
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .sock
+            .as_ref()
+            .map(|s| s.clone_ref(py))
+    }
+
+    /// The socket's descriptor.
+    #[getter]
+    fn _sock_fd(&self, py: Python<'_>) -> i32 {
+        self.state.borrow_mut(py).fd
+    }
+
+    /// The loop (None once closed).
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_of(py).map(|l| l.into_any())
+    }
+
+    /// The remote address given at creation (None if unconnected).
+    #[getter]
+    fn _address(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .address
+            .as_ref()
+            .map(|a| a.clone_ref(py))
+    }
+
+    /// The protocol (asyncio's private attribute).
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol(py)
+    }
+
+    /// Bytes queued (asyncio's private attribute).
+    #[getter]
+    fn _buffer_size(&self, py: Python<'_>) -> usize {
+        self.get_write_buffer_size(py)
+    }
+}
+
+impl Drop for DatagramTransport {
+    /// An unclosed transport warns (ResourceWarning) and closes its socket.
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            let sock = self.state.borrow_mut(py).sock.take();
+            let Some(sock) = sock else {
+                return;
+            };
+            let fd = self.state.borrow_mut(py).fd;
+            let message = std::ffi::CString::new(format!(
+                "unclosed transport <DatagramTransport fd={fd} open>"
+            ))
+            .unwrap_or_default();
+            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+            if let Err(err) = PyErr::warn(py, &category, &message, 1) {
+                err.write_unraisable(py, None);
+            }
+            if let Err(err) = sock.bind(py).call_method0(intern!(py, "close")) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+}

@@ -1,0 +1,230 @@
+//! Socket addresses between their C form and Python's address tuples, for the datagram
+//! transport's hot path.
+//!
+//! Only numeric IPv4/IPv6 addresses are converted here; anything else (host names, `''`,
+//! `'<broadcast>'`, AF_UNIX paths) goes through Python's `socket` module, which resolves and
+//! validates exactly as asyncio's transport would. A small cache maps the addresses datagrams
+//! came from to the tuples handed to the protocol, so that an echo (`sendto(data, addr)` with
+//! the very tuple received) costs neither a tuple allocation nor address parsing.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+/// A socket address in its C form.
+#[derive(Clone, Copy)]
+pub struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl RawAddr {
+    /// An empty address buffer for `recvfrom` to fill.
+    pub fn empty() -> Self {
+        RawAddr {
+            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    /// Pointer and length for `recvfrom`/`sendto`.
+    pub fn as_mut_parts(&mut self) -> (*mut libc::sockaddr, *mut libc::socklen_t) {
+        (
+            (&mut self.storage as *mut libc::sockaddr_storage).cast(),
+            &mut self.len,
+        )
+    }
+
+    /// Pointer and length for `sendto`.
+    pub fn as_parts(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        (
+            (&self.storage as *const libc::sockaddr_storage).cast(),
+            self.len,
+        )
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let len = (self.len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: `storage` is `size_of::<sockaddr_storage>()` initialised bytes; we read at
+        // most that many.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&self.storage as *const libc::sockaddr_storage).cast::<u8>(),
+                len,
+            )
+        }
+    }
+
+    /// The address as Python's socket module reports it: `(host, port)` for IPv4,
+    /// `(host, port, flowinfo, scope_id)` for IPv6; None for other families.
+    pub fn to_python<'py>(&self, py: Python<'py>) -> Option<PyResult<Bound<'py, PyAny>>> {
+        match self.storage.ss_family as i32 {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a sockaddr_in.
+                let sin: &libc::sockaddr_in =
+                    unsafe { &*(&self.storage as *const libc::sockaddr_storage).cast() };
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                let port = u16::from_be(sin.sin_port);
+                let host = PyString::new(py, &ip.to_string());
+                Some((host, port).into_pyobject(py).map(|t| t.into_any()))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a sockaddr_in6.
+                let sin6: &libc::sockaddr_in6 =
+                    unsafe { &*(&self.storage as *const libc::sockaddr_storage).cast() };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let host = PyString::new(py, &ip.to_string());
+                let tuple = (
+                    host,
+                    u16::from_be(sin6.sin6_port),
+                    u32::from_be(sin6.sin6_flowinfo),
+                    sin6.sin6_scope_id,
+                );
+                Some(tuple.into_pyobject(py).map(|t| t.into_any()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Parses a numeric address tuple for a socket of `family`; None when it is anything
+    /// else (the caller then lets Python's socket module handle it, errors included).
+    pub fn from_python(family: i32, addr: &Bound<'_, PyAny>) -> Option<RawAddr> {
+        let tuple = addr.cast::<PyTuple>().ok()?;
+        let host = tuple.get_item(0).ok()?;
+        let host = host.cast::<PyString>().ok()?.to_str().ok()?;
+        let port: u16 = tuple.get_item(1).ok()?.extract().ok()?;
+        let mut raw = RawAddr::empty();
+        match (family, tuple.len()) {
+            (libc::AF_INET, 2) => {
+                let ip: Ipv4Addr = host.parse().ok()?;
+                // SAFETY: sockaddr_storage is large enough and aligned for a sockaddr_in.
+                let sin: &mut libc::sockaddr_in =
+                    unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast() };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = port.to_be();
+                sin.sin_addr.s_addr = u32::from(ip).to_be();
+                raw.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            (libc::AF_INET6, 2..=4) => {
+                let ip: Ipv6Addr = host.parse().ok()?;
+                let flowinfo: u32 = match tuple.get_item(2) {
+                    Ok(v) => v.extract().ok()?,
+                    Err(_) => 0,
+                };
+                let scope_id: u32 = match tuple.get_item(3) {
+                    Ok(v) => v.extract().ok()?,
+                    Err(_) => 0,
+                };
+                // SAFETY: sockaddr_storage is large enough and aligned for a sockaddr_in6.
+                let sin6: &mut libc::sockaddr_in6 =
+                    unsafe { &mut *(&mut raw.storage as *mut libc::sockaddr_storage).cast() };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = port.to_be();
+                sin6.sin6_flowinfo = flowinfo.to_be();
+                sin6.sin6_addr.s6_addr = ip.octets();
+                sin6.sin6_scope_id = scope_id;
+                raw.len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+            _ => return None,
+        }
+        Some(raw)
+    }
+}
+
+/// How many peer addresses the cache remembers (an echo server with more peers than this
+/// still works, it just converts more).
+const CACHE_CAPACITY: usize = 64;
+
+/// Recently seen peer addresses and the Python tuples that stand for them.
+#[derive(Default)]
+pub struct AddressCache {
+    entries: Vec<(RawAddr, Py<PyAny>)>,
+    /// The slot the next new address replaces once the cache is full.
+    next: usize,
+}
+
+impl AddressCache {
+    /// The Python address for `raw` (the cached tuple, or a new one that is then cached);
+    /// None for families this module does not convert.
+    pub fn python_for<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &RawAddr,
+    ) -> Option<PyResult<Bound<'py, PyAny>>> {
+        if let Some((_, obj)) = self.entries.iter().find(|(r, _)| r.bytes() == raw.bytes()) {
+            return Some(Ok(obj.bind(py).clone()));
+        }
+        let obj = match raw.to_python(py)? {
+            Ok(obj) => obj,
+            Err(err) => return Some(Err(err)),
+        };
+        let entry = (*raw, obj.clone().unbind());
+        if self.entries.len() < CACHE_CAPACITY {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % CACHE_CAPACITY;
+        }
+        Some(Ok(obj))
+    }
+
+    /// The C address of a tuple this cache handed out (identity), if it is still cached.
+    pub fn raw_for(&self, addr: &Bound<'_, PyAny>) -> Option<RawAddr> {
+        self.entries
+            .iter()
+            .find(|(_, obj)| obj.as_ptr() == addr.as_ptr())
+            .map(|(raw, _)| *raw)
+    }
+
+    /// The cached objects (for the garbage collector's traversal).
+    pub fn objects(&self) -> impl Iterator<Item = &Py<PyAny>> {
+        self.entries.iter().map(|(_, obj)| obj)
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.next = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_round_trip_and_cache_identity() {
+        Python::initialize();
+        Python::attach(|py| {
+            let tuple = ("127.0.0.1", 8080u16).into_pyobject(py).unwrap().into_any();
+            let raw = RawAddr::from_python(libc::AF_INET, &tuple).unwrap();
+            let back = raw.to_python(py).unwrap().unwrap();
+            assert!(back.eq(&tuple).unwrap());
+            let mut cache = AddressCache::default();
+            let first = cache.python_for(py, &raw).unwrap().unwrap();
+            let second = cache.python_for(py, &raw).unwrap().unwrap();
+            assert!(first.is(&second));
+            assert!(cache.raw_for(&first).is_some());
+            assert!(cache.raw_for(&tuple).is_none());
+        });
+    }
+
+    #[test]
+    fn ipv6_and_non_numeric_hosts() {
+        Python::initialize();
+        Python::attach(|py| {
+            let tuple = ("::1", 53u16, 0u32, 0u32)
+                .into_pyobject(py)
+                .unwrap()
+                .into_any();
+            let raw = RawAddr::from_python(libc::AF_INET6, &tuple).unwrap();
+            assert!(raw.to_python(py).unwrap().unwrap().eq(&tuple).unwrap());
+            let named = ("localhost", 53u16).into_pyobject(py).unwrap().into_any();
+            assert!(RawAddr::from_python(libc::AF_INET, &named).is_none());
+            let v4_on_v6 = ("127.0.0.1", 53u16).into_pyobject(py).unwrap().into_any();
+            assert!(RawAddr::from_python(libc::AF_INET6, &v4_on_v6).is_none());
+        });
+    }
+}
