@@ -730,6 +730,8 @@ impl DatagramTransport {
             )
         };
         if let Some(sock) = sock {
+            let extra = slf.get().state.borrow_mut(py).extra.clone_ref(py);
+            crate::stream_transport::keep_socket_info(py, extra.bind(py), sock.bind(py))?;
             sock.bind(py).call_method0(intern!(py, "close"))?;
         }
         drop((event_loop, protocol));
@@ -799,7 +801,7 @@ impl DatagramTransport {
             (None, Some(low)) => 4 * low,
             (None, None) => DEFAULT_HIGH_WATER as i64,
         };
-        let low = low.unwrap_or(high / 4);
+        let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
         if !(high >= low && low >= 0) {
             return Err(PyValueError::new_err(format!(
                 "high ({high}) must be >= low ({low}) must be >= 0"

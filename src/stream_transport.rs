@@ -279,6 +279,23 @@ pub(crate) fn extra_info(
     Ok(value.unbind())
 }
 
+/// Before the socket is closed: records `sockname` and `socket` in the extra info if nobody
+/// asked for them yet, so that they read as asyncio's (which records them at creation) after
+/// the connection is lost.
+pub(crate) fn keep_socket_info(
+    py: Python<'_>,
+    extra: &Bound<'_, PyDict>,
+    sock: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let sock = sock.clone().unbind();
+    for key in [intern!(py, "sockname"), intern!(py, "socket")] {
+        if !extra.contains(key)? {
+            extra_info(py, extra, Some(&sock), key.as_any(), None)?;
+        }
+    }
+    Ok(())
+}
+
 impl StreamTransport {
     fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
         self.state
@@ -527,25 +544,35 @@ impl StreamTransport {
         protocol: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let view = match protocol
+        let buf = match protocol
             .call_method1(intern!(py, "get_buffer"), (-1,))
-            .and_then(|buf| ByteView::new(&buf, ffi::PyBUF_WRITABLE))
-            .and_then(|view| {
-                if view.len() == 0 {
+            .and_then(|buf| {
+                if buf.len()? == 0 {
                     Err(PyRuntimeError::new_err(
                         "get_buffer() returned an empty buffer",
                     ))
                 } else {
-                    Ok(view)
+                    Ok(buf)
                 }
             }) {
-            Ok(view) => view,
+            Ok(buf) => buf,
             Err(err) => {
                 return Self::fatal_error(
                     slf,
                     err,
                     "Fatal error: protocol.get_buffer() call failed.",
                 )
+            }
+        };
+        // A buffer we cannot write into fails the receive itself, as `sock.recv_into` would.
+        let view = match ByteView::new(&buf, ffi::PyBUF_WRITABLE) {
+            Ok(view) => view,
+            Err(_) => {
+                let err = PyTypeError::new_err(format!(
+                    "recv_into() argument 'buffer' must be read-write bytes-like object, not {}",
+                    buf.get_type().name()?
+                ));
+                return Self::fatal_error(slf, err, "Fatal read error on socket transport");
             }
         };
         let received = recv_raw(fd, view.as_mut_ptr(), view.len());
@@ -613,6 +640,16 @@ impl StreamTransport {
             slf.get().state.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
         }
         if let Some(sock) = sock {
+            let extra = slf
+                .get()
+                .state
+                .borrow_mut(py)
+                .extra
+                .as_ref()
+                .map(|e| e.clone_ref(py));
+            if let Some(extra) = extra {
+                keep_socket_info(py, extra.bind(py), sock.bind(py))?;
+            }
             sock.bind(py).call_method0(intern!(py, "close"))?;
         }
         drop((event_loop, protocol));
@@ -1143,7 +1180,7 @@ impl StreamTransport {
             (None, Some(low)) => 4 * low,
             (None, None) => DEFAULT_HIGH_WATER as i64,
         };
-        let low = low.unwrap_or(high / 4);
+        let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
         if !(high >= low && low >= 0) {
             return Err(PyValueError::new_err(format!(
                 "high ({high}) must be >= low ({low}) must be >= 0"
