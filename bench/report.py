@@ -11,9 +11,14 @@ from workloads import Metric, Workload
 
 NOT_AVAILABLE = "n/a"
 UNAVAILABLE = "unavailable"
+#: Cell of a pair that is not measured by design (the ``native`` pseudo-loop of a
+#: workload without a native counterpart).
+NOT_APPLICABLE = "—"
 
 #: ``{(workload name, loop label): reason}`` of pairs the loop cannot run.
 Unavailable = dict[tuple[str, str], str]
+#: ``{(workload name, loop label)}`` of pairs that are not measured by design.
+NotApplicable = set[tuple[str, str]]
 
 
 def three_significant_digits(value: float) -> str:
@@ -89,19 +94,29 @@ def unavailable_notes(unavailable: Unavailable) -> list[str]:
     ]
 
 
+def skipped_notes(skipped: dict[str, str]) -> list[str]:
+    """One line per workload skipped on this machine, with the reason."""
+    return [f"{workload}: skipped ({reason})" for workload, reason in sorted(skipped.items())]
+
+
 def render_text(
     workloads: list[Workload],
     loop_labels: list[str],
     reference_labels: list[str],
     summaries: list[MetricSummary],
     unavailable: Unavailable | None = None,
+    not_applicable: NotApplicable | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> str:
     """Render a fixed-width report: per workload and metric, one line per loop.
 
     Pairs in ``unavailable`` show ``unavailable`` instead of ``n/a`` and are
-    listed with their reasons at the end.
+    listed with their reasons at the end; pairs in ``not_applicable`` have no
+    line, and factors against them show ``—``.  Workloads in ``skipped``
+    (not run on this machine) are listed at the end.
     """
     unavailable = unavailable or {}
+    not_applicable = not_applicable or set()
     by_key = _index(summaries)
     references = [label for label in reference_labels if label in loop_labels]
     label_width = max([len(label) for label in loop_labels] + [4])
@@ -114,6 +129,8 @@ def render_text(
             header += "".join(f"{'vs ' + reference:<22}" for reference in references)
             lines.append(header.rstrip())
             for label in loop_labels:
+                if (workload.name, label) in not_applicable:
+                    continue
                 summary = by_key.get((workload.name, metric.key, label))
                 value = format_spread(summary.value if summary else None, metric.unit)
                 if (workload.name, label) in unavailable:
@@ -121,8 +138,8 @@ def render_text(
                 row = f"     {label:<{label_width}}  {value:<30}"
                 for reference in references:
                     cell = (
-                        "—"
-                        if reference == label
+                        NOT_APPLICABLE
+                        if reference == label or (workload.name, reference) in not_applicable
                         else format_factor_spread(
                             summary.factors.get(reference) if summary else None
                         )
@@ -135,6 +152,7 @@ def render_text(
         " F > 1 means the loop is F times better (faster, or less late), F < 1 worse."
     )
     lines.extend(unavailable_notes(unavailable))
+    lines.extend(skipped_notes(skipped or {}))
     return "\n".join(lines)
 
 
@@ -152,13 +170,19 @@ def render_markdown(
     reference_labels: list[str],
     summaries: list[MetricSummary],
     unavailable: Unavailable | None = None,
+    not_applicable: NotApplicable | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> str:
     """Render a Markdown report: run facts, loops, a summary and a detail table.
 
     Pairs in ``unavailable`` show ``unavailable`` instead of ``n/a`` and are
-    listed with their reasons under the summary table.
+    listed with their reasons under the summary table.  Pairs in
+    ``not_applicable`` show ``—`` in the summary and have no detail row;
+    workloads in ``skipped`` are listed under the summary table.
     """
     unavailable = unavailable or {}
+    not_applicable = not_applicable or set()
+    skipped = skipped or {}
     by_key = _index(summaries)
     references = [label for label in reference_labels if label in loop_labels]
     primary = references[0] if references else None
@@ -196,6 +220,9 @@ def render_markdown(
         for position, metric in enumerate(workload.metrics):
             row = [workload.name if position == 0 else "", metric_heading(metric)]
             for label in loop_labels:
+                if (workload.name, label) in not_applicable:
+                    row.append(NOT_APPLICABLE)
+                    continue
                 summary = by_key.get((workload.name, metric.key, label))
                 if summary is None or summary.value is None:
                     row.append(
@@ -208,6 +235,9 @@ def render_markdown(
                     cell += f" {format_factor(factor.median) if factor else NOT_AVAILABLE}"
                 row.append(cell)
             for subject, reference in extra_comparisons:
+                if {(workload.name, subject), (workload.name, reference)} & not_applicable:
+                    row.append(NOT_APPLICABLE)
+                    continue
                 summary = by_key.get((workload.name, metric.key, subject))
                 factor = summary.factors.get(reference) if summary else None
                 row.append(format_factor_spread(factor))
@@ -221,22 +251,37 @@ def render_markdown(
     extra_headers = [f"{subject} vs {reference}" for subject, reference in extra_comparisons]
     lines += _markdown_table(["workload", "metric", *loop_labels, *extra_headers], summary_rows)
     lines.append("")
-    if unavailable:
+    pseudo_loops = [
+        loop["label"] for loop in loops if loop.get("pseudo_loop") and loop["label"] in loop_labels
+    ]
+    for label in pseudo_loops:
+        lines.append(
+            f"`{label}` is not an event loop: the same client against the compiled "
+            f"server of the loop table (no Python), measured only where a workload has "
+            f"such a counterpart ({NOT_APPLICABLE} elsewhere). A factor *X vs {label}* "
+            f"of ×F < 1 means X needs 1/F times its CPU per request (or reaches F times "
+            f"its requests/s)."
+        )
+        lines.append("")
+    if unavailable or skipped:
         lines += [f"- {note}" for note in unavailable_notes(unavailable)]
+        lines += [f"- {note}" for note in skipped_notes(skipped)]
         lines.append("")
 
     detail_rows = []
     for workload in workloads:
         for metric in workload.metrics:
             for label in loop_labels:
+                if (workload.name, label) in not_applicable:
+                    continue
                 summary = by_key.get((workload.name, metric.key, label))
                 value = format_spread(summary.value if summary else None, metric.unit)
                 if (workload.name, label) in unavailable:
                     value = UNAVAILABLE
                 row = [workload.name, metric_heading(metric), label, value]
                 for reference in references:
-                    if reference == label:
-                        row.append("—")
+                    if reference == label or (workload.name, reference) in not_applicable:
+                        row.append(NOT_APPLICABLE)
                     else:
                         factors = summary.factors.get(reference) if summary else None
                         row.append(format_factor_spread(factors))

@@ -6,6 +6,11 @@ every loop in turn, then repetition 2, … — so that slow drifts of a shared
 machine hit all loops alike, and ratios are taken between measurements of the
 same repetition.
 
+Workloads that have a Python-free counterpart (the Protocol echo cases) are
+also measured against ``native-echo`` (``../shared/native-echo``, built into a
+cache directory outside the repository), shown as the pseudo-loop ``native``
+in the same interleaved repetitions; ``--native-echo off`` leaves it out.
+
 Example::
 
     python3 bench/run.py --loops asyncio,uvloop,rloop,ferroloop --repeat 3 \\
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from loops import LoopSpec, parse_loop_list
+from native_echo import NATIVE_LABEL, prepare_native_echo
 from report import Unavailable, format_value, render_markdown, render_text
 from stats import MetricSummary, summarise
 from workloads import Workload, discover_workloads, select_workloads
@@ -38,7 +44,8 @@ BENCH_DIRECTORY = Path(__file__).resolve().parent
 WORKER_SCRIPT = BENCH_DIRECTORY / "worker.py"
 RESULT_PREFIX = "BENCH-RESULT "
 DEFAULT_LOOPS = "asyncio,uvloop,rloop,ferroloop"
-REFERENCE_LABELS = ["asyncio", "uvloop", "rloop"]
+#: Loops every loop is compared with; ``native`` (the compiled echo server) is the floor.
+REFERENCE_LABELS = ["asyncio", "uvloop", "rloop", NATIVE_LABEL]
 MINIMUM_REPEAT = 3
 
 #: glibc malloc tuning pinned in workers by default.  Without it glibc adapts
@@ -93,6 +100,15 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get(LOADGEN_ENVIRONMENT_VARIABLE) or None,
         help="load generator binary for the echo workloads ('loadgen echo' options, e.g. a "
         "build of ../shared/loadgen); default: $BENCH_LOADGEN, else bench/echo_client.py",
+    )
+    parser.add_argument(
+        "--native-echo",
+        default="auto",
+        metavar="auto|off|PATH",
+        help="the Python-free echo server measured as pseudo-loop 'native' on the workloads "
+        "that have a native counterpart: 'auto' (default) builds ../shared/native-echo into "
+        "$XDG_CACHE_HOME/ferroloop-bench (~/.cache if unset), PATH names its sources or a "
+        "built binary, 'off' leaves it out",
     )
     parser.add_argument("--json", metavar="PATH", help="write all raw and summary data as JSON")
     parser.add_argument(
@@ -220,7 +236,7 @@ def disturbance_share(result: dict[str, Any], workload: Workload) -> float | Non
     time``.  ``None`` when neither applies.
     """
     wall = result.get("wall_s") or 0.0
-    if wall <= 0:
+    if wall <= 0 or not workload.timing_sensitive:
         return None
     if result.get("run_delay_s") is not None:
         return result["run_delay_s"] / wall
@@ -358,6 +374,13 @@ def run_suite(arguments: argparse.Namespace) -> int:
             print(f"workload {workload.name} skipped: {reason}", file=sys.stderr)
 
     specs = parse_loop_list(arguments.loops)
+    if any(spec.label == NATIVE_LABEL for spec in specs):
+        print(
+            f"the label {NATIVE_LABEL!r} is reserved for the native echo server; "
+            "label the loop differently (label=module:factory)",
+            file=sys.stderr,
+        )
+        return 2
     environment = worker_environment(arguments.malloc, arguments.loadgen)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     load_at_start = load_average()
@@ -374,6 +397,24 @@ def run_suite(arguments: argparse.Namespace) -> int:
     if not available_labels:
         print("no loop available", file=sys.stderr)
         return 2
+    native = None
+    if arguments.native_echo != "off" and any(workload.native for workload in workloads):
+        native = prepare_native_echo(
+            arguments.native_echo, lambda line: print(line, file=sys.stderr, flush=True)
+        )
+        entry = native.loop_entry()
+        loops.append(entry)
+        status = (
+            f"{entry['version']} ({entry['loop_type']})"
+            if entry["available"]
+            else f"UNAVAILABLE, skipped: {entry['reason']}"
+        )
+        print(
+            f"loop {NATIVE_LABEL:<10} {native.binary or native.target:<32} {status}",
+            file=sys.stderr,
+        )
+        if entry["available"]:
+            available_labels.append(NATIVE_LABEL)
     if "asyncio" not in available_labels:
         print("note: asyncio is not in the run, so there are no ratios to it", file=sys.stderr)
 
@@ -384,10 +425,14 @@ def run_suite(arguments: argparse.Namespace) -> int:
             for label in available_labels:
                 if (workload.name, label) in unavailable_pairs:
                     continue
+                if label == NATIVE_LABEL:
+                    if not workload.native or native is None or not native.binary:
+                        continue  # no native counterpart: not measured, shown as "—"
+                    mode = ["native", "--binary", native.binary]
+                else:
+                    mode = ["measure", "--loop", targets[label]]
                 worker_arguments = [
-                    "measure",
-                    "--loop",
-                    targets[label],
+                    *mode,
                     "--workload",
                     workload.name,
                     "--scale",
@@ -424,6 +469,11 @@ def run_suite(arguments: argparse.Namespace) -> int:
             else "glibc defaults"
         ),
         "order_per_repetition": available_labels,
+        "native_echo": (
+            f"{native.binary} (built from {native.target})"
+            if native and native.binary
+            else (native.reason if native else "not used")
+        ),
         "echo_client": (
             f"loadgen ({environment[LOADGEN_ENVIRONMENT_VARIABLE]})"
             if environment.get(LOADGEN_ENVIRONMENT_VARIABLE)
@@ -444,6 +494,13 @@ def run_suite(arguments: argparse.Namespace) -> int:
     }
     publish_reports(document, workloads, arguments)
     return 1 if any(is_failure(measurement) for measurement in measurements) else 0
+
+
+def not_applicable_pairs(workloads: list[Workload], labels: list[str]) -> set[tuple[str, str]]:
+    """(workload, ``native``) pairs of workloads without a native counterpart."""
+    if NATIVE_LABEL not in labels:
+        return set()
+    return {(workload.name, NATIVE_LABEL) for workload in workloads if not workload.native}
 
 
 def is_failure(measurement: dict[str, Any]) -> bool:
@@ -490,11 +547,17 @@ def publish_reports(
     labels = document["meta"]["order_per_repetition"]
     measurements = document["measurements"]
     unavailable = unavailable_pairs_of(document)
+    not_applicable = not_applicable_pairs(workloads, labels)
+    skipped = document.get("skipped_workloads") or {}
     print()
     for loop in document["loops"]:
         if not loop["available"]:
             print(f"{loop['label']}: unavailable, skipped ({loop['reason']})")
-    print(render_text(workloads, labels, REFERENCE_LABELS, summaries, unavailable))
+    print(
+        render_text(
+            workloads, labels, REFERENCE_LABELS, summaries, unavailable, not_applicable, skipped
+        )
+    )
     if arguments.md:
         markdown = render_markdown(
             document["meta"],
@@ -504,6 +567,8 @@ def publish_reports(
             REFERENCE_LABELS,
             summaries,
             unavailable,
+            not_applicable,
+            skipped,
         )
         if arguments.md == "-":
             print()

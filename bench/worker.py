@@ -6,10 +6,16 @@ gets a fresh interpreter, heap and import state.  The worker prints one line
 A workload that the loop cannot run (:class:`workloads.WorkloadUnavailable`)
 yields ``{"ok": false, "unavailable": reason}`` and exit status 0.
 
+The ``native`` mode measures a workload's Python-free counterpart instead
+(``Workload.native``: the compiled ``native-echo`` server, shown as the
+pseudo-loop ``native``); its process costs (CPU, RSS, run-queue wait) are the
+server process's, since the worker only drives it.
+
 Usage (normally only invoked by ``run.py``)::
 
     python bench/worker.py probe   --loop MODULE:FACTORY
     python bench/worker.py measure --loop MODULE:FACTORY --workload NAME [--scale S]
+    python bench/worker.py native  --binary PATH --workload NAME [--scale S]
 """
 
 from __future__ import annotations
@@ -108,12 +114,22 @@ def measure(target: str, workload_name: str, scale: float) -> dict[str, Any]:
     }
 
 
+def measure_native(binary: str, workload_name: str, scale: float) -> dict[str, Any]:
+    """Run a workload's native counterpart; return its metrics plus the server's costs."""
+    workload = discover_workloads()[workload_name]
+    if workload.native is None:
+        raise WorkloadUnavailable(f"{workload_name} has no native counterpart")
+    metrics, costs = workload.native(binary, scale)
+    return {"metrics": {key: float(value) for key, value in metrics.items()}, **costs}
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """Parse the worker's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("probe", "measure"))
-    parser.add_argument("--loop", required=True, help="MODULE:FACTORY of the loop")
-    parser.add_argument("--workload", help="workload name (measure mode)")
+    parser.add_argument("mode", choices=("probe", "measure", "native"))
+    parser.add_argument("--loop", help="MODULE:FACTORY of the loop (probe and measure modes)")
+    parser.add_argument("--binary", help="native-echo binary (native mode)")
+    parser.add_argument("--workload", help="workload name (measure and native modes)")
     parser.add_argument("--scale", type=float, default=1.0, help="work multiplier")
     return parser.parse_args(argv)
 
@@ -121,12 +137,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Entry point; returns the process exit code."""
     arguments = parse_arguments(argv)
+    if arguments.mode != "native" and not arguments.loop:
+        raise SystemExit(f"{arguments.mode} mode needs --loop")
+    if arguments.mode != "probe" and not arguments.workload:
+        raise SystemExit(f"{arguments.mode} mode needs --workload")
+    if arguments.mode == "native" and not arguments.binary:
+        raise SystemExit("native mode needs --binary")
     try:
         if arguments.mode == "probe":
             payload = probe(arguments.loop)
+        elif arguments.mode == "native":
+            payload = measure_native(arguments.binary, arguments.workload, arguments.scale)
         else:
-            if not arguments.workload:
-                raise SystemExit("measure mode needs --workload")
             payload = measure(arguments.loop, arguments.workload, arguments.scale)
     except WorkloadUnavailable as reason:
         emit_result({"ok": False, "unavailable": str(reason)})

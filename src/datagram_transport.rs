@@ -38,6 +38,8 @@ struct Queued {
 }
 
 struct State {
+    /// This transport's address in the loop's transport registry (0: not registered).
+    registry_address: usize,
     event_loop: Option<Py<LoopCore>>,
     sock: Option<Py<PyAny>>,
     fd: i32,
@@ -115,6 +117,24 @@ fn sent_result(n: isize) -> Option<io::Result<()>> {
 }
 
 impl DatagramTransport {
+    /// Leaves the loop's transport registry (closing, or being deallocated).
+    fn leave_registry(&self, py: Python<'_>) {
+        let (address, fd, event_loop) = {
+            let mut state = self.state.borrow_mut(py);
+            let address = std::mem::take(&mut state.registry_address);
+            (
+                address,
+                state.fd,
+                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        if let (true, Some(event_loop)) = (address != 0, event_loop) {
+            event_loop
+                .get()
+                .unregister_transport(py, fd, address as *mut ffi::PyObject);
+        }
+    }
+
     fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
         self.state
             .borrow_mut(py)
@@ -287,6 +307,7 @@ impl DatagramTransport {
             state.conn_lost += 1;
             (had_queue, was_closing)
         };
+        this.leave_registry(py);
         if had_queue {
             this.unwatch(py, Side::Write)?;
         }
@@ -478,6 +499,7 @@ impl DatagramTransport {
             .map_or(Ok(false), |p| p.is_truthy())?;
         Ok(DatagramTransport {
             state: GilRefCell::new(State {
+                registry_address: 0,
                 event_loop: Some(core),
                 sock: Some(sock.clone().unbind()),
                 fd,
@@ -508,10 +530,8 @@ impl DatagramTransport {
             return Ok(());
         };
         let fd = this.state.borrow_mut(py).fd;
-        event_loop
-            .bind(py)
-            .getattr(intern!(py, "_transports"))?
-            .set_item(fd, slf)?;
+        event_loop.get().register_transport(py, fd, slf.as_any());
+        this.state.borrow_mut(py).registry_address = slf.as_ptr() as usize;
         let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
         this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
         let start = slf.getattr(intern!(py, "_start_reading"))?;
@@ -773,6 +793,7 @@ impl DatagramTransport {
             }
             empty
         };
+        this.leave_registry(py);
         this.unwatch(py, Side::Read)?;
         if empty {
             this.unwatch(py, Side::Write)?;
@@ -916,6 +937,7 @@ impl Drop for DatagramTransport {
     /// An unclosed transport warns (ResourceWarning) and closes its socket.
     fn drop(&mut self) {
         Python::attach(|py| {
+            self.leave_registry(py);
             let sock = self.state.borrow_mut(py).sock.take();
             let Some(sock) = sock else {
                 return;

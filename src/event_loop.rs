@@ -144,6 +144,11 @@ pub struct LoopCore {
     stats: LoopStats,
     /// The buffer native receives read into (see `sock_io.rs`).
     scratch: GilRefCell<Vec<u8>>,
+    /// Open transports by descriptor (object addresses, borrowed): add_reader & co. refuse
+    /// their descriptors. A transport enters at creation and leaves when it starts closing or
+    /// is deallocated, whichever comes first, so an address here always points to a live
+    /// object. (asyncio keeps a WeakValueDictionary: ~120 bytes per connection more.)
+    transports: GilRefCell<HashMap<i32, usize>>,
 }
 
 extern "C" {
@@ -220,6 +225,26 @@ impl LoopCore {
     /// True in debug mode.
     pub(crate) fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
+    }
+
+    /// Records `transport` as the user of `fd` (see `LoopCore::transports`).
+    pub(crate) fn register_transport(&self, py: Python<'_>, fd: i32, transport: &Bound<'_, PyAny>) {
+        self.transports
+            .borrow_mut(py)
+            .insert(fd, transport.as_ptr() as usize);
+    }
+
+    /// Forgets `transport` as the user of `fd` (it is closing or being deallocated).
+    pub(crate) fn unregister_transport(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        transport: *mut ffi::PyObject,
+    ) {
+        let mut transports = self.transports.borrow_mut(py);
+        if transports.get(&fd) == Some(&(transport as usize)) {
+            transports.remove(&fd);
+        }
     }
 
     /// `call_soon` for the native fast entry point (`fast_methods.rs`).
@@ -899,6 +924,7 @@ impl LoopCore {
             task_factory: GilRefCell::new(None),
             stats: LoopStats::default(),
             scratch: GilRefCell::new(Vec::new()),
+            transports: GilRefCell::new(HashMap::new()),
         })
     }
 
@@ -1108,6 +1134,15 @@ impl LoopCore {
     }
 
     /// A new `asyncio.Future` bound to this loop.
+    /// The open transport using descriptor `fd`, if any.
+    fn _transport_for_fd(&self, py: Python<'_>, fd: i32) -> Option<Py<PyAny>> {
+        let address = *self.transports.borrow_mut(py).get(&fd)?;
+        // SAFETY: an address in `transports` belongs to a live transport (entries leave
+        // before their object is deallocated, see the field's comment); we take a new
+        // strong reference to it while holding the GIL.
+        Some(unsafe { Bound::from_borrowed_ptr(py, address as *mut ffi::PyObject) }.unbind())
+    }
+
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future_type = py_cache::asyncio_future_type(py)?;

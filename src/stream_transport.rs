@@ -61,6 +61,8 @@ pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 
 /// The mutable state of a transport (GIL-guarded; never borrowed across a Python call).
 struct State {
+    /// This transport's address in the loop's transport registry (0: not registered).
+    registry_address: usize,
     /// The loop; None once the connection is lost.
     event_loop: Option<Py<LoopCore>>,
     /// The socket object; closed and dropped once the connection is lost.
@@ -297,6 +299,24 @@ pub(crate) fn keep_socket_info(
 }
 
 impl StreamTransport {
+    /// Leaves the loop's transport registry (closing, or being deallocated).
+    fn leave_registry(&self, py: Python<'_>) {
+        let (address, fd, event_loop) = {
+            let mut state = self.state.borrow_mut(py);
+            let address = std::mem::take(&mut state.registry_address);
+            (
+                address,
+                state.fd,
+                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        if let (true, Some(event_loop)) = (address != 0, event_loop) {
+            event_loop
+                .get()
+                .unregister_transport(py, fd, address as *mut ffi::PyObject);
+        }
+    }
+
     fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
         self.state
             .borrow_mut(py)
@@ -502,6 +522,7 @@ impl StreamTransport {
             state.conn_lost += 1;
             (had_buffer, was_closing)
         };
+        this.leave_registry(py);
         if had_buffer {
             this.remove(py, Side::Write)?;
         }
@@ -699,6 +720,7 @@ impl StreamTransport {
         set_nodelay(fd);
         let transport = StreamTransport {
             state: GilRefCell::new(State {
+                registry_address: 0,
                 event_loop: Some(core),
                 sock: Some(sock.clone().unbind()),
                 fd,
@@ -740,9 +762,8 @@ impl StreamTransport {
             return Ok(());
         };
         let event_loop = event_loop.bind(py);
-        event_loop
-            .getattr(intern!(py, "_transports"))?
-            .set_item(fd, slf)?;
+        event_loop.get().register_transport(py, fd, slf.as_any());
+        this.state.borrow_mut(py).registry_address = slf.as_ptr() as usize;
         if let Some(server) = server {
             server.bind(py).call_method0(intern!(py, "_attach"))?;
         }
@@ -1064,6 +1085,7 @@ impl StreamTransport {
             }
             empty
         };
+        this.leave_registry(py);
         this.remove(py, Side::Read)?;
         if empty {
             this.remove(py, Side::Write)?;
@@ -1314,6 +1336,7 @@ impl Drop for StreamTransport {
     /// `__del__` does.
     fn drop(&mut self) {
         Python::attach(|py| {
+            self.leave_registry(py);
             let sock = self.state.borrow_mut(py).sock.take();
             let Some(sock) = sock else {
                 return;

@@ -11,10 +11,12 @@ import sys
 import pytest
 
 from loops import parse_loop_list, parse_loop_spec
-from report import format_factor, format_value
-from run import BENCH_DIRECTORY, disturbance_share
+from native_echo import NATIVE_LABEL, prepare_native_echo
+from report import NOT_APPLICABLE, format_factor, format_value, render_markdown, render_text
+from run import BENCH_DIRECTORY, REFERENCE_LABELS, disturbance_share, not_applicable_pairs
 from stats import improvement_factor, summarise
-from workloads import Workload, WorkloadUnavailable, discover_workloads, select_workloads
+from workloads import Metric, Workload, WorkloadUnavailable, discover_workloads, select_workloads
+from workloads.http_keepalive import BAD_REQUEST, parse_requests, parse_wrk_output
 from workloads.sock_echo import parse_client_output, require_socket_methods
 from workloads.transport_echo import client_command, require_methods
 
@@ -82,11 +84,16 @@ def test_disturbance_prefers_run_queue_wait() -> None:
     assert disturbance_share({"wall_s": 1.0, "run_delay_s": 0.2}, workload) == 0.2
     fallback = {"wall_s": 1.0, "run_delay_s": None, "user_cpu_s": 0.7, "system_cpu_s": 0.1}
     assert disturbance_share(fallback, workload) == pytest.approx(0.2)
+    footprint = Workload("m", "", (), run=lambda loop, scale: {}, timing_sensitive=False)
+    assert disturbance_share({"wall_s": 1.0, "run_delay_s": 0.9}, footprint) is None
 
 
 @pytest.mark.parametrize("name", sorted(discover_workloads()))
 def test_every_workload_reports_its_metrics_on_stock_asyncio(name: str) -> None:
     workload = discover_workloads()[name]
+    reason = workload.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     loop = asyncio.new_event_loop()
     try:
         result = workload.run(loop, 0.01)
@@ -201,3 +208,92 @@ def test_echo_client_options() -> None:
         echo_client.parse_arguments(["udp", "--family", "unix", "--addr", "/tmp/e.sock"])
     with pytest.raises(SystemExit):
         echo_client.parse_arguments(["echo", "--addr", "192.0.2.1:9"])
+
+
+def test_http_parser_answers_complete_heads_and_honours_connection_close() -> None:
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert parse_requests(get) == (1, len(get), None)
+    assert parse_requests(get * 3 + get[:10]) == (3, 3 * len(get), None)  # pipelined + partial
+    assert parse_requests(b"GET / HTTP/1.1\r\n") == (0, 0, None)
+    closing = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+    assert parse_requests(get + closing + get) == (2, len(get + closing), b"")
+    assert parse_requests(b"GET / HTTP/1.0\r\n\r\n")[2] == b""
+    assert parse_requests(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")[2] is None
+    assert parse_requests(b"nonsense\r\n\r\n")[2] == BAD_REQUEST
+
+
+def test_wrk_output_parsing() -> None:
+    output = """Running 5s test @ http://127.0.0.1:4242/
+  1 threads and 50 connections
+  Latency Distribution
+     50%  327.00us
+     75%  400.00us
+     90%  600.00us
+     99%    1.20ms
+  644950 requests in 5.10s, 59.05MB read
+  Socket errors: connect 0, read 2, write 0, timeout 0
+Requests/sec: 126460.78
+Transfer/sec:     11.58MB
+"""
+    result = parse_wrk_output(output)
+    assert result["requests_per_s"] == 126460.78
+    assert result["requests"] == 644950 and result["duration_s"] == pytest.approx(5.1)
+    assert (result["latency_p50_us"], result["latency_p99_us"]) == (327.0, 1200.0)
+    assert result["socket_errors_read"] == 2 and result["non_2xx"] == 0
+
+
+def test_native_pseudo_loop_is_a_reference_and_dash_where_not_applicable() -> None:
+    rate = Metric("rate", "rate")
+    echo = Workload("echo", "", (rate,), run=lambda loop, scale: {}, native=lambda b, s: ({}, {}))
+    other = Workload("other", "", (rate,), run=lambda loop, scale: {})
+    labels = ["asyncio", "ferroloop", NATIVE_LABEL]
+    assert NATIVE_LABEL in REFERENCE_LABELS
+    not_applicable = not_applicable_pairs([echo, other], labels)
+    assert not_applicable == {("other", NATIVE_LABEL)}
+    values = {
+        ("echo", "rate", "asyncio"): {1: 1.0},
+        ("echo", "rate", "ferroloop"): {1: 2.0},
+        ("echo", "rate", NATIVE_LABEL): {1: 4.0},
+        ("other", "rate", "asyncio"): {1: 1.0},
+        ("other", "rate", "ferroloop"): {1: 3.0},
+    }
+    summaries = summarise(
+        values, {("echo", "rate"): True, ("other", "rate"): True}, labels, REFERENCE_LABELS
+    )
+    meta = {"command": "x", "started": "s", "finished": "f", "machine": "m", "repeat": 1}
+    meta["malloc"] = "pinned"
+    loops = [
+        {"label": "asyncio", "target": "a"},
+        {"label": "ferroloop", "target": "f"},
+        {"label": NATIVE_LABEL, "target": "n", "pseudo_loop": True},
+    ]
+    markdown = render_markdown(
+        meta, loops, [echo, other], labels, REFERENCE_LABELS, summaries, {}, not_applicable
+    )
+    assert "| ferroloop vs native |" in markdown
+    assert "| echo | rate ↑ | 1.00 | 2.00 ×2.00 | 4.00 ×4.00 | ×0.50 [0.50–0.50] |" in markdown
+    assert (
+        f"| other | rate ↑ | 1.00 | 3.00 ×3.00 | {NOT_APPLICABLE} | {NOT_APPLICABLE} |" in markdown
+    )
+    assert "| other | rate ↑ | native |" not in markdown  # no detail row
+    text = render_text(
+        [echo, other], labels, REFERENCE_LABELS, summaries, {}, not_applicable, {"w": "why"}
+    )
+    assert "w: skipped (why)" in text
+
+
+def test_native_echo_missing_is_unavailable(tmp_path) -> None:
+    native = prepare_native_echo(str(tmp_path / "nowhere"), lambda line: None)
+    entry = native.loop_entry()
+    assert not entry["available"] and "no native-echo sources" in entry["reason"]
+
+
+def test_native_echo_floor_measures_when_it_can_be_built() -> None:
+    native = prepare_native_echo("auto", lambda line: None)
+    if not native.binary:
+        pytest.skip(native.reason)
+    workload = discover_workloads()["transport_echo.tcp_1k"]
+    metrics, costs = workload.native(native.binary, 0.01)
+    assert metrics["requests_per_s"] > 0 and metrics["server_cpu_us_per_request"] > 0
+    assert costs["max_rss_kib"] > 0 and costs["wall_s"] > 0
+    assert discover_workloads()["callbacks.chain"].native is None

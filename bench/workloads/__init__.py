@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MeasureFunction = Callable[[Any, float], dict[str, float]]
+#: ``native(binary, scale) -> (metrics, server process costs)``: the same measurement
+#: against a compiled, Python-free server (see ``Workload.native``).
+NativeMeasureFunction = Callable[[str, float], tuple[dict[str, float], dict[str, Any]]]
 
 
 class WorkloadUnavailable(Exception):  # noqa: N818 - reads as a state, like StopIteration
@@ -71,7 +74,15 @@ class Workload:
     measurement.  Where Linux schedstat is unavailable, the runner detects a
     disturbed measurement of such a workload by CPU time well below wall time;
     workloads that sleep by design (timer precision) or wait on a client
-    process set it to False.
+    process set it to False.  ``timing_sensitive`` False (memory footprints)
+    turns the disturbance check off: another process holding the CPU changes
+    how long such a measurement takes, not its result.
+
+    ``native``, when set, measures the same thing against the compiled
+    ``native-echo`` server (no Python, no event loop) whose binary path it is
+    given; the runner shows it as the pseudo-loop ``native``, the floor the
+    loops are compared with.  It returns the metrics and the server process's
+    costs (``wall_s``, ``run_delay_s``, CPU times, ``max_rss_kib``).
     """
 
     name: str
@@ -80,6 +91,8 @@ class Workload:
     run: MeasureFunction
     unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
     cpu_bound: bool = True
+    timing_sensitive: bool = True
+    native: NativeMeasureFunction | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description of the workload."""
@@ -87,6 +100,7 @@ class Workload:
             "name": self.name,
             "description": self.description,
             "metrics": [metric.as_dict() for metric in self.metrics],
+            "native": self.native is not None,
         }
 
 

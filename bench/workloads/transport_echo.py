@@ -33,20 +33,34 @@ per request.  The server keeps serving until the client process has exited.
 A loop that leaves the API to ``AbstractEventLoop``'s stub, or raises
 ``NotImplementedError`` when it is called, is reported unavailable for that
 case.
+
+Native floor (``tcp_1k``, ``tcp_64k``, ``unix_1k``): the same client, window
+and message size against ``native-echo``, a single-threaded Rust echo server
+on mio (epoll) without Python, shown as the pseudo-loop ``native``.  It cannot
+time its own window, so the worker does: it watches the server's descriptors
+until ``CONNECTIONS`` clients are connected, sleeps ``WARMUP_S``, reads the
+server's CPU time from ``/proc`` (schedstat: the same user + system total that
+``getrusage`` gives), sleeps ``WINDOW_S`` and reads it again.  It counts no
+bytes either, so requests/s is the client's figure (over its own window, which
+starts when its connections are up and encloses the worker's), and server CPU
+µs/request = server CPU seconds per second in the window / requests/s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import Workload, WorkloadUnavailable
+from ._native_server import NativeEchoServer
 from .sock_echo import (
     CLIENT_KEYS,
     LOADGEN_ENVIRONMENT_VARIABLE,
@@ -78,12 +92,20 @@ UDP_TIMEOUT_S = 0.5
 class WindowClock:
     """Schedules the two window marks once every client has shown up."""
 
-    def __init__(self, loop, counter: ByteCounter, warmup: float, window: float) -> None:
-        """Nothing is scheduled until :meth:`client_arrived` has been called enough times."""
+    def __init__(
+        self,
+        loop,
+        counter: ByteCounter,
+        warmup: float,
+        window: float,
+        expected_clients: int = CONNECTIONS,
+    ) -> None:
+        """Nothing is scheduled until :meth:`client_arrived` ran ``expected_clients`` times."""
         self.loop = loop
         self.counter = counter
         self.warmup = warmup
         self.window = window
+        self.expected_clients = expected_clients
         self.clients = 0
         self.marks: dict[str, Mark] = {}
         self.all_arrived = loop.create_future()
@@ -91,7 +113,7 @@ class WindowClock:
     def client_arrived(self) -> None:
         """Count one client; with the last one, schedule the start and stop marks."""
         self.clients += 1
-        if self.clients == CONNECTIONS:
+        if self.clients == self.expected_clients:
             self.loop.call_later(self.warmup, self.mark, "start")
             self.loop.call_later(self.warmup + self.window, self.mark, "stop")
             if not self.all_arrived.done():
@@ -366,6 +388,74 @@ def measure_transport_echo(loop, scale: float, kind: str, size: int) -> dict[str
     return result
 
 
+def measure_native_echo(
+    binary: str, scale: float, kind: str, size: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run ``native-echo`` against the same client as the loops; rate and CPU per request."""
+    warmup = max(0.05, WARMUP_S * scale)
+    window = max(0.1, WINDOW_S * scale)
+    with tempfile.TemporaryDirectory(prefix="bench-native-echo-") as directory:
+        argument = os.path.join(directory, "echo.sock") if kind == "unix" else "127.0.0.1:0"
+        with NativeEchoServer(binary, argument) as server:
+            address = server.address if kind == "unix" else server.tcp_address()
+            client_name, command = client_command(
+                kind, address, size, warmup, window + CLIENT_TAIL_S
+            )
+            client = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            try:
+                server.wait_for_connections(CONNECTIONS, CONNECT_TIMEOUT_S, client)
+                time.sleep(warmup)
+                start = server.reading()
+                time.sleep(window)
+                stop = server.reading()
+                stdout, stderr = client.communicate(timeout=SERVER_GRACE_S)
+            except (RuntimeError, TimeoutError) as error:
+                client.kill()
+                stderr = client.communicate()[1].strip() or "no output"
+                raise RuntimeError(f"{error}; {client_name}: {stderr}") from error
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+    if client.returncode != 0:
+        raise RuntimeError(f"{client_name} exited with {client.returncode}: {stderr.strip()}")
+    client_result = parse_client_output(stdout)
+    rate = client_result.get("rps")
+    if not isinstance(rate, int | float) or rate <= 0:
+        raise RuntimeError(f"{client_name} reported no requests/s: {stdout.strip()[-300:]}")
+
+    seconds = stop.time - start.time
+    requests = rate * seconds  # the client's rate over the worker's window
+    cpu = stop.cpu - start.cpu
+    user_ticks = stop.user_cpu - start.user_cpu
+    system_ticks = stop.system_cpu - start.system_cpu
+    ticks = user_ticks + system_ticks
+    result = {
+        "requests_per_s": rate,
+        "server_cpu_us_per_request": cpu / requests * 1e6,
+        "mb_per_s": rate * size / 1e6,
+        "server_cpu_pct": 100.0 * cpu / seconds,
+        # /proc/PID/stat ticks only say how the total splits (10 ms resolution).
+        "server_user_cpu_us_per_request": cpu * (user_ticks / ticks) / requests * 1e6
+        if ticks
+        else math.nan,
+        "server_system_cpu_us_per_request": cpu * (system_ticks / ticks) / requests * 1e6
+        if ticks
+        else math.nan,
+        "server_page_faults_per_request": (stop.minor_faults - start.minor_faults) / requests,
+        "window_s": seconds,
+        "requests": requests,
+        "requests_counted_by_client": 1.0,
+        "client_is_loadgen": float(client_name == "loadgen"),
+    }
+    for client_key, key in {**CLIENT_KEYS, "lost": "client_lost"}.items():
+        if isinstance(client_result.get(client_key), int | float):
+            result[key] = float(client_result[client_key])
+    return result, server.costs()
+
+
 DESCRIPTIONS = {
     "tcp": "create_server + asyncio.Protocol echo (transport.write)",
     "streams": "asyncio.start_server echo (reader.read / writer.write / drain)",
@@ -383,8 +473,18 @@ CASES = [
 ]
 
 
+#: Cases also measured against ``native-echo`` (the Protocol echo's Python-free floor).
+NATIVE_CASES = {("tcp", "1k"), ("tcp", "64k"), ("unix", "1k")}
+
+
 def make_workload(kind: str, case: str, size: int) -> Workload:
     """Build the ``transport_echo.<kind>_<case>`` workload."""
+    native = None
+    if (kind, case) in NATIVE_CASES:
+
+        def native(binary: str, scale: float) -> tuple[dict[str, float], dict[str, Any]]:
+            return measure_native_echo(binary, scale, kind, size)
+
     return Workload(
         name=f"transport_echo.{kind}_{case}",
         description=(
@@ -394,6 +494,7 @@ def make_workload(kind: str, case: str, size: int) -> Workload:
         metrics=(REQUEST_RATE, SERVER_CPU),
         run=lambda loop, scale: measure_transport_echo(loop, scale, kind, size),
         cpu_bound=False,
+        native=native,
     )
 
 

@@ -69,8 +69,6 @@ class EventLoop(LoopCore, SocketAPI, NetworkAPI, asyncio.AbstractEventLoop):
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._origin_tracking_saved_depth: int | None = None
-        # descriptor -> the transport that owns it (add_reader & co. refuse those)
-        self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         # signal number -> (callback, args, context) registered by add_signal_handler
         self._signal_handlers: dict[int, tuple[Any, tuple, contextvars.Context]] = {}
         self.set_debug(_debug_requested())
@@ -201,7 +199,7 @@ class EventLoop(LoopCore, SocketAPI, NetworkAPI, asyncio.AbstractEventLoop):
                 fileno = int(fileno.fileno())
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(f"Invalid file object: {fd!r}") from None
-        transport = self._transports.get(fileno)
+        transport = self._transport_for_fd(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
