@@ -24,7 +24,7 @@ use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
 use crate::py_cache;
-use crate::sockaddr::{AddressCache, RawAddr};
+use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
     is_exit, with_read_buffer, would_block, ByteView, DEFAULT_HIGH_WATER,
     LOST_WRITES_BEFORE_WARNING, READ_SIZE,
@@ -82,26 +82,6 @@ enum Sent {
     Done,
     WouldBlock,
     Failed(PyErr),
-}
-
-fn socket_family(fd: i32) -> i32 {
-    let mut domain: libc::c_int = 0;
-    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `size` bytes into `domain`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut size,
-        )
-    };
-    if rc == 0 {
-        domain
-    } else {
-        -1
-    }
 }
 
 /// Interprets a `send`/`sendto` return value (EINTR retried by the caller's loop).

@@ -36,4 +36,10 @@ impl<T> GilRefCell<T> {
     pub fn try_borrow_in_gc(&self) -> Option<RefMut<'_, T>> {
         self.0.try_borrow_mut().ok()
     }
+
+    /// Exclusive access without the GIL (`&mut self` proves nobody else holds the cell).
+    #[inline]
+    pub fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut()
+    }
 }

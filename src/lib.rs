@@ -11,6 +11,7 @@
 //! - [`errors`]: OS errors as Python's `OSError` subclasses;
 //! - [`sock_io`]: native completion of `sock_recv`/`sock_recv_into`;
 //! - [`stream_transport`]: the TCP/Unix stream transport; [`write_buffer`]: its write queue;
+//! - [`accept`]: servers' native accept (no Python socket object per connection);
 //! - [`datagram_transport`]: the UDP/AF_UNIX datagram transport; [`sockaddr`]: its address
 //!   conversion;
 //! - [`fast_methods`]: raw vectorcall entry points for `call_soon` and `get_debug`;
@@ -18,6 +19,7 @@
 //! - [`gil_cell`], [`py_cache`]: GIL-guarded state and cached Python objects.
 #![deny(missing_docs)]
 
+pub mod accept;
 pub mod callback_check;
 pub mod clock;
 pub mod datagram_transport;
@@ -51,6 +53,8 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream_transport::StreamTransport>()?;
     m.add_class::<datagram_transport::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
+    m.add_class::<accept::AcceptedSocket>()?;
+    m.add_function(wrap_pyfunction!(accept::accept_connection, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -88,6 +88,44 @@ impl RawAddr {
         }
     }
 
+    /// Like `to_python`, for every family a stream socket can have: AF_UNIX gives the path
+    /// as the socket module does (`''` for an unnamed socket, `bytes` in the abstract
+    /// namespace); other families give None.
+    pub fn to_python_any<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(converted) = self.to_python(py) {
+            return converted;
+        }
+        if self.storage.ss_family as i32 != libc::AF_UNIX {
+            return Ok(py.None().into_bound(py));
+        }
+        let bytes = self.bytes();
+        let offset = std::mem::size_of::<libc::sa_family_t>();
+        let path = bytes.get(offset..).unwrap_or(&[]);
+        if path.first() == Some(&0) {
+            return Ok(pyo3::types::PyBytes::new(py, path).into_any());
+        }
+        let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+        Ok(PyString::new(py, &String::from_utf8_lossy(&path[..end])).into_any())
+    }
+
+    /// `getsockname(2)` or `getpeername(2)` of `fd`.
+    pub fn of_socket(fd: i32, peer: bool) -> std::io::Result<RawAddr> {
+        let mut raw = RawAddr::empty();
+        let (sa, len) = raw.as_mut_parts();
+        // SAFETY: `sa`/`len` describe `raw`'s storage, which the call fills.
+        let rc = unsafe {
+            if peer {
+                libc::getpeername(fd, sa, len)
+            } else {
+                libc::getsockname(fd, sa, len)
+            }
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(raw)
+    }
+
     /// Parses a numeric address tuple for a socket of `family`; None when it is anything
     /// else (the caller then lets Python's socket module handle it, errors included).
     pub fn from_python(family: i32, addr: &Bound<'_, PyAny>) -> Option<RawAddr> {
@@ -130,6 +168,68 @@ impl RawAddr {
             _ => return None,
         }
         Some(raw)
+    }
+}
+
+/// A socket address kept by a transport until someone asks for it: 8 bytes for IPv4 (the
+/// usual case), boxed otherwise, instead of a Python tuple per connection.
+pub enum CompactAddr {
+    /// An IPv4 address and port.
+    V4 {
+        /// Address, host byte order.
+        ip: u32,
+        /// Port, host byte order.
+        port: u16,
+    },
+    /// Any other address.
+    Other(Box<RawAddr>),
+}
+
+impl CompactAddr {
+    /// Compacts `raw`.
+    pub fn new(raw: &RawAddr) -> Self {
+        if raw.storage.ss_family as i32 == libc::AF_INET {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(&raw.storage as *const libc::sockaddr_storage).cast() };
+            return CompactAddr::V4 {
+                ip: u32::from_be(sin.sin_addr.s_addr),
+                port: u16::from_be(sin.sin_port),
+            };
+        }
+        CompactAddr::Other(Box::new(*raw))
+    }
+
+    /// The address as the socket module reports it.
+    pub fn to_python<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            CompactAddr::V4 { ip, port } => {
+                let host = PyString::new(py, &Ipv4Addr::from(*ip).to_string());
+                Ok((host, *port).into_pyobject(py)?.into_any())
+            }
+            CompactAddr::Other(raw) => raw.to_python_any(py),
+        }
+    }
+}
+
+/// The address family of socket `fd` (SO_DOMAIN), -1 if it cannot be read.
+pub fn socket_family(fd: i32) -> i32 {
+    let mut domain: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `size` bytes into `domain`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut size,
+        )
+    };
+    if rc == 0 {
+        domain
+    } else {
+        -1
     }
 }
 

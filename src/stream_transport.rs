@@ -30,10 +30,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::accept::AcceptedSocket;
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
 use crate::py_cache;
+use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
 /// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
@@ -65,9 +67,22 @@ struct State {
     registry_address: usize,
     /// The loop; None once the connection is lost.
     event_loop: Option<Py<LoopCore>>,
-    /// The socket object; closed and dropped once the connection is lost.
+    /// The socket object; closed and dropped once the connection is lost. A connection
+    /// accepted natively (`accept.rs`) has none until someone asks for it.
     sock: Option<Py<PyAny>>,
+    /// The descriptor is ours to close (no socket object owns it yet).
+    owns_fd: bool,
+    /// The socket was closed (the connection is lost).
+    closed: bool,
     fd: i32,
+    /// The socket's address family.
+    family: i32,
+    /// The peer's address, for a natively accepted connection (others keep it in `extra`).
+    peer: Option<CompactAddr>,
+    /// The local address, read just before the socket was closed.
+    sockname_at_close: Option<CompactAddr>,
+    /// The `TransportSocket` handed out by `get_extra_info('socket')`.
+    transport_socket: Option<Py<PyAny>>,
     protocol: Option<Py<PyAny>>,
     /// The protocol is an `asyncio.BufferedProtocol`.
     buffered: bool,
@@ -89,6 +104,47 @@ struct State {
     low_water: usize,
     /// The future `loop.sendfile` waits on for the buffer to drain.
     empty_waiter: Option<Py<PyAny>>,
+}
+
+impl State {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        event_loop: Py<LoopCore>,
+        sock: Option<Py<PyAny>>,
+        fd: i32,
+        protocol: &Bound<'_, PyAny>,
+        buffered: bool,
+        extra: Option<Py<PyDict>>,
+        server: Option<Py<PyAny>>,
+        peer: Option<CompactAddr>,
+    ) -> Self {
+        State {
+            registry_address: 0,
+            event_loop: Some(event_loop),
+            owns_fd: sock.is_none(),
+            sock,
+            closed: false,
+            fd,
+            family: socket_family(fd),
+            peer,
+            sockname_at_close: None,
+            transport_socket: None,
+            protocol: Some(protocol.clone().unbind()),
+            buffered,
+            protocol_connected: true,
+            extra,
+            server,
+            buffer: WriteBuffer::default(),
+            conn_lost: 0,
+            closing: false,
+            eof: false,
+            paused: false,
+            protocol_paused: false,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_HIGH_WATER / 4,
+            empty_waiter: None,
+        }
+    }
 }
 
 /// asyncio's stream transport over a connected non-blocking socket.
@@ -299,6 +355,76 @@ pub(crate) fn keep_socket_info(
 }
 
 impl StreamTransport {
+    fn with_state(state: State) -> Self {
+        StreamTransport {
+            state: GilRefCell::new(state),
+        }
+    }
+
+    /// The socket object, created on first request for a natively accepted connection
+    /// (it then owns the descriptor); None once closed.
+    fn socket_object(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let (sock, owns_fd, closed, fd) = {
+            let state = self.state.borrow_mut(py);
+            (
+                state.sock.as_ref().map(|s| s.clone_ref(py)),
+                state.owns_fd,
+                state.closed,
+                state.fd,
+            )
+        };
+        if closed {
+            return Ok(None);
+        }
+        if let Some(sock) = sock {
+            return Ok(Some(sock));
+        }
+        if !owns_fd {
+            return Ok(None);
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("fileno", fd)?;
+        let sock = py
+            .import("socket")?
+            .getattr("socket")?
+            .call((), Some(&kwargs))?
+            .unbind();
+        let mut state = self.state.borrow_mut(py);
+        state.owns_fd = false;
+        state.sock = Some(sock.clone_ref(py));
+        Ok(Some(sock))
+    }
+
+    /// Closes the socket (connection lost, or an unclosed transport deallocated). With
+    /// `keep_info`, the local address is read first so that `get_extra_info('sockname')`
+    /// still answers afterwards, as asyncio's (read at creation) does.
+    fn close_socket(&self, py: Python<'_>, keep_info: bool) -> PyResult<()> {
+        let (sock, owns_fd, fd) = {
+            let mut state = self.state.borrow_mut(py);
+            if state.closed {
+                return Ok(());
+            }
+            if keep_info {
+                state.sockname_at_close = RawAddr::of_socket(state.fd, false)
+                    .ok()
+                    .map(|raw| CompactAddr::new(&raw));
+            }
+            state.closed = true;
+            let owns_fd = std::mem::take(&mut state.owns_fd);
+            (state.sock.take(), owns_fd, state.fd)
+        };
+        if let Some(sock) = sock {
+            sock.bind(py).call_method0(intern!(py, "close"))?;
+        } else if owns_fd {
+            // SAFETY: closing the descriptor this transport owns, exactly once (`owns_fd`
+            // was cleared above).
+            unsafe {
+                libc::close(fd);
+            }
+        }
+        Ok(())
+    }
+
     /// Leaves the loop's transport registry (closing, or being deallocated).
     fn leave_registry(&self, py: Python<'_>) {
         let (address, fd, event_loop) = {
@@ -640,11 +766,10 @@ impl StreamTransport {
                 .map(drop),
             _ => Ok(()),
         };
-        let (waiter, sock, server, event_loop, protocol) = {
+        let (waiter, server, event_loop, protocol) = {
             let mut state = slf.get().state.borrow_mut(py);
             (
                 state.empty_waiter.take(),
-                state.sock.take(),
                 state.server.take(),
                 state.event_loop.take(),
                 state.protocol.take(),
@@ -660,19 +785,7 @@ impl StreamTransport {
             // Keep it set: write() keeps refusing data until sendfile ends.
             slf.get().state.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
         }
-        if let Some(sock) = sock {
-            let extra = slf
-                .get()
-                .state
-                .borrow_mut(py)
-                .extra
-                .as_ref()
-                .map(|e| e.clone_ref(py));
-            if let Some(extra) = extra {
-                keep_socket_info(py, extra.bind(py), sock.bind(py))?;
-            }
-            sock.bind(py).call_method0(intern!(py, "close"))?;
-        }
+        slf.get().close_socket(py, true)?;
         drop((event_loop, protocol));
         if let Some(server) = server {
             server.bind(py).call_method0(intern!(py, "_detach"))?;
@@ -696,6 +809,29 @@ impl StreamTransport {
     ) -> PyResult<Self> {
         let py = sock.py();
         let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let buffered =
+            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+        let server = server.filter(|s| !s.is_none()).map(|s| s.clone().unbind());
+        if let Ok(accepted) = sock.cast::<AcceptedSocket>() {
+            let Some((fd, peer)) = accepted.get().take(py) else {
+                return Err(PyValueError::new_err("the accepted socket is closed"));
+            };
+            let extra = match extra {
+                Some(extra) if !extra.is_none() => Some(extra.cast::<PyDict>()?.clone().unbind()),
+                _ => None,
+            };
+            set_nodelay(fd);
+            return Ok(StreamTransport::with_state(State::new(
+                core,
+                None,
+                fd,
+                protocol,
+                buffered,
+                extra,
+                server,
+                Some(peer),
+            )));
+        }
         let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         // asyncio keeps the caller's dict itself. The peer's address is read now, as asyncio
         // does, since it is gone once the peer disconnects; `socket` and `sockname` are
@@ -714,33 +850,17 @@ impl StreamTransport {
             };
             extra.set_item(intern!(py, "peername"), peer)?;
         }
-        let extra = Some(extra.unbind());
-        let buffered =
-            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
         set_nodelay(fd);
-        let transport = StreamTransport {
-            state: GilRefCell::new(State {
-                registry_address: 0,
-                event_loop: Some(core),
-                sock: Some(sock.clone().unbind()),
-                fd,
-                protocol: Some(protocol.clone().unbind()),
-                buffered,
-                protocol_connected: true,
-                extra,
-                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
-                buffer: WriteBuffer::default(),
-                conn_lost: 0,
-                closing: false,
-                eof: false,
-                paused: false,
-                protocol_paused: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
-                empty_waiter: None,
-            }),
-        };
-        Ok(transport)
+        Ok(StreamTransport::with_state(State::new(
+            core,
+            Some(sock.clone().unbind()),
+            fd,
+            protocol,
+            buffered,
+            Some(extra.unbind()),
+            server,
+            None,
+        )))
     }
 
     /// Second half of construction (needs the object itself): registers the transport with
@@ -789,7 +909,7 @@ impl StreamTransport {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = self.state.borrow_mut(py);
-        let status = if state.sock.is_none() {
+        let status = if state.closed {
             "closed"
         } else if state.closing {
             "closing"
@@ -809,6 +929,7 @@ impl StreamTransport {
         for obj in [
             &state.protocol,
             &state.sock,
+            &state.transport_socket,
             &state.server,
             &state.empty_waiter,
         ]
@@ -1249,28 +1370,85 @@ impl StreamTransport {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let (extra, sock) = {
-            let state = self.state.borrow_mut(py);
-            (
-                state.extra.as_ref().map(|e| e.clone_ref(py)),
-                state.sock.as_ref().map(|s| s.clone_ref(py)),
-            )
+        let default = default.unwrap_or_else(|| py.None());
+        let extra = self
+            .state
+            .borrow_mut(py)
+            .extra
+            .as_ref()
+            .map(|e| e.clone_ref(py));
+        if let Some(extra) = &extra {
+            if let Some(value) = extra.bind(py).get_item(name)? {
+                return Ok(value.unbind());
+            }
+        }
+        let Ok(key) = name.extract::<&str>() else {
+            return Ok(default);
         };
-        let extra = match extra {
-            Some(extra) => extra,
-            None => return Ok(default.unwrap_or_else(|| py.None())),
-        };
-        extra_info(py, extra.bind(py), sock.as_ref(), name, default)
+        match key {
+            "peername" => {
+                let state = self.state.borrow_mut(py);
+                match &state.peer {
+                    Some(peer) => Ok(peer.to_python(py)?.unbind()),
+                    None => Ok(default),
+                }
+            }
+            "sockname" => {
+                let (closed, fd) = {
+                    let state = self.state.borrow_mut(py);
+                    if state.closed {
+                        return match &state.sockname_at_close {
+                            Some(addr) => Ok(addr.to_python(py)?.unbind()),
+                            None => Ok(py.None()),
+                        };
+                    }
+                    (state.closed, state.fd)
+                };
+                debug_assert!(!closed);
+                match RawAddr::of_socket(fd, false) {
+                    Ok(raw) => Ok(raw.to_python_any(py)?.unbind()),
+                    Err(_) => Ok(py.None()),
+                }
+            }
+            "socket" => {
+                let cached = self
+                    .state
+                    .borrow_mut(py)
+                    .transport_socket
+                    .as_ref()
+                    .map(|t| t.clone_ref(py));
+                if let Some(cached) = cached {
+                    return Ok(cached);
+                }
+                let sock = match self.socket_object(py)? {
+                    Some(sock) => sock,
+                    None => {
+                        // Lost before anyone asked: a closed socket of the same kind, as
+                        // asyncio's (made at creation, closed since) reads.
+                        let family = self.state.borrow_mut(py).family;
+                        let sock = py
+                            .import("socket")?
+                            .getattr("socket")?
+                            .call1((family, libc::SOCK_STREAM))?;
+                        sock.call_method0(intern!(py, "close"))?;
+                        sock.unbind()
+                    }
+                };
+                let wrapped = py_cache::transport_socket_type(py)?
+                    .bind(py)
+                    .call1((sock,))?
+                    .unbind();
+                self.state.borrow_mut(py).transport_socket = Some(wrapped.clone_ref(py));
+                Ok(wrapped)
+            }
+            _ => Ok(default),
+        }
     }
 
     /// The socket object (None once the connection is lost).
     #[getter]
-    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .sock
-            .as_ref()
-            .map(|s| s.clone_ref(py))
+    fn _sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.socket_object(py)
     }
 
     /// The socket's descriptor.
@@ -1337,11 +1515,13 @@ impl Drop for StreamTransport {
     fn drop(&mut self) {
         Python::attach(|py| {
             self.leave_registry(py);
-            let sock = self.state.borrow_mut(py).sock.take();
-            let Some(sock) = sock else {
-                return;
+            let (closed, fd) = {
+                let state = self.state.borrow_mut(py);
+                (state.closed, state.fd)
             };
-            let fd = self.state.borrow_mut(py).fd;
+            if closed {
+                return;
+            }
             let message = std::ffi::CString::new(format!(
                 "unclosed transport <StreamTransport fd={fd} open>"
             ))
@@ -1350,7 +1530,7 @@ impl Drop for StreamTransport {
             if let Err(err) = PyErr::warn(py, &category, &message, 1) {
                 err.write_unraisable(py, None);
             }
-            if let Err(err) = sock.bind(py).call_method0(intern!(py, "close")) {
+            if let Err(err) = self.close_socket(py, false) {
                 err.write_unraisable(py, None);
             }
         });

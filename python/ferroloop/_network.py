@@ -18,6 +18,7 @@ import stat
 import warnings
 from asyncio import staggered, trsock
 
+from ._ferroloop import accept_connection
 from ._transports import DatagramTransport, SocketTransport, StreamTransport
 
 logger = logging.getLogger("asyncio")
@@ -707,10 +708,12 @@ class NetworkAPI:
     def _accept_ready(self, protocol_factory, sock, server, backlog) -> None:
         """Accepts up to ``backlog`` connections; a failing protocol factory is reported and
         the server keeps serving; running out of descriptors pauses accepting for a second."""
+        listen_fd = sock.fileno()
         for _ in range(backlog):
             try:
-                conn, address = sock.accept()
-                conn.setblocking(False)
+                # Native accept4: no socket object or address tuple per connection until
+                # someone asks (see src/accept.rs); None when nothing is waiting.
+                conn = accept_connection(listen_fd)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -726,7 +729,9 @@ class NetworkAPI:
                 self._remove_reader(sock.fileno())
                 self.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting, server, sock)
                 return
-            self._start_connection(protocol_factory, conn, {"peername": address}, server)
+            if conn is None:
+                return
+            self._start_connection(protocol_factory, conn, None, server)
 
     def _resume_accepting(self, server, sock) -> None:
         if server.is_serving() and sock.fileno() >= 0:
