@@ -93,7 +93,11 @@ extern "C" {
 }
 
 /// Receives straight into a new `bytes` of `size` bytes, shrunk to the received length.
-fn recv_into_new_bytes(py: Python<'_>, fd: RawFd, size: usize) -> PyResult<io::Result<Py<PyAny>>> {
+pub(crate) fn recv_into_new_bytes(
+    py: Python<'_>,
+    fd: RawFd,
+    size: usize,
+) -> PyResult<io::Result<Py<PyAny>>> {
     use pyo3::ffi;
     // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, uninitialised bytes of n
     // bytes (or NULL with an exception); we own it until it is returned or released below,

@@ -35,11 +35,18 @@ use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
 use crate::py_cache;
+use crate::sock_io::recv_into_new_bytes;
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
 /// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
 pub(crate) const READ_SIZE: usize = 256 * 1024;
+/// A read at least this large makes the next one read straight into a new `bytes`.
+const LARGE_READ: usize = 32 * 1024;
+/// The size of that `bytes`: below glibc's default mmap threshold (128 KiB), so that even
+/// with malloc's default settings it comes from the heap and shrinks in place, instead of
+/// costing an mmap/mremap/munmap per read (what asyncio's 256 KiB reads cost unpinned).
+const LARGE_READ_SIZE: usize = 120 * 1024;
 /// asyncio's default high-water mark of the write buffer.
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// After this many writes to a lost connection, each further write logs a warning.
@@ -77,6 +84,8 @@ struct State {
     fd: i32,
     /// The socket's address family.
     family: i32,
+    /// The last read was large (see `_read_ready`).
+    large_reads: bool,
     /// The peer's address, for a natively accepted connection (others keep it in `extra`).
     peer: Option<CompactAddr>,
     /// The local address, read just before the socket was closed.
@@ -126,6 +135,7 @@ impl State {
             closed: false,
             fd,
             family: socket_family(fd),
+            large_reads: false,
             peer,
             sockname_at_close: None,
             transport_socket: None,
@@ -986,9 +996,23 @@ impl StreamTransport {
         if buffered {
             return Self::read_into_protocol_buffer(slf, fd, protocol);
         }
-        let received = with_read_buffer(|buf| {
-            recv_raw(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
-        });
+        // Small reads go through the shared buffer and are copied out; after a large read,
+        // the next one goes straight into a new `bytes` shrunk to what arrived (a 64 KiB
+        // copy costs more than the allocation), as `socket.recv` does.
+        let large = slf.get().state.borrow_mut(py).large_reads;
+        let received = if large {
+            match recv_into_new_bytes(py, fd, LARGE_READ_SIZE)? {
+                Ok(obj) => Ok(obj.into_bound(py).cast_into::<PyBytes>()?),
+                Err(err) => Err(err),
+            }
+        } else {
+            with_read_buffer(|buf| {
+                recv_raw(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
+            })
+        };
+        if let Ok(data) = &received {
+            slf.get().state.borrow_mut(py).large_reads = data.as_bytes().len() >= LARGE_READ;
+        }
         let data = match received {
             Ok(data) => data,
             Err(err) if would_block(&err) => return Ok(()),
