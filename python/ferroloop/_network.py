@@ -375,9 +375,7 @@ class NetworkAPI:
             if server_hostname is None:
                 raise ValueError("you have to pass server_hostname when using ssl")
         else:
-            _check_no_tls_options(
-                ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout
-            )
+            _check_no_tls_options(ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
         _refuse_tls(ssl)
         if path is not None:
             if sock is not None:
@@ -398,7 +396,12 @@ class NetworkAPI:
         return await self._make_stream_transport(sock, protocol_factory)
 
     async def connect_accepted_socket(
-        self, protocol_factory, sock, *, ssl=None, ssl_handshake_timeout=None,
+        self,
+        protocol_factory,
+        sock,
+        *,
+        ssl=None,
+        ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
     ):
         """Wraps a socket accepted outside the loop."""
@@ -431,8 +434,13 @@ class NetworkAPI:
             if sock.type == socket.SOCK_STREAM:
                 raise ValueError(f"A datagram socket was expected, got {sock!r}")
             options = dict(
-                local_addr=local_addr, remote_addr=remote_addr, family=family, proto=proto,
-                flags=flags, reuse_address=reuse_address, reuse_port=reuse_port,
+                local_addr=local_addr,
+                remote_addr=remote_addr,
+                family=family,
+                proto=proto,
+                flags=flags,
+                reuse_address=reuse_address,
+                reuse_port=reuse_port,
                 allow_broadcast=allow_broadcast,
             )
             used = {k: v for k, v in options.items() if v and v is not _UNSET}
