@@ -751,7 +751,7 @@ impl DatagramTransport {
         if let Some(sock) = sock {
             let extra = slf.get().state.borrow_mut(py).extra.clone_ref(py);
             crate::stream_transport::keep_socket_info(py, extra.bind(py), sock.bind(py))?;
-            sock.bind(py).call_method0(intern!(py, "close"))?;
+            crate::stream_transport::close_socket_object(py, sock.bind(py))?;
         }
         drop((event_loop, protocol));
         result
@@ -931,7 +931,7 @@ impl Drop for DatagramTransport {
             if let Err(err) = PyErr::warn(py, &category, &message, 1) {
                 err.write_unraisable(py, None);
             }
-            if let Err(err) = sock.bind(py).call_method0(intern!(py, "close")) {
+            if let Err(err) = crate::stream_transport::close_socket_object(py, sock.bind(py)) {
                 err.write_unraisable(py, None);
             }
         });

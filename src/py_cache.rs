@@ -76,6 +76,11 @@ cached!(
     /// `asyncio.DatagramTransport` and `asyncio.Transport`, as asyncio's own transport is.
     datagram_transport_class, "ferroloop._transports", "DatagramTransportType");
 
+cached!(
+    /// `_socket.socket.close`, the C method: closes a socket object even when the garbage
+    /// collector already cleared the Python-level slots `socket.socket.close` needs.
+    raw_socket_close, "_socket", "socket");
+
 /// Interned `"loop"`, the keyword every Future/Task constructor call passes.
 pub fn str_loop(py: Python<'_>) -> &Bound<'_, PyString> {
     pyo3::intern!(py, "loop")

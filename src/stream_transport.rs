@@ -347,6 +347,23 @@ pub(crate) fn extra_info(
     Ok(value.unbind())
 }
 
+/// Closes a socket object; if its Python-level `close` fails because the garbage collector
+/// already cleared its slots (a transport collected in a cycle with its socket), through
+/// `_socket.socket.close`, the C method.
+pub(crate) fn close_socket_object(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    match sock.call_method0(intern!(py, "close")) {
+        Ok(_) => Ok(()),
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
+            py_cache::raw_socket_close(py)?
+                .bind(py)
+                .getattr(intern!(py, "close"))?
+                .call1((sock,))?;
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Before the socket is closed: records `sockname` and `socket` in the extra info if nobody
 /// asked for them yet, so that they read as asyncio's (which records them at creation) after
 /// the connection is lost.
@@ -424,7 +441,7 @@ impl StreamTransport {
             (state.sock.take(), owns_fd, state.fd)
         };
         if let Some(sock) = sock {
-            sock.bind(py).call_method0(intern!(py, "close"))?;
+            close_socket_object(py, sock.bind(py))?;
         } else if owns_fd {
             // SAFETY: closing the descriptor this transport owns, exactly once (`owns_fd`
             // was cleared above).
@@ -915,6 +932,12 @@ impl StreamTransport {
     #[getter(__class__)]
     fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
+    }
+
+    /// `loop.start_tls()` accepts this transport.
+    #[classattr]
+    fn _start_tls_compatible() -> bool {
+        true
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

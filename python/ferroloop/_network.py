@@ -2,7 +2,12 @@
 connect_accepted_socket, and the Server object. Stream transports are in ``_transports``.
 
 Name resolution, socket creation and argument checks are cold paths and live here; the
-checks and their messages are asyncio's (CPython 3.11). TLS (``ssl=``) is not implemented yet.
+checks and their messages are asyncio's (CPython 3.11).
+
+TLS (``ssl=``, ``start_tls``) runs the standard library's ``asyncio.sslproto.SSLProtocol``
+(TLS through ``ssl.MemoryBIO``, a BufferedProtocol) over the native stream transport, as
+asyncio's own loops do: the protocol the application sees gets ``SSLProtocol``'s app
+transport, with asyncio's handshake/shutdown timeouts and errors.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ import os
 import socket
 import stat
 import warnings
-from asyncio import staggered, trsock
+from asyncio import constants, sslproto, staggered, trsock
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover - CPython built without OpenSSL
+    _ssl = None
 
 from ._ferroloop import accept_connection
 from ._transports import DatagramTransport, SocketTransport, StreamTransport
@@ -29,11 +39,6 @@ _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
 #: Marks "argument not given" where None is meaningful (reuse_address).
 _UNSET = object()
-
-
-def _refuse_tls(ssl) -> None:
-    if ssl:
-        raise NotImplementedError("ferroloop does not implement TLS transports yet (ssl=...)")
 
 
 def _check_no_tls_options(ssl, server_hostname=None, handshake=None, shutdown=None) -> None:
@@ -86,11 +91,23 @@ def _combined_connect_error(errors: list[OSError]) -> OSError:
 class Server(asyncio.AbstractServer):
     """A listening server (what create_server returns)."""
 
-    def __init__(self, loop, sockets, protocol_factory, backlog):
+    def __init__(
+        self,
+        loop,
+        sockets,
+        protocol_factory,
+        backlog,
+        ssl_context=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
         self._loop = loop
         self._sockets = sockets
         self._protocol_factory = protocol_factory
         self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._active_count = 0
         self._waiters: list | None = []
         self._serving = False
@@ -181,18 +198,120 @@ class NetworkAPI:
 
     # -------------------------------------------------------------- transports
 
-    async def _make_stream_transport(self, sock, protocol_factory, extra=None):
-        """Wraps a connected socket: protocol, transport, and connection_made run."""
+    async def _make_stream_transport(
+        self,
+        sock,
+        protocol_factory,
+        extra=None,
+        *,
+        ssl=None,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Wraps a connected socket: protocol, transport (TLS with ``ssl``), and
+        connection_made run; with TLS, returns once the handshake is done."""
         sock.setblocking(False)
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = SocketTransport(self, sock, protocol, waiter, extra)
+        if ssl:
+            transport = self._make_ssl_transport(
+                sock,
+                protocol,
+                None if isinstance(ssl, bool) else ssl,
+                waiter,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                extra=extra,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+            )
+        else:
+            transport = SocketTransport(self, sock, protocol, waiter, extra)
         try:
             await waiter
         except BaseException:
             transport.close()
             raise
         return transport, protocol
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        """The standard library's TLS protocol over a native stream transport; returns the
+        transport the application's protocol talks to. ``sslcontext`` None: asyncio's
+        default client context."""
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Upgrades an existing connection to TLS; returns the new (TLS) transport once the
+        handshake is done. The old transport must no longer be used."""
+        if _ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, _ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            call_connection_made=False,
+        )
+        # Pause first: data already buffered must reach the TLS protocol, not the old one.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)
+        resume = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resume.cancel()
+            raise
+        return ssl_protocol._app_transport
 
     # ---------------------------------------------------------------- sendfile
 
@@ -202,7 +321,16 @@ class NetworkAPI:
         if transport.is_closing():
             raise RuntimeError("Transport is closing")
         if not isinstance(transport, StreamTransport):
-            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+            # A TLS transport: data must go through it (asyncio's FALLBACK mode).
+            mode = getattr(transport, "_sendfile_compatible", constants._SendfileMode.UNSUPPORTED)
+            if mode is not constants._SendfileMode.FALLBACK:
+                raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+            if not fallback:
+                raise RuntimeError(
+                    "fallback is disabled and native sendfile is not supported "
+                    f"for transport {transport!r}"
+                )
+            return await self._sendfile_through_transport(transport, file, offset, count)
         raw = transport._sock
         try:
             transport.pause_reading()
@@ -271,9 +399,10 @@ class NetworkAPI:
     ):
         """Connects to ``host:port`` (each resolved address in turn) or wraps ``sock``."""
         _check_no_tls_options(ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
-        if ssl and server_hostname is None and not host:
-            raise ValueError("You must set server_hostname when using ssl without a host")
-        _refuse_tls(ssl)
+        if ssl and server_hostname is None:
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
         if happy_eyeballs_delay is not None and interleave is None:
             interleave = 1  # RFC 8305's default when Happy Eyeballs is on
         if host is not None or port is not None:
@@ -311,7 +440,14 @@ class NetworkAPI:
                 raise ValueError("host and port was not specified and no sock specified")
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
-        return await self._make_stream_transport(sock, protocol_factory)
+        return await self._make_stream_transport(
+            sock,
+            protocol_factory,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
 
     async def _resolve_stream(self, host, port, family, proto, flags) -> list:
         infos = await self.getaddrinfo(
@@ -376,7 +512,6 @@ class NetworkAPI:
                 raise ValueError("you have to pass server_hostname when using ssl")
         else:
             _check_no_tls_options(ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
-        _refuse_tls(ssl)
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
@@ -393,7 +528,14 @@ class NetworkAPI:
                 raise ValueError("no path and sock were specified")
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
-        return await self._make_stream_transport(sock, protocol_factory)
+        return await self._make_stream_transport(
+            sock,
+            protocol_factory,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
 
     async def connect_accepted_socket(
         self,
@@ -408,8 +550,15 @@ class NetworkAPI:
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"A Stream Socket was expected, got {sock!r}")
         _check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
-        _refuse_tls(ssl)
-        return await self._make_stream_transport(sock, protocol_factory)
+        return await self._make_stream_transport(
+            sock,
+            protocol_factory,
+            ssl=ssl,
+            server_side=True,
+            server_hostname="",
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
 
     # --------------------------------------------------------------- datagrams
 
@@ -571,7 +720,6 @@ class NetworkAPI:
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         _check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
-        _refuse_tls(ssl)
         if host is not None or port is not None:
             if sock is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
@@ -586,7 +734,15 @@ class NetworkAPI:
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
             sockets = [sock]
-        return await self._serve(sockets, protocol_factory, backlog, start_serving)
+        return await self._serve(
+            sockets,
+            protocol_factory,
+            backlog,
+            start_serving,
+            ssl,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
 
     async def _bind_listeners(self, host, port, family, flags, reuse_address, reuse_port):
         if host == "":
@@ -662,7 +818,6 @@ class NetworkAPI:
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         _check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
-        _refuse_tls(ssl)
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
@@ -691,12 +846,37 @@ class NetworkAPI:
                 raise ValueError("path was not specified, and no sock specified")
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
-        return await self._serve([sock], protocol_factory, backlog, start_serving)
+        return await self._serve(
+            [sock],
+            protocol_factory,
+            backlog,
+            start_serving,
+            ssl,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
 
-    async def _serve(self, sockets, protocol_factory, backlog, start_serving) -> Server:
+    async def _serve(
+        self,
+        sockets,
+        protocol_factory,
+        backlog,
+        start_serving,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ) -> Server:
         for sock in sockets:
             sock.setblocking(False)
-        server = Server(self, sockets, protocol_factory, backlog)
+        server = Server(
+            self,
+            sockets,
+            protocol_factory,
+            backlog,
+            ssl,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
         if start_serving:
             server._start_serving()
             await asyncio.sleep(0)  # let the listening sockets' readers register
@@ -741,11 +921,54 @@ class NetworkAPI:
                 return
             self._start_connection(protocol_factory, conn, None, server)
 
+    async def _start_tls_connection(self, protocol_factory, conn, extra, server) -> None:
+        """An incoming TLS connection: protocol, TLS transport, handshake. A failure (a
+        client that never completes the handshake, say) is reported in debug mode only, as
+        asyncio does: such clients are common and not the server's error."""
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            transport = self._make_ssl_transport(
+                conn,
+                protocol,
+                server._ssl_context,
+                waiter,
+                server_side=True,
+                extra=extra,
+                server=server,
+                ssl_handshake_timeout=server._ssl_handshake_timeout,
+                ssl_shutdown_timeout=server._ssl_shutdown_timeout,
+            )
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                raise
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            if self.get_debug():
+                context = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                if transport is not None:
+                    context["transport"] = transport
+                self.call_exception_handler(context)
+
     def _resume_accepting(self, server, sock) -> None:
         if server.is_serving() and sock.fileno() >= 0:
             self._start_accepting(server._protocol_factory, sock, server, server._backlog)
 
     def _start_connection(self, protocol_factory, conn, extra, server) -> None:
+        if server._ssl_context is not None:
+            self.create_task(self._start_tls_connection(protocol_factory, conn, extra, server))
+            return
         protocol = None
         try:
             protocol = protocol_factory()
