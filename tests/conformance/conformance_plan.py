@@ -248,6 +248,16 @@ EVENT_LOOP_TESTS_ISSUE_3 = frozenset({
 # the ssl_* parameters that need no TLS.  (The multiple-hosts create_server
 # tests are excluded below: they patch asyncio.base_events.socket.)
 EVENT_LOOP_TESTS_ISSUE_4 = frozenset({
+    'test_create_ssl_connection',
+    'test_create_ssl_unix_connection',
+    'test_ssl_connect_accepted_socket',
+    'test_create_server_ssl',
+    'test_create_unix_server_ssl',
+    'test_create_server_ssl_verify_failed',
+    'test_create_unix_server_ssl_verify_failed',
+    'test_create_server_ssl_match_failed',
+    'test_create_server_ssl_verified',
+    'test_create_unix_server_ssl_verified',
     'test_create_connection',
     'test_create_unix_connection',
     'test_create_connection_local_addr',
@@ -273,13 +283,6 @@ EVENT_LOOP_TESTS_ISSUE_4 = frozenset({
 # What keeps the other I/O tests of EventLoopTestsMixin/SubprocessTestsMixin
 # deferred once issue #4 is in scope.
 EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {
-    **dict.fromkeys((
-        'test_create_ssl_connection', 'test_create_ssl_unix_connection',
-        'test_ssl_connect_accepted_socket', 'test_create_server_ssl',
-        'test_create_unix_server_ssl', 'test_create_server_ssl_verify_failed',
-        'test_create_unix_server_ssl_verify_failed', 'test_create_server_ssl_match_failed',
-        'test_create_server_ssl_verified', 'test_create_unix_server_ssl_verified'),
-        DEFERRED_TLS),
     **dict.fromkeys((
         'test_read_pipe', 'test_write_pipe', 'test_write_pipe_disconnect_on_close',
         'test_read_pty_output', 'test_write_pty', 'test_bidirectional_pty'),
@@ -340,9 +343,6 @@ UNIX_SIGNAL_TESTS_PRIVATE = (
 
 # test_streams.StreamTests: what is still deferred within issue #4.
 STREAM_TESTS_DEFERRED = {
-    'test_open_connection_no_loop_ssl': DEFERRED_TLS,
-    'test_open_unix_connection_no_loop_ssl': DEFERRED_TLS,
-    'test_start_tls': DEFERRED_TLS,
     'test_read_all_from_pipe_reader': DEFERRED_PIPES + ' (connect_read_pipe, and a child '
                                                        'process)',
 }
@@ -350,10 +350,6 @@ STREAM_TESTS_DEFERRED = {
 # test_sendfile: the TLS variants are deferred; four tests reach into asyncio's
 # sendfile internals (excluded).
 SENDFILE_TESTS_DEFERRED = {
-    'test_sendfile_ssl': DEFERRED_TLS,
-    'test_sendfile_ssl_pre_and_post_data': DEFERRED_TLS,
-    'test_sendfile_ssl_partial': DEFERRED_TLS,
-    'test_sendfile_ssl_close_peer_after_receiving': DEFERRED_TLS,
 }
 _SENDFILE_NATIVE_SWAP = ("replaces the private loop._sendfile_native with "
                          "asyncio's BaseEventLoop._sendfile_native")
@@ -529,7 +525,7 @@ ISSUE_4_MODULES = (
            excluded_tests={'test_start_server_1': _SERVER_INTERNALS,
                            'test_start_unix_server_1': _SERVER_INTERNALS}),
     Module('test_sendfile', 'loop.sendfile over TCP transports and loop.sock_sendfile '
-           'with a create_server peer (TLS and UDP variants deferred)',
+           'with a create_server peer, TLS included',
            loop_classes=(
                LoopClass('LoopUnderTestSendfileTests',
                          ('SendfileTestsBase', 'test_utils.TestCase')),
@@ -537,6 +533,15 @@ ISSUE_4_MODULES = (
            replaced_classes=_STOCK_LOOP_VARIANTS,
            excluded_tests=SENDFILE_TESTS_PRIVATE,
            deferred_tests=SENDFILE_TESTS_DEFERRED),
+    Module('test_sslproto', "TLS over the loop's transports: asyncio's SSLProtocol handshake "
+           'and shutdown (also with mock transports), start_tls, buffered and plain protocols',
+           loop_classes=(
+               LoopClass('LoopUnderTestStartTLSTests',
+                         ('SelectorStartTLSTests',), hook='new_loop'),
+           ),
+           replaced_classes=frozenset({'SelectorStartTLSTests', 'ProactorStartTLSTests'})),
+    Module('test_ssl', 'TLS connections and servers: handshake/shutdown timeouts, errors, '
+           'flow control, start_tls, close during handshake'),
 )
 
 if ISSUE_3_IN_SCOPE:
