@@ -1,0 +1,260 @@
+"""TLS over the loop's transports: ``ssl=`` on connections and servers, ``start_tls``,
+sendfile through TLS, verification failures, handshake timeout. Certificates are CPython's
+own test certificates (``test.test_asyncio.utils``: ``keycert3.pem`` for ``localhost``,
+signed by ``pycacert.pem``). Every test runs on both loops (``FERROLOOP_TEST_LOOP=asyncio``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import tempfile
+
+import pytest
+
+try:
+    from test.test_asyncio import utils as cpython_test_utils
+except ImportError:  # pragma: no cover - an interpreter without its test package
+    cpython_test_utils = None
+
+pytestmark = pytest.mark.skipif(
+    cpython_test_utils is None, reason="needs CPython's test package for its certificates"
+)
+
+TIMEOUT = 10
+
+
+def server_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cpython_test_utils.SIGNED_CERTFILE)
+    return context
+
+
+def client_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cpython_test_utils.SIGNING_CA)
+    return context
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+async def echo_lines(reader, writer):
+    try:
+        while line := await reader.readline():
+            writer.write(line.upper())
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def test_tls_echo_with_verified_certificate(loop):
+    async def main():
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0, ssl=server_context())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+        )
+        writer.write(b"hello\n")
+        answer = await reader.readline()
+        info = (
+            writer.get_extra_info("peercert")["subject"],
+            isinstance(writer.get_extra_info("ssl_object"), ssl.SSLObject),
+            writer.get_extra_info("peername")[0],
+            isinstance(writer.transport, asyncio.Transport),
+        )
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answer, info
+
+    answer, (subject, is_ssl_object, peer_host, is_transport) = run(loop, main())
+    assert answer == b"HELLO\n"
+    assert (("commonName", "localhost"),) in subject
+    assert is_ssl_object
+    assert peer_host == "127.0.0.1"
+    assert is_transport
+
+
+def test_tls_over_unix_socket(loop):
+    async def main():
+        path = os.path.join(tempfile.mkdtemp(), "tls.sock")
+        server = await asyncio.start_unix_server(echo_lines, path, ssl=server_context())
+        reader, writer = await asyncio.open_unix_connection(
+            path, ssl=client_context(), server_hostname="localhost"
+        )
+        writer.write(b"unix\n")
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answer
+
+    assert run(loop, main()) == b"UNIX\n"
+
+
+def test_failed_verification_raises_and_server_keeps_serving(loop):
+    async def main():
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0, ssl=server_context())
+        port = server.sockets[0].getsockname()[1]
+        untrusting = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # knows no CA
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(
+                "127.0.0.1", port, ssl=untrusting, server_hostname="localhost"
+            )
+        # ssl=True: asyncio's default context (system CAs), server_hostname from the host.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection("localhost", port, ssl=True)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+        )
+        writer.write(b"still here\n")
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answer
+
+    assert run(loop, main()) == b"STILL HERE\n"
+
+
+def test_large_transfer_with_flow_control(loop):
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+
+    async def sink(reader, writer):
+        digest = hashlib.sha256()
+        received = 0
+        while received < len(payload):
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            digest.update(chunk)
+            received += len(chunk)
+        writer.write(digest.hexdigest().encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(sink, "127.0.0.1", 0, ssl=server_context())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+        )
+        for start in range(0, len(payload), 100_000):
+            writer.write(payload[start : start + 100_000])
+            await writer.drain()
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answer
+
+    assert run(loop, main()).strip().decode() == hashlib.sha256(payload).hexdigest()
+
+
+def test_start_tls_upgrades_a_plain_connection(loop):
+    async def upgrading_server(reader, writer):
+        assert await reader.readline() == b"STARTTLS\n"
+        writer.write(b"OK\n")
+        await writer.drain()
+        await writer.start_tls(server_context())
+        await echo_lines(reader, writer)
+
+    async def main():
+        server = await asyncio.start_server(upgrading_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"OK\n"
+        await writer.start_tls(client_context(), server_hostname="localhost")
+        writer.write(b"secret\n")
+        answer = await reader.readline()
+        cipher = writer.get_extra_info("cipher")
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answer, cipher
+
+    answer, cipher = run(loop, main())
+    assert answer == b"SECRET\n"
+    assert cipher is not None
+
+
+def test_start_tls_argument_checks(loop):
+    async def main():
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with pytest.raises(TypeError, match="sslcontext is expected to be an instance"):
+            await loop.start_tls(transport, transport.get_protocol(), object())
+        transport.close()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_sendfile_through_a_tls_transport(loop):
+    content = os.urandom(200_000)
+    with tempfile.NamedTemporaryFile() as file:
+        file.write(content)
+        file.flush()
+
+        async def collect(reader, writer):
+            data = await reader.readexactly(len(content))
+            writer.write(hashlib.sha256(data).hexdigest().encode())
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server = await asyncio.start_server(collect, "127.0.0.1", 0, ssl=server_context())
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+            )
+            with open(file.name, "rb") as source:
+                sent = await loop.sendfile(writer.transport, source)
+                with pytest.raises(RuntimeError, match="fallback is disabled"):
+                    await loop.sendfile(writer.transport, source, fallback=False)
+            answer = await reader.read()
+            writer.close()
+            server.close()
+            await server.wait_closed()
+            return sent, answer
+
+        sent, answer = run(loop, main())
+    assert sent == len(content)
+    assert answer == hashlib.sha256(content).hexdigest().encode()
+
+
+def test_handshake_timeout_closes_a_silent_client(loop):
+    async def main():
+        server = await asyncio.start_server(
+            echo_lines, "127.0.0.1", 0, ssl=server_context(), ssl_handshake_timeout=0.2
+        )
+        port = server.sockets[0].getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        client.setblocking(False)
+        started = loop.time()
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(client, 1024), 5)
+        except ConnectionResetError:
+            data = b""
+        waited = loop.time() - started
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return data, waited
+
+    data, waited = run(loop, main())
+    assert data == b""
+    assert 0.1 < waited < 3
