@@ -222,9 +222,9 @@ def test_sendfile_through_a_tls_transport(loop):
                 "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
             )
             with open(file.name, "rb") as source:
-                sent = await loop.sendfile(writer.transport, source)
                 with pytest.raises(RuntimeError, match="fallback is disabled"):
                     await loop.sendfile(writer.transport, source, fallback=False)
+                sent = await loop.sendfile(writer.transport, source)
             answer = await reader.read()
             writer.close()
             server.close()

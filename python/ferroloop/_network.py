@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 import warnings
 from asyncio import constants, sslproto, staggered, trsock
 
@@ -37,6 +38,11 @@ logger = logging.getLogger("asyncio")
 ACCEPT_RETRY_DELAY = 1
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
+#: Server.wait_closed waits for the connections too (asyncio 3.12.1+; 3.11 returns at once
+#: once the server is closed).
+_WAIT_FOR_CONNECTIONS = sys.version_info >= (3, 12)
+#: Servers keep their connections for close_clients/abort_clients (asyncio 3.13+).
+_CLIENTS_TRACKED = sys.version_info >= (3, 13)
 #: Marks "argument not given" where None is meaningful (reuse_address).
 _UNSET = object()
 
@@ -109,6 +115,8 @@ class Server(asyncio.AbstractServer):
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._active_count = 0
+        #: The open connections (3.13+, for close_clients/abort_clients).
+        self._clients: set = set()
         self._waiters: list | None = []
         self._serving = False
         self._serving_forever_fut = None
@@ -116,11 +124,15 @@ class Server(asyncio.AbstractServer):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} sockets={self.sockets!r}>"
 
-    def _attach(self) -> None:
+    def _attach(self, transport=None) -> None:
         self._active_count += 1
+        if _CLIENTS_TRACKED and transport is not None:
+            self._clients.add(transport)
 
-    def _detach(self) -> None:
+    def _detach(self, transport=None) -> None:
         self._active_count -= 1
+        if _CLIENTS_TRACKED and transport is not None:
+            self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wake_waiters()
 
@@ -137,6 +149,18 @@ class Server(asyncio.AbstractServer):
         for sock in self._sockets:
             sock.listen(self._backlog)
             self._loop._start_accepting(self._protocol_factory, sock, self, self._backlog)
+
+    if sys.version_info >= (3, 13):
+
+        def close_clients(self) -> None:
+            """Closes every connection this server accepted (3.13+)."""
+            for transport in self._clients.copy():
+                transport.close()
+
+        def abort_clients(self) -> None:
+            """Aborts every connection this server accepted (3.13+)."""
+            for transport in self._clients.copy():
+                transport.abort()
 
     def get_loop(self):
         return self._loop
@@ -186,7 +210,10 @@ class Server(asyncio.AbstractServer):
             self._serving_forever_fut = None
 
     async def wait_closed(self) -> None:
-        if self._sockets is None or self._waiters is None:
+        """3.11: returns at once if the server is already closed (even with connections
+        still open), as asyncio 3.11 does. 3.12+: waits until the server is closed and every
+        connection it accepted is gone, as asyncio 3.12.1+ does."""
+        if self._waiters is None or (not _WAIT_FOR_CONNECTIONS and self._sockets is None):
             return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
