@@ -26,8 +26,7 @@ use crate::gil_cell::GilRefCell;
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
-    is_exit, with_read_buffer, would_block, ByteView, DEFAULT_HIGH_WATER,
-    LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+    is_exit, would_block, ByteView, DEFAULT_HIGH_WATER, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
 
 /// A datagram waiting for the socket to become writable: its bytes and its destination
@@ -76,6 +75,97 @@ pub struct DatagramTransport {
 /// Most datagrams read per readiness event (libuv reads 32 too): a busy socket then costs one
 /// poll per batch instead of one per datagram, while other callbacks still get their turn.
 const DATAGRAMS_PER_WAKEUP: usize = 32;
+
+/// Room for one datagram in the batch buffer: the largest UDP payload over IPv4 (65,507)
+/// or IPv6 without jumbograms (65,527) fits, so nothing is ever truncated.
+const DATAGRAM_SLOT: usize = 64 * 1024;
+
+/// The buffers one `recvmmsg` fills: `DATAGRAMS_PER_WAKEUP` slots of `DATAGRAM_SLOT` bytes
+/// (2 MiB of address space per thread, allocated zeroed on first use: only the pages
+/// datagrams actually touch become resident) and their sender addresses.
+struct BatchBuffers {
+    data: Vec<u8>,
+    addrs: Vec<RawAddr>,
+    lengths: Vec<usize>,
+}
+
+impl BatchBuffers {
+    const fn new() -> Self {
+        BatchBuffers {
+            data: Vec::new(),
+            addrs: Vec::new(),
+            lengths: Vec::new(),
+        }
+    }
+
+    /// One `recvmmsg` on `fd`: how many datagrams arrived (at least one), or the error
+    /// (EAGAIN when none was waiting).
+    fn receive(&mut self, fd: i32) -> io::Result<usize> {
+        if self.data.is_empty() {
+            self.data = vec![0; DATAGRAMS_PER_WAKEUP * DATAGRAM_SLOT];
+            self.addrs = vec![RawAddr::empty(); DATAGRAMS_PER_WAKEUP];
+            self.lengths = vec![0; DATAGRAMS_PER_WAKEUP];
+        }
+        let mut iovecs: Vec<libc::iovec> = self
+            .data
+            .chunks_mut(DATAGRAM_SLOT)
+            .map(|slot| libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: slot.len(),
+            })
+            .collect();
+        // SAFETY: an all-zero mmsghdr is a valid empty header; each is filled below.
+        let mut headers: Vec<libc::mmsghdr> = (0..DATAGRAMS_PER_WAKEUP)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for (i, header) in headers.iter_mut().enumerate() {
+            self.addrs[i] = RawAddr::empty();
+            let (sa, len) = self.addrs[i].as_mut_parts();
+            header.msg_hdr.msg_name = sa.cast();
+            // SAFETY: `len` points to the address buffer's length, valid and initialised.
+            header.msg_hdr.msg_namelen = unsafe { *len };
+            header.msg_hdr.msg_iov = &mut iovecs[i];
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        let count = loop {
+            // SAFETY: every header points to a live iovec (one slot of `data`) and a live
+            // address buffer; the kernel writes at most their stated sizes. No timeout.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    headers.as_mut_ptr(),
+                    headers.len() as libc::c_uint,
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        for (i, header) in headers.iter().take(count).enumerate() {
+            self.lengths[i] = header.msg_len as usize;
+            self.addrs[i].set_len(header.msg_hdr.msg_namelen);
+        }
+        Ok(count)
+    }
+
+    /// The `i`th datagram of the last `receive` and its sender.
+    fn message(&self, i: usize) -> (&[u8], &RawAddr) {
+        let start = i * DATAGRAM_SLOT;
+        (&self.data[start..start + self.lengths[i]], &self.addrs[i])
+    }
+}
+
+thread_local! {
+    /// The per-thread `recvmmsg` buffers (datagrams are copied out before the protocol runs).
+    static BATCH_BUFFERS: std::cell::RefCell<BatchBuffers> =
+        const { std::cell::RefCell::new(BatchBuffers::new()) };
+}
 
 /// The outcome of one send attempt.
 enum Sent {
@@ -360,11 +450,58 @@ impl DatagramTransport {
         }
     }
 
-    /// Receives one datagram and hands it to the protocol; true if another may be read now.
+    /// IP sockets: receives up to `DATAGRAMS_PER_WAKEUP` datagrams with one `recvmmsg(2)`,
+    /// then hands them to the protocol one by one while the transport stays open (datagrams
+    /// left when it closes are dropped, as closing the socket would drop them).
+    fn read_batch(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (fd, protocol) = {
+            let state = this.state.borrow_mut(py);
+            if state.conn_lost > 0 || state.closing {
+                return Ok(());
+            }
+            let Some(protocol) = state.protocol.as_ref() else {
+                return Ok(());
+            };
+            (state.fd, protocol.clone_ref(py))
+        };
+        let received = BATCH_BUFFERS.with_borrow_mut(|batch| {
+            batch.receive(fd).map(|count| {
+                (0..count)
+                    .map(|i| {
+                        let (data, raw) = batch.message(i);
+                        (PyBytes::new(py, data), *raw)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        let datagrams = match received {
+            Ok(datagrams) => datagrams,
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => return this.error_received(py, os_error(err)),
+        };
+        let protocol = protocol.bind(py);
+        for (data, raw) in datagrams {
+            if this.state.borrow_mut(py).closing {
+                break;
+            }
+            let addr = this.state.borrow_mut(py).addresses.python_for(py, &raw);
+            let addr = match addr {
+                Some(addr) => addr?,
+                None => py.None().into_bound(py),
+            };
+            protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
+        }
+        Ok(())
+    }
+
+    /// Non-IP sockets: receives one datagram through the socket object and hands it to the
+    /// protocol; true if another may be read now.
     fn read_one(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
-        let (fd, family, protocol, sock) = {
+        let (protocol, sock) = {
             let state = this.state.borrow_mut(py);
             if state.conn_lost > 0 || state.closing {
                 return Ok(false);
@@ -373,45 +510,13 @@ impl DatagramTransport {
                 return Ok(false);
             };
             (
-                state.fd,
-                state.family,
                 protocol.clone_ref(py),
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
             )
         };
         let protocol = protocol.bind(py);
-        let received: PyResult<Option<(Bound<'_, PyBytes>, Bound<'_, PyAny>)>> = if family
-            == libc::AF_INET
-            || family == libc::AF_INET6
-        {
-            let mut raw = RawAddr::empty();
-            let outcome = with_read_buffer(|buf| loop {
-                let (sa, len) = raw.as_mut_parts();
-                // SAFETY: `buf` is writable for its length; `sa`/`len` describe `raw`'s
-                // storage, which recvfrom fills with the sender's address.
-                let n =
-                    unsafe { libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, sa, len) };
-                if n >= 0 {
-                    break Ok(PyBytes::new(py, &buf[..n as usize]));
-                }
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    break Err(err);
-                }
-            });
-            match outcome {
-                Ok(data) => {
-                    let addr = this.state.borrow_mut(py).addresses.python_for(py, &raw);
-                    match addr {
-                        Some(Ok(addr)) => Ok(Some((data, addr))),
-                        Some(Err(err)) => Err(err),
-                        None => Ok(Some((data, py.None().into_bound(py)))),
-                    }
-                }
-                Err(err) if would_block(&err) => Ok(None),
-                Err(err) => Err(os_error(err)),
-            }
-        } else {
+        // Other families (AF_UNIX datagrams): the socket object's recvfrom, one at a time.
+        let received: PyResult<Option<(Bound<'_, PyBytes>, Bound<'_, PyAny>)>> = {
             let Some(sock) = sock else {
                 return Ok(false);
             };
@@ -587,8 +692,12 @@ impl DatagramTransport {
     }
 
     /// The socket is readable: up to `DATAGRAMS_PER_WAKEUP` datagrams to the protocol, while
-    /// the transport stays open.
+    /// the transport stays open (IP sockets: received with one `recvmmsg`).
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let family = slf.get().state.borrow_mut(slf.py()).family;
+        if family == libc::AF_INET || family == libc::AF_INET6 {
+            return Self::read_batch(slf);
+        }
         for _ in 0..DATAGRAMS_PER_WAKEUP {
             if !Self::read_one(slf)? {
                 break;

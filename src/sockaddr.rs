@@ -37,6 +37,11 @@ impl RawAddr {
         )
     }
 
+    /// Sets the length a system call reported for the address.
+    pub fn set_len(&mut self, len: libc::socklen_t) {
+        self.len = len;
+    }
+
     /// Pointer and length for `sendto`.
     pub fn as_parts(&self) -> (*const libc::sockaddr, libc::socklen_t) {
         (

@@ -815,7 +815,9 @@ impl StreamTransport {
         slf.get().close_socket(py, true)?;
         drop((event_loop, protocol));
         if let Some(server) = server {
-            server.bind(py).call_method1(intern!(py, "_detach"), (slf,))?;
+            server
+                .bind(py)
+                .call_method1(intern!(py, "_detach"), (slf,))?;
         }
         result
     }
@@ -912,7 +914,9 @@ impl StreamTransport {
         event_loop.get().register_transport(py, fd, slf.as_any());
         this.state.borrow_mut(py).registry_address = slf.as_ptr() as usize;
         if let Some(server) = server {
-            server.bind(py).call_method1(intern!(py, "_attach"), (slf,))?;
+            server
+                .bind(py)
+                .call_method1(intern!(py, "_attach"), (slf,))?;
         }
         let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
         this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
