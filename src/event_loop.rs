@@ -679,7 +679,7 @@ impl LoopCore {
             target,
             sock: sock.clone().unbind(),
         };
-        self.watch(py, fd, sock, Side::Read, Watcher::Recv(waiter))?;
+        self.watch(py, fd, sock, Side::Read, Watcher::Recv(Box::new(waiter)))?;
         Ok(future)
     }
 
@@ -1332,5 +1332,21 @@ impl LoopCore {
             queues.timers.cancelled_count() + self.cancelled_timers.load(Ordering::Relaxed),
             self.stats.iterations.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FdWatch;
+
+    /// Every watched descriptor (each open connection) holds one `FdWatch` in the loop's map:
+    /// keep it small (5,000 idle connections ≈ 8,192 map slots).
+    #[test]
+    fn fd_watch_stays_small() {
+        assert!(
+            std::mem::size_of::<FdWatch>() <= 48,
+            "{}",
+            std::mem::size_of::<FdWatch>()
+        );
     }
 }

@@ -21,8 +21,9 @@ use crate::handle::Handle;
 pub enum Watcher {
     /// A Python callback (`add_reader`/`add_writer`), run as a loop callback at each readiness.
     Callback(Py<Handle>),
-    /// A pending `sock_recv`/`sock_recv_into`, completed by the loop itself.
-    Recv(RecvWaiter),
+    /// A pending `sock_recv`/`sock_recv_into`, completed by the loop itself (boxed: the
+    /// watcher, held for every watched descriptor, stays two words).
+    Recv(Box<RecvWaiter>),
 }
 
 /// A pending receive: where the data goes and which future gets the result.

@@ -1587,3 +1587,14 @@ impl Drop for StreamTransport {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every connection carries one transport state: keep it small.
+    #[test]
+    fn state_size() {
+        let size = std::mem::size_of::<super::State>();
+        assert!(size <= 160, "{size}");
+        println!("State: {size} bytes");
+    }
+}

@@ -67,9 +67,15 @@ impl Chunk {
     }
 }
 
-/// Data waiting to be sent, oldest first.
+/// Data waiting to be sent, oldest first. One word while empty (the usual state of an idle
+/// connection): the queue is allocated when data is first buffered and freed once sent.
 #[derive(Default)]
 pub struct WriteBuffer {
+    queue: Option<Box<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already sent.
     front_sent: usize,
@@ -80,16 +86,60 @@ pub struct WriteBuffer {
 impl WriteBuffer {
     /// Unsent bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.queue.as_ref().map_or(0, |q| q.len)
     }
 
     /// True when everything was sent.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
     }
 
     /// Queues a copy of `data[skip..]`.
     pub fn push_copy(&mut self, data: &[u8], skip: usize) {
+        if skip < data.len() {
+            self.queue().push_copy(data, skip);
+        }
+    }
+
+    /// Queues `bytes` from offset `skip` on, by reference. `skip` may be non-zero only when
+    /// the buffer is empty (the part a direct send already took).
+    pub fn push_shared(&mut self, bytes: SharedBytes, skip: usize) {
+        if skip < bytes.len {
+            self.queue().push_shared(bytes, skip);
+        }
+    }
+
+    /// Describes up to `iovecs.len()` unsent pieces in `iovecs`; returns how many.
+    pub fn fill_iovecs(&self, iovecs: &mut [libc::iovec]) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.fill_iovecs(iovecs))
+    }
+
+    /// Drops the first `sent` unsent bytes; frees the queue once it is empty.
+    pub fn consume(&mut self, sent: usize) {
+        if let Some(queue) = self.queue.as_mut() {
+            queue.consume(sent);
+            if queue.len == 0 {
+                self.queue = None;
+            }
+        }
+    }
+
+    /// Drops everything (abort, fatal error).
+    pub fn clear(&mut self) {
+        self.queue = None;
+    }
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push_copy(&mut self, data: &[u8], skip: usize) {
         let data = &data[skip..];
         if data.is_empty() {
             return;
@@ -106,9 +156,7 @@ impl WriteBuffer {
         self.chunks.push_back(Chunk::Owned(owned));
     }
 
-    /// Queues `bytes` from offset `skip` on, by reference. `skip` may be non-zero only when
-    /// the buffer is empty (the part a direct send already took).
-    pub fn push_shared(&mut self, bytes: SharedBytes, skip: usize) {
+    fn push_shared(&mut self, bytes: SharedBytes, skip: usize) {
         debug_assert!(skip == 0 || self.is_empty());
         if skip >= bytes.len {
             return;
@@ -120,8 +168,7 @@ impl WriteBuffer {
         self.chunks.push_back(Chunk::Shared(bytes));
     }
 
-    /// Describes up to `iovecs.len()` unsent pieces in `iovecs`; returns how many.
-    pub fn fill_iovecs(&self, iovecs: &mut [libc::iovec]) -> usize {
+    fn fill_iovecs(&self, iovecs: &mut [libc::iovec]) -> usize {
         let mut count = 0;
         for (i, chunk) in self.chunks.iter().take(iovecs.len()).enumerate() {
             let mut data = chunk.as_slice();
@@ -137,8 +184,7 @@ impl WriteBuffer {
         count
     }
 
-    /// Drops the first `sent` unsent bytes.
-    pub fn consume(&mut self, mut sent: usize) {
+    fn consume(&mut self, mut sent: usize) {
         debug_assert!(sent <= self.len);
         self.len -= sent.min(self.len);
         while sent > 0 {
@@ -158,13 +204,6 @@ impl WriteBuffer {
             self.chunks.clear();
             self.front_sent = 0;
         }
-    }
-
-    /// Drops everything (abort, fatal error).
-    pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.front_sent = 0;
-        self.len = 0;
     }
 }
 
@@ -193,7 +232,7 @@ mod tests {
         let mut buffer = WriteBuffer::default();
         buffer.push_copy(b"xxhello", 2);
         buffer.push_copy(b" world", 0);
-        assert_eq!(buffer.chunks.len(), 1);
+        assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(buffer.len(), 11);
         assert_eq!(unsent(&buffer), b"hello world");
     }
@@ -204,7 +243,7 @@ mod tests {
         let big = vec![b'a'; MIN_OWNED_CAPACITY];
         buffer.push_copy(&big, 0);
         buffer.push_copy(b"bcd", 0);
-        assert_eq!(buffer.chunks.len(), 2);
+        assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 2);
         buffer.consume(MIN_OWNED_CAPACITY - 1);
         assert_eq!(unsent(&buffer), b"abcd");
         buffer.consume(2);
@@ -212,7 +251,7 @@ mod tests {
         assert_eq!(buffer.len(), 2);
         buffer.consume(2);
         assert!(buffer.is_empty());
-        assert!(buffer.chunks.is_empty());
+        assert!(buffer.queue.is_none());
     }
 
     #[test]
