@@ -204,12 +204,13 @@ def test_start_tls_argument_checks(loop):
 
 
 def test_sendfile_through_a_tls_transport(loop):
-    content = os.urandom(200_000)
+    content = os.urandom(3_000_000)  # well past the high-water mark: sendfile must wait
     with tempfile.NamedTemporaryFile() as file:
         file.write(content)
         file.flush()
 
         async def collect(reader, writer):
+            await asyncio.sleep(0.3)  # a slow reader: the sender's buffers fill up
             data = await reader.readexactly(len(content))
             writer.write(hashlib.sha256(data).hexdigest().encode())
             await writer.drain()

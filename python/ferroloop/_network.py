@@ -220,6 +220,59 @@ class Server(asyncio.AbstractServer):
         await waiter
 
 
+class _FlowControlStandIn(asyncio.Protocol):
+    """Takes a transport's protocol seat during a copying sendfile: records pause_writing /
+    resume_writing so the sender can wait, passes connection_lost on to the real protocol,
+    and gives the seat back (reading and writing state included) at the end."""
+
+    def __init__(self, loop, transport):
+        self._loop = loop
+        self._transport = transport
+        self._protocol = transport.get_protocol()
+        self._resume_reading = transport.is_reading()
+        self._paused_before = bool(getattr(transport, "_protocol_paused", False))
+        self._writable_again = loop.create_future() if self._paused_before else None
+        transport.pause_reading()
+        transport.set_protocol(self)
+
+    async def writable(self) -> None:
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        if self._writable_again is not None:
+            await self._writable_again
+
+    def pause_writing(self) -> None:
+        if self._writable_again is None:
+            self._writable_again = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable_again is not None:
+            self._writable_again.set_result(None)
+            self._writable_again = None
+
+    def connection_lost(self, exc) -> None:
+        if self._writable_again is not None and not self._writable_again.done():
+            self._writable_again.set_exception(
+                exc if exc is not None else ConnectionError("Connection is closed by peer")
+            )
+        self._protocol.connection_lost(exc)
+
+    def data_received(self, data) -> None:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def restore(self) -> None:
+        self._transport.set_protocol(self._protocol)
+        if self._resume_reading:
+            self._transport.resume_reading()
+        if self._writable_again is not None:
+            self._writable_again.cancel()
+        if self._paused_before:
+            self._protocol.resume_writing()
+
+
 class NetworkAPI:
     """Mixin of ``ferroloop.EventLoop``: stream connections and servers."""
 
@@ -357,7 +410,7 @@ class NetworkAPI:
                     "fallback is disabled and native sendfile is not supported "
                     f"for transport {transport!r}"
                 )
-            return await self._sendfile_through_transport(transport, file, offset, count)
+            return await self._sendfile_through_protocol_swap(transport, file, offset, count)
         raw = transport._sock
         try:
             transport.pause_reading()
@@ -371,6 +424,34 @@ class NetworkAPI:
             if not fallback:
                 raise
         return await self._sendfile_through_transport(transport, file, offset, count)
+
+    async def _sendfile_through_protocol_swap(self, transport, file, offset, count) -> int:
+        """The copying path for a transport that is not ours (TLS): while the file is
+        written, a stand-in protocol takes the transport's flow-control calls, so that writing
+        waits whenever the transport asks its protocol to pause."""
+        if offset:
+            file.seek(offset)
+        stand_in = _FlowControlStandIn(self, transport)
+        size = min(count, 16384) if count else 16384
+        buffer = bytearray(size)
+        sent = 0
+        try:
+            while True:
+                if count:
+                    size = min(count - sent, size)
+                    if size <= 0:
+                        return sent
+                view = memoryview(buffer)[:size]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return sent
+                await stand_in.writable()
+                transport.write(bytes(view[:read]))
+                sent += read
+        finally:
+            if sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + sent)
+            stand_in.restore()
 
     async def _sendfile_through_transport(self, transport, file, offset, count) -> int:
         """The copying path: file chunks read in the executor and written to the transport,
