@@ -43,13 +43,33 @@ def run(loop, coro):
     return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
 
 
+#: Server-side handlers still running (so tests can wait for them before the loop closes:
+#: on 3.11, Server.wait_closed does not wait for connections).
+RUNNING_HANDLERS: set = set()
+
+
 async def echo_lines(reader, writer):
+    task = asyncio.current_task()
+    RUNNING_HANDLERS.add(task)
     try:
         while line := await reader.readline():
             writer.write(line.upper())
             await writer.drain()
+    except (ConnectionError, ssl.SSLError):
+        pass
     finally:
         writer.close()
+        RUNNING_HANDLERS.discard(task)
+
+
+async def close_server(server):
+    """Closes ``server`` and waits (up to 2 s) for its connection handlers to finish."""
+    server.close()
+    await server.wait_closed()
+    for _ in range(400):
+        if not RUNNING_HANDLERS:
+            return
+        await asyncio.sleep(0.005)
 
 
 def test_tls_echo_with_verified_certificate(loop):
@@ -69,8 +89,7 @@ def test_tls_echo_with_verified_certificate(loop):
         )
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
         return answer, info
 
     answer, (subject, is_ssl_object, peer_host, is_transport) = run(loop, main())
@@ -92,8 +111,7 @@ def test_tls_over_unix_socket(loop):
         answer = await reader.readline()
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
         return answer
 
     assert run(loop, main()) == b"UNIX\n"
@@ -118,8 +136,7 @@ def test_failed_verification_raises_and_server_keeps_serving(loop):
         answer = await reader.readline()
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
         return answer
 
     assert run(loop, main()) == b"STILL HERE\n"
@@ -153,8 +170,7 @@ def test_large_transfer_with_flow_control(loop):
         answer = await reader.readline()
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
         return answer
 
     assert run(loop, main()).strip().decode() == hashlib.sha256(payload).hexdigest()
@@ -180,8 +196,7 @@ def test_start_tls_upgrades_a_plain_connection(loop):
         cipher = writer.get_extra_info("cipher")
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
         return answer, cipher
 
     answer, cipher = run(loop, main())
@@ -197,8 +212,7 @@ def test_start_tls_argument_checks(loop):
         with pytest.raises(TypeError, match="sslcontext is expected to be an instance"):
             await loop.start_tls(transport, transport.get_protocol(), object())
         transport.close()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
 
     run(loop, main())
 
@@ -252,8 +266,7 @@ def test_handshake_timeout_closes_a_silent_client(loop):
             data = b""
         waited = loop.time() - started
         client.close()
-        server.close()
-        await server.wait_closed()
+        await close_server(server)
         return data, waited
 
     data, waited = run(loop, main())
