@@ -429,9 +429,32 @@ class NetworkAPI:
         """The copying path for a transport that is not ours (TLS): while the file is
         written, a stand-in protocol takes the transport's flow-control calls, so that writing
         waits whenever the transport asks its protocol to pause."""
+        stand_in = _FlowControlStandIn(self, transport)
+        try:
+            return await self._sendfile_copy(transport, file, offset, count, stand_in.writable)
+        finally:
+            stand_in.restore()
+
+    async def _sendfile_through_transport(self, transport, file, offset, count) -> int:
+        """The copying path over a native transport: between chunks, wait for its buffer to
+        drain below the high-water mark."""
+
+        async def below_high_water():
+            while transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                if transport.is_closing():
+                    raise ConnectionError("Connection closed by peer")
+                await transport._wait_buffer_empty()
+                transport._end_sendfile()
+            if transport.is_closing():
+                raise ConnectionError("Connection closed by peer")
+
+        return await self._sendfile_copy(transport, file, offset, count, below_high_water)
+
+    async def _sendfile_copy(self, transport, file, offset, count, writable) -> int:
+        """File chunks read in the executor and written to ``transport``, awaiting
+        ``writable()`` before each write; the file is left positioned after what was sent."""
         if offset:
             file.seek(offset)
-        stand_in = _FlowControlStandIn(self, transport)
         size = min(count, 16384) if count else 16384
         buffer = bytearray(size)
         sent = 0
@@ -445,39 +468,7 @@ class NetworkAPI:
                 read = await self.run_in_executor(None, file.readinto, view)
                 if not read:
                     return sent
-                await stand_in.writable()
-                transport.write(bytes(view[:read]))
-                sent += read
-        finally:
-            if sent > 0 and hasattr(file, "seek"):
-                file.seek(offset + sent)
-            stand_in.restore()
-
-    async def _sendfile_through_transport(self, transport, file, offset, count) -> int:
-        """The copying path: file chunks read in the executor and written to the transport,
-        waiting for its buffer to drain below the high-water mark between chunks."""
-        if offset:
-            file.seek(offset)
-        chunk = min(count, 16384) if count else 16384
-        buffer = bytearray(chunk)
-        sent = 0
-        try:
-            while True:
-                if count:
-                    chunk = min(count - sent, chunk)
-                    if chunk <= 0:
-                        return sent
-                view = memoryview(buffer)[:chunk]
-                read = await self.run_in_executor(None, file.readinto, view)
-                if not read:
-                    return sent
-                while transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
-                    if transport.is_closing():
-                        raise ConnectionError("Connection closed by peer")
-                    await transport._wait_buffer_empty()
-                    transport._end_sendfile()
-                if transport.is_closing():
-                    raise ConnectionError("Connection closed by peer")
+                await writable()
                 transport.write(bytes(view[:read]))
                 sent += read
         finally:
