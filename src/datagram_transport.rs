@@ -26,7 +26,8 @@ use crate::gil_cell::GilRefCell;
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
-    is_exit, would_block, ByteView, DEFAULT_HIGH_WATER, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+    is_exit, report_to_loop, warn_unclosed, watch_fd, water_marks, would_block, ByteView,
+    DEFAULT_HIGH_WATER, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
 
 /// A datagram waiting for the socket to become writable: its bytes and its destination
@@ -237,18 +238,10 @@ impl DatagramTransport {
             let state = slf.get().state.borrow_mut(py);
             (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
         };
-        let Some(event_loop) = event_loop else {
-            return Ok(());
-        };
-        let callback = slf.getattr(method)?;
-        event_loop.get().add_watch(
-            py,
-            &fd.into_pyobject(py)?.into_any(),
-            side,
-            &callback,
-            &PyTuple::empty(py),
-        )?;
-        Ok(())
+        match event_loop {
+            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method),
+            None => Ok(()),
+        }
     }
 
     fn unwatch(&self, py: Python<'_>, side: Side) -> PyResult<()> {
@@ -285,17 +278,9 @@ impl DatagramTransport {
         let Some(event_loop) = slf.get().loop_of(py) else {
             return Ok(());
         };
-        let context = PyDict::new(py);
-        context.set_item("message", message)?;
-        context.set_item("exception", err.into_value(py))?;
-        context.set_item("transport", slf)?;
-        if let Some(protocol) = slf.get().protocol(py) {
-            context.set_item("protocol", protocol)?;
-        }
-        event_loop
-            .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
+        let protocol = slf.get().protocol(py);
+        let protocol = protocol.as_ref().map(|p| p.bind(py));
+        report_to_loop(&event_loop, message, err, slf.as_any(), protocol)
     }
 
     fn notify_protocol(
@@ -925,21 +910,11 @@ impl DatagramTransport {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(high), _) => high,
-            (None, Some(low)) => 4 * low,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-        };
-        let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = water_marks(high, low)?;
         {
             let mut state = slf.get().state.borrow_mut(slf.py());
-            state.high_water = high as usize;
-            state.low_water = low as usize;
+            state.high_water = high;
+            state.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1032,14 +1007,7 @@ impl Drop for DatagramTransport {
                 return;
             };
             let fd = self.state.borrow_mut(py).fd;
-            let message = std::ffi::CString::new(format!(
-                "unclosed transport <DatagramTransport fd={fd} open>"
-            ))
-            .unwrap_or_default();
-            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-            if let Err(err) = PyErr::warn(py, &category, &message, 1) {
-                err.write_unraisable(py, None);
-            }
+            warn_unclosed(py, "DatagramTransport", fd);
             if let Err(err) = crate::stream_transport::close_socket_object(py, sock.bind(py)) {
                 err.write_unraisable(py, None);
             }

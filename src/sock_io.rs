@@ -69,7 +69,7 @@ pub enum RecvOutcome {
 }
 
 /// `recv(2)` on `fd` into `buf`, retried on EINTR as Python's socket module does (PEP 475).
-fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for writes of its length for the duration of the call.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };

@@ -35,7 +35,7 @@ use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
 use crate::py_cache;
-use crate::sock_io::recv_into_new_bytes;
+use crate::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
@@ -127,6 +127,8 @@ impl State {
         server: Option<Py<PyAny>>,
         peer: Option<CompactAddr>,
     ) -> Self {
+        let family = socket_family(fd);
+        set_nodelay(fd, family);
         State {
             registry_address: 0,
             event_loop: Some(event_loop),
@@ -134,7 +136,7 @@ impl State {
             sock,
             closed: false,
             fd,
-            family: socket_family(fd),
+            family,
             large_reads: false,
             peer,
             sockname_at_close: None,
@@ -260,40 +262,13 @@ fn send_buffer(fd: i32, buffer: &WriteBuffer) -> io::Result<usize> {
     }
 }
 
-/// `recv(2)` into `buf`, EINTR retried (PEP 475).
-fn recv_raw(fd: i32, buf: *mut u8, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: the caller guarantees `buf` is valid for writes of `len` bytes.
-        let n = unsafe { libc::recv(fd, buf.cast(), len, 0) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
 pub(crate) fn would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
 /// TCP_NODELAY on TCP sockets, as asyncio sets it on every stream transport.
-fn set_nodelay(fd: i32) {
-    let mut domain: libc::c_int = 0;
-    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `size` bytes into `domain`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut size,
-        )
-    };
-    if rc != 0 || (domain != libc::AF_INET && domain != libc::AF_INET6) {
+fn set_nodelay(fd: i32, family: i32) {
+    if family != libc::AF_INET && family != libc::AF_INET6 {
         return;
     }
     let one: libc::c_int = 1;
@@ -345,6 +320,78 @@ pub(crate) fn extra_info(
     };
     extra.set_item(name, &value)?;
     Ok(value.unbind())
+}
+
+/// Passes `{"message", "exception", "transport"[, "protocol"]}` to the loop's exception
+/// handler (both transports report protocol and fatal errors this way).
+pub(crate) fn report_to_loop(
+    event_loop: &Py<LoopCore>,
+    message: &str,
+    err: PyErr,
+    transport: &Bound<'_, PyAny>,
+    protocol: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = transport.py();
+    let context = PyDict::new(py);
+    context.set_item("message", message)?;
+    context.set_item("exception", err.into_value(py))?;
+    context.set_item("transport", transport)?;
+    if let Some(protocol) = protocol {
+        context.set_item("protocol", protocol)?;
+    }
+    event_loop
+        .bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
+/// asyncio's `set_write_buffer_limits(high, low)` arguments resolved to `(high, low)`:
+/// high defaults to 64 KiB (or 4 × low), low to high // 4; `high >= low >= 0` is required.
+pub(crate) fn water_marks(high: Option<i64>, low: Option<i64>) -> PyResult<(usize, usize)> {
+    let high = match (high, low) {
+        (Some(high), _) => high,
+        (None, Some(low)) => 4 * low,
+        (None, None) => DEFAULT_HIGH_WATER as i64,
+    };
+    let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
+    if !(high >= low && low >= 0) {
+        return Err(PyValueError::new_err(format!(
+            "high ({high}) must be >= low ({low}) must be >= 0"
+        )));
+    }
+    Ok((high as usize, low as usize))
+}
+
+/// The ResourceWarning of a transport collected while open (from its `Drop`, where an
+/// exception can only be reported as unraisable).
+pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
+    let message = std::ffi::CString::new(format!("unclosed transport <{kind} fd={fd} open>"))
+        .unwrap_or_default();
+    let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+    if let Err(err) = PyErr::warn(py, &category, &message, 1) {
+        err.write_unraisable(py, None);
+    }
+}
+
+/// Registers `transport.<method>` as the reader or writer of its descriptor `fd` (both
+/// transports watch their socket this way).
+pub(crate) fn watch_fd(
+    transport: &Bound<'_, PyAny>,
+    event_loop: &Py<LoopCore>,
+    fd: i32,
+    side: Side,
+    method: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<()> {
+    let py = transport.py();
+    let callback = transport.getattr(method)?;
+    event_loop.get().add_watch(
+        py,
+        &fd.into_pyobject(py)?.into_any(),
+        side,
+        &callback,
+        &PyTuple::empty(py),
+    )?;
+    Ok(())
 }
 
 /// Closes a socket object; if its Python-level `close` fails because the garbage collector
@@ -502,49 +549,25 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// Watches the socket's readability with `_read_ready`.
-    fn add_reader(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// Watches the socket's readability or writability with the method named `method`.
+    fn watch(
+        slf: &Bound<'_, Self>,
+        side: Side,
+        method: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let (event_loop, fd) = {
             let state = slf.get().state.borrow_mut(py);
             (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
         };
-        let Some(event_loop) = event_loop else {
-            return Ok(());
-        };
-        let callback = slf.getattr(intern!(py, "_read_ready"))?;
-        event_loop.get().add_watch(
-            py,
-            &fd.into_pyobject(py)?.into_any(),
-            Side::Read,
-            &callback,
-            &PyTuple::empty(py),
-        )?;
-        Ok(())
+        match event_loop {
+            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method),
+            None => Ok(()),
+        }
     }
 
-    /// Watches the socket's writability with `_write_ready`.
-    fn add_writer(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (event_loop, fd) = {
-            let state = slf.get().state.borrow_mut(py);
-            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
-        };
-        let Some(event_loop) = event_loop else {
-            return Ok(());
-        };
-        let callback = slf.getattr(intern!(py, "_write_ready"))?;
-        event_loop.get().add_watch(
-            py,
-            &fd.into_pyobject(py)?.into_any(),
-            Side::Write,
-            &callback,
-            &PyTuple::empty(py),
-        )?;
-        Ok(())
-    }
-
-    fn remove(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+    /// Stops watching one side of the socket.
+    fn unwatch(&self, py: Python<'_>, side: Side) -> PyResult<()> {
         let (event_loop, fd) = {
             let state = self.state.borrow_mut(py);
             (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
@@ -588,21 +611,10 @@ impl StreamTransport {
         err: PyErr,
         protocol: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let Some(event_loop) = slf.get().loop_of(py) else {
-            return Ok(());
-        };
-        let context = PyDict::new(py);
-        context.set_item("message", message)?;
-        context.set_item("exception", err.into_value(py))?;
-        context.set_item("transport", slf)?;
-        if let Some(protocol) = protocol {
-            context.set_item("protocol", protocol)?;
+        match slf.get().loop_of(slf.py()) {
+            Some(event_loop) => report_to_loop(&event_loop, message, err, slf.as_any(), protocol),
+            None => Ok(()),
         }
-        event_loop
-            .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
     }
 
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -677,10 +689,10 @@ impl StreamTransport {
         };
         this.leave_registry(py);
         if had_buffer {
-            this.remove(py, Side::Write)?;
+            this.unwatch(py, Side::Write)?;
         }
         if !was_closing {
-            this.remove(py, Side::Read)?;
+            this.unwatch(py, Side::Read)?;
         }
         let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
         let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
@@ -704,7 +716,7 @@ impl StreamTransport {
             Ok(keep_open) => {
                 if keep_open.is_truthy()? {
                     // Half-closed: no more reading, writing goes on.
-                    slf.get().remove(py, Side::Read)
+                    slf.get().unwatch(py, Side::Read)
                 } else {
                     Self::close(slf)
                 }
@@ -749,7 +761,10 @@ impl StreamTransport {
                 return Self::fatal_error(slf, err, "Fatal read error on socket transport");
             }
         };
-        let received = recv_raw(fd, view.as_mut_ptr(), view.len());
+        // SAFETY: the view is writable (requested with PyBUF_WRITABLE), `len()` bytes long,
+        // and stays valid until it is released just below.
+        let target = unsafe { std::slice::from_raw_parts_mut(view.as_mut_ptr(), view.len()) };
+        let received = recv_raw(fd, target);
         drop(view);
         let n = match received {
             Ok(n) => n,
@@ -849,7 +864,6 @@ impl StreamTransport {
                 Some(extra) if !extra.is_none() => Some(extra.cast::<PyDict>()?.clone().unbind()),
                 _ => None,
             };
-            set_nodelay(fd);
             return Ok(StreamTransport::with_state(State::new(
                 core,
                 None,
@@ -879,7 +893,6 @@ impl StreamTransport {
             };
             extra.set_item(intern!(py, "peername"), peer)?;
         }
-        set_nodelay(fd);
         Ok(StreamTransport::with_state(State::new(
             core,
             Some(sock.clone().unbind()),
@@ -1001,7 +1014,7 @@ impl StreamTransport {
             !state.paused && !state.closing
         };
         if go {
-            Self::add_reader(slf)?;
+            Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
         }
         Ok(())
     }
@@ -1033,9 +1046,7 @@ impl StreamTransport {
                 Err(err) => Err(err),
             }
         } else {
-            with_read_buffer(|buf| {
-                recv_raw(fd, buf.as_mut_ptr(), buf.len()).map(|n| PyBytes::new(py, &buf[..n]))
-            })
+            with_read_buffer(|buf| recv_raw(fd, buf).map(|n| PyBytes::new(py, &buf[..n])))
         };
         if let Ok(data) = &received {
             slf.get().state.borrow_mut(py).large_reads = data.as_bytes().len() >= LARGE_READ;
@@ -1141,7 +1152,7 @@ impl StreamTransport {
             }
         }
         if was_empty {
-            Self::add_writer(slf)?;
+            Self::watch(slf, Side::Write, intern!(py, "_write_ready"))?;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1176,7 +1187,7 @@ impl StreamTransport {
             Ok(_) => {}
             Err(err) if would_block(&err) => return Ok(()),
             Err(err) => {
-                this.remove(py, Side::Write)?;
+                this.unwatch(py, Side::Write)?;
                 this.state.borrow_mut(py).buffer.clear();
                 let waiter = this
                     .state
@@ -1210,7 +1221,7 @@ impl StreamTransport {
         if !empty {
             return Ok(());
         }
-        this.remove(py, Side::Write)?;
+        this.unwatch(py, Side::Write)?;
         if let Some(waiter) = waiter {
             let waiter = waiter.bind(py);
             if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -1258,9 +1269,9 @@ impl StreamTransport {
             empty
         };
         this.leave_registry(py);
-        this.remove(py, Side::Read)?;
+        this.unwatch(py, Side::Read)?;
         if empty {
-            this.remove(py, Side::Write)?;
+            this.unwatch(py, Side::Write)?;
             let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
             this.call_soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
         }
@@ -1298,7 +1309,7 @@ impl StreamTransport {
             }
             state.paused = true;
         }
-        slf.get().remove(py, Side::Read)?;
+        slf.get().unwatch(py, Side::Read)?;
         if slf.get().is_debug(py) {
             py_cache::asyncio_logger(py)?
                 .bind(py)
@@ -1317,7 +1328,7 @@ impl StreamTransport {
             }
             state.paused = false;
         }
-        Self::add_reader(slf)?;
+        Self::watch(slf, Side::Read, intern!(py, "_read_ready"))?;
         if slf.get().is_debug(py) {
             py_cache::asyncio_logger(py)?
                 .bind(py)
@@ -1369,21 +1380,11 @@ impl StreamTransport {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
-        let high = match (high, low) {
-            (Some(high), _) => high,
-            (None, Some(low)) => 4 * low,
-            (None, None) => DEFAULT_HIGH_WATER as i64,
-        };
-        let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = water_marks(high, low)?;
         {
             let mut state = slf.get().state.borrow_mut(slf.py());
-            state.high_water = high as usize;
-            state.low_water = low as usize;
+            state.high_water = high;
+            state.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1573,14 +1574,7 @@ impl Drop for StreamTransport {
             if closed {
                 return;
             }
-            let message = std::ffi::CString::new(format!(
-                "unclosed transport <StreamTransport fd={fd} open>"
-            ))
-            .unwrap_or_default();
-            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-            if let Err(err) = PyErr::warn(py, &category, &message, 1) {
-                err.write_unraisable(py, None);
-            }
+            warn_unclosed(py, "StreamTransport", fd);
             if let Err(err) = self.close_socket(py, false) {
                 err.write_unraisable(py, None);
             }
