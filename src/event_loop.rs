@@ -249,6 +249,12 @@ impl LoopCore {
         }
     }
 
+    /// Whether `call_soon` may take the native fast entry point: outside debug mode, on an
+    /// open loop, it can only fail for lack of memory (see `fast_methods.rs`).
+    pub(crate) fn takes_fast_call_soon(&self) -> bool {
+        !self.is_debug() && !self.closed.load(Ordering::Relaxed)
+    }
+
     /// `call_soon` for the native fast entry point (`fast_methods.rs`).
     pub(crate) fn call_soon_from_fast_path(
         &self,

@@ -7,6 +7,12 @@
 //! `METH_FASTCALL` functions read the vectorcall arguments directly; anything unusual (no
 //! callback, unknown keywords, a wrong type) goes to the PyO3 method they replace, which
 //! raises the exact TypeError. They are installed on `LoopCore` when the module loads.
+//!
+//! They run outside PyO3's trampoline, so PyO3 does not know the thread is attached to the
+//! interpreter, and the crate is built with `pyo3_disable_reference_pool` (see
+//! `.cargo/config.toml`): a `Py` dropped here would be leaked rather than released. The fast
+//! path therefore only takes the calls that cannot fail and that drop no `Py` (`Bound`s are
+//! released normally): debug mode, a closed loop and every error case go to the PyO3 method.
 
 use std::ffi::{c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -71,10 +77,12 @@ unsafe extern "C" fn call_soon_fast(
                 });
             let this = Bound::from_borrowed_ptr(py, slf);
             let core = this.cast::<LoopCore>();
-            if nargs < 1 || !only_context || core.is_err() {
-                return checked_call_soon(py, slf, args, nargs, kwnames);
-            }
-            let core = core?;
+            let core = match core {
+                Ok(core) if nargs >= 1 && only_context && core.get().takes_fast_call_soon() => {
+                    core
+                }
+                _ => return checked_call_soon(py, slf, args, nargs, kwnames),
+            };
             let callback = Bound::from_borrowed_ptr(py, *args);
             let rest = if nargs == 1 {
                 PyTuple::empty(py)
