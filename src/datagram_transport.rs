@@ -23,6 +23,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
+use crate::handle::{run_bound_method, NativeCall};
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
@@ -232,6 +233,7 @@ impl DatagramTransport {
         slf: &Bound<'_, Self>,
         side: Side,
         method: &Bound<'_, pyo3::types::PyString>,
+        native: NativeCall,
     ) -> PyResult<()> {
         let py = slf.py();
         let (event_loop, fd) = {
@@ -239,7 +241,7 @@ impl DatagramTransport {
             (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
         };
         match event_loop {
-            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method),
+            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method, native),
             None => Ok(()),
         }
     }
@@ -673,7 +675,9 @@ impl DatagramTransport {
         if slf.get().state.borrow_mut(slf.py()).closing {
             return Ok(());
         }
-        Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"))
+        Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"), |cb| {
+            run_bound_method(cb, Self::_read_ready)
+        })
     }
 
     /// The socket is readable: up to `DATAGRAMS_PER_WAKEUP` datagrams to the protocol, while
@@ -754,7 +758,11 @@ impl DatagramTransport {
         if !queued {
             match this.send_one(py, contents, addr.as_ref()) {
                 Sent::Done => return Ok(()),
-                Sent::WouldBlock => Self::watch(slf, Side::Write, intern!(py, "_sendto_ready"))?,
+                Sent::WouldBlock => {
+                    Self::watch(slf, Side::Write, intern!(py, "_sendto_ready"), |cb| {
+                        run_bound_method(cb, Self::_sendto_ready)
+                    })?
+                }
                 Sent::Failed(err) if err.is_instance_of::<PyOSError>(py) => {
                     return this.error_received(py, err)
                 }

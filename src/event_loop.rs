@@ -30,7 +30,7 @@ use crate::callback_check::check_callback;
 use crate::clock::{Clock, CLOCK_RESOLUTION};
 use crate::errors::os_error;
 use crate::gil_cell::GilRefCell;
-use crate::handle::{Handle, HandleInit, RunOutcome};
+use crate::handle::{Handle, HandleInit, NativeCall, RunOutcome};
 use crate::poller::{Interest, Poller, Readiness, Trigger};
 use crate::py_cache;
 use crate::sock_io::{
@@ -349,6 +349,7 @@ impl LoopCore {
             source_traceback: self.source_traceback(py)?,
             when,
             repeating: false,
+            native: None,
         })
     }
 
@@ -594,7 +595,8 @@ impl LoopCore {
         Ok(removed.is_some())
     }
 
-    /// Adds a reader or writer callback (shared by add_reader and add_writer).
+    /// Adds a reader or writer callback (shared by add_reader and add_writer); the native
+    /// transports pass `native`, their method's Rust body (see `NativeCall`).
     pub(crate) fn add_watch(
         &self,
         py: Python<'_>,
@@ -602,12 +604,14 @@ impl LoopCore {
         side: Side,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
+        native: Option<NativeCall>,
     ) -> PyResult<Py<Handle>> {
         // asyncio validates the descriptor before it checks that the loop is open.
         let fd = self.registered_fd(py, fileobj)?;
         self.check_closed()?;
         let mut init = self.handle_init(py, callback, args, None, None)?;
         init.repeating = true;
+        init.native = native;
         let handle = self.make_handle(py, init)?;
         self.watch(
             py,
@@ -1033,7 +1037,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<()> {
-        self.add_watch(py, fd, Side::Read, callback, args)?;
+        self.add_watch(py, fd, Side::Read, callback, args, None)?;
         Ok(())
     }
 
@@ -1047,7 +1051,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        self.add_watch(py, fd, Side::Read, callback, args)
+        self.add_watch(py, fd, Side::Read, callback, args, None)
     }
 
     /// `add_writer` returning the handle.
@@ -1059,7 +1063,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        self.add_watch(py, fd, Side::Write, callback, args)
+        self.add_watch(py, fd, Side::Write, callback, args, None)
     }
 
     /// Stops watching `fd` for reading; returns whether a reader was registered.
@@ -1087,7 +1091,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<()> {
-        self.add_watch(py, fd, Side::Write, callback, args)?;
+        self.add_watch(py, fd, Side::Write, callback, args, None)?;
         Ok(())
     }
 

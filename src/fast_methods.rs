@@ -78,9 +78,7 @@ unsafe extern "C" fn call_soon_fast(
             let this = Bound::from_borrowed_ptr(py, slf);
             let core = this.cast::<LoopCore>();
             let core = match core {
-                Ok(core) if nargs >= 1 && only_context && core.get().takes_fast_call_soon() => {
-                    core
-                }
+                Ok(core) if nargs >= 1 && only_context && core.get().takes_fast_call_soon() => core,
                 _ => return checked_call_soon(py, slf, args, nargs, kwnames),
             };
             let callback = Bound::from_borrowed_ptr(py, *args);

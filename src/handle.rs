@@ -35,6 +35,41 @@ struct Slots {
     args: Option<Py<PyTuple>>,
     context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
+    /// Does what calling `callback(*args)` does, from Rust (see `NativeCall`).
+    native: Option<NativeCall>,
+}
+
+/// A Rust function that does what calling a handle's callback does, without a Python call.
+/// The native transports watch their socket with handles whose callback is one of their own
+/// methods (`transport._read_ready`, which is what introspection and `repr` show); running
+/// such a handle calls the method's Rust body directly, given the callback (see
+/// `method_self`), instead of going through vectorcall and PyO3's argument handling.
+pub type NativeCall = fn(&Bound<'_, PyAny>) -> PyResult<()>;
+
+/// The `NativeCall` body of a method of `T`: runs `body` on the object `callback` is bound to,
+/// or, should that not be a `T`, calls `callback` the ordinary way.
+pub fn run_bound_method<T: pyo3::type_object::PyTypeCheck>(
+    callback: &Bound<'_, PyAny>,
+    body: fn(&Bound<'_, T>) -> PyResult<()>,
+) -> PyResult<()> {
+    match method_self(callback).map(|this| this.cast_into::<T>()) {
+        Some(Ok(this)) => body(&this),
+        _ => callback.call0().map(drop),
+    }
+}
+
+/// The object a built-in bound method is bound to (`callback.__self__`), if `callback` is one.
+pub fn method_self<'py>(callback: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let py = callback.py();
+    // SAFETY: `callback` is a live object and the GIL is held; `PyCFunction_GetSelf` is only
+    // called on a built-in function object, and returns a borrowed reference (or NULL for an
+    // unbound function), which `from_borrowed_ptr_or_opt` turns into an owned `Bound`.
+    unsafe {
+        if ffi::PyCFunction_Check(callback.as_ptr()) == 0 {
+            return None;
+        }
+        Bound::from_borrowed_ptr_or_opt(py, ffi::PyCFunction_GetSelf(callback.as_ptr()))
+    }
 }
 
 /// References taken out of a handle, to be dropped by the caller at a safe point.
@@ -65,7 +100,7 @@ pub struct Handle {
     /// WeakSet): short-lived handles then interleave with long-lived weakrefs in the same
     /// memory pages, and full garbage collections, which walk every weakref, ran ~15% longer
     /// (gather of 100k tasks: 8% slower overall, measured against this padding).
-    _size_class_padding: [u64; 2],
+    _size_class_padding: [u64; 1],
 }
 
 /// The outcome of running a handle.
@@ -92,6 +127,8 @@ pub struct HandleInit {
     pub when: Option<f64>,
     /// Runs again at every readiness of a descriptor (add_reader/add_writer).
     pub repeating: bool,
+    /// Calls the callback from Rust (see `NativeCall`).
+    pub native: Option<NativeCall>,
 }
 
 impl Handle {
@@ -105,7 +142,7 @@ impl Handle {
             scheduled: AtomicBool::new(false),
             repeating: AtomicBool::new(false),
             cancelled_in_queue,
-            _size_class_padding: [0; 2],
+            _size_class_padding: [0; 1],
         }
     }
 
@@ -120,6 +157,7 @@ impl Handle {
                     args: Some(init.args),
                     context: Some(init.context),
                     source_traceback: init.source_traceback,
+                    native: init.native,
                 },
             )
         };
@@ -176,10 +214,10 @@ impl Handle {
         }
         let keep = keep || self.repeating.load(Ordering::Relaxed);
         // Release the borrow before calling Python: the callback may cancel this very handle.
-        let taken = {
+        let (taken, native) = {
             let mut slots = self.slots.borrow_mut(py);
             let context = slots.context.as_ref().map(|c| c.clone_ref(py));
-            if keep {
+            let taken = if keep {
                 (
                     slots.callback.as_ref().map(|c| c.clone_ref(py)),
                     slots.args.as_ref().map(|a| a.clone_ref(py)),
@@ -187,12 +225,17 @@ impl Handle {
                 )
             } else {
                 (slots.callback.take(), slots.args.take(), context)
-            }
+            };
+            (taken, slots.native)
         };
         let (Some(callback), Some(args), Some(context)) = taken else {
             return RunOutcome::Skipped;
         };
-        match call_in_context(py, &callback, &args, &context) {
+        let outcome = match native {
+            Some(native) => native_call_in_context(py, native, &callback, &context),
+            None => call_in_context(py, &callback, &args, &context),
+        };
+        match outcome {
             Ok(()) => RunOutcome::Done,
             Err(err) => {
                 if !keep && !self.is_cancelled() {
@@ -301,6 +344,37 @@ impl Handle {
         }
         Ok(info)
     }
+}
+
+/// Enters `context`, runs `native` for `callback`, and leaves the context.
+fn native_call_in_context(
+    py: Python<'_>,
+    native: NativeCall,
+    callback: &Py<PyAny>,
+    context: &Py<PyAny>,
+) -> PyResult<()> {
+    // SAFETY: `context` is an owned reference to a `contextvars.Context` kept alive by the
+    // argument for the duration of the call; the GIL is held (`py`).
+    unsafe {
+        if ffi::PyContext_Enter(context.as_ptr()) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    // A panic is reported as this callback's error, as PyO3's trampoline would have done had
+    // the method been called from Python: it must not unwind through the loop.
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native(callback.bind(py))))
+            .unwrap_or_else(|_| {
+                Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "ferroloop: internal error (Rust panic) in a transport callback",
+                ))
+            });
+    // SAFETY: as above; the context was entered by this thread just before.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        let exit_err = PyErr::fetch(py);
+        return outcome.and(Err(exit_err));
+    }
+    outcome
 }
 
 /// Enters `context`, calls `callback(*args)` by vectorcall, and leaves the context.

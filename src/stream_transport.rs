@@ -34,6 +34,7 @@ use crate::accept::AcceptedSocket;
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
+use crate::handle::{run_bound_method, NativeCall};
 use crate::py_cache;
 use crate::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
@@ -374,13 +375,15 @@ pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
 }
 
 /// Registers `transport.<method>` as the reader or writer of its descriptor `fd` (both
-/// transports watch their socket this way).
+/// transports watch their socket this way); `native` is the method's Rust body, which the
+/// loop calls directly (see `handle::NativeCall`).
 pub(crate) fn watch_fd(
     transport: &Bound<'_, PyAny>,
     event_loop: &Py<LoopCore>,
     fd: i32,
     side: Side,
     method: &Bound<'_, pyo3::types::PyString>,
+    native: NativeCall,
 ) -> PyResult<()> {
     let py = transport.py();
     let callback = transport.getattr(method)?;
@@ -390,6 +393,7 @@ pub(crate) fn watch_fd(
         side,
         &callback,
         &PyTuple::empty(py),
+        Some(native),
     )?;
     Ok(())
 }
@@ -549,11 +553,13 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// Watches the socket's readability or writability with the method named `method`.
+    /// Watches the socket's readability or writability with the method named `method`, whose
+    /// Rust body is `native`.
     fn watch(
         slf: &Bound<'_, Self>,
         side: Side,
         method: &Bound<'_, pyo3::types::PyString>,
+        native: NativeCall,
     ) -> PyResult<()> {
         let py = slf.py();
         let (event_loop, fd) = {
@@ -561,7 +567,7 @@ impl StreamTransport {
             (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
         };
         match event_loop {
-            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method),
+            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method, native),
             None => Ok(()),
         }
     }
@@ -1014,7 +1020,9 @@ impl StreamTransport {
             !state.paused && !state.closing
         };
         if go {
-            Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"))?;
+            Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"), |cb| {
+                run_bound_method(cb, Self::_read_ready)
+            })?;
         }
         Ok(())
     }
@@ -1152,7 +1160,9 @@ impl StreamTransport {
             }
         }
         if was_empty {
-            Self::watch(slf, Side::Write, intern!(py, "_write_ready"))?;
+            Self::watch(slf, Side::Write, intern!(py, "_write_ready"), |cb| {
+                run_bound_method(cb, Self::_write_ready)
+            })?;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1328,7 +1338,9 @@ impl StreamTransport {
             }
             state.paused = false;
         }
-        Self::watch(slf, Side::Read, intern!(py, "_read_ready"))?;
+        Self::watch(slf, Side::Read, intern!(py, "_read_ready"), |cb| {
+            run_bound_method(cb, Self::_read_ready)
+        })?;
         if slf.get().is_debug(py) {
             py_cache::asyncio_logger(py)?
                 .bind(py)
