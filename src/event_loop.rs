@@ -1334,6 +1334,7 @@ impl LoopCore {
             }
         }
         drop(spare);
+        crate::spare_bytes::release(py);
         for handle in &timers {
             handle.get().mark_unscheduled();
         }

@@ -32,6 +32,7 @@ pub mod poller;
 pub mod py_cache;
 pub mod sock_io;
 pub mod sockaddr;
+pub mod spare_bytes;
 pub mod stream_transport;
 pub mod timers;
 pub mod write_buffer;

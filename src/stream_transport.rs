@@ -38,6 +38,7 @@ use crate::handle::{run_bound_method, NativeCall};
 use crate::py_cache;
 use crate::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
+use crate::spare_bytes;
 use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
 /// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
@@ -1054,7 +1055,9 @@ impl StreamTransport {
                 Err(err) => Err(err),
             }
         } else {
-            with_read_buffer(|buf| recv_raw(fd, buf).map(|n| PyBytes::new(py, &buf[..n])))
+            with_read_buffer(|buf| {
+                recv_raw(fd, buf).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
+            })
         };
         if let Ok(data) = &received {
             slf.get().state.borrow_mut(py).large_reads = data.as_bytes().len() >= LARGE_READ;
@@ -1073,13 +1076,14 @@ impl StreamTransport {
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf, protocol);
         }
-        if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+        if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (&data,)) {
             return Self::fatal_error(
                 slf,
                 err,
                 "Fatal error: protocol.data_received() call failed.",
             );
         }
+        spare_bytes::recycle(data);
         Ok(())
     }
 

@@ -998,6 +998,54 @@ def test_data_received_raising_an_oserror_is_not_reported(loop, kind, handler_ca
     assert handler_calls == []
 
 
+# ----------------------------------------------------------------------------- received data
+
+
+class Keeper(asyncio.Protocol):
+    """Keeps some received ``bytes`` objects and drops the others, recording each one's hash
+    and contents while it has it; ``keep(i)`` says whether to keep the i-th."""
+
+    def __init__(self, keep):
+        self.keep = keep
+        self.kept: list[tuple[bytes, str]] = []
+        self.seen: list[tuple[int, str]] = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.seen.append((hash(data), data.hex()))
+        if self.keep(len(self.seen) - 1):
+            self.kept.append((data, data.hex()))
+
+
+@pytest.mark.parametrize("keep_every", [1, 2, 0], ids=["keep-all", "keep-half", "keep-none"])
+def test_received_bytes_are_immutable_and_hash_their_contents(loop, kind, keep_every):
+    """Each data_received gets bytes whose hash matches its contents, and bytes a protocol
+    keeps never change afterwards, whether or not it keeps the others (the loop may reuse a
+    bytes object only once nobody else holds it)."""
+    size = 700
+    rounds = 40
+
+    async def main():
+        protocol = Keeper(lambda i: keep_every and i % keep_every == 0)
+        transport, _, peer = await attach(loop, kind, lambda: protocol)
+        for i in range(rounds):
+            await loop.sock_sendall(peer, bytes([i]) * size)
+            await until(lambda: len(protocol.seen) == i + 1)
+        transport.close()
+        peer.close()
+        return protocol
+
+    protocol = run(loop, main())
+    assert [bytes.fromhex(h) for _, h in protocol.seen] == [
+        bytes([i]) * size for i in range(rounds)
+    ]
+    assert [h for h, _ in protocol.seen] == [hash(bytes([i]) * size) for i in range(rounds)]
+    for data, contents in protocol.kept:
+        assert data.hex() == contents
+
+
 # ----------------------------------------------------------------------------- the object
 
 
