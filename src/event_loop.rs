@@ -14,7 +14,7 @@
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
 //!    the next iteration.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +29,10 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::callback_check::check_callback;
 use crate::clock::{Clock, CLOCK_RESOLUTION};
 use crate::errors::os_error;
+use crate::fd_map::FdMap;
 use crate::gil_cell::GilRefCell;
 use crate::handle::{Handle, HandleInit, NativeCall, RunOutcome};
-use crate::poller::{Interest, Poller, Readiness, Trigger};
+use crate::poller::{Interest, Poller, Readiness, Trigger, Wakeup};
 use crate::py_cache;
 use crate::sock_io::{
     try_recv, RecvOutcome, RecvTarget, RecvWaiter, Watcher, CLOSED_SOCKET_SWEEP_INTERVAL,
@@ -48,7 +49,7 @@ struct LoopQueues {
     /// Handles that ran and that nobody else references, ready to be re-initialised.
     spare_handles: Vec<Py<Handle>>,
     /// Descriptors watched for add_reader/add_writer, by descriptor number.
-    watched: HashMap<i32, FdWatch>,
+    watched: FdMap<FdWatch>,
     /// Readiness reported by the last wait (kept to reuse its allocation).
     io_events: Vec<Readiness>,
     /// How many native receives are pending (they bound the wait, for the closed-socket sweep).
@@ -150,7 +151,7 @@ pub struct LoopCore {
     /// their descriptors. A transport enters at creation and leaves when it starts closing or
     /// is deallocated, whichever comes first, so an address here always points to a live
     /// object. (asyncio keeps a WeakValueDictionary: ~120 bytes per connection more.)
-    transports: GilRefCell<HashMap<i32, usize>>,
+    transports: GilRefCell<FdMap<usize>>,
 }
 
 extern "C" {
@@ -783,10 +784,19 @@ impl LoopCore {
         if polling {
             let mut io_events = std::mem::take(&mut self.queues.borrow_mut(py).io_events);
             let poller = &self.poller;
-            let waited = if timeout == Some(Duration::ZERO) {
-                poller.wait(timeout, &mut io_events) // no need to release the GIL
-            } else {
-                py.detach(|| poller.wait(timeout, &mut io_events))
+            // A wait that may block releases the GIL, so that other threads run meanwhile.
+            // Releasing and taking it back costs about as much as the poll itself, and on a
+            // busy loop events are usually pending already: look first with the GIL held
+            // (zero timeout), and only when nothing at all is there, block without it.
+            let waited = match poller.wait(Some(Duration::ZERO), &mut io_events) {
+                Ok(wakeup)
+                    if timeout != Some(Duration::ZERO)
+                        && io_events.is_empty()
+                        && wakeup == Wakeup::default() =>
+                {
+                    py.detach(|| poller.wait(timeout, &mut io_events))
+                }
+                other => other,
             };
             let dispatched = self.dispatch_io(py, &mut io_events);
             self.queues.borrow_mut(py).io_events = io_events;
@@ -931,7 +941,7 @@ impl LoopCore {
                 ready: VecDeque::new(),
                 timers: TimerQueue::new(),
                 spare_handles: Vec::new(),
-                watched: HashMap::new(),
+                watched: FdMap::default(),
                 io_events: Vec::new(),
                 pending_receives: 0,
                 next_sweep: 0.0,
@@ -947,7 +957,7 @@ impl LoopCore {
             task_factory: GilRefCell::new(None),
             stats: LoopStats::default(),
             scratch: GilRefCell::new(Vec::new()),
-            transports: GilRefCell::new(HashMap::new()),
+            transports: GilRefCell::new(FdMap::default()),
         })
     }
 

@@ -26,6 +26,7 @@ pub mod datagram_transport;
 pub mod errors;
 pub mod event_loop;
 pub mod fast_methods;
+pub mod fd_map;
 pub mod gil_cell;
 pub mod handle;
 pub mod poller;

@@ -50,6 +50,8 @@ pub struct Readiness {
 pub struct Wakeup {
     /// Bytes arrived on the signal wakeup pipe, or the wait was interrupted by a signal.
     pub signal: bool,
+    /// Another thread woke the loop (`wake`).
+    pub woken: bool,
 }
 
 /// Which readiness a registration asks for.
@@ -305,7 +307,10 @@ impl Poller {
         let count = match self.epoll_wait(&mut events, timeout) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                return Ok(Wakeup { signal: true });
+                return Ok(Wakeup {
+                    signal: true,
+                    ..Wakeup::default()
+                });
             }
             Err(e) => return Err(e),
         };
@@ -315,7 +320,10 @@ impl Poller {
         for event in events.iter() {
             let (bits, token) = (event.events, event.u64);
             match token {
-                WAKER_TOKEN => drain(fd_of(&self.waker)),
+                WAKER_TOKEN => {
+                    wakeup.woken = true;
+                    drain(fd_of(&self.waker));
+                }
                 SIGNAL_TOKEN => {
                     wakeup.signal = true;
                     drain(fd_of(&self.signal_read));
