@@ -23,13 +23,13 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
-use crate::handle::{run_bound_method, NativeCall};
+use crate::handle::run_bound_method;
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
-    is_exit, report_to_loop, warn_unclosed, watch_fd, water_marks, would_block, ByteView,
-    DEFAULT_HIGH_WATER, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+    warn_unclosed, water_marks, would_block, ByteView, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
+use crate::transport_core::{CoreState, NativeTransport, TransportState};
 
 /// A datagram waiting for the socket to become writable: its bytes and its destination
 /// (None on a connected socket).
@@ -38,15 +38,12 @@ struct Queued {
     addr: Option<Py<PyAny>>,
 }
 
-struct State {
-    /// This transport's address in the loop's transport registry (0: not registered).
-    registry_address: usize,
-    event_loop: Option<Py<LoopCore>>,
+pub(crate) struct State {
+    /// What every native transport has (see `transport_core.rs`).
+    core: CoreState,
     sock: Option<Py<PyAny>>,
-    fd: i32,
     /// The socket's address family (SO_DOMAIN).
     family: i32,
-    protocol: Option<Py<PyAny>>,
     extra: Py<PyDict>,
     /// The remote address given to create_datagram_endpoint, if any.
     address: Option<Py<PyAny>>,
@@ -54,12 +51,26 @@ struct State {
     connected: bool,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
-    conn_lost: u32,
-    closing: bool,
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
     addresses: AddressCache,
+}
+
+impl TransportState for State {
+    fn core(&self) -> &CoreState {
+        &self.core
+    }
+    fn core_mut(&mut self) -> &mut CoreState {
+        &mut self.core
+    }
+    fn pending_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+    fn has_pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+    fn discard_pending(&mut self) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+    }
 }
 
 /// asyncio's datagram transport over a non-blocking datagram socket.
@@ -188,192 +199,22 @@ fn sent_result(n: isize) -> Option<io::Result<()>> {
     Some(Err(err))
 }
 
+impl NativeTransport for DatagramTransport {
+    type State = State;
+    fn state(&self) -> &GilRefCell<State> {
+        &self.state
+    }
+}
+
 impl DatagramTransport {
-    /// Leaves the loop's transport registry (closing, or being deallocated).
-    fn leave_registry(&self, py: Python<'_>) {
-        let (address, fd, event_loop) = {
-            let mut state = self.state.borrow_mut(py);
-            let address = std::mem::take(&mut state.registry_address);
-            (
-                address,
-                state.fd,
-                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
-            )
-        };
-        if let (true, Some(event_loop)) = (address != 0, event_loop) {
-            event_loop
-                .get()
-                .unregister_transport(py, fd, address as *mut ffi::PyObject);
-        }
-    }
-
-    fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
-        self.state
-            .borrow_mut(py)
-            .event_loop
-            .as_ref()
-            .map(|l| l.clone_ref(py))
-    }
-
-    fn call_soon(
-        &self,
-        py: Python<'_>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
-        if let Some(event_loop) = self.loop_of(py) {
-            event_loop
-                .get()
-                .call_soon_from_fast_path(py, callback, args, None)?;
-        }
-        Ok(())
-    }
-
-    fn watch(
-        slf: &Bound<'_, Self>,
-        side: Side,
-        method: &Bound<'_, pyo3::types::PyString>,
-        native: NativeCall,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let (event_loop, fd) = {
-            let state = slf.get().state.borrow_mut(py);
-            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
-        };
-        match event_loop {
-            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method, native),
-            None => Ok(()),
-        }
-    }
-
-    fn unwatch(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        let (event_loop, fd) = {
-            let state = self.state.borrow_mut(py);
-            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
-        };
-        if let Some(event_loop) = event_loop {
-            event_loop.get().unwatch(py, fd, side)?;
-        }
-        Ok(())
-    }
-
-    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py))
-    }
-
     /// `protocol.error_received(exc)`.
     fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
-        if let Some(protocol) = self.protocol(py) {
+        if let Some(protocol) = self.protocol_of(py) {
             protocol
                 .bind(py)
                 .call_method1(intern!(py, "error_received"), (err.into_value(py),))?;
         }
         Ok(())
-    }
-
-    fn report(slf: &Bound<'_, Self>, message: &str, err: PyErr) -> PyResult<()> {
-        let py = slf.py();
-        let Some(event_loop) = slf.get().loop_of(py) else {
-            return Ok(());
-        };
-        let protocol = slf.get().protocol(py);
-        let protocol = protocol.as_ref().map(|p| p.bind(py));
-        report_to_loop(&event_loop, message, err, slf.as_any(), protocol)
-    }
-
-    fn notify_protocol(
-        slf: &Bound<'_, Self>,
-        method: &Bound<'_, pyo3::types::PyString>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let Some(protocol) = slf.get().protocol(py) else {
-            return Ok(());
-        };
-        if let Err(err) = protocol.bind(py).call_method0(method) {
-            if is_exit(py, &err) {
-                return Err(err);
-            }
-            let message = format!("protocol.{}() failed", method.to_str()?);
-            Self::report(slf, &message, err)?;
-        }
-        Ok(())
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut state = slf.get().state.borrow_mut(slf.py());
-            if state.queued_bytes <= state.high_water || state.protocol_paused {
-                return Ok(());
-            }
-            state.protocol_paused = true;
-        }
-        Self::notify_protocol(slf, intern!(slf.py(), "pause_writing"))
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut state = slf.get().state.borrow_mut(slf.py());
-            if !(state.protocol_paused && state.queued_bytes <= state.low_water) {
-                return Ok(());
-            }
-            state.protocol_paused = false;
-        }
-        Self::notify_protocol(slf, intern!(slf.py(), "resume_writing"))
-    }
-
-    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let exc = err.value(py).clone().into_any();
-        if err.is_instance_of::<PyOSError>(py) {
-            let debug = slf.get().loop_of(py).is_some_and(|l| l.get().is_debug());
-            if debug {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", &exc)?;
-                py_cache::asyncio_logger(py)?.bind(py).call_method(
-                    "debug",
-                    ("%r: %s", slf, message),
-                    Some(&kwargs),
-                )?;
-            }
-        } else {
-            Self::report(slf, message, err)?;
-        }
-        Self::force_close(slf, Some(exc))
-    }
-
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (had_queue, was_closing) = {
-            let mut state = this.state.borrow_mut(py);
-            if state.conn_lost > 0 {
-                return Ok(());
-            }
-            let had_queue = !state.queue.is_empty();
-            state.queue.clear();
-            state.queued_bytes = 0;
-            let was_closing = state.closing;
-            state.closing = true;
-            state.conn_lost += 1;
-            (had_queue, was_closing)
-        };
-        this.leave_registry(py);
-        if had_queue {
-            this.unwatch(py, Side::Write)?;
-        }
-        if !was_closing {
-            this.unwatch(py, Side::Read)?;
-        }
-        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
-        this.call_soon(py, &callback, &PyTuple::new(py, [exc])?)
     }
 
     /// Sends one datagram now: send(2) when connected, else sendto(2) to `addr` (numeric
@@ -388,7 +229,7 @@ impl DatagramTransport {
                     .or_else(|| RawAddr::from_python(state.family, a))
             });
             (
-                state.fd,
+                state.core.fd,
                 state.connected,
                 raw,
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
@@ -445,13 +286,13 @@ impl DatagramTransport {
         let this = slf.get();
         let (fd, protocol) = {
             let state = this.state.borrow_mut(py);
-            if state.conn_lost > 0 || state.closing {
+            if state.core.conn_lost > 0 || state.core.closing {
                 return Ok(());
             }
-            let Some(protocol) = state.protocol.as_ref() else {
+            let Some(protocol) = state.core.protocol.as_ref() else {
                 return Ok(());
             };
-            (state.fd, protocol.clone_ref(py))
+            (state.core.fd, protocol.clone_ref(py))
         };
         let received = BATCH_BUFFERS.with_borrow_mut(|batch| {
             batch.receive(fd).map(|count| {
@@ -470,7 +311,7 @@ impl DatagramTransport {
         };
         let protocol = protocol.bind(py);
         for (data, raw) in datagrams {
-            if this.state.borrow_mut(py).closing {
+            if this.state.borrow_mut(py).core.closing {
                 break;
             }
             let addr = this.state.borrow_mut(py).addresses.python_for(py, &raw);
@@ -490,10 +331,10 @@ impl DatagramTransport {
         let this = slf.get();
         let (protocol, sock) = {
             let state = this.state.borrow_mut(py);
-            if state.conn_lost > 0 || state.closing {
+            if state.core.conn_lost > 0 || state.core.closing {
                 return Ok(false);
             }
-            let Some(protocol) = state.protocol.as_ref() else {
+            let Some(protocol) = state.core.protocol.as_ref() else {
                 return Ok(false);
             };
             (
@@ -571,22 +412,14 @@ impl DatagramTransport {
             .map_or(Ok(false), |p| p.is_truthy())?;
         Ok(DatagramTransport {
             state: GilRefCell::new(State {
-                registry_address: 0,
-                event_loop: Some(core),
+                core: CoreState::new(core, fd, protocol.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
-                fd,
                 family: socket_family(fd),
-                protocol: Some(protocol.clone().unbind()),
                 extra: extra.unbind(),
                 address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
                 connected,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
-                conn_lost: 0,
-                closing: false,
-                protocol_paused: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
                 addresses: AddressCache::default(),
             }),
         })
@@ -598,12 +431,12 @@ impl DatagramTransport {
     fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (Some(event_loop), Some(protocol)) = (this.loop_of(py), this.protocol(py)) else {
+        let (Some(event_loop), Some(protocol)) = (this.loop_of(py), this.protocol_of(py)) else {
             return Ok(());
         };
-        let fd = this.state.borrow_mut(py).fd;
+        let fd = this.state.borrow_mut(py).core.fd;
         event_loop.get().register_transport(py, fd, slf.as_any());
-        this.state.borrow_mut(py).registry_address = slf.as_ptr() as usize;
+        this.state.borrow_mut(py).core.registry_address = slf.as_ptr() as usize;
         let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
         this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
         let start = slf.getattr(intern!(py, "_start_reading"))?;
@@ -628,12 +461,12 @@ impl DatagramTransport {
         let state = self.state.borrow_mut(py);
         let status = if state.sock.is_none() {
             "closed"
-        } else if state.closing {
+        } else if state.core.closing {
             "closing"
         } else {
             "open"
         };
-        format!("<DatagramTransport fd={} {status}>", state.fd)
+        format!("<DatagramTransport fd={} {status}>", state.core.fd)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -641,7 +474,7 @@ impl DatagramTransport {
         let Some(state) = self.state.try_borrow_in_gc() else {
             return Ok(());
         };
-        for obj in [&state.protocol, &state.sock, &state.address]
+        for obj in [&state.core.protocol, &state.sock, &state.address]
             .into_iter()
             .flatten()
         {
@@ -663,7 +496,7 @@ impl DatagramTransport {
         let Some(mut state) = self.state.try_borrow_in_gc() else {
             return;
         };
-        let protocol = state.protocol.take();
+        let protocol = state.core.protocol.take();
         let queue = std::mem::take(&mut state.queue);
         state.addresses.clear();
         drop(state);
@@ -672,7 +505,7 @@ impl DatagramTransport {
 
     /// Starts reading unless closing (scheduled after `connection_made`).
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().state.borrow_mut(slf.py()).closing {
+        if slf.get().state.borrow_mut(slf.py()).core.closing {
             return Ok(());
         }
         Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"), |cb| {
@@ -730,7 +563,7 @@ impl DatagramTransport {
             let state = this.state.borrow_mut(py);
             (
                 state.address.as_ref().map(|a| a.clone_ref(py)),
-                state.conn_lost,
+                state.core.conn_lost,
                 !state.queue.is_empty(),
             )
         };
@@ -751,7 +584,7 @@ impl DatagramTransport {
                         .bind(py)
                         .call_method1("warning", ("socket.send() raised exception.",))?;
                 }
-                this.state.borrow_mut(py).conn_lost += 1;
+                this.state.borrow_mut(py).core.conn_lost += 1;
                 return Ok(());
             }
         }
@@ -812,15 +645,15 @@ impl DatagramTransport {
         Self::maybe_resume_protocol(slf)?;
         let (empty, closing) = {
             let state = this.state.borrow_mut(py);
-            (state.queue.is_empty(), state.closing)
+            (state.queue.is_empty(), state.core.closing)
         };
         if empty {
             this.unwatch(py, Side::Write)?;
             if closing {
                 let already = {
                     let mut state = this.state.borrow_mut(py);
-                    let already = state.conn_lost > 0;
-                    state.conn_lost += 1;
+                    let already = state.core.conn_lost > 0;
+                    state.core.conn_lost += 1;
                     already
                 };
                 if !already {
@@ -834,7 +667,7 @@ impl DatagramTransport {
     /// Runs `protocol.connection_lost(exc)`, then closes the socket and drops references.
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let result = match slf.get().protocol(py) {
+        let result = match slf.get().protocol_of(py) {
             Some(protocol) => protocol
                 .bind(py)
                 .call_method1(intern!(py, "connection_lost"), (exc,))
@@ -846,8 +679,8 @@ impl DatagramTransport {
             state.addresses.clear();
             (
                 state.sock.take(),
-                state.event_loop.take(),
-                state.protocol.take(),
+                state.core.event_loop.take(),
+                state.core.protocol.take(),
             )
         };
         if let Some(sock) = sock {
@@ -861,28 +694,7 @@ impl DatagramTransport {
 
     /// Closes once the queued datagrams are sent; `connection_lost(None)` follows.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let empty = {
-            let mut state = this.state.borrow_mut(py);
-            if state.closing {
-                return Ok(());
-            }
-            state.closing = true;
-            let empty = state.queue.is_empty();
-            if empty {
-                state.conn_lost += 1;
-            }
-            empty
-        };
-        this.leave_registry(py);
-        this.unwatch(py, Side::Read)?;
-        if empty {
-            this.unwatch(py, Side::Write)?;
-            let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-            this.call_soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
-        }
-        Ok(())
+        Self::begin_close(slf)
     }
 
     /// Closes at once, dropping queued datagrams.
@@ -897,7 +709,7 @@ impl DatagramTransport {
 
     /// True once close() or abort() was called.
     fn is_closing(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).closing
+        self.state.borrow_mut(py).core.closing
     }
 
     /// Bytes of the datagrams queued and not yet sent.
@@ -908,7 +720,7 @@ impl DatagramTransport {
     /// `(low, high)` water marks.
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
         let state = self.state.borrow_mut(py);
-        (state.low_water, state.high_water)
+        (state.core.low_water, state.core.high_water)
     }
 
     /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
@@ -921,8 +733,8 @@ impl DatagramTransport {
         let (high, low) = water_marks(high, low)?;
         {
             let mut state = slf.get().state.borrow_mut(slf.py());
-            state.high_water = high;
-            state.low_water = low;
+            state.core.high_water = high;
+            state.core.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -932,6 +744,7 @@ impl DatagramTransport {
         let previous = self
             .state
             .borrow_mut(protocol.py())
+            .core
             .protocol
             .replace(protocol.clone().unbind());
         drop(previous);
@@ -939,7 +752,7 @@ impl DatagramTransport {
 
     /// The current protocol.
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol(py)
+        self.protocol_of(py)
     }
 
     /// Extra information: `socket`, `sockname`, `peername` and what the creator passed.
@@ -973,7 +786,7 @@ impl DatagramTransport {
     /// The socket's descriptor.
     #[getter]
     fn _sock_fd(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).fd
+        self.state.borrow_mut(py).core.fd
     }
 
     /// The loop (None once closed).
@@ -995,7 +808,7 @@ impl DatagramTransport {
     /// The protocol (asyncio's private attribute).
     #[getter]
     fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol(py)
+        self.protocol_of(py)
     }
 
     /// Bytes queued (asyncio's private attribute).
@@ -1014,7 +827,7 @@ impl Drop for DatagramTransport {
             let Some(sock) = sock else {
                 return;
             };
-            let fd = self.state.borrow_mut(py).fd;
+            let fd = self.state.borrow_mut(py).core.fd;
             warn_unclosed(py, "DatagramTransport", fd);
             if let Err(err) = crate::stream_transport::close_socket_object(py, sock.bind(py)) {
                 err.write_unraisable(py, None);

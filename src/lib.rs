@@ -36,6 +36,7 @@ pub mod sockaddr;
 pub mod spare_bytes;
 pub mod stream_transport;
 pub mod timers;
+pub mod transport_core;
 pub mod write_buffer;
 
 use pyo3::prelude::*;

@@ -39,6 +39,7 @@ use crate::py_cache;
 use crate::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::spare_bytes;
+use crate::transport_core::{CoreState, NativeTransport, TransportState};
 use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
 /// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
@@ -71,11 +72,9 @@ pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 }
 
 /// The mutable state of a transport (GIL-guarded; never borrowed across a Python call).
-struct State {
-    /// This transport's address in the loop's transport registry (0: not registered).
-    registry_address: usize,
-    /// The loop; None once the connection is lost.
-    event_loop: Option<Py<LoopCore>>,
+pub(crate) struct State {
+    /// What every native transport has (see `transport_core.rs`).
+    core: CoreState,
     /// The socket object; closed and dropped once the connection is lost. A connection
     /// accepted natively (`accept.rs`) has none until someone asks for it.
     sock: Option<Py<PyAny>>,
@@ -83,7 +82,6 @@ struct State {
     owns_fd: bool,
     /// The socket was closed (the connection is lost).
     closed: bool,
-    fd: i32,
     /// The socket's address family.
     family: i32,
     /// The last read was large (see `_read_ready`).
@@ -94,7 +92,6 @@ struct State {
     sockname_at_close: Option<CompactAddr>,
     /// The `TransportSocket` handed out by `get_extra_info('socket')`.
     transport_socket: Option<Py<PyAny>>,
-    protocol: Option<Py<PyAny>>,
     /// The protocol is an `asyncio.BufferedProtocol`.
     buffered: bool,
     protocol_connected: bool,
@@ -102,17 +99,10 @@ struct State {
     extra: Option<Py<PyDict>>,
     server: Option<Py<PyAny>>,
     buffer: WriteBuffer,
-    /// 0 while connected; counts writes attempted after the connection was lost.
-    conn_lost: u32,
-    closing: bool,
     /// `write_eof()` was called.
     eof: bool,
     /// `pause_reading()` is in effect.
     paused: bool,
-    /// `pause_writing()` was called on the protocol and not yet undone.
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
     /// The future `loop.sendfile` waits on for the buffer to drain.
     empty_waiter: Option<Py<PyAny>>,
 }
@@ -132,32 +122,42 @@ impl State {
         let family = socket_family(fd);
         set_nodelay(fd, family);
         State {
-            registry_address: 0,
-            event_loop: Some(event_loop),
+            core: CoreState::new(event_loop, fd, protocol.clone().unbind()),
             owns_fd: sock.is_none(),
             sock,
             closed: false,
-            fd,
             family,
             large_reads: false,
             peer,
             sockname_at_close: None,
             transport_socket: None,
-            protocol: Some(protocol.clone().unbind()),
             buffered,
             protocol_connected: true,
             extra,
             server,
             buffer: WriteBuffer::default(),
-            conn_lost: 0,
-            closing: false,
             eof: false,
             paused: false,
-            protocol_paused: false,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: DEFAULT_HIGH_WATER / 4,
             empty_waiter: None,
         }
+    }
+}
+
+impl TransportState for State {
+    fn core(&self) -> &CoreState {
+        &self.core
+    }
+    fn core_mut(&mut self) -> &mut CoreState {
+        &mut self.core
+    }
+    fn pending_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+    fn has_pending(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+    fn discard_pending(&mut self) {
+        self.buffer.clear();
     }
 }
 
@@ -433,6 +433,13 @@ pub(crate) fn keep_socket_info(
     Ok(())
 }
 
+impl NativeTransport for StreamTransport {
+    type State = State;
+    fn state(&self) -> &GilRefCell<State> {
+        &self.state
+    }
+}
+
 impl StreamTransport {
     fn with_state(state: State) -> Self {
         StreamTransport {
@@ -449,7 +456,7 @@ impl StreamTransport {
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
                 state.owns_fd,
                 state.closed,
-                state.fd,
+                state.core.fd,
             )
         };
         if closed {
@@ -484,13 +491,13 @@ impl StreamTransport {
                 return Ok(());
             }
             if keep_info {
-                state.sockname_at_close = RawAddr::of_socket(state.fd, false)
+                state.sockname_at_close = RawAddr::of_socket(state.core.fd, false)
                     .ok()
                     .map(|raw| CompactAddr::new(&raw));
             }
             state.closed = true;
             let owns_fd = std::mem::take(&mut state.owns_fd);
-            (state.sock.take(), owns_fd, state.fd)
+            (state.sock.take(), owns_fd, state.core.fd)
         };
         if let Some(sock) = sock {
             close_socket_object(py, sock.bind(py))?;
@@ -502,208 +509,6 @@ impl StreamTransport {
             }
         }
         Ok(())
-    }
-
-    /// Leaves the loop's transport registry (closing, or being deallocated).
-    fn leave_registry(&self, py: Python<'_>) {
-        let (address, fd, event_loop) = {
-            let mut state = self.state.borrow_mut(py);
-            let address = std::mem::take(&mut state.registry_address);
-            (
-                address,
-                state.fd,
-                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
-            )
-        };
-        if let (true, Some(event_loop)) = (address != 0, event_loop) {
-            event_loop
-                .get()
-                .unregister_transport(py, fd, address as *mut ffi::PyObject);
-        }
-    }
-
-    fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
-        self.state
-            .borrow_mut(py)
-            .event_loop
-            .as_ref()
-            .map(|l| l.clone_ref(py))
-    }
-
-    fn is_debug(&self, py: Python<'_>) -> bool {
-        self.state
-            .borrow_mut(py)
-            .event_loop
-            .as_ref()
-            .is_some_and(|l| l.get().is_debug())
-    }
-
-    /// `loop.call_soon(callback, *args)`.
-    fn call_soon(
-        &self,
-        py: Python<'_>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
-        let Some(event_loop) = self.loop_of(py) else {
-            return Ok(());
-        };
-        event_loop
-            .get()
-            .call_soon_from_fast_path(py, callback, args, None)?;
-        Ok(())
-    }
-
-    /// Watches the socket's readability or writability with the method named `method`, whose
-    /// Rust body is `native`.
-    fn watch(
-        slf: &Bound<'_, Self>,
-        side: Side,
-        method: &Bound<'_, pyo3::types::PyString>,
-        native: NativeCall,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let (event_loop, fd) = {
-            let state = slf.get().state.borrow_mut(py);
-            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
-        };
-        match event_loop {
-            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method, native),
-            None => Ok(()),
-        }
-    }
-
-    /// Stops watching one side of the socket.
-    fn unwatch(&self, py: Python<'_>, side: Side) -> PyResult<()> {
-        let (event_loop, fd) = {
-            let state = self.state.borrow_mut(py);
-            (state.event_loop.as_ref().map(|l| l.clone_ref(py)), state.fd)
-        };
-        if let Some(event_loop) = event_loop {
-            event_loop.get().unwatch(py, fd, side)?;
-        }
-        Ok(())
-    }
-
-    /// Calls `protocol.<method>()`; an exception goes to the exception handler.
-    fn notify_protocol(
-        slf: &Bound<'_, Self>,
-        method: &Bound<'_, pyo3::types::PyString>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = slf
-            .get()
-            .state
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py));
-        let Some(protocol) = protocol else {
-            return Ok(());
-        };
-        if let Err(err) = protocol.bind(py).call_method0(method) {
-            if is_exit(py, &err) {
-                return Err(err);
-            }
-            let message = format!("protocol.{}() failed", method.to_str()?);
-            Self::report(slf, &message, err, Some(protocol.bind(py)))?;
-        }
-        Ok(())
-    }
-
-    /// `loop.call_exception_handler({...})` for this transport.
-    fn report(
-        slf: &Bound<'_, Self>,
-        message: &str,
-        err: PyErr,
-        protocol: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        match slf.get().loop_of(slf.py()) {
-            Some(event_loop) => report_to_loop(&event_loop, message, err, slf.as_any(), protocol),
-            None => Ok(()),
-        }
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.borrow_mut(py);
-            if state.buffer.len() <= state.high_water || state.protocol_paused {
-                return Ok(());
-            }
-            state.protocol_paused = true;
-        }
-        Self::notify_protocol(slf, intern!(py, "pause_writing"))
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.borrow_mut(py);
-            if !(state.protocol_paused && state.buffer.len() <= state.low_water) {
-                return Ok(());
-            }
-            state.protocol_paused = false;
-        }
-        Self::notify_protocol(slf, intern!(py, "resume_writing"))
-    }
-
-    /// A fatal error: reported (OSErrors only logged in debug mode), then the transport closes
-    /// at once with `exc` as connection_lost's argument.
-    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let exc = err.value(py).clone().into_any();
-        if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
-            if slf.get().is_debug(py) {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", &exc)?;
-                py_cache::asyncio_logger(py)?.bind(py).call_method(
-                    "debug",
-                    ("%r: %s", slf, message),
-                    Some(&kwargs),
-                )?;
-            }
-        } else {
-            let protocol = slf
-                .get()
-                .state
-                .borrow_mut(py)
-                .protocol
-                .as_ref()
-                .map(|p| p.clone_ref(py));
-            Self::report(slf, message, err, protocol.as_ref().map(|p| p.bind(py)))?;
-        }
-        Self::force_close(slf, Some(exc))
-    }
-
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (had_buffer, was_closing) = {
-            let mut state = this.state.borrow_mut(py);
-            if state.conn_lost > 0 {
-                return Ok(());
-            }
-            let had_buffer = !state.buffer.is_empty();
-            state.buffer.clear();
-            let was_closing = state.closing;
-            state.closing = true;
-            state.conn_lost += 1;
-            (had_buffer, was_closing)
-        };
-        this.leave_registry(py);
-        if had_buffer {
-            this.unwatch(py, Side::Write)?;
-        }
-        if !was_closing {
-            this.unwatch(py, Side::Read)?;
-        }
-        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
-        this.call_soon(py, &callback, &PyTuple::new(py, [exc])?)
     }
 
     /// End of stream from the peer: `eof_received()`; a true result keeps the write side open.
@@ -804,7 +609,7 @@ impl StreamTransport {
         let (protocol, connected) = {
             let state = slf.get().state.borrow_mut(py);
             (
-                state.protocol.as_ref().map(|p| p.clone_ref(py)),
+                state.core.protocol.as_ref().map(|p| p.clone_ref(py)),
                 state.protocol_connected,
             )
         };
@@ -820,8 +625,8 @@ impl StreamTransport {
             (
                 state.empty_waiter.take(),
                 state.server.take(),
-                state.event_loop.take(),
-                state.protocol.take(),
+                state.core.event_loop.take(),
+                state.core.protocol.take(),
             )
         };
         if let Some(waiter) = waiter {
@@ -921,9 +726,9 @@ impl StreamTransport {
         let (event_loop, fd, protocol, server) = {
             let state = this.state.borrow_mut(py);
             (
-                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
-                state.fd,
-                state.protocol.as_ref().map(|p| p.clone_ref(py)),
+                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                state.core.fd,
+                state.core.protocol.as_ref().map(|p| p.clone_ref(py)),
                 state.server.as_ref().map(|s| s.clone_ref(py)),
             )
         };
@@ -932,7 +737,7 @@ impl StreamTransport {
         };
         let event_loop = event_loop.bind(py);
         event_loop.get().register_transport(py, fd, slf.as_any());
-        this.state.borrow_mut(py).registry_address = slf.as_ptr() as usize;
+        this.state.borrow_mut(py).core.registry_address = slf.as_ptr() as usize;
         if let Some(server) = server {
             server
                 .bind(py)
@@ -968,12 +773,12 @@ impl StreamTransport {
         let state = self.state.borrow_mut(py);
         let status = if state.closed {
             "closed"
-        } else if state.closing {
+        } else if state.core.closing {
             "closing"
         } else {
             "open"
         };
-        format!("<StreamTransport fd={} {status}>", state.fd)
+        format!("<StreamTransport fd={} {status}>", state.core.fd)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -984,7 +789,7 @@ impl StreamTransport {
             return Ok(());
         };
         for obj in [
-            &state.protocol,
+            &state.core.protocol,
             &state.sock,
             &state.transport_socket,
             &state.server,
@@ -1006,7 +811,7 @@ impl StreamTransport {
             return;
         };
         // Unreachable garbage: break the cycles (protocol ↔ transport, extra info).
-        let protocol = state.protocol.take();
+        let protocol = state.core.protocol.take();
         let extra = state.extra.take();
         let server = state.server.take();
         let waiter = state.empty_waiter.take();
@@ -1018,7 +823,7 @@ impl StreamTransport {
     fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let go = {
             let state = slf.get().state.borrow_mut(slf.py());
-            !state.paused && !state.closing
+            !state.paused && !state.core.closing
         };
         if go {
             Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"), |cb| {
@@ -1033,13 +838,13 @@ impl StreamTransport {
         let py = slf.py();
         let (fd, protocol, buffered) = {
             let state = slf.get().state.borrow_mut(py);
-            if state.conn_lost > 0 {
+            if state.core.conn_lost > 0 {
                 return Ok(());
             }
-            let Some(protocol) = state.protocol.as_ref() else {
+            let Some(protocol) = state.core.protocol.as_ref() else {
                 return Ok(());
             };
-            (state.fd, protocol.clone_ref(py), state.buffered)
+            (state.core.fd, protocol.clone_ref(py), state.buffered)
         };
         let protocol = protocol.bind(py);
         if buffered {
@@ -1125,9 +930,9 @@ impl StreamTransport {
             if contents.is_empty() {
                 return Ok(());
             }
-            if state.conn_lost > 0 {
-                let warn = state.conn_lost >= LOST_WRITES_BEFORE_WARNING;
-                state.conn_lost += 1;
+            if state.core.conn_lost > 0 {
+                let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
+                state.core.conn_lost += 1;
                 drop(state);
                 if warn {
                     py_cache::asyncio_logger(py)?
@@ -1136,7 +941,7 @@ impl StreamTransport {
                 }
                 return Ok(());
             }
-            (state.fd, state.buffer.is_empty())
+            (state.core.fd, state.buffer.is_empty())
         };
         let mut sent = 0;
         if was_empty {
@@ -1184,13 +989,13 @@ impl StreamTransport {
         let this = slf.get();
         let outcome = {
             let mut state = this.state.borrow_mut(py);
-            if state.conn_lost > 0 {
+            if state.core.conn_lost > 0 {
                 return Ok(());
             }
             if state.buffer.is_empty() {
                 Ok(0)
             } else {
-                let outcome = send_buffer(state.fd, &state.buffer);
+                let outcome = send_buffer(state.core.fd, &state.buffer);
                 if let Ok(n) = outcome {
                     state.buffer.consume(n);
                 }
@@ -1226,10 +1031,10 @@ impl StreamTransport {
             let state = this.state.borrow_mut(py);
             (
                 state.buffer.is_empty(),
-                state.closing,
+                state.core.closing,
                 state.eof,
                 state.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                state.fd,
+                state.core.fd,
             )
         };
         if !empty {
@@ -1245,8 +1050,8 @@ impl StreamTransport {
         if closing {
             let already = {
                 let mut state = this.state.borrow_mut(py);
-                let already = state.conn_lost > 0;
-                state.conn_lost += 1; // a later abort() must not report the loss twice
+                let already = state.core.conn_lost > 0;
+                state.core.conn_lost += 1; // a later abort() must not report the loss twice
                 already
             };
             if !already {
@@ -1268,28 +1073,7 @@ impl StreamTransport {
 
     /// Closes after the buffered data is written; `connection_lost(None)` follows.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let empty = {
-            let mut state = this.state.borrow_mut(py);
-            if state.closing {
-                return Ok(());
-            }
-            state.closing = true;
-            let empty = state.buffer.is_empty();
-            if empty {
-                state.conn_lost += 1;
-            }
-            empty
-        };
-        this.leave_registry(py);
-        this.unwatch(py, Side::Read)?;
-        if empty {
-            this.unwatch(py, Side::Write)?;
-            let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-            this.call_soon(py, &callback, &PyTuple::new(py, [py.None()])?)?;
-        }
-        Ok(())
+        Self::begin_close(slf)
     }
 
     /// Closes at once, dropping buffered data; `connection_lost(None)` follows.
@@ -1304,13 +1088,13 @@ impl StreamTransport {
 
     /// True once close() or abort() was called or the connection was lost.
     fn is_closing(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).closing
+        self.state.borrow_mut(py).core.closing
     }
 
     /// True unless reading is paused or the transport is closing.
     fn is_reading(&self, py: Python<'_>) -> bool {
         let state = self.state.borrow_mut(py);
-        !state.paused && !state.closing
+        !state.paused && !state.core.closing
     }
 
     /// Stops calling the protocol's `data_received` until `resume_reading()`.
@@ -1318,7 +1102,7 @@ impl StreamTransport {
         let py = slf.py();
         {
             let mut state = slf.get().state.borrow_mut(py);
-            if state.paused || state.closing {
+            if state.paused || state.core.closing {
                 return Ok(());
             }
             state.paused = true;
@@ -1337,7 +1121,7 @@ impl StreamTransport {
         let py = slf.py();
         {
             let mut state = slf.get().state.borrow_mut(py);
-            if state.closing || !state.paused {
+            if state.core.closing || !state.paused {
                 return Ok(());
             }
             state.paused = false;
@@ -1362,14 +1146,14 @@ impl StreamTransport {
     fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
         let fd = {
             let mut state = self.state.borrow_mut(py);
-            if state.closing || state.eof {
+            if state.core.closing || state.eof {
                 return Ok(());
             }
             state.eof = true;
             if !state.buffer.is_empty() {
                 return Ok(());
             }
-            state.fd
+            state.core.fd
         };
         // SAFETY: shutdown on the transport's own descriptor.
         if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
@@ -1386,7 +1170,7 @@ impl StreamTransport {
     /// `(low, high)` water marks of the write buffer.
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
         let state = self.state.borrow_mut(py);
-        (state.low_water, state.high_water)
+        (state.core.low_water, state.core.high_water)
     }
 
     /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
@@ -1399,8 +1183,8 @@ impl StreamTransport {
         let (high, low) = water_marks(high, low)?;
         {
             let mut state = slf.get().state.borrow_mut(slf.py());
-            state.high_water = high;
-            state.low_water = low;
+            state.core.high_water = high;
+            state.core.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1414,7 +1198,7 @@ impl StreamTransport {
             let mut state = self.state.borrow_mut(py);
             state.buffered = buffered;
             state.protocol_connected = true;
-            state.protocol.replace(protocol.clone().unbind())
+            state.core.protocol.replace(protocol.clone().unbind())
         };
         drop(previous);
         Ok(())
@@ -1424,6 +1208,7 @@ impl StreamTransport {
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state
             .borrow_mut(py)
+            .core
             .protocol
             .as_ref()
             .map(|p| p.clone_ref(py))
@@ -1470,7 +1255,7 @@ impl StreamTransport {
                             None => Ok(py.None()),
                         };
                     }
-                    (state.closed, state.fd)
+                    (state.closed, state.core.fd)
                 };
                 debug_assert!(!closed);
                 match RawAddr::of_socket(fd, false) {
@@ -1522,7 +1307,7 @@ impl StreamTransport {
     /// The socket's descriptor.
     #[getter]
     fn _sock_fd(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).fd
+        self.state.borrow_mut(py).core.fd
     }
 
     /// The loop (None once the connection is lost).
@@ -1553,7 +1338,7 @@ impl StreamTransport {
                 return Err(PyRuntimeError::new_err("Empty waiter is already set"));
             }
             (
-                state.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
                 state.buffer.is_empty(),
             )
         };
@@ -1585,7 +1370,7 @@ impl Drop for StreamTransport {
             self.leave_registry(py);
             let (closed, fd) = {
                 let state = self.state.borrow_mut(py);
-                (state.closed, state.fd)
+                (state.closed, state.core.fd)
             };
             if closed {
                 return;

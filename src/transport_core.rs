@@ -1,0 +1,333 @@
+//! What the stream and datagram transports share: their link to the loop and the protocol,
+//! watching their socket, write-side flow control, and the closing state machine.
+//!
+//! Both follow asyncio's selector transports:
+//! * `close()` stops reading at once and, once the outgoing data (`pending`) is sent, schedules
+//!   `connection_lost(None)`;
+//! * `abort()` and fatal errors drop the outgoing data and schedule `connection_lost(exc)` at
+//!   once; a fatal `OSError` is only logged in debug mode, anything else goes to the loop's
+//!   exception handler;
+//! * `pause_writing()` is called when the outgoing data grows above the high-water mark and
+//!   `resume_writing()` when it falls back to the low-water mark, each once per crossing; an
+//!   exception from either goes to the exception handler.
+//!
+//! A transport's own state embeds a `CoreState`; the `NativeTransport` trait gives the
+//! functions here access to it and to what differs (how much is waiting to be sent, and how
+//! to drop it).
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::pyclass::boolean_struct::True;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::PyClass;
+
+use crate::event_loop::{LoopCore, Side};
+use crate::gil_cell::GilRefCell;
+use crate::handle::NativeCall;
+use crate::py_cache;
+use crate::stream_transport::{is_exit, report_to_loop, watch_fd, DEFAULT_HIGH_WATER};
+
+/// The state every native transport has.
+pub(crate) struct CoreState {
+    /// This transport's address in the loop's transport registry (0: not registered).
+    pub registry_address: usize,
+    /// The loop; None once the connection is lost.
+    pub event_loop: Option<Py<LoopCore>>,
+    /// The protocol; None once the connection is lost.
+    pub protocol: Option<Py<PyAny>>,
+    /// The socket's descriptor.
+    pub fd: i32,
+    /// 0 while connected; then counts writes attempted after the connection was lost.
+    pub conn_lost: u32,
+    /// close() or abort() was called, or the connection was lost.
+    pub closing: bool,
+    /// `pause_writing()` was called on the protocol and not yet undone.
+    pub protocol_paused: bool,
+    /// Above this many pending bytes the protocol is paused.
+    pub high_water: usize,
+    /// At or below this many pending bytes a paused protocol is resumed.
+    pub low_water: usize,
+}
+
+impl CoreState {
+    /// A connected transport of `event_loop` over `fd`, speaking to `protocol`, with
+    /// asyncio's default water marks.
+    pub fn new(event_loop: Py<LoopCore>, fd: i32, protocol: Py<PyAny>) -> Self {
+        CoreState {
+            registry_address: 0,
+            event_loop: Some(event_loop),
+            protocol: Some(protocol),
+            fd,
+            conn_lost: 0,
+            closing: false,
+            protocol_paused: false,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_HIGH_WATER / 4,
+        }
+    }
+}
+
+/// A transport's state, seen by the shared code.
+pub(crate) trait TransportState {
+    /// The shared part.
+    fn core(&self) -> &CoreState;
+    /// The shared part, to change.
+    fn core_mut(&mut self) -> &mut CoreState;
+    /// Bytes waiting to be sent, as flow control counts them (the write buffer, or the
+    /// queued datagrams).
+    fn pending_bytes(&self) -> usize;
+    /// Something waits to be sent (an empty datagram counts).
+    fn has_pending(&self) -> bool;
+    /// Drops the data waiting to be sent (abort, fatal error).
+    fn discard_pending(&mut self);
+}
+
+/// A native transport class: a frozen PyO3 class whose state is a `TransportState`. The
+/// provided methods are the shared behaviour; an implementation only names its state.
+pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
+    /// Its state type.
+    type State: TransportState;
+
+    /// Its state.
+    fn state(&self) -> &GilRefCell<Self::State>;
+
+    /// The transport's loop, if it is still connected.
+    fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
+        let state = self.state().borrow_mut(py);
+        state.core().event_loop.as_ref().map(|l| l.clone_ref(py))
+    }
+
+    /// The transport's protocol, if it is still connected.
+    fn protocol_of(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let state = self.state().borrow_mut(py);
+        state.core().protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    /// True if the transport's loop is in debug mode.
+    fn is_debug(&self, py: Python<'_>) -> bool {
+        let state = self.state().borrow_mut(py);
+        state
+            .core()
+            .event_loop
+            .as_ref()
+            .is_some_and(|l| l.get().is_debug())
+    }
+
+    /// Leaves the loop's transport registry (closing, or being deallocated).
+    fn leave_registry(&self, py: Python<'_>) {
+        let (address, fd, event_loop) = {
+            let mut state = self.state().borrow_mut(py);
+            let core = state.core_mut();
+            let address = std::mem::take(&mut core.registry_address);
+            (
+                address,
+                core.fd,
+                core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        if let (true, Some(event_loop)) = (address != 0, event_loop) {
+            event_loop
+                .get()
+                .unregister_transport(py, fd, address as *mut pyo3::ffi::PyObject);
+        }
+    }
+
+    /// `loop.call_soon(callback, *args)` on the transport's loop (nothing once it is gone).
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        if let Some(event_loop) = self.loop_of(py) {
+            event_loop
+                .get()
+                .call_soon_from_fast_path(py, callback, args, None)?;
+        }
+        Ok(())
+    }
+
+    /// Watches the socket's readability or writability with the method named `method`, whose
+    /// Rust body is `native`.
+    fn watch(
+        slf: &Bound<'_, Self>,
+        side: Side,
+        method: &Bound<'_, PyString>,
+        native: NativeCall,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let (event_loop, fd) = {
+            let state = slf.get().state().borrow_mut(py);
+            let core = state.core();
+            (core.event_loop.as_ref().map(|l| l.clone_ref(py)), core.fd)
+        };
+        match event_loop {
+            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method, native),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops watching one side of the socket.
+    fn unwatch(&self, py: Python<'_>, side: Side) -> PyResult<()> {
+        let (event_loop, fd) = {
+            let state = self.state().borrow_mut(py);
+            let core = state.core();
+            (core.event_loop.as_ref().map(|l| l.clone_ref(py)), core.fd)
+        };
+        if let Some(event_loop) = event_loop {
+            event_loop.get().unwatch(py, fd, side)?;
+        }
+        Ok(())
+    }
+
+    /// `loop.call_exception_handler({...})` about this transport and its protocol.
+    fn report(slf: &Bound<'_, Self>, message: &str, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        let Some(event_loop) = slf.get().loop_of(py) else {
+            return Ok(());
+        };
+        let protocol = slf.get().protocol_of(py);
+        report_to_loop(
+            &event_loop,
+            message,
+            err,
+            slf.as_any(),
+            protocol.as_ref().map(|p| p.bind(py)),
+        )
+    }
+
+    /// Calls `protocol.<method>()`; an exception goes to the exception handler (SystemExit and
+    /// KeyboardInterrupt propagate).
+    fn notify_protocol(slf: &Bound<'_, Self>, method: &Bound<'_, PyString>) -> PyResult<()> {
+        let py = slf.py();
+        let Some(protocol) = slf.get().protocol_of(py) else {
+            return Ok(());
+        };
+        if let Err(err) = protocol.bind(py).call_method0(method) {
+            if is_exit(py, &err) {
+                return Err(err);
+            }
+            let message = format!("protocol.{}() failed", method.to_str()?);
+            Self::report(slf, &message, err)?;
+        }
+        Ok(())
+    }
+
+    /// `protocol.pause_writing()` if the pending data just grew above the high-water mark.
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state().borrow_mut(py);
+            let pending = state.pending_bytes();
+            let core = state.core_mut();
+            if pending <= core.high_water || core.protocol_paused {
+                return Ok(());
+            }
+            core.protocol_paused = true;
+        }
+        Self::notify_protocol(slf, intern!(py, "pause_writing"))
+    }
+
+    /// `protocol.resume_writing()` if the protocol is paused and the pending data fell to the
+    /// low-water mark.
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state().borrow_mut(py);
+            let pending = state.pending_bytes();
+            let core = state.core_mut();
+            if !(core.protocol_paused && pending <= core.low_water) {
+                return Ok(());
+            }
+            core.protocol_paused = false;
+        }
+        Self::notify_protocol(slf, intern!(py, "resume_writing"))
+    }
+
+    /// A fatal error: reported (an `OSError` only logged, in debug mode), then the transport
+    /// closes at once with the error as connection_lost's argument.
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_exit(py, &err) {
+            return Err(err);
+        }
+        let exc = err.value(py).clone().into_any();
+        if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+            if slf.get().is_debug(py) {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("exc_info", &exc)?;
+                py_cache::asyncio_logger(py)?.bind(py).call_method(
+                    "debug",
+                    ("%r: %s", slf, message),
+                    Some(&kwargs),
+                )?;
+            }
+        } else {
+            Self::report(slf, message, err)?;
+        }
+        Self::force_close(slf, Some(exc))
+    }
+
+    /// Closes at once, dropping the pending data; `connection_lost(exc)` (None if `exc` is)
+    /// follows in a later callback. Does nothing once the connection is lost.
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (had_pending, was_closing) = {
+            let mut state = this.state().borrow_mut(py);
+            if state.core().conn_lost > 0 {
+                return Ok(());
+            }
+            let had_pending = state.has_pending();
+            state.discard_pending();
+            let core = state.core_mut();
+            let was_closing = core.closing;
+            core.closing = true;
+            core.conn_lost += 1;
+            (had_pending, was_closing)
+        };
+        this.leave_registry(py);
+        if had_pending {
+            this.unwatch(py, Side::Write)?;
+        }
+        if !was_closing {
+            this.unwatch(py, Side::Read)?;
+        }
+        Self::schedule_connection_lost(slf, exc.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    /// `close()`: stops reading; once nothing is pending (now, or when the last data is sent),
+    /// `connection_lost(None)` follows.
+    fn begin_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let nothing_pending = {
+            let mut state = this.state().borrow_mut(py);
+            if state.core().closing {
+                return Ok(());
+            }
+            let nothing_pending = !state.has_pending();
+            let core = state.core_mut();
+            core.closing = true;
+            if nothing_pending {
+                core.conn_lost += 1;
+            }
+            nothing_pending
+        };
+        this.leave_registry(py);
+        this.unwatch(py, Side::Read)?;
+        if nothing_pending {
+            this.unwatch(py, Side::Write)?;
+            Self::schedule_connection_lost(slf, py.None().into_bound(py))?;
+        }
+        Ok(())
+    }
+
+    /// Schedules `transport._call_connection_lost(exc)` (the transport's own cleanup).
+    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let callback = slf.as_any().getattr(intern!(py, "_call_connection_lost"))?;
+        slf.get()
+            .call_soon(py, &callback, &PyTuple::new(py, [exc])?)
+    }
+}
