@@ -548,12 +548,25 @@ impl DatagramTransport {
             )));
         }
         let view;
+        let copy;
+        // A memoryview that is not C-contiguous cannot be sent as is: as in asyncio (where
+        // `sock.sendto` raises BufferError), a fatal write error, unless datagrams are
+        // queued already, in which case it is queued as a copy.
+        let mut unsendable = None;
         let contents: &[u8] = match bytes {
             Some(b) => b.as_bytes(),
-            None => {
-                view = ByteView::new(data, ffi::PyBUF_SIMPLE)?;
-                view.as_slice()
-            }
+            None => match ByteView::new(data, ffi::PyBUF_SIMPLE) {
+                Ok(v) => {
+                    view = v;
+                    view.as_slice()
+                }
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
+                    unsendable = Some(err);
+                    copy = data.call_method0(intern!(py, "tobytes"))?.cast_into::<PyBytes>()?;
+                    copy.as_bytes()
+                }
+                Err(err) => return Err(err),
+            },
         };
         if contents.is_empty() {
             return Ok(());
@@ -587,6 +600,9 @@ impl DatagramTransport {
                 this.state.borrow_mut(py).core.conn_lost += 1;
                 return Ok(());
             }
+        }
+        if let (false, Some(err)) = (queued, unsendable) {
+            return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
         }
         if !queued {
             match this.send_one(py, contents, addr.as_ref()) {

@@ -908,12 +908,26 @@ impl StreamTransport {
             )));
         }
         let view;
+        let copy;
+        // A memoryview that is not C-contiguous (`memoryview(b)[::2]`) cannot be sent as is:
+        // asyncio's `sock.send` raises BufferError, a fatal write error; when data is
+        // already buffered, its buffer takes a copy. Same here, with `unsendable` kept for
+        // the first case.
+        let mut unsendable = None;
         let contents: &[u8] = match bytes {
             Some(b) => b.as_bytes(),
-            None => {
-                view = ByteView::new(data, ffi::PyBUF_SIMPLE)?;
-                view.as_slice()
-            }
+            None => match ByteView::new(data, ffi::PyBUF_SIMPLE) {
+                Ok(v) => {
+                    view = v;
+                    view.as_slice()
+                }
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
+                    unsendable = Some(err);
+                    copy = data.call_method0(intern!(py, "tobytes"))?.cast_into::<PyBytes>()?;
+                    copy.as_bytes()
+                }
+                Err(err) => return Err(err),
+            },
         };
         let (fd, was_empty) = {
             let mut state = this.state.borrow_mut(py);
@@ -944,6 +958,9 @@ impl StreamTransport {
             (state.core.fd, state.buffer.is_empty())
         };
         let mut sent = 0;
+        if let (true, Some(err)) = (was_empty, unsendable) {
+            return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+        }
         if was_empty {
             // Try the socket at once; buffer only what it did not take.
             match send_raw(fd, contents) {

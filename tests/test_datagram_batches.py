@@ -149,3 +149,27 @@ def test_unix_datagram_burst(loop):
     datagrams, sender_path = run(loop, main())
     assert [data for data, _ in datagrams] == [b"%d" % i for i in range(30)]
     assert all(addr == sender_path for _, addr in datagrams)
+
+
+def test_non_contiguous_memoryview_is_a_fatal_sendto_error(loop):
+    """sendto() of a memoryview that is not C-contiguous, nothing queued: reported as a fatal
+    write error, and the transport is lost with it (asyncio's sock.sendto raises BufferError)."""
+    calls: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: calls.append(context))
+
+    async def main():
+        lost = loop.create_future()
+
+        class Recorder(asyncio.DatagramProtocol):
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        transport.sendto(memoryview(b"abcdefgh")[::2], transport.get_extra_info("sockname"))
+        return await asyncio.wait_for(lost, 5)
+
+    exc = loop.run_until_complete(main())
+    assert isinstance(exc, BufferError)
+    assert [c["message"] for c in calls] == ["Fatal write error on datagram transport"]

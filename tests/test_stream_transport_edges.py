@@ -463,6 +463,25 @@ def test_writelines_with_mixed_buffer_types(loop, kind):
     assert rest == fill + b"n" + b"y" * 10_000 + b"o"
 
 
+def test_non_contiguous_memoryview_is_a_fatal_write_error(loop, kind, handler_calls):
+    """A memoryview that is not C-contiguous cannot be sent: with nothing buffered, write()
+    returns, the error is reported as a fatal write error and the connection is lost with it."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        transport.write(memoryview(b"abcdefgh")[::2])
+        exc = await proto.lost
+        peer.close()
+        return transport, exc
+
+    transport, exc = run(loop, main())
+    assert isinstance(exc, BufferError)
+    assert transport.is_closing()
+    assert [c["message"] for c in handler_calls] == ["Fatal write error on socket transport"]
+    assert handler_calls[0]["exception"] is exc
+
+
 # ----------------------------------------------------------------------------- flow control
 
 
