@@ -36,7 +36,7 @@ import subprocess
 from typing import Any
 
 from . import Workload, WorkloadUnavailable
-from .sock_echo import REQUEST_RATE, SERVER_CPU, ByteCounter
+from .sock_echo import REQUEST_RATE, SERVER_CPU, ByteCounter, client_process, window_metrics
 from .transport_echo import WindowClock, require_methods, set_nodelay, wait_for_exit
 
 CONNECTIONS = 50
@@ -215,20 +215,9 @@ def measure_http(loop, scale: float) -> dict[str, float]:
             "--latency",
             f"http://{host}:{port}/",
         ]
-        wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with client_process(command, "wrk") as wrk:
             run_server(loop, listener, wrk, clock, duration + SERVER_GRACE_S)
             stdout, stderr = wrk.communicate(timeout=SERVER_GRACE_S)
-        except NotImplementedError as error:
-            raise WorkloadUnavailable(f"NotImplementedError: {error}") from error
-        except TimeoutError as error:
-            wrk.kill()
-            stderr = wrk.communicate()[1].strip() or "no output"
-            raise RuntimeError(f"server timed out ({error}); wrk: {stderr}") from error
-        finally:
-            if wrk.poll() is None:
-                wrk.kill()
-                wrk.wait()
     wrk_result = parse_wrk_output(stdout)
     if wrk.returncode != 0 or "requests_per_s" not in wrk_result:
         raise RuntimeError(f"wrk exited with {wrk.returncode}: {(stdout + stderr).strip()[-300:]}")
@@ -242,18 +231,10 @@ def measure_http(loop, scale: float) -> dict[str, float]:
     requests = stop.echoed - start.echoed
     if requests <= 0:
         raise RuntimeError(f"no request answered in the measured window ({seconds:.3f} s)")
-    user_cpu = stop.user_cpu - start.user_cpu
-    system_cpu = stop.system_cpu - start.system_cpu
-    cpu = user_cpu + system_cpu
     result = {
         "requests_per_s": wrk_result["requests_per_s"],
-        "server_cpu_us_per_request": cpu / requests * 1e6,
         "server_requests_per_s": requests / seconds,
-        "server_cpu_pct": 100.0 * cpu / seconds,
-        "server_user_cpu_us_per_request": user_cpu / requests * 1e6,
-        "server_system_cpu_us_per_request": system_cpu / requests * 1e6,
-        "window_s": seconds,
-        "requests": float(requests),
+        **window_metrics(start, stop, requests),
         "wrk_duration_s": float(duration),
     }
     for key, value in wrk_result.items():

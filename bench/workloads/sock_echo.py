@@ -41,6 +41,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,82 @@ def parse_client_output(stdout: str) -> dict[str, Any]:
     return {}
 
 
+@contextmanager
+def client_process(command: list[str], name: str) -> Iterator[subprocess.Popen]:
+    """Run the load generator ``command`` (called ``name`` in errors) around the server.
+
+    A loop that leaves a needed method abstract makes the workload unavailable; a server
+    that times out reports what the client printed; the client never outlives the block.
+    """
+    client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield client
+    except NotImplementedError as error:
+        raise WorkloadUnavailable(f"NotImplementedError: {error}") from error
+    except TimeoutError as error:
+        client.kill()
+        stderr = client.communicate()[1].strip() or "no output"
+        raise RuntimeError(f"server timed out ({error}); {name}: {stderr}") from error
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def window_metrics(start: Mark, stop: Mark, requests: float) -> dict[str, float]:
+    """Return the server's CPU figures over the measured window, ``requests`` requests served."""
+    seconds = stop.time - start.time
+    user_cpu = stop.user_cpu - start.user_cpu
+    system_cpu = stop.system_cpu - start.system_cpu
+    cpu = user_cpu + system_cpu
+    return {
+        "server_cpu_us_per_request": cpu / requests * 1e6,
+        "server_cpu_pct": 100.0 * cpu / seconds,
+        "server_user_cpu_us_per_request": user_cpu / requests * 1e6,
+        "server_system_cpu_us_per_request": system_cpu / requests * 1e6,
+        "server_page_faults_per_request": (stop.minor_faults - start.minor_faults) / requests,
+        "window_s": seconds,
+        "requests": float(requests),
+    }
+
+
+def echo_metrics(
+    start: Mark | None,
+    stop: Mark | None,
+    size: int,
+    client_name: str,
+    client_stdout: str,
+    client_keys: dict[str, str],
+) -> dict[str, float]:
+    """Return rate and CPU per request of an echo server, plus the client's own figures.
+
+    ``start``/``stop`` counted echoed bytes of ``size``-byte requests; ``client_keys`` maps
+    keys of the client's result line to their names here.
+    """
+    if start is None or stop is None:
+        raise RuntimeError(f"{client_name} ended before the server's measured window closed")
+    seconds = stop.time - start.time
+    requests = (stop.echoed - start.echoed) / size
+    if requests <= 0:
+        raise RuntimeError(
+            f"no request completed in the measured window ({seconds:.3f} s; "
+            f"{start.echoed} bytes echoed before it)"
+        )
+    result = {
+        "requests_per_s": requests / seconds,
+        "mb_per_s": (stop.echoed - start.echoed) / seconds / 1e6,
+        **window_metrics(start, stop, requests),
+        "client_is_loadgen": float(client_name == "loadgen"),
+    }
+    # The client's own view, over its (slightly longer) window: a cross-check, and
+    # client_cpu_pct near 100 says the client, not the server, capped requests/s.
+    client_result = parse_client_output(client_stdout)
+    for client_key, key in client_keys.items():
+        if isinstance(client_result.get(client_key), int | float):
+            result[key] = float(client_result[client_key])
+    return result
+
+
 def measure_echo(loop, scale: float, size: int) -> dict[str, float]:
     """Run the echo server against one client run; return rate and CPU per request."""
     require_socket_methods(loop)
@@ -215,58 +293,14 @@ def measure_echo(loop, scale: float, size: int) -> dict[str, float]:
         client_name, command = client_command(
             listener.getsockname(), size, warmup, window + CLIENT_TAIL_S
         )
-        client = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
+        with client_process(command, client_name) as client:
             start, stop = loop.run_until_complete(
                 asyncio.wait_for(serve(loop, listener, warmup, window), deadline)
             )
             stdout, stderr = client.communicate(timeout=SERVER_GRACE_S)
-        except NotImplementedError as error:
-            raise WorkloadUnavailable(f"NotImplementedError: {error}") from error
-        except TimeoutError as error:
-            client.kill()
-            stderr = client.communicate()[1].strip() or "no output"
-            raise RuntimeError(f"server timed out; {client_name}: {stderr}") from error
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
     if client.returncode != 0:
         raise RuntimeError(f"{client_name} exited with {client.returncode}: {stderr.strip()}")
-    if start is None or stop is None:
-        raise RuntimeError(f"{client_name} ended before the server's measured window closed")
-
-    seconds = stop.time - start.time
-    requests = (stop.echoed - start.echoed) / size
-    if requests <= 0:
-        raise RuntimeError(
-            f"no request completed in the measured window ({seconds:.3f} s; "
-            f"{start.echoed} bytes echoed before it)"
-        )
-    user_cpu = stop.user_cpu - start.user_cpu
-    system_cpu = stop.system_cpu - start.system_cpu
-    cpu = user_cpu + system_cpu
-    client_result = parse_client_output(stdout)
-    result = {
-        "requests_per_s": requests / seconds,
-        "server_cpu_us_per_request": cpu / requests * 1e6,
-        "mb_per_s": (stop.echoed - start.echoed) / seconds / 1e6,
-        "server_cpu_pct": 100.0 * cpu / seconds,
-        "server_user_cpu_us_per_request": user_cpu / requests * 1e6,
-        "server_system_cpu_us_per_request": system_cpu / requests * 1e6,
-        "server_page_faults_per_request": (stop.minor_faults - start.minor_faults) / requests,
-        "window_s": seconds,
-        "requests": requests,
-        "client_is_loadgen": float(client_name == "loadgen"),
-    }
-    # The client's own view, over its (slightly longer) window: a cross-check, and
-    # client_cpu_pct near 100 says the client, not the server, capped requests/s.
-    for client_key, key in CLIENT_KEYS.items():
-        if isinstance(client_result.get(client_key), int | float):
-            result[key] = float(client_result[client_key])
-    return result
+    return echo_metrics(start, stop, size, client_name, stdout, CLIENT_KEYS)
 
 
 def make_workload(case: str, size: int) -> Workload:

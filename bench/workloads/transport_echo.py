@@ -69,6 +69,8 @@ from .sock_echo import (
     SERVER_CPU,
     ByteCounter,
     Mark,
+    client_process,
+    echo_metrics,
     parse_client_output,
 )
 
@@ -335,57 +337,19 @@ def measure_transport_echo(loop, scale: float, kind: str, size: int) -> dict[str
             client_name, command = client_command(
                 kind, address, size, warmup, window + CLIENT_TAIL_S
             )
-            client = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            try:
+            with client_process(command, client_name) as client:
                 run_server(loop, kind, listener, client, clock)
                 stdout, stderr = client.communicate(timeout=SERVER_GRACE_S)
-            except NotImplementedError as error:
-                raise WorkloadUnavailable(f"NotImplementedError: {error}") from error
-            except TimeoutError as error:
-                client.kill()
-                stderr = client.communicate()[1].strip() or "no output"
-                raise RuntimeError(
-                    f"server timed out ({error}); {client_name}: {stderr}"
-                ) from error
-            finally:
-                if client.poll() is None:
-                    client.kill()
-                    client.wait()
     if client.returncode != 0:
         raise RuntimeError(f"{client_name} exited with {client.returncode}: {stderr.strip()}")
-    start, stop = clock.marks.get("start"), clock.marks.get("stop")
-    if start is None or stop is None:
-        raise RuntimeError(f"{client_name} ended before the server's measured window closed")
-
-    seconds = stop.time - start.time
-    requests = (stop.echoed - start.echoed) / size
-    if requests <= 0:
-        raise RuntimeError(
-            f"no request completed in the measured window ({seconds:.3f} s; "
-            f"{start.echoed} bytes echoed before it)"
-        )
-    user_cpu = stop.user_cpu - start.user_cpu
-    system_cpu = stop.system_cpu - start.system_cpu
-    cpu = user_cpu + system_cpu
-    client_result = parse_client_output(stdout)
-    result = {
-        "requests_per_s": requests / seconds,
-        "server_cpu_us_per_request": cpu / requests * 1e6,
-        "mb_per_s": (stop.echoed - start.echoed) / seconds / 1e6,
-        "server_cpu_pct": 100.0 * cpu / seconds,
-        "server_user_cpu_us_per_request": user_cpu / requests * 1e6,
-        "server_system_cpu_us_per_request": system_cpu / requests * 1e6,
-        "server_page_faults_per_request": (stop.minor_faults - start.minor_faults) / requests,
-        "window_s": seconds,
-        "requests": requests,
-        "client_is_loadgen": float(client_name == "loadgen"),
-    }
-    for client_key, key in {**CLIENT_KEYS, "lost": "client_lost"}.items():
-        if isinstance(client_result.get(client_key), int | float):
-            result[key] = float(client_result[client_key])
-    return result
+    return echo_metrics(
+        clock.marks.get("start"),
+        clock.marks.get("stop"),
+        size,
+        client_name,
+        stdout,
+        {**CLIENT_KEYS, "lost": "client_lost"},
+    )
 
 
 def measure_native_echo(
