@@ -14,10 +14,9 @@
 use std::collections::VecDeque;
 use std::io;
 
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
-use pyo3::ffi;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
@@ -27,7 +26,7 @@ use crate::handle::run_bound_method;
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
-    warn_unclosed, water_marks, would_block, ByteView, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+    warn_unclosed, water_marks, would_block, Payload, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
 use crate::transport_core::{CoreState, NativeTransport, TransportState};
 
@@ -537,37 +536,9 @@ impl DatagramTransport {
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let bytes = data.cast::<PyBytes>().ok();
-        if bytes.is_none()
-            && !data.is_instance_of::<PyByteArray>()
-            && !data.is_instance_of::<PyMemoryView>()
-        {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                data.get_type().name()?.repr()?
-            )));
-        }
-        let view;
-        let copy;
-        // A memoryview that is not C-contiguous cannot be sent as is: as in asyncio (where
-        // `sock.sendto` raises BufferError), a fatal write error, unless datagrams are
-        // queued already, in which case it is queued as a copy.
-        let mut unsendable = None;
-        let contents: &[u8] = match bytes {
-            Some(b) => b.as_bytes(),
-            None => match ByteView::new(data, ffi::PyBUF_SIMPLE) {
-                Ok(v) => {
-                    view = v;
-                    view.as_slice()
-                }
-                Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
-                    unsendable = Some(err);
-                    copy = data.call_method0(intern!(py, "tobytes"))?.cast_into::<PyBytes>()?;
-                    copy.as_bytes()
-                }
-                Err(err) => return Err(err),
-            },
-        };
+        let mut payload = Payload::new(data)?;
+        let unsendable = payload.unsendable.take();
+        let contents = payload.as_slice();
         if contents.is_empty() {
             return Ok(());
         }

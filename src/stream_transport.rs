@@ -178,6 +178,69 @@ pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
+/// What `write()` or `sendto()` was given, readable as bytes: a `bytes` as is, a bytearray or
+/// memoryview through a buffer view. A memoryview that is not C-contiguous
+/// (`memoryview(b)[::2]`) cannot be sent as is: in asyncio `sock.send` raises BufferError, a
+/// fatal write error, unless data is already buffered, in which case the buffer takes a
+/// copy. So it is read as a copy, and `unsendable` keeps the error for the first case.
+pub(crate) struct Payload<'py> {
+    bytes: Option<Bound<'py, PyBytes>>,
+    view: Option<ByteView>,
+    /// The BufferError asyncio's send would raise (a non-contiguous memoryview).
+    pub unsendable: Option<PyErr>,
+}
+
+impl<'py> Payload<'py> {
+    /// Reads `data`; anything but bytes, bytearray or memoryview is asyncio's TypeError.
+    pub(crate) fn new(data: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = data.py();
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            return Ok(Payload {
+                bytes: Some(bytes.clone()),
+                view: None,
+                unsendable: None,
+            });
+        }
+        if !data.is_instance_of::<PyByteArray>() && !data.is_instance_of::<PyMemoryView>() {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        match ByteView::new(data, ffi::PyBUF_SIMPLE) {
+            Ok(view) => Ok(Payload {
+                bytes: None,
+                view: Some(view),
+                unsendable: None,
+            }),
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
+                let copy = data.call_method0(intern!(py, "tobytes"))?;
+                Ok(Payload {
+                    bytes: Some(copy.cast_into::<PyBytes>()?),
+                    view: None,
+                    unsendable: Some(err),
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The contents.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match (&self.bytes, &self.view) {
+            (Some(bytes), _) => bytes.as_bytes(),
+            (None, Some(view)) => view.as_slice(),
+            (None, None) => &[],
+        }
+    }
+
+    /// The contents as an immutable `bytes`, if they are one (they can then be queued by
+    /// reference instead of copied).
+    pub(crate) fn immutable_bytes(&self) -> Option<&Bound<'py, PyBytes>> {
+        self.bytes.as_ref()
+    }
+}
+
 /// A C-contiguous view of a bytes-like object's contents, released on drop.
 pub(crate) struct ByteView {
     view: ffi::Py_buffer,
@@ -897,38 +960,9 @@ impl StreamTransport {
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let bytes = data.cast::<PyBytes>().ok();
-        if bytes.is_none()
-            && !data.is_instance_of::<PyByteArray>()
-            && !data.is_instance_of::<PyMemoryView>()
-        {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                data.get_type().name()?.repr()?
-            )));
-        }
-        let view;
-        let copy;
-        // A memoryview that is not C-contiguous (`memoryview(b)[::2]`) cannot be sent as is:
-        // asyncio's `sock.send` raises BufferError, a fatal write error; when data is
-        // already buffered, its buffer takes a copy. Same here, with `unsendable` kept for
-        // the first case.
-        let mut unsendable = None;
-        let contents: &[u8] = match bytes {
-            Some(b) => b.as_bytes(),
-            None => match ByteView::new(data, ffi::PyBUF_SIMPLE) {
-                Ok(v) => {
-                    view = v;
-                    view.as_slice()
-                }
-                Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
-                    unsendable = Some(err);
-                    copy = data.call_method0(intern!(py, "tobytes"))?.cast_into::<PyBytes>()?;
-                    copy.as_bytes()
-                }
-                Err(err) => return Err(err),
-            },
-        };
+        let mut payload = Payload::new(data)?;
+        let unsendable = payload.unsendable.take();
+        let contents = payload.as_slice();
         let (fd, was_empty) = {
             let mut state = this.state.borrow_mut(py);
             if state.eof {
@@ -978,7 +1012,7 @@ impl StreamTransport {
         }
         {
             let mut state = this.state.borrow_mut(py);
-            match bytes {
+            match payload.immutable_bytes() {
                 Some(b) if contents.len() - sent >= 4096 => {
                     state.buffer.push_shared(SharedBytes::new(b), sent)
                 }

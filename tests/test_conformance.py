@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-HARNESS_PATH = Path(__file__).resolve().parent / 'conformance' / 'conformance_run.py'
+HARNESS_PATH = Path(__file__).resolve().parent / "conformance" / "conformance_run.py"
 
 
 def load_harness():
     """Import tests/conformance/conformance_run.py (not a package)."""
-    spec = importlib.util.spec_from_file_location('conformance_run', HARNESS_PATH)
+    spec = importlib.util.spec_from_file_location("conformance_run", HARNESS_PATH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -38,17 +38,17 @@ conformance_run = load_harness()
 
 pytestmark = [pytest.mark.conformance, pytest.mark.timeout(1200)]
 
-LOOP_KIND = os.environ.get('FERROLOOP_TEST_LOOP', 'ferroloop').strip().lower()
+LOOP_KIND = os.environ.get("FERROLOOP_TEST_LOOP", "ferroloop").strip().lower()
 
 
 def loop_spec_under_test():
     """``--loop`` value for the implementation this pytest run exercises."""
-    if LOOP_KIND == 'asyncio':
-        return 'asyncio'
+    if LOOP_KIND == "asyncio":
+        return "asyncio"
     try:
         import ferroloop
     except ImportError as error:  # an unbuilt package must not pass silently
-        pytest.fail(f'ferroloop is not importable, cannot run the conformance suite: {error!r}')
+        pytest.fail(f"ferroloop is not importable, cannot run the conformance suite: {error!r}")
     ferroloop.new_event_loop().close()
     return conformance_run.DEFAULT_LOOP
 
@@ -61,10 +61,18 @@ def test_expected_conformance_tests_still_pass():
     check = conformance_run.check_expectations(results, options)
 
     print(conformance_run.format_table(results, options, time.monotonic() - started))
-    print(conformance_run.format_check(
-        check, max_new_passes_listed=0 if LOOP_KIND == 'asyncio' else 200))
+    print(
+        conformance_run.format_check(
+            check, max_new_passes_listed=0 if LOOP_KIND == "asyncio" else 200
+        )
+    )
     if check.regressions:
-        listed = '\n'.join(f'  {test_id}: {message[:200]}'
-                           for test_id, message in sorted(check.regressions.items()))
-        pytest.fail(f'{len(check.regressions)} conformance tests of expected_pass.txt '
-                    f'no longer pass:\n{listed}', pytrace=False)
+        listed = "\n".join(
+            f"  {test_id}: {message[:200]}"
+            for test_id, message in sorted(check.regressions.items())
+        )
+        pytest.fail(
+            f"{len(check.regressions)} conformance tests of expected_pass.txt "
+            f"no longer pass:\n{listed}",
+            pytrace=False,
+        )

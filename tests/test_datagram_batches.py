@@ -164,9 +164,7 @@ def test_non_contiguous_memoryview_is_a_fatal_sendto_error(loop):
             def connection_lost(self, exc):
                 lost.set_result(exc)
 
-        transport, _ = await loop.create_datagram_endpoint(
-            Recorder, local_addr=("127.0.0.1", 0)
-        )
+        transport, _ = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
         transport.sendto(memoryview(b"abcdefgh")[::2], transport.get_extra_info("sockname"))
         return await asyncio.wait_for(lost, 5)
 

@@ -169,7 +169,8 @@ def test_getaddrinfo_is_a_coroutine_usable_as_task(loop):
     async def scenario():
         infos = await loop.create_task(loop.getaddrinfo("127.0.0.1", 80, type=STREAM))
         names = await loop.create_task(
-            loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV))
+            loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+        )
         return infos, names
 
     infos, names = run(loop, scenario())
@@ -190,8 +191,8 @@ def test_getaddrinfo_many_concurrent(loop):
 
     async def scenario():
         return await asyncio.gather(
-            *(loop.getaddrinfo(host, 443, type=STREAM) for host in hosts),
-            return_exceptions=True)
+            *(loop.getaddrinfo(host, 443, type=STREAM) for host in hosts), return_exceptions=True
+        )
 
     results = run(loop, scenario())
     for host, result in zip(hosts, results, strict=True):
@@ -250,7 +251,8 @@ def test_getnameinfo_reverse_lookup_runs_in_default_executor(loop, counting_exec
     """A reverse lookup (no NI_NUMERIC* flags) runs in the default executor (as asyncio
     does)."""
     assert run(loop, loop.getnameinfo(("127.0.0.1", 80), 0)) == socket.getnameinfo(
-        ("127.0.0.1", 80), 0)
+        ("127.0.0.1", 80), 0
+    )
     assert len(counting_executor.submitted) == 1
 
 
@@ -281,8 +283,9 @@ def test_sock_connect_resolves_a_name_through_loop_getaddrinfo(loop, listener):
         client.setblocking(False)
         run(loop, loop.sock_connect(client, ("service.test", port)))
         assert client.getpeername() == ("127.0.0.1", port)
-    assert calls == [{"host": "service.test", "port": port,
-                      "family": socket.AF_INET, "type": STREAM}]
+    assert calls == [
+        {"host": "service.test", "port": port, "family": socket.AF_INET, "type": STREAM}
+    ]
 
 
 def test_sock_connect_resolution_error_propagates(loop, listener):
@@ -325,8 +328,10 @@ def test_sock_connect_localhost(loop, listener):
 def test_sock_connect_ipv6_numeric(loop):
     """An AF_INET6 socket connects to ('::1', port) (the 2-tuple is completed as asyncio's
     resolution does)."""
-    with socket.create_server(("::1", 0), family=socket.AF_INET6) as server, \
-            socket.socket(socket.AF_INET6) as client:
+    with (
+        socket.create_server(("::1", 0), family=socket.AF_INET6) as server,
+        socket.socket(socket.AF_INET6) as client,
+    ):
         client.setblocking(False)
         port = server.getsockname()[1]
         run(loop, loop.sock_connect(client, ("::1", port)))

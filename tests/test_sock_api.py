@@ -882,8 +882,9 @@ def test_sock_sendfile_whole_file_zero_copy(loop, tcp_pair, counting_executor, t
     ],
     ids=["offset+count", "count past EOF", "whole", "offset only"],
 )
-def test_sock_sendfile_offset_and_count(loop, unix_pair, payload_file, offset, count,
-                                        expected_slice):
+def test_sock_sendfile_offset_and_count(
+    loop, unix_pair, payload_file, offset, count, expected_slice
+):
     """offset/count select the bytes sent; the result is the number sent and the file
     position ends right after them."""
     a, b = unix_pair
@@ -935,8 +936,9 @@ def test_sock_sendfile_without_fallback(loop, stock_loop, tcp_pair):
     asyncio's message; nothing is sent."""
     client, _ = tcp_pair
     results = [
-        outcome(current, lambda c=current: c.sock_sendfile(client, io.BytesIO(b"x"),
-                                                            fallback=False))
+        outcome(
+            current, lambda c=current: c.sock_sendfile(client, io.BytesIO(b"x"), fallback=False)
+        )
         for current in (stock_loop, loop)
     ]
     assert results[0][:2] == ("raised", asyncio.SendfileNotAvailableError)
@@ -966,10 +968,18 @@ def test_sock_sendfile_argument_checks(loop, stock_loop, tmp_path, case):
     path.write_bytes(b"content")
     results = []
     for current in (stock_loop, loop):
-        with socket.socket(socket.AF_INET, options.get("sock_type", socket.SOCK_STREAM)) as sock, \
-                open(path, "r" if options.get("text") else "rb") as f:
+        with (
+            socket.socket(socket.AF_INET, options.get("sock_type", socket.SOCK_STREAM)) as sock,
+            open(path, "r" if options.get("text") else "rb") as f,
+        ):
             sock.setblocking(False)
-            results.append(outcome(current, lambda c=current, s=sock, f=f: c.sock_sendfile(
-                s, f, options.get("offset", 0), options.get("count"))))
+            results.append(
+                outcome(
+                    current,
+                    lambda c=current, s=sock, f=f: c.sock_sendfile(
+                        s, f, options.get("offset", 0), options.get("count")
+                    ),
+                )
+            )
     assert results[0][0] == "raised" and results[0][1] in (ValueError, TypeError)
     assert results[1] == results[0]

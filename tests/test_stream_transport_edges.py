@@ -1051,7 +1051,7 @@ def test_received_bytes_are_immutable_and_hash_their_contents(loop, kind, keep_e
         transport, _, peer = await attach(loop, kind, lambda: protocol)
         for i in range(rounds):
             await loop.sock_sendall(peer, bytes([i]) * size)
-            await until(lambda: len(protocol.seen) == i + 1)
+            await until(lambda count=i + 1: len(protocol.seen) == count)
         transport.close()
         peer.close()
         return protocol

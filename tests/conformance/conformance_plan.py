@@ -49,33 +49,37 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-TEST_PACKAGE = 'test.test_asyncio'
+TEST_PACKAGE = "test.test_asyncio"
 
 VIRTUAL_TIME_SKIP_REASON = (
     "conformance: builds asyncio's virtual-time TestLoop (new_test_loop(gen)), "
-    "which never runs on the loop under test")
+    "which never runs on the loop under test"
+)
 
 #: Whether the tests of issue #3 (I/O readiness, sock_*, getaddrinfo) are run.
-ISSUE_3_IN_SCOPE = os.environ.get('FERROLOOP_CONFORMANCE_ISSUE3', '1').strip() != '0'
+ISSUE_3_IN_SCOPE = os.environ.get("FERROLOOP_CONFORMANCE_ISSUE3", "1").strip() != "0"
 
 #: Whether the tests of issue #4 (stream transports, servers, streams) are run.
-ISSUE_4_IN_SCOPE = (ISSUE_3_IN_SCOPE and
-                    os.environ.get('FERROLOOP_CONFORMANCE_ISSUE4', '1').strip() != '0')
+ISSUE_4_IN_SCOPE = (
+    ISSUE_3_IN_SCOPE and os.environ.get("FERROLOOP_CONFORMANCE_ISSUE4", "1").strip() != "0"
+)
 
 if ISSUE_4_IN_SCOPE:
-    DEFERRED_IO_REASON = 'deferred: needs UDP, TLS, pipes, ptys or subprocesses (later issues)'
+    DEFERRED_IO_REASON = "deferred: needs UDP, TLS, pipes, ptys or subprocesses (later issues)"
 elif ISSUE_3_IN_SCOPE:
-    DEFERRED_IO_REASON = ('deferred: needs transports, servers, pipes, ptys or subprocesses '
-                          '(later issues)')
+    DEFERRED_IO_REASON = (
+        "deferred: needs transports, servers, pipes, ptys or subprocesses (later issues)"
+    )
 else:
-    DEFERRED_IO_REASON = ('deferred: needs sockets, pipes or subprocesses '
-                          '(issue #2 covers the loop core only)')
+    DEFERRED_IO_REASON = (
+        "deferred: needs sockets, pipes or subprocesses (issue #2 covers the loop core only)"
+    )
 
 # Why a test of issue #4's modules is still deferred (one reason per missing
 # feature of the loop under test).
-DEFERRED_TLS = 'deferred: TLS (ssl=, start_tls) is not implemented yet'
-DEFERRED_PIPES = 'deferred: pipe/pty transports (connect_read/write_pipe) are a later issue'
-DEFERRED_SUBPROCESS = 'deferred: subprocesses are a later issue'
+DEFERRED_TLS = "deferred: TLS (ssl=, start_tls) is not implemented yet"
+DEFERRED_PIPES = "deferred: pipe/pty transports (connect_read/write_pipe) are a later issue"
+DEFERRED_SUBPROCESS = "deferred: subprocesses are a later issue"
 
 DEFERRED_CLASS_REASON = "deferred: class outside this module's current scope"
 
@@ -93,7 +97,7 @@ class LoopClass:
 
     name: str
     bases: tuple
-    hook: str = 'create_event_loop'
+    hook: str = "create_event_loop"
     run_only: frozenset | None = None
 
 
@@ -118,15 +122,13 @@ class Module:
         """Why a test is excluded, or None when it runs."""
         if class_name in self.excluded_classes:
             return self.excluded_classes[class_name]
-        return (self.excluded_tests.get(f'{class_name}.{method}')
-                or self.excluded_tests.get(method))
+        return self.excluded_tests.get(f"{class_name}.{method}") or self.excluded_tests.get(method)
 
     def deferral_reason(self, class_name: str, method: str) -> str | None:
         """Why a test that is not excluded is deferred, or None."""
         if class_name in self.deferred_classes:
             return self.deferred_classes[class_name]
-        return (self.deferred_tests.get(f'{class_name}.{method}')
-                or self.deferred_tests.get(method))
+        return self.deferred_tests.get(f"{class_name}.{method}") or self.deferred_tests.get(method)
 
 
 # ---------------------------------------------------------------- adapters
@@ -134,6 +136,7 @@ class Module:
 # LUT) and rewires fixtures that construct a stock loop so that they
 # construct the LUT.  The same adapted code runs for stock asyncio, so stock
 # and LUT numbers stay comparable.
+
 
 def adapt_test_tasks(module, make_loop):
     """Gather tests drain ``loop._ready`` (BaseEventLoop's private ready
@@ -214,334 +217,421 @@ def adapt_test_unix_events(module, make_loop):
 # scheduling, run_until_complete/run_forever/stop/close, executors and
 # signal handlers.  (test_timeout_rounding also needs none, but is excluded
 # below: it counts calls to the private _run_once.)
-EVENT_LOOP_TESTS_WITHOUT_IO = frozenset({
-    'test_run_until_complete_nesting',
-    'test_run_until_complete',
-    'test_run_until_complete_stopped',
-    'test_call_later',
-    'test_call_soon',
-    'test_call_soon_threadsafe',
-    'test_call_soon_threadsafe_same_thread',
-    'test_run_in_executor',
-    'test_run_in_executor_cancel',
-    'test_add_signal_handler',
-    'test_signal_handling_while_selecting',
-    'test_signal_handling_args',
-    'test_internal_fds',
-    'test_close_running_event_loop',
-    'test_close',
-})
+EVENT_LOOP_TESTS_WITHOUT_IO = frozenset(
+    {
+        "test_run_until_complete_nesting",
+        "test_run_until_complete",
+        "test_run_until_complete_stopped",
+        "test_call_later",
+        "test_call_soon",
+        "test_call_soon_threadsafe",
+        "test_call_soon_threadsafe_same_thread",
+        "test_run_in_executor",
+        "test_run_in_executor_cancel",
+        "test_add_signal_handler",
+        "test_signal_handling_while_selecting",
+        "test_signal_handling_args",
+        "test_internal_fds",
+        "test_close_running_event_loop",
+        "test_close",
+    }
+)
 
 # EventLoopTestsMixin tests of issue #3: add_reader/add_writer/remove_*
 # (signal tests are above; the socket tests of the mixin all need transports,
 # servers or pipes, except test_prompt_cancellation, excluded below).
-EVENT_LOOP_TESTS_ISSUE_3 = frozenset({
-    'test_add_fds_after_closing',
-    'test_remove_fds_after_closing',
-    'test_reader_callback',
-    'test_writer_callback',
-})
+EVENT_LOOP_TESTS_ISSUE_3 = frozenset(
+    {
+        "test_add_fds_after_closing",
+        "test_remove_fds_after_closing",
+        "test_reader_callback",
+        "test_writer_callback",
+    }
+)
 
 # EventLoopTestsMixin tests of issue #4: TCP and UNIX connections and
 # servers through protocols (create_connection, create_server, Server.close,
 # create_unix_*, connect_accepted_socket), including the argument checks of
 # the ssl_* parameters that need no TLS.  (The multiple-hosts create_server
 # tests are excluded below: they patch asyncio.base_events.socket.)
-EVENT_LOOP_TESTS_ISSUE_4 = frozenset({
-    'test_create_ssl_connection',
-    'test_create_ssl_unix_connection',
-    'test_ssl_connect_accepted_socket',
-    'test_create_server_ssl',
-    'test_create_unix_server_ssl',
-    'test_create_server_ssl_verify_failed',
-    'test_create_unix_server_ssl_verify_failed',
-    'test_create_server_ssl_match_failed',
-    'test_create_server_ssl_verified',
-    'test_create_unix_server_ssl_verified',
-    'test_create_connection',
-    'test_create_unix_connection',
-    'test_create_connection_local_addr',
-    'test_create_connection_local_addr_skip_different_family',
-    'test_create_connection_local_addr_nomatch_family',
-    'test_create_connection_local_addr_in_use',
-    'test_connect_accepted_socket',
-    'test_connect_accepted_socket_ssl_timeout_for_plain_socket',
-    'test_create_server',
-    'test_create_server_reuse_port',
-    'test_create_unix_server',
-    'test_create_unix_server_path_socket_error',
-    'test_create_server_sock',
-    'test_create_server_addr_in_use',
-    'test_create_server_dual_stack',
-    'test_server_close',
-    # Datagram endpoints (UDP).
-    'test_create_datagram_endpoint',
-    'test_create_datagram_endpoint_ipv6',
-    'test_create_datagram_endpoint_sock',
-})
+EVENT_LOOP_TESTS_ISSUE_4 = frozenset(
+    {
+        "test_create_ssl_connection",
+        "test_create_ssl_unix_connection",
+        "test_ssl_connect_accepted_socket",
+        "test_create_server_ssl",
+        "test_create_unix_server_ssl",
+        "test_create_server_ssl_verify_failed",
+        "test_create_unix_server_ssl_verify_failed",
+        "test_create_server_ssl_match_failed",
+        "test_create_server_ssl_verified",
+        "test_create_unix_server_ssl_verified",
+        "test_create_connection",
+        "test_create_unix_connection",
+        "test_create_connection_local_addr",
+        "test_create_connection_local_addr_skip_different_family",
+        "test_create_connection_local_addr_nomatch_family",
+        "test_create_connection_local_addr_in_use",
+        "test_connect_accepted_socket",
+        "test_connect_accepted_socket_ssl_timeout_for_plain_socket",
+        "test_create_server",
+        "test_create_server_reuse_port",
+        "test_create_unix_server",
+        "test_create_unix_server_path_socket_error",
+        "test_create_server_sock",
+        "test_create_server_addr_in_use",
+        "test_create_server_dual_stack",
+        "test_server_close",
+        # Datagram endpoints (UDP).
+        "test_create_datagram_endpoint",
+        "test_create_datagram_endpoint_ipv6",
+        "test_create_datagram_endpoint_sock",
+    }
+)
 
 # What keeps the other I/O tests of EventLoopTestsMixin/SubprocessTestsMixin
 # deferred once issue #4 is in scope.
 EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {
-    **dict.fromkeys((
-        'test_read_pipe', 'test_write_pipe', 'test_write_pipe_disconnect_on_close',
-        'test_read_pty_output', 'test_write_pty', 'test_bidirectional_pty'),
-        DEFERRED_PIPES),
-    **dict.fromkeys((
-        'test_subprocess_exec', 'test_subprocess_interactive', 'test_subprocess_shell',
-        'test_subprocess_exitcode', 'test_subprocess_close_after_finish',
-        'test_subprocess_kill', 'test_subprocess_terminate', 'test_subprocess_send_signal',
-        'test_subprocess_stderr', 'test_subprocess_stderr_redirect_to_stdout',
-        'test_subprocess_close_client_stream', 'test_subprocess_wait_no_same_group',
-        'test_subprocess_exec_invalid_args', 'test_subprocess_shell_invalid_args'),
-        DEFERRED_SUBPROCESS),
+    **dict.fromkeys(
+        (
+            "test_read_pipe",
+            "test_write_pipe",
+            "test_write_pipe_disconnect_on_close",
+            "test_read_pty_output",
+            "test_write_pty",
+            "test_bidirectional_pty",
+        ),
+        DEFERRED_PIPES,
+    ),
+    **dict.fromkeys(
+        (
+            "test_subprocess_exec",
+            "test_subprocess_interactive",
+            "test_subprocess_shell",
+            "test_subprocess_exitcode",
+            "test_subprocess_close_after_finish",
+            "test_subprocess_kill",
+            "test_subprocess_terminate",
+            "test_subprocess_send_signal",
+            "test_subprocess_stderr",
+            "test_subprocess_stderr_redirect_to_stdout",
+            "test_subprocess_close_client_stream",
+            "test_subprocess_wait_no_same_group",
+            "test_subprocess_exec_invalid_args",
+            "test_subprocess_shell_invalid_args",
+        ),
+        DEFERRED_SUBPROCESS,
+    ),
 }
 
 # BaseSockTestsMixin (test_sock_lowlevel): every test but the one that also
 # needs create_connection (a transport: issue #4).
-SOCK_TESTS_WITHOUT_TRANSPORTS = frozenset({
-    'test_cancel_sock_accept',
-    'test_huge_content',
-    'test_huge_content_recvinto',
-    'test_recvfrom',
-    'test_recvfrom_into',
-    'test_sendto_blocking',
-    'test_sock_accept',
-    'test_sock_client_connect_racing',
-    'test_sock_client_fail',
-    'test_sock_client_ops',
-    'test_sock_client_racing',
-    'test_unix_sock_client_ops',
-})
+SOCK_TESTS_WITHOUT_TRANSPORTS = frozenset(
+    {
+        "test_cancel_sock_accept",
+        "test_huge_content",
+        "test_huge_content_recvinto",
+        "test_recvfrom",
+        "test_recvfrom_into",
+        "test_sendto_blocking",
+        "test_sock_accept",
+        "test_sock_client_connect_racing",
+        "test_sock_client_fail",
+        "test_sock_client_ops",
+        "test_sock_client_racing",
+        "test_unix_sock_client_ops",
+    }
+)
 
-_UNIX_SIGNAL_INTERNALS = ('mocks asyncio.unix_events.signal and/or reads '
-                          "_UnixSelectorEventLoop's private signal state "
-                          '(_signal_handlers, _handle_signal, _check_signal); public '
-                          "behaviour is covered by test_events' signal tests")
+_UNIX_SIGNAL_INTERNALS = (
+    "mocks asyncio.unix_events.signal and/or reads "
+    "_UnixSelectorEventLoop's private signal state "
+    "(_signal_handlers, _handle_signal, _check_signal); public "
+    "behaviour is covered by test_events' signal tests"
+)
 
 # test_unix_events.SelectorEventLoopSignalTests: every test but
 # test_add_signal_handler_coroutine_error (public: the TypeError for a
 # coroutine callback, raised before any signal call) observes asyncio's
 # private implementation.
 UNIX_SIGNAL_TESTS_PRIVATE = (
-    'test_add_signal_handler',
-    'test_add_signal_handler_install_error',
-    'test_add_signal_handler_install_error2',
-    'test_add_signal_handler_install_error3',
-    'test_add_signal_handler_setup_error',
-    'test_check_signal',
-    'test_close',
-    'test_close_on_finalizing',
-    'test_handle_signal_cancelled_handler',
-    'test_handle_signal_no_handler',
-    'test_remove_signal_handler',
-    'test_remove_signal_handler_2',
-    'test_remove_signal_handler_cleanup_error',
-    'test_remove_signal_handler_error',
-    'test_remove_signal_handler_error2',
+    "test_add_signal_handler",
+    "test_add_signal_handler_install_error",
+    "test_add_signal_handler_install_error2",
+    "test_add_signal_handler_install_error3",
+    "test_add_signal_handler_setup_error",
+    "test_check_signal",
+    "test_close",
+    "test_close_on_finalizing",
+    "test_handle_signal_cancelled_handler",
+    "test_handle_signal_no_handler",
+    "test_remove_signal_handler",
+    "test_remove_signal_handler_2",
+    "test_remove_signal_handler_cleanup_error",
+    "test_remove_signal_handler_error",
+    "test_remove_signal_handler_error2",
 )
 
 # test_streams.StreamTests: what is still deferred within issue #4.
 STREAM_TESTS_DEFERRED = {
-    'test_read_all_from_pipe_reader': DEFERRED_PIPES + ' (connect_read_pipe, and a child '
-                                                       'process)',
+    "test_read_all_from_pipe_reader": DEFERRED_PIPES + " (connect_read_pipe, and a child process)",
 }
 
 # test_sendfile: the TLS variants are deferred; four tests reach into asyncio's
 # sendfile internals (excluded).
-SENDFILE_TESTS_DEFERRED = {
-}
-_SENDFILE_NATIVE_SWAP = ("replaces the private loop._sendfile_native with "
-                         "asyncio's BaseEventLoop._sendfile_native")
+SENDFILE_TESTS_DEFERRED = {}
+_SENDFILE_NATIVE_SWAP = (
+    "replaces the private loop._sendfile_native with asyncio's BaseEventLoop._sendfile_native"
+)
 SENDFILE_TESTS_PRIVATE = {
-    'test_sendfile_force_fallback': _SENDFILE_NATIVE_SWAP,
-    'test_sendfile_force_unsupported_native': _SENDFILE_NATIVE_SWAP,
-    'test_sendfile_fallback_close_peer_in_the_middle_of_receiving': _SENDFILE_NATIVE_SWAP,
-    'test_sendfile_no_fallback_for_fallback_transport': 'gives a mock transport the private '
-                                                        '_sendfile_compatible attribute',
+    "test_sendfile_force_fallback": _SENDFILE_NATIVE_SWAP,
+    "test_sendfile_force_unsupported_native": _SENDFILE_NATIVE_SWAP,
+    "test_sendfile_fallback_close_peer_in_the_middle_of_receiving": _SENDFILE_NATIVE_SWAP,
+    "test_sendfile_no_fallback_for_fallback_transport": "gives a mock transport the private "
+    "_sendfile_compatible attribute",
 }
 
-_SERVER_INTERNALS = ("asserts the private srv._sockets and srv._waiters of "
-                     "asyncio's Server")
+_SERVER_INTERNALS = "asserts the private srv._sockets and srv._waiters of asyncio's Server"
 
-_STOCK_LOOP_VARIANTS = frozenset({
-    'SelectEventLoopTests', 'PollEventLoopTests', 'EPollEventLoopTests',
-    'KqueueEventLoopTests', 'ProactorEventLoopTests'})
+_STOCK_LOOP_VARIANTS = frozenset(
+    {
+        "SelectEventLoopTests",
+        "PollEventLoopTests",
+        "EPollEventLoopTests",
+        "KqueueEventLoopTests",
+        "ProactorEventLoopTests",
+    }
+)
 
 _CHILD_WATCHERS = "asyncio's child watchers"
 
-_TASK_REGISTRY_INTERNALS = ("asyncio's task registry internals "
-                            '(_register_task/_enter_task) driven by a mock loop')
+_TASK_REGISTRY_INTERNALS = (
+    "asyncio's task registry internals (_register_task/_enter_task) driven by a mock loop"
+)
 
 MODULES = (
-    Module('test_tasks', 'Task (C/Py x Future C/Py x subclass), gather, sleep, '
-           'run_coroutine_threadsafe',
-           excluded_classes={
-               'PyIntrospectionTests': _TASK_REGISTRY_INTERNALS,
-               'CIntrospectionTests': _TASK_REGISTRY_INTERNALS,
-               'GenericTaskTests': 'no loop is involved (Task subclassing, '
-                                   '_asyncio importability)',
-           },
-           excluded_tests={
-               'test_issue46672': 'patches the private '
-                                  'asyncio.base_events.BaseEventLoop.call_exception_handler',
-               'test_log_destroyed_pending_task': 'steps the loop with the private '
-                                                  'loop._run_once() and reads loop._ready',
-           },
-           adapter=adapt_test_tasks),
-    Module('test_futures', 'Future (C and Py) and its callbacks'),
-    Module('test_futures2', 'Future tracebacks and repr (IsolatedAsyncioTestCase)'),
-    Module('test_locks', 'Lock, Event, Condition, Semaphore, Barrier'),
-    Module('test_queues', 'Queue, LifoQueue, PriorityQueue'),
-    Module('test_taskgroups', 'TaskGroup'),
-    Module('test_timeouts', 'timeout() and timeout_at()'),
-    Module('test_waitfor', 'wait_for()'),
-    Module('test_runners', 'asyncio.run() and Runner', adapter=adapt_test_runners),
-    Module('test_context', 'decimal context across tasks'),
-    Module('test_pep492', 'async with/for, coroutine wrappers', adapter=adapt_test_pep492),
-    Module('test_threads', 'to_thread()'),
-    Module('test_events', 'EventLoopTestsMixin: scheduling, executors, signals, '
-           'readers/writers, TCP/UNIX connections and servers, Server.get_loop '
-           '(later: UDP, TLS, pipes, ptys, subprocesses)'
-           if ISSUE_4_IN_SCOPE else
-           'EventLoopTestsMixin without transports: scheduling, '
-           'executors, signals, readers/writers (later: servers, pipes, subprocesses)'
-           if ISSUE_3_IN_SCOPE else
-           'EventLoopTestsMixin without I/O (later: sockets, pipes, subprocesses)',
-           loop_classes=(
-               LoopClass('LoopUnderTestEventLoopTests',
-                         ('EventLoopTestsMixin', 'SubprocessTestsMixin', 'test_utils.TestCase'),
-                         run_only=EVENT_LOOP_TESTS_WITHOUT_IO | (
-                             EVENT_LOOP_TESTS_ISSUE_3 if ISSUE_3_IN_SCOPE else frozenset())
-                         | (EVENT_LOOP_TESTS_ISSUE_4 if ISSUE_4_IN_SCOPE else frozenset())),
-           ),
-           replaced_classes=_STOCK_LOOP_VARIANTS,
-           excluded_classes={
-               'TestPyGetEventLoop': "swaps in asyncio's pure-Python _set_running_loop, "
-                                     'which a compiled loop does not call',
-               'HandleTests': 'asyncio.Handle internals and repr with a mock loop',
-               'TimerTests': 'asyncio.TimerHandle internals and repr with a mock loop',
-               'AbstractEventLoopTests': 'the AbstractEventLoop ABC raises '
-                                         'NotImplementedError; no loop is run',
-               'PolicyTests': "asyncio's own default policy class",
-               **({'TestAbstractServer': 'the AbstractServer ABC raises '
-                                         'NotImplementedError; no server is run'}
-                  if ISSUE_4_IN_SCOPE else {}),
-           },
-           excluded_tests={
-               'test_timeout_rounding': 'wraps the private loop._run_once to count '
-                                        'selector iterations',
-               'test_prompt_cancellation': 'ends with the private loop._stop_serving()',
-               'test_unclosed_pipe_transport': 'sets the private _pipe attribute of '
-                                               "the loop's pipe transports",
-               'test_create_server_multiple_hosts_ipv4': 'patches asyncio.base_events.socket '
-                                                         'and private serving methods',
-               'test_create_server_multiple_hosts_ipv6': 'patches asyncio.base_events.socket '
-                                                         'and private serving methods',
-           },
-           deferred_tests=(EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 if ISSUE_4_IN_SCOPE
-                           else {}),
-           # TestServer (Server.get_loop) runs with issue #4; TestCGetEventLoop
-           # is not in any issue's scope yet.
-           deferred_classes={'TestCGetEventLoop': DEFERRED_CLASS_REASON},
-           run_unlisted_classes=ISSUE_4_IN_SCOPE),
+    Module(
+        "test_tasks",
+        "Task (C/Py x Future C/Py x subclass), gather, sleep, run_coroutine_threadsafe",
+        excluded_classes={
+            "PyIntrospectionTests": _TASK_REGISTRY_INTERNALS,
+            "CIntrospectionTests": _TASK_REGISTRY_INTERNALS,
+            "GenericTaskTests": "no loop is involved (Task subclassing, _asyncio importability)",
+        },
+        excluded_tests={
+            "test_issue46672": "patches the private "
+            "asyncio.base_events.BaseEventLoop.call_exception_handler",
+            "test_log_destroyed_pending_task": "steps the loop with the private "
+            "loop._run_once() and reads loop._ready",
+        },
+        adapter=adapt_test_tasks,
+    ),
+    Module("test_futures", "Future (C and Py) and its callbacks"),
+    Module("test_futures2", "Future tracebacks and repr (IsolatedAsyncioTestCase)"),
+    Module("test_locks", "Lock, Event, Condition, Semaphore, Barrier"),
+    Module("test_queues", "Queue, LifoQueue, PriorityQueue"),
+    Module("test_taskgroups", "TaskGroup"),
+    Module("test_timeouts", "timeout() and timeout_at()"),
+    Module("test_waitfor", "wait_for()"),
+    Module("test_runners", "asyncio.run() and Runner", adapter=adapt_test_runners),
+    Module("test_context", "decimal context across tasks"),
+    Module("test_pep492", "async with/for, coroutine wrappers", adapter=adapt_test_pep492),
+    Module("test_threads", "to_thread()"),
+    Module(
+        "test_events",
+        "EventLoopTestsMixin: scheduling, executors, signals, "
+        "readers/writers, TCP/UNIX connections and servers, Server.get_loop "
+        "(later: UDP, TLS, pipes, ptys, subprocesses)"
+        if ISSUE_4_IN_SCOPE
+        else "EventLoopTestsMixin without transports: scheduling, "
+        "executors, signals, readers/writers (later: servers, pipes, subprocesses)"
+        if ISSUE_3_IN_SCOPE
+        else "EventLoopTestsMixin without I/O (later: sockets, pipes, subprocesses)",
+        loop_classes=(
+            LoopClass(
+                "LoopUnderTestEventLoopTests",
+                ("EventLoopTestsMixin", "SubprocessTestsMixin", "test_utils.TestCase"),
+                run_only=EVENT_LOOP_TESTS_WITHOUT_IO
+                | (EVENT_LOOP_TESTS_ISSUE_3 if ISSUE_3_IN_SCOPE else frozenset())
+                | (EVENT_LOOP_TESTS_ISSUE_4 if ISSUE_4_IN_SCOPE else frozenset()),
+            ),
+        ),
+        replaced_classes=_STOCK_LOOP_VARIANTS,
+        excluded_classes={
+            "TestPyGetEventLoop": "swaps in asyncio's pure-Python _set_running_loop, "
+            "which a compiled loop does not call",
+            "HandleTests": "asyncio.Handle internals and repr with a mock loop",
+            "TimerTests": "asyncio.TimerHandle internals and repr with a mock loop",
+            "AbstractEventLoopTests": "the AbstractEventLoop ABC raises "
+            "NotImplementedError; no loop is run",
+            "PolicyTests": "asyncio's own default policy class",
+            **(
+                {
+                    "TestAbstractServer": "the AbstractServer ABC raises "
+                    "NotImplementedError; no server is run"
+                }
+                if ISSUE_4_IN_SCOPE
+                else {}
+            ),
+        },
+        excluded_tests={
+            "test_timeout_rounding": "wraps the private loop._run_once to count "
+            "selector iterations",
+            "test_prompt_cancellation": "ends with the private loop._stop_serving()",
+            "test_unclosed_pipe_transport": "sets the private _pipe attribute of "
+            "the loop's pipe transports",
+            "test_create_server_multiple_hosts_ipv4": "patches asyncio.base_events.socket "
+            "and private serving methods",
+            "test_create_server_multiple_hosts_ipv6": "patches asyncio.base_events.socket "
+            "and private serving methods",
+        },
+        deferred_tests=(EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 if ISSUE_4_IN_SCOPE else {}),
+        # TestServer (Server.get_loop) runs with issue #4; TestCGetEventLoop
+        # is not in any issue's scope yet.
+        deferred_classes={"TestCGetEventLoop": DEFERRED_CLASS_REASON},
+        run_unlisted_classes=ISSUE_4_IN_SCOPE,
+    ),
 )
 
 # Issue #3: the sock_* mixin, and the public parts of test_unix_events.
 ISSUE_3_MODULES = (
-    Module('test_sock_lowlevel', 'BaseSockTestsMixin: loop.sock_* over TCP, UDP and UNIX '
-           'sockets' + ('' if ISSUE_4_IN_SCOPE else
-                        ' (test_create_connection_sock deferred: needs a transport)'),
-           loop_classes=(
-               LoopClass('LoopUnderTestSockTests',
-                         ('BaseSockTestsMixin', 'test_utils.TestCase'),
-                         run_only=None if ISSUE_4_IN_SCOPE else SOCK_TESTS_WITHOUT_TRANSPORTS),
-           ),
-           replaced_classes=_STOCK_LOOP_VARIANTS),
-    Module('test_unix_events', ("TestFunctional (add_reader/add_writer argument checks, "
-                                "a transport's descriptor refused), UNIX servers and "
-                                "connections, the public signal-handler test"
-                                if ISSUE_4_IN_SCOPE else
-                                "TestFunctional's add_reader/add_writer argument check and "
-                                "the public signal-handler test; UNIX servers/connections "
-                                "deferred (a later issue)")
-           + '; the rest is _UnixSelectorEventLoop/pipe-transport/child-watcher internals',
-           loop_classes=(
-               LoopClass('LoopUnderTestFunctionalTests', ('TestFunctional',),
-                         run_only=frozenset({'test_add_reader_invalid_argument'}) | (
-                             frozenset({'test_add_reader_or_writer_transport_fd'})
-                             if ISSUE_4_IN_SCOPE else frozenset())),
-               LoopClass('LoopUnderTestUnixSignalTests', ('SelectorEventLoopSignalTests',),
-                         run_only=frozenset({'test_add_signal_handler_coroutine_error'})),
-           ),
-           replaced_classes=frozenset({'TestFunctional', 'SelectorEventLoopSignalTests'}),
-           excluded_classes={
-               'SelectorEventLoopUnixSockSendfileTests': "the selector loop's private "
-                                                         '_sock_sendfile_native(_impl)',
-               'UnixReadPipeTransportTests': '_UnixReadPipeTransport with a mock loop',
-               'UnixWritePipeTransportTests': '_UnixWritePipeTransport with a mock loop',
-               'AbstractChildWatcherTests': _CHILD_WATCHERS,
-               'BaseChildWatcherTests': _CHILD_WATCHERS,
-               'SafeChildWatcherTests': _CHILD_WATCHERS,
-               'FastChildWatcherTests': _CHILD_WATCHERS,
-               'MultiLoopChildWatcherTests': _CHILD_WATCHERS,
-               'PolicyTests': "asyncio's unix policy and its child watcher",
-           },
-           excluded_tests={
-               **{f'LoopUnderTestUnixSignalTests.{method}': _UNIX_SIGNAL_INTERNALS
-                  for method in UNIX_SIGNAL_TESTS_PRIVATE},
-               'SelectorEventLoopUnixSocketTests.test_create_unix_server_bind_error':
-                   'patches asyncio.unix_events.socket (the module the stock loop makes '
-                   'its socket with)',
-           },
-           # SelectorEventLoopUnixSocketTests (create_unix_server/connection,
-           # loop-agnostic once the adapter gives it the LUT) runs with issue #4.
-           run_unlisted_classes=ISSUE_4_IN_SCOPE,
-           adapter=adapt_test_unix_events),
+    Module(
+        "test_sock_lowlevel",
+        "BaseSockTestsMixin: loop.sock_* over TCP, UDP and UNIX "
+        "sockets"
+        + (
+            "" if ISSUE_4_IN_SCOPE else " (test_create_connection_sock deferred: needs a transport)"
+        ),
+        loop_classes=(
+            LoopClass(
+                "LoopUnderTestSockTests",
+                ("BaseSockTestsMixin", "test_utils.TestCase"),
+                run_only=None if ISSUE_4_IN_SCOPE else SOCK_TESTS_WITHOUT_TRANSPORTS,
+            ),
+        ),
+        replaced_classes=_STOCK_LOOP_VARIANTS,
+    ),
+    Module(
+        "test_unix_events",
+        (
+            "TestFunctional (add_reader/add_writer argument checks, "
+            "a transport's descriptor refused), UNIX servers and "
+            "connections, the public signal-handler test"
+            if ISSUE_4_IN_SCOPE
+            else "TestFunctional's add_reader/add_writer argument check and "
+            "the public signal-handler test; UNIX servers/connections "
+            "deferred (a later issue)"
+        )
+        + "; the rest is _UnixSelectorEventLoop/pipe-transport/child-watcher internals",
+        loop_classes=(
+            LoopClass(
+                "LoopUnderTestFunctionalTests",
+                ("TestFunctional",),
+                run_only=frozenset({"test_add_reader_invalid_argument"})
+                | (
+                    frozenset({"test_add_reader_or_writer_transport_fd"})
+                    if ISSUE_4_IN_SCOPE
+                    else frozenset()
+                ),
+            ),
+            LoopClass(
+                "LoopUnderTestUnixSignalTests",
+                ("SelectorEventLoopSignalTests",),
+                run_only=frozenset({"test_add_signal_handler_coroutine_error"}),
+            ),
+        ),
+        replaced_classes=frozenset({"TestFunctional", "SelectorEventLoopSignalTests"}),
+        excluded_classes={
+            "SelectorEventLoopUnixSockSendfileTests": "the selector loop's private "
+            "_sock_sendfile_native(_impl)",
+            "UnixReadPipeTransportTests": "_UnixReadPipeTransport with a mock loop",
+            "UnixWritePipeTransportTests": "_UnixWritePipeTransport with a mock loop",
+            "AbstractChildWatcherTests": _CHILD_WATCHERS,
+            "BaseChildWatcherTests": _CHILD_WATCHERS,
+            "SafeChildWatcherTests": _CHILD_WATCHERS,
+            "FastChildWatcherTests": _CHILD_WATCHERS,
+            "MultiLoopChildWatcherTests": _CHILD_WATCHERS,
+            "PolicyTests": "asyncio's unix policy and its child watcher",
+        },
+        excluded_tests={
+            **{
+                f"LoopUnderTestUnixSignalTests.{method}": _UNIX_SIGNAL_INTERNALS
+                for method in UNIX_SIGNAL_TESTS_PRIVATE
+            },
+            "SelectorEventLoopUnixSocketTests.test_create_unix_server_bind_error": "patches asyncio.unix_events.socket (the module the stock loop makes "
+            "its socket with)",
+        },
+        # SelectorEventLoopUnixSocketTests (create_unix_server/connection,
+        # loop-agnostic once the adapter gives it the LUT) runs with issue #4.
+        run_unlisted_classes=ISSUE_4_IN_SCOPE,
+        adapter=adapt_test_unix_events,
+    ),
 )
 
 # Issue #4: streams, BufferedProtocol, start_server and sendfile over
 # transports (the mixins' stock-loop variants are replaced by a LUT class).
 ISSUE_4_MODULES = (
-    Module('test_streams', 'asyncio streams (StreamReader/StreamWriter, open_connection, '
-           'start_server, the UNIX variants) over TCP and UNIX sockets (TLS and pipe '
-           'tests deferred)',
-           deferred_tests=STREAM_TESTS_DEFERRED),
-    Module('test_buffered_proto', 'BufferedProtocol (get_buffer/buffer_updated) over TCP',
-           loop_classes=(
-               LoopClass('LoopUnderTestBufferedProtocolTests',
-                         ('BufferedProtocolSelectorTests',), hook='new_loop'),
-           ),
-           replaced_classes=frozenset({'BufferedProtocolSelectorTests',
-                                       'BufferedProtocolProactorTests'})),
-    Module('test_server', 'start_server/start_unix_server with start_serving=False, '
-           'serve_forever cancelled (both tests excluded: they read Server internals)',
-           loop_classes=(
-               LoopClass('LoopUnderTestStartServerTests',
-                         ('SelectorStartServerTests',), hook='new_loop'),
-           ),
-           replaced_classes=frozenset({'SelectorStartServerTests',
-                                       'ProactorStartServerTests'}),
-           excluded_tests={'test_start_server_1': _SERVER_INTERNALS,
-                           'test_start_unix_server_1': _SERVER_INTERNALS}),
-    Module('test_sendfile', 'loop.sendfile over TCP transports and loop.sock_sendfile '
-           'with a create_server peer, TLS included',
-           loop_classes=(
-               LoopClass('LoopUnderTestSendfileTests',
-                         ('SendfileTestsBase', 'test_utils.TestCase')),
-           ),
-           replaced_classes=_STOCK_LOOP_VARIANTS,
-           excluded_tests=SENDFILE_TESTS_PRIVATE,
-           deferred_tests=SENDFILE_TESTS_DEFERRED),
-    Module('test_sslproto', "TLS over the loop's transports: asyncio's SSLProtocol handshake "
-           'and shutdown (also with mock transports), start_tls, buffered and plain protocols',
-           loop_classes=(
-               LoopClass('LoopUnderTestStartTLSTests',
-                         ('SelectorStartTLSTests',), hook='new_loop'),
-           ),
-           replaced_classes=frozenset({'SelectorStartTLSTests', 'ProactorStartTLSTests'})),
-    Module('test_ssl', 'TLS connections and servers: handshake/shutdown timeouts, errors, '
-           'flow control, start_tls, close during handshake'),
+    Module(
+        "test_streams",
+        "asyncio streams (StreamReader/StreamWriter, open_connection, "
+        "start_server, the UNIX variants) over TCP and UNIX sockets (TLS and pipe "
+        "tests deferred)",
+        deferred_tests=STREAM_TESTS_DEFERRED,
+    ),
+    Module(
+        "test_buffered_proto",
+        "BufferedProtocol (get_buffer/buffer_updated) over TCP",
+        loop_classes=(
+            LoopClass(
+                "LoopUnderTestBufferedProtocolTests",
+                ("BufferedProtocolSelectorTests",),
+                hook="new_loop",
+            ),
+        ),
+        replaced_classes=frozenset(
+            {"BufferedProtocolSelectorTests", "BufferedProtocolProactorTests"}
+        ),
+    ),
+    Module(
+        "test_server",
+        "start_server/start_unix_server with start_serving=False, "
+        "serve_forever cancelled (both tests excluded: they read Server internals)",
+        loop_classes=(
+            LoopClass(
+                "LoopUnderTestStartServerTests", ("SelectorStartServerTests",), hook="new_loop"
+            ),
+        ),
+        replaced_classes=frozenset({"SelectorStartServerTests", "ProactorStartServerTests"}),
+        excluded_tests={
+            "test_start_server_1": _SERVER_INTERNALS,
+            "test_start_unix_server_1": _SERVER_INTERNALS,
+        },
+    ),
+    Module(
+        "test_sendfile",
+        "loop.sendfile over TCP transports and loop.sock_sendfile "
+        "with a create_server peer, TLS included",
+        loop_classes=(
+            LoopClass("LoopUnderTestSendfileTests", ("SendfileTestsBase", "test_utils.TestCase")),
+        ),
+        replaced_classes=_STOCK_LOOP_VARIANTS,
+        excluded_tests=SENDFILE_TESTS_PRIVATE,
+        deferred_tests=SENDFILE_TESTS_DEFERRED,
+    ),
+    Module(
+        "test_sslproto",
+        "TLS over the loop's transports: asyncio's SSLProtocol handshake "
+        "and shutdown (also with mock transports), start_tls, buffered and plain protocols",
+        loop_classes=(
+            LoopClass("LoopUnderTestStartTLSTests", ("SelectorStartTLSTests",), hook="new_loop"),
+        ),
+        replaced_classes=frozenset({"SelectorStartTLSTests", "ProactorStartTLSTests"}),
+    ),
+    Module(
+        "test_ssl",
+        "TLS connections and servers: handshake/shutdown timeouts, errors, "
+        "flow control, start_tls, close during handshake",
+    ),
 )
 
 if ISSUE_3_IN_SCOPE:

@@ -45,17 +45,18 @@ def load_loop_factory(loop_spec):
     ``asyncio`` is the stock ``asyncio.SelectorEventLoop``; otherwise
     ``module:attribute`` (dotted attribute allowed).
     """
-    if loop_spec == 'asyncio':
+    if loop_spec == "asyncio":
         import asyncio
+
         return asyncio.SelectorEventLoop
-    module_name, sep, attribute_path = loop_spec.partition(':')
+    module_name, sep, attribute_path = loop_spec.partition(":")
     if not sep or not module_name or not attribute_path:
         raise SystemExit(f'--loop must be "asyncio" or "module:factory", not {loop_spec!r}')
     factory = importlib.import_module(module_name)
-    for attribute in attribute_path.split('.'):
+    for attribute in attribute_path.split("."):
         factory = getattr(factory, attribute)
     if not callable(factory):
-        raise SystemExit(f'{loop_spec} is not callable')
+        raise SystemExit(f"{loop_spec} is not callable")
     return factory
 
 
@@ -77,7 +78,7 @@ class LoopTracker:
     @property
     def inside_factory(self):
         """True while this thread is running the wrapped factory."""
-        return getattr(self._inside_factory, 'active', False)
+        return getattr(self._inside_factory, "active", False)
 
     def make_loop(self):
         """Create one loop under test and count it."""
@@ -146,7 +147,7 @@ def install_loop_under_test(tracker):
 
     test_utils.TestCase.new_test_loop = new_test_loop
 
-    upstream_close_loop = test_utils.TestCase.__dict__['close_loop'].__func__
+    upstream_close_loop = test_utils.TestCase.__dict__["close_loop"].__func__
 
     def close_loop(loop):
         """Upstream helper for asyncio loops.  It reads the private
@@ -158,7 +159,7 @@ def install_loop_under_test(tracker):
             return
         loop.close()
         policy = support.maybe_get_event_loop_policy()
-        watcher = getattr(policy, '_watcher', None)
+        watcher = getattr(policy, "_watcher", None)
         if isinstance(watcher, asyncio.ThreadedChildWatcher):
             for thread in list(watcher._threads.values()):
                 thread.join(timeout=support.SHORT_TIMEOUT)
@@ -183,7 +184,8 @@ def install_patched_logger_forwarding():
     records reaching that logger are passed on to the patch.
     """
     import asyncio.base_events
-    asyncio_logger = logging.getLogger('asyncio')
+
+    asyncio_logger = logging.getLogger("asyncio")
 
     class ForwardToPatchedLogger(logging.Handler):
         def emit(self, record):
@@ -199,7 +201,7 @@ def install_patched_logger_forwarding():
 
 def short_id(test_id):
     """``test.test_asyncio.test_x.Class.method`` -> ``test_x.Class.method``."""
-    prefix = plan.TEST_PACKAGE + '.'
+    prefix = plan.TEST_PACKAGE + "."
     return test_id.removeprefix(prefix)
 
 
@@ -209,10 +211,13 @@ def build_loop_class(module, loop_class, make_loop):
     from test.test_asyncio import utils as test_utils
 
     def resolve_base(name):
-        return test_utils.TestCase if name == 'test_utils.TestCase' else getattr(module, name)
+        return test_utils.TestCase if name == "test_utils.TestCase" else getattr(module, name)
 
-    namespace = {'__module__': module.__name__, '__qualname__': loop_class.name,
-                 loop_class.hook: lambda self: make_loop()}
+    namespace = {
+        "__module__": module.__name__,
+        "__qualname__": loop_class.name,
+        loop_class.hook: lambda self: make_loop(),
+    }
     generated = type(loop_class.name, tuple(map(resolve_base, loop_class.bases)), namespace)
     setattr(module, loop_class.name, generated)
     return generated
@@ -224,7 +229,7 @@ def collect_tests(module, module_plan, make_loop):
     tests, excluded, deferred = [], {}, {}
 
     def classify(test_class, method, run_only=None):
-        test_id = short_id(f'{module.__name__}.{test_class.__name__}.{method}')
+        test_id = short_id(f"{module.__name__}.{test_class.__name__}.{method}")
         reason = module_plan.exclusion_reason(test_class.__name__, method)
         deferral = module_plan.deferral_reason(test_class.__name__, method)
         if reason:
@@ -237,18 +242,22 @@ def collect_tests(module, module_plan, make_loop):
             tests.append(test_class(method))
 
     module_classes = sorted(
-        (value for value in vars(module).values()
-         if isinstance(value, type) and issubclass(value, unittest.TestCase)
-         and value.__module__ == module.__name__),
-        key=lambda cls: cls.__name__)
+        (
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, unittest.TestCase)
+            and value.__module__ == module.__name__
+        ),
+        key=lambda cls: cls.__name__,
+    )
     for test_class in module_classes:
         name = test_class.__name__
         if name in module_plan.replaced_classes:
             continue
         for method in loader.getTestCaseNames(test_class):
-            if (name not in module_plan.excluded_classes
-                    and not module_plan.run_unlisted_classes):
-                test_id = short_id(f'{module.__name__}.{name}.{method}')
+            if name not in module_plan.excluded_classes and not module_plan.run_unlisted_classes:
+                test_id = short_id(f"{module.__name__}.{name}.{method}")
                 deferred[test_id] = plan.DEFERRED_CLASS_REASON
             else:
                 classify(test_class, method)
@@ -263,7 +272,7 @@ def collect_tests(module, module_plan, make_loop):
 def matches_any(test_id, patterns):
     """-k semantics: substring, or fnmatch pattern when it has wildcards."""
     for pattern in patterns:
-        if any(ch in pattern for ch in '*?['):
+        if any(ch in pattern for ch in "*?["):
             if fnmatch.fnmatchcase(test_id, pattern):
                 return True
         elif pattern in test_id:
@@ -275,7 +284,7 @@ class ReportingResult(unittest.TestResult):
     """TestResult that reports each test's outcome on the report channel and
     arms the per-test watchdog."""
 
-    SEVERITY: ClassVar[dict] = {'pass': 0, 'skip': 1, 'fail': 2, 'error': 3}
+    SEVERITY: ClassVar[dict] = {"pass": 0, "skip": 1, "fail": 2, "error": 3}
 
     def __init__(self, report, timeout, tracker, install_fresh_policy):
         super().__init__()
@@ -287,68 +296,85 @@ class ReportingResult(unittest.TestResult):
 
     def startTest(self, test):
         import faulthandler
+
         super().startTest(test)
-        self._current = {'id': short_id(test.id()), 'outcome': 'pass', 'message': '',
-                         'traceback': '', 'started': time.monotonic(),
-                         'lut_before': self._tracker.lut_loops,
-                         'stock_before': self._tracker.stock_loops}
-        self._report(event='start', id=self._current['id'])
+        self._current = {
+            "id": short_id(test.id()),
+            "outcome": "pass",
+            "message": "",
+            "traceback": "",
+            "started": time.monotonic(),
+            "lut_before": self._tracker.lut_loops,
+            "stock_before": self._tracker.stock_loops,
+        }
+        self._report(event="start", id=self._current["id"])
         faulthandler.dump_traceback_later(self._timeout, exit=True)
         self._install_fresh_policy()
 
     def stopTest(self, test):
         import faulthandler
+
         faulthandler.cancel_dump_traceback_later()
         super().stopTest(test)
         current, self._current = self._current, None
         if current is None:
             return
-        self._report(event='end', id=current['id'], outcome=current['outcome'],
-                     message=current['message'], traceback=current['traceback'],
-                     seconds=round(time.monotonic() - current['started'], 3),
-                     lut_loops=self._tracker.lut_loops - current['lut_before'],
-                     stock_loops=self._tracker.stock_loops - current['stock_before'])
+        self._report(
+            event="end",
+            id=current["id"],
+            outcome=current["outcome"],
+            message=current["message"],
+            traceback=current["traceback"],
+            seconds=round(time.monotonic() - current["started"], 3),
+            lut_loops=self._tracker.lut_loops - current["lut_before"],
+            stock_loops=self._tracker.stock_loops - current["stock_before"],
+        )
 
-    def _record(self, outcome, message, tb=''):
+    def _record(self, outcome, message, tb=""):
         """Keep the most severe outcome; among failures, the first message."""
         current = self._current
         if current is None:
             return
-        if self.SEVERITY[outcome] < self.SEVERITY[current['outcome']]:
+        if self.SEVERITY[outcome] < self.SEVERITY[current["outcome"]]:
             return
-        if current['outcome'] in ('fail', 'error') and outcome in ('fail', 'error'):
+        if current["outcome"] in ("fail", "error") and outcome in ("fail", "error"):
             return
         current.update(outcome=outcome, message=message, traceback=tb)
 
     def addError(self, test, err):
         super().addError(test, err)
         if isinstance(test, unittest.TestCase):
-            self._record('error', exception_line(err), format_traceback(err))
+            self._record("error", exception_line(err), format_traceback(err))
         else:  # setUpClass/tearDownModule and friends
-            self._report(event='fixture_error', id=str(test), message=exception_line(err),
-                         traceback=format_traceback(err))
+            self._report(
+                event="fixture_error",
+                id=str(test),
+                message=exception_line(err),
+                traceback=format_traceback(err),
+            )
 
     def addFailure(self, test, err):
         super().addFailure(test, err)
-        self._record('fail', exception_line(err), format_traceback(err))
+        self._record("fail", exception_line(err), format_traceback(err))
 
     def addSubTest(self, test, subtest, err):
         super().addSubTest(test, subtest, err)
         if err is not None:
-            outcome = 'fail' if issubclass(err[0], test.failureException) else 'error'
-            self._record(outcome, f'{subtest._subDescription()} {exception_line(err)}',
-                         format_traceback(err))
+            outcome = "fail" if issubclass(err[0], test.failureException) else "error"
+            self._record(
+                outcome, f"{subtest._subDescription()} {exception_line(err)}", format_traceback(err)
+            )
 
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
-        self._record('skip', str(reason))
+        self._record("skip", str(reason))
 
     def addExpectedFailure(self, test, err):
         super().addExpectedFailure(test, err)
 
     def addUnexpectedSuccess(self, test):
         super().addUnexpectedSuccess(test)
-        self._record('fail', 'unexpected success of a test marked expectedFailure')
+        self._record("fail", "unexpected success of a test marked expectedFailure")
 
 
 def exception_line(err):
@@ -356,18 +382,20 @@ def exception_line(err):
     for an exception without a message, where it was raised."""
     lines = str(err[1]).strip().splitlines()
     if lines:
-        return f'{err[0].__name__}: {lines[0][:300]}'
+        return f"{err[0].__name__}: {lines[0][:300]}"
     frames = traceback.extract_tb(err[2])
     if not frames:
         return err[0].__name__
     where = frames[-1]
-    return (f'{err[0].__name__} raised at {os.path.basename(where.filename)}:{where.lineno} '
-            f'in {where.name}')
+    return (
+        f"{err[0].__name__} raised at {os.path.basename(where.filename)}:{where.lineno} "
+        f"in {where.name}"
+    )
 
 
 def format_traceback(err, limit=6000):
     """The formatted traceback, keeping its last ``limit`` characters."""
-    return ''.join(traceback.format_exception(*err))[-limit:]
+    return "".join(traceback.format_exception(*err))[-limit:]
 
 
 def read_id_file(path):
@@ -381,34 +409,35 @@ def read_id_file(path):
 def main(argv=None):
     """Run one module and report on the report channel."""
     import faulthandler
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--module', required=True)
-    parser.add_argument('--loop', required=True)
-    parser.add_argument('--timeout', type=float, required=True)
-    parser.add_argument('--report-fd', type=int, required=True)
-    parser.add_argument('--skip', help='JSON list of test ids already done')
-    parser.add_argument('--only', help='JSON list of the only test ids to run')
-    parser.add_argument('-k', action='append', default=[])
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--module", required=True)
+    parser.add_argument("--loop", required=True)
+    parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--skip", help="JSON list of test ids already done")
+    parser.add_argument("--only", help="JSON list of the only test ids to run")
+    parser.add_argument("-k", action="append", default=[])
     args = parser.parse_args(argv)
 
-    channel = os.fdopen(args.report_fd, 'w', buffering=1)
+    channel = os.fdopen(args.report_fd, "w", buffering=1)
     channel_lock = threading.Lock()
 
     def report(**event):
         line = json.dumps(event, default=repr)
         with channel_lock:
-            channel.write(line + '\n')
+            channel.write(line + "\n")
             channel.flush()
 
     faulthandler.enable()
     tracker = LoopTracker(load_loop_factory(args.loop))
     install_fresh_policy = install_loop_under_test(tracker)
     probe = tracker.make_loop()
-    loop_type = f'{type(probe).__module__}.{type(probe).__qualname__}'
+    loop_type = f"{type(probe).__module__}.{type(probe).__qualname__}"
     probe.close()
 
     module_plan = plan.MODULES_BY_NAME[args.module]
-    module = importlib.import_module(f'{plan.TEST_PACKAGE}.{args.module}')
+    module = importlib.import_module(f"{plan.TEST_PACKAGE}.{args.module}")
     if module_plan.adapter is not None:
         module_plan.adapter(module, tracker.make_loop)
     tests, excluded, deferred = collect_tests(module, module_plan, tracker.make_loop)
@@ -418,14 +447,19 @@ def main(argv=None):
         tests = [t for t in tests if short_id(t.id()) in only]
     if args.k:
         tests = [t for t in tests if matches_any(short_id(t.id()), args.k)]
-    report(event='plan', tests=[short_id(t.id()) for t in tests], excluded=excluded,
-           deferred=deferred, loop_type=loop_type)
+    report(
+        event="plan",
+        tests=[short_id(t.id()) for t in tests],
+        excluded=excluded,
+        deferred=deferred,
+        loop_type=loop_type,
+    )
 
     already_done = read_id_file(args.skip)
     remaining = [t for t in tests if short_id(t.id()) not in already_done]
     result = ReportingResult(report, args.timeout, tracker, install_fresh_policy)
     unittest.TestSuite(remaining).run(result)
-    report(event='finished')
+    report(event="finished")
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter shutdown: leftover non-daemon threads of a failed
@@ -433,5 +467,5 @@ def main(argv=None):
     os._exit(0)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()
