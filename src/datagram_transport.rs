@@ -22,7 +22,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
-use crate::handle::run_bound_method;
+use crate::handle::NativeMethod;
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
@@ -40,6 +40,8 @@ struct Queued {
 pub(crate) struct State {
     /// What every native transport has (see `transport_core.rs`).
     core: CoreState,
+    /// The socket's descriptor.
+    fd: i32,
     sock: Option<Py<PyAny>>,
     /// The socket's address family (SO_DOMAIN).
     family: i32,
@@ -54,6 +56,9 @@ pub(crate) struct State {
 }
 
 impl TransportState for State {
+    fn fd(&self) -> i32 {
+        self.fd
+    }
     fn core(&self) -> &CoreState {
         &self.core
     }
@@ -71,6 +76,18 @@ impl TransportState for State {
         self.queued_bytes = 0;
     }
 }
+
+/// `_read_ready`, run by the loop without a Python call (see `handle::NativeMethod`).
+static READ_READY: NativeMethod = NativeMethod {
+    name: "_read_ready",
+    call: |transport| DatagramTransport::_read_ready(transport.cast::<DatagramTransport>()?),
+};
+
+/// `_sendto_ready`, run by the loop without a Python call.
+static SENDTO_READY: NativeMethod = NativeMethod {
+    name: "_sendto_ready",
+    call: |transport| DatagramTransport::_sendto_ready(transport.cast::<DatagramTransport>()?),
+};
 
 /// asyncio's datagram transport over a non-blocking datagram socket.
 #[pyclass(
@@ -228,7 +245,7 @@ impl DatagramTransport {
                     .or_else(|| RawAddr::from_python(state.family, a))
             });
             (
-                state.core.fd,
+                state.fd,
                 state.connected,
                 raw,
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
@@ -291,7 +308,7 @@ impl DatagramTransport {
             let Some(protocol) = state.core.protocol.as_ref() else {
                 return Ok(());
             };
-            (state.core.fd, protocol.clone_ref(py))
+            (state.fd, protocol.clone_ref(py))
         };
         let received = BATCH_BUFFERS.with_borrow_mut(|batch| {
             batch.receive(fd).map(|count| {
@@ -411,8 +428,9 @@ impl DatagramTransport {
             .map_or(Ok(false), |p| p.is_truthy())?;
         Ok(DatagramTransport {
             state: GilRefCell::new(State {
-                core: CoreState::new(core, fd, protocol.clone().unbind()),
+                core: CoreState::new(core, protocol.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
+                fd,
                 family: socket_family(fd),
                 extra: extra.unbind(),
                 address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
@@ -433,7 +451,7 @@ impl DatagramTransport {
         let (Some(event_loop), Some(protocol)) = (this.loop_of(py), this.protocol_of(py)) else {
             return Ok(());
         };
-        let fd = this.state.borrow_mut(py).core.fd;
+        let fd = this.state.borrow_mut(py).fd;
         event_loop.get().register_transport(py, fd, slf.as_any());
         this.state.borrow_mut(py).core.registry_address = slf.as_ptr() as usize;
         let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
@@ -465,7 +483,7 @@ impl DatagramTransport {
         } else {
             "open"
         };
-        format!("<DatagramTransport fd={} {status}>", state.core.fd)
+        format!("<DatagramTransport fd={} {status}>", state.fd)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -507,9 +525,7 @@ impl DatagramTransport {
         if slf.get().state.borrow_mut(slf.py()).core.closing {
             return Ok(());
         }
-        Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"), |cb| {
-            run_bound_method(cb, Self::_read_ready)
-        })
+        Self::watch(slf, Side::Read, &READ_READY)
     }
 
     /// The socket is readable: up to `DATAGRAMS_PER_WAKEUP` datagrams to the protocol, while
@@ -578,11 +594,7 @@ impl DatagramTransport {
         if !queued {
             match this.send_one(py, contents, addr.as_ref()) {
                 Sent::Done => return Ok(()),
-                Sent::WouldBlock => {
-                    Self::watch(slf, Side::Write, intern!(py, "_sendto_ready"), |cb| {
-                        run_bound_method(cb, Self::_sendto_ready)
-                    })?
-                }
+                Sent::WouldBlock => Self::watch(slf, Side::Write, &SENDTO_READY)?,
                 Sent::Failed(err) if err.is_instance_of::<PyOSError>(py) => {
                     return this.error_received(py, err)
                 }
@@ -773,7 +785,7 @@ impl DatagramTransport {
     /// The socket's descriptor.
     #[getter]
     fn _sock_fd(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).core.fd
+        self.state.borrow_mut(py).fd
     }
 
     /// The loop (None once closed).
@@ -814,7 +826,7 @@ impl Drop for DatagramTransport {
             let Some(sock) = sock else {
                 return;
             };
-            let fd = self.state.borrow_mut(py).core.fd;
+            let fd = self.state.borrow_mut(py).fd;
             warn_unclosed(py, "DatagramTransport", fd);
             if let Err(err) = crate::stream_transport::close_socket_object(py, sock.bind(py)) {
                 err.write_unraisable(py, None);

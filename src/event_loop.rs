@@ -543,7 +543,9 @@ impl LoopCore {
         let previous = {
             let mut queues = self.queues.borrow_mut(py);
             let watch = queues.watched.entry(fd).or_default();
-            if watch.fileobj.is_none() {
+            // An int is its own descriptor and needs no keeping (the native transports
+            // register theirs as ints: one int object fewer per connection above fd 256).
+            if watch.fileobj.is_none() && !fileobj.is_exact_instance_of::<pyo3::types::PyInt>() {
                 watch.fileobj = Some(fileobj.clone().unbind());
             }
             let delta = receive_delta(Some(&watcher), side.slot(watch).as_ref());

@@ -35,42 +35,27 @@ struct Slots {
     args: Option<Py<PyTuple>>,
     context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
-    /// Does what calling `callback(*args)` does, from Rust (see `NativeCall`).
+    /// Set for a native method: `callback` is then the object whose method runs (see
+    /// `NativeMethod`).
     native: Option<NativeCall>,
 }
 
-/// A Rust function that does what calling a handle's callback does, without a Python call.
+/// A method of a native object that the loop calls from Rust, without a Python call.
+///
 /// The native transports watch their socket with handles whose callback is one of their own
-/// methods (`transport._read_ready`, which is what introspection and `repr` show); running
-/// such a handle calls the method's Rust body directly, given the callback (see
-/// `method_self`), instead of going through vectorcall and PyO3's argument handling.
-pub type NativeCall = fn(&Bound<'_, PyAny>) -> PyResult<()>;
-
-/// The `NativeCall` body of a method of `T`: runs `body` on the object `callback` is bound to,
-/// or, should that not be a `T`, calls `callback` the ordinary way.
-pub fn run_bound_method<T: pyo3::type_object::PyTypeCheck>(
-    callback: &Bound<'_, PyAny>,
-    body: fn(&Bound<'_, T>) -> PyResult<()>,
-) -> PyResult<()> {
-    match method_self(callback).map(|this| this.cast_into::<T>()) {
-        Some(Ok(this)) => body(&this),
-        _ => callback.call0().map(drop),
-    }
+/// methods (`transport._read_ready`). Such a handle holds the transport itself and a
+/// `&'static NativeMethod`: running it calls the method's Rust body directly (no bound-method
+/// object per connection, no vectorcall, no PyO3 argument handling), while `_callback`, `repr`
+/// and error reports show `getattr(transport, name)`, the bound method asyncio's handle holds.
+pub struct NativeMethod {
+    /// The method's name.
+    pub name: &'static str,
+    /// Its body, given the object (a wrong type is a TypeError, never undefined behaviour).
+    pub call: fn(&Bound<'_, PyAny>) -> PyResult<()>,
 }
 
-/// The object a built-in bound method is bound to (`callback.__self__`), if `callback` is one.
-pub fn method_self<'py>(callback: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-    let py = callback.py();
-    // SAFETY: `callback` is a live object and the GIL is held; `PyCFunction_GetSelf` is only
-    // called on a built-in function object, and returns a borrowed reference (or NULL for an
-    // unbound function), which `from_borrowed_ptr_or_opt` turns into an owned `Bound`.
-    unsafe {
-        if ffi::PyCFunction_Check(callback.as_ptr()) == 0 {
-            return None;
-        }
-        Bound::from_borrowed_ptr_or_opt(py, ffi::PyCFunction_GetSelf(callback.as_ptr()))
-    }
-}
+/// A handle's native method (see `NativeMethod`).
+pub type NativeCall = &'static NativeMethod;
 
 /// References taken out of a handle, to be dropped by the caller at a safe point.
 pub struct ReleasedSlots(#[allow(dead_code)] Slots);
@@ -127,7 +112,8 @@ pub struct HandleInit {
     pub when: Option<f64>,
     /// Runs again at every readiness of a descriptor (add_reader/add_writer).
     pub repeating: bool,
-    /// Calls the callback from Rust (see `NativeCall`).
+    /// Set when `callback` is a native object whose method `native` runs (see
+    /// `NativeMethod`).
     pub native: Option<NativeCall>,
 }
 
@@ -280,19 +266,35 @@ impl Handle {
         drop(released);
     }
 
+    /// The callback as Python sees it: for a native method, the bound method (made now).
+    pub fn visible_callback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let (callback, native) = {
+            let slots = self.slots.borrow_mut(py);
+            (
+                slots.callback.as_ref().map(|c| c.clone_ref(py)),
+                slots.native,
+            )
+        };
+        match (callback, native) {
+            (Some(target), Some(native)) => {
+                Ok(Some(target.bind(py).getattr(native.name)?.unbind()))
+            }
+            (callback, _) => Ok(callback),
+        }
+    }
+
     /// asyncio's description of the callback, `name(args) at file:line`, or None once the
     /// callback was released. Arguments are shown in debug mode (a handle made in debug mode
     /// carries its creation stack); before 3.13 asyncio always shows them.
     pub fn callback_source(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let (callback, args, debug) = {
+        let (args, debug) = {
             let slots = self.slots.borrow_mut(py);
             (
-                slots.callback.as_ref().map(|c| c.clone_ref(py)),
                 slots.args.as_ref().map(|a| a.clone_ref(py)),
                 slots.source_traceback.is_some(),
             )
         };
-        let (Some(callback), Some(args)) = (callback, args) else {
+        let (Some(callback), Some(args)) = (self.visible_callback(py)?, args) else {
             return Ok(None);
         };
         let format = py_cache::format_callback_source(py)?.bind(py);
@@ -362,13 +364,14 @@ fn native_call_in_context(
     }
     // A panic is reported as this callback's error, as PyO3's trampoline would have done had
     // the method been called from Python: it must not unwind through the loop.
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native(callback.bind(py))))
-            .unwrap_or_else(|_| {
-                Err(pyo3::exceptions::PyRuntimeError::new_err(
-                    "ferroloop: internal error (Rust panic) in a transport callback",
-                ))
-            });
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (native.call)(callback.bind(py))
+    }))
+    .unwrap_or_else(|_| {
+        Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "ferroloop: internal error (Rust panic) in a transport callback",
+        ))
+    });
     // SAFETY: as above; the context was entered by this thread just before.
     if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
         let exit_err = PyErr::fetch(py);
@@ -468,12 +471,8 @@ impl Handle {
     }
 
     #[getter(_callback)]
-    fn callback_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.slots
-            .borrow_mut(py)
-            .callback
-            .as_ref()
-            .map(|c| c.clone_ref(py))
+    fn callback_attr(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.visible_callback(py)
     }
 
     #[getter(_args)]
@@ -565,8 +564,8 @@ impl Handle {
         if x != y || self.is_cancelled() != other.is_cancelled() {
             return Ok(false);
         }
-        let mine = self.callback_attr(py);
-        let theirs = other.callback_attr(py);
+        let mine = self.visible_callback(py)?;
+        let theirs = other.visible_callback(py)?;
         let (a_args, b_args) = (self.args_attr(py), other.args_attr(py));
         match (mine, theirs) {
             (Some(a), Some(b)) => Ok(a.bind(py).eq(b.bind(py))?

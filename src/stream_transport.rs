@@ -34,7 +34,7 @@ use crate::accept::AcceptedSocket;
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
-use crate::handle::{run_bound_method, NativeCall};
+use crate::handle::{NativeCall, NativeMethod};
 use crate::py_cache;
 use crate::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
@@ -75,6 +75,8 @@ pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 pub(crate) struct State {
     /// What every native transport has (see `transport_core.rs`).
     core: CoreState,
+    /// The socket's descriptor.
+    fd: i32,
     /// The socket object; closed and dropped once the connection is lost. A connection
     /// accepted natively (`accept.rs`) has none until someone asks for it.
     sock: Option<Py<PyAny>>,
@@ -122,10 +124,11 @@ impl State {
         let family = socket_family(fd);
         set_nodelay(fd, family);
         State {
-            core: CoreState::new(event_loop, fd, protocol.clone().unbind()),
+            core: CoreState::new(event_loop, protocol.clone().unbind()),
             owns_fd: sock.is_none(),
             sock,
             closed: false,
+            fd,
             family,
             large_reads: false,
             peer,
@@ -144,6 +147,9 @@ impl State {
 }
 
 impl TransportState for State {
+    fn fd(&self) -> i32 {
+        self.fd
+    }
     fn core(&self) -> &CoreState {
         &self.core
     }
@@ -160,6 +166,18 @@ impl TransportState for State {
         self.buffer.clear();
     }
 }
+
+/// `_read_ready`, run by the loop without a Python call (see `handle::NativeMethod`).
+static READ_READY: NativeMethod = NativeMethod {
+    name: "_read_ready",
+    call: |transport| StreamTransport::_read_ready(transport.cast::<StreamTransport>()?),
+};
+
+/// `_write_ready`, run by the loop without a Python call.
+static WRITE_READY: NativeMethod = NativeMethod {
+    name: "_write_ready",
+    call: |transport| StreamTransport::_write_ready(transport.cast::<StreamTransport>()?),
+};
 
 /// asyncio's stream transport over a connected non-blocking socket.
 #[pyclass(
@@ -438,24 +456,21 @@ pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
     }
 }
 
-/// Registers `transport.<method>` as the reader or writer of its descriptor `fd` (both
-/// transports watch their socket this way); `native` is the method's Rust body, which the
-/// loop calls directly (see `handle::NativeCall`).
+/// Registers `transport`'s method `native` as the reader or writer of its descriptor `fd`
+/// (both transports watch their socket this way; see `handle::NativeMethod`).
 pub(crate) fn watch_fd(
     transport: &Bound<'_, PyAny>,
     event_loop: &Py<LoopCore>,
     fd: i32,
     side: Side,
-    method: &Bound<'_, pyo3::types::PyString>,
     native: NativeCall,
 ) -> PyResult<()> {
     let py = transport.py();
-    let callback = transport.getattr(method)?;
     event_loop.get().add_watch(
         py,
         &fd.into_pyobject(py)?.into_any(),
         side,
-        &callback,
+        transport,
         &PyTuple::empty(py),
         Some(native),
     )?;
@@ -519,7 +534,7 @@ impl StreamTransport {
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
                 state.owns_fd,
                 state.closed,
-                state.core.fd,
+                state.fd,
             )
         };
         if closed {
@@ -554,13 +569,13 @@ impl StreamTransport {
                 return Ok(());
             }
             if keep_info {
-                state.sockname_at_close = RawAddr::of_socket(state.core.fd, false)
+                state.sockname_at_close = RawAddr::of_socket(state.fd, false)
                     .ok()
                     .map(|raw| CompactAddr::new(&raw));
             }
             state.closed = true;
             let owns_fd = std::mem::take(&mut state.owns_fd);
-            (state.sock.take(), owns_fd, state.core.fd)
+            (state.sock.take(), owns_fd, state.fd)
         };
         if let Some(sock) = sock {
             close_socket_object(py, sock.bind(py))?;
@@ -790,7 +805,7 @@ impl StreamTransport {
             let state = this.state.borrow_mut(py);
             (
                 state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-                state.core.fd,
+                state.fd,
                 state.core.protocol.as_ref().map(|p| p.clone_ref(py)),
                 state.server.as_ref().map(|s| s.clone_ref(py)),
             )
@@ -841,7 +856,7 @@ impl StreamTransport {
         } else {
             "open"
         };
-        format!("<StreamTransport fd={} {status}>", state.core.fd)
+        format!("<StreamTransport fd={} {status}>", state.fd)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -889,9 +904,7 @@ impl StreamTransport {
             !state.paused && !state.core.closing
         };
         if go {
-            Self::watch(slf, Side::Read, intern!(slf.py(), "_read_ready"), |cb| {
-                run_bound_method(cb, Self::_read_ready)
-            })?;
+            Self::watch(slf, Side::Read, &READ_READY)?;
         }
         Ok(())
     }
@@ -907,7 +920,7 @@ impl StreamTransport {
             let Some(protocol) = state.core.protocol.as_ref() else {
                 return Ok(());
             };
-            (state.core.fd, protocol.clone_ref(py), state.buffered)
+            (state.fd, protocol.clone_ref(py), state.buffered)
         };
         let protocol = protocol.bind(py);
         if buffered {
@@ -989,7 +1002,7 @@ impl StreamTransport {
                 }
                 return Ok(());
             }
-            (state.core.fd, state.buffer.is_empty())
+            (state.fd, state.buffer.is_empty())
         };
         let mut sent = 0;
         if let (true, Some(err)) = (was_empty, unsendable) {
@@ -1020,9 +1033,7 @@ impl StreamTransport {
             }
         }
         if was_empty {
-            Self::watch(slf, Side::Write, intern!(py, "_write_ready"), |cb| {
-                run_bound_method(cb, Self::_write_ready)
-            })?;
+            Self::watch(slf, Side::Write, &WRITE_READY)?;
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -1046,7 +1057,7 @@ impl StreamTransport {
             if state.buffer.is_empty() {
                 Ok(0)
             } else {
-                let outcome = send_buffer(state.core.fd, &state.buffer);
+                let outcome = send_buffer(state.fd, &state.buffer);
                 if let Ok(n) = outcome {
                     state.buffer.consume(n);
                 }
@@ -1085,7 +1096,7 @@ impl StreamTransport {
                 state.core.closing,
                 state.eof,
                 state.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                state.core.fd,
+                state.fd,
             )
         };
         if !empty {
@@ -1177,9 +1188,7 @@ impl StreamTransport {
             }
             state.paused = false;
         }
-        Self::watch(slf, Side::Read, intern!(py, "_read_ready"), |cb| {
-            run_bound_method(cb, Self::_read_ready)
-        })?;
+        Self::watch(slf, Side::Read, &READ_READY)?;
         if slf.get().is_debug(py) {
             py_cache::asyncio_logger(py)?
                 .bind(py)
@@ -1204,7 +1213,7 @@ impl StreamTransport {
             if !state.buffer.is_empty() {
                 return Ok(());
             }
-            state.core.fd
+            state.fd
         };
         // SAFETY: shutdown on the transport's own descriptor.
         if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
@@ -1306,7 +1315,7 @@ impl StreamTransport {
                             None => Ok(py.None()),
                         };
                     }
-                    (state.closed, state.core.fd)
+                    (state.closed, state.fd)
                 };
                 debug_assert!(!closed);
                 match RawAddr::of_socket(fd, false) {
@@ -1358,7 +1367,7 @@ impl StreamTransport {
     /// The socket's descriptor.
     #[getter]
     fn _sock_fd(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).core.fd
+        self.state.borrow_mut(py).fd
     }
 
     /// The loop (None once the connection is lost).
@@ -1421,7 +1430,7 @@ impl Drop for StreamTransport {
             self.leave_registry(py);
             let (closed, fd) = {
                 let state = self.state.borrow_mut(py);
-                (state.closed, state.core.fd)
+                (state.closed, state.fd)
             };
             if closed {
                 return;

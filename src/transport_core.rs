@@ -35,8 +35,6 @@ pub(crate) struct CoreState {
     pub event_loop: Option<Py<LoopCore>>,
     /// The protocol; None once the connection is lost.
     pub protocol: Option<Py<PyAny>>,
-    /// The socket's descriptor.
-    pub fd: i32,
     /// 0 while connected; then counts writes attempted after the connection was lost.
     pub conn_lost: u32,
     /// close() or abort() was called, or the connection was lost.
@@ -50,14 +48,13 @@ pub(crate) struct CoreState {
 }
 
 impl CoreState {
-    /// A connected transport of `event_loop` over `fd`, speaking to `protocol`, with
-    /// asyncio's default water marks.
-    pub fn new(event_loop: Py<LoopCore>, fd: i32, protocol: Py<PyAny>) -> Self {
+    /// A connected transport of `event_loop`, speaking to `protocol`, with asyncio's default
+    /// water marks.
+    pub fn new(event_loop: Py<LoopCore>, protocol: Py<PyAny>) -> Self {
         CoreState {
             registry_address: 0,
             event_loop: Some(event_loop),
             protocol: Some(protocol),
-            fd,
             conn_lost: 0,
             closing: false,
             protocol_paused: false,
@@ -67,8 +64,12 @@ impl CoreState {
     }
 }
 
-/// A transport's state, seen by the shared code.
+/// A transport's state, seen by the shared code. (The descriptor stays in the transport's own
+/// state, beside its other small fields: inside `CoreState` it would cost 8 bytes of padding
+/// per connection.)
 pub(crate) trait TransportState {
+    /// The socket's descriptor.
+    fn fd(&self) -> i32;
     /// The shared part.
     fn core(&self) -> &CoreState;
     /// The shared part, to change.
@@ -117,11 +118,12 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     fn leave_registry(&self, py: Python<'_>) {
         let (address, fd, event_loop) = {
             let mut state = self.state().borrow_mut(py);
+            let fd = state.fd();
             let core = state.core_mut();
             let address = std::mem::take(&mut core.registry_address);
             (
                 address,
-                core.fd,
+                fd,
                 core.event_loop.as_ref().map(|l| l.clone_ref(py)),
             )
         };
@@ -147,22 +149,19 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         Ok(())
     }
 
-    /// Watches the socket's readability or writability with the method named `method`, whose
-    /// Rust body is `native`.
-    fn watch(
-        slf: &Bound<'_, Self>,
-        side: Side,
-        method: &Bound<'_, PyString>,
-        native: NativeCall,
-    ) -> PyResult<()> {
+    /// Watches the socket's readability or writability with the native method `native`.
+    fn watch(slf: &Bound<'_, Self>, side: Side, native: NativeCall) -> PyResult<()> {
         let py = slf.py();
         let (event_loop, fd) = {
             let state = slf.get().state().borrow_mut(py);
             let core = state.core();
-            (core.event_loop.as_ref().map(|l| l.clone_ref(py)), core.fd)
+            (
+                core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                state.fd(),
+            )
         };
         match event_loop {
-            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, method, native),
+            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, native),
             None => Ok(()),
         }
     }
@@ -172,7 +171,10 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         let (event_loop, fd) = {
             let state = self.state().borrow_mut(py);
             let core = state.core();
-            (core.event_loop.as_ref().map(|l| l.clone_ref(py)), core.fd)
+            (
+                core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                state.fd(),
+            )
         };
         if let Some(event_loop) = event_loop {
             event_loop.get().unwatch(py, fd, side)?;
