@@ -553,7 +553,7 @@ impl DatagramTransport {
         let py = slf.py();
         let this = slf.get();
         let mut payload = Payload::new(data)?;
-        let unsendable = payload.unsendable.take();
+        let unsendable = payload.take_unsendable();
         let contents = payload.as_slice();
         if contents.is_empty() {
             return Ok(());

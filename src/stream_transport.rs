@@ -200,25 +200,25 @@ pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
 /// memoryview through a buffer view. A memoryview that is not C-contiguous
 /// (`memoryview(b)[::2]`) cannot be sent as is: in asyncio `sock.send` raises BufferError, a
 /// fatal write error, unless data is already buffered, in which case the buffer takes a
-/// copy. So it is read as a copy, and `unsendable` keeps the error for the first case.
-pub(crate) struct Payload<'py> {
-    bytes: Option<Bound<'py, PyBytes>>,
-    view: Option<ByteView>,
-    /// The BufferError asyncio's send would raise (a non-contiguous memoryview).
-    pub unsendable: Option<PyErr>,
+/// copy. So it is read as a copy, which keeps the error for the first case.
+pub(crate) enum Payload<'a, 'py> {
+    /// A `bytes`, read in place (and queued by reference if need be).
+    Bytes(&'a Bound<'py, PyBytes>),
+    /// A bytearray or contiguous memoryview, read through a buffer view.
+    View(ByteView),
+    /// A copy of a non-contiguous memoryview, and the BufferError asyncio's send would raise
+    /// (until taken).
+    Copy(Bound<'py, PyBytes>, Option<PyErr>),
 }
 
-impl<'py> Payload<'py> {
+impl<'a, 'py> Payload<'a, 'py> {
     /// Reads `data`; anything but bytes, bytearray or memoryview is asyncio's TypeError.
-    pub(crate) fn new(data: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let py = data.py();
+    #[inline]
+    pub(crate) fn new(data: &'a Bound<'py, PyAny>) -> PyResult<Self> {
         if let Ok(bytes) = data.cast::<PyBytes>() {
-            return Ok(Payload {
-                bytes: Some(bytes.clone()),
-                view: None,
-                unsendable: None,
-            });
+            return Ok(Payload::Bytes(bytes));
         }
+        let py = data.py();
         if !data.is_instance_of::<PyByteArray>() && !data.is_instance_of::<PyMemoryView>() {
             return Err(PyTypeError::new_err(format!(
                 "data argument must be a bytes-like object, not {}",
@@ -226,36 +226,43 @@ impl<'py> Payload<'py> {
             )));
         }
         match ByteView::new(data, ffi::PyBUF_SIMPLE) {
-            Ok(view) => Ok(Payload {
-                bytes: None,
-                view: Some(view),
-                unsendable: None,
-            }),
+            Ok(view) => Ok(Payload::View(view)),
             Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
                 let copy = data.call_method0(intern!(py, "tobytes"))?;
-                Ok(Payload {
-                    bytes: Some(copy.cast_into::<PyBytes>()?),
-                    view: None,
-                    unsendable: Some(err),
-                })
+                Ok(Payload::Copy(copy.cast_into::<PyBytes>()?, Some(err)))
             }
             Err(err) => Err(err),
         }
     }
 
+    /// The BufferError asyncio's send would raise for this data, taken out (see `Payload`).
+    #[inline]
+    pub(crate) fn take_unsendable(&mut self) -> Option<PyErr> {
+        match self {
+            Payload::Copy(_, err) => err.take(),
+            _ => None,
+        }
+    }
+
     /// The contents.
+    #[inline]
     pub(crate) fn as_slice(&self) -> &[u8] {
-        match (&self.bytes, &self.view) {
-            (Some(bytes), _) => bytes.as_bytes(),
-            (None, Some(view)) => view.as_slice(),
-            (None, None) => &[],
+        match self {
+            Payload::Bytes(bytes) => bytes.as_bytes(),
+            Payload::View(view) => view.as_slice(),
+            Payload::Copy(bytes, _) => bytes.as_bytes(),
         }
     }
 
     /// The contents as an immutable `bytes`, if they are one (they can then be queued by
     /// reference instead of copied).
+    #[inline]
     pub(crate) fn immutable_bytes(&self) -> Option<&Bound<'py, PyBytes>> {
-        self.bytes.as_ref()
+        match self {
+            Payload::Bytes(bytes) => Some(bytes),
+            Payload::View(_) => None,
+            Payload::Copy(bytes, _) => Some(bytes),
+        }
     }
 }
 
@@ -974,7 +981,7 @@ impl StreamTransport {
         let py = slf.py();
         let this = slf.get();
         let mut payload = Payload::new(data)?;
-        let unsendable = payload.unsendable.take();
+        let unsendable = payload.take_unsendable();
         let contents = payload.as_slice();
         let (fd, was_empty) = {
             let mut state = this.state.borrow_mut(py);
