@@ -256,7 +256,8 @@ impl LoopCore {
         !self.is_debug() && !self.closed.load(Ordering::Relaxed)
     }
 
-    /// `call_soon` for the native fast entry point (`fast_methods.rs`).
+    /// `call_soon` from Rust (the transports, the native entry point): asyncio's checks, then
+    /// the handle.
     pub(crate) fn call_soon_from_fast_path(
         &self,
         py: Python<'_>,
@@ -265,6 +266,18 @@ impl LoopCore {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         self.check_can_schedule(py, callback, "call_soon")?;
+        self.schedule_soon(py, callback, args, context)
+    }
+
+    /// `call_soon` for the native entry point (`fast_methods.rs`), which has checked
+    /// `takes_fast_call_soon()` (open loop, no debug mode: asyncio then checks nothing else).
+    pub(crate) fn call_soon_checked_by_caller(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
         self.schedule_soon(py, callback, args, context)
     }
 

@@ -92,7 +92,7 @@ unsafe extern "C" fn call_soon_fast(
                 (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
             let handle =
                 core.get()
-                    .call_soon_from_fast_path(py, &callback, &rest, context.as_ref())?;
+                    .call_soon_checked_by_caller(py, &callback, &rest, context.as_ref())?;
             Ok(handle.into_ptr())
         })
     }

@@ -57,6 +57,17 @@ pub struct NativeMethod {
 /// A handle's native method (see `NativeMethod`).
 pub type NativeCall = &'static NativeMethod;
 
+impl Slots {
+    /// True if any slot holds a Python reference.
+    #[inline]
+    fn holds_references(&self) -> bool {
+        self.callback.is_some()
+            || self.args.is_some()
+            || self.context.is_some()
+            || self.source_traceback.is_some()
+    }
+}
+
 /// References taken out of a handle, to be dropped by the caller at a safe point.
 pub struct ReleasedSlots(#[allow(dead_code)] Slots);
 
@@ -160,7 +171,13 @@ impl Handle {
                 self.scheduled.store(false, Ordering::Relaxed);
             }
         }
-        drop(previous);
+        // The slots are empty by contract (a fresh or reset handle): then there is nothing to
+        // release, and the generic drop (a call, with its thread-local lookup) is skipped.
+        if previous.holds_references() {
+            drop(previous);
+        } else {
+            std::mem::forget(previous);
+        }
     }
 
     /// Empties the handle for reuse; the caller drops the returned references outside any
