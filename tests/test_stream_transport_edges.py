@@ -1017,6 +1017,32 @@ def test_data_received_raising_an_oserror_is_not_reported(loop, kind, handler_ca
     assert handler_calls == []
 
 
+def test_slow_data_received_is_reported_as_the_transports_read_ready(loop, kind, caplog):
+    """Debug mode names a slow reader callback after the transport's ``_read_ready`` (the
+    handle's visible callback is the bound method, whatever runs it)."""
+    import logging
+    import time
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+
+    class Slow(asyncio.Protocol):
+        def data_received(self, data):
+            time.sleep(0.12)
+
+    async def main():
+        transport, _, peer = await attach(loop, kind, Slow)
+        await loop.sock_sendall(peer, b"x")
+        await asyncio.sleep(0.3)
+        transport.close()
+        peer.close()
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.1
+    run(loop, main())
+    slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executing")]
+    assert any("._read_ready()" in message for message in slow), slow
+
+
 # ----------------------------------------------------------------------------- received data
 
 

@@ -558,8 +558,10 @@ ISSUE_3_MODULES = (
                 f"LoopUnderTestUnixSignalTests.{method}": _UNIX_SIGNAL_INTERNALS
                 for method in UNIX_SIGNAL_TESTS_PRIVATE
             },
-            "SelectorEventLoopUnixSocketTests.test_create_unix_server_bind_error": "patches asyncio.unix_events.socket (the module the stock loop makes "
-            "its socket with)",
+            "SelectorEventLoopUnixSocketTests.test_create_unix_server_bind_error": (
+                "patches asyncio.unix_events.socket (the module the stock loop makes "
+                "its socket with)"
+            ),
         },
         # SelectorEventLoopUnixSocketTests (create_unix_server/connection,
         # loop-agnostic once the adapter gives it the LUT) runs with issue #4.
