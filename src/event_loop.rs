@@ -356,11 +356,15 @@ impl LoopCore {
         context: Option<&Bound<'_, PyAny>>,
         when: Option<f64>,
     ) -> PyResult<HandleInit> {
+        // What can fail comes first: nothing is then dropped on an error (the native call_soon
+        // runs outside PyO3's attach bookkeeping, see fast_methods.rs).
+        let context = Self::context_or_copy(py, context)?;
+        let source_traceback = self.source_traceback(py)?;
         Ok(HandleInit {
             callback: callback.clone().unbind(),
             args: args.clone().unbind(),
-            context: Self::context_or_copy(py, context)?,
-            source_traceback: self.source_traceback(py)?,
+            context,
+            source_traceback,
             when,
             repeating: false,
             native: None,
@@ -1329,6 +1333,9 @@ impl LoopCore {
         };
         this.stopping.store(false, Ordering::Relaxed);
         this.running_thread.store(0, Ordering::Relaxed);
+        // The spare `bytes` of the transports lives in this thread only while a loop runs
+        // here: a loop that is never closed, or an interpreter that is finalised, keeps none.
+        crate::spare_bytes::release(slf.py());
         result
     }
 

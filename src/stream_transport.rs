@@ -198,9 +198,8 @@ pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
 
 /// What `write()` or `sendto()` was given, readable as bytes: a `bytes` as is, a bytearray or
 /// memoryview through a buffer view. A memoryview that is not C-contiguous
-/// (`memoryview(b)[::2]`) cannot be sent as is: in asyncio `sock.send` raises BufferError, a
-/// fatal write error, unless data is already buffered, in which case the buffer takes a
-/// copy. So it is read as a copy, which keeps the error for the first case.
+/// (`memoryview(b)[::2]`) cannot be sent as is (asyncio's `sock.send` raises BufferError): it is
+/// read as a copy, which keeps that error for the caller to report as asyncio would.
 pub(crate) enum Payload<'a, 'py> {
     /// A `bytes`, read in place (and queued by reference if need be).
     Bytes(&'a Bound<'py, PyBytes>),
@@ -1012,7 +1011,16 @@ impl StreamTransport {
             (state.fd, state.buffer.is_empty())
         };
         let mut sent = 0;
-        if let (true, Some(err)) = (was_empty, unsendable) {
+        if let Some(err) = unsendable {
+            // asyncio: with nothing buffered, `sock.send` raises BufferError, a fatal write
+            // error. With data buffered, 3.11 raises TypeError from `bytearray.extend`; 3.12+
+            // queue the view and fail the same way at the next flush (which drops the buffer):
+            // here at once.
+            if !was_empty && py.version_info() < (3, 12) {
+                return Err(PyTypeError::new_err(
+                    "can't set bytearray slice from memoryview",
+                ));
+            }
             return Self::fatal_error(slf, err, "Fatal write error on socket transport");
         }
         if was_empty {

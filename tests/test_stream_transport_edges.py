@@ -482,6 +482,39 @@ def test_non_contiguous_memoryview_is_a_fatal_write_error(loop, kind, handler_ca
     assert handler_calls[0]["exception"] is exc
 
 
+def test_non_contiguous_memoryview_behind_buffered_data(loop, kind, handler_calls):
+    """With data already buffered, a non-contiguous memoryview is asyncio's TypeError on 3.11
+    (its bytearray buffer refuses it) and a fatal write error on 3.12+ (its buffer keeps the view
+    and the next flush fails with BufferError, dropping what was buffered)."""
+    import sys
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto, sndbuf=4096)
+        fill_until_buffered(transport)
+        if sys.version_info < (3, 12):
+            with pytest.raises(TypeError):
+                transport.write(memoryview(b"abcdefgh")[::2])
+            assert not transport.is_closing()
+            transport.abort()
+            exc = await proto.lost
+            peer.close()
+            return exc, None
+        transport.write(memoryview(b"abcdefgh")[::2])
+        drained = loop.create_task(recv_to_eof(loop, peer, reset_ok=True))
+        exc = await proto.lost
+        await drained
+        peer.close()
+        return exc, handler_calls
+
+    exc, calls = run(loop, main())
+    if sys.version_info < (3, 12):
+        assert exc is None
+    else:
+        assert isinstance(exc, BufferError)
+        assert [c["message"] for c in calls] == ["Fatal write error on socket transport"]
+
+
 # ----------------------------------------------------------------------------- flow control
 
 
