@@ -171,3 +171,33 @@ def test_non_contiguous_memoryview_is_a_fatal_sendto_error(loop):
     exc = loop.run_until_complete(main())
     assert isinstance(exc, BufferError)
     assert [c["message"] for c in calls] == ["Fatal write error on datagram transport"]
+
+
+def test_empty_datagram_follows_the_running_python(loop):
+    """sendto(b"") sends an empty datagram from Python 3.13 on; before, asyncio drops it."""
+    import sys
+
+    async def main():
+        received = []
+        got_marker = loop.create_future()
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                received.append(data)
+                if data == b"end" and not got_marker.done():
+                    got_marker.set_result(None)
+
+        receiver, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
+        sender, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=receiver.get_extra_info("sockname")
+        )
+        sender.sendto(b"")
+        sender.sendto(b"end")
+        await asyncio.wait_for(got_marker, 5)
+        sender.close()
+        receiver.close()
+        return received
+
+    received = loop.run_until_complete(main())
+    expected = [b"", b"end"] if sys.version_info >= (3, 13) else [b"end"]
+    assert received == expected
