@@ -26,7 +26,7 @@ use crate::handle::NativeMethod;
 use crate::py_cache;
 use crate::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::stream_transport::{
-    warn_unclosed, water_marks, would_block, Payload, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+    warn_unclosed, would_block, Payload, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
 use crate::transport_core::{CoreState, NativeTransport, TransportState};
 
@@ -718,25 +718,18 @@ impl DatagramTransport {
     }
 
     /// `(low, high)` water marks.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
-        let state = self.state.borrow_mut(py);
-        (state.core.low_water, state.core.high_water)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.water_mark_limits(py)
     }
 
     /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
     #[pyo3(signature = (high=None, low=None))]
     fn set_write_buffer_limits(
         slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low)?;
-        {
-            let mut state = slf.get().state.borrow_mut(slf.py());
-            state.core.high_water = high;
-            state.core.low_water = low;
-        }
-        Self::maybe_pause_protocol(slf)
+        Self::set_water_marks(slf, high, low)
     }
 
     /// Replaces the protocol.

@@ -434,23 +434,6 @@ pub(crate) fn report_to_loop(
     Ok(())
 }
 
-/// asyncio's `set_write_buffer_limits(high, low)` arguments resolved to `(high, low)`:
-/// high defaults to 64 KiB (or 4 × low), low to high // 4; `high >= low >= 0` is required.
-pub(crate) fn water_marks(high: Option<i64>, low: Option<i64>) -> PyResult<(usize, usize)> {
-    let high = match (high, low) {
-        (Some(high), _) => high,
-        (None, Some(low)) => 4 * low,
-        (None, None) => DEFAULT_HIGH_WATER as i64,
-    };
-    let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
-    if !(high >= low && low >= 0) {
-        return Err(PyValueError::new_err(format!(
-            "high ({high}) must be >= low ({low}) must be >= 0"
-        )));
-    }
-    Ok((high as usize, low as usize))
-}
-
 /// The ResourceWarning of a transport collected while open (from its `Drop`, where an
 /// exception can only be reported as unraisable).
 pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
@@ -1243,25 +1226,18 @@ impl StreamTransport {
     }
 
     /// `(low, high)` water marks of the write buffer.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
-        let state = self.state.borrow_mut(py);
-        (state.core.low_water, state.core.high_water)
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.water_mark_limits(py)
     }
 
     /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
     #[pyo3(signature = (high=None, low=None))]
     fn set_write_buffer_limits(
         slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low)?;
-        {
-            let mut state = slf.get().state.borrow_mut(slf.py());
-            state.core.high_water = high;
-            state.core.low_water = low;
-        }
-        Self::maybe_pause_protocol(slf)
+        Self::set_water_marks(slf, high, low)
     }
 
     /// Replaces the protocol.

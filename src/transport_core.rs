@@ -15,10 +15,11 @@
 //! functions here access to it and to what differs (how much is waiting to be sent, and how
 //! to drop it).
 
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::True;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyString, PyTuple};
 use pyo3::PyClass;
 
 use crate::event_loop::{LoopCore, Side};
@@ -45,6 +46,10 @@ pub(crate) struct CoreState {
     pub high_water: usize,
     /// At or below this many pending bytes a paused protocol is resumed.
     pub low_water: usize,
+    /// `(low, high)` as given to `set_write_buffer_limits` when they are not plain ints
+    /// (asyncio keeps floats as given; the marks above are their floors, which compare the
+    /// same with whole byte counts).
+    pub given_marks: Option<Py<PyTuple>>,
 }
 
 impl CoreState {
@@ -60,6 +65,7 @@ impl CoreState {
             protocol_paused: false,
             high_water: DEFAULT_HIGH_WATER,
             low_water: DEFAULT_HIGH_WATER / 4,
+            given_marks: None,
         }
     }
 }
@@ -215,6 +221,59 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         Ok(())
     }
 
+    /// `set_write_buffer_limits(high, low)`: asyncio's defaults (high 64 KiB, or 4 × low; low
+    /// high // 4) and check (`high >= low >= 0`), computed with Python's arithmetic when the
+    /// marks are not ints; then pauses the protocol if the pending data is above the new mark.
+    fn set_water_marks(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let as_int = |mark: Option<&Bound<'_, PyAny>>| match mark {
+            None => Some(None),
+            Some(m) if m.is_exact_instance_of::<PyInt>() => m.extract::<i64>().ok().map(Some),
+            Some(_) => None,
+        };
+        let (high_water, low_water, given) = match (as_int(high), as_int(low)) {
+            (Some(high), Some(low)) => {
+                let (high, low) = water_marks(high, low)?;
+                (high, low, None)
+            }
+            _ => {
+                let (high, low) = python_water_marks(py, high, low)?;
+                let floors = (floor_mark(&high)?, floor_mark(&low)?);
+                (
+                    floors.0,
+                    floors.1,
+                    Some(PyTuple::new(py, [low, high])?.unbind()),
+                )
+            }
+        };
+        let previous = {
+            let mut state = slf.get().state().borrow_mut(py);
+            let core = state.core_mut();
+            core.high_water = high_water;
+            core.low_water = low_water;
+            std::mem::replace(&mut core.given_marks, given)
+        };
+        drop(previous);
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// `get_write_buffer_limits()`: `(low, high)`.
+    fn water_mark_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let state = self.state().borrow_mut(py);
+        let core = state.core();
+        match &core.given_marks {
+            Some(given) => Ok(given.clone_ref(py).into_any()),
+            None => Ok((core.low_water, core.high_water)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind()),
+        }
+    }
+
     /// `protocol.pause_writing()` if the pending data just grew above the high-water mark.
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
@@ -332,4 +391,61 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         slf.get()
             .call_soon(py, &callback, &PyTuple::new(py, [exc])?)
     }
+}
+
+/// asyncio's `set_write_buffer_limits(high, low)` arguments resolved to `(high, low)` for ints:
+/// high defaults to 64 KiB (or 4 × low), low to high // 4; `high >= low >= 0` is required.
+pub(crate) fn water_marks(high: Option<i64>, low: Option<i64>) -> PyResult<(usize, usize)> {
+    let high = match (high, low) {
+        (Some(high), _) => high,
+        (None, Some(low)) => low.saturating_mul(4),
+        (None, None) => DEFAULT_HIGH_WATER as i64,
+    };
+    let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
+    if !(high >= low && low >= 0) {
+        return Err(PyValueError::new_err(format!(
+            "high ({high}) must be >= low ({low}) must be >= 0"
+        )));
+    }
+    Ok((high as usize, low as usize))
+}
+
+/// The same resolution with Python's arithmetic and comparisons (floats, huge ints, any
+/// number type asyncio would take); returns the `(high, low)` objects.
+fn python_water_marks<'py>(
+    py: Python<'py>,
+    high: Option<&Bound<'py, PyAny>>,
+    low: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let high = match (high, low) {
+        (Some(high), _) => high.clone(),
+        (None, Some(low)) => low.mul(4)?,
+        (None, None) => DEFAULT_HIGH_WATER.into_pyobject(py)?.into_any(),
+    };
+    let low = match low {
+        Some(low) => low.clone(),
+        None => high.floor_div(4)?,
+    };
+    if !(high.ge(&low)? && low.ge(0)?) {
+        return Err(PyValueError::new_err(format!(
+            "high ({}) must be >= low ({}) must be >= 0",
+            high.repr()?,
+            low.repr()?
+        )));
+    }
+    Ok((high, low))
+}
+
+/// A water mark as a whole number of bytes: its floor (`size > high` and `size <= low` read
+/// the same for whole sizes), infinity and anything beyond `usize` as `usize::MAX`.
+fn floor_mark(mark: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let py = mark.py();
+    let floor = match mark.call_method0(intern!(py, "__floor__")) {
+        Ok(floor) => floor,
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+            return Ok(usize::MAX); // float('inf')
+        }
+        Err(err) => return Err(err),
+    };
+    Ok(floor.extract::<usize>().unwrap_or(usize::MAX))
 }

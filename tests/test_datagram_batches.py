@@ -201,3 +201,24 @@ def test_empty_datagram_follows_the_running_python(loop):
     received = loop.run_until_complete(main())
     expected = [b"", b"end"] if sys.version_info >= (3, 13) else [b"end"]
     assert received == expected
+
+
+def test_datagram_write_buffer_limits_keep_float_marks(loop):
+    """The datagram transport resolves and reports water marks as asyncio does, floats
+    included."""
+
+    async def main():
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        seen = [transport.get_write_buffer_limits()]
+        transport.set_write_buffer_limits(high=100.5)
+        seen.append(transport.get_write_buffer_limits())
+        transport.set_write_buffer_limits(low=10)
+        seen.append(transport.get_write_buffer_limits())
+        with pytest.raises(ValueError, match=r"high \(1\.5\) must be >= low \(2\) must be >= 0"):
+            transport.set_write_buffer_limits(high=1.5, low=2)
+        transport.close()
+        return seen
+
+    assert loop.run_until_complete(main()) == [(16384, 65536), (25.0, 100.5), (10, 40)]

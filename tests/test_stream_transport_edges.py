@@ -636,6 +636,58 @@ def test_pause_and_resume_writing_once_each_at_the_marks(loop, kind):
     assert received == expected
 
 
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({"high": 100.5}, (25.0, 100.5)),
+        ({"low": 10.5}, (10.5, 42.0)),
+        ({"high": 100.5, "low": 20.25}, (20.25, 100.5)),
+        ({"high": True}, (0, True)),
+        ({"high": 2**70}, (2**68, 2**70)),
+    ],
+    ids=["float-high", "float-low", "both-floats", "bool", "huge-int"],
+)
+def test_write_buffer_limits_keep_non_int_marks_as_given(loop, kind, limits, expected):
+    """asyncio keeps water marks that are not plain ints as given (floats, bools, ints beyond
+    64 bits) and reports them back unchanged; flow control compares sizes with them."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        transport.set_write_buffer_limits(**limits)
+        limits_back = transport.get_write_buffer_limits()
+        transport.close()
+        peer.close()
+        return limits_back
+
+    limits_back = run(loop, main())
+    assert limits_back == expected
+    assert [type(x) for x in limits_back] == [type(x) for x in expected]
+
+
+def test_float_high_water_mark_pauses_only_above_it(loop, kind):
+    """A float high-water mark pauses the protocol only once the buffer is above it."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto, sndbuf=4096)
+        transport.set_write_buffer_limits(high=1e12)
+        fill_until_buffered(transport)
+        buffered = transport.get_write_buffer_size()
+        flow = [list(proto.flow)]
+        transport.set_write_buffer_limits(high=buffered + 0.5)
+        flow.append(list(proto.flow))
+        transport.set_write_buffer_limits(high=buffered - 0.5)
+        flow.append(list(proto.flow))
+        transport.abort()
+        peer.close()
+        await proto.lost
+        return buffered, flow
+
+    buffered, flow = run(loop, main())
+    assert flow == [[], [], [("pause_writing", buffered)]]
+
+
 # ----------------------------------------------------------------------------- closing
 
 
