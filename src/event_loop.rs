@@ -256,9 +256,8 @@ impl LoopCore {
         !self.is_debug() && !self.closed.load(Ordering::Relaxed)
     }
 
-    /// `call_soon` from Rust (the transports, the native entry point): asyncio's checks, then
-    /// the handle.
-    pub(crate) fn call_soon_from_fast_path(
+    /// `call_soon` from Rust (the transports): asyncio's checks, then the handle.
+    pub(crate) fn call_soon_checked(
         &self,
         py: Python<'_>,
         callback: &Bound<'_, PyAny>,
@@ -266,18 +265,6 @@ impl LoopCore {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         self.check_can_schedule(py, callback, "call_soon")?;
-        self.schedule_soon(py, callback, args, context)
-    }
-
-    /// `call_soon` for the native entry point (`fast_methods.rs`), which has checked
-    /// `takes_fast_call_soon()` (open loop, no debug mode: asyncio then checks nothing else).
-    pub(crate) fn call_soon_checked_by_caller(
-        &self,
-        py: Python<'_>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
         self.schedule_soon(py, callback, args, context)
     }
 
@@ -371,8 +358,10 @@ impl LoopCore {
         })
     }
 
-    /// Builds a handle and appends it to the ready queue.
-    fn schedule_soon(
+    /// Builds a handle and appends it to the ready queue, without asyncio's checks: callers
+    /// make them (`call_soon_checked`), or, like the native `call_soon` entry point, know from
+    /// `takes_fast_call_soon()` that there are none to make.
+    pub(crate) fn schedule_soon(
         &self,
         py: Python<'_>,
         callback: &Bound<'_, PyAny>,

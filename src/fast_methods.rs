@@ -90,9 +90,9 @@ unsafe extern "C" fn call_soon_fast(
             };
             let context =
                 (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
-            let handle =
-                core.get()
-                    .call_soon_checked_by_caller(py, &callback, &rest, context.as_ref())?;
+            let handle = core
+                .get()
+                .schedule_soon(py, &callback, &rest, context.as_ref())?;
             Ok(handle.into_ptr())
         })
     }

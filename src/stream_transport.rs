@@ -34,7 +34,7 @@ use crate::accept::AcceptedSocket;
 use crate::errors::os_error;
 use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
-use crate::handle::{NativeCall, NativeMethod};
+use crate::handle::NativeMethod;
 use crate::py_cache;
 use crate::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
@@ -411,29 +411,6 @@ pub(crate) fn extra_info(
     Ok(value.unbind())
 }
 
-/// Passes `{"message", "exception", "transport"[, "protocol"]}` to the loop's exception
-/// handler (both transports report protocol and fatal errors this way).
-pub(crate) fn report_to_loop(
-    event_loop: &Py<LoopCore>,
-    message: &str,
-    err: PyErr,
-    transport: &Bound<'_, PyAny>,
-    protocol: Option<&Bound<'_, PyAny>>,
-) -> PyResult<()> {
-    let py = transport.py();
-    let context = PyDict::new(py);
-    context.set_item("message", message)?;
-    context.set_item("exception", err.into_value(py))?;
-    context.set_item("transport", transport)?;
-    if let Some(protocol) = protocol {
-        context.set_item("protocol", protocol)?;
-    }
-    event_loop
-        .bind(py)
-        .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-    Ok(())
-}
-
 /// The ResourceWarning of a transport collected while open (from its `Drop`, where an
 /// exception can only be reported as unraisable).
 pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
@@ -443,27 +420,6 @@ pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
     if let Err(err) = PyErr::warn(py, &category, &message, 1) {
         err.write_unraisable(py, None);
     }
-}
-
-/// Registers `transport`'s method `native` as the reader or writer of its descriptor `fd`
-/// (both transports watch their socket this way; see `handle::NativeMethod`).
-pub(crate) fn watch_fd(
-    transport: &Bound<'_, PyAny>,
-    event_loop: &Py<LoopCore>,
-    fd: i32,
-    side: Side,
-    native: NativeCall,
-) -> PyResult<()> {
-    let py = transport.py();
-    event_loop.get().add_watch(
-        py,
-        &fd.into_pyobject(py)?.into_any(),
-        side,
-        transport,
-        &PyTuple::empty(py),
-        Some(native),
-    )?;
-    Ok(())
 }
 
 /// Closes a socket object; if its Python-level `close` fails because the garbage collector

@@ -26,7 +26,7 @@ use crate::event_loop::{LoopCore, Side};
 use crate::gil_cell::GilRefCell;
 use crate::handle::NativeCall;
 use crate::py_cache;
-use crate::stream_transport::{is_exit, report_to_loop, watch_fd, DEFAULT_HIGH_WATER};
+use crate::stream_transport::{is_exit, DEFAULT_HIGH_WATER};
 
 /// The state every native transport has.
 pub(crate) struct CoreState {
@@ -150,7 +150,7 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         if let Some(event_loop) = self.loop_of(py) {
             event_loop
                 .get()
-                .call_soon_from_fast_path(py, callback, args, None)?;
+                .call_soon_checked(py, callback, args, None)?;
         }
         Ok(())
     }
@@ -166,10 +166,17 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
                 state.fd(),
             )
         };
-        match event_loop {
-            Some(event_loop) => watch_fd(slf.as_any(), &event_loop, fd, side, native),
-            None => Ok(()),
+        if let Some(event_loop) = event_loop {
+            event_loop.get().add_watch(
+                py,
+                &fd.into_pyobject(py)?.into_any(),
+                side,
+                slf.as_any(),
+                &PyTuple::empty(py),
+                Some(native),
+            )?;
         }
+        Ok(())
     }
 
     /// Stops watching one side of the socket.
@@ -188,20 +195,23 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         Ok(())
     }
 
-    /// `loop.call_exception_handler({...})` about this transport and its protocol.
+    /// `loop.call_exception_handler({"message", "exception", "transport"[, "protocol"]})`.
     fn report(slf: &Bound<'_, Self>, message: &str, err: PyErr) -> PyResult<()> {
         let py = slf.py();
         let Some(event_loop) = slf.get().loop_of(py) else {
             return Ok(());
         };
-        let protocol = slf.get().protocol_of(py);
-        report_to_loop(
-            &event_loop,
-            message,
-            err,
-            slf.as_any(),
-            protocol.as_ref().map(|p| p.bind(py)),
-        )
+        let context = PyDict::new(py);
+        context.set_item("message", message)?;
+        context.set_item("exception", err.into_value(py))?;
+        context.set_item("transport", slf)?;
+        if let Some(protocol) = slf.get().protocol_of(py) {
+            context.set_item("protocol", protocol)?;
+        }
+        event_loop
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
     }
 
     /// Calls `protocol.<method>()`; an exception goes to the exception handler (SystemExit and
