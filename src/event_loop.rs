@@ -1355,7 +1355,6 @@ impl LoopCore {
             }
         }
         drop(spare);
-        crate::spare_bytes::release(py);
         for handle in &timers {
             handle.get().mark_unscheduled();
         }

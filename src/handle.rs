@@ -365,31 +365,21 @@ impl Handle {
     }
 }
 
-/// Enters `context`, runs `native` for `callback`, and leaves the context.
-fn native_call_in_context(
+/// Runs `body` inside `context` (entered and left around it, as `Context.run` does); an
+/// error leaving the context is reported after the body's own.
+#[inline]
+fn in_context(
     py: Python<'_>,
-    native: NativeCall,
-    callback: &Py<PyAny>,
     context: &Py<PyAny>,
+    body: impl FnOnce() -> PyResult<()>,
 ) -> PyResult<()> {
-    // SAFETY: `context` is an owned reference to a `contextvars.Context` kept alive by the
-    // argument for the duration of the call; the GIL is held (`py`).
-    unsafe {
-        if ffi::PyContext_Enter(context.as_ptr()) < 0 {
-            return Err(PyErr::fetch(py));
-        }
+    // SAFETY: `context` is an owned reference to a `contextvars.Context`, alive for the call;
+    // the GIL is held (`py`).
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
     }
-    // A panic is reported as this callback's error, as PyO3's trampoline would have done had
-    // the method been called from Python: it must not unwind through the loop.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        (native.call)(callback.bind(py))
-    }))
-    .unwrap_or_else(|_| {
-        Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "ferroloop: internal error (Rust panic) in a transport callback",
-        ))
-    });
-    // SAFETY: as above; the context was entered by this thread just before.
+    let outcome = body();
+    // SAFETY: as above; this thread entered the context just before.
     if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
         let exit_err = PyErr::fetch(py);
         return outcome.and(Err(exit_err));
@@ -397,43 +387,56 @@ fn native_call_in_context(
     outcome
 }
 
-/// Enters `context`, calls `callback(*args)` by vectorcall, and leaves the context.
+/// Runs `native` for `callback` inside `context`. A panic is reported as this callback's
+/// error, as PyO3's trampoline would have done had the method been called from Python: it
+/// must not unwind through the loop.
+fn native_call_in_context(
+    py: Python<'_>,
+    native: NativeCall,
+    callback: &Py<PyAny>,
+    context: &Py<PyAny>,
+) -> PyResult<()> {
+    in_context(py, context, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (native.call)(callback.bind(py))
+        }))
+        .unwrap_or_else(|_| {
+            Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "ferroloop: internal error (Rust panic) in a transport callback",
+            ))
+        })
+    })
+}
+
+/// Calls `callback(*args)` by vectorcall inside `context`.
 pub fn call_in_context(
     py: Python<'_>,
     callback: &Py<PyAny>,
     args: &Py<PyTuple>,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
-    // SAFETY: all pointers are owned references kept alive by the `Py` arguments for the
-    // duration of the call; the GIL is held (`py`). The tuple's items are contiguous
-    // (`ob_item`), which is what vectorcall expects, and no offset flag is passed, so the
-    // callee will not write to `items[-1]`.
-    unsafe {
-        let ctx = context.as_ptr();
-        if ffi::PyContext_Enter(ctx) < 0 {
-            return Err(PyErr::fetch(py));
-        }
-        let tuple = args.as_ptr();
-        let nargs = ffi::PyTuple_GET_SIZE(tuple);
-        let items = (*(tuple as *mut ffi::PyTupleObject)).ob_item.as_ptr();
-        let result = ffi::PyObject_Vectorcall(
-            callback.as_ptr(),
-            items,
-            nargs as usize,
-            std::ptr::null_mut(),
-        );
-        let outcome = if result.is_null() {
-            Err(PyErr::fetch(py))
-        } else {
+    in_context(py, context, || {
+        // SAFETY: all pointers are owned references kept alive by the `Py` arguments for the
+        // duration of the call; the GIL is held (`py`). The tuple's items are contiguous
+        // (`ob_item`), which is what vectorcall expects, and no offset flag is passed, so the
+        // callee will not write to `items[-1]`.
+        unsafe {
+            let tuple = args.as_ptr();
+            let nargs = ffi::PyTuple_GET_SIZE(tuple);
+            let items = (*(tuple as *mut ffi::PyTupleObject)).ob_item.as_ptr();
+            let result = ffi::PyObject_Vectorcall(
+                callback.as_ptr(),
+                items,
+                nargs as usize,
+                std::ptr::null_mut(),
+            );
+            if result.is_null() {
+                return Err(PyErr::fetch(py));
+            }
             ffi::Py_DECREF(result);
-            Ok(())
-        };
-        if ffi::PyContext_Exit(ctx) < 0 {
-            let exit_err = PyErr::fetch(py);
-            return outcome.and(Err(exit_err));
         }
-        outcome
-    }
+        Ok(())
+    })
 }
 
 impl TimerEntry for Py<Handle> {

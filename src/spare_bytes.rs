@@ -8,8 +8,8 @@
 //! `malloc`/`free` pair per read — the transport keeps it and copies the next read of the same
 //! length into it. A `bytes` anybody else still references is never touched.
 //!
-//! One object is kept per thread (a loop runs on one thread); the loop releases it when it
-//! stops running and when it closes.
+//! One object is kept per thread (a loop runs on one thread; transports read only while it
+//! runs); the loop releases it when it stops running.
 
 use std::cell::Cell;
 use std::ptr;
@@ -67,7 +67,7 @@ pub fn recycle(data: Bound<'_, PyBytes>) {
     }
 }
 
-/// Frees this thread's spare `bytes`, if any (the loop stopped running, or is closing).
+/// Frees this thread's spare `bytes`, if any (the loop stopped running).
 pub fn release(_py: Python<'_>) {
     let spare = SPARE.with(|slot| slot.replace(ptr::null_mut()));
     if !spare.is_null() {
