@@ -240,25 +240,17 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let as_int = |mark: Option<&Bound<'_, PyAny>>| match mark {
-            None => Some(None),
-            Some(m) if m.is_exact_instance_of::<PyInt>() => m.extract::<i64>().ok().map(Some),
-            Some(_) => None,
+        let (high, low) = resolve_water_marks(py, high, low)?;
+        let (high_water, low_water) = (floor_mark(&high)?, floor_mark(&low)?);
+        // Whole numbers of bytes are reported back from the marks themselves; anything else
+        // (a float, a bool, an int beyond usize) as given.
+        let whole = |mark: &Bound<'_, PyAny>, floor: usize| {
+            mark.is_exact_instance_of::<PyInt>() && mark.extract::<usize>().ok() == Some(floor)
         };
-        let (high_water, low_water, given) = match (as_int(high), as_int(low)) {
-            (Some(high), Some(low)) => {
-                let (high, low) = water_marks(high, low)?;
-                (high, low, None)
-            }
-            _ => {
-                let (high, low) = python_water_marks(py, high, low)?;
-                let floors = (floor_mark(&high)?, floor_mark(&low)?);
-                (
-                    floors.0,
-                    floors.1,
-                    Some(PyTuple::new(py, [low, high])?.unbind()),
-                )
-            }
+        let given = if whole(&high, high_water) && whole(&low, low_water) {
+            None
+        } else {
+            Some(PyTuple::new(py, [low, high])?.unbind())
         };
         let previous = {
             let mut state = slf.get().state().borrow_mut(py);
@@ -403,26 +395,11 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     }
 }
 
-/// asyncio's `set_write_buffer_limits(high, low)` arguments resolved to `(high, low)` for ints:
-/// high defaults to 64 KiB (or 4 × low), low to high // 4; `high >= low >= 0` is required.
-pub(crate) fn water_marks(high: Option<i64>, low: Option<i64>) -> PyResult<(usize, usize)> {
-    let high = match (high, low) {
-        (Some(high), _) => high,
-        (None, Some(low)) => low.saturating_mul(4),
-        (None, None) => DEFAULT_HIGH_WATER as i64,
-    };
-    let low = low.unwrap_or(high.div_euclid(4)); // Python floor division
-    if !(high >= low && low >= 0) {
-        return Err(PyValueError::new_err(format!(
-            "high ({high}) must be >= low ({low}) must be >= 0"
-        )));
-    }
-    Ok((high as usize, low as usize))
-}
-
-/// The same resolution with Python's arithmetic and comparisons (floats, huge ints, any
-/// number type asyncio would take); returns the `(high, low)` objects.
-fn python_water_marks<'py>(
+/// asyncio's `set_write_buffer_limits(high, low)` arguments resolved to `(high, low)`: high
+/// defaults to 64 KiB (or 4 × low), low to high // 4, and `high >= low >= 0` is required;
+/// computed with Python's arithmetic and comparisons, so that any number type asyncio takes
+/// (floats, bools, huge ints) resolves as there.
+fn resolve_water_marks<'py>(
     py: Python<'py>,
     high: Option<&Bound<'py, PyAny>>,
     low: Option<&Bound<'py, PyAny>>,
