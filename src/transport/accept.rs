@@ -10,9 +10,9 @@ use std::io;
 
 use pyo3::prelude::*;
 
-use crate::errors::os_error;
-use crate::gil_cell::GilRefCell;
-use crate::sockaddr::{CompactAddr, RawAddr};
+use crate::interop::errors::os_error;
+use crate::interop::gil_cell::GilRefCell;
+use crate::transport::sockaddr::{CompactAddr, RawAddr};
 
 /// A connection accepted by `accept_connection`, until a transport takes it over. Closed on
 /// `close()` or when dropped untaken.

@@ -19,16 +19,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::errors::os_error;
+use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::{LoopCore, Side};
-use crate::gil_cell::GilRefCell;
-use crate::handle::NativeMethod;
-use crate::py_cache;
-use crate::sockaddr::{socket_family, AddressCache, RawAddr};
-use crate::stream_transport::{
-    warn_unclosed, would_block, Payload, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+use crate::interop::errors::os_error;
+use crate::interop::gil_cell::GilRefCell;
+use crate::interop::py_cache;
+use crate::transport::core::{would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE};
+use crate::transport::core::{CoreState, NativeTransport, TransportState};
+use crate::transport::payload::Payload;
+use crate::transport::sockaddr::{socket_family, AddressCache, RawAddr};
+use crate::transport::socket_info::{
+    close_socket_object, extra_info, keep_socket_info, warn_unclosed,
 };
-use crate::transport_core::{CoreState, NativeTransport, TransportState};
 
 /// A datagram waiting for the socket to become writable: its bytes and its destination
 /// (None on a connected socket).
@@ -685,8 +687,8 @@ impl DatagramTransport {
         };
         if let Some(sock) = sock {
             let extra = slf.get().state.borrow_mut(py).extra.clone_ref(py);
-            crate::stream_transport::keep_socket_info(py, extra.bind(py), sock.bind(py))?;
-            crate::stream_transport::close_socket_object(py, sock.bind(py))?;
+            keep_socket_info(py, extra.bind(py), sock.bind(py))?;
+            close_socket_object(py, sock.bind(py))?;
         }
         drop((event_loop, protocol));
         result
@@ -763,7 +765,7 @@ impl DatagramTransport {
                 state.sock.as_ref().map(|s| s.clone_ref(py)),
             )
         };
-        crate::stream_transport::extra_info(py, extra.bind(py), sock.as_ref(), name, default)
+        extra_info(py, extra.bind(py), sock.as_ref(), name, default)
     }
 
     /// The socket object (None once closed).
@@ -822,7 +824,7 @@ impl Drop for DatagramTransport {
             };
             let fd = self.state.borrow_mut(py).fd;
             warn_unclosed(py, "DatagramTransport", fd);
-            if let Err(err) = crate::stream_transport::close_socket_object(py, sock.bind(py)) {
+            if let Err(err) = close_socket_object(py, sock.bind(py)) {
                 err.write_unraisable(py, None);
             }
         });

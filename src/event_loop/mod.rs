@@ -14,6 +14,10 @@
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
 //!    the next iteration.
 
+pub mod fast_methods;
+pub mod handle;
+pub mod sock_io;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,18 +30,18 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::callback_check::check_callback;
-use crate::clock::{Clock, CLOCK_RESOLUTION};
-use crate::errors::os_error;
-use crate::fd_map::FdMap;
-use crate::gil_cell::GilRefCell;
-use crate::handle::{Handle, HandleInit, NativeCall, RunOutcome};
-use crate::poller::{Interest, Poller, Readiness, Trigger, Wakeup};
-use crate::py_cache;
-use crate::sock_io::{
+use crate::core::clock::{Clock, CLOCK_RESOLUTION};
+use crate::core::fd_map::FdMap;
+use crate::core::poller::{Interest, Poller, Readiness, Trigger, Wakeup};
+use crate::core::timers::TimerQueue;
+use crate::event_loop::handle::{Handle, HandleInit, NativeCall, RunOutcome};
+use crate::event_loop::sock_io::{
     try_recv, RecvOutcome, RecvTarget, RecvWaiter, Watcher, CLOSED_SOCKET_SWEEP_INTERVAL,
 };
-use crate::timers::TimerQueue;
+use crate::interop::callback_check::check_callback;
+use crate::interop::errors::os_error;
+use crate::interop::gil_cell::GilRefCell;
+use crate::interop::py_cache;
 
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
 const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
@@ -1324,7 +1328,7 @@ impl LoopCore {
         this.running_thread.store(0, Ordering::Relaxed);
         // The spare `bytes` of the transports lives in this thread only while a loop runs
         // here: a loop that is never closed, or an interpreter that is finalised, keeps none.
-        crate::spare_bytes::release(slf.py());
+        crate::interop::spare_bytes::release(slf.py());
         result
     }
 

@@ -10,7 +10,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::py_cache;
+use crate::interop::py_cache;
 
 /// `CO_COROUTINE` from CPython's code object flags.
 const CO_COROUTINE: i32 = 0x0080;

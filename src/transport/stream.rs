@@ -19,58 +19,37 @@
 //! `isinstance(t, asyncio.Transport)` holds (a native class cannot inherit a Python class that
 //! has `__slots__`, as `asyncio.BaseTransport` does).
 
-use std::cell::RefCell;
 use std::io;
 
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::accept::AcceptedSocket;
-use crate::errors::os_error;
+use crate::event_loop::handle::NativeMethod;
+use crate::event_loop::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::event_loop::{LoopCore, Side};
-use crate::gil_cell::GilRefCell;
-use crate::handle::NativeMethod;
-use crate::py_cache;
-use crate::sock_io::{recv_into_new_bytes, recv_raw};
-use crate::sockaddr::{socket_family, CompactAddr, RawAddr};
-use crate::spare_bytes;
-use crate::transport_core::{CoreState, NativeTransport, TransportState};
-use crate::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
+use crate::interop::errors::os_error;
+use crate::interop::gil_cell::GilRefCell;
+use crate::interop::py_cache;
+use crate::interop::spare_bytes;
+use crate::transport::accept::AcceptedSocket;
+use crate::transport::core::{
+    with_read_buffer, would_block, CoreState, NativeTransport, TransportState,
+    LOST_WRITES_BEFORE_WARNING,
+};
+use crate::transport::payload::{ByteView, Payload};
+use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
+use crate::transport::socket_info::{close_socket_object, warn_unclosed};
+use crate::transport::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
 
-/// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
-pub(crate) const READ_SIZE: usize = 256 * 1024;
 /// A read at least this large makes the next one read straight into a new `bytes`.
 const LARGE_READ: usize = 32 * 1024;
 /// The size of that `bytes`: below glibc's default mmap threshold (128 KiB), so that even
 /// with malloc's default settings it comes from the heap and shrinks in place, instead of
 /// costing an mmap/mremap/munmap per read (what asyncio's 256 KiB reads cost unpinned).
 const LARGE_READ_SIZE: usize = 120 * 1024;
-/// asyncio's default high-water mark of the write buffer.
-pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
-/// After this many writes to a lost connection, each further write logs a warning.
-pub(crate) const LOST_WRITES_BEFORE_WARNING: u32 = 5;
-
-thread_local! {
-    /// One read buffer per thread, shared by every transport: data is copied out into a
-    /// `bytes` before the protocol runs, so no transport needs a buffer of its own.
-    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with the per-thread read buffer (`READ_SIZE` bytes, allocated on first use).
-pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    READ_BUFFER.with_borrow_mut(|buf| {
-        if buf.is_empty() {
-            buf.resize(READ_SIZE, 0);
-        }
-        f(buf)
-    })
-}
-
 /// The mutable state of a transport (GIL-guarded; never borrowed across a Python call).
 pub(crate) struct State {
     /// What every native transport has (see `transport_core.rs`).
@@ -191,126 +170,6 @@ pub struct StreamTransport {
     state: GilRefCell<State>,
 }
 
-/// Is `err` one that must leave the loop (asyncio re-raises these from every callback)?
-pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
-}
-
-/// What `write()` or `sendto()` was given, readable as bytes: a `bytes` as is, a bytearray or
-/// memoryview through a buffer view. A memoryview that is not C-contiguous
-/// (`memoryview(b)[::2]`) cannot be sent as is (asyncio's `sock.send` raises BufferError): it is
-/// read as a copy, which keeps that error for the caller to report as asyncio would.
-pub(crate) enum Payload<'a, 'py> {
-    /// A `bytes`, read in place (and queued by reference if need be).
-    Bytes(&'a Bound<'py, PyBytes>),
-    /// A bytearray or contiguous memoryview, read through a buffer view.
-    View(ByteView),
-    /// A copy of a non-contiguous memoryview, and the BufferError asyncio's send would raise
-    /// (until taken).
-    Copy(Bound<'py, PyBytes>, Option<PyErr>),
-}
-
-impl<'a, 'py> Payload<'a, 'py> {
-    /// Reads `data`; anything but bytes, bytearray or memoryview is asyncio's TypeError.
-    #[inline]
-    pub(crate) fn new(data: &'a Bound<'py, PyAny>) -> PyResult<Self> {
-        if let Ok(bytes) = data.cast::<PyBytes>() {
-            return Ok(Payload::Bytes(bytes));
-        }
-        let py = data.py();
-        if !data.is_instance_of::<PyByteArray>() && !data.is_instance_of::<PyMemoryView>() {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                data.get_type().name()?.repr()?
-            )));
-        }
-        match ByteView::new(data, ffi::PyBUF_SIMPLE) {
-            Ok(view) => Ok(Payload::View(view)),
-            Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
-                let copy = data.call_method0(intern!(py, "tobytes"))?;
-                Ok(Payload::Copy(copy.cast_into::<PyBytes>()?, Some(err)))
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// The BufferError asyncio's send would raise for this data, taken out (see `Payload`).
-    #[inline]
-    pub(crate) fn take_unsendable(&mut self) -> Option<PyErr> {
-        match self {
-            Payload::Copy(_, err) => err.take(),
-            _ => None,
-        }
-    }
-
-    /// The contents.
-    #[inline]
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            Payload::Bytes(bytes) => bytes.as_bytes(),
-            Payload::View(view) => view.as_slice(),
-            Payload::Copy(bytes, _) => bytes.as_bytes(),
-        }
-    }
-
-    /// The contents as an immutable `bytes`, if they are one (they can then be queued by
-    /// reference instead of copied).
-    #[inline]
-    pub(crate) fn immutable_bytes(&self) -> Option<&Bound<'py, PyBytes>> {
-        match self {
-            Payload::Bytes(bytes) => Some(bytes),
-            Payload::View(_) => None,
-            Payload::Copy(bytes, _) => Some(bytes),
-        }
-    }
-}
-
-/// A C-contiguous view of a bytes-like object's contents, released on drop.
-pub(crate) struct ByteView {
-    view: ffi::Py_buffer,
-}
-
-impl ByteView {
-    /// Views `obj` (`flags`: `PyBUF_SIMPLE`, or `PyBUF_WRITABLE` to write into it).
-    pub(crate) fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
-        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
-        // SAFETY: `obj` is live; on success the exporter fills `view`, which we release in
-        // Drop; on failure an exception is set and `view` is not used.
-        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
-        if rc != 0 {
-            return Err(PyErr::fetch(obj.py()));
-        }
-        // SAFETY: PyObject_GetBuffer succeeded, so `view` is initialised.
-        Ok(ByteView {
-            view: unsafe { view.assume_init() },
-        })
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.view.len as usize
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        if self.view.len == 0 {
-            return &[];
-        }
-        // SAFETY: a PyBUF_SIMPLE view is `len` contiguous bytes at `buf`, valid until release.
-        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.len()) }
-    }
-
-    fn as_mut_ptr(&self) -> *mut u8 {
-        self.view.buf as *mut u8
-    }
-}
-
-impl Drop for ByteView {
-    fn drop(&mut self) {
-        // SAFETY: `view` was filled by a successful PyObject_GetBuffer and is released once.
-        // Views are created and dropped with the GIL held (they live inside transport methods).
-        unsafe { ffi::PyBuffer_Release(&mut self.view) }
-    }
-}
-
 /// `send(2)` of the whole of `data` at most, with MSG_NOSIGNAL (a vanished peer gives EPIPE,
 /// never SIGPIPE, whatever the embedding program did with that signal). EINTR is retried.
 fn send_raw(fd: i32, data: &[u8]) -> io::Result<usize> {
@@ -351,10 +210,6 @@ fn send_buffer(fd: i32, buffer: &WriteBuffer) -> io::Result<usize> {
     }
 }
 
-pub(crate) fn would_block(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::WouldBlock
-}
-
 /// TCP_NODELAY on TCP sockets, as asyncio sets it on every stream transport.
 fn set_nodelay(fd: i32, family: i32) {
     if family != libc::AF_INET && family != libc::AF_INET6 {
@@ -372,88 +227,6 @@ fn set_nodelay(fd: i32, family: i32) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-}
-
-/// `get_extra_info(name, default)` of both transports: the creator's entries first; `socket`
-/// and `sockname` are computed on first request and kept (idle connections do not carry them).
-pub(crate) fn extra_info(
-    py: Python<'_>,
-    extra: &Bound<'_, PyDict>,
-    sock: Option<&Py<PyAny>>,
-    name: &Bound<'_, PyAny>,
-    default: Option<Py<PyAny>>,
-) -> PyResult<Py<PyAny>> {
-    let default = default.unwrap_or_else(|| py.None());
-    if let Some(value) = extra.get_item(name)? {
-        return Ok(value.unbind());
-    }
-    let Ok(key) = name.extract::<&str>() else {
-        return Ok(default);
-    };
-    let Some(sock) = sock else {
-        return Ok(default);
-    };
-    let sock = sock.bind(py);
-    let value = match key {
-        "socket" => py_cache::transport_socket_type(py)?
-            .bind(py)
-            .call1((sock,))?,
-        "sockname" => match sock.call_method0(intern!(py, "getsockname")) {
-            Ok(addr) => addr,
-            Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
-                py.None().into_bound(py)
-            }
-            Err(err) => return Err(err),
-        },
-        _ => return Ok(default),
-    };
-    extra.set_item(name, &value)?;
-    Ok(value.unbind())
-}
-
-/// The ResourceWarning of a transport collected while open (from its `Drop`, where an
-/// exception can only be reported as unraisable).
-pub(crate) fn warn_unclosed(py: Python<'_>, kind: &str, fd: i32) {
-    let message = std::ffi::CString::new(format!("unclosed transport <{kind} fd={fd} open>"))
-        .unwrap_or_default();
-    let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-    if let Err(err) = PyErr::warn(py, &category, &message, 1) {
-        err.write_unraisable(py, None);
-    }
-}
-
-/// Closes a socket object; if its Python-level `close` fails because the garbage collector
-/// already cleared its slots (a transport collected in a cycle with its socket), through
-/// `_socket.socket.close`, the C method.
-pub(crate) fn close_socket_object(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
-    match sock.call_method0(intern!(py, "close")) {
-        Ok(_) => Ok(()),
-        Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
-            py_cache::raw_socket_close(py)?
-                .bind(py)
-                .getattr(intern!(py, "close"))?
-                .call1((sock,))?;
-            Ok(())
-        }
-        Err(err) => Err(err),
-    }
-}
-
-/// Before the socket is closed: records `sockname` and `socket` in the extra info if nobody
-/// asked for them yet, so that they read as asyncio's (which records them at creation) after
-/// the connection is lost.
-pub(crate) fn keep_socket_info(
-    py: Python<'_>,
-    extra: &Bound<'_, PyDict>,
-    sock: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let sock = sock.clone().unbind();
-    for key in [intern!(py, "sockname"), intern!(py, "socket")] {
-        if !extra.contains(key)? {
-            extra_info(py, extra, Some(&sock), key.as_any(), None)?;
-        }
-    }
-    Ok(())
 }
 
 impl NativeTransport for StreamTransport {

@@ -17,9 +17,9 @@ use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::PyTuple;
 
-use crate::gil_cell::GilRefCell;
-use crate::py_cache;
-use crate::timers::TimerEntry;
+use crate::core::timers::TimerEntry;
+use crate::interop::gil_cell::GilRefCell;
+use crate::interop::py_cache;
 
 /// What a handle refers to. The callback and its arguments are released when the handle is
 /// cancelled (as asyncio does), once it has run (outside debug mode), and when the loop closes;

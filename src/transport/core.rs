@@ -15,18 +15,53 @@
 //! functions here access to it and to what differs (how much is waiting to be sent, and how
 //! to drop it).
 
-use pyo3::exceptions::PyValueError;
+use std::cell::RefCell;
+use std::io;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::True;
 use pyo3::types::{PyDict, PyInt, PyString, PyTuple};
 use pyo3::PyClass;
 
+use crate::event_loop::handle::NativeCall;
 use crate::event_loop::{LoopCore, Side};
-use crate::gil_cell::GilRefCell;
-use crate::handle::NativeCall;
-use crate::py_cache;
-use crate::stream_transport::{is_exit, DEFAULT_HIGH_WATER};
+use crate::interop::gil_cell::GilRefCell;
+use crate::interop::py_cache;
+
+/// Bytes read per receive into the per-thread read buffer (asyncio's `max_size`).
+pub(crate) const READ_SIZE: usize = 256 * 1024;
+/// asyncio's default high-water mark of the write buffer.
+pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// After this many writes to a lost connection, each further write logs a warning.
+pub(crate) const LOST_WRITES_BEFORE_WARNING: u32 = 5;
+
+thread_local! {
+    /// One read buffer per thread, shared by every transport: data is copied out into a
+    /// `bytes` before the protocol runs, so no transport needs a buffer of its own.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the per-thread read buffer (`READ_SIZE` bytes, allocated on first use).
+pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(READ_SIZE, 0);
+        }
+        f(buf)
+    })
+}
+
+/// Is `err` one that must leave the loop (asyncio re-raises these from every callback)?
+pub(crate) fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+/// Did the operation fail only because the descriptor is not ready (EAGAIN/EWOULDBLOCK)?
+pub(crate) fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
 
 /// The state every native transport has.
 pub(crate) struct CoreState {

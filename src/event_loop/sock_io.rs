@@ -14,8 +14,8 @@ use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::os_error;
-use crate::handle::Handle;
+use crate::event_loop::handle::Handle;
+use crate::interop::errors::os_error;
 
 /// What watches one side of a descriptor.
 pub enum Watcher {

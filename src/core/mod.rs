@@ -1,0 +1,13 @@
+//! The domain layer: the loop's machinery in plain Rust, with no Python in it.
+//!
+//! Nothing here imports PyO3, so each piece is unit-tested with `cargo test` alone:
+//! - [`clock`]: the loop's single time source (`CLOCK_MONOTONIC`, as `time.monotonic()`);
+//! - [`timers`]: the deadline heap, ordered by deadline then scheduling order, with lazy purging
+//!   of cancelled entries;
+//! - [`poller`]: epoll, the eventfd waker of `call_soon_threadsafe`, the signal wakeup pipe;
+//! - [`fd_map`]: maps keyed by file descriptor (one multiplication instead of SipHash).
+
+pub mod clock;
+pub mod fd_map;
+pub mod poller;
+pub mod timers;

@@ -1,0 +1,15 @@
+//! Plumbing shared by every adapter that talks to Python: state guarded by the GIL, cached
+//! Python objects, OS errors as Python exceptions, and asyncio's check of callbacks.
+//!
+//! - [`gil_cell`]: interior mutability for state that only changes with the GIL held;
+//! - [`py_cache`]: asyncio's types, helpers and interned names, looked up once;
+//! - [`errors`]: `errno` values as the `OSError` subclasses asyncio raises;
+//! - [`spare_bytes`]: reuse of the `bytes` a protocol let go of (per thread, released when the
+//!   loop stops running);
+//! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables.
+
+pub mod callback_check;
+pub mod errors;
+pub mod gil_cell;
+pub mod py_cache;
+pub mod spare_bytes;

@@ -1,0 +1,23 @@
+//! Transports: asyncio's `Transport` and `DatagramTransport` with their hot paths in Rust, and
+//! the native half of servers.
+//!
+//! Layering, one way: [`core`] knows the loop and nothing of a particular transport; each
+//! transport builds on it; nothing in `core` imports a transport.
+//! - [`core`]: what every transport shares: the link to the loop and the protocol, watching the
+//!   descriptor, write flow control, the close/abort/fatal-error state machine, the per-thread
+//!   read buffer;
+//! - [`payload`]: the bytes-like argument of `write()`/`sendto()`; [`socket_info`]: extra info,
+//!   closing the socket object, the unclosed-transport warning;
+//! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;
+//!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
+//! - [`datagram`]: UDP and AF_UNIX datagrams; [`sockaddr`]: its address conversion;
+//! - [`accept`]: servers' accept without a Python socket object per connection.
+
+pub mod accept;
+pub mod core;
+pub mod datagram;
+pub mod payload;
+pub mod sockaddr;
+pub mod socket_info;
+pub mod stream;
+pub mod write_buffer;

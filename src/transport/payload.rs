@@ -1,0 +1,126 @@
+//! The argument of `write()` and `sendto()`: any bytes-like object, read without a copy where
+//! Python allows it.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+
+/// What `write()` or `sendto()` was given, readable as bytes: a `bytes` as is, a bytearray or
+/// memoryview through a buffer view. A memoryview that is not C-contiguous
+/// (`memoryview(b)[::2]`) cannot be sent as is (asyncio's `sock.send` raises BufferError): it is
+/// read as a copy, which keeps that error for the caller to report as asyncio would.
+pub(crate) enum Payload<'a, 'py> {
+    /// A `bytes`, read in place (and queued by reference if need be).
+    Bytes(&'a Bound<'py, PyBytes>),
+    /// A bytearray or contiguous memoryview, read through a buffer view.
+    View(ByteView),
+    /// A copy of a non-contiguous memoryview, and the BufferError asyncio's send would raise
+    /// (until taken).
+    Copy(Bound<'py, PyBytes>, Option<PyErr>),
+}
+
+impl<'a, 'py> Payload<'a, 'py> {
+    /// Reads `data`; anything but bytes, bytearray or memoryview is asyncio's TypeError.
+    #[inline]
+    pub(crate) fn new(data: &'a Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            return Ok(Payload::Bytes(bytes));
+        }
+        let py = data.py();
+        if !data.is_instance_of::<PyByteArray>() && !data.is_instance_of::<PyMemoryView>() {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        match ByteView::new(data, ffi::PyBUF_SIMPLE) {
+            Ok(view) => Ok(Payload::View(view)),
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) => {
+                let copy = data.call_method0(intern!(py, "tobytes"))?;
+                Ok(Payload::Copy(copy.cast_into::<PyBytes>()?, Some(err)))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The BufferError asyncio's send would raise for this data, taken out (see `Payload`).
+    #[inline]
+    pub(crate) fn take_unsendable(&mut self) -> Option<PyErr> {
+        match self {
+            Payload::Copy(_, err) => err.take(),
+            _ => None,
+        }
+    }
+
+    /// The contents.
+    #[inline]
+    /// The viewed bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(bytes) => bytes.as_bytes(),
+            Payload::View(view) => view.as_slice(),
+            Payload::Copy(bytes, _) => bytes.as_bytes(),
+        }
+    }
+
+    /// The contents as an immutable `bytes`, if they are one (they can then be queued by
+    /// reference instead of copied).
+    #[inline]
+    pub(crate) fn immutable_bytes(&self) -> Option<&Bound<'py, PyBytes>> {
+        match self {
+            Payload::Bytes(bytes) => Some(bytes),
+            Payload::View(_) => None,
+            Payload::Copy(bytes, _) => Some(bytes),
+        }
+    }
+}
+
+/// A C-contiguous view of a bytes-like object's contents, released on drop.
+pub(crate) struct ByteView {
+    view: ffi::Py_buffer,
+}
+
+impl ByteView {
+    /// Views `obj` (`flags`: `PyBUF_SIMPLE`, or `PyBUF_WRITABLE` to write into it).
+    pub(crate) fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
+        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+        // SAFETY: `obj` is live; on success the exporter fills `view`, which we release in
+        // Drop; on failure an exception is set and `view` is not used.
+        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
+        if rc != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        // SAFETY: PyObject_GetBuffer succeeded, so `view` is initialised.
+        Ok(ByteView {
+            view: unsafe { view.assume_init() },
+        })
+    }
+
+    /// The view's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        if self.view.len == 0 {
+            return &[];
+        }
+        // SAFETY: a PyBUF_SIMPLE view is `len` contiguous bytes at `buf`, valid until release.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.len()) }
+    }
+
+    /// The first byte, for writing into a view made with `PyBUF_WRITABLE`.
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.view.buf as *mut u8
+    }
+}
+
+impl Drop for ByteView {
+    fn drop(&mut self) {
+        // SAFETY: `view` was filled by a successful PyObject_GetBuffer and is released once.
+        // Views are created and dropped with the GIL held (they live inside transport methods).
+        unsafe { ffi::PyBuffer_Release(&mut self.view) }
+    }
+}
