@@ -206,22 +206,22 @@ class EventLoop(LoopCore, SocketAPI, NetworkAPI, asyncio.AbstractEventLoop):
     def add_reader(self, fd, callback, *args) -> None:
         """Calls ``callback(*args)`` whenever ``fd`` is readable (level-triggered)."""
         self._ensure_fd_no_transport(fd)
-        LoopCore.add_reader(self, fd, callback, *args)
+        self._add_reader(fd, callback, *args)
 
     def add_writer(self, fd, callback, *args) -> None:
         """Calls ``callback(*args)`` whenever ``fd`` is writable (level-triggered)."""
         self._ensure_fd_no_transport(fd)
-        LoopCore.add_writer(self, fd, callback, *args)
+        self._add_writer(fd, callback, *args)
 
     def remove_reader(self, fd) -> bool:
         """Stops watching ``fd`` for reading; True if a reader was registered."""
         self._ensure_fd_no_transport(fd)
-        return LoopCore.remove_reader(self, fd)
+        return self._remove_reader(fd)
 
     def remove_writer(self, fd) -> bool:
         """Stops watching ``fd`` for writing; True if a writer was registered."""
         self._ensure_fd_no_transport(fd)
-        return LoopCore.remove_writer(self, fd)
+        return self._remove_writer(fd)
 
     # ------------------------------------------------------------------- signals
 

@@ -1,0 +1,174 @@
+//! The loop's life: creation, the state flags asyncio checks (closed, running, on which
+//! thread, debug), `run_forever`'s native part (iterations until `stop()`), closing (every
+//! pending callback, timer and watch dropped), and the counters for introspection.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::core::clock::Clock;
+use crate::core::fd_map::FdMap;
+use crate::core::poller::Poller;
+use crate::core::timers::TimerQueue;
+use crate::event_loop::fd_watch::Watcher;
+use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
+use crate::interop::errors::os_error;
+use crate::interop::gil_cell::GilRefCell;
+
+extern "C" {
+    /// `threading.get_ident()` in C (declared here: not every pyo3-ffi release has it).
+    fn PyThread_get_thread_ident() -> std::os::raw::c_ulong;
+}
+
+/// `threading.get_ident()` of the calling thread.
+fn current_thread_ident() -> u64 {
+    // SAFETY: a plain query with no preconditions.
+    unsafe { PyThread_get_thread_ident() as u64 }
+}
+
+impl LoopCore {
+    /// A new, open, stopped loop with its own poller.
+    pub(super) fn create() -> PyResult<Self> {
+        Ok(LoopCore {
+            queues: GilRefCell::new(LoopQueues {
+                ready: VecDeque::new(),
+                timers: TimerQueue::new(),
+                spare_handles: Vec::new(),
+                watched: FdMap::default(),
+                io_events: Vec::new(),
+                pending_receives: 0,
+                next_sweep: 0.0,
+            }),
+            clock: Clock::new(),
+            poller: Poller::new().map_err(os_error)?,
+            cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            debug: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            polled_last: AtomicBool::new(false),
+            running_thread: AtomicU64::new(0),
+            task_factory: GilRefCell::new(None),
+            stats: LoopStats::default(),
+            scratch: GilRefCell::new(Vec::new()),
+            transports: GilRefCell::new(FdMap::default()),
+        })
+    }
+
+    /// Raises RuntimeError if the loop is closed.
+    pub(super) fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(())
+    }
+
+    /// asyncio's debug-mode check that a non-threadsafe method runs on the loop's thread.
+    pub(super) fn check_thread(&self) -> PyResult<()> {
+        let running = self.running_thread.load(Ordering::Relaxed);
+        if running != 0 && running != current_thread_ident() {
+            return Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True in debug mode.
+    pub(crate) fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// True while `run_forever` runs.
+    pub(super) fn is_loop_running(&self) -> bool {
+        self.running_thread.load(Ordering::Relaxed) != 0
+    }
+
+    /// True once `close()` was called.
+    pub(super) fn is_loop_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Turns debug mode on or off.
+    pub(super) fn set_debug_mode(&self, enabled: bool) {
+        self.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Stops the loop after the callbacks of the current iteration.
+    pub(super) fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.
+    pub(super) fn run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        this.running_thread
+            .store(current_thread_ident(), Ordering::Relaxed);
+        let result = loop {
+            if let Err(err) = this.run_once(slf) {
+                break Err(err);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        this.running_thread.store(0, Ordering::Relaxed);
+        // The spare `bytes` of the transports lives in this thread only while a loop runs
+        // here: a loop that is never closed, or an interpreter that is finalised, keeps none.
+        crate::interop::spare_bytes::release(slf.py());
+        result
+    }
+
+    /// Marks the loop closed and drops every pending callback and timer.
+    pub(super) fn close_core(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_loop_running() {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (ready, timers, spare, watched) = {
+            let mut queues = self.queues.borrow_mut(py);
+            (
+                std::mem::take(&mut queues.ready),
+                queues.timers.drain_all(),
+                std::mem::take(&mut queues.spare_handles),
+                std::mem::take(&mut queues.watched),
+            )
+        };
+        self.queues.borrow_mut(py).pending_receives = 0;
+        self.poller.close();
+        for watch in watched.into_values() {
+            for watcher in [watch.reader, watch.writer].into_iter().flatten() {
+                if let Watcher::Callback(handle) = watcher {
+                    handle.get().cancel_now(py);
+                }
+            }
+        }
+        drop(spare);
+        for handle in &timers {
+            handle.get().mark_unscheduled();
+        }
+        for handle in ready.iter().chain(timers.iter()) {
+            handle.get().release(py);
+        }
+        drop(ready);
+        drop(timers);
+        Ok(())
+    }
+
+    /// Counts for introspection: ready callbacks, queued timers, cancelled timers still queued,
+    /// loop iterations so far.
+    pub(super) fn counts(&self, py: Python<'_>) -> (usize, usize, usize, u64) {
+        let queues = self.queues.borrow_mut(py);
+        (
+            queues.ready.len(),
+            queues.timers.len(),
+            queues.timers.cancelled_count() + self.cancelled_timers.load(Ordering::Relaxed),
+            self.stats.iterations.load(Ordering::Relaxed),
+        )
+    }
+}

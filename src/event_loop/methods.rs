@@ -1,0 +1,243 @@
+//! The Python face of `LoopCore`: its one `#[pymethods]` block (PyO3 is built without
+//! `multiple-pymethods`). Each method only converts arguments and forwards to the file of its
+//! concept (see the map in `mod.rs`); `fast_methods.rs` replaces `call_soon` and `get_debug`
+//! with raw entry points when the module loads.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::event_loop::fd_watch::Side;
+use crate::event_loop::handle::Handle;
+use crate::event_loop::LoopCore;
+use crate::interop::errors::os_error;
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        Self::create()
+    }
+
+    /// The loop's clock: `time.monotonic()`'s clock and scale.
+    fn time(&self) -> f64 {
+        self.clock.now()
+    }
+
+    // ---------------------------------------------------------------- scheduling (schedule.rs)
+
+    /// Schedules `callback(*args)` for the next iteration.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.call_soon_checked(py, callback, args, context)
+    }
+
+    /// Schedules `callback(*args)` from any thread and wakes the loop.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.schedule_soon_threadsafe(py, callback, args, context)
+    }
+
+    /// Schedules `callback(*args)` to run `delay` seconds from now.
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        &self,
+        py: Python<'_>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.schedule_later(py, delay, callback, args, context)
+    }
+
+    /// Schedules `callback(*args)` at absolute time `when` (on `loop.time()`'s clock).
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        &self,
+        py: Python<'_>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.schedule_at_arg(py, when, callback, args, context)
+    }
+
+    // ---------------------------------------------------- descriptor watches (fd_watch.rs)
+    // `EventLoop.add_reader` & co. (Python) refuse a transport's descriptor, then call these.
+
+    /// Calls `callback(*args)` whenever `fd` (a descriptor or an object with `fileno()`) is
+    /// readable (level-triggered), replacing any previous reader of `fd`; returns the handle
+    /// (the sock_* methods must not remove a reader that replaced theirs).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        self.add_watch(py, fd, Side::Read, callback, args, None)
+    }
+
+    /// Calls `callback(*args)` whenever `fd` is writable (level-triggered), replacing any
+    /// previous writer of `fd`; returns the handle.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        self.add_watch(py, fd, Side::Write, callback, args, None)
+    }
+
+    /// Stops watching `fd` for reading; returns whether a reader was registered.
+    fn _remove_reader(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watch(py, fd, Side::Read)
+    }
+
+    /// Stops watching `fd` for writing; returns whether a writer was registered.
+    fn _remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watch(py, fd, Side::Write)
+    }
+
+    /// The open transport using descriptor `fd`, if any (transports.rs).
+    fn _transport_for_fd(&self, py: Python<'_>, fd: i32) -> Option<Py<PyAny>> {
+        self.transport_for_fd(py, fd)
+    }
+
+    // ----------------------------------------------------------- native receives (native_recv.rs)
+
+    /// `sock_recv`'s native part: the data if `sock` has some now, else a future the loop
+    /// resolves when it has received.
+    fn _sock_recv(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        n: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        Self::sock_recv(slf, sock, n)
+    }
+
+    /// `sock_recv_into`'s native part: the count if `sock` has data now, else a future.
+    fn _sock_recv_into(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        buf: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        Self::sock_recv_into(slf, sock, buf)
+    }
+
+    /// Drops the pending native receive on `sock` if it is the one resolving `future` (the
+    /// awaiting coroutine was cancelled).
+    fn _sock_forget_wait(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.forget_recv(py, sock, future)
+    }
+
+    // ------------------------------------------------------------- futures and tasks (tasks.rs)
+
+    /// A new `asyncio.Future` bound to this loop.
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::new_future(slf)
+    }
+
+    /// Wraps `coro` in a Task (or the task factory's object) scheduled on this loop.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        Self::new_task(slf, coro, name, context)
+    }
+
+    /// Sets the factory `create_task` uses (`factory(loop, coro[, context=...])`), or None.
+    fn set_task_factory(&self, py: Python<'_>, factory: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.replace_task_factory(py, factory)
+    }
+
+    /// The task factory, or None.
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.current_task_factory(py)
+    }
+
+    // ---------------------------------------------------------------- life (lifecycle.rs)
+
+    /// True in debug mode.
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// Turns debug mode on or off.
+    fn set_debug(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_debug_mode(enabled.is_truthy()?);
+        Ok(())
+    }
+
+    /// True while `run_forever` runs.
+    fn is_running(&self) -> bool {
+        self.is_loop_running()
+    }
+
+    /// True once `close()` was called.
+    fn is_closed(&self) -> bool {
+        self.is_loop_closed()
+    }
+
+    /// Stops the loop after the callbacks of the current iteration.
+    fn stop(&self) -> PyResult<()> {
+        self.request_stop();
+        Ok(())
+    }
+
+    /// Raises RuntimeError if the loop is closed.
+    fn _check_closed(&self) -> PyResult<()> {
+        self.check_closed()
+    }
+
+    /// Wakes the loop from its poll (any thread).
+    fn _write_to_self(&self) -> PyResult<()> {
+        self.poller.wake().map_err(os_error)
+    }
+
+    /// The descriptor the Python side hands to `signal.set_wakeup_fd()`.
+    fn _signal_wakeup_fd(&self) -> i32 {
+        self.poller.signal_wakeup_fd()
+    }
+
+    /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.
+    fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_until_stopped(slf)
+    }
+
+    /// Marks the loop closed and drops every pending callback, timer and watch.
+    fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
+        self.close_core(py)
+    }
+
+    /// Counts for introspection: ready callbacks, queued timers, cancelled timers still queued,
+    /// loop iterations so far.
+    fn _stats(&self, py: Python<'_>) -> (usize, usize, usize, u64) {
+        self.counts(py)
+    }
+}

@@ -1,0 +1,266 @@
+//! Scheduling: how `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at` turn a
+//! callback into a handle on the ready queue or the timer heap, with asyncio's checks (an open
+//! loop; in debug mode, the loop's thread and a callable that is not a coroutine).
+//!
+//! Handles are recycled: one that ran and that nobody else references goes back to a small
+//! pool (`recycle`) and is filled again by the next `make_handle`, so a steady stream of
+//! callbacks allocates no objects. New handles are kept out of the garbage collector's lists
+//! (see `handle.rs`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyTuple};
+
+use crate::event_loop::handle::{Handle, HandleInit};
+use crate::event_loop::LoopCore;
+use crate::interop::callback_check::check_callback;
+use crate::interop::errors::os_error;
+use crate::interop::py_cache;
+
+/// How many spare handles the loop keeps for reuse.
+const SPARE_HANDLES_MAX: usize = 1024;
+
+/// A new reference to a copy of the current `contextvars.Context`.
+fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
+    unsafe {
+        let ctx = ffi::PyContext_CopyCurrent();
+        if ctx.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, ctx).unbind())
+    }
+}
+
+/// Allocates an empty handle object, outside the garbage collector's lists.
+///
+/// PyO3 makes every pyclass a GC type. A handle holds nothing the collector needs to see (its
+/// callback is released once it ran or was cancelled, see `handle.rs`), and tracking pending
+/// timers made collections walk every one of them: untracking them cut call_later's cost.
+fn new_untracked_handle(
+    py: Python<'_>,
+    cancelled_in_queue: &Arc<AtomicUsize>,
+) -> PyResult<Py<Handle>> {
+    let obj = Py::new(py, Handle::empty(cancelled_in_queue.clone()))?;
+    // SAFETY: `obj` is a live object we own. Only an object of a GC type carries a GC
+    // header; untracking such a fresh object is always allowed, and its dealloc untracks again
+    // harmlessly. (PyO3 0.30 makes every class a GC type; 0.29, pinned here, does not.)
+    unsafe {
+        if ffi::PyObject_IS_GC(obj.as_ptr()) != 0 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
+    }
+    Ok(obj)
+}
+
+/// Converts a delay/deadline argument to seconds, with asyncio's error for `None`.
+fn seconds_arg(value: &Bound<'_, PyAny>, none_message: &str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_message.to_string()));
+    }
+    value.extract::<f64>()
+}
+
+impl LoopCore {
+    /// open loop, it can only fail for lack of memory (see `fast_methods.rs`).
+    pub(crate) fn takes_fast_call_soon(&self) -> bool {
+        !self.is_debug() && !self.closed.load(Ordering::Relaxed)
+    }
+
+    /// `call_soon` from Rust (the transports): asyncio's checks, then the handle.
+    pub(crate) fn call_soon_checked(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_can_schedule(py, callback, "call_soon")?;
+        self.schedule_soon(py, callback, args, context)
+    }
+
+    /// The creation stack recorded on handles in debug mode.
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if !self.is_debug() {
+            return Ok(None);
+        }
+        Ok(Some(
+            py_cache::extract_stack(py)?.bind(py).call0()?.unbind(),
+        ))
+    }
+
+    /// A handle filled with `init`: a spare one if the loop has one, else a new one.
+    pub(super) fn make_handle(&self, py: Python<'_>, init: HandleInit) -> PyResult<Py<Handle>> {
+        let spare = self.queues.borrow_mut(py).spare_handles.pop();
+        let handle = match spare {
+            Some(handle) => handle,
+            None => new_untracked_handle(py, &self.cancelled_timers)?,
+        };
+        handle.get().init(py, init);
+        Ok(handle)
+    }
+
+    /// Keeps `handle` for reuse if the loop holds the only reference to it (so no Python code
+    /// can ever observe the reuse); otherwise lets it go.
+    pub(super) fn recycle(&self, py: Python<'_>, handle: Py<Handle>) {
+        // SAFETY: reading the reference count of a live object we own a reference to.
+        if unsafe { ffi::Py_REFCNT(handle.as_ptr()) } != 1 {
+            return;
+        }
+        let released = handle.get().reset(py);
+        let overflow = {
+            let mut queues = self.queues.borrow_mut(py);
+            if queues.spare_handles.len() < SPARE_HANDLES_MAX {
+                queues.spare_handles.push(handle);
+                None
+            } else {
+                Some(handle)
+            }
+        };
+        drop(released);
+        drop(overflow);
+    }
+
+    /// The context a callback runs in: the given one, else a copy of the current one.
+    fn context_or_copy(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        match context {
+            Some(c) if !c.is_none() => Ok(c.clone().unbind()),
+            _ => copy_current_context(py),
+        }
+    }
+
+    /// asyncio's checks before scheduling: open loop; in debug mode, loop thread and callback.
+    fn check_can_schedule(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        if self.is_debug() {
+            // asyncio validates callbacks in debug mode only.
+            self.check_thread()?;
+            check_callback(py, callback, method)?;
+        }
+        Ok(())
+    }
+
+    /// What a new handle is filled with.
+    pub(super) fn handle_init(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+        when: Option<f64>,
+    ) -> PyResult<HandleInit> {
+        // What can fail comes first: nothing is then dropped on an error (the native call_soon
+        // runs outside PyO3's attach bookkeeping, see fast_methods.rs).
+        let context = Self::context_or_copy(py, context)?;
+        let source_traceback = self.source_traceback(py)?;
+        Ok(HandleInit {
+            callback: callback.clone().unbind(),
+            args: args.clone().unbind(),
+            context,
+            source_traceback,
+            when,
+            repeating: false,
+            native: None,
+        })
+    }
+
+    /// Builds a handle and appends it to the ready queue, without asyncio's checks: callers
+    /// make them (`call_soon_checked`), or, like the native `call_soon` entry point, know from
+    /// `takes_fast_call_soon()` that there are none to make.
+    pub(crate) fn schedule_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let init = self.handle_init(py, callback, args, context, None)?;
+        let handle = self.make_handle(py, init)?;
+        self.queues
+            .borrow_mut(py)
+            .ready
+            .push_back(handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// Builds a timer handle due at `when` and queues it.
+    fn schedule_at(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_can_schedule(py, callback, "call_at")?;
+        let init = self.handle_init(py, callback, args, context, Some(when))?;
+        let handle = self.make_handle(py, init)?;
+        self.queues
+            .borrow_mut(py)
+            .timers
+            .push(when, handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// `call_soon_threadsafe`: `call_soon` from any thread, then wakes the loop.
+    pub(super) fn schedule_soon_threadsafe(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.check_closed()?;
+        if self.is_debug() {
+            check_callback(py, callback, "call_soon_threadsafe")?;
+        }
+        // The ready queue is GIL-protected and this thread holds the GIL: append directly.
+        let handle = self.schedule_soon(py, callback, args, context)?;
+        self.poller.wake().map_err(os_error)?;
+        Ok(handle)
+    }
+
+    /// `call_later`: a timer due `delay` seconds from now.
+    pub(super) fn schedule_later(
+        &self,
+        py: Python<'_>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = self.clock.now();
+        let when = match delay.extract::<f64>() {
+            Ok(seconds) => now + seconds,
+            // Not a real number: evaluate `loop.time() + delay` as asyncio does, so the error
+            // (or a numeric type's own addition) is exactly Python's.
+            Err(_) => PyFloat::new(py, now).add(delay)?.extract::<f64>()?,
+        };
+        self.schedule_at(py, when, callback, args, context)
+    }
+
+    /// `call_at`: a timer due at `when` (on `loop.time()`'s clock).
+    pub(super) fn schedule_at_arg(
+        &self,
+        py: Python<'_>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let when = seconds_arg(when, "when cannot be None")?;
+        self.schedule_at(py, when, callback, args, context)
+    }
+}

@@ -1,0 +1,114 @@
+//! Futures and tasks made by the loop: `create_future` and `create_task` build asyncio's own
+//! `Future` and `Task` (the C implementations) bound to this loop, or call the task factory.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::event_loop::LoopCore;
+use crate::interop::py_cache;
+
+/// Calls `callable(*positional, loop=loop)` by vectorcall (Future/Task construction).
+fn call_with_loop_kw(
+    py: Python<'_>,
+    callable: &Py<PyAny>,
+    positional: &[&Bound<'_, PyAny>],
+    loop_obj: &Bound<'_, PyAny>,
+    extra_kw: &[(&str, &Bound<'_, PyAny>)],
+) -> PyResult<Py<PyAny>> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(py_cache::str_loop(py), loop_obj)?;
+    for (k, v) in extra_kw {
+        kwargs.set_item(*k, *v)?;
+    }
+    let args = PyTuple::new(py, positional)?;
+    Ok(callable.bind(py).call(args, Some(&kwargs))?.unbind())
+}
+
+impl LoopCore {
+    /// `create_future()`: a new `asyncio.Future` bound to this loop.
+    pub(super) fn new_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let future_type = py_cache::asyncio_future_type(py)?;
+        call_with_loop_kw(py, future_type, &[], slf.as_any(), &[])
+    }
+
+    /// `create_task(coro, name=, context=)`: a Task (or the task factory's object) scheduled
+    /// on this loop.
+    pub(super) fn new_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let factory = this
+            .task_factory
+            .borrow_mut(py)
+            .as_ref()
+            .map(|f| f.clone_ref(py));
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        match factory {
+            None => {
+                let mut extra: Vec<(&str, &Bound<'_, PyAny>)> = Vec::with_capacity(2);
+                if let Some(n) = name {
+                    extra.push(("name", n));
+                }
+                if let Some(c) = context {
+                    extra.push(("context", c));
+                }
+                let task_type = py_cache::asyncio_task_type(py)?;
+                call_with_loop_kw(py, task_type, &[coro], slf.as_any(), &extra)
+            }
+            Some(factory) => {
+                let factory = factory.bind(py);
+                let task = match context {
+                    None => factory.call1((slf, coro))?,
+                    Some(c) => {
+                        let kwargs = PyDict::new(py);
+                        kwargs.set_item("context", c)?;
+                        factory.call((slf, coro), Some(&kwargs))?
+                    }
+                };
+                if let Some(n) = name {
+                    if let Ok(set_name) = task.getattr("set_name") {
+                        set_name.call1((n,))?;
+                    }
+                }
+                Ok(task.unbind())
+            }
+        }
+    }
+
+    /// `set_task_factory(factory)`: a callable or None.
+    pub(super) fn replace_task_factory(
+        &self,
+        py: Python<'_>,
+        factory: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        if !factory.is_none() && !factory.is_callable() {
+            return Err(PyTypeError::new_err(
+                "task factory must be a callable or None",
+            ));
+        }
+        let new = if factory.is_none() {
+            None
+        } else {
+            Some(factory.clone().unbind())
+        };
+        let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), new);
+        drop(old);
+        Ok(())
+    }
+
+    /// The task factory, or None.
+    pub(super) fn current_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory
+            .borrow_mut(py)
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+    }
+}
