@@ -13,7 +13,10 @@
 //!
 //! A transport's own state embeds a `CoreState`; the `NativeTransport` trait gives the
 //! functions here access to it and to what differs (how much is waiting to be sent, and how
-//! to drop it).
+//! to drop it). The trait's provided methods are the shared behaviour, including the start
+//! (`enter_registry`, `schedule_start`); the Python methods that only expose it (`close`,
+//! `abort`, `is_closing`, the write-buffer limits, `_loop`, ...) are written once, in the
+//! `transport_pymethods!` macro, which writes each transport's single `#[pymethods]` block.
 
 use std::cell::RefCell;
 use std::io;
@@ -145,6 +148,21 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         state.core().protocol.as_ref().map(|p| p.clone_ref(py))
     }
 
+    /// The transport's descriptor.
+    fn fd_of(&self, py: Python<'_>) -> i32 {
+        self.state().borrow_mut(py).fd()
+    }
+
+    /// close() or abort() was called, or the connection was lost.
+    fn closing(&self, py: Python<'_>) -> bool {
+        self.state().borrow_mut(py).core().closing
+    }
+
+    /// Bytes waiting to be sent, as flow control counts them.
+    fn write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.state().borrow_mut(py).pending_bytes()
+    }
+
     /// True if the transport's loop is in debug mode.
     fn is_debug(&self, py: Python<'_>) -> bool {
         let state = self.state().borrow_mut(py);
@@ -153,6 +171,45 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
             .event_loop
             .as_ref()
             .is_some_and(|l| l.get().is_debug())
+    }
+
+    /// Enters the loop's transport registry (`add_reader` & co. then refuse the descriptor),
+    /// the first step of `_start()`; false if the transport has no loop or protocol any more
+    /// (the start is then skipped).
+    fn enter_registry(slf: &Bound<'_, Self>) -> bool {
+        let py = slf.py();
+        let this = slf.get();
+        let (Some(event_loop), Some(_)) = (this.loop_of(py), this.protocol_of(py)) else {
+            return false;
+        };
+        let fd = this.fd_of(py);
+        event_loop.get().register_transport(py, fd, slf.as_any());
+        this.state().borrow_mut(py).core_mut().registry_address = slf.as_ptr() as usize;
+        true
+    }
+
+    /// The rest of `_start()`: schedules `protocol.connection_made(transport)`, then the
+    /// transport's `_start_reading()`, then `waiter`'s result (None), as asyncio's transports
+    /// do from their constructor.
+    fn schedule_start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(protocol) = this.protocol_of(py) else {
+            return Ok(());
+        };
+        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
+        let start = slf.as_any().getattr(intern!(py, "_start_reading"))?;
+        this.call_soon(py, &start, &PyTuple::empty(py))?;
+        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
+            this.call_soon(
+                py,
+                set,
+                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+            )?;
+        }
+        Ok(())
     }
 
     /// Leaves the loop's transport registry (closing, or being deallocated).
@@ -471,3 +528,138 @@ fn floor_mark(mark: &Bound<'_, PyAny>) -> PyResult<usize> {
     };
     Ok(floor.extract::<usize>().unwrap_or(usize::MAX))
 }
+
+/// Writes the one `#[pymethods]` block of a native transport class: the shared Python methods
+/// of the groups named, then the class's own items. (PyO3 is built without
+/// `multiple-pymethods`, so a class cannot take shared methods from a second block; each
+/// shared method is written once here, its body in `NativeTransport`.)
+///
+/// Groups:
+/// - `base`: `close()`, `is_closing()`, `get_protocol()`, `_force_close(exc)` and the `_loop`,
+///   `_protocol` and `_closing` attributes;
+/// - `write`: `abort()`, `get_write_buffer_size()`, `get_write_buffer_limits()`,
+///   `set_write_buffer_limits(high=None, low=None)`;
+/// - `socket`: the `_sock_fd` attribute.
+///
+/// ```ignore
+/// transport_pymethods! {
+///     impl StreamTransport [base, write, socket] {
+///         #[new]
+///         fn new(/* ... */) -> PyResult<Self> { /* ... */ }
+///         // ... the class's own methods
+///     }
+/// }
+/// ```
+macro_rules! transport_pymethods {
+    (impl $ty:ident [$($group:ident),* $(,)?] { $($own:tt)* }) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($group)*] [] { $($own)* });
+    };
+    (@collect $ty:ident [] [$($shared:tt)*] { $($own:tt)* }) => {
+        #[::pyo3::pymethods]
+        impl $ty {
+            $($shared)*
+            $($own)*
+        }
+    };
+    (@collect $ty:ident [base $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
+            /// Closes once the data waiting to be sent has gone (stops reading at once);
+            /// `connection_lost(None)` follows.
+            fn close(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::begin_close(slf)
+            }
+
+            /// True once close() or abort() was called or the connection was lost.
+            fn is_closing(&self, py: ::pyo3::Python<'_>) -> bool {
+                <Self as $crate::transport::core::NativeTransport>::closing(self, py)
+            }
+
+            /// The current protocol.
+            fn get_protocol(
+                &self,
+                py: ::pyo3::Python<'_>,
+            ) -> ::std::option::Option<::pyo3::Py<::pyo3::PyAny>> {
+                <Self as $crate::transport::core::NativeTransport>::protocol_of(self, py)
+            }
+
+            /// Internal: a fatal error; closes at once with `exc` (None: no error) for
+            /// connection_lost (used by the loop's sendfile path and tests).
+            fn _force_close(
+                slf: &::pyo3::Bound<'_, Self>,
+                exc: &::pyo3::Bound<'_, ::pyo3::PyAny>,
+            ) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::force_close(
+                    slf,
+                    (!exc.is_none()).then(|| exc.clone()),
+                )
+            }
+
+            /// The loop (None once the connection is lost).
+            #[getter]
+            fn _loop(
+                &self,
+                py: ::pyo3::Python<'_>,
+            ) -> ::std::option::Option<::pyo3::Py<::pyo3::PyAny>> {
+                <Self as $crate::transport::core::NativeTransport>::loop_of(self, py)
+                    .map(|l| l.into_any())
+            }
+
+            /// The protocol (asyncio's private attribute, read by some libraries).
+            #[getter]
+            fn _protocol(
+                &self,
+                py: ::pyo3::Python<'_>,
+            ) -> ::std::option::Option<::pyo3::Py<::pyo3::PyAny>> {
+                <Self as $crate::transport::core::NativeTransport>::protocol_of(self, py)
+            }
+
+            /// True once close() or abort() was called (asyncio's private attribute).
+            #[getter]
+            fn _closing(&self, py: ::pyo3::Python<'_>) -> bool {
+                <Self as $crate::transport::core::NativeTransport>::closing(self, py)
+            }
+        ] $own);
+    };
+    (@collect $ty:ident [write $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
+            /// Closes at once, dropping the data waiting to be sent; `connection_lost(None)`
+            /// follows.
+            fn abort(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::force_close(slf, None)
+            }
+
+            /// Bytes waiting to be sent.
+            fn get_write_buffer_size(&self, py: ::pyo3::Python<'_>) -> usize {
+                <Self as $crate::transport::core::NativeTransport>::write_buffer_size(self, py)
+            }
+
+            /// `(low, high)` water marks of the write buffer.
+            fn get_write_buffer_limits(
+                &self,
+                py: ::pyo3::Python<'_>,
+            ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::PyAny>> {
+                <Self as $crate::transport::core::NativeTransport>::water_mark_limits(self, py)
+            }
+
+            /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
+            #[pyo3(signature = (high=None, low=None))]
+            fn set_write_buffer_limits(
+                slf: &::pyo3::Bound<'_, Self>,
+                high: ::std::option::Option<&::pyo3::Bound<'_, ::pyo3::PyAny>>,
+                low: ::std::option::Option<&::pyo3::Bound<'_, ::pyo3::PyAny>>,
+            ) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::set_water_marks(slf, high, low)
+            }
+        ] $own);
+    };
+    (@collect $ty:ident [socket $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
+            /// The socket's descriptor.
+            #[getter]
+            fn _sock_fd(&self, py: ::pyo3::Python<'_>) -> i32 {
+                <Self as $crate::transport::core::NativeTransport>::fd_of(self, py)
+            }
+        ] $own);
+    };
+}
+pub(crate) use transport_pymethods;

@@ -16,7 +16,7 @@ use std::io;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::handle::NativeMethod;
@@ -24,7 +24,9 @@ use crate::event_loop::{LoopCore, Side};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
-use crate::transport::core::{would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE};
+use crate::transport::core::{
+    transport_pymethods, would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
+};
 use crate::transport::core::{CoreState, NativeTransport, TransportState};
 use crate::transport::payload::Payload;
 use crate::transport::sockaddr::{socket_family, AddressCache, RawAddr};
@@ -396,420 +398,341 @@ impl DatagramTransport {
     }
 }
 
-#[pymethods]
-impl DatagramTransport {
-    /// `DatagramTransport(loop, sock, protocol, address=None, extra=None)`: wraps a
-    /// non-blocking datagram socket (`address`: the remote address it is connected to).
-    /// `_start()` then schedules `connection_made` and reading.
-    #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, address=None, extra=None))]
-    fn new(
-        event_loop: &Bound<'_, PyAny>,
-        sock: &Bound<'_, PyAny>,
-        protocol: &Bound<'_, PyAny>,
-        address: Option<&Bound<'_, PyAny>>,
-        extra: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let py = sock.py();
-        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
-        let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let extra = match extra {
-            Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
-            _ => PyDict::new(py),
-        };
-        if !extra.contains(intern!(py, "peername"))? {
-            let peer = match sock.call_method0(intern!(py, "getpeername")) {
-                Ok(addr) => addr,
-                Err(err) if err.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
-                Err(err) => return Err(err),
+transport_pymethods! {
+    impl DatagramTransport [base, write, socket] {
+        /// `DatagramTransport(loop, sock, protocol, address=None, extra=None)`: wraps a
+        /// non-blocking datagram socket (`address`: the remote address it is connected to).
+        /// `_start()` then schedules `connection_made` and reading.
+        #[new]
+        #[pyo3(signature = (event_loop, sock, protocol, address=None, extra=None))]
+        fn new(
+            event_loop: &Bound<'_, PyAny>,
+            sock: &Bound<'_, PyAny>,
+            protocol: &Bound<'_, PyAny>,
+            address: Option<&Bound<'_, PyAny>>,
+            extra: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let py = sock.py();
+            let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+            let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+            let extra = match extra {
+                Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
+                _ => PyDict::new(py),
             };
-            extra.set_item(intern!(py, "peername"), peer)?;
-        }
-        let connected = extra
-            .get_item(intern!(py, "peername"))?
-            .map_or(Ok(false), |p| p.is_truthy())?;
-        Ok(DatagramTransport {
-            state: GilRefCell::new(State {
-                core: CoreState::new(core, protocol.clone().unbind()),
-                sock: Some(sock.clone().unbind()),
-                fd,
-                family: socket_family(fd),
-                extra: extra.unbind(),
-                address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
-                connected,
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                addresses: AddressCache::default(),
-            }),
-        })
-    }
-
-    /// Registers the transport with the loop and schedules `connection_made`, reading, and
-    /// then `waiter`'s result.
-    #[pyo3(signature = (waiter=None))]
-    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (Some(event_loop), Some(protocol)) = (this.loop_of(py), this.protocol_of(py)) else {
-            return Ok(());
-        };
-        let fd = this.state.borrow_mut(py).fd;
-        event_loop.get().register_transport(py, fd, slf.as_any());
-        this.state.borrow_mut(py).core.registry_address = slf.as_ptr() as usize;
-        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
-        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
-        let start = slf.getattr(intern!(py, "_start_reading"))?;
-        this.call_soon(py, &start, &PyTuple::empty(py))?;
-        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
-            this.call_soon(
-                py,
-                set,
-                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
-            )?;
-        }
-        Ok(())
-    }
-
-    #[getter(__class__)]
-    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py_cache::datagram_transport_class(py)?.clone_ref(py))
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let state = self.state.borrow_mut(py);
-        let status = if state.sock.is_none() {
-            "closed"
-        } else if state.core.closing {
-            "closing"
-        } else {
-            "open"
-        };
-        format!("<DatagramTransport fd={} {status}>", state.fd)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // See StreamTransport::__traverse__: a state borrowed right now reports nothing.
-        let Some(state) = self.state.try_borrow_in_gc() else {
-            return Ok(());
-        };
-        for obj in [&state.core.protocol, &state.sock, &state.address]
-            .into_iter()
-            .flatten()
-        {
-            visit.call(obj)?;
-        }
-        visit.call(&state.extra)?;
-        for queued in &state.queue {
-            if let Some(addr) = &queued.addr {
-                visit.call(addr)?;
+            if !extra.contains(intern!(py, "peername"))? {
+                let peer = match sock.call_method0(intern!(py, "getpeername")) {
+                    Ok(addr) => addr,
+                    Err(err) if err.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
+                    Err(err) => return Err(err),
+                };
+                extra.set_item(intern!(py, "peername"), peer)?;
             }
+            let connected = extra
+                .get_item(intern!(py, "peername"))?
+                .map_or(Ok(false), |p| p.is_truthy())?;
+            Ok(DatagramTransport {
+                state: GilRefCell::new(State {
+                    core: CoreState::new(core, protocol.clone().unbind()),
+                    sock: Some(sock.clone().unbind()),
+                    fd,
+                    family: socket_family(fd),
+                    extra: extra.unbind(),
+                    address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
+                    connected,
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    addresses: AddressCache::default(),
+                }),
+            })
         }
-        for obj in state.addresses.objects() {
-            visit.call(obj)?;
-        }
-        Ok(())
-    }
 
-    fn __clear__(&self) {
-        let Some(mut state) = self.state.try_borrow_in_gc() else {
-            return;
-        };
-        let protocol = state.core.protocol.take();
-        let queue = std::mem::take(&mut state.queue);
-        state.addresses.clear();
-        drop(state);
-        drop((protocol, queue));
-    }
-
-    /// Starts reading unless closing (scheduled after `connection_made`).
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().state.borrow_mut(slf.py()).core.closing {
-            return Ok(());
-        }
-        Self::watch(slf, Side::Read, &READ_READY)
-    }
-
-    /// The socket is readable: up to `DATAGRAMS_PER_WAKEUP` datagrams to the protocol, while
-    /// the transport stays open (IP sockets: received with one `recvmmsg`).
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let family = slf.get().state.borrow_mut(slf.py()).family;
-        if family == libc::AF_INET || family == libc::AF_INET6 {
-            return Self::read_batch(slf);
-        }
-        for _ in 0..DATAGRAMS_PER_WAKEUP {
-            if !Self::read_one(slf)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `data` to `addr` (None: the connected peer).
-    #[pyo3(signature = (data, addr=None))]
-    fn sendto(
-        slf: &Bound<'_, Self>,
-        data: &Bound<'_, PyAny>,
-        addr: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut payload = Payload::new(data)?;
-        let unsendable = payload.take_unsendable();
-        let contents = payload.as_slice();
-        // Up to 3.12 asyncio drops an empty datagram; 3.13 sends it (it is a valid datagram).
-        if contents.is_empty() && py.version_info() < (3, 13) {
-            return Ok(());
-        }
-        let mut addr = addr.filter(|a| !a.is_none()).cloned();
-        let (address, conn_lost, queued) = {
-            let state = this.state.borrow_mut(py);
-            (
-                state.address.as_ref().map(|a| a.clone_ref(py)),
-                state.core.conn_lost,
-                !state.queue.is_empty(),
-            )
-        };
-        if let Some(address) = &address {
-            let address = address.bind(py);
-            if let Some(given) = &addr {
-                if !given.eq(address)? {
-                    return Err(PyValueError::new_err(format!(
-                        "Invalid address: must be None or {}",
-                        address.str()?
-                    )));
-                }
-            }
-            addr = Some(address.clone());
-            if conn_lost > 0 {
-                if conn_lost >= LOST_WRITES_BEFORE_WARNING {
-                    py_cache::asyncio_logger(py)?
-                        .bind(py)
-                        .call_method1("warning", ("socket.send() raised exception.",))?;
-                }
-                this.state.borrow_mut(py).core.conn_lost += 1;
+        /// Registers the transport with the loop and schedules `connection_made`, reading, and
+        /// then `waiter`'s result.
+        #[pyo3(signature = (waiter=None))]
+        fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            if !Self::enter_registry(slf) {
                 return Ok(());
             }
+            Self::schedule_start(slf, waiter)
         }
-        if let (false, Some(err)) = (queued, unsendable) {
-            return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
+
+        #[getter(__class__)]
+        fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            Ok(py_cache::datagram_transport_class(py)?.clone_ref(py))
         }
-        if !queued {
-            match this.send_one(py, contents, addr.as_ref()) {
-                Sent::Done => return Ok(()),
-                Sent::WouldBlock => Self::watch(slf, Side::Write, &SENDTO_READY)?,
-                Sent::Failed(err) if err.is_instance_of::<PyOSError>(py) => {
-                    return this.error_received(py, err)
-                }
-                Sent::Failed(err) => {
-                    return Self::fatal_error(slf, err, "Fatal write error on datagram transport")
+
+        fn __repr__(&self, py: Python<'_>) -> String {
+            let state = self.state.borrow_mut(py);
+            let status = if state.sock.is_none() {
+                "closed"
+            } else if state.core.closing {
+                "closing"
+            } else {
+                "open"
+            };
+            format!("<DatagramTransport fd={} {status}>", state.fd)
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            // See StreamTransport::__traverse__: a state borrowed right now reports nothing.
+            let Some(state) = self.state.try_borrow_in_gc() else {
+                return Ok(());
+            };
+            for obj in [&state.core.protocol, &state.sock, &state.address]
+                .into_iter()
+                .flatten()
+            {
+                visit.call(obj)?;
+            }
+            visit.call(&state.extra)?;
+            for queued in &state.queue {
+                if let Some(addr) = &queued.addr {
+                    visit.call(addr)?;
                 }
             }
+            for obj in state.addresses.objects() {
+                visit.call(obj)?;
+            }
+            Ok(())
         }
-        {
-            let mut state = this.state.borrow_mut(py);
-            state.queued_bytes += contents.len();
-            state.queue.push_back(Queued {
-                data: contents.to_vec(),
-                addr: addr.map(Bound::unbind),
-            });
-        }
-        Self::maybe_pause_protocol(slf)
-    }
 
-    /// The socket is writable: send queued datagrams until it would block.
-    fn _sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        loop {
-            let next = this.state.borrow_mut(py).queue.pop_front();
-            let Some(queued) = next else {
-                break;
+        fn __clear__(&self) {
+            let Some(mut state) = self.state.try_borrow_in_gc() else {
+                return;
             };
-            let addr = queued.addr.as_ref().map(|a| a.bind(py).clone());
-            match this.send_one(py, &queued.data, addr.as_ref()) {
-                Sent::Done => {
-                    this.state.borrow_mut(py).queued_bytes -= queued.data.len();
-                }
-                Sent::WouldBlock => {
-                    this.state.borrow_mut(py).queue.push_front(queued);
+            let protocol = state.core.protocol.take();
+            let queue = std::mem::take(&mut state.queue);
+            state.addresses.clear();
+            drop(state);
+            drop((protocol, queue));
+        }
+
+        /// Starts reading unless closing (scheduled after `connection_made`).
+        fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+            if slf.get().state.borrow_mut(slf.py()).core.closing {
+                return Ok(());
+            }
+            Self::watch(slf, Side::Read, &READ_READY)
+        }
+
+        /// The socket is readable: up to `DATAGRAMS_PER_WAKEUP` datagrams to the protocol, while
+        /// the transport stays open (IP sockets: received with one `recvmmsg`).
+        fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let family = slf.get().state.borrow_mut(slf.py()).family;
+            if family == libc::AF_INET || family == libc::AF_INET6 {
+                return Self::read_batch(slf);
+            }
+            for _ in 0..DATAGRAMS_PER_WAKEUP {
+                if !Self::read_one(slf)? {
                     break;
                 }
-                Sent::Failed(err) => {
-                    this.state.borrow_mut(py).queued_bytes -= queued.data.len();
-                    if err.is_instance_of::<PyOSError>(py) {
-                        return this.error_received(py, err);
+            }
+            Ok(())
+        }
+
+        /// Sends `data` to `addr` (None: the connected peer).
+        #[pyo3(signature = (data, addr=None))]
+        fn sendto(
+            slf: &Bound<'_, Self>,
+            data: &Bound<'_, PyAny>,
+            addr: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            let mut payload = Payload::new(data)?;
+            let unsendable = payload.take_unsendable();
+            let contents = payload.as_slice();
+            // Up to 3.12 asyncio drops an empty datagram; 3.13 sends it (it is a valid datagram).
+            if contents.is_empty() && py.version_info() < (3, 13) {
+                return Ok(());
+            }
+            let mut addr = addr.filter(|a| !a.is_none()).cloned();
+            let (address, conn_lost, queued) = {
+                let state = this.state.borrow_mut(py);
+                (
+                    state.address.as_ref().map(|a| a.clone_ref(py)),
+                    state.core.conn_lost,
+                    !state.queue.is_empty(),
+                )
+            };
+            if let Some(address) = &address {
+                let address = address.bind(py);
+                if let Some(given) = &addr {
+                    if !given.eq(address)? {
+                        return Err(PyValueError::new_err(format!(
+                            "Invalid address: must be None or {}",
+                            address.str()?
+                        )));
                     }
-                    return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
+                }
+                addr = Some(address.clone());
+                if conn_lost > 0 {
+                    if conn_lost >= LOST_WRITES_BEFORE_WARNING {
+                        py_cache::asyncio_logger(py)?
+                            .bind(py)
+                            .call_method1("warning", ("socket.send() raised exception.",))?;
+                    }
+                    this.state.borrow_mut(py).core.conn_lost += 1;
+                    return Ok(());
                 }
             }
+            if let (false, Some(err)) = (queued, unsendable) {
+                return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
+            }
+            if !queued {
+                match this.send_one(py, contents, addr.as_ref()) {
+                    Sent::Done => return Ok(()),
+                    Sent::WouldBlock => Self::watch(slf, Side::Write, &SENDTO_READY)?,
+                    Sent::Failed(err) if err.is_instance_of::<PyOSError>(py) => {
+                        return this.error_received(py, err)
+                    }
+                    Sent::Failed(err) => {
+                        return Self::fatal_error(slf, err, "Fatal write error on datagram transport")
+                    }
+                }
+            }
+            {
+                let mut state = this.state.borrow_mut(py);
+                state.queued_bytes += contents.len();
+                state.queue.push_back(Queued {
+                    data: contents.to_vec(),
+                    addr: addr.map(Bound::unbind),
+                });
+            }
+            Self::maybe_pause_protocol(slf)
         }
-        Self::maybe_resume_protocol(slf)?;
-        let (empty, closing) = {
-            let state = this.state.borrow_mut(py);
-            (state.queue.is_empty(), state.core.closing)
-        };
-        if empty {
-            this.unwatch(py, Side::Write)?;
-            if closing {
-                let already = {
-                    let mut state = this.state.borrow_mut(py);
-                    let already = state.core.conn_lost > 0;
-                    state.core.conn_lost += 1;
-                    already
+
+        /// The socket is writable: send queued datagrams until it would block.
+        fn _sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            loop {
+                let next = this.state.borrow_mut(py).queue.pop_front();
+                let Some(queued) = next else {
+                    break;
                 };
-                if !already {
-                    Self::_call_connection_lost(slf, &py.None().into_bound(py))?;
+                let addr = queued.addr.as_ref().map(|a| a.bind(py).clone());
+                match this.send_one(py, &queued.data, addr.as_ref()) {
+                    Sent::Done => {
+                        this.state.borrow_mut(py).queued_bytes -= queued.data.len();
+                    }
+                    Sent::WouldBlock => {
+                        this.state.borrow_mut(py).queue.push_front(queued);
+                        break;
+                    }
+                    Sent::Failed(err) => {
+                        this.state.borrow_mut(py).queued_bytes -= queued.data.len();
+                        if err.is_instance_of::<PyOSError>(py) {
+                            return this.error_received(py, err);
+                        }
+                        return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
+                    }
                 }
             }
+            Self::maybe_resume_protocol(slf)?;
+            let (empty, closing) = {
+                let state = this.state.borrow_mut(py);
+                (state.queue.is_empty(), state.core.closing)
+            };
+            if empty {
+                this.unwatch(py, Side::Write)?;
+                if closing {
+                    let already = {
+                        let mut state = this.state.borrow_mut(py);
+                        let already = state.core.conn_lost > 0;
+                        state.core.conn_lost += 1;
+                        already
+                    };
+                    if !already {
+                        Self::_call_connection_lost(slf, &py.None().into_bound(py))?;
+                    }
+                }
+            }
+            Ok(())
         }
-        Ok(())
-    }
 
-    /// Runs `protocol.connection_lost(exc)`, then closes the socket and drops references.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let result = match slf.get().protocol_of(py) {
-            Some(protocol) => protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
-        let (sock, event_loop, protocol) = {
-            let mut state = slf.get().state.borrow_mut(py);
-            state.addresses.clear();
-            (
-                state.sock.take(),
-                state.core.event_loop.take(),
-                state.core.protocol.take(),
-            )
-        };
-        if let Some(sock) = sock {
-            let extra = slf.get().state.borrow_mut(py).extra.clone_ref(py);
-            keep_socket_info(py, extra.bind(py), sock.bind(py))?;
-            close_socket_object(py, sock.bind(py))?;
+        /// Runs `protocol.connection_lost(exc)`, then closes the socket and drops references.
+        fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let result = match slf.get().protocol_of(py) {
+                Some(protocol) => protocol
+                    .bind(py)
+                    .call_method1(intern!(py, "connection_lost"), (exc,))
+                    .map(drop),
+                None => Ok(()),
+            };
+            let (sock, event_loop, protocol) = {
+                let mut state = slf.get().state.borrow_mut(py);
+                state.addresses.clear();
+                (
+                    state.sock.take(),
+                    state.core.event_loop.take(),
+                    state.core.protocol.take(),
+                )
+            };
+            if let Some(sock) = sock {
+                let extra = slf.get().state.borrow_mut(py).extra.clone_ref(py);
+                keep_socket_info(py, extra.bind(py), sock.bind(py))?;
+                close_socket_object(py, sock.bind(py))?;
+            }
+            drop((event_loop, protocol));
+            result
         }
-        drop((event_loop, protocol));
-        result
-    }
 
-    /// Closes once the queued datagrams are sent; `connection_lost(None)` follows.
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::begin_close(slf)
-    }
+        /// Replaces the protocol.
+        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+            let previous = self
+                .state
+                .borrow_mut(protocol.py())
+                .core
+                .protocol
+                .replace(protocol.clone().unbind());
+            drop(previous);
+        }
 
-    /// Closes at once, dropping queued datagrams.
-    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::force_close(slf, None)
-    }
+        /// Extra information: `socket`, `sockname`, `peername` and what the creator passed.
+        #[pyo3(signature = (name, default=None))]
+        fn get_extra_info(
+            &self,
+            py: Python<'_>,
+            name: &Bound<'_, PyAny>,
+            default: Option<Py<PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            let (extra, sock) = {
+                let state = self.state.borrow_mut(py);
+                (
+                    state.extra.clone_ref(py),
+                    state.sock.as_ref().map(|s| s.clone_ref(py)),
+                )
+            };
+            extra_info(py, extra.bind(py), sock.as_ref(), name, default)
+        }
 
-    /// Internal: closes at once with `exc` for connection_lost.
-    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::force_close(slf, (!exc.is_none()).then(|| exc.clone()))
-    }
+        /// The socket object (None once closed).
+        #[getter]
+        fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+            self.state
+                .borrow_mut(py)
+                .sock
+                .as_ref()
+                .map(|s| s.clone_ref(py))
+        }
 
-    /// True once close() or abort() was called.
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).core.closing
-    }
+        /// The remote address given at creation (None if unconnected).
+        #[getter]
+        fn _address(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+            self.state
+                .borrow_mut(py)
+                .address
+                .as_ref()
+                .map(|a| a.clone_ref(py))
+        }
 
-    /// Bytes of the datagrams queued and not yet sent.
-    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).queued_bytes
-    }
-
-    /// `(low, high)` water marks.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.water_mark_limits(py)
-    }
-
-    /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::set_water_marks(slf, high, low)
-    }
-
-    /// Replaces the protocol.
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-        let previous = self
-            .state
-            .borrow_mut(protocol.py())
-            .core
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(previous);
-    }
-
-    /// The current protocol.
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol_of(py)
-    }
-
-    /// Extra information: `socket`, `sockname`, `peername` and what the creator passed.
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        &self,
-        py: Python<'_>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let (extra, sock) = {
-            let state = self.state.borrow_mut(py);
-            (
-                state.extra.clone_ref(py),
-                state.sock.as_ref().map(|s| s.clone_ref(py)),
-            )
-        };
-        extra_info(py, extra.bind(py), sock.as_ref(), name, default)
-    }
-
-    /// The socket object (None once closed).
-    #[getter]
-    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .sock
-            .as_ref()
-            .map(|s| s.clone_ref(py))
-    }
-
-    /// The socket's descriptor.
-    #[getter]
-    fn _sock_fd(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).fd
-    }
-
-    /// The loop (None once closed).
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_of(py).map(|l| l.into_any())
-    }
-
-    /// The remote address given at creation (None if unconnected).
-    #[getter]
-    fn _address(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .address
-            .as_ref()
-            .map(|a| a.clone_ref(py))
-    }
-
-    /// The protocol (asyncio's private attribute).
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol_of(py)
-    }
-
-    /// Bytes queued (asyncio's private attribute).
-    #[getter]
-    fn _buffer_size(&self, py: Python<'_>) -> usize {
-        self.get_write_buffer_size(py)
+        /// Bytes queued (asyncio's private attribute).
+        #[getter]
+        fn _buffer_size(&self, py: Python<'_>) -> usize {
+            self.get_write_buffer_size(py)
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::io;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::handle::NativeMethod;
@@ -36,7 +36,7 @@ use crate::interop::py_cache;
 use crate::interop::spare_bytes;
 use crate::transport::accept::AcceptedSocket;
 use crate::transport::core::{
-    with_read_buffer, would_block, CoreState, NativeTransport, TransportState,
+    transport_pymethods, with_read_buffer, would_block, CoreState, NativeTransport, TransportState,
     LOST_WRITES_BEFORE_WARNING,
 };
 use crate::transport::payload::{ByteView, Payload};
@@ -446,699 +446,605 @@ impl StreamTransport {
     }
 }
 
-#[pymethods]
-impl StreamTransport {
-    /// `StreamTransport(loop, sock, protocol, extra=None, server=None)`: wraps a connected
-    /// non-blocking socket. `_start()` then schedules `connection_made` and reading.
-    #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, extra=None, server=None))]
-    fn new(
-        event_loop: &Bound<'_, PyAny>,
-        sock: &Bound<'_, PyAny>,
-        protocol: &Bound<'_, PyAny>,
-        extra: Option<&Bound<'_, PyAny>>,
-        server: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let py = sock.py();
-        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
-        let buffered =
-            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
-        let server = server.filter(|s| !s.is_none()).map(|s| s.clone().unbind());
-        if let Ok(accepted) = sock.cast::<AcceptedSocket>() {
-            let Some((fd, peer)) = accepted.get().take(py) else {
-                return Err(PyValueError::new_err("the accepted socket is closed"));
-            };
+transport_pymethods! {
+    impl StreamTransport [base, write, socket] {
+        /// `StreamTransport(loop, sock, protocol, extra=None, server=None)`: wraps a connected
+        /// non-blocking socket. `_start()` then schedules `connection_made` and reading.
+        #[new]
+        #[pyo3(signature = (event_loop, sock, protocol, extra=None, server=None))]
+        fn new(
+            event_loop: &Bound<'_, PyAny>,
+            sock: &Bound<'_, PyAny>,
+            protocol: &Bound<'_, PyAny>,
+            extra: Option<&Bound<'_, PyAny>>,
+            server: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let py = sock.py();
+            let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+            let buffered =
+                protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+            let server = server.filter(|s| !s.is_none()).map(|s| s.clone().unbind());
+            if let Ok(accepted) = sock.cast::<AcceptedSocket>() {
+                let Some((fd, peer)) = accepted.get().take(py) else {
+                    return Err(PyValueError::new_err("the accepted socket is closed"));
+                };
+                let extra = match extra {
+                    Some(extra) if !extra.is_none() => Some(extra.cast::<PyDict>()?.clone().unbind()),
+                    _ => None,
+                };
+                return Ok(StreamTransport::with_state(State::new(
+                    core,
+                    None,
+                    fd,
+                    protocol,
+                    buffered,
+                    extra,
+                    server,
+                    Some(peer),
+                )));
+            }
+            let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+            // asyncio keeps the caller's dict itself. The peer's address is read now, as asyncio
+            // does, since it is gone once the peer disconnects; `socket` and `sockname` are
+            // computed when first asked for.
             let extra = match extra {
-                Some(extra) if !extra.is_none() => Some(extra.cast::<PyDict>()?.clone().unbind()),
-                _ => None,
+                Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
+                _ => PyDict::new(py),
             };
-            return Ok(StreamTransport::with_state(State::new(
+            if !extra.contains(intern!(py, "peername"))? {
+                let peer = match sock.call_method0(intern!(py, "getpeername")) {
+                    Ok(addr) => addr,
+                    Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                        py.None().into_bound(py)
+                    }
+                    Err(err) => return Err(err),
+                };
+                extra.set_item(intern!(py, "peername"), peer)?;
+            }
+            Ok(StreamTransport::with_state(State::new(
                 core,
-                None,
+                Some(sock.clone().unbind()),
                 fd,
                 protocol,
                 buffered,
-                extra,
+                Some(extra.unbind()),
                 server,
-                Some(peer),
-            )));
+                None,
+            )))
         }
-        let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        // asyncio keeps the caller's dict itself. The peer's address is read now, as asyncio
-        // does, since it is gone once the peer disconnects; `socket` and `sockname` are
-        // computed when first asked for.
-        let extra = match extra {
-            Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
-            _ => PyDict::new(py),
-        };
-        if !extra.contains(intern!(py, "peername"))? {
-            let peer = match sock.call_method0(intern!(py, "getpeername")) {
-                Ok(addr) => addr,
-                Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
-                    py.None().into_bound(py)
-                }
-                Err(err) => return Err(err),
-            };
-            extra.set_item(intern!(py, "peername"), peer)?;
-        }
-        Ok(StreamTransport::with_state(State::new(
-            core,
-            Some(sock.clone().unbind()),
-            fd,
-            protocol,
-            buffered,
-            Some(extra.unbind()),
-            server,
-            None,
-        )))
-    }
 
-    /// Second half of construction (needs the object itself): registers the transport with
-    /// the loop and server and schedules `connection_made`, reading and the waiter.
-    #[pyo3(signature = (waiter=None))]
-    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (event_loop, fd, protocol, server) = {
-            let state = this.state.borrow_mut(py);
-            (
-                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-                state.fd,
-                state.core.protocol.as_ref().map(|p| p.clone_ref(py)),
-                state.server.as_ref().map(|s| s.clone_ref(py)),
-            )
-        };
-        let (Some(event_loop), Some(protocol)) = (event_loop, protocol) else {
-            return Ok(());
-        };
-        let event_loop = event_loop.bind(py);
-        event_loop.get().register_transport(py, fd, slf.as_any());
-        this.state.borrow_mut(py).core.registry_address = slf.as_ptr() as usize;
-        if let Some(server) = server {
-            server
-                .bind(py)
-                .call_method1(intern!(py, "_attach"), (slf,))?;
-        }
-        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
-        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
-        let start = slf.getattr(intern!(py, "_start_reading"))?;
-        this.call_soon(py, &start, &PyTuple::empty(py))?;
-        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
-            this.call_soon(
-                py,
-                set,
-                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
-            )?;
-        }
-        Ok(())
-    }
-
-    #[getter(__class__)]
-    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
-    }
-
-    /// `loop.start_tls()` accepts this transport.
-    #[classattr]
-    fn _start_tls_compatible() -> bool {
-        true
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let state = self.state.borrow_mut(py);
-        let status = if state.closed {
-            "closed"
-        } else if state.core.closing {
-            "closing"
-        } else {
-            "open"
-        };
-        format!("<StreamTransport fd={} {status}>", state.fd)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // The collector runs with the GIL held; if the state is borrowed right now (a
-        // collection triggered inside a transport method), reporting nothing is safe: the
-        // objects merely look externally referenced for this collection.
-        let Some(state) = self.state.try_borrow_in_gc() else {
-            return Ok(());
-        };
-        for obj in [
-            &state.core.protocol,
-            &state.sock,
-            &state.transport_socket,
-            &state.server,
-            &state.empty_waiter,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            visit.call(obj)?;
-        }
-        if let Some(extra) = &state.extra {
-            visit.call(extra)?;
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        let Some(mut state) = self.state.try_borrow_in_gc() else {
-            return;
-        };
-        // Unreachable garbage: break the cycles (protocol ↔ transport, extra info).
-        let protocol = state.core.protocol.take();
-        let extra = state.extra.take();
-        let server = state.server.take();
-        let waiter = state.empty_waiter.take();
-        drop(state);
-        drop((protocol, extra, server, waiter));
-    }
-
-    /// Starts reading, unless paused or closing (scheduled after `connection_made`).
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let go = {
-            let state = slf.get().state.borrow_mut(slf.py());
-            !state.paused && !state.core.closing
-        };
-        if go {
-            Self::watch(slf, Side::Read, &READ_READY)?;
-        }
-        Ok(())
-    }
-
-    /// The socket is readable: one receive, handed to the protocol.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (fd, protocol, buffered) = {
-            let state = slf.get().state.borrow_mut(py);
-            if state.core.conn_lost > 0 {
+        /// Second half of construction (needs the object itself): registers the transport with
+        /// the loop and server and schedules `connection_made`, reading and the waiter.
+        #[pyo3(signature = (waiter=None))]
+        fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            if !Self::enter_registry(slf) {
                 return Ok(());
             }
-            let Some(protocol) = state.core.protocol.as_ref() else {
+            let py = slf.py();
+            let server = {
+                let state = slf.get().state.borrow_mut(py);
+                state.server.as_ref().map(|s| s.clone_ref(py))
+            };
+            if let Some(server) = server {
+                server
+                    .bind(py)
+                    .call_method1(intern!(py, "_attach"), (slf,))?;
+            }
+            Self::schedule_start(slf, waiter)
+        }
+
+        #[getter(__class__)]
+        fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
+        }
+
+        /// `loop.start_tls()` accepts this transport.
+        #[classattr]
+        fn _start_tls_compatible() -> bool {
+            true
+        }
+
+        fn __repr__(&self, py: Python<'_>) -> String {
+            let state = self.state.borrow_mut(py);
+            let status = if state.closed {
+                "closed"
+            } else if state.core.closing {
+                "closing"
+            } else {
+                "open"
+            };
+            format!("<StreamTransport fd={} {status}>", state.fd)
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            // The collector runs with the GIL held; if the state is borrowed right now (a
+            // collection triggered inside a transport method), reporting nothing is safe: the
+            // objects merely look externally referenced for this collection.
+            let Some(state) = self.state.try_borrow_in_gc() else {
                 return Ok(());
             };
-            (state.fd, protocol.clone_ref(py), state.buffered)
-        };
-        let protocol = protocol.bind(py);
-        if buffered {
-            return Self::read_into_protocol_buffer(slf, fd, protocol);
-        }
-        // Small reads go through the shared buffer and are copied out; after a large read,
-        // the next one goes straight into a new `bytes` shrunk to what arrived (a 64 KiB
-        // copy costs more than the allocation), as `socket.recv` does.
-        let large = slf.get().state.borrow_mut(py).large_reads;
-        let received = if large {
-            match recv_into_new_bytes(py, fd, LARGE_READ_SIZE)? {
-                Ok(obj) => Ok(obj.into_bound(py).cast_into::<PyBytes>()?),
-                Err(err) => Err(err),
+            for obj in [
+                &state.core.protocol,
+                &state.sock,
+                &state.transport_socket,
+                &state.server,
+                &state.empty_waiter,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                visit.call(obj)?;
             }
-        } else {
-            with_read_buffer(|buf| {
-                recv_raw(fd, buf).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
-            })
-        };
-        if let Ok(data) = &received {
-            slf.get().state.borrow_mut(py).large_reads = data.as_bytes().len() >= LARGE_READ;
-        }
-        let data = match received {
-            Ok(data) => data,
-            Err(err) if would_block(&err) => return Ok(()),
-            Err(err) => {
-                return Self::fatal_error(
-                    slf,
-                    os_error(err),
-                    "Fatal read error on socket transport",
-                )
+            if let Some(extra) = &state.extra {
+                visit.call(extra)?;
             }
-        };
-        if data.as_bytes().is_empty() {
-            return Self::on_eof(slf, protocol);
+            Ok(())
         }
-        if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (&data,)) {
-            return Self::fatal_error(
-                slf,
-                err,
-                "Fatal error: protocol.data_received() call failed.",
-            );
-        }
-        spare_bytes::recycle(data);
-        Ok(())
-    }
 
-    /// Sends `data` (bytes, bytearray or memoryview): at once if the buffer is empty, the rest
-    /// (or all of it) buffered and sent when the socket is writable.
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut payload = Payload::new(data)?;
-        let unsendable = payload.take_unsendable();
-        let contents = payload.as_slice();
-        let (fd, was_empty) = {
-            let mut state = this.state.borrow_mut(py);
-            if state.eof {
-                return Err(PyRuntimeError::new_err(
-                    "Cannot call write() after write_eof()",
-                ));
-            }
-            if state.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err(
-                    "unable to write; sendfile is in progress",
-                ));
-            }
-            if contents.is_empty() {
-                return Ok(());
-            }
-            if state.core.conn_lost > 0 {
-                let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
-                state.core.conn_lost += 1;
-                drop(state);
-                if warn {
-                    py_cache::asyncio_logger(py)?
-                        .bind(py)
-                        .call_method1("warning", ("socket.send() raised exception.",))?;
-                }
-                return Ok(());
-            }
-            (state.fd, state.buffer.is_empty())
-        };
-        let mut sent = 0;
-        if let Some(err) = unsendable {
-            // asyncio: with nothing buffered, `sock.send` raises BufferError, a fatal write
-            // error. With data buffered, 3.11 raises TypeError from `bytearray.extend`; 3.12+
-            // queue the view and fail the same way at the next flush (which drops the buffer):
-            // here at once.
-            if !was_empty && py.version_info() < (3, 12) {
-                return Err(PyTypeError::new_err(
-                    "can't set bytearray slice from memoryview",
-                ));
-            }
-            return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+        fn __clear__(&self) {
+            let Some(mut state) = self.state.try_borrow_in_gc() else {
+                return;
+            };
+            // Unreachable garbage: break the cycles (protocol ↔ transport, extra info).
+            let protocol = state.core.protocol.take();
+            let extra = state.extra.take();
+            let server = state.server.take();
+            let waiter = state.empty_waiter.take();
+            drop(state);
+            drop((protocol, extra, server, waiter));
         }
-        if was_empty {
-            // Try the socket at once; buffer only what it did not take.
-            match send_raw(fd, contents) {
-                Ok(n) if n == contents.len() => return Ok(()),
-                Ok(n) => sent = n,
-                Err(err) if would_block(&err) => {}
+
+        /// Starts reading, unless paused or closing (scheduled after `connection_made`).
+        fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let go = {
+                let state = slf.get().state.borrow_mut(slf.py());
+                !state.paused && !state.core.closing
+            };
+            if go {
+                Self::watch(slf, Side::Read, &READ_READY)?;
+            }
+            Ok(())
+        }
+
+        /// The socket is readable: one receive, handed to the protocol.
+        fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            let (fd, protocol, buffered) = {
+                let state = slf.get().state.borrow_mut(py);
+                if state.core.conn_lost > 0 {
+                    return Ok(());
+                }
+                let Some(protocol) = state.core.protocol.as_ref() else {
+                    return Ok(());
+                };
+                (state.fd, protocol.clone_ref(py), state.buffered)
+            };
+            let protocol = protocol.bind(py);
+            if buffered {
+                return Self::read_into_protocol_buffer(slf, fd, protocol);
+            }
+            // Small reads go through the shared buffer and are copied out; after a large read,
+            // the next one goes straight into a new `bytes` shrunk to what arrived (a 64 KiB
+            // copy costs more than the allocation), as `socket.recv` does.
+            let large = slf.get().state.borrow_mut(py).large_reads;
+            let received = if large {
+                match recv_into_new_bytes(py, fd, LARGE_READ_SIZE)? {
+                    Ok(obj) => Ok(obj.into_bound(py).cast_into::<PyBytes>()?),
+                    Err(err) => Err(err),
+                }
+            } else {
+                with_read_buffer(|buf| {
+                    recv_raw(fd, buf).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
+                })
+            };
+            if let Ok(data) = &received {
+                slf.get().state.borrow_mut(py).large_reads = data.as_bytes().len() >= LARGE_READ;
+            }
+            let data = match received {
+                Ok(data) => data,
+                Err(err) if would_block(&err) => return Ok(()),
                 Err(err) => {
                     return Self::fatal_error(
                         slf,
                         os_error(err),
-                        "Fatal write error on socket transport",
+                        "Fatal read error on socket transport",
                     )
                 }
+            };
+            if data.as_bytes().is_empty() {
+                return Self::on_eof(slf, protocol);
             }
-        }
-        {
-            let mut state = this.state.borrow_mut(py);
-            match payload.immutable_bytes() {
-                Some(b) if contents.len() - sent >= 4096 => {
-                    state.buffer.push_shared(SharedBytes::new(b), sent)
-                }
-                _ => state.buffer.push_copy(contents, sent),
+            if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (&data,)) {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.data_received() call failed.",
+                );
             }
+            spare_bytes::recycle(data);
+            Ok(())
         }
-        if was_empty {
-            Self::watch(slf, Side::Write, &WRITE_READY)?;
-        }
-        Self::maybe_pause_protocol(slf)
-    }
 
-    /// `write(b"".join(list_of_data))`.
-    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
-        Self::write(slf, &joined)
-    }
-
-    /// The socket is writable: flush as much of the buffer as it takes.
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let outcome = {
-            let mut state = this.state.borrow_mut(py);
-            if state.core.conn_lost > 0 {
-                return Ok(());
-            }
-            if state.buffer.is_empty() {
-                Ok(0)
-            } else {
-                let outcome = send_buffer(state.fd, &state.buffer);
-                if let Ok(n) = outcome {
-                    state.buffer.consume(n);
+        /// Sends `data` (bytes, bytearray or memoryview): at once if the buffer is empty, the rest
+        /// (or all of it) buffered and sent when the socket is writable.
+        fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            let mut payload = Payload::new(data)?;
+            let unsendable = payload.take_unsendable();
+            let contents = payload.as_slice();
+            let (fd, was_empty) = {
+                let mut state = this.state.borrow_mut(py);
+                if state.eof {
+                    return Err(PyRuntimeError::new_err(
+                        "Cannot call write() after write_eof()",
+                    ));
                 }
-                outcome
+                if state.empty_waiter.is_some() {
+                    return Err(PyRuntimeError::new_err(
+                        "unable to write; sendfile is in progress",
+                    ));
+                }
+                if contents.is_empty() {
+                    return Ok(());
+                }
+                if state.core.conn_lost > 0 {
+                    let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
+                    state.core.conn_lost += 1;
+                    drop(state);
+                    if warn {
+                        py_cache::asyncio_logger(py)?
+                            .bind(py)
+                            .call_method1("warning", ("socket.send() raised exception.",))?;
+                    }
+                    return Ok(());
+                }
+                (state.fd, state.buffer.is_empty())
+            };
+            let mut sent = 0;
+            if let Some(err) = unsendable {
+                // asyncio: with nothing buffered, `sock.send` raises BufferError, a fatal write
+                // error. With data buffered, 3.11 raises TypeError from `bytearray.extend`; 3.12+
+                // queue the view and fail the same way at the next flush (which drops the buffer):
+                // here at once.
+                if !was_empty && py.version_info() < (3, 12) {
+                    return Err(PyTypeError::new_err(
+                        "can't set bytearray slice from memoryview",
+                    ));
+                }
+                return Self::fatal_error(slf, err, "Fatal write error on socket transport");
             }
-        };
-        match outcome {
-            Ok(_) => {}
-            Err(err) if would_block(&err) => return Ok(()),
-            Err(err) => {
-                this.unwatch(py, Side::Write)?;
-                this.state.borrow_mut(py).buffer.clear();
-                let waiter = this
-                    .state
-                    .borrow_mut(py)
-                    .empty_waiter
-                    .as_ref()
-                    .map(|w| w.clone_ref(py));
-                let err = os_error(err);
-                let exc = err.value(py).clone();
-                Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
-                if let Some(waiter) = waiter {
-                    let waiter = waiter.bind(py);
-                    if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
-                        waiter.call_method1(intern!(py, "set_exception"), (exc,))?;
+            if was_empty {
+                // Try the socket at once; buffer only what it did not take.
+                match send_raw(fd, contents) {
+                    Ok(n) if n == contents.len() => return Ok(()),
+                    Ok(n) => sent = n,
+                    Err(err) if would_block(&err) => {}
+                    Err(err) => {
+                        return Self::fatal_error(
+                            slf,
+                            os_error(err),
+                            "Fatal write error on socket transport",
+                        )
                     }
                 }
+            }
+            {
+                let mut state = this.state.borrow_mut(py);
+                match payload.immutable_bytes() {
+                    Some(b) if contents.len() - sent >= 4096 => {
+                        state.buffer.push_shared(SharedBytes::new(b), sent)
+                    }
+                    _ => state.buffer.push_copy(contents, sent),
+                }
+            }
+            if was_empty {
+                Self::watch(slf, Side::Write, &WRITE_READY)?;
+            }
+            Self::maybe_pause_protocol(slf)
+        }
+
+        /// `write(b"".join(list_of_data))`.
+        fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+            Self::write(slf, &joined)
+        }
+
+        /// The socket is writable: flush as much of the buffer as it takes.
+        fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            let outcome = {
+                let mut state = this.state.borrow_mut(py);
+                if state.core.conn_lost > 0 {
+                    return Ok(());
+                }
+                if state.buffer.is_empty() {
+                    Ok(0)
+                } else {
+                    let outcome = send_buffer(state.fd, &state.buffer);
+                    if let Ok(n) = outcome {
+                        state.buffer.consume(n);
+                    }
+                    outcome
+                }
+            };
+            match outcome {
+                Ok(_) => {}
+                Err(err) if would_block(&err) => return Ok(()),
+                Err(err) => {
+                    this.unwatch(py, Side::Write)?;
+                    this.state.borrow_mut(py).buffer.clear();
+                    let waiter = this
+                        .state
+                        .borrow_mut(py)
+                        .empty_waiter
+                        .as_ref()
+                        .map(|w| w.clone_ref(py));
+                    let err = os_error(err);
+                    let exc = err.value(py).clone();
+                    Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+                    if let Some(waiter) = waiter {
+                        let waiter = waiter.bind(py);
+                        if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                            waiter.call_method1(intern!(py, "set_exception"), (exc,))?;
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            Self::maybe_resume_protocol(slf)?;
+            let (empty, closing, eof, waiter, fd) = {
+                let state = this.state.borrow_mut(py);
+                (
+                    state.buffer.is_empty(),
+                    state.core.closing,
+                    state.eof,
+                    state.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                    state.fd,
+                )
+            };
+            if !empty {
                 return Ok(());
             }
-        }
-        Self::maybe_resume_protocol(slf)?;
-        let (empty, closing, eof, waiter, fd) = {
-            let state = this.state.borrow_mut(py);
-            (
-                state.buffer.is_empty(),
-                state.core.closing,
-                state.eof,
-                state.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                state.fd,
-            )
-        };
-        if !empty {
-            return Ok(());
-        }
-        this.unwatch(py, Side::Write)?;
-        if let Some(waiter) = waiter {
-            let waiter = waiter.bind(py);
-            if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
-                waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+            this.unwatch(py, Side::Write)?;
+            if let Some(waiter) = waiter {
+                let waiter = waiter.bind(py);
+                if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+                }
             }
+            if closing {
+                let already = {
+                    let mut state = this.state.borrow_mut(py);
+                    let already = state.core.conn_lost > 0;
+                    state.core.conn_lost += 1; // a later abort() must not report the loss twice
+                    already
+                };
+                if !already {
+                    Self::connection_lost(slf, &py.None().into_bound(py))?;
+                }
+            } else if eof {
+                // SAFETY: shutdown on a descriptor we own; errors are reported below.
+                if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+                    return Err(os_error(io::Error::last_os_error()));
+                }
+            }
+            Ok(())
         }
-        if closing {
-            let already = {
-                let mut state = this.state.borrow_mut(py);
-                let already = state.core.conn_lost > 0;
-                state.core.conn_lost += 1; // a later abort() must not report the loss twice
-                already
+
+        /// Runs `protocol.connection_lost(exc)` and releases the socket (scheduled by close/abort).
+        fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+            Self::connection_lost(slf, exc)
+        }
+
+        /// True unless reading is paused or the transport is closing.
+        fn is_reading(&self, py: Python<'_>) -> bool {
+            let state = self.state.borrow_mut(py);
+            !state.paused && !state.core.closing
+        }
+
+        /// Stops calling the protocol's `data_received` until `resume_reading()`.
+        fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            {
+                let mut state = slf.get().state.borrow_mut(py);
+                if state.paused || state.core.closing {
+                    return Ok(());
+                }
+                state.paused = true;
+            }
+            slf.get().unwatch(py, Side::Read)?;
+            if slf.get().is_debug(py) {
+                py_cache::asyncio_logger(py)?
+                    .bind(py)
+                    .call_method1("debug", ("%r pauses reading", slf))?;
+            }
+            Ok(())
+        }
+
+        /// Resumes reading after `pause_reading()`.
+        fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            {
+                let mut state = slf.get().state.borrow_mut(py);
+                if state.core.closing || !state.paused {
+                    return Ok(());
+                }
+                state.paused = false;
+            }
+            Self::watch(slf, Side::Read, &READ_READY)?;
+            if slf.get().is_debug(py) {
+                py_cache::asyncio_logger(py)?
+                    .bind(py)
+                    .call_method1("debug", ("%r resumes reading", slf))?;
+            }
+            Ok(())
+        }
+
+        /// True: stream sockets can half-close.
+        fn can_write_eof(&self) -> bool {
+            true
+        }
+
+        /// Closes the write side once the buffer is flushed (`shutdown(SHUT_WR)`).
+        fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+            let fd = {
+                let mut state = self.state.borrow_mut(py);
+                if state.core.closing || state.eof {
+                    return Ok(());
+                }
+                state.eof = true;
+                if !state.buffer.is_empty() {
+                    return Ok(());
+                }
+                state.fd
             };
-            if !already {
-                Self::connection_lost(slf, &py.None().into_bound(py))?;
-            }
-        } else if eof {
-            // SAFETY: shutdown on a descriptor we own; errors are reported below.
+            // SAFETY: shutdown on the transport's own descriptor.
             if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
                 return Err(os_error(io::Error::last_os_error()));
             }
+            Ok(())
         }
-        Ok(())
-    }
 
-    /// Runs `protocol.connection_lost(exc)` and releases the socket (scheduled by close/abort).
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::connection_lost(slf, exc)
-    }
-
-    /// Closes after the buffered data is written; `connection_lost(None)` follows.
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::begin_close(slf)
-    }
-
-    /// Closes at once, dropping buffered data; `connection_lost(None)` follows.
-    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::force_close(slf, None)
-    }
-
-    /// Internal: a fatal error (used by the loop's sendfile path and tests).
-    fn _force_close(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::force_close(slf, (!exc.is_none()).then(|| exc.clone()))
-    }
-
-    /// True once close() or abort() was called or the connection was lost.
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).core.closing
-    }
-
-    /// True unless reading is paused or the transport is closing.
-    fn is_reading(&self, py: Python<'_>) -> bool {
-        let state = self.state.borrow_mut(py);
-        !state.paused && !state.core.closing
-    }
-
-    /// Stops calling the protocol's `data_received` until `resume_reading()`.
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.borrow_mut(py);
-            if state.paused || state.core.closing {
-                return Ok(());
-            }
-            state.paused = true;
+        /// Replaces the protocol.
+        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = protocol.py();
+            let buffered =
+                protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+            let previous = {
+                let mut state = self.state.borrow_mut(py);
+                state.buffered = buffered;
+                state.protocol_connected = true;
+                state.core.protocol.replace(protocol.clone().unbind())
+            };
+            drop(previous);
+            Ok(())
         }
-        slf.get().unwatch(py, Side::Read)?;
-        if slf.get().is_debug(py) {
-            py_cache::asyncio_logger(py)?
-                .bind(py)
-                .call_method1("debug", ("%r pauses reading", slf))?;
-        }
-        Ok(())
-    }
 
-    /// Resumes reading after `pause_reading()`.
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.borrow_mut(py);
-            if state.core.closing || !state.paused {
-                return Ok(());
-            }
-            state.paused = false;
-        }
-        Self::watch(slf, Side::Read, &READ_READY)?;
-        if slf.get().is_debug(py) {
-            py_cache::asyncio_logger(py)?
-                .bind(py)
-                .call_method1("debug", ("%r resumes reading", slf))?;
-        }
-        Ok(())
-    }
-
-    /// True: stream sockets can half-close.
-    fn can_write_eof(&self) -> bool {
-        true
-    }
-
-    /// Closes the write side once the buffer is flushed (`shutdown(SHUT_WR)`).
-    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
-        let fd = {
-            let mut state = self.state.borrow_mut(py);
-            if state.core.closing || state.eof {
-                return Ok(());
-            }
-            state.eof = true;
-            if !state.buffer.is_empty() {
-                return Ok(());
-            }
-            state.fd
-        };
-        // SAFETY: shutdown on the transport's own descriptor.
-        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
-            return Err(os_error(io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    /// Bytes buffered and not yet sent.
-    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).buffer.len()
-    }
-
-    /// `(low, high)` water marks of the write buffer.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.water_mark_limits(py)
-    }
-
-    /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::set_water_marks(slf, high, low)
-    }
-
-    /// Replaces the protocol.
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
-        let buffered =
-            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
-        let previous = {
-            let mut state = self.state.borrow_mut(py);
-            state.buffered = buffered;
-            state.protocol_connected = true;
-            state.core.protocol.replace(protocol.clone().unbind())
-        };
-        drop(previous);
-        Ok(())
-    }
-
-    /// The current protocol.
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .core
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py))
-    }
-
-    /// Extra information: `socket` (an `asyncio.trsock.TransportSocket`), `sockname`,
-    /// `peername`, and whatever the transport's creator passed.
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        &self,
-        py: Python<'_>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let default = default.unwrap_or_else(|| py.None());
-        let extra = self
-            .state
-            .borrow_mut(py)
-            .extra
-            .as_ref()
-            .map(|e| e.clone_ref(py));
-        if let Some(extra) = &extra {
-            if let Some(value) = extra.bind(py).get_item(name)? {
-                return Ok(value.unbind());
-            }
-        }
-        let Ok(key) = name.extract::<&str>() else {
-            return Ok(default);
-        };
-        match key {
-            "peername" => {
-                let state = self.state.borrow_mut(py);
-                match &state.peer {
-                    Some(peer) => Ok(peer.to_python(py)?.unbind()),
-                    None => Ok(default),
+        /// Extra information: `socket` (an `asyncio.trsock.TransportSocket`), `sockname`,
+        /// `peername`, and whatever the transport's creator passed.
+        #[pyo3(signature = (name, default=None))]
+        fn get_extra_info(
+            &self,
+            py: Python<'_>,
+            name: &Bound<'_, PyAny>,
+            default: Option<Py<PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            let default = default.unwrap_or_else(|| py.None());
+            let extra = self
+                .state
+                .borrow_mut(py)
+                .extra
+                .as_ref()
+                .map(|e| e.clone_ref(py));
+            if let Some(extra) = &extra {
+                if let Some(value) = extra.bind(py).get_item(name)? {
+                    return Ok(value.unbind());
                 }
             }
-            "sockname" => {
-                let (closed, fd) = {
+            let Ok(key) = name.extract::<&str>() else {
+                return Ok(default);
+            };
+            match key {
+                "peername" => {
                     let state = self.state.borrow_mut(py);
-                    if state.closed {
-                        return match &state.sockname_at_close {
-                            Some(addr) => Ok(addr.to_python(py)?.unbind()),
-                            None => Ok(py.None()),
-                        };
+                    match &state.peer {
+                        Some(peer) => Ok(peer.to_python(py)?.unbind()),
+                        None => Ok(default),
                     }
-                    (state.closed, state.fd)
-                };
-                debug_assert!(!closed);
-                match RawAddr::of_socket(fd, false) {
-                    Ok(raw) => Ok(raw.to_python_any(py)?.unbind()),
-                    Err(_) => Ok(py.None()),
                 }
-            }
-            "socket" => {
-                let cached = self
-                    .state
-                    .borrow_mut(py)
-                    .transport_socket
-                    .as_ref()
-                    .map(|t| t.clone_ref(py));
-                if let Some(cached) = cached {
-                    return Ok(cached);
-                }
-                let sock = match self.socket_object(py)? {
-                    Some(sock) => sock,
-                    None => {
-                        // Lost before anyone asked: a closed socket of the same kind, as
-                        // asyncio's (made at creation, closed since) reads.
-                        let family = self.state.borrow_mut(py).family;
-                        let sock = py
-                            .import("socket")?
-                            .getattr("socket")?
-                            .call1((family, libc::SOCK_STREAM))?;
-                        sock.call_method0(intern!(py, "close"))?;
-                        sock.unbind()
+                "sockname" => {
+                    let (closed, fd) = {
+                        let state = self.state.borrow_mut(py);
+                        if state.closed {
+                            return match &state.sockname_at_close {
+                                Some(addr) => Ok(addr.to_python(py)?.unbind()),
+                                None => Ok(py.None()),
+                            };
+                        }
+                        (state.closed, state.fd)
+                    };
+                    debug_assert!(!closed);
+                    match RawAddr::of_socket(fd, false) {
+                        Ok(raw) => Ok(raw.to_python_any(py)?.unbind()),
+                        Err(_) => Ok(py.None()),
                     }
-                };
-                let wrapped = py_cache::transport_socket_type(py)?
-                    .bind(py)
-                    .call1((sock,))?
-                    .unbind();
-                self.state.borrow_mut(py).transport_socket = Some(wrapped.clone_ref(py));
-                Ok(wrapped)
+                }
+                "socket" => {
+                    let cached = self
+                        .state
+                        .borrow_mut(py)
+                        .transport_socket
+                        .as_ref()
+                        .map(|t| t.clone_ref(py));
+                    if let Some(cached) = cached {
+                        return Ok(cached);
+                    }
+                    let sock = match self.socket_object(py)? {
+                        Some(sock) => sock,
+                        None => {
+                            // Lost before anyone asked: a closed socket of the same kind, as
+                            // asyncio's (made at creation, closed since) reads.
+                            let family = self.state.borrow_mut(py).family;
+                            let sock = py
+                                .import("socket")?
+                                .getattr("socket")?
+                                .call1((family, libc::SOCK_STREAM))?;
+                            sock.call_method0(intern!(py, "close"))?;
+                            sock.unbind()
+                        }
+                    };
+                    let wrapped = py_cache::transport_socket_type(py)?
+                        .bind(py)
+                        .call1((sock,))?
+                        .unbind();
+                    self.state.borrow_mut(py).transport_socket = Some(wrapped.clone_ref(py));
+                    Ok(wrapped)
+                }
+                _ => Ok(default),
             }
-            _ => Ok(default),
         }
-    }
 
-    /// The socket object (None once the connection is lost).
-    #[getter]
-    fn _sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.socket_object(py)
-    }
+        /// The socket object (None once the connection is lost).
+        #[getter]
+        fn _sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+            self.socket_object(py)
+        }
 
-    /// The socket's descriptor.
-    #[getter]
-    fn _sock_fd(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).fd
-    }
-
-    /// The loop (None once the connection is lost).
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_of(py).map(|l| l.into_any())
-    }
-
-    /// The protocol (asyncio's private attribute, read by some libraries).
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.get_protocol(py)
-    }
-
-    /// True once close() or abort() was called.
-    #[getter]
-    fn _closing(&self, py: Python<'_>) -> bool {
-        self.is_closing(py)
-    }
-
-    /// A future resolved once everything written so far has left the buffer; while it is
-    /// set, write() refuses data (loop.sendfile owns the socket).
-    fn _wait_buffer_empty(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let (event_loop, empty) = {
-            let state = slf.get().state.borrow_mut(py);
-            if state.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        /// A future resolved once everything written so far has left the buffer; while it is
+        /// set, write() refuses data (loop.sendfile owns the socket).
+        fn _wait_buffer_empty(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+            let py = slf.py();
+            let (event_loop, empty) = {
+                let state = slf.get().state.borrow_mut(py);
+                if state.empty_waiter.is_some() {
+                    return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+                }
+                (
+                    state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                    state.buffer.is_empty(),
+                )
+            };
+            let Some(event_loop) = event_loop else {
+                return Err(PyRuntimeError::new_err("Transport is closed"));
+            };
+            let waiter = event_loop
+                .bind(py)
+                .call_method0(intern!(py, "create_future"))?;
+            if empty {
+                waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
             }
-            (
-                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-                state.buffer.is_empty(),
-            )
-        };
-        let Some(event_loop) = event_loop else {
-            return Err(PyRuntimeError::new_err("Transport is closed"));
-        };
-        let waiter = event_loop
-            .bind(py)
-            .call_method0(intern!(py, "create_future"))?;
-        if empty {
-            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+            slf.get().state.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
+            Ok(waiter.unbind())
         }
-        slf.get().state.borrow_mut(py).empty_waiter = Some(waiter.clone().unbind());
-        Ok(waiter.unbind())
-    }
 
-    /// Ends a sendfile: write() accepts data again.
-    fn _end_sendfile(&self, py: Python<'_>) {
-        let waiter = self.state.borrow_mut(py).empty_waiter.take();
-        drop(waiter);
+        /// Ends a sendfile: write() accepts data again.
+        fn _end_sendfile(&self, py: Python<'_>) {
+            let waiter = self.state.borrow_mut(py).empty_waiter.take();
+            drop(waiter);
+        }
     }
 }
 
