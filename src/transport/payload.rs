@@ -93,9 +93,8 @@ impl ByteView {
             return Err(PyErr::fetch(obj.py()));
         }
         // SAFETY: PyObject_GetBuffer succeeded, so `view` is initialised.
-        Ok(ByteView {
-            view: unsafe { view.assume_init() },
-        })
+        let view = unsafe { view.assume_init() };
+        Ok(ByteView { view })
     }
 
     /// The view's length in bytes.
