@@ -8,7 +8,7 @@
 //! - [`interop`]: what every adapter needs to talk to Python: GIL-guarded cells, cached Python
 //!   objects, OS errors as `OSError` subclasses, asyncio's callback check, reused `bytes`;
 //! - [`event_loop`]: the loop object: ready queue, iteration, scheduling entry points, descriptor
-//!   watches, handles, native `sock_recv`;
+//!   watches, handles, futures and tasks, native `sock_recv`;
 //! - [`transport`]: the transports and servers' accept, on a shared transport core.
 //!
 //! The Python package (`python/ferroloop/`) is the edge above all of them: the cold paths.

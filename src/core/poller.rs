@@ -1,12 +1,14 @@
 //! The poller under the loop: one `epoll` wait per iteration, an eventfd waker for
 //! `call_soon_threadsafe`, the read end of the signal wakeup pipe, and the descriptors the
-//! loop watches for `add_reader`/`add_writer` (and, later, transports).
+//! loop watches (for `add_reader`/`add_writer`, the native transports and native receives;
+//! the loop registers them in one place, `event_loop/fd_watch.rs`).
 //!
 //! Why epoll through `libc` rather than a crate:
 //! - asyncio's `add_reader` is level-triggered (the callback runs again while the descriptor
 //!   stays readable). mio registers everything edge-triggered, so each dispatch would need an
-//!   `epoll_ctl` to re-arm; here each registration picks level- or edge-triggered (the latter
-//!   for descriptors the loop reads to `EAGAIN` itself, such as the wakeup pipes).
+//!   `epoll_ctl` to re-arm; here each registration picks level-triggered, edge-triggered (for
+//!   descriptors the loop reads to `EAGAIN` itself, such as the wakeup pipes) or one-shot (a
+//!   pending native receive).
 //! - `polling` supports level mode but re-arms a timerfd and its notifier around every wait
 //!   (three more syscalls per iteration).
 //! - Timers: `epoll_pwait2` (Linux 5.11+) takes a nanosecond timeout, so a timer due in 300 µs

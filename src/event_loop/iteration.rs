@@ -2,9 +2,10 @@
 //! 1. purge cancelled timers if they dominate the queue;
 //! 2. choose the timeout: 0 if callbacks are ready or stop() was called, else until the first
 //!    timer (or the next closed-socket sweep while native receives are pending), else forever;
-//! 3. wait for events (with the GIL released only if the wait may block), queue the ready
-//!    descriptors' callbacks and complete native receives, then run pending Python signal
-//!    handlers;
+//! 3. wait for events (with the GIL released only if the wait may block; while callbacks keep
+//!    the loop busy, only every second iteration polls), queue the ready descriptors'
+//!    callbacks and complete native receives, then run pending Python signal handlers; fail
+//!    native receives whose socket was closed behind the loop's back (`native_recv.rs`);
 //! 4. move timers due by now into the ready queue, in deadline order;
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
 //!    the next iteration.

@@ -1,5 +1,6 @@
 //! Plumbing shared by every adapter that talks to Python: state guarded by the GIL, cached
-//! Python objects, OS errors as Python exceptions, and asyncio's check of callbacks.
+//! Python objects, OS errors as Python exceptions, reused `bytes`, and asyncio's check of
+//! callbacks.
 //!
 //! - [`gil_cell`]: interior mutability for state that only changes with the GIL held;
 //! - [`py_cache`]: asyncio's types, helpers and interned names, looked up once;

@@ -1,7 +1,7 @@
-//! What the stream and datagram transports share: their link to the loop and the protocol,
-//! watching their socket, write-side flow control, and the closing state machine.
+//! What the native transports share: their link to the loop and the protocol, watching their
+//! descriptor, write-side flow control, the start and the closing state machine.
 //!
-//! Both follow asyncio's selector transports:
+//! They follow asyncio's selector transports:
 //! * `close()` stops reading at once and, once the outgoing data (`pending`) is sent, schedules
 //!   `connection_lost(None)`;
 //! * `abort()` and fatal errors drop the outgoing data and schedule `connection_lost(exc)` at

@@ -1,12 +1,13 @@
 //! The datagram transport (UDP and AF_UNIX datagrams): asyncio's `DatagramTransport` with its
 //! receive and send paths in Rust.
 //!
-//! Receiving: one `recvfrom(2)` per readiness into the per-thread read buffer; the sender's
-//! address becomes the Python tuple the socket module would give (cached per peer, see
-//! `sockaddr.rs`), then `protocol.datagram_received(data, addr)`. Sending: `sendto` at once
-//! while nothing is queued; a datagram the socket cannot take now is queued whole and sent
-//! when it becomes writable. Errors follow CPython 3.11: OSErrors go to the protocol's
-//! `error_received`, anything else is a fatal error that closes the transport.
+//! Receiving: up to `DATAGRAMS_PER_WAKEUP` datagrams per readiness, handed one by one to
+//! `protocol.datagram_received(data, addr)` while the transport stays open; IP sockets receive
+//! them with one `recvmmsg(2)` into per-thread buffers, and each sender's address becomes the
+//! Python tuple the socket module would give (cached per peer, see `sockaddr.rs`). Sending:
+//! `sendto` at once while nothing is queued; a datagram the socket cannot take now is queued
+//! whole and sent when it becomes writable. Errors follow asyncio: OSErrors go to the
+//! protocol's `error_received`, anything else is a fatal error that closes the transport.
 //!
 //! Families other than AF_INET/AF_INET6, and addresses that are not numeric, go through the
 //! socket object's own `recvfrom`/`sendto`, so name resolution and validation stay Python's.

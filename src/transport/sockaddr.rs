@@ -1,5 +1,6 @@
-//! Socket addresses between their C form and Python's address tuples, for the datagram
-//! transport's hot path.
+//! Socket addresses between their C form and Python's address tuples: the datagram
+//! transport's hot path, and the compact peer addresses of accepted connections (the stream
+//! transport's `peername`/`sockname`).
 //!
 //! Only numeric IPv4/IPv6 addresses are converted here; anything else (host names, `''`,
 //! `'<broadcast>'`, AF_UNIX paths) goes through Python's `socket` module, which resolves and

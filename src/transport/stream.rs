@@ -4,7 +4,9 @@
 //! Reading: the loop runs `_read_ready` when the socket is readable (a reader handle, so I/O
 //! callbacks keep asyncio's place in the ready queue); it calls `recv(2)` into one buffer per
 //! thread and hands a `bytes` to `protocol.data_received` (or fills the BufferedProtocol's
-//! buffer). Idle connections hold no read buffer.
+//! buffer). After a large read the next one goes straight into a new `bytes`, and a `bytes`
+//! the protocol let go of is reused (`interop/spare_bytes.rs`). Idle connections hold no read
+//! buffer.
 //!
 //! Writing: `write()` tries the socket at once and buffers only what it did not take (see
 //! `write_buffer.rs`); a writer handle then flushes the buffer with one vectored send per
