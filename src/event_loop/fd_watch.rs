@@ -205,6 +205,23 @@ impl LoopCore {
         Ok(removed.is_some())
     }
 
+    /// Drops every watch when the loop closes (its poller is closed already): reader and
+    /// writer callbacks are cancelled, pending native receives just stop.
+    pub(super) fn forget_all_watches(&self, py: Python<'_>) {
+        let watched = {
+            let mut queues = self.queues.borrow_mut(py);
+            queues.pending_receives = 0;
+            std::mem::take(&mut queues.watched)
+        };
+        for watch in watched.into_values() {
+            for watcher in [watch.reader, watch.writer].into_iter().flatten() {
+                if let Watcher::Callback(handle) = watcher {
+                    handle.get().cancel_now(py);
+                }
+            }
+        }
+    }
+
     /// Adds a reader or writer callback (shared by add_reader and add_writer); the native
     /// transports pass `native`, their method's Rust body (see `NativeCall`).
     pub(crate) fn add_watch(

@@ -13,7 +13,6 @@ use crate::core::clock::Clock;
 use crate::core::fd_map::FdMap;
 use crate::core::poller::Poller;
 use crate::core::timers::TimerQueue;
-use crate::event_loop::fd_watch::Watcher;
 use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
@@ -130,24 +129,16 @@ impl LoopCore {
         if self.closed.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        let (ready, timers, spare, watched) = {
+        let (ready, timers, spare) = {
             let mut queues = self.queues.borrow_mut(py);
             (
                 std::mem::take(&mut queues.ready),
                 queues.timers.drain_all(),
                 std::mem::take(&mut queues.spare_handles),
-                std::mem::take(&mut queues.watched),
             )
         };
-        self.queues.borrow_mut(py).pending_receives = 0;
         self.poller.close();
-        for watch in watched.into_values() {
-            for watcher in [watch.reader, watch.writer].into_iter().flatten() {
-                if let Watcher::Callback(handle) = watcher {
-                    handle.get().cancel_now(py);
-                }
-            }
-        }
+        self.forget_all_watches(py);
         drop(spare);
         for handle in &timers {
             handle.get().mark_unscheduled();
