@@ -535,15 +535,17 @@ fn floor_mark(mark: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// shared method is written once here, its body in `NativeTransport`.)
 ///
 /// Groups:
-/// - `base`: `close()`, `is_closing()`, `get_protocol()`, `_force_close(exc)` and the `_loop`,
-///   `_protocol` and `_closing` attributes;
+/// - `base`: `is_closing()`, `get_protocol()` and the `_loop`, `_protocol` and `_closing`
+///   attributes;
+/// - `close`: `close()` (once the data waiting to be sent has gone, see `begin_close`) and
+///   `_force_close(exc)`;
 /// - `write`: `abort()`, `get_write_buffer_size()`, `get_write_buffer_limits()`,
 ///   `set_write_buffer_limits(high=None, low=None)`;
 /// - `socket`: the `_sock_fd` attribute.
 ///
 /// ```ignore
 /// transport_pymethods! {
-///     impl StreamTransport [base, write, socket] {
+///     impl StreamTransport [base, close, write, socket] {
 ///         #[new]
 ///         fn new(/* ... */) -> PyResult<Self> { /* ... */ }
 ///         // ... the class's own methods
@@ -563,12 +565,6 @@ macro_rules! transport_pymethods {
     };
     (@collect $ty:ident [base $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
         $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
-            /// Closes once the data waiting to be sent has gone (stops reading at once);
-            /// `connection_lost(None)` follows.
-            fn close(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
-                <Self as $crate::transport::core::NativeTransport>::begin_close(slf)
-            }
-
             /// True once close() or abort() was called or the connection was lost.
             fn is_closing(&self, py: ::pyo3::Python<'_>) -> bool {
                 <Self as $crate::transport::core::NativeTransport>::closing(self, py)
@@ -580,18 +576,6 @@ macro_rules! transport_pymethods {
                 py: ::pyo3::Python<'_>,
             ) -> ::std::option::Option<::pyo3::Py<::pyo3::PyAny>> {
                 <Self as $crate::transport::core::NativeTransport>::protocol_of(self, py)
-            }
-
-            /// Internal: a fatal error; closes at once with `exc` (None: no error) for
-            /// connection_lost (used by the loop's sendfile path and tests).
-            fn _force_close(
-                slf: &::pyo3::Bound<'_, Self>,
-                exc: &::pyo3::Bound<'_, ::pyo3::PyAny>,
-            ) -> ::pyo3::PyResult<()> {
-                <Self as $crate::transport::core::NativeTransport>::force_close(
-                    slf,
-                    (!exc.is_none()).then(|| exc.clone()),
-                )
             }
 
             /// The loop (None once the connection is lost).
@@ -617,6 +601,27 @@ macro_rules! transport_pymethods {
             #[getter]
             fn _closing(&self, py: ::pyo3::Python<'_>) -> bool {
                 <Self as $crate::transport::core::NativeTransport>::closing(self, py)
+            }
+        ] $own);
+    };
+    (@collect $ty:ident [close $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
+            /// Closes once the data waiting to be sent has gone (stops reading at once);
+            /// `connection_lost(None)` follows.
+            fn close(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::begin_close(slf)
+            }
+
+            /// Internal: a fatal error; closes at once with `exc` (None: no error) for
+            /// connection_lost (used by the loop's sendfile path and tests).
+            fn _force_close(
+                slf: &::pyo3::Bound<'_, Self>,
+                exc: &::pyo3::Bound<'_, ::pyo3::PyAny>,
+            ) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::force_close(
+                    slf,
+                    (!exc.is_none()).then(|| exc.clone()),
+                )
             }
         ] $own);
     };

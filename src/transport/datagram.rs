@@ -400,7 +400,7 @@ impl DatagramTransport {
 }
 
 transport_pymethods! {
-    impl DatagramTransport [base, write, socket] {
+    impl DatagramTransport [base, close, write, socket] {
         /// `DatagramTransport(loop, sock, protocol, address=None, extra=None)`: wraps a
         /// non-blocking datagram socket (`address`: the remote address it is connected to).
         /// `_start()` then schedules `connection_made` and reading.

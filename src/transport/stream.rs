@@ -449,7 +449,7 @@ impl StreamTransport {
 }
 
 transport_pymethods! {
-    impl StreamTransport [base, write, socket] {
+    impl StreamTransport [base, close, write, socket] {
         /// `StreamTransport(loop, sock, protocol, extra=None, server=None)`: wraps a connected
         /// non-blocking socket. `_start()` then schedules `connection_made` and reading.
         #[new]
