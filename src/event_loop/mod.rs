@@ -18,6 +18,7 @@
 //! - [`fd_watch`]: descriptor watches (`add_reader` & co., the transports' watches, native
 //!   receives): the only code that registers descriptors with the poller;
 //! - [`native_recv`]: native `sock_recv`/`sock_recv_into`, completed by the loop itself;
+//!   [`sock_io`]: one receive (also the stream transport's) and the pending-receive record;
 //! - [`tasks`]: `create_future`, `create_task`, the task factory;
 //! - [`transports`]: the registry of open transports by descriptor.
 
@@ -27,9 +28,10 @@ pub mod handle;
 mod iteration;
 mod lifecycle;
 mod methods;
-pub mod native_recv;
+mod native_recv;
 mod report;
 mod schedule;
+pub mod sock_io;
 mod tasks;
 mod transports;
 
@@ -94,7 +96,7 @@ pub struct LoopCore {
     running_thread: AtomicU64,
     task_factory: GilRefCell<Option<Py<PyAny>>>,
     stats: LoopStats,
-    /// The buffer native receives read into (see `native_recv.rs`).
+    /// The buffer native receives read into (see `sock_io.rs`).
     scratch: GilRefCell<Vec<u8>>,
     /// Open transports by descriptor (object addresses, borrowed): add_reader & co. refuse
     /// their descriptors. A transport enters at creation and leaves when it starts closing or

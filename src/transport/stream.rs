@@ -30,7 +30,7 @@ use pyo3::types::{PyBytes, PyDict};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::handle::NativeMethod;
-use crate::event_loop::native_recv::{recv_into_new_bytes, recv_raw};
+use crate::event_loop::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::event_loop::{LoopCore, Side};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
