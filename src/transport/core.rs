@@ -487,6 +487,68 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     }
 }
 
+/// A transport that reads and can pause (the stream transport; a read pipe): asyncio's
+/// `is_reading()`, `pause_reading()` and `resume_reading()`, written once. An implementation
+/// names its paused flag and how it starts watching for readability.
+pub(crate) trait ReadingTransport: NativeTransport {
+    /// Reading was paused by `pause_reading()`.
+    fn is_paused(state: &Self::State) -> bool;
+    /// Records whether reading is paused.
+    fn set_paused(state: &mut Self::State, paused: bool);
+    /// Starts watching the descriptor for readability (its native `_read_ready`).
+    fn watch_readable(slf: &Bound<'_, Self>) -> PyResult<()>;
+    /// Stops watching the descriptor for readability.
+    fn unwatch_readable(&self, py: Python<'_>) -> PyResult<()> {
+        self.unwatch(py, Side::Read)
+    }
+
+    /// `is_reading()`: neither paused nor closing.
+    fn reading(&self, py: Python<'_>) -> bool {
+        let state = self.state().borrow_mut(py);
+        !Self::is_paused(&state) && !state.core().closing
+    }
+
+    /// `pause_reading()`: stops watching until `resume_reading()` (nothing if paused or
+    /// closing); logged in debug mode.
+    fn pause(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state().borrow_mut(py);
+            if Self::is_paused(&state) || state.core().closing {
+                return Ok(());
+            }
+            Self::set_paused(&mut state, true);
+        }
+        slf.get().unwatch_readable(py)?;
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r pauses reading", slf))?;
+        }
+        Ok(())
+    }
+
+    /// `resume_reading()`: watches again (nothing if not paused, or closing); logged in debug
+    /// mode.
+    fn resume(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state().borrow_mut(py);
+            if state.core().closing || !Self::is_paused(&state) {
+                return Ok(());
+            }
+            Self::set_paused(&mut state, false);
+        }
+        Self::watch_readable(slf)?;
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r resumes reading", slf))?;
+        }
+        Ok(())
+    }
+}
+
 /// asyncio's `set_write_buffer_limits(high, low)` arguments resolved to `(high, low)`: high
 /// defaults to 64 KiB (or 4 × low), low to high // 4, and `high >= low >= 0` is required;
 /// computed with Python's arithmetic and comparisons, so that any number type asyncio takes
@@ -541,11 +603,13 @@ fn floor_mark(mark: &Bound<'_, PyAny>) -> PyResult<usize> {
 ///   `_force_close(exc)`;
 /// - `write`: `abort()`, `get_write_buffer_size()`, `get_write_buffer_limits()`,
 ///   `set_write_buffer_limits(high=None, low=None)`;
+/// - `reading` (for a `ReadingTransport`): `is_reading()`, `pause_reading()`,
+///   `resume_reading()`;
 /// - `socket`: the `_sock_fd` attribute.
 ///
 /// ```ignore
 /// transport_pymethods! {
-///     impl StreamTransport [base, close, write, socket] {
+///     impl StreamTransport [base, close, write, reading, socket] {
 ///         #[new]
 ///         fn new(/* ... */) -> PyResult<Self> { /* ... */ }
 ///         // ... the class's own methods
@@ -654,6 +718,24 @@ macro_rules! transport_pymethods {
                 low: ::std::option::Option<&::pyo3::Bound<'_, ::pyo3::PyAny>>,
             ) -> ::pyo3::PyResult<()> {
                 <Self as $crate::transport::core::NativeTransport>::set_water_marks(slf, high, low)
+            }
+        ] $own);
+    };
+    (@collect $ty:ident [reading $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
+            /// True unless reading is paused or the transport is closing.
+            fn is_reading(&self, py: ::pyo3::Python<'_>) -> bool {
+                <Self as $crate::transport::core::ReadingTransport>::reading(self, py)
+            }
+
+            /// Stops calling the protocol's `data_received` until `resume_reading()`.
+            fn pause_reading(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::ReadingTransport>::pause(slf)
+            }
+
+            /// Resumes reading after `pause_reading()`.
+            fn resume_reading(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::ReadingTransport>::resume(slf)
             }
         ] $own);
     };

@@ -6,7 +6,8 @@
 //! - [`core`]: what every transport shares: the link to the loop and the protocol, watching the
 //!   descriptor, write flow control, the close/abort/fatal-error state machine, the per-thread
 //!   read buffer, and `transport_pymethods!`, which writes the shared Python methods (groups
-//!   `base`, `close`, `write`, `socket`) into each transport's one `#[pymethods]` block;
+//!   `base`, `close`, `write`, `reading`, `socket`) into each transport's one `#[pymethods]`
+//!   block;
 //! - [`payload`]: the bytes-like argument of `write()`/`sendto()`; [`socket_info`]: extra info,
 //!   closing the socket object, the unclosed-transport warning;
 //! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;

@@ -38,8 +38,8 @@ use crate::interop::py_cache;
 use crate::interop::spare_bytes;
 use crate::transport::accept::AcceptedSocket;
 use crate::transport::core::{
-    transport_pymethods, with_read_buffer, would_block, CoreState, NativeTransport, TransportState,
-    LOST_WRITES_BEFORE_WARNING,
+    transport_pymethods, with_read_buffer, would_block, CoreState, NativeTransport,
+    ReadingTransport, TransportState, LOST_WRITES_BEFORE_WARNING,
 };
 use crate::transport::payload::{ByteView, Payload};
 use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
@@ -235,6 +235,18 @@ impl NativeTransport for StreamTransport {
     type State = State;
     fn state(&self) -> &GilRefCell<State> {
         &self.state
+    }
+}
+
+impl ReadingTransport for StreamTransport {
+    fn is_paused(state: &State) -> bool {
+        state.paused
+    }
+    fn set_paused(state: &mut State, paused: bool) {
+        state.paused = paused;
+    }
+    fn watch_readable(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::watch(slf, Side::Read, &READ_READY)
     }
 }
 
@@ -449,7 +461,7 @@ impl StreamTransport {
 }
 
 transport_pymethods! {
-    impl StreamTransport [base, close, write, socket] {
+    impl StreamTransport [base, close, write, reading, socket] {
         /// `StreamTransport(loop, sock, protocol, extra=None, server=None)`: wraps a connected
         /// non-blocking socket. `_start()` then schedules `connection_made` and reading.
         #[new]
@@ -598,12 +610,8 @@ transport_pymethods! {
 
         /// Starts reading, unless paused or closing (scheduled after `connection_made`).
         fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-            let go = {
-                let state = slf.get().state.borrow_mut(slf.py());
-                !state.paused && !state.core.closing
-            };
-            if go {
-                Self::watch(slf, Side::Read, &READ_READY)?;
+            if slf.get().reading(slf.py()) {
+                Self::watch_readable(slf)?;
             }
             Ok(())
         }
@@ -839,50 +847,6 @@ transport_pymethods! {
         /// Runs `protocol.connection_lost(exc)` and releases the socket (scheduled by close/abort).
         fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
             Self::connection_lost(slf, exc)
-        }
-
-        /// True unless reading is paused or the transport is closing.
-        fn is_reading(&self, py: Python<'_>) -> bool {
-            let state = self.state.borrow_mut(py);
-            !state.paused && !state.core.closing
-        }
-
-        /// Stops calling the protocol's `data_received` until `resume_reading()`.
-        fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-            let py = slf.py();
-            {
-                let mut state = slf.get().state.borrow_mut(py);
-                if state.paused || state.core.closing {
-                    return Ok(());
-                }
-                state.paused = true;
-            }
-            slf.get().unwatch(py, Side::Read)?;
-            if slf.get().is_debug(py) {
-                py_cache::asyncio_logger(py)?
-                    .bind(py)
-                    .call_method1("debug", ("%r pauses reading", slf))?;
-            }
-            Ok(())
-        }
-
-        /// Resumes reading after `pause_reading()`.
-        fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-            let py = slf.py();
-            {
-                let mut state = slf.get().state.borrow_mut(py);
-                if state.core.closing || !state.paused {
-                    return Ok(());
-                }
-                state.paused = false;
-            }
-            Self::watch(slf, Side::Read, &READ_READY)?;
-            if slf.get().is_debug(py) {
-                py_cache::asyncio_logger(py)?
-                    .bind(py)
-                    .call_method1("debug", ("%r resumes reading", slf))?;
-            }
-            Ok(())
         }
 
         /// True: stream sockets can half-close.
