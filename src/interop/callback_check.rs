@@ -1,10 +1,12 @@
-//! asyncio's validation of callbacks passed to `call_soon`/`call_later`/`call_at`/`run_in_executor`:
-//! coroutine functions and coroutines are refused with a TypeError, as are non-callables.
+//! asyncio's validation of callbacks passed to `call_soon`/`call_later`/`call_at`/
+//! `run_in_executor`: coroutine functions and coroutines are refused with a TypeError, as are
+//! non-callables.
 //!
-//! asyncio checks in debug mode only, but then on every scheduled callback (each Task step, each
-//! Future callback), so the common cases are decided natively: C-level callables (Task step wrappers, bound C methods, builtins) can
-//! never be coroutine functions, and Python functions are decided from their code flags.
-//! Only instances of Python classes fall back to `asyncio.iscoroutinefunction`.
+//! asyncio checks in debug mode only, but then on every scheduled callback (each Task step,
+//! each Future callback), so the common cases are decided natively: C-level callables (Task
+//! step wrappers, bound C methods, builtins) can never be coroutine functions, and Python
+//! functions are decided from their code flags. Only instances of Python classes fall back to
+//! `asyncio.iscoroutinefunction`.
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;

@@ -588,7 +588,11 @@ transport_pymethods! {
                         return this.error_received(py, err)
                     }
                     Sent::Failed(err) => {
-                        return Self::fatal_error(slf, err, "Fatal write error on datagram transport")
+                        return Self::fatal_error(
+                            slf,
+                            err,
+                            "Fatal write error on datagram transport",
+                        )
                     }
                 }
             }
@@ -626,7 +630,11 @@ transport_pymethods! {
                         if err.is_instance_of::<PyOSError>(py) {
                             return this.error_received(py, err);
                         }
-                        return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
+                        return Self::fatal_error(
+                            slf,
+                            err,
+                            "Fatal write error on datagram transport",
+                        );
                     }
                 }
             }

@@ -483,7 +483,9 @@ transport_pymethods! {
                     return Err(PyValueError::new_err("the accepted socket is closed"));
                 };
                 let extra = match extra {
-                    Some(extra) if !extra.is_none() => Some(extra.cast::<PyDict>()?.clone().unbind()),
+                    Some(extra) if !extra.is_none() => {
+                        Some(extra.cast::<PyDict>()?.clone().unbind())
+                    }
                     _ => None,
                 };
                 return Ok(StreamTransport::with_state(State::new(
