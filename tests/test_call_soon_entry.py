@@ -1,5 +1,6 @@
-"""call_soon is entered by vectorcall without PyO3's argument parser (src/fast_methods.rs):
-every shape of call must still behave as asyncio's, including the errors."""
+"""call_soon is entered by vectorcall without PyO3's argument parser
+(src/event_loop/fast_methods.rs): every shape of call must still behave as asyncio's, including
+the errors."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Transports of connections a server accepted: what asyncio reports about them.
 
 ferroloop accepts natively (no socket object per connection until asked, see
-``src/accept.rs``); these tests pin that a server-side transport still answers exactly
+``src/transport/accept.rs``); these tests pin that a server-side transport still answers exactly
 as asyncio's: extra info before and after the connection is lost, ``_sock`` usable,
 descriptors closed when the connection ends, no descriptor leaked by a failing protocol
 factory. Each runs on both loops (``FERROLOOP_TEST_LOOP=asyncio``).

@@ -1,6 +1,6 @@
 """The Python half of ferroloop's event loop: cold-path glue around the native ``LoopCore``.
 
-Everything that runs once per callback or per iteration lives in Rust (``src/event_loop.rs``).
+Everything that runs once per callback or per iteration lives in Rust (``src/event_loop/``).
 What is here runs once per ``run_forever()`` call, per executor job, or per error: setting the
 running loop and the async-generator hooks, the signal wakeup descriptor, executors, the
 exception handler, and shutdown.

@@ -1,4 +1,4 @@
-"""Transports. Both are native (``src/stream_transport.rs``, ``src/datagram_transport.rs``):
+"""Transports. Both are native (``src/transport/stream.rs``, ``src/transport/datagram.rs``):
 this module only builds them and names the class their ``__class__`` reports.
 
 Behaviour follows CPython 3.11's selector transports: callback order (connection_made →

@@ -43,7 +43,7 @@ struct Queued {
 }
 
 pub(crate) struct State {
-    /// What every native transport has (see `transport_core.rs`).
+    /// What every native transport has (see `core.rs`).
     core: CoreState,
     /// The socket's descriptor.
     fd: i32,

@@ -54,7 +54,7 @@ const LARGE_READ: usize = 32 * 1024;
 const LARGE_READ_SIZE: usize = 120 * 1024;
 /// The mutable state of a transport (GIL-guarded; never borrowed across a Python call).
 pub(crate) struct State {
-    /// What every native transport has (see `transport_core.rs`).
+    /// What every native transport has (see `core.rs`).
     core: CoreState,
     /// The socket's descriptor.
     fd: i32,
