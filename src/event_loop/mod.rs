@@ -1,9 +1,11 @@
 //! `LoopCore`: the native half of `ferroloop.EventLoop` — the ready queue, the timers, the
 //! poll, and the hot entry points (`call_soon`, `call_later`, `create_future`, `create_task`).
 //!
-//! The Python class `ferroloop.EventLoop(LoopCore, asyncio.AbstractEventLoop)` adds the cold
-//! glue (run_forever's set-up, executors, exception handler, signals, sockets, servers);
-//! every iteration of the loop runs here without touching Python except to run callbacks.
+//! The Python class `ferroloop.EventLoop` (`python/ferroloop/_loop.py`) has `LoopCore` as its
+//! first base, then the Python mixins of the socket, connection and server APIs, then
+//! `asyncio.AbstractEventLoop`; they add the cold glue (run_forever's set-up, executors,
+//! exception handler, signals, sockets, servers). Every iteration of the loop runs here without
+//! touching Python except to run callbacks.
 //!
 //! This file holds the loop's state; its methods are split by concept (plain `impl LoopCore`
 //! blocks, one per file):
@@ -23,7 +25,7 @@
 //! - [`transports`]: the registry of open transports by descriptor.
 
 pub mod fast_methods;
-pub mod fd_watch;
+mod fd_watch;
 pub mod handle;
 mod iteration;
 mod lifecycle;
