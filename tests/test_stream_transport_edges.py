@@ -1,5 +1,5 @@
 """Edge cases of the stream transport (TCP and Unix), pinned to CPython 3.11's selector
-transport, for the native rewrite (``src/transport/stream.rs``, ``write_buffer.rs``).
+transport, for the native rewrite (``src/stream_transport.rs``, ``src/write_buffer.rs``).
 
 Every test runs on real sockets (socketpair or a 127.0.0.1 connection, wrapped with
 ``loop.connect_accepted_socket``) and passes on stock asyncio too:
