@@ -22,9 +22,13 @@ import weakref
 from asyncio import coroutines, events, futures, tasks
 from typing import Any
 
+from ._connections import ConnectionAPI
+from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
-from ._network import NetworkAPI
+from ._sendfile import SendfileAPI
+from ._server import ServerAPI
 from ._sockets import SocketAPI
+from ._tls import TLSAPI
 
 logger = logging.getLogger("asyncio")
 
@@ -58,8 +62,23 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
-class EventLoop(LoopCore, SocketAPI, NetworkAPI, asyncio.AbstractEventLoop):
-    """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``."""
+class EventLoop(
+    LoopCore,
+    SocketAPI,
+    ConnectionAPI,
+    ServerAPI,
+    DatagramAPI,
+    SendfileAPI,
+    TLSAPI,
+    asyncio.AbstractEventLoop,
+):
+    """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``.
+
+    ``LoopCore`` (native) runs the iteration and scheduling; each mixin after it adds one
+    concept of the loop's API in its own module: ``SocketAPI`` (``_sockets``), ``ConnectionAPI``
+    (``_connections``), ``ServerAPI`` (``_server``), ``DatagramAPI`` (``_datagram``),
+    ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``); this class adds the cold-path glue.
+    """
 
     def __init__(self) -> None:
         self.slow_callback_duration = 0.1

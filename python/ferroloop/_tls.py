@@ -1,0 +1,109 @@
+"""TLS glue: ``ssl=`` on connections and servers, and ``loop.start_tls``.
+
+TLS runs the standard library's ``asyncio.sslproto.SSLProtocol`` (TLS through
+``ssl.MemoryBIO``, a BufferedProtocol) over the native stream transport, as asyncio's own
+loops do: the protocol the application sees gets ``SSLProtocol``'s app transport, with
+asyncio's handshake/shutdown timeouts and errors. Checks and messages are asyncio's.
+"""
+
+from __future__ import annotations
+
+from asyncio import constants, sslproto
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover - CPython built without OpenSSL
+    _ssl = None
+
+from ._transports import SocketTransport
+
+
+def check_no_tls_options(ssl, server_hostname=None, handshake=None, shutdown=None) -> None:
+    """asyncio's checks of TLS-only arguments passed without ``ssl``."""
+    if server_hostname is not None and not ssl:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    if handshake is not None and not ssl:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if shutdown is not None and not ssl:
+        raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+class TLSAPI:
+    """Mixin of ``ferroloop.EventLoop``: TLS transports over native stream transports."""
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        """The standard library's TLS protocol over a native stream transport; returns the
+        transport the application's protocol talks to. ``sslcontext`` None: asyncio's
+        default client context."""
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Upgrades an existing connection to TLS; returns the new (TLS) transport once the
+        handshake is done. The old transport must no longer be used."""
+        if _ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, _ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            call_connection_made=False,
+        )
+        # Pause first: data already buffered must reach the TLS protocol, not the old one.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)
+        resume = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resume.cancel()
+            raise
+        return ssl_protocol._app_transport
