@@ -1,26 +1,70 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: builds and installs ferroloop for every CPython
-# 3.11+ found, runs the Rust unit tests, the pytest suite (with the conformance run of CPython's
-# test_asyncio on 3.11), and the pytest suite again on 3.12/3.13 where pyenv has them.
+# The whole test suite, from a fresh clone (what CI runs, through .ci/run): the Rust and Python
+# lint/format checks, the stub check, the Rust unit tests, the pytest suite on ferroloop (with
+# the conformance run of CPython's test_asyncio) and on stock asyncio, then the pytest suite on
+# the other CPython versions pyenv has.
+#
+# Every interpreter gets its own virtual environment under target/ (so nothing is installed
+# into the interpreters themselves); the tools come from PyPI, pinned in pyproject.toml's
+# `dev` extra. To test one more Python version, add a line `other_python X.Y` at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-echo "== build and install ferroloop ($($PY --version))"
-$PY -m pip install --quiet ".[test,integration]"
 
-echo "== Rust unit tests"
-PYO3_PYTHON=$PY cargo test --release --quiet --lib
+step() { echo "== $*"; }
+trap 'status=$?; [ "$status" -ne 0 ] || echo "== all tests passed"' EXIT
 
-echo "== pytest ($($PY --version)), conformance included"
-# The package's source lives under python/, so this imports the installed build.
-$PY -m pytest -q
+# venv_for PYTHON EXTRAS: prints the python of a virtual environment (target/venv-X.Y) made
+# from PYTHON, with ferroloop built and installed in it with the given extras.
+venv_for() {
+    local base=$1 extras=$2 version venv
+    version=$("$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    venv=$PWD/target/venv-$version
+    [ -x "$venv/bin/python" ] || "$base" -m venv "$venv" >&2
+    "$venv/bin/python" -m pip install --quiet ".[$extras]" >&2
+    echo "$venv/bin/python"
+}
 
-for version in 3.12 3.13; do
-    other=$(ls -d "$HOME"/.pyenv/versions/"$version".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
-    [ -n "$other" ] || continue
-    echo "== build and pytest on $($other --version)"
-    $other -m pip install --quiet ".[test,integration]"
-    $other -m pytest -q -m "not conformance"
-done
-echo "== all tests passed"
+# other_python X.Y: the pytest suite (conformance excluded) on pyenv's newest X.Y, if any.
+other_python() {
+    local found python
+    found=$(ls -d "$HOME"/.pyenv/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -z "$found" ]; then
+        step "Python $1: not installed, skipped"
+        return
+    fi
+    step "build and pytest on $("$found" --version)"
+    python=$(venv_for "$found" "test,integration")
+    "$python" -m pytest -q -m "not conformance"
+}
+
+step "Rust: cargo fmt --check"
+cargo fmt --check
+
+step "build and install ferroloop ($($PY --version)) with the test and lint tools"
+py=$(venv_for "$PY" "test,integration,dev")
+
+step "Rust: clippy (-D warnings)"
+PYO3_PYTHON=$py cargo clippy --release --quiet --all-targets -- -D warnings
+
+step "Rust unit tests"
+PYO3_PYTHON=$py cargo test --release --quiet --lib
+
+step "Python: ruff check and ruff format --check (python/, tests/; bench/ with its own config)"
+"$py" -m ruff check python tests
+"$py" -m ruff format --check python tests
+(cd bench && "$py" -m ruff check . && "$py" -m ruff format --check .)
+
+step "stubs: mypy stubtest of _ferroloop.pyi against the built module"
+"$py" -m mypy.stubtest ferroloop._ferroloop --allowlist scripts/stubtest-allowlist.txt
+
+step "pytest ($($py --version)) on ferroloop, conformance included"
+# Run from the repository root: tests import the installed build (the source is under python/).
+"$py" -m pytest -q
+
+step "pytest ($($py --version)) on stock asyncio (validates the tests; ferroloop_only skipped)"
+FERROLOOP_TEST_LOOP=asyncio "$py" -m pytest -q -m "not conformance"
+
+other_python 3.12
+other_python 3.13

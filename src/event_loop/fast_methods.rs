@@ -188,7 +188,7 @@ pub fn install(ty: &Bound<'_, PyType>) -> PyResult<()> {
                 PyCFunctionFastWithKeywords: call_soon_fast,
             },
             ml_flags: (ffi::METH_FASTCALL | ffi::METH_KEYWORDS) as c_int,
-            ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nSchedules `callback(*args)` for the next iteration.".as_ptr(),
+            ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` for the next iteration.".as_ptr(),
         },
     )?;
     install_method(
@@ -200,7 +200,7 @@ pub fn install(ty: &Bound<'_, PyType>) -> PyResult<()> {
                 PyCFunction: get_debug_fast,
             },
             ml_flags: ffi::METH_NOARGS as c_int,
-            ml_doc: c"get_debug()\n--\n\nTrue in debug mode.".as_ptr(),
+            ml_doc: c"get_debug($self, /)\n--\n\nTrue in debug mode.".as_ptr(),
         },
     )
 }
