@@ -14,7 +14,8 @@ carry the ``ferroloop_only`` marker and are skipped in that mode.
 Tests that start a child interpreter use the ``child`` fixture
 (:class:`ChildRunner`), which runs a program under ``python -m ferroloop``
 (ferroloop) or plain ``python`` (asyncio).  Helpers are exposed only through
-fixtures so that test modules never import this file.
+fixtures so that test modules never import this file; plain helper functions and
+classes shared by several test modules are in ``support.py``.
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import FAMILIES, CountingExecutor
 
 #: Which implementation the suite exercises: ``"ferroloop"`` or ``"asyncio"``.
 LOOP_KIND = os.environ.get("FERROLOOP_TEST_LOOP", "ferroloop").strip().lower()
@@ -281,3 +286,42 @@ def restore_policy():
     """Reset the global event loop policy after the test."""
     yield
     asyncio.set_event_loop_policy(None)
+
+
+@pytest.fixture
+def handler_calls(loop) -> list[dict]:
+    """Exception handler contexts reported on ``loop`` (recorded, asserted after the run)."""
+    calls: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: calls.append(context))
+    return calls
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A raw, listening 127.0.0.1 TCP socket."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=16)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def unix_path() -> Iterator[str]:
+    """A fresh AF_UNIX socket path (short enough for sun_path), removed afterwards."""
+    directory = tempfile.mkdtemp(prefix="fl-", dir="/tmp")
+    yield os.path.join(directory, "sock")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=FAMILIES)
+def kind(request) -> str:
+    """A stream socket kind: ``"tcp"`` (127.0.0.1) or ``"unix"``."""
+    return request.param
+
+
+@pytest.fixture
+def counting_executor(loop) -> Iterator[CountingExecutor]:
+    """A CountingExecutor installed as the loop's default executor."""
+    executor = CountingExecutor()
+    loop.set_default_executor(executor)
+    yield executor
+    executor.shutdown(wait=True)

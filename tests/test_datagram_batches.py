@@ -12,6 +12,7 @@ import socket
 import tempfile
 
 import pytest
+from support import run as run_bounded
 
 TIMEOUT = 10
 
@@ -42,7 +43,8 @@ class Collector(asyncio.DatagramProtocol):
 
 
 def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+    """Run ``coro`` on ``loop``, failing after TIMEOUT seconds."""
+    return run_bounded(loop, coro, TIMEOUT)
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])

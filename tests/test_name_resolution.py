@@ -16,27 +16,15 @@ no executor and does not wait for a busy one.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-
-#: Upper bound for any await in these tests (a broken loop fails instead of hanging).
-SAFETY_TIMEOUT = 5.0
+from support import SAFETY_TIMEOUT, CountingExecutor, ipv6_available, run
 
 STREAM = socket.SOCK_STREAM
 DGRAM = socket.SOCK_DGRAM
-
-
-def run(loop, awaitable, timeout: float = SAFETY_TIMEOUT):
-    """Run ``awaitable`` to completion on ``loop``, failing after ``timeout`` seconds."""
-
-    async def bounded():
-        return await asyncio.wait_for(awaitable, timeout)
-
-    return loop.run_until_complete(bounded())
 
 
 def outcome(action: Callable[[], object]) -> tuple:
@@ -49,47 +37,6 @@ def outcome(action: Callable[[], object]) -> tuple:
     except Exception as exc:  # the type and message are what is compared
         return ("raised", type(exc), getattr(exc, "errno", None), str(exc))
     return ("returned", repr(value))
-
-
-def ipv6_loopback_available() -> bool:
-    """True when ::1 can be bound (IPv6 configured on loopback)."""
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
-    """A ThreadPoolExecutor recording the functions submitted to it."""
-
-    def __init__(self, max_workers: int = 2) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix="counting")
-        self.submitted: list[Callable] = []
-
-    def submit(self, fn, /, *args, **kwargs):
-        self.submitted.append(fn)
-        return super().submit(fn, *args, **kwargs)
-
-
-@pytest.fixture
-def counting_executor(loop) -> Iterator[CountingExecutor]:
-    """A CountingExecutor installed as the loop's default executor."""
-    executor = CountingExecutor()
-    loop.set_default_executor(executor)
-    yield executor
-    executor.shutdown(wait=True)
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP listening socket on 127.0.0.1."""
-    sock = socket.create_server(("127.0.0.1", 0), backlog=8)
-    yield sock
-    sock.close()
 
 
 # ---------------------------------------------------------------- getaddrinfo
@@ -324,7 +271,7 @@ def test_sock_connect_localhost(loop, listener):
         assert client.getpeername() == expected
 
 
-@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 on loopback")
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 on loopback")
 def test_sock_connect_ipv6_numeric(loop):
     """An AF_INET6 socket connects to ('::1', port) (the 2-tuple is completed as asyncio's
     resolution does)."""

@@ -20,7 +20,6 @@ Name resolution by sock_connect is tested in test_name_resolution.py.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import hashlib
 import io
@@ -28,27 +27,12 @@ import os
 import shutil
 import socket
 import ssl
-import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-#: Upper bound for any await in these tests (a broken loop fails instead of hanging).
-SAFETY_TIMEOUT = 5.0
-
-#: Deterministic payload of 1 MiB (bytes 0..255 repeated).
-PAYLOAD = bytes(range(256)) * 4096
-
-
-def run(loop, awaitable, timeout: float = SAFETY_TIMEOUT):
-    """Run ``awaitable`` to completion on ``loop``, failing after ``timeout`` seconds."""
-
-    async def bounded():
-        return await asyncio.wait_for(awaitable, timeout)
-
-    return loop.run_until_complete(bounded())
+from support import PAYLOAD, recv_exactly, recv_to_eof, reset_connection, run
 
 
 def outcome(loop, make_coro: Callable[[], object]) -> tuple:
@@ -70,32 +54,6 @@ def outcome(loop, make_coro: Callable[[], object]) -> tuple:
     return ("returned", value)
 
 
-def reset_connection(sock: socket.socket) -> None:
-    """Close ``sock`` with SO_LINGER 0: the peer gets a TCP RST."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-async def recv_exactly(loop, sock: socket.socket, size: int) -> bytes:
-    """Read ``size`` bytes with sock_recv (fails on an early EOF)."""
-    chunks = []
-    remaining = size
-    while remaining:
-        chunk = await loop.sock_recv(sock, min(remaining, 65536))
-        assert chunk, f"EOF with {remaining} bytes still expected"
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-async def recv_until_eof(loop, sock: socket.socket) -> bytes:
-    """Read with sock_recv until the peer closes."""
-    chunks = []
-    while chunk := await loop.sock_recv(sock, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def drain(loop, sock: socket.socket, suffix: bytes) -> bytes:
     """Read with sock_recv until the data received ends with ``suffix``."""
     data = bytearray()
@@ -112,6 +70,13 @@ def make_non_blocking(*socks: socket.socket) -> None:
 
 
 # ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def listener(listener: socket.socket) -> socket.socket:
+    """The shared listening socket (conftest), non-blocking as sock_accept wants it."""
+    listener.setblocking(False)
+    return listener
 
 
 @pytest.fixture
@@ -152,15 +117,6 @@ def udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 @pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A non-blocking TCP listening socket on 127.0.0.1."""
-    sock = socket.create_server(("127.0.0.1", 0), backlog=16)
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A short temporary directory for AF_UNIX socket paths (108-byte limit)."""
     path = Path(tempfile.mkdtemp(prefix="fl-", dir="/tmp"))
@@ -175,27 +131,6 @@ def payload_file(tmp_path) -> Iterator[io.BufferedReader]:
     path.write_bytes(PAYLOAD)
     with open(path, "rb") as f:
         yield f
-
-
-class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
-    """A ThreadPoolExecutor recording the functions submitted to it."""
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=2, thread_name_prefix="counting")
-        self.submitted: list[Callable] = []
-
-    def submit(self, fn, /, *args, **kwargs):
-        self.submitted.append(fn)
-        return super().submit(fn, *args, **kwargs)
-
-
-@pytest.fixture
-def counting_executor(loop) -> Iterator[CountingExecutor]:
-    """A CountingExecutor installed as the loop's default executor."""
-    executor = CountingExecutor()
-    loop.set_default_executor(executor)
-    yield executor
-    executor.shutdown(wait=True)
 
 
 class CountingFileIO(io.FileIO):
@@ -910,7 +845,7 @@ def test_sock_sendfile_empty_file(loop, tcp_pair, tmp_path):
         assert run(loop, loop.sock_sendfile(client, f)) == 0
         assert f.tell() == 0
     client.shutdown(socket.SHUT_WR)
-    assert run(loop, recv_until_eof(loop, server)) == b""
+    assert run(loop, recv_to_eof(loop, server)) == b""
 
 
 def test_sock_sendfile_fallback_for_non_regular_file(loop, tcp_pair, counting_executor):

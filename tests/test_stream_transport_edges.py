@@ -1,5 +1,5 @@
 """Edge cases of the stream transport (TCP and Unix), pinned to CPython 3.11's selector
-transport, for the native rewrite (``src/stream_transport.rs``, ``src/write_buffer.rs``).
+transport, for the native rewrite (``src/transport/stream.rs``, ``src/transport/write_buffer.rs``).
 
 Every test runs on real sockets (socketpair or a 127.0.0.1 connection, wrapped with
 ``loop.connect_accepted_socket``) and passes on stock asyncio too:
@@ -8,14 +8,14 @@ Every test runs on real sockets (socketpair or a 127.0.0.1 connection, wrapped w
   sit in the buffer (the buffer must copy them), bytes of every size buffered behind a full
   socket arrive intact and in order, memoryviews with a non-byte format send their raw bytes,
   argument errors, write(b""), write after write_eof, writelines;
-* flow control: pause_writing / resume_writing once each at the marks, the buffer size,
-  the limits and their validation;
 * closing: close() flushes then calls connection_lost(None) once, abort() drops the buffer,
   abort() after close(), write_eof() with data buffered (half-close), eof_received's result;
-* reading: pause_reading / resume_reading / is_reading, BufferedProtocol with small, failing,
+* reading: BufferedProtocol with small, failing,
   empty and read-only buffers, a failing data_received;
 * the object: get_extra_info (also after the connection is lost), isinstance, repr, the
   ResourceWarning of an unclosed transport, set_protocol / get_protocol.
+
+Flow control (the marks, pause/resume writing and reading) is in ``test_flow_control.py``.
 """
 
 from __future__ import annotations
@@ -24,169 +24,23 @@ import array
 import asyncio
 import gc
 import hashlib
+import logging
 import random
 import socket
 import warnings
 from asyncio import trsock
 
 import pytest
-
-#: Upper bound for any await in these tests (a broken loop fails instead of hanging).
-SAFETY_TIMEOUT = 5.0
-
-KINDS = ["tcp", "unix"]
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def run(loop, awaitable, timeout: float = SAFETY_TIMEOUT):
-    """Run ``awaitable`` to completion on ``loop``, failing after ``timeout`` seconds."""
-
-    async def bounded():
-        return await asyncio.wait_for(awaitable, timeout)
-
-    return loop.run_until_complete(bounded())
-
-
-def raw_pair(kind: str) -> tuple[socket.socket, socket.socket]:
-    """Two connected non-blocking stream sockets: (the transport's, the peer's)."""
-    if kind == "unix":
-        ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        with socket.create_server(("127.0.0.1", 0)) as listening:
-            peer = socket.create_connection(listening.getsockname())
-            ours, _ = listening.accept()
-    ours.setblocking(False)
-    peer.setblocking(False)
-    return ours, peer
-
-
-async def attach(loop, kind: str, factory, *, sndbuf: int | None = None):
-    """A transport over one end of a fresh connection; returns (transport, protocol, peer).
-
-    ``sndbuf`` shrinks the transport socket's kernel send buffer first, so that a write
-    is only partly taken by the socket and the rest lands in the transport's buffer.
-    """
-    ours, peer = raw_pair(kind)
-    if sndbuf is not None:
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    transport, protocol = await loop.connect_accepted_socket(factory, sock=ours)
-    return transport, protocol, peer
-
-
-async def recv_exactly(loop, sock: socket.socket, size: int) -> bytes:
-    """``size`` bytes from ``sock`` (fails on EOF before that)."""
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = await loop.sock_recv(sock, min(size - len(chunks), 1024 * 1024))
-        assert chunk, f"EOF after {len(chunks)} of {size} bytes"
-        chunks += chunk
-    return bytes(chunks)
-
-
-async def recv_to_eof(loop, sock: socket.socket, *, reset_ok: bool = False) -> bytes:
-    """Everything ``sock`` receives until EOF (or, with ``reset_ok``, a reset)."""
-    chunks = bytearray()
-    while True:
-        try:
-            chunk = await loop.sock_recv(sock, 1024 * 1024)
-        except ConnectionResetError:
-            if not reset_ok:
-                raise
-            return bytes(chunks)
-        if not chunk:
-            return bytes(chunks)
-        chunks += chunk
-
-
-async def until(predicate, timeout: float = 2.0) -> None:
-    """Wait (running the loop) until ``predicate()`` is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition never became true"
-        await asyncio.sleep(0.002)
-
-
-def fill_until_buffered(transport, seed: int = 0, chunk_size: int = 128 * 1024) -> bytes:
-    """Write distinct chunks (without running the loop, so the peer reads nothing) until the
-    socket refuses some and the transport buffers them; returns everything written."""
-    rng = random.Random(seed)
-    written = bytearray()
-    for _ in range(400):
-        chunk = rng.randbytes(chunk_size)
-        transport.write(chunk)
-        written += chunk
-        if transport.get_write_buffer_size() > 0:
-            return bytes(written)
-    raise AssertionError("the socket never refused data although the peer does not read")
-
-
-class Proto(asyncio.Protocol):
-    """Records what the transport tells it.
-
-    ``eof_result`` is what eof_received returns; ``pause_on_made`` pauses reading from
-    connection_made.
-    """
-
-    def __init__(self, loop, *, eof_result=None, pause_on_made=False):
-        self.transport = None
-        self.data = bytearray()
-        self.data_types: set[type] = set()
-        self.eof_calls = 0
-        self.lost_calls: list = []
-        self.flow: list[tuple[str, int]] = []
-        self.eof_result = eof_result
-        self.pause_on_made = pause_on_made
-        self.got_eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.resumed = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-        if self.pause_on_made:
-            transport.pause_reading()
-
-    def data_received(self, data):
-        self.data_types.add(type(data))
-        self.data += data
-
-    def eof_received(self):
-        self.eof_calls += 1
-        if not self.got_eof.done():
-            self.got_eof.set_result(None)
-        return self.eof_result
-
-    def connection_lost(self, exc):
-        self.lost_calls.append(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    def pause_writing(self):
-        self.flow.append(("pause_writing", self.transport.get_write_buffer_size()))
-
-    def resume_writing(self):
-        self.flow.append(("resume_writing", self.transport.get_write_buffer_size()))
-        if not self.resumed.done():
-            self.resumed.set_result(None)
-
-
-@pytest.fixture(params=KINDS)
-def kind(request) -> str:
-    """``"tcp"`` (127.0.0.1) or ``"unix"`` (socketpair)."""
-    return request.param
-
-
-@pytest.fixture
-def handler_calls(loop):
-    """Exception handler contexts reported on ``loop``."""
-    calls: list[dict] = []
-    loop.set_exception_handler(lambda _loop, context: calls.append(context))
-    return calls
-
-
-# ----------------------------------------------------------------------------- write: contents
+from support import (
+    Proto,
+    attach,
+    fill_until_buffered,
+    raw_pair,
+    recv_exactly,
+    recv_to_eof,
+    run,
+    until,
+)
 
 
 def test_bytearray_mutated_after_write_is_sent_as_written(loop, kind):
@@ -346,9 +200,6 @@ def test_memoryview_with_non_byte_format_sends_its_raw_bytes(loop, kind):
     ints[0] = -500
     assert direct == ints.tobytes() + doubles.tobytes()
     assert rest == fill + ints.tobytes() + doubles[10:20].tobytes()
-
-
-# ----------------------------------------------------------------------------- write: arguments
 
 
 @pytest.mark.parametrize(
@@ -515,182 +366,6 @@ def test_non_contiguous_memoryview_behind_buffered_data(loop, kind, handler_call
         assert [c["message"] for c in calls] == ["Fatal write error on socket transport"]
 
 
-# ----------------------------------------------------------------------------- flow control
-
-
-def test_write_buffer_limits_defaults_and_validation(loop, kind):
-    async def main():
-        proto = Proto(loop)
-        transport, _, peer = await attach(loop, kind, lambda: proto)
-        results = {"default": transport.get_write_buffer_limits()}
-        transport.set_write_buffer_limits(high=1000, low=10)
-        results["both"] = transport.get_write_buffer_limits()
-        transport.set_write_buffer_limits(high=1000)
-        results["high only"] = transport.get_write_buffer_limits()
-        transport.set_write_buffer_limits(low=300)
-        results["low only"] = transport.get_write_buffer_limits()
-        transport.set_write_buffer_limits(0, 0)
-        results["zero"] = transport.get_write_buffer_limits()
-        transport.set_write_buffer_limits()
-        results["reset"] = transport.get_write_buffer_limits()
-        errors = {}
-        for args in [(10, 20), (100, -1), (-4, None), (None, -1)]:
-            with pytest.raises(ValueError) as info:
-                transport.set_write_buffer_limits(*args)
-            errors[args] = str(info.value)
-        results["after errors"] = transport.get_write_buffer_limits()
-        transport.close()
-        await proto.lost
-        peer.close()
-        return results, errors
-
-    results, errors = run(loop, main())
-    assert results == {
-        "default": (16384, 65536),
-        "both": (10, 1000),
-        "high only": (250, 1000),
-        "low only": (300, 1200),
-        "zero": (0, 0),
-        "reset": (16384, 65536),
-        "after errors": (16384, 65536),
-    }
-    assert errors == {
-        (10, 20): "high (10) must be >= low (20) must be >= 0",
-        (100, -1): "high (100) must be >= low (-1) must be >= 0",
-        (-4, None): "high (-4) must be >= low (-1) must be >= 0",
-        (None, -1): "high (-4) must be >= low (-1) must be >= 0",
-    }
-
-
-@pytest.mark.parametrize(("high", "low"), [(-5, -2), (-1, -1), (-7, -2), (-9, -3)])
-def test_set_write_buffer_limits_default_low_is_high_floor_divided_by_4(loop, high, low):
-    """Without low, asyncio takes ``high // 4`` (floor division): for a negative high the
-    error message names that low."""
-
-    async def main():
-        proto = Proto(loop)
-        transport, _, peer = await attach(loop, "unix", lambda: proto)
-        with pytest.raises(ValueError) as info:
-            transport.set_write_buffer_limits(high=high)
-        limits = transport.get_write_buffer_limits()
-        transport.close()
-        await proto.lost
-        peer.close()
-        return str(info.value), limits
-
-    message, limits = run(loop, main())
-    assert message == f"high ({high}) must be >= low ({low}) must be >= 0"
-    assert limits == (16384, 65536)
-
-
-def test_pause_and_resume_writing_once_each_at_the_marks(loop, kind):
-    """pause_writing once, as soon as the buffer exceeds the high mark (more writes do not
-    repeat it); get_write_buffer_size grows by exactly what is written while data is
-    buffered; resume_writing once, when the buffer has drained to the low mark or below."""
-    high, low = 50_000, 10_000
-    chunk = 7_000
-
-    async def main():
-        proto = Proto(loop)
-        transport, _, peer = await attach(loop, kind, lambda: proto)
-        transport.set_write_buffer_limits(high=high, low=low)
-        assert transport.get_write_buffer_limits() == (low, high)
-        fill = fill_until_buffered(transport, chunk_size=32 * 1024)
-        expected = bytearray(fill)
-        if transport.get_write_buffer_size() > high:
-            pytest.fail("the first buffered write already exceeded the high mark")
-        assert proto.flow == []
-        rng = random.Random(3)
-        while not proto.flow:
-            before = transport.get_write_buffer_size()
-            data = rng.randbytes(chunk)
-            transport.write(data)
-            expected += data
-            assert transport.get_write_buffer_size() == before + chunk
-            if transport.get_write_buffer_size() <= high:
-                assert proto.flow == []
-        paused_at = proto.flow[0][1]
-        for _ in range(20):
-            data = rng.randbytes(chunk)
-            transport.write(data)
-            expected += data
-        # raising the limits does not resume by itself
-        transport.set_write_buffer_limits(high=high * 100)
-        transport.set_write_buffer_limits(high=high, low=low)
-        flow_before_reading = list(proto.flow)
-        received = bytearray()
-        while not proto.resumed.done():
-            received += await loop.sock_recv(peer, 64 * 1024)
-        resumed_at = proto.flow[1][1]
-        transport.close()
-        received += await recv_to_eof(loop, peer)
-        assert await proto.lost is None
-        peer.close()
-        return expected, received, paused_at, resumed_at, flow_before_reading, proto.flow
-
-    expected, received, paused_at, resumed_at, flow_before, flow = run(loop, main())
-    assert high < paused_at <= high + chunk
-    assert flow_before == [("pause_writing", paused_at)]
-    assert flow == [("pause_writing", paused_at), ("resume_writing", resumed_at)]
-    assert resumed_at <= low
-    assert received == expected
-
-
-@pytest.mark.parametrize(
-    ("limits", "expected"),
-    [
-        ({"high": 100.5}, (25.0, 100.5)),
-        ({"low": 10.5}, (10.5, 42.0)),
-        ({"high": 100.5, "low": 20.25}, (20.25, 100.5)),
-        ({"high": True}, (0, True)),
-        ({"high": 2**70}, (2**68, 2**70)),
-    ],
-    ids=["float-high", "float-low", "both-floats", "bool", "huge-int"],
-)
-def test_write_buffer_limits_keep_non_int_marks_as_given(loop, kind, limits, expected):
-    """asyncio keeps water marks that are not plain ints as given (floats, bools, ints beyond
-    64 bits) and reports them back unchanged; flow control compares sizes with them."""
-
-    async def main():
-        proto = Proto(loop)
-        transport, _, peer = await attach(loop, kind, lambda: proto)
-        transport.set_write_buffer_limits(**limits)
-        limits_back = transport.get_write_buffer_limits()
-        transport.close()
-        peer.close()
-        return limits_back
-
-    limits_back = run(loop, main())
-    assert limits_back == expected
-    assert [type(x) for x in limits_back] == [type(x) for x in expected]
-
-
-def test_float_high_water_mark_pauses_only_above_it(loop, kind):
-    """A float high-water mark pauses the protocol only once the buffer is above it."""
-
-    async def main():
-        proto = Proto(loop)
-        transport, _, peer = await attach(loop, kind, lambda: proto, sndbuf=4096)
-        transport.set_write_buffer_limits(high=1e12)
-        fill_until_buffered(transport)
-        buffered = transport.get_write_buffer_size()
-        flow = [list(proto.flow)]
-        transport.set_write_buffer_limits(high=buffered + 0.5)
-        flow.append(list(proto.flow))
-        transport.set_write_buffer_limits(high=buffered - 0.5)
-        flow.append(list(proto.flow))
-        transport.abort()
-        peer.close()
-        await proto.lost
-        return buffered, flow
-
-    buffered, flow = run(loop, main())
-    assert flow == [[], [], [("pause_writing", buffered)]]
-
-
-# ----------------------------------------------------------------------------- closing
-
-
 def test_close_with_buffered_data_flushes_then_connection_lost_once(loop, kind):
     async def main():
         proto = Proto(loop)
@@ -844,63 +519,6 @@ def test_eof_received_false_closes_the_transport(loop, kind, result):
     assert rest == b""
     assert eof_calls == 1
     assert lost_calls == [None]
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def test_pause_and_resume_reading(loop, kind):
-    async def main():
-        proto = Proto(loop)
-        transport, _, peer = await attach(loop, kind, lambda: proto)
-        await loop.sock_sendall(peer, b"first")
-        await until(lambda: len(proto.data) == 5)
-        assert transport.is_reading()
-        transport.pause_reading()
-        transport.pause_reading()  # no-op
-        assert not transport.is_reading()
-        payload = random.Random(5).randbytes(100_000)
-        await loop.sock_sendall(peer, payload)
-        await asyncio.sleep(0.05)
-        assert bytes(proto.data) == b"first", "data_received while reading was paused"
-        transport.resume_reading()
-        transport.resume_reading()  # no-op
-        assert transport.is_reading()
-        await until(lambda: len(proto.data) >= 5 + len(payload))
-        transport.close()
-        assert not transport.is_reading()
-        transport.pause_reading()  # no-ops once closing
-        transport.resume_reading()
-        assert not transport.is_reading()
-        assert await proto.lost is None
-        peer.close()
-        return payload, bytes(proto.data), proto.data_types
-
-    payload, data, types = run(loop, main())
-    assert data == b"first" + payload
-    assert types == {bytes}
-
-
-def test_pause_reading_from_connection_made(loop, kind):
-    """Reading starts after connection_made; pausing there means no data_received at all
-    until resume_reading()."""
-
-    async def main():
-        proto = Proto(loop, pause_on_made=True)
-        ours, peer = raw_pair(kind)
-        peer.send(b"early data")
-        transport, _ = await loop.connect_accepted_socket(lambda: proto, sock=ours)
-        assert not transport.is_reading()
-        await asyncio.sleep(0.05)
-        assert proto.data == b""
-        transport.resume_reading()
-        await until(lambda: len(proto.data) == 10)
-        transport.close()
-        await proto.lost
-        peer.close()
-        return bytes(proto.data)
-
-    assert run(loop, main()) == b"early data"
 
 
 class SmallBuffer(asyncio.BufferedProtocol):
@@ -1105,7 +723,6 @@ def test_data_received_raising_an_oserror_is_not_reported(loop, kind, handler_ca
 def test_slow_data_received_is_reported_as_the_transports_read_ready(loop, kind, caplog):
     """Debug mode names a slow reader callback after the transport's ``_read_ready`` (the
     handle's visible callback is the bound method, whatever runs it)."""
-    import logging
     import time
 
     caplog.set_level(logging.WARNING, logger="asyncio")
@@ -1126,9 +743,6 @@ def test_slow_data_received_is_reported_as_the_transports_read_ready(loop, kind,
     run(loop, main())
     slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executing")]
     assert any("._read_ready()" in message for message in slow), slow
-
-
-# ----------------------------------------------------------------------------- received data
 
 
 class Keeper(asyncio.Protocol):
@@ -1174,9 +788,6 @@ def test_received_bytes_are_immutable_and_hash_their_contents(loop, kind, keep_e
     assert [h for h, _ in protocol.seen] == [hash(bytes([i]) * size) for i in range(rounds)]
     for data, contents in protocol.kept:
         assert data.hex() == contents
-
-
-# ----------------------------------------------------------------------------- the object
 
 
 def test_get_extra_info(loop, kind):

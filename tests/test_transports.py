@@ -1,4 +1,4 @@
-"""Stream transports and servers (issue #4), against CPython's selector loop.
+"""Stream transports (issue #4), against CPython's selector loop.
 
 TCP (127.0.0.1) and AF_UNIX stream connections made with create_connection /
 create_unix_connection / connect_accepted_socket, servers made with create_server /
@@ -10,16 +10,13 @@ create_unix_server, and asyncio streams on top of them:
   → eof_received() → connection_lost(None); writing from connection_made; writing after close;
 * close() flushes the write buffer, abort() drops it; write_eof and half-close (eof_received
   returning True keeps the transport writable);
-* flow control: the write-buffer limits, pause_writing/resume_writing at the high/low marks
-  (the peer does not read), pause_reading/resume_reading/is_reading;
 * BufferedProtocol (get_buffer/buffer_updated), get_extra_info, set_protocol/get_protocol;
-* create_connection errors (refused; several addresses failing: one combined OSError);
-  create_server's host forms, sock=, reuse_port; the Server object (sockets, is_serving,
-  start_serving, serve_forever, close, wait_closed, get_loop, ``async with``);
-  create_unix_server over a stale socket file and over a regular file;
-* faults: a peer reset reaches connection_lost; a failing protocol factory does not stop the
-  server; a failing data_received is reported and closes the transport; add_reader & co.
-  refuse a transport's descriptor.
+* faults: a peer reset reaches connection_lost; a failing data_received is reported and
+  closes the transport; add_reader & co. refuse a transport's descriptor.
+
+Flow control is in ``test_flow_control.py``, servers in ``test_servers.py``, client
+connections' errors in ``test_client_connections.py``; edge cases of the transport itself in
+``test_stream_transport_edges.py``.
 
 TLS, UDP, pipes and subprocesses are not covered here.
 """
@@ -27,222 +24,25 @@ TLS, UDP, pipes and subprocesses are not covered here.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
-import shutil
 import socket
-import struct
-import tempfile
 from asyncio import trsock
 
 import pytest
-
-#: Upper bound for any await in these tests (a broken loop fails instead of hanging).
-SAFETY_TIMEOUT = 5.0
-
-#: Deterministic payload of 1 MiB (bytes 0..255 repeated).
-PAYLOAD = bytes(range(256)) * 4096
-
-#: asyncio's default write-buffer limits: (low, high).
-DEFAULT_LIMITS = (16 * 1024, 64 * 1024)
-
-FAMILIES = ["tcp", "unix"]
-
-
-def run(loop, awaitable, timeout: float = SAFETY_TIMEOUT):
-    """Run ``awaitable`` to completion on ``loop``, failing after ``timeout`` seconds."""
-
-    async def bounded():
-        return await asyncio.wait_for(awaitable, timeout)
-
-    return loop.run_until_complete(bounded())
-
-
-def reset_connection(sock: socket.socket) -> None:
-    """Close ``sock`` with SO_LINGER 0: the peer gets a TCP RST."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def closed_port() -> int:
-    """A 127.0.0.1 TCP port nothing listens on (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ipv6_available() -> bool:
-    """Whether ::1 can be bound here."""
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-def collapse(events: list[tuple]) -> list[str]:
-    """Callback names in order, runs of data_received/buffer_updated folded into one."""
-    names: list[str] = []
-    for event in events:
-        if names and names[-1] == event[0] and event[0] in ("data_received", "buffer_updated"):
-            continue
-        names.append(event[0])
-    return names
-
-
-class Recorder(asyncio.Protocol):
-    """A protocol recording every callback with its arguments.
-
-    ``echo`` writes received data back; ``keep_open`` is what eof_received returns;
-    ``greeting`` is written from connection_made.
-    """
-
-    def __init__(self, loop, *, echo=False, keep_open=False, greeting=b""):
-        self.events: list[tuple] = []
-        self.transport = None
-        self.data = bytearray()
-        self.echo = echo
-        self.keep_open = keep_open
-        self.greeting = greeting
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.received_any = loop.create_future()
-
-    def connection_made(self, transport):
-        self.events.append(("connection_made", transport))
-        self.transport = transport
-        if self.greeting:
-            transport.write(self.greeting)
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        self.events.append(("data_received", data))
-        self.data += data
-        if not self.received_any.done():
-            self.received_any.set_result(None)
-        if self.echo:
-            self.transport.write(data)
-
-    def eof_received(self):
-        self.events.append(("eof_received",))
-        self.eof.set_result(None)
-        return self.keep_open
-
-    def connection_lost(self, exc):
-        self.events.append(("connection_lost", exc))
-        self.lost.set_result(exc)
-
-
-class FlowRecorder(Recorder):
-    """Records pause_writing/resume_writing with the write-buffer size at that moment."""
-
-    def __init__(self, loop, **kwargs):
-        super().__init__(loop, **kwargs)
-        self.flow: list[tuple[str, int]] = []
-        self.paused = False
-        self.resumed = loop.create_future()
-
-    def pause_writing(self):
-        self.flow.append(("pause_writing", self.transport.get_write_buffer_size()))
-        self.paused = True
-
-    def resume_writing(self):
-        self.flow.append(("resume_writing", self.transport.get_write_buffer_size()))
-        self.paused = False
-        if not self.resumed.done():
-            self.resumed.set_result(None)
-
-
-@pytest.fixture
-def unix_path():
-    """A fresh AF_UNIX socket path (short enough for sun_path), removed afterwards."""
-    directory = tempfile.mkdtemp(prefix="fl-", dir="/tmp")
-    yield os.path.join(directory, "sock")
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def listener():
-    """A raw, listening 127.0.0.1 TCP socket (the peer of the transport under test)."""
-    sock = socket.create_server(("127.0.0.1", 0))
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def handler_calls(loop):
-    """Exception handler contexts reported on ``loop``."""
-    calls: list[dict] = []
-    loop.set_exception_handler(lambda _loop, context: calls.append(context))
-    return calls
-
-
-async def serve(loop, kind: str, factory, unix_path: str, **kwargs):
-    """A server of the given kind; returns (server, address to connect to)."""
-    if kind == "tcp":
-        server = await loop.create_server(factory, "127.0.0.1", 0, **kwargs)
-        return server, server.sockets[0].getsockname()
-    server = await loop.create_unix_server(factory, unix_path, **kwargs)
-    return server, unix_path
-
-
-async def connect(loop, kind: str, factory, address):
-    """create_connection / create_unix_connection to ``address``."""
-    if kind == "tcp":
-        return await loop.create_connection(factory, *address)
-    return await loop.create_unix_connection(factory, address)
-
-
-async def accept_peer(loop, listener: socket.socket, factory):
-    """Connect a transport to ``listener``; returns (transport, protocol, raw peer socket)."""
-    listener.setblocking(False)
-    accepting = asyncio.ensure_future(loop.sock_accept(listener))
-    transport, protocol = await loop.create_connection(factory, *listener.getsockname())
-    peer, _ = await accepting
-    peer.setblocking(False)
-    return transport, protocol, peer
-
-
-async def read_to_eof(loop, sock: socket.socket) -> bytes:
-    """Everything ``sock`` receives until EOF (sock_recv)."""
-    chunks = []
-    while True:
-        chunk = await loop.sock_recv(sock, 256 * 1024)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-async def fill_write_buffer(
-    transport, chunk: bytes = b"x" * 65536, at_least: int = 256 * 1024, limit: int = 2000
-) -> int:
-    """Write ``chunk`` until the transport buffers ``at_least`` bytes (the peer reads nothing,
-    so its receive window is full by then); returns the number of bytes written."""
-    written = 0
-    for _ in range(limit):
-        transport.write(chunk)
-        written += len(chunk)
-        if transport.get_write_buffer_size() >= at_least:
-            return written
-        await asyncio.sleep(0.001)
-    raise AssertionError("the write buffer never filled although the peer does not read")
-
-
-def shrink_buffers(transport, peer: socket.socket) -> None:
-    """A small kernel send buffer, so that the transport's own buffer fills sooner.
-
-    (The peer's receive buffer is left alone: shrinking it on a connected socket makes Linux
-    stall the stream on zero-window probes.)
-    """
-    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-
-
-# ----------------------------------------------------------------------------- echo
+from support import (
+    FAMILIES,
+    PAYLOAD,
+    Recorder,
+    accept_peer,
+    collapse,
+    connect,
+    fill_write_buffer,
+    recv_to_eof,
+    reset_connection,
+    run,
+    serve,
+    shrink_buffers,
+)
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
@@ -388,9 +188,6 @@ def test_connect_accepted_socket_echo(loop, listener):
     ]
 
 
-# ----------------------------------------------------------------------------- writing
-
-
 def test_write_from_connection_made_before_create_connection_returns(loop, listener):
     """connection_made runs (and may write) before create_connection returns."""
     order = []
@@ -433,7 +230,7 @@ def test_write_after_close_is_dropped(loop, listener, caplog):
             assert await client.lost is None
             for _ in range(10):
                 transport.write(b"dropped")
-        data = await read_to_eof(loop, peer)
+        data = await recv_to_eof(loop, peer)
         peer.close()
         return early_warnings, data
 
@@ -474,7 +271,7 @@ def test_close_flushes_buffered_data(loop, listener):
         assert transport.is_closing()
         await asyncio.sleep(0.05)
         assert not client.lost.done(), "connection_lost before the buffer was flushed"
-        data = await read_to_eof(loop, peer)
+        data = await recv_to_eof(loop, peer)
         assert await client.lost is None
         peer.close()
         return written, data
@@ -497,7 +294,7 @@ def test_abort_drops_buffered_data(loop, listener):
         assert await asyncio.wait_for(client.lost, 1.0) is None
         assert transport.get_write_buffer_size() == 0
         try:
-            data = await read_to_eof(loop, peer)
+            data = await recv_to_eof(loop, peer)
         except ConnectionResetError:
             data = b""
         peer.close()
@@ -526,7 +323,7 @@ def test_abort_after_close_drops_the_rest(loop, listener):
         transport.close()
         await asyncio.sleep(0.01)
         try:
-            data = await read_to_eof(loop, peer)
+            data = await recv_to_eof(loop, peer)
         except ConnectionResetError:
             data = b""
         peer.close()
@@ -542,11 +339,12 @@ def test_write_eof_half_close(loop, kind, unix_path):
     """The client's write_eof reaches the server's eof_received; returning True keeps the
     server's transport open, and it still writes its reply, then closes."""
     servers: list[Recorder] = []
+    closing_at_eof: list[bool] = []
 
     class Replier(Recorder):
         def eof_received(self):
             super().eof_received()
-            assert not self.transport.is_closing()
+            closing_at_eof.append(self.transport.is_closing())
             self.transport.write(b"reply to " + bytes(self.data))
             asyncio.get_running_loop().call_soon(self.transport.close)
             return True
@@ -573,6 +371,7 @@ def test_write_eof_half_close(loop, kind, unix_path):
         return exc, client
 
     exc, client = run(loop, main())
+    assert closing_at_eof == [False]
     assert exc is None
     assert bytes(client.data) == b"reply to request"
     assert collapse(client.events) == [
@@ -588,136 +387,6 @@ def test_write_eof_half_close(loop, kind, unix_path):
         "eof_received",
         "connection_lost",
     ]
-
-
-# ----------------------------------------------------------------------------- flow control
-
-
-def test_write_buffer_limits(loop, listener):
-    async def main():
-        transport, _, peer = await accept_peer(loop, listener, lambda: Recorder(loop))
-        try:
-            assert transport.get_write_buffer_limits() == DEFAULT_LIMITS
-            assert transport.get_write_buffer_size() == 0
-            transport.set_write_buffer_limits(high=100)
-            assert transport.get_write_buffer_limits() == (25, 100)
-            transport.set_write_buffer_limits(low=10)
-            assert transport.get_write_buffer_limits() == (10, 40)
-            transport.set_write_buffer_limits(high=200, low=50)
-            assert transport.get_write_buffer_limits() == (50, 200)
-            transport.set_write_buffer_limits(high=0)
-            assert transport.get_write_buffer_limits() == (0, 0)
-            transport.set_write_buffer_limits()
-            assert transport.get_write_buffer_limits() == DEFAULT_LIMITS
-            with pytest.raises(ValueError, match=r"high \(1\) must be >= low \(2\) must be >= 0"):
-                transport.set_write_buffer_limits(high=1, low=2)
-            with pytest.raises(ValueError, match="must be >= 0"):
-                transport.set_write_buffer_limits(high=1, low=-1)
-            assert transport.get_write_buffer_limits() == DEFAULT_LIMITS
-        finally:
-            transport.close()
-            peer.close()
-
-    run(loop, main())
-
-
-def test_pause_and_resume_writing_at_the_marks(loop, listener):
-    """pause_writing once the buffer exceeds the high mark (the peer does not read);
-    resume_writing once it drains to the low mark (the peer reads)."""
-    high, low = 256 * 1024, 64 * 1024
-
-    async def main():
-        transport, client, peer = await accept_peer(loop, listener, lambda: FlowRecorder(loop))
-        shrink_buffers(transport, peer)
-        transport.set_write_buffer_limits(high=high, low=low)
-        assert transport.get_write_buffer_limits() == (low, high)
-        chunk = b"y" * 32768
-        written = 0
-        for _ in range(2000):
-            if client.paused:
-                break
-            transport.write(chunk)
-            written += len(chunk)
-            await asyncio.sleep(0)
-        assert client.paused, "pause_writing never called"
-        # Writing more while paused does not call pause_writing again.
-        transport.write(chunk)
-        written += len(chunk)
-        assert [name for name, _ in client.flow] == ["pause_writing"]
-        reading = asyncio.ensure_future(read_exactly(peer, written))
-        await client.resumed
-        data = await reading
-        transport.close()
-        await client.lost
-        peer.close()
-        return client.flow, data, written
-
-    async def read_exactly(sock, size):
-        chunks, got = [], 0
-        while got < size:
-            chunk = await loop.sock_recv(sock, 256 * 1024)
-            assert chunk, "EOF before all data arrived"
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
-
-    flow, data, written = run(loop, main())
-    assert [name for name, _ in flow] == ["pause_writing", "resume_writing"]
-    assert flow[0][1] > high
-    assert flow[1][1] <= low
-    assert len(data) == written
-
-
-def test_lowering_the_high_mark_pauses_writing(loop, listener):
-    """set_write_buffer_limits below the current buffer size calls pause_writing at once."""
-
-    async def main():
-        transport, client, peer = await accept_peer(loop, listener, lambda: FlowRecorder(loop))
-        shrink_buffers(transport, peer)
-        transport.set_write_buffer_limits(high=1 << 30)
-        await fill_write_buffer(transport)
-        assert client.flow == []
-        size = transport.get_write_buffer_size()
-        assert size > 0
-        transport.set_write_buffer_limits(high=size - 1, low=0)
-        flow = list(client.flow)
-        transport.abort()
-        await client.lost
-        peer.close()
-        return flow, size
-
-    flow, size = run(loop, main())
-    assert flow == [("pause_writing", size)]
-
-
-def test_pause_and_resume_reading(loop, listener):
-    async def main():
-        transport, client, peer = await accept_peer(loop, listener, lambda: Recorder(loop))
-        assert transport.is_reading()
-        transport.pause_reading()
-        assert not transport.is_reading()
-        transport.pause_reading()  # already paused: no error
-        await loop.sock_sendall(peer, b"while paused")
-        await asyncio.sleep(0.1)
-        assert client.data == b""
-        transport.resume_reading()
-        assert transport.is_reading()
-        transport.resume_reading()  # already reading: no error
-        await client.received_any
-        while len(client.data) < len(b"while paused"):
-            await asyncio.sleep(0.01)
-        transport.close()
-        assert not transport.is_reading()
-        transport.resume_reading()  # closing: no effect, no error
-        assert not transport.is_reading()
-        await client.lost
-        peer.close()
-        return client.data
-
-    assert run(loop, main()) == b"while paused"
-
-
-# ----------------------------------------------------------------------------- protocols
 
 
 class BufferRecorder(asyncio.BufferedProtocol):
@@ -878,420 +547,6 @@ def test_set_protocol_and_get_protocol(loop, listener):
     assert collapse(second.events) == ["data_received", "eof_received", "connection_lost"]
 
 
-# ----------------------------------------------------------------------------- connecting
-
-
-def test_create_connection_refused(loop):
-    port = closed_port()
-
-    async def main():
-        with pytest.raises(ConnectionRefusedError) as info:
-            await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-        return info.value
-
-    exc = run(loop, main())
-    assert exc.errno == errno.ECONNREFUSED
-    assert f"Connect call failed ('127.0.0.1', {port})" in str(exc)
-
-
-def test_create_connection_several_addresses_all_failing(loop):
-    """Every resolved address is tried; different errors combine into one OSError."""
-    port1, port2 = closed_port(), closed_port()
-    while port2 == port1:
-        port2 = closed_port()
-    lookups = []
-
-    async def fake_getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0):
-        lookups.append((host, port))
-        return [
-            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port1)),
-            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port2)),
-        ]
-
-    loop.getaddrinfo = fake_getaddrinfo
-
-    async def main():
-        with pytest.raises(OSError) as info:
-            await loop.create_connection(asyncio.Protocol, "two.example.invalid", 80)
-        return info.value
-
-    exc = run(loop, main())
-    assert lookups == [("two.example.invalid", 80)]
-    assert type(exc) is OSError
-    message = str(exc)
-    assert message.startswith("Multiple exceptions: ")
-    assert f"Connect call failed ('127.0.0.1', {port1})" in message
-    assert f"Connect call failed ('127.0.0.1', {port2})" in message
-    assert message.index(str(port1)) < message.index(str(port2))
-
-
-def test_create_connection_same_error_twice_is_not_combined(loop):
-    """Identical errors for every address: the first one is raised as it is."""
-    port = closed_port()
-
-    async def fake_getaddrinfo(host, port_, *, family=0, type=0, proto=0, flags=0):
-        info = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
-        return [info, info]
-
-    loop.getaddrinfo = fake_getaddrinfo
-
-    async def main():
-        with pytest.raises(OSError) as info:
-            await loop.create_connection(asyncio.Protocol, "twice.example.invalid", 80)
-        return info.value
-
-    exc = run(loop, main())
-    assert type(exc) is ConnectionRefusedError
-    assert not str(exc).startswith("Multiple exceptions")
-
-
-def test_create_connection_argument_errors(loop):
-    async def main():
-        with pytest.raises(ValueError, match="host and port was not specified and no sock"):
-            await loop.create_connection(asyncio.Protocol)
-        with socket.socket() as sock:
-            with pytest.raises(ValueError, match="host/port and sock can not be specified"):
-                await loop.create_connection(asyncio.Protocol, "127.0.0.1", 1, sock=sock)
-        with socket.socket(type=socket.SOCK_DGRAM) as sock:
-            with pytest.raises(ValueError, match="A Stream Socket was expected"):
-                await loop.create_connection(asyncio.Protocol, sock=sock)
-
-    run(loop, main())
-
-
-# ----------------------------------------------------------------------------- servers
-
-
-def families_of(server) -> set:
-    return {sock.family for sock in server.sockets}
-
-
-@pytest.mark.parametrize("host", [None, ""])
-def test_create_server_all_interfaces(loop, host):
-    """host None or '': a listening socket per family, on the wildcard address."""
-
-    async def main():
-        server = await loop.create_server(asyncio.Protocol, host, 0)
-        try:
-            socks = server.sockets
-            names = [(sock.family, sock.getsockname()) for sock in socks]
-            listening = [sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for sock in socks]
-            v4_port = next(name[1] for family, name in names if family == socket.AF_INET)
-            # connecting to the IPv4 socket works
-            client = socket.socket()
-            client.setblocking(False)
-            await loop.sock_connect(client, ("127.0.0.1", v4_port))
-            client.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-        return names, listening
-
-    names, listening = run(loop, main())
-    families = {family for family, _ in names}
-    assert socket.AF_INET in families
-    assert families <= {socket.AF_INET, socket.AF_INET6}
-    assert len(names) == len(families)
-    for family, name in names:
-        assert name[0] == ("0.0.0.0" if family == socket.AF_INET else "::")
-        assert name[1] != 0
-    assert all(listening)
-
-
-def test_create_server_host_list(loop):
-    """A list of hosts: one socket per distinct address."""
-    hosts = ["127.0.0.1", "127.0.0.1"] + (["::1"] if ipv6_available() else [])
-
-    async def main():
-        server = await loop.create_server(asyncio.Protocol, hosts, 0)
-        try:
-            return sorted((sock.family, sock.getsockname()[0]) for sock in server.sockets)
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    expected = [(socket.AF_INET, "127.0.0.1")]
-    if ipv6_available():
-        expected.append((socket.AF_INET6, "::1"))
-    assert run(loop, main()) == sorted(expected)
-
-
-def test_create_server_port_zero_and_socket_options(loop):
-    """Port 0 picks a free port; SO_REUSEADDR by default; SO_REUSEPORT only when asked."""
-
-    async def main():
-        options = []
-        for kwargs in ({}, {"reuse_port": True}):
-            server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, **kwargs)
-            assert type(server.sockets) is tuple
-            (sock,) = server.sockets
-            assert isinstance(sock, trsock.TransportSocket)
-            options.append(
-                (
-                    sock.getsockname()[1],
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR),
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT),
-                )
-            )
-            server.close()
-            await server.wait_closed()
-        return options
-
-    (port, reuse_addr, reuse_port), (port2, _, reuse_port2) = run(loop, main())
-    assert port != 0 and port2 != 0
-    assert reuse_addr != 0
-    assert reuse_port == 0
-    assert reuse_port2 != 0
-
-
-def test_create_server_sock(loop):
-    """create_server(sock=...) serves on the given (bound, not yet listening) socket."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    address = sock.getsockname()
-    protos: list[Recorder] = []
-
-    def factory():
-        protos.append(Recorder(loop, echo=True))
-        return protos[-1]
-
-    async def main():
-        server = await loop.create_server(factory, sock=sock)
-        (served,) = server.sockets
-        assert served.fileno() == sock.fileno()
-        assert served.getsockname() == address
-        transport, client = await loop.create_connection(lambda: Recorder(loop), *address)
-        transport.write(b"via sock")
-        await client.received_any
-        transport.close()
-        await client.lost
-        server.close()
-        await server.wait_closed()
-        return client
-
-    client = run(loop, main())
-    assert bytes(client.data) == b"via sock"
-    assert len(protos) == 1
-
-
-def test_create_server_argument_errors(loop):
-    async def main():
-        with pytest.raises(ValueError, match="Neither host/port nor sock were specified"):
-            await loop.create_server(asyncio.Protocol)
-        with socket.socket() as sock:
-            with pytest.raises(ValueError, match="host/port and sock can not be specified"):
-                await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, sock=sock)
-        with socket.socket(type=socket.SOCK_DGRAM) as sock:
-            with pytest.raises(ValueError, match="A Stream Socket was expected"):
-                await loop.create_server(asyncio.Protocol, sock=sock)
-
-    run(loop, main())
-
-
-def test_create_server_address_in_use(loop):
-    async def main():
-        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            with pytest.raises(OSError) as info:
-                await loop.create_server(asyncio.Protocol, "127.0.0.1", port)
-        finally:
-            server.close()
-            await server.wait_closed()
-        return info.value, port
-
-    exc, port = run(loop, main())
-    assert exc.errno == errno.EADDRINUSE
-    assert f"('127.0.0.1', {port})" in str(exc)
-
-
-# ----------------------------------------------------------------------------- Server objects
-
-
-def test_server_start_serving_later(loop):
-    protos: list[Recorder] = []
-
-    def factory():
-        protos.append(Recorder(loop))
-        return protos[-1]
-
-    async def main():
-        server = await loop.create_server(factory, "127.0.0.1", 0, start_serving=False)
-        assert server.get_loop() is loop
-        assert not server.is_serving()
-        assert len(server.sockets) == 1
-        await server.start_serving()
-        assert server.is_serving()
-        await server.start_serving()  # already serving: no error
-        transport, client = await loop.create_connection(
-            lambda: Recorder(loop), *server.sockets[0].getsockname()
-        )
-        while not protos:
-            await asyncio.sleep(0.01)
-        await protos[0].made
-        transport.close()
-        await protos[0].lost
-        server.close()
-        await server.wait_closed()
-        assert not server.is_serving()
-
-    run(loop, main())
-    assert len(protos) == 1
-
-
-def test_serve_forever_cancelled(loop):
-    async def main():
-        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, start_serving=False)
-        task = asyncio.ensure_future(server.serve_forever())
-        await asyncio.sleep(0)
-        assert server.is_serving()
-        with pytest.raises(RuntimeError, match=r"is already being awaited on serve_forever\(\)"):
-            await server.serve_forever()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert not server.is_serving()
-        assert server.sockets == ()
-        with pytest.raises(RuntimeError, match="is closed"):
-            await server.serve_forever()
-
-    run(loop, main())
-
-
-def test_server_close_keeps_connections_and_refuses_new_ones(loop):
-    protos: list[Recorder] = []
-
-    def factory():
-        protos.append(Recorder(loop, echo=True))
-        return protos[-1]
-
-    async def main():
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        address = server.sockets[0].getsockname()
-        transport, client = await loop.create_connection(lambda: Recorder(loop), *address)
-        while not protos:
-            await asyncio.sleep(0.01)
-        server.close()
-        assert not server.is_serving()
-        assert server.sockets == ()
-        server.close()  # a second close is a no-op
-        # the accepted connection still works
-        transport.write(b"still here")
-        await client.received_any
-        # the listening socket is gone
-        with pytest.raises(ConnectionRefusedError):
-            await loop.create_connection(asyncio.Protocol, *address)
-        transport.close()
-        await client.lost
-        await protos[0].lost
-        # (before Python 3.12.1, wait_closed() after close() returns at once even while
-        # connections are open; it is awaited once they are gone)
-        await server.wait_closed()
-        return client
-
-    client = run(loop, main())
-    assert bytes(client.data) == b"still here"
-
-
-def test_wait_closed_waits_for_close_and_for_connections(loop):
-    """wait_closed, awaited while serving, ends once the server is closed and its last
-    connection is gone."""
-    protos: list[Recorder] = []
-
-    def factory():
-        protos.append(Recorder(loop))
-        return protos[-1]
-
-    async def main():
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        waiting = asyncio.ensure_future(server.wait_closed())
-        transport, client = await loop.create_connection(
-            lambda: Recorder(loop), *server.sockets[0].getsockname()
-        )
-        while not protos:
-            await asyncio.sleep(0.01)
-        await protos[0].made
-        await asyncio.sleep(0.01)
-        assert not waiting.done(), "wait_closed ended while serving"
-        server.close()
-        await asyncio.sleep(0.01)
-        assert not waiting.done(), "wait_closed ended with a connection still open"
-        transport.close()
-        await protos[0].lost
-        await asyncio.wait_for(waiting, 1.0)
-        await client.lost
-
-    run(loop, main())
-
-
-def test_wait_closed_without_connections(loop):
-    async def main():
-        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
-        waiting = asyncio.ensure_future(server.wait_closed())
-        await asyncio.sleep(0.01)
-        assert not waiting.done()
-        server.close()
-        await asyncio.wait_for(waiting, 1.0)
-        await asyncio.wait_for(server.wait_closed(), 1.0)  # after close: returns
-
-    run(loop, main())
-
-
-def test_server_async_with(loop):
-    async def main():
-        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
-        async with server as entered:
-            assert entered is server
-            assert server.is_serving()
-            port = server.sockets[0].getsockname()[1]
-        assert not server.is_serving()
-        assert server.sockets == ()
-        return port
-
-    port = run(loop, main())
-    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
-        probe.connect(("127.0.0.1", port))
-
-
-def test_unix_server_replaces_stale_socket_file(loop, unix_path):
-    stale = socket.socket(socket.AF_UNIX)
-    stale.bind(unix_path)
-    stale.close()
-    assert os.path.exists(unix_path)
-
-    async def main():
-        server = await loop.create_unix_server(lambda: Recorder(loop, echo=True), unix_path)
-        transport, client = await loop.create_unix_connection(lambda: Recorder(loop), unix_path)
-        transport.write(b"fresh")
-        await client.received_any
-        transport.close()
-        await client.lost
-        server.close()
-        await server.wait_closed()
-        return client
-
-    assert bytes(run(loop, main()).data) == b"fresh"
-
-
-def test_unix_server_on_a_regular_file_is_address_in_use(loop, unix_path):
-    with open(unix_path, "w") as f:
-        f.write("not a socket")
-
-    async def main():
-        with pytest.raises(OSError) as info:
-            await loop.create_unix_server(asyncio.Protocol, unix_path)
-        return info.value
-
-    exc = run(loop, main())
-    assert exc.errno == errno.EADDRINUSE
-    assert str(exc) == f"[Errno {errno.EADDRINUSE}] Address {unix_path!r} is already in use"
-    with open(unix_path) as f:
-        assert f.read() == "not a socket"
-
-
-# ----------------------------------------------------------------------------- faults
-
-
 def test_peer_reset_reaches_connection_lost(loop, listener, handler_calls):
     async def main():
         transport, client, peer = await accept_peer(loop, listener, lambda: Recorder(loop))
@@ -1306,77 +561,6 @@ def test_peer_reset_reaches_connection_lost(loop, listener, handler_calls):
     assert handler_calls == []
 
 
-class FailingFactory:
-    """A protocol factory whose first call raises; later calls make echoing Recorders."""
-
-    def __init__(self, loop):
-        self.loop = loop
-        self.calls = 0
-        self.error = LookupError("no protocol for you")
-        self.protocols: list[Recorder] = []
-
-    def __call__(self):
-        self.calls += 1
-        if self.calls == 1:
-            raise self.error
-        self.protocols.append(Recorder(self.loop, echo=True))
-        return self.protocols[-1]
-
-
-def serve_with_failing_factory(loop, factory: FailingFactory):
-    """Connect twice to a server whose factory fails the first time; returns the second
-    client's received data."""
-
-    async def main():
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        address = server.sockets[0].getsockname()
-        first = socket.socket()
-        first.setblocking(False)
-        await loop.sock_connect(first, address)
-        while factory.calls < 1:
-            await asyncio.sleep(0.01)
-        transport, client = await loop.create_connection(lambda: Recorder(loop), *address)
-        transport.write(b"second")
-        await client.received_any
-        assert server.is_serving()
-        transport.close()
-        await client.lost
-        first.close()
-        server.close()
-        await server.wait_closed()
-        return bytes(client.data)
-
-    return run(loop, main())
-
-
-def test_failing_protocol_factory_server_keeps_serving(loop, handler_calls):
-    factory = FailingFactory(loop)
-    assert serve_with_failing_factory(loop, factory) == b"second"
-    assert factory.calls == 2
-
-
-@pytest.mark.ferroloop_only
-def test_failing_protocol_factory_is_reported(loop, handler_calls):
-    """ferroloop reports a failing protocol factory in every mode (stock asyncio only in
-    debug mode)."""
-    factory = FailingFactory(loop)
-    assert serve_with_failing_factory(loop, factory) == b"second"
-    assert len(handler_calls) == 1
-    context = handler_calls[0]
-    assert context["exception"] is factory.error
-    assert context["message"] == "Error on transport creation for incoming connection"
-
-
-def test_failing_protocol_factory_is_reported_in_debug_mode(loop, handler_calls):
-    loop.set_debug(True)
-    loop.slow_callback_duration = 10.0
-    factory = FailingFactory(loop)
-    assert serve_with_failing_factory(loop, factory) == b"second"
-    reports = [c for c in handler_calls if c.get("exception") is factory.error]
-    assert len(reports) == 1
-    assert reports[0]["message"] == "Error on transport creation for incoming connection"
-
-
 def test_failing_data_received_is_reported_and_closes(loop, listener, handler_calls):
     error = ZeroDivisionError("bad data")
 
@@ -1389,7 +573,7 @@ def test_failing_data_received_is_reported_and_closes(loop, listener, handler_ca
         transport, proto, peer = await accept_peer(loop, listener, lambda: Failing(loop))
         await loop.sock_sendall(peer, b"boom")
         exc = await proto.lost
-        rest = await read_to_eof(loop, peer)
+        rest = await recv_to_eof(loop, peer)
         peer.close()
         # the loop is alive and well
         done = loop.create_future()
