@@ -16,32 +16,10 @@ import socket
 import tempfile
 import warnings
 
-import pytest
+from support import Recorder, open_fds
 
 
-class Recorder(asyncio.Protocol):
-    def __init__(self, loop):
-        self.transport = None
-        self.made = loop.create_future()
-        self.lost = loop.create_future()
-        self.data = bytearray()
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        self.data += data
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def serve_one(loop, family):
+async def serve_one(loop, kind):
     """A server, one client connected to it; returns (server, client socket, protocol)."""
     protocols = []
 
@@ -49,7 +27,7 @@ async def serve_one(loop, family):
         protocols.append(Recorder(loop))
         return protocols[-1]
 
-    if family == "tcp":
+    if kind == "tcp":
         server = await loop.create_server(factory, "127.0.0.1", 0)
         client = socket.create_connection(server.sockets[0].getsockname()[:2])
     else:
@@ -66,14 +44,9 @@ async def serve_one(loop, family):
     return server, client, protocols[0]
 
 
-@pytest.fixture(params=["tcp", "unix"])
-def family(request):
-    return request.param
-
-
-def test_extra_info_of_an_accepted_connection(loop, family):
+def test_extra_info_of_an_accepted_connection(loop, kind):
     async def main():
-        server, client, proto = await serve_one(loop, family)
+        server, client, proto = await serve_one(loop, kind)
         transport = proto.transport
         info = {key: transport.get_extra_info(key) for key in ("peername", "sockname", "socket")}
         expected_peer = client.getsockname()
@@ -89,7 +62,7 @@ def test_extra_info_of_an_accepted_connection(loop, family):
         return info, expected_peer, expected_local, fileno_before, after, transport_socket
 
     info, peer, local, fileno_before, after, transport_socket = loop.run_until_complete(main())
-    if family == "tcp":
+    if kind == "tcp":
         assert info["peername"] == peer
     else:
         assert info["peername"] in ("", peer)
@@ -121,10 +94,10 @@ def test_socket_info_asked_only_after_connection_lost(loop):
     assert transport.get_extra_info("nothing", 42) == 42
 
 
-def test_echo_through_an_accepted_transport_and_descriptor_released(loop, family):
+def test_echo_through_an_accepted_transport_and_descriptor_released(loop, kind):
     async def main():
         before = open_fds()
-        server, client, proto = await serve_one(loop, family)
+        server, client, proto = await serve_one(loop, kind)
         proto.transport.write(b"hello")
         got = b""
         while len(got) < 5:

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import ssl
 
 import pytest
+from support import open_fds
 
 try:
     from test.test_asyncio import utils as cpython_test_utils
 except ImportError:  # pragma: no cover - an interpreter without its test package
     cpython_test_utils = None
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def echo_once(reader, writer):
