@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 
-step() { echo "== $*"; }
+step() { echo "== [${SECONDS}s] $*"; }
 trap 'status=$?; [ "$status" -ne 0 ] || echo "== all tests passed"' EXIT
 
 # venv_for PYTHON EXTRAS: prints the python of a virtual environment (target/venv-X.Y) made
