@@ -24,7 +24,7 @@ def enable_reuse_port(sock: socket.socket) -> None:
 
 
 def remove_stale_unix_socket(path) -> None:
-    """Removes the socket file a earlier server left at ``path`` (not in the abstract
+    """Removes the socket file an earlier server left at ``path`` (not in the abstract
     namespace); a path that is not a socket is left alone, and a failure to check is logged,
     as asyncio does."""
     if path[0] in (0, "\x00"):
