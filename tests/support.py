@@ -324,3 +324,35 @@ class Proto(asyncio.Protocol):
         self.flow.append(("resume_writing", self.transport.get_write_buffer_size()))
         if not self.resumed.done():
             self.resumed.set_result(None)
+
+
+class SmallBuffer(asyncio.BufferedProtocol):
+    """A BufferedProtocol whose get_buffer returns ``make_buffer()`` (or raises it)."""
+
+    def __init__(self, loop, make_buffer):
+        self.make_buffer = make_buffer
+        self.hints: list[int] = []
+        self.pieces: list[bytes] = []
+        self.current = None
+        self.transport = None
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        self.hints.append(sizehint)
+        self.current = self.make_buffer()
+        if isinstance(self.current, BaseException):
+            raise self.current
+        return self.current
+
+    def buffer_updated(self, nbytes):
+        self.pieces.append(bytes(memoryview(self.current)[:nbytes]))
+
+    def eof_received(self):
+        return None
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)

@@ -1,0 +1,394 @@
+"""Writing through a stream transport (TCP and Unix), pinned to CPython 3.11's selector
+transport: bytearray / memoryview contents are taken at write() time even when they sit in
+the buffer (the buffer must copy them); bytes of every size buffered behind a full socket
+arrive intact and in order; memoryviews with a non-byte format send their raw bytes;
+argument errors; write(b""); write after write_eof or after close; writelines; a
+non-contiguous memoryview (a fatal write error, also behind buffered data). Every test
+passes on stock asyncio too.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import hashlib
+import logging
+import random
+
+import pytest
+from support import (
+    Proto,
+    Recorder,
+    accept_peer,
+    attach,
+    fill_until_buffered,
+    recv_exactly,
+    recv_to_eof,
+    run,
+)
+
+
+def test_write_after_close_is_dropped(loop, listener, caplog):
+    """Writes after close() raise nothing and send nothing; after a few, each one logs a
+    warning on the asyncio logger."""
+
+    async def main():
+        transport, client, peer = await accept_peer(loop, listener, lambda: Recorder(loop))
+        transport.close()
+        assert transport.is_closing()
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(3):
+                transport.write(b"dropped")
+            early_warnings = len(caplog.records)
+            assert await client.lost is None
+            for _ in range(10):
+                transport.write(b"dropped")
+        data = await recv_to_eof(loop, peer)
+        peer.close()
+        return early_warnings, data
+
+    early_warnings, data = run(loop, main())
+    assert data == b""
+    assert early_warnings == 0
+    warnings = [r for r in caplog.records if r.name == "asyncio"]
+    assert warnings and all(r.getMessage() == "socket.send() raised exception." for r in warnings)
+
+
+def test_write_argument_type_error(loop, listener):
+    async def main():
+        transport, _, peer = await accept_peer(loop, listener, lambda: Recorder(loop))
+        try:
+            with pytest.raises(
+                TypeError, match="data argument must be a bytes-like object, not 'str'"
+            ):
+                transport.write("text")
+            transport.write(b"")  # nothing to send: no error
+            assert transport.get_write_buffer_size() == 0
+        finally:
+            transport.close()
+            peer.close()
+
+    run(loop, main())
+
+
+def test_bytearray_mutated_after_write_is_sent_as_written(loop, kind):
+    """A bytearray is sent as it was at write() time, whether the socket took part of it
+    (the rest buffered) or none of it (all buffered behind earlier data)."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto, sndbuf=4096)
+        # Empty buffer, large bytearray: the socket takes a part, the rest is buffered.
+        first = bytearray(random.Random(1).randbytes(512 * 1024))
+        expected = bytes(first)
+        transport.write(first)
+        assert 0 < transport.get_write_buffer_size() < len(first)
+        first[:] = b"\xee" * len(first)
+        # Buffer not empty: small and large bytearrays are buffered whole.
+        for size in (1, 100, 4095, 4096, 70_000):
+            data = bytearray(random.Random(size).randbytes(size))
+            before = transport.get_write_buffer_size()
+            transport.write(data)
+            assert transport.get_write_buffer_size() == before + size
+            expected += bytes(data)
+            data[:] = b"\xdd" * size  # same length, new contents
+            data.extend(b"grown")  # and a resize
+        transport.close()
+        received = await recv_to_eof(loop, peer)
+        assert await proto.lost is None
+        peer.close()
+        return expected, received
+
+    expected, received = run(loop, main())
+    assert len(received) == len(expected)
+    assert received == expected
+
+
+def test_memoryview_of_bytearray_mutated_after_write_is_sent_as_written(loop, kind):
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto, sndbuf=4096)
+        expected = bytearray()
+        # Empty buffer: partly sent, the rest buffered.
+        backing = bytearray(random.Random(2).randbytes(512 * 1024))
+        transport.write(memoryview(backing))
+        assert 0 < transport.get_write_buffer_size() < len(backing)
+        expected += backing
+        backing[:] = b"\xee" * len(backing)
+        # Buffer not empty: whole views and slices of views, small and large.
+        for size in (3, 4096, 50_000):
+            backing = bytearray(random.Random(size).randbytes(size + 10))
+            view = memoryview(backing)[5:-5]
+            transport.write(view)
+            expected += view
+            view[:] = b"\xcc" * len(view)
+            backing[:5] = b"\xbb" * 5
+        transport.close()
+        received = await recv_to_eof(loop, peer)
+        assert await proto.lost is None
+        peer.close()
+        return bytes(expected), received
+
+    expected, received = run(loop, main())
+    assert len(received) == len(expected)
+    assert received == expected
+
+
+@pytest.mark.parametrize("drain", ["after", "during"])
+def test_many_writes_of_every_size_arrive_intact_and_in_order(loop, kind, drain):
+    """Several MiB in bytes of sizes around and far above 4096 (plus some bytearrays and
+    memoryviews), buffered behind a full socket; the written objects are not kept alive by
+    the caller. ``drain="after"``: the peer starts reading once everything is written;
+    ``"during"``: it reads while the writes go on, so the buffer drains part-way often."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        rng = random.Random(42)
+        digest = hashlib.sha256()
+        total = 0
+
+        async def reader():
+            received = hashlib.sha256()
+            count = 0
+            while True:
+                chunk = await loop.sock_recv(peer, 1024 * 1024)
+                if not chunk:
+                    return received.hexdigest(), count
+                received.update(chunk)
+                count += len(chunk)
+
+        reading = asyncio.ensure_future(reader()) if drain == "during" else None
+        fill = fill_until_buffered(transport, seed=7)
+        digest.update(fill)
+        total += len(fill)
+        writes = 0
+        while total < 6 * 1024 * 1024:
+            pick = rng.random()
+            if pick < 0.55:
+                size = rng.randint(1, 4095)
+            elif pick < 0.8:
+                size = rng.choice([4095, 4096, 4097, 8191, 8192, 16384, 65536])
+            else:
+                size = rng.randint(65537, 512 * 1024)
+            data = rng.randbytes(size)
+            digest.update(data)
+            total += size
+            form = rng.random()
+            if form < 0.1:
+                transport.write(bytearray(data))
+            elif form < 0.2:
+                transport.write(memoryview(data))
+            else:
+                transport.write(data)
+            del data
+            writes += 1
+            if drain == "during" and writes % 7 == 0:
+                await asyncio.sleep(0)
+        if drain == "after":
+            assert transport.get_write_buffer_size() > 1024 * 1024
+            reading = asyncio.ensure_future(reader())
+        transport.close()
+        received_digest, count = await reading
+        assert await proto.lost is None
+        peer.close()
+        return digest.hexdigest(), total, received_digest, count
+
+    expected_digest, total, received_digest, count = run(loop, main())
+    assert count == total
+    assert received_digest == expected_digest
+
+
+def test_memoryview_with_non_byte_format_sends_its_raw_bytes(loop, kind):
+    """memoryview(array('i')) / ('d'), written with the buffer empty (sent at once) and with
+    data buffered (queued whole), sends the items' raw bytes."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        ints = array.array("i", range(-500, 500))
+        doubles = array.array("d", [i / 7 for i in range(300)])
+        transport.write(memoryview(ints))
+        transport.write(memoryview(doubles))
+        assert transport.get_write_buffer_size() == 0
+        direct = await recv_exactly(loop, peer, len(ints) * ints.itemsize + len(doubles) * 8)
+        fill = fill_until_buffered(transport)
+        before = transport.get_write_buffer_size()
+        transport.write(memoryview(ints))
+        transport.write(memoryview(doubles)[10:20])
+        assert transport.get_write_buffer_size() == before + len(ints) * ints.itemsize + 80
+        ints[0] = 12345  # the buffered copy is not affected
+        transport.close()
+        rest = await recv_to_eof(loop, peer)
+        assert await proto.lost is None
+        peer.close()
+        return ints, doubles, direct, fill, rest
+
+    ints, doubles, direct, fill, rest = run(loop, main())
+    ints[0] = -500
+    assert direct == ints.tobytes() + doubles.tobytes()
+    assert rest == fill + ints.tobytes() + doubles[10:20].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [("text", "str"), (42, "int"), (None, "NoneType"), ([b"x"], "list")],
+)
+def test_write_of_a_non_bytes_like_object_raises_type_error(loop, kind, value, type_name):
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        try:
+            with pytest.raises(TypeError) as info:
+                transport.write(value)
+            assert transport.get_write_buffer_size() == 0
+            assert not transport.is_closing()
+            transport.write(b"still fine")
+            assert await recv_exactly(loop, peer, 10) == b"still fine"
+        finally:
+            transport.close()
+            peer.close()
+        await proto.lost
+        return str(info.value)
+
+    message = run(loop, main())
+    assert message == f"data argument must be a bytes-like object, not '{type_name}'"
+
+
+def test_write_of_empty_data_is_a_no_op(loop, kind):
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        for empty in (b"", bytearray(), memoryview(b""), memoryview(array.array("i"))):
+            transport.write(empty)
+            assert transport.get_write_buffer_size() == 0
+        transport.writelines([])
+        transport.writelines([b"", bytearray()])
+        assert transport.get_write_buffer_size() == 0
+        # with data buffered, empty writes change nothing either
+        fill = fill_until_buffered(transport)
+        before = transport.get_write_buffer_size()
+        transport.write(b"")
+        transport.write(bytearray())
+        assert transport.get_write_buffer_size() == before
+        transport.write(b"end")
+        transport.close()
+        received = await recv_to_eof(loop, peer)
+        await proto.lost
+        peer.close()
+        return fill, received
+
+    fill, received = run(loop, main())
+    assert received == fill + b"end"
+
+
+def test_write_after_write_eof_raises_runtime_error(loop, kind):
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        transport.write(b"before")
+        transport.write_eof()
+        transport.write_eof()  # a second call does nothing
+        errors = []
+        for data in (b"after", bytearray(b"after"), memoryview(b"after"), b""):
+            with pytest.raises(RuntimeError) as info:
+                transport.write(data)
+            errors.append(str(info.value))
+        with pytest.raises(RuntimeError):
+            transport.writelines([b"after"])
+        # the argument type is checked first
+        with pytest.raises(TypeError):
+            transport.write("after")
+        received = await recv_to_eof(loop, peer)
+        assert not transport.is_closing()
+        transport.close()
+        await proto.lost
+        peer.close()
+        return errors, received
+
+    errors, received = run(loop, main())
+    assert errors == ["Cannot call write() after write_eof()"] * 4
+    assert received == b"before"
+
+
+def test_writelines_with_mixed_buffer_types(loop, kind):
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        mutable = bytearray(b"cd")
+        transport.writelines(
+            [b"ab", mutable, memoryview(b"ef"), memoryview(bytearray(b"gh")), b"", b"ij"]
+        )
+        mutable[:] = b"XX"
+        direct = await recv_exactly(loop, peer, 10)
+        transport.writelines(iter([b"k", bytearray(b"l"), memoryview(array.array("B", b"m"))]))
+        more = await recv_exactly(loop, peer, 3)
+        # with data buffered, the joined lines queue behind it
+        fill = fill_until_buffered(transport)
+        big = bytearray(b"y" * 10_000)
+        transport.writelines([b"n", big, memoryview(b"o")])
+        big[:] = b"z" * 10_000
+        with pytest.raises(TypeError):
+            transport.writelines([b"ok", "not bytes"])
+        transport.close()
+        rest = await recv_to_eof(loop, peer)
+        await proto.lost
+        peer.close()
+        return direct, more, fill, rest
+
+    direct, more, fill, rest = run(loop, main())
+    assert direct == b"abcdefghij"
+    assert more == b"klm"
+    assert rest == fill + b"n" + b"y" * 10_000 + b"o"
+
+
+def test_non_contiguous_memoryview_is_a_fatal_write_error(loop, kind, handler_calls):
+    """A memoryview that is not C-contiguous cannot be sent: with nothing buffered, write()
+    returns, the error is reported as a fatal write error and the connection is lost with it."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        transport.write(memoryview(b"abcdefgh")[::2])
+        exc = await proto.lost
+        peer.close()
+        return transport, exc
+
+    transport, exc = run(loop, main())
+    assert isinstance(exc, BufferError)
+    assert transport.is_closing()
+    assert [c["message"] for c in handler_calls] == ["Fatal write error on socket transport"]
+    assert handler_calls[0]["exception"] is exc
+
+
+def test_non_contiguous_memoryview_behind_buffered_data(loop, kind, handler_calls):
+    """With data already buffered, a non-contiguous memoryview is asyncio's TypeError on 3.11
+    (its bytearray buffer refuses it) and a fatal write error on 3.12+ (its buffer keeps the view
+    and the next flush fails with BufferError, dropping what was buffered)."""
+    import sys
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto, sndbuf=4096)
+        fill_until_buffered(transport)
+        if sys.version_info < (3, 12):
+            with pytest.raises(TypeError):
+                transport.write(memoryview(b"abcdefgh")[::2])
+            assert not transport.is_closing()
+            transport.abort()
+            exc = await proto.lost
+            peer.close()
+            return exc, None
+        transport.write(memoryview(b"abcdefgh")[::2])
+        drained = loop.create_task(recv_to_eof(loop, peer, reset_ok=True))
+        exc = await proto.lost
+        await drained
+        peer.close()
+        return exc, handler_calls
+
+    exc, calls = run(loop, main())
+    if sys.version_info < (3, 12):
+        assert exc is None
+    else:
+        assert isinstance(exc, BufferError)
+        assert [c["message"] for c in calls] == ["Fatal write error on socket transport"]
