@@ -35,6 +35,8 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::handle::Handle>()?;
     m.add_class::<transport::stream::StreamTransport>()?;
     m.add_class::<transport::datagram::DatagramTransport>()?;
+    m.add_class::<transport::pipe_read::ReadPipeTransport>()?;
+    m.add_class::<transport::pipe_write::WritePipeTransport>()?;
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
     m.add_class::<transport::accept::AcceptedSocket>()?;
     m.add_function(wrap_pyfunction!(transport::accept::accept_connection, m)?)?;

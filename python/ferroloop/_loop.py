@@ -25,6 +25,7 @@ from typing import Any
 from ._connections import ConnectionAPI
 from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
+from ._pipes import PipeAPI
 from ._sendfile import SendfileAPI
 from ._server import ServerAPI
 from ._sockets import SocketAPI
@@ -70,6 +71,7 @@ class EventLoop(
     DatagramAPI,
     SendfileAPI,
     TLSAPI,
+    PipeAPI,
     asyncio.AbstractEventLoop,
 ):
     """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``.
@@ -77,7 +79,8 @@ class EventLoop(
     ``LoopCore`` (native) runs the iteration and scheduling; each mixin after it adds one
     concept of the loop's API in its own module: ``SocketAPI`` (``_sockets``), ``ConnectionAPI``
     (``_connections``), ``ServerAPI`` (``_server``), ``DatagramAPI`` (``_datagram``),
-    ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``); this class adds the cold-path glue.
+    ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``), ``PipeAPI`` (``_pipes``); this class
+    adds the cold-path glue.
     """
 
     def __init__(self) -> None:

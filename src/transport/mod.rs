@@ -13,12 +13,18 @@
 //! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
 //! - [`datagram`]: UDP and AF_UNIX datagrams; [`sockaddr`]: its address conversion;
-//! - [`accept`]: servers' accept without a Python socket object per connection.
+//! - [`accept`]: servers' accept without a Python socket object per connection;
+//! - [`pipe_read`], [`pipe_write`]: the read and write pipe transports (pipes, FIFOs, sockets,
+//!   character devices and ptys); [`pipe_file`]: what they share (file-type check, raw
+//!   `read`/`write`/`writev`).
 
 pub mod accept;
 pub mod core;
 pub mod datagram;
 pub mod payload;
+pub mod pipe_file;
+pub mod pipe_read;
+pub mod pipe_write;
 pub mod sockaddr;
 pub mod socket_info;
 pub mod stream;

@@ -289,20 +289,23 @@ EVENT_LOOP_TESTS_ISSUE_4 = frozenset(
     }
 )
 
+# Issue #9, pipes and ptys: the pipe/pty tests of EventLoopTestsMixin
+# (connect_read_pipe/connect_write_pipe), run with issue #4's scope.
+EVENT_LOOP_TESTS_PIPES = frozenset(
+    {
+        "test_read_pipe",
+        "test_unclosed_pipe_transport",
+        "test_read_pty_output",
+        "test_write_pipe",
+        "test_write_pipe_disconnect_on_close",
+        "test_write_pty",
+        "test_bidirectional_pty",
+    }
+)
+
 # What keeps the other I/O tests of EventLoopTestsMixin/SubprocessTestsMixin
 # deferred once issue #4 is in scope.
 EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {
-    **dict.fromkeys(
-        (
-            "test_read_pipe",
-            "test_write_pipe",
-            "test_write_pipe_disconnect_on_close",
-            "test_read_pty_output",
-            "test_write_pty",
-            "test_bidirectional_pty",
-        ),
-        DEFERRED_PIPES,
-    ),
     **dict.fromkeys(
         (
             "test_subprocess_exec",
@@ -453,7 +456,8 @@ MODULES = (
                 ("EventLoopTestsMixin", "SubprocessTestsMixin", "test_utils.TestCase"),
                 run_only=EVENT_LOOP_TESTS_WITHOUT_IO
                 | (EVENT_LOOP_TESTS_ISSUE_3 if ISSUE_3_IN_SCOPE else frozenset())
-                | (EVENT_LOOP_TESTS_ISSUE_4 if ISSUE_4_IN_SCOPE else frozenset()),
+                | (EVENT_LOOP_TESTS_ISSUE_4 if ISSUE_4_IN_SCOPE else frozenset())
+                | (EVENT_LOOP_TESTS_PIPES if ISSUE_4_IN_SCOPE else frozenset()),
             ),
         ),
         replaced_classes=_STOCK_LOOP_VARIANTS,
@@ -478,8 +482,6 @@ MODULES = (
             "test_timeout_rounding": "wraps the private loop._run_once to count "
             "selector iterations",
             "test_prompt_cancellation": "ends with the private loop._stop_serving()",
-            "test_unclosed_pipe_transport": "sets the private _pipe attribute of "
-            "the loop's pipe transports",
             "test_create_server_multiple_hosts_ipv4": "patches asyncio.base_events.socket "
             "and private serving methods",
             "test_create_server_multiple_hosts_ipv6": "patches asyncio.base_events.socket "

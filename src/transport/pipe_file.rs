@@ -1,0 +1,164 @@
+//! What both pipe transports share: the pipe object they wrap (a Python file object, or
+//! anything with `fileno()` and `close()`), the check of the descriptor's file type, making it
+//! non-blocking, and the raw `read(2)`/`write(2)`/`writev(2)` calls.
+//!
+//! The checks and system calls run here, in Rust, so that no `os.fstat` or `os.read` is
+//! called from Python on the loop's thread (blocking-call detectors watch those).
+
+use std::io;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::interop::errors::os_error;
+use crate::transport::write_buffer::{WriteBuffer, MAX_IOVECS};
+
+/// asyncio's `max_size` of a pipe read: at most this many bytes per readiness event.
+pub(crate) const PIPE_READ_SIZE: usize = 256 * 1024;
+
+/// The kind of file behind a descriptor, as far as the pipe transports care.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FileKind {
+    /// A pipe or a FIFO.
+    Fifo,
+    /// A socket.
+    Socket,
+    /// A character device (a tty or pty, `/dev/null`, ...).
+    CharDevice,
+    /// Anything else (a regular file, a directory, a block device): refused.
+    Other,
+}
+
+/// `fstat(fd)`'s file type.
+pub(crate) fn file_kind(fd: i32) -> io::Result<FileKind> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable for its size during the call.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR => FileKind::CharDevice,
+        _ => FileKind::Other,
+    })
+}
+
+/// `os.set_blocking(fd, False)`.
+pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; failure is reported through errno.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The pipe object's descriptor, checked to be a pipe, FIFO, socket or character device
+/// (else `ValueError(refusal)`), and made non-blocking. Returns the descriptor and its kind.
+pub(crate) fn open_pipe(pipe: &Bound<'_, PyAny>, refusal: &str) -> PyResult<(i32, FileKind)> {
+    let py = pipe.py();
+    let fd: i32 = pipe.call_method0(intern!(py, "fileno"))?.extract()?;
+    let kind = file_kind(fd).map_err(os_error)?;
+    if kind == FileKind::Other {
+        return Err(PyValueError::new_err(refusal.to_owned()));
+    }
+    set_nonblocking(fd).map_err(os_error)?;
+    Ok((fd, kind))
+}
+
+/// The extra-info dict of a pipe transport: the caller's own dict (as asyncio keeps it), or a
+/// new one, with `pipe` set.
+pub(crate) fn pipe_extra<'py>(
+    pipe: &Bound<'py, PyAny>,
+    extra: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = pipe.py();
+    let extra = match extra {
+        Some(extra) if !extra.is_none() => extra.cast::<PyDict>()?.clone(),
+        _ => PyDict::new(py),
+    };
+    extra.set_item(intern!(py, "pipe"), pipe)?;
+    Ok(extra)
+}
+
+/// `get_extra_info(name, default)`: the extra-info dict's entry, or `default`.
+pub(crate) fn extra_info(
+    py: Python<'_>,
+    extra: Option<&Py<PyDict>>,
+    name: &Bound<'_, PyAny>,
+    default: Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    if let Some(extra) = extra {
+        if let Some(value) = extra.bind(py).get_item(name)? {
+            return Ok(value.unbind());
+        }
+    }
+    Ok(default.unwrap_or_else(|| py.None()))
+}
+
+/// `pipe.close()`: closes the descriptor through the object that owns it.
+pub(crate) fn close_pipe_object(py: Python<'_>, pipe: &Bound<'_, PyAny>) -> PyResult<()> {
+    pipe.call_method0(intern!(py, "close")).map(drop)
+}
+
+/// `read(2)` into `buf`; EINTR is retried.
+pub(crate) fn read_raw(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length during the call.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `write(2)` of `data` (at most all of it); EINTR is retried. A pipe without a reader gives
+/// EPIPE (Python ignores SIGPIPE, as asyncio relies on).
+pub(crate) fn write_raw(fd: i32, data: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `data` is valid for reads of its length during the call.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// One `writev(2)` of the buffer's first pieces; returns the bytes written.
+pub(crate) fn write_buffer(fd: i32, buffer: &WriteBuffer) -> io::Result<usize> {
+    let mut iovecs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
+    let count = buffer.fill_iovecs(&mut iovecs);
+    loop {
+        // SAFETY: the first `count` iovecs describe live buffer contents; writev only reads.
+        let n = unsafe { libc::writev(fd, iovecs.as_ptr(), count as libc::c_int) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}

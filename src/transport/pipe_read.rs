@@ -1,0 +1,540 @@
+//! The read pipe transport: asyncio's `_UnixReadPipeTransport` (what
+//! `loop.connect_read_pipe` returns) with its read path in Rust.
+//!
+//! It wraps the read end of a pipe, a FIFO, a socket or a character device (a pty master);
+//! the loop runs `_read_ready` when the descriptor is readable, which calls `read(2)` (at most
+//! 256 KiB, asyncio's `max_size`) and hands a `bytes` to `protocol.data_received`.
+//!
+//! Behaviour is asyncio's (identical in 3.11, 3.12 and 3.13):
+//! * `connection_made`, then reading starts (unless paused meanwhile), then the waiter;
+//! * end of file: `eof_received()` and `connection_lost(None)`, each in its own callback
+//!   (eof_received's result is ignored: a pipe cannot half-close);
+//! * a read error is fatal: `connection_lost(exc)`; EIO (what a pty master reads once the
+//!   slave side is closed) is only logged in debug mode, any other error goes to the loop's
+//!   exception handler;
+//! * an exception from `data_received` is not the transport's: it propagates out of
+//!   `_read_ready` to the loop, which reports it as an exception in that callback;
+//! * `connection_lost` closes the pipe object and releases the loop and protocol.
+//!
+//! `type(t)` is this class; its `__class__` property reports `asyncio.ReadTransport`.
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::event_loop::handle::NativeMethod;
+use crate::event_loop::{LoopCore, Side};
+use crate::interop::errors::os_error;
+use crate::interop::gil_cell::GilRefCell;
+use crate::interop::py_cache;
+use crate::interop::spare_bytes;
+use crate::transport::core::{
+    with_read_buffer, would_block, CoreState, NativeTransport, TransportState,
+};
+use crate::transport::pipe_file::{
+    close_pipe_object, extra_info, open_pipe, pipe_extra, read_raw, PIPE_READ_SIZE,
+};
+use crate::transport::socket_info::warn_unclosed;
+
+/// The mutable state of a read pipe transport (GIL-guarded; never borrowed across a Python
+/// call).
+pub(crate) struct State {
+    /// The link to the loop and protocol; `closing` is asyncio's `_closing`, `conn_lost` > 0
+    /// once `connection_lost` is scheduled.
+    core: CoreState,
+    /// The pipe's descriptor.
+    fd: i32,
+    /// The pipe object; closed and dropped once the connection is lost.
+    pipe: Option<Py<PyAny>>,
+    /// Extra info (`pipe`, and what the creator passed).
+    extra: Option<Py<PyDict>>,
+    /// `pause_reading()` is in effect.
+    paused: bool,
+    /// The loop watches the descriptor for us.
+    watching: bool,
+}
+
+impl TransportState for State {
+    fn fd(&self) -> i32 {
+        self.fd
+    }
+    fn core(&self) -> &CoreState {
+        &self.core
+    }
+    fn core_mut(&mut self) -> &mut CoreState {
+        &mut self.core
+    }
+    fn pending_bytes(&self) -> usize {
+        0
+    }
+    fn has_pending(&self) -> bool {
+        false
+    }
+    fn discard_pending(&mut self) {}
+}
+
+/// `_read_ready`, run by the loop without a Python call (see `handle::NativeMethod`).
+static READ_READY: NativeMethod = NativeMethod {
+    name: "_read_ready",
+    call: |transport| ReadPipeTransport::_read_ready(transport.cast::<ReadPipeTransport>()?),
+};
+
+/// asyncio's read pipe transport.
+#[pyclass(
+    frozen,
+    weakref,
+    dict,
+    module = "ferroloop._ferroloop",
+    name = "ReadPipeTransport"
+)]
+pub struct ReadPipeTransport {
+    state: GilRefCell<State>,
+}
+
+impl NativeTransport for ReadPipeTransport {
+    type State = State;
+    fn state(&self) -> &GilRefCell<State> {
+        &self.state
+    }
+}
+
+impl ReadPipeTransport {
+    /// Watches the descriptor for readability.
+    fn start_watching(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::watch(slf, Side::Read, &READ_READY)?;
+        slf.get().state.borrow_mut(slf.py()).watching = true;
+        Ok(())
+    }
+
+    /// Stops watching the descriptor (if we do: the descriptor may be shared with a write
+    /// transport whose watch must stay).
+    fn stop_watching(&self, py: Python<'_>) -> PyResult<()> {
+        let watching = std::mem::take(&mut self.state.borrow_mut(py).watching);
+        if watching {
+            self.unwatch(py, Side::Read)?;
+        }
+        Ok(())
+    }
+
+    /// asyncio's `_close(exc)`: closing, no more reading, `connection_lost(exc)` next.
+    fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if state.core.conn_lost > 0 {
+                return Ok(()); // already scheduled
+            }
+            state.core.closing = true;
+            state.core.conn_lost = 1;
+        }
+        slf.get().stop_watching(py)?;
+        Self::schedule_connection_lost(slf, exc)
+    }
+
+    /// asyncio's `_fatal_error`: reported (EIO, what a pty master reads once its slave side
+    /// is closed, only logged in debug mode), then the transport closes with `exc` as
+    /// connection_lost's argument.
+    fn fatal(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let is_eio = exc.is_instance_of::<PyOSError>()
+            && exc
+                .getattr(intern!(py, "errno"))
+                .ok()
+                .and_then(|e| e.extract::<i32>().ok())
+                == Some(libc::EIO);
+        if is_eio {
+            if slf.get().is_debug(py) {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("exc_info", exc)?;
+                py_cache::asyncio_logger(py)?.bind(py).call_method(
+                    "debug",
+                    ("%r: %s", slf, message),
+                    Some(&kwargs),
+                )?;
+            }
+        } else {
+            Self::report(slf, message, PyErr::from_value(exc.clone()))?;
+        }
+        Self::close_with(slf, exc.clone())
+    }
+
+    /// End of file: `eof_received()` and `connection_lost(None)` in the next callbacks.
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("info", ("%r was closed by peer", slf))?;
+        }
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            state.core.closing = true;
+            state.core.conn_lost = 1;
+        }
+        slf.get().stop_watching(py)?;
+        let eof = protocol.getattr(intern!(py, "eof_received"))?;
+        slf.get().call_soon(py, &eof, &PyTuple::empty(py))?;
+        Self::schedule_connection_lost(slf, py.None().into_bound(py))
+    }
+}
+
+#[pymethods]
+impl ReadPipeTransport {
+    /// `ReadPipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
+    /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
+    /// non-blocking. `_start()` then schedules `connection_made` and reading.
+    #[new]
+    #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
+    fn new(
+        event_loop: &Bound<'_, PyAny>,
+        pipe: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        extra: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+        let extra = pipe_extra(pipe, extra)?;
+        let (fd, _) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
+        Ok(ReadPipeTransport {
+            state: GilRefCell::new(State {
+                core: CoreState::new(core, protocol.clone().unbind()),
+                fd,
+                pipe: Some(pipe.clone().unbind()),
+                extra: Some(extra.unbind()),
+                paused: false,
+                watching: false,
+            }),
+        })
+    }
+
+    /// Second half of construction: schedules `connection_made`, reading and the waiter.
+    #[pyo3(signature = (waiter=None))]
+    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(protocol) = this.protocol_of(py) else {
+            return Ok(());
+        };
+        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
+        let start = slf.getattr(intern!(py, "_start_reading"))?;
+        this.call_soon(py, &start, &PyTuple::empty(py))?;
+        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
+            this.call_soon(
+                py,
+                set,
+                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts reading, unless paused or closing (scheduled after `connection_made`).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading(slf.py()) {
+            Self::start_watching(slf)?;
+        }
+        Ok(())
+    }
+
+    /// The pipe is readable: one read, handed to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, protocol) = {
+            let state = slf.get().state.borrow_mut(py);
+            if state.core.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(protocol) = state.core.protocol.as_ref() else {
+                return Ok(());
+            };
+            (state.fd, protocol.clone_ref(py))
+        };
+        let protocol = protocol.bind(py);
+        let received = with_read_buffer(|buf| {
+            let size = buf.len().min(PIPE_READ_SIZE);
+            read_raw(fd, &mut buf[..size]).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
+        });
+        let data = match received {
+            Ok(data) => data,
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                let exc = os_error(err).into_value(py).into_bound(py).into_any();
+                return Self::fatal(slf, &exc, "Fatal read error on pipe transport");
+            }
+        };
+        if data.as_bytes().is_empty() {
+            return Self::on_eof(slf, protocol);
+        }
+        protocol.call_method1(intern!(py, "data_received"), (&data,))?;
+        spare_bytes::recycle(data);
+        Ok(())
+    }
+
+    /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the
+    /// protocol (scheduled by close, EOF and fatal errors).
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = match this.protocol_of(py) {
+            Some(protocol) => protocol
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            None => Ok(()),
+        };
+        let cleanup = this.stop_watching(py);
+        let (pipe, protocol, event_loop) = {
+            let mut state = this.state.borrow_mut(py);
+            (
+                state.pipe.take(),
+                state.core.protocol.take(),
+                state.core.event_loop.take(),
+            )
+        };
+        let closed = match &pipe {
+            Some(pipe) => close_pipe_object(py, pipe.bind(py)),
+            None => Ok(()),
+        };
+        drop((pipe, protocol, event_loop));
+        result.and(cleanup).and(closed)
+    }
+
+    /// Closes: no more reading; `connection_lost(None)` follows.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_closing(slf.py()) {
+            return Ok(());
+        }
+        Self::close_with(slf, slf.py().None().into_bound(slf.py()))
+    }
+
+    /// asyncio's `_fatal_error(exc, message)`: reported, then closed with `exc`.
+    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal(slf, exc, message)
+    }
+
+    /// True once close() was called, end of file was read or the connection was lost.
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).core.closing
+    }
+
+    /// True unless reading is paused or the transport is closing.
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let state = self.state.borrow_mut(py);
+        !state.paused && !state.core.closing
+    }
+
+    /// Stops calling the protocol's `data_received` until `resume_reading()`.
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if state.paused || state.core.closing {
+                return Ok(());
+            }
+            state.paused = true;
+        }
+        slf.get().stop_watching(py)?;
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r pauses reading", slf))?;
+        }
+        Ok(())
+    }
+
+    /// Resumes reading after `pause_reading()`.
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut state = slf.get().state.borrow_mut(py);
+            if state.core.closing || !state.paused {
+                return Ok(());
+            }
+            state.paused = false;
+        }
+        Self::start_watching(slf)?;
+        if slf.get().is_debug(py) {
+            py_cache::asyncio_logger(py)?
+                .bind(py)
+                .call_method1("debug", ("%r resumes reading", slf))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the protocol.
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+        let previous = self
+            .state
+            .borrow_mut(protocol.py())
+            .core
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(previous);
+    }
+
+    /// The current protocol.
+    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol_of(py)
+    }
+
+    /// Extra information: `pipe`, and whatever the transport's creator passed.
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let extra = self
+            .state
+            .borrow_mut(py)
+            .extra
+            .as_ref()
+            .map(|e| e.clone_ref(py));
+        extra_info(py, extra.as_ref(), name, default)
+    }
+
+    #[getter(__class__)]
+    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py_cache::asyncio_read_transport_type(py)?.clone_ref(py))
+    }
+
+    /// asyncio's repr: `closed`/`closing`, the descriptor, and `polling`/`idle` while the
+    /// loop is open (`open` once it is closed).
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let (open, closing, fd, watching, event_loop) = {
+            let state = self.state.borrow_mut(py);
+            (
+                state.pipe.is_some(),
+                state.core.closing,
+                state.fd,
+                state.watching,
+                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+            )
+        };
+        let mut info = vec!["ReadPipeTransport".to_owned()];
+        if !open {
+            info.push("closed".into());
+        } else if closing {
+            info.push("closing".into());
+        }
+        info.push(format!("fd={fd}"));
+        let loop_open = match event_loop {
+            Some(l) => !l
+                .bind(py)
+                .call_method0(intern!(py, "is_closed"))?
+                .is_truthy()?,
+            None => false,
+        };
+        if open && loop_open {
+            info.push(if watching { "polling" } else { "idle" }.into());
+        } else if open {
+            info.push("open".into());
+        } else {
+            info.push("closed".into());
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+
+    /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
+    /// tests do) makes the transport forget the pipe: no warning, no close when collected.
+    #[getter]
+    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .borrow_mut(py)
+            .pipe
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+    }
+
+    #[setter(_pipe)]
+    fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
+        let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
+        drop(previous);
+    }
+
+    /// The pipe's descriptor.
+    #[getter]
+    fn _fileno(&self, py: Python<'_>) -> i32 {
+        self.state.borrow_mut(py).fd
+    }
+
+    /// The loop (None once the connection is lost).
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_of(py).map(|l| l.into_any())
+    }
+
+    /// The protocol (asyncio's private attribute).
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.protocol_of(py)
+    }
+
+    /// True once closing.
+    #[getter]
+    fn _closing(&self, py: Python<'_>) -> bool {
+        self.is_closing(py)
+    }
+
+    /// True while reading is paused.
+    #[getter]
+    fn _paused(&self, py: Python<'_>) -> bool {
+        self.state.borrow_mut(py).paused
+    }
+
+    /// asyncio's `max_size`: bytes read at most per readiness event.
+    #[classattr]
+    fn max_size() -> usize {
+        PIPE_READ_SIZE
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // See StreamTransport::__traverse__: a borrowed state reports nothing.
+        let Some(state) = self.state.try_borrow_in_gc() else {
+            return Ok(());
+        };
+        for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
+            visit.call(obj)?;
+        }
+        if let Some(extra) = &state.extra {
+            visit.call(extra)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let Some(mut state) = self.state.try_borrow_in_gc() else {
+            return;
+        };
+        // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
+        // stays, for Drop to warn about and close.
+        let protocol = state.core.protocol.take();
+        let extra = state.extra.take();
+        drop(state);
+        drop((protocol, extra));
+    }
+}
+
+impl Drop for ReadPipeTransport {
+    /// An unclosed transport warns (ResourceWarning) and closes its pipe, as asyncio's
+    /// `__del__` does.
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            let (pipe, fd) = {
+                let mut state = self.state.borrow_mut(py);
+                (state.pipe.take(), state.fd)
+            };
+            let Some(pipe) = pipe else {
+                return;
+            };
+            warn_unclosed(py, "ReadPipeTransport", fd);
+            if let Err(err) = close_pipe_object(py, pipe.bind(py)) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+}
