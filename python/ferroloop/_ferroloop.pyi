@@ -246,7 +246,8 @@ class ReadPipeTransport:
     def get_protocol(self) -> asyncio.BaseProtocol: ...
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
-# asyncio's write pipe transport, native; __class__ reports asyncio.WriteTransport.
+# asyncio's write pipe transport, native; __class__ reports asyncio.Transport (as asyncio's
+# derives from _FlowControlMixin, a Transport).
 class WritePipeTransport:
     def __init__(
         self,

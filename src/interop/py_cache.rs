@@ -56,14 +56,11 @@ cached!(
     functools_partial, "functools", "partial");
 
 cached!(
-    /// `asyncio.Transport`, reported as the `__class__` of stream transports.
+    /// `asyncio.Transport`, reported as the `__class__` of stream and write pipe transports.
     asyncio_transport_type, "asyncio.transports", "Transport");
 cached!(
     /// `asyncio.ReadTransport`, reported as the `__class__` of read pipe transports.
     asyncio_read_transport_type, "asyncio.transports", "ReadTransport");
-cached!(
-    /// `asyncio.WriteTransport`, reported as the `__class__` of write pipe transports.
-    asyncio_write_transport_type, "asyncio.transports", "WriteTransport");
 cached!(
     /// `asyncio.BufferedProtocol`: transports read into such a protocol's own buffer.
     asyncio_buffered_protocol_type, "asyncio.protocols", "BufferedProtocol");

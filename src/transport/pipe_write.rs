@@ -19,7 +19,9 @@
 //!   goes to the loop's exception handler;
 //! * writes after closing are dropped, with a warning from the sixth on.
 //!
-//! `type(t)` is this class; its `__class__` property reports `asyncio.WriteTransport`.
+//! `type(t)` is this class; its `__class__` property reports `asyncio.Transport`: asyncio's
+//! write pipe transport derives from `_FlowControlMixin`, an `asyncio.Transport`, so it is
+//! an instance of `ReadTransport` too.
 
 use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyOSError, PyTypeError};
 use pyo3::prelude::*;
@@ -552,7 +554,7 @@ impl WritePipeTransport {
 
     #[getter(__class__)]
     fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py_cache::asyncio_write_transport_type(py)?.clone_ref(py))
+        Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
     }
 
     /// asyncio's repr: `closed`/`closing`, the descriptor, and while the loop is open
