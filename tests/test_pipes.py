@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import gc
 import logging
 import os
@@ -356,21 +357,53 @@ def test_flow_control_with_slow_reader(loop, fds):
     ]
 
 
+def pipe_capacity(fd: int) -> int:
+    """How many bytes the pipe holds (F_GETPIPE_SZ)."""
+    return fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+
+
 def test_set_write_buffer_limits_pauses_at_once(loop, fds):
     r, w = open_pipe(fds)
     transport, proto = run(
         loop, loop.connect_write_pipe(lambda: Recorder(loop), open(w, "wb", buffering=0))
     )
-    transport.write(PAYLOAD[: 200 * 1024])  # 64 KiB in the pipe, the rest buffered
-    not_yet = proto.names()
+    transport.write(PAYLOAD[: pipe_capacity(w) + 10_000])  # the pipe fills, 10 kB buffered
+    buffered = transport.get_write_buffer_size()
+    before = proto.names()
     transport.set_write_buffer_limits(high=1000)
-    paused = proto.names()
+    after = proto.names()
     with pytest.raises(ValueError, match="high .* must be >= low"):
         transport.set_write_buffer_limits(high=1, low=2)
     transport.abort()
     run(loop, proto.lost)
-    assert not_yet == ["connection_made", "pause_writing"] or not_yet == ["connection_made"]
-    assert paused[-1] == "pause_writing"
+    assert buffered == 10_000
+    assert before == ["connection_made"]  # below the default high-water mark
+    assert after == ["connection_made", "pause_writing"]  # above the new one
+
+
+def test_non_contiguous_memoryview(loop, fds, reports):
+    r, w = open_pipe(fds)
+    transport, proto = run(
+        loop, loop.connect_write_pipe(lambda: Recorder(loop), open(w, "wb", buffering=0))
+    )
+    strided = memoryview(b"abcdef")[::2]
+    # Behind buffered data: asyncio's `bytearray += view` fails in write() itself.
+    transport.write(PAYLOAD[: pipe_capacity(w) + 10])
+    with pytest.raises(TypeError):
+        transport.write(strided)
+    transport.abort()
+    run(loop, proto.lost)
+
+    r, w = open_pipe(fds)
+    transport, proto = run(
+        loop, loop.connect_write_pipe(lambda: Recorder(loop), open(w, "wb", buffering=0))
+    )
+    # Nothing buffered: os.write raises BufferError, a fatal (reported) write error.
+    transport.write(strided)
+    exc = run(loop, proto.lost)
+    assert isinstance(exc, BufferError)
+    assert [type(c["exception"]) for c in reports] == [BufferError]
+    assert reports[0]["message"] == "Fatal write error on pipe transport"
 
 
 def test_write_eof_flushes_then_closes(loop, fds):
