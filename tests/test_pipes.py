@@ -261,7 +261,7 @@ def test_set_protocol(loop, fds):
     os.write(w, b"to the second")
     os.close(w)
     run(loop, second.lost)
-    assert transport.get_protocol() is None or transport.get_protocol() is second
+    assert transport.get_protocol() is None  # released with the connection
     assert bytes(first.data) == b""
     assert bytes(second.data) == b"to the second"
     assert second.names() == ["data_received", "eof_received", "connection_lost"]
@@ -404,6 +404,22 @@ def test_non_contiguous_memoryview(loop, fds, reports):
     assert isinstance(exc, BufferError)
     assert [type(c["exception"]) for c in reports] == [BufferError]
     assert reports[0]["message"] == "Fatal write error on pipe transport"
+
+
+def test_write_pipe_set_protocol(loop, fds):
+    r, w = open_pipe(fds)
+    transport, first = run(
+        loop, loop.connect_write_pipe(lambda: Recorder(loop), open(w, "wb", buffering=0))
+    )
+    second = Recorder(loop)
+    transport.set_protocol(second)
+    current = transport.get_protocol()
+    transport.write(PAYLOAD)  # above the high-water mark: the new protocol is paused
+    transport.abort()
+    run(loop, second.lost)
+    assert current is second
+    assert first.names() == ["connection_made"]
+    assert second.names() == ["pause_writing", "connection_lost"]
 
 
 def test_write_eof_flushes_then_closes(loop, fds):
