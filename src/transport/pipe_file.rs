@@ -162,3 +162,73 @@ pub(crate) fn write_buffer(fd: i32, buffer: &WriteBuffer) -> io::Result<usize> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (i32, i32) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        (fds[0], fds[1])
+    }
+
+    fn close(fd: i32) {
+        // SAFETY: closing a descriptor this test opened.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn file_kinds() {
+        let (r, w) = pipe();
+        assert_eq!(file_kind(r).unwrap(), FileKind::Fifo);
+        let mut pair = [0; 2];
+        // SAFETY: `pair` has room for the two descriptors socketpair() writes.
+        let rc =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        assert_eq!(file_kind(pair[0]).unwrap(), FileKind::Socket);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(file_kind(null.as_raw_fd()).unwrap(), FileKind::CharDevice);
+        let exe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(file_kind(exe.as_raw_fd()).unwrap(), FileKind::Other);
+        let err = file_kind(-1).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        for fd in [r, w, pair[0], pair[1]] {
+            close(fd);
+        }
+    }
+
+    #[test]
+    fn non_blocking_read_write_and_writev() {
+        let (r, w) = pipe();
+        set_nonblocking(r).unwrap();
+        set_nonblocking(r).unwrap(); // already: no change
+        set_nonblocking(w).unwrap();
+        let mut buf = [0u8; 16];
+        let err = read_raw(r, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(write_raw(w, b"abc").unwrap(), 3);
+        let mut queue = WriteBuffer::default();
+        queue.push_copy(b"xxdef", 2);
+        queue.push_copy(b"ghi", 0);
+        assert_eq!(write_buffer(w, &queue).unwrap(), 6);
+        assert_eq!(read_raw(r, &mut buf).unwrap(), 9);
+        assert_eq!(&buf[..9], b"abcdefghi");
+        close(w);
+        assert_eq!(read_raw(r, &mut buf).unwrap(), 0); // end of file
+        close(r);
+    }
+
+    #[test]
+    fn write_to_a_pipe_without_reader_is_epipe() {
+        let (r, w) = pipe();
+        close(r);
+        // Rust's runtime ignores SIGPIPE, as Python does: the write fails with EPIPE.
+        let err = write_raw(w, b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+        close(w);
+    }
+}
