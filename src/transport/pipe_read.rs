@@ -30,7 +30,8 @@ use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
 use crate::interop::spare_bytes;
 use crate::transport::core::{
-    with_read_buffer, would_block, CoreState, NativeTransport, TransportState,
+    transport_pymethods, with_read_buffer, would_block, CoreState, NativeTransport,
+    ReadingTransport, TransportState,
 };
 use crate::transport::pipe_file::{
     close_pipe_object, extra_info, open_pipe, pipe_extra, read_raw, PIPE_READ_SIZE,
@@ -99,24 +100,31 @@ impl NativeTransport for ReadPipeTransport {
     }
 }
 
-impl ReadPipeTransport {
-    /// Watches the descriptor for readability.
-    fn start_watching(slf: &Bound<'_, Self>) -> PyResult<()> {
+impl ReadingTransport for ReadPipeTransport {
+    fn is_paused(state: &State) -> bool {
+        state.paused
+    }
+    fn set_paused(state: &mut State, paused: bool) {
+        state.paused = paused;
+    }
+    /// Watches the descriptor for readability, and remembers that we do.
+    fn watch_readable(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::watch(slf, Side::Read, &READ_READY)?;
         slf.get().state.borrow_mut(slf.py()).watching = true;
         Ok(())
     }
-
-    /// Stops watching the descriptor (if we do: the descriptor may be shared with a write
-    /// transport whose watch must stay).
-    fn stop_watching(&self, py: Python<'_>) -> PyResult<()> {
+    /// Stops watching the descriptor, if we do (it may be shared with a write transport
+    /// whose watch must stay).
+    fn unwatch_readable(&self, py: Python<'_>) -> PyResult<()> {
         let watching = std::mem::take(&mut self.state.borrow_mut(py).watching);
         if watching {
             self.unwatch(py, Side::Read)?;
         }
         Ok(())
     }
+}
 
+impl ReadPipeTransport {
     /// asyncio's `_close(exc)`: closing, no more reading, `connection_lost(exc)` next.
     fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
@@ -128,7 +136,7 @@ impl ReadPipeTransport {
             state.core.closing = true;
             state.core.conn_lost = 1;
         }
-        slf.get().stop_watching(py)?;
+        slf.get().unwatch_readable(py)?;
         Self::schedule_connection_lost(slf, exc)
     }
 
@@ -172,350 +180,266 @@ impl ReadPipeTransport {
             state.core.closing = true;
             state.core.conn_lost = 1;
         }
-        slf.get().stop_watching(py)?;
+        slf.get().unwatch_readable(py)?;
         let eof = protocol.getattr(intern!(py, "eof_received"))?;
         slf.get().call_soon(py, &eof, &PyTuple::empty(py))?;
         Self::schedule_connection_lost(slf, py.None().into_bound(py))
     }
 }
 
-#[pymethods]
-impl ReadPipeTransport {
-    /// `ReadPipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
-    /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
-    /// non-blocking. `_start()` then schedules `connection_made` and reading.
-    #[new]
-    #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
-    fn new(
-        event_loop: &Bound<'_, PyAny>,
-        pipe: &Bound<'_, PyAny>,
-        protocol: &Bound<'_, PyAny>,
-        extra: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
-        let extra = pipe_extra(pipe, extra)?;
-        let (fd, _) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
-        Ok(ReadPipeTransport {
-            state: GilRefCell::new(State {
-                core: CoreState::new(core, protocol.clone().unbind()),
-                fd,
-                pipe: Some(pipe.clone().unbind()),
-                extra: Some(extra.unbind()),
-                paused: false,
-                watching: false,
-            }),
-        })
-    }
-
-    /// Second half of construction: schedules `connection_made`, reading and the waiter.
-    #[pyo3(signature = (waiter=None))]
-    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let Some(protocol) = this.protocol_of(py) else {
-            return Ok(());
-        };
-        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
-        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
-        let start = slf.getattr(intern!(py, "_start_reading"))?;
-        this.call_soon(py, &start, &PyTuple::empty(py))?;
-        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
-            this.call_soon(
-                py,
-                set,
-                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
-            )?;
+transport_pymethods! {
+    impl ReadPipeTransport [base, reading] {
+        /// `ReadPipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
+        /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
+        /// non-blocking. `_start()` then schedules `connection_made` and reading.
+        #[new]
+        #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
+        fn new(
+            event_loop: &Bound<'_, PyAny>,
+            pipe: &Bound<'_, PyAny>,
+            protocol: &Bound<'_, PyAny>,
+            extra: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+            let extra = pipe_extra(pipe, extra)?;
+            let (fd, _) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
+            Ok(ReadPipeTransport {
+                state: GilRefCell::new(State {
+                    core: CoreState::new(core, protocol.clone().unbind()),
+                    fd,
+                    pipe: Some(pipe.clone().unbind()),
+                    extra: Some(extra.unbind()),
+                    paused: false,
+                    watching: false,
+                }),
+            })
         }
-        Ok(())
-    }
 
-    /// Starts reading, unless paused or closing (scheduled after `connection_made`).
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().is_reading(slf.py()) {
-            Self::start_watching(slf)?;
+        /// Second half of construction: schedules `connection_made`, reading and the waiter.
+        #[pyo3(signature = (waiter=None))]
+        fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            Self::schedule_start(slf, waiter)
         }
-        Ok(())
-    }
 
-    /// The pipe is readable: one read, handed to the protocol.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (fd, protocol) = {
-            let state = slf.get().state.borrow_mut(py);
-            if state.core.conn_lost > 0 {
+        /// Starts reading, unless paused or closing (scheduled after `connection_made`).
+        fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+            if slf.get().reading(slf.py()) {
+                Self::watch_readable(slf)?;
+            }
+            Ok(())
+        }
+
+        /// The pipe is readable: one read, handed to the protocol.
+        fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            let (fd, protocol) = {
+                let state = slf.get().state.borrow_mut(py);
+                if state.core.conn_lost > 0 {
+                    return Ok(());
+                }
+                let Some(protocol) = state.core.protocol.as_ref() else {
+                    return Ok(());
+                };
+                (state.fd, protocol.clone_ref(py))
+            };
+            let protocol = protocol.bind(py);
+            let received = with_read_buffer(|buf| {
+                let size = buf.len().min(PIPE_READ_SIZE);
+                read_raw(fd, &mut buf[..size]).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
+            });
+            let data = match received {
+                Ok(data) => data,
+                Err(err) if would_block(&err) => return Ok(()),
+                Err(err) => {
+                    let exc = os_error(err).into_value(py).into_bound(py).into_any();
+                    return Self::fatal(slf, &exc, "Fatal read error on pipe transport");
+                }
+            };
+            if data.as_bytes().is_empty() {
+                return Self::on_eof(slf, protocol);
+            }
+            protocol.call_method1(intern!(py, "data_received"), (&data,))?;
+            spare_bytes::recycle(data);
+            Ok(())
+        }
+
+        /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the
+        /// protocol (scheduled by close, EOF and fatal errors).
+        fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            let result = match this.protocol_of(py) {
+                Some(protocol) => protocol
+                    .bind(py)
+                    .call_method1(intern!(py, "connection_lost"), (exc,))
+                    .map(drop),
+                None => Ok(()),
+            };
+            let cleanup = this.unwatch_readable(py);
+            let (pipe, protocol, event_loop) = {
+                let mut state = this.state.borrow_mut(py);
+                (
+                    state.pipe.take(),
+                    state.core.protocol.take(),
+                    state.core.event_loop.take(),
+                )
+            };
+            let closed = match &pipe {
+                Some(pipe) => close_pipe_object(py, pipe.bind(py)),
+                None => Ok(()),
+            };
+            drop((pipe, protocol, event_loop));
+            result.and(cleanup).and(closed)
+        }
+
+        /// Closes: no more reading; `connection_lost(None)` follows.
+        fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+            if slf.get().closing(slf.py()) {
                 return Ok(());
             }
-            let Some(protocol) = state.core.protocol.as_ref() else {
+            Self::close_with(slf, slf.py().None().into_bound(slf.py()))
+        }
+
+        /// asyncio's `_fatal_error(exc, message)`: reported, then closed with `exc`.
+        #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
+        fn _fatal_error(
+            slf: &Bound<'_, Self>,
+            exc: &Bound<'_, PyAny>,
+            message: &str,
+        ) -> PyResult<()> {
+            Self::fatal(slf, exc, message)
+        }
+
+        /// Replaces the protocol.
+        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+            let previous = self
+                .state
+                .borrow_mut(protocol.py())
+                .core
+                .protocol
+                .replace(protocol.clone().unbind());
+            drop(previous);
+        }
+
+        /// Extra information: `pipe`, and whatever the transport's creator passed.
+        #[pyo3(signature = (name, default=None))]
+        fn get_extra_info(
+            &self,
+            py: Python<'_>,
+            name: &Bound<'_, PyAny>,
+            default: Option<Py<PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            let extra = self
+                .state
+                .borrow_mut(py)
+                .extra
+                .as_ref()
+                .map(|e| e.clone_ref(py));
+            extra_info(py, extra.as_ref(), name, default)
+        }
+
+        #[getter(__class__)]
+        fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            Ok(py_cache::asyncio_read_transport_type(py)?.clone_ref(py))
+        }
+
+        /// asyncio's repr: `closed`/`closing`, the descriptor, and `polling`/`idle` while the
+        /// loop is open (`open` once it is closed).
+        fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+            let (open, closing, fd, watching, event_loop) = {
+                let state = self.state.borrow_mut(py);
+                (
+                    state.pipe.is_some(),
+                    state.core.closing,
+                    state.fd,
+                    state.watching,
+                    state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                )
+            };
+            let mut info = vec!["ReadPipeTransport".to_owned()];
+            if !open {
+                info.push("closed".into());
+            } else if closing {
+                info.push("closing".into());
+            }
+            info.push(format!("fd={fd}"));
+            let loop_open = match event_loop {
+                Some(l) => !l
+                    .bind(py)
+                    .call_method0(intern!(py, "is_closed"))?
+                    .is_truthy()?,
+                None => false,
+            };
+            if open && loop_open {
+                info.push(if watching { "polling" } else { "idle" }.into());
+            } else if open {
+                info.push("open".into());
+            } else {
+                info.push("closed".into());
+            }
+            Ok(format!("<{}>", info.join(" ")))
+        }
+
+        /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
+        /// tests do) makes the transport forget the pipe: no warning, no close when collected.
+        #[getter]
+        fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+            self.state
+                .borrow_mut(py)
+                .pipe
+                .as_ref()
+                .map(|p| p.clone_ref(py))
+        }
+
+        #[setter(_pipe)]
+        fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
+            let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
+            drop(previous);
+        }
+
+        /// The pipe's descriptor.
+        #[getter]
+        fn _fileno(&self, py: Python<'_>) -> i32 {
+            self.state.borrow_mut(py).fd
+        }
+
+        /// True while reading is paused.
+        #[getter]
+        fn _paused(&self, py: Python<'_>) -> bool {
+            self.state.borrow_mut(py).paused
+        }
+
+        /// asyncio's `max_size`: bytes read at most per readiness event.
+        #[classattr]
+        fn max_size() -> usize {
+            PIPE_READ_SIZE
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            // See StreamTransport::__traverse__: a borrowed state reports nothing.
+            let Some(state) = self.state.try_borrow_in_gc() else {
                 return Ok(());
             };
-            (state.fd, protocol.clone_ref(py))
-        };
-        let protocol = protocol.bind(py);
-        let received = with_read_buffer(|buf| {
-            let size = buf.len().min(PIPE_READ_SIZE);
-            read_raw(fd, &mut buf[..size]).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
-        });
-        let data = match received {
-            Ok(data) => data,
-            Err(err) if would_block(&err) => return Ok(()),
-            Err(err) => {
-                let exc = os_error(err).into_value(py).into_bound(py).into_any();
-                return Self::fatal(slf, &exc, "Fatal read error on pipe transport");
+            for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
+                visit.call(obj)?;
             }
-        };
-        if data.as_bytes().is_empty() {
-            return Self::on_eof(slf, protocol);
-        }
-        protocol.call_method1(intern!(py, "data_received"), (&data,))?;
-        spare_bytes::recycle(data);
-        Ok(())
-    }
-
-    /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the
-    /// protocol (scheduled by close, EOF and fatal errors).
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let result = match this.protocol_of(py) {
-            Some(protocol) => protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
-        let cleanup = this.stop_watching(py);
-        let (pipe, protocol, event_loop) = {
-            let mut state = this.state.borrow_mut(py);
-            (
-                state.pipe.take(),
-                state.core.protocol.take(),
-                state.core.event_loop.take(),
-            )
-        };
-        let closed = match &pipe {
-            Some(pipe) => close_pipe_object(py, pipe.bind(py)),
-            None => Ok(()),
-        };
-        drop((pipe, protocol, event_loop));
-        result.and(cleanup).and(closed)
-    }
-
-    /// Closes: no more reading; `connection_lost(None)` follows.
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().is_closing(slf.py()) {
-            return Ok(());
-        }
-        Self::close_with(slf, slf.py().None().into_bound(slf.py()))
-    }
-
-    /// asyncio's `_fatal_error(exc, message)`: reported, then closed with `exc`.
-    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal(slf, exc, message)
-    }
-
-    /// True once close() was called, end of file was read or the connection was lost.
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).core.closing
-    }
-
-    /// True unless reading is paused or the transport is closing.
-    fn is_reading(&self, py: Python<'_>) -> bool {
-        let state = self.state.borrow_mut(py);
-        !state.paused && !state.core.closing
-    }
-
-    /// Stops calling the protocol's `data_received` until `resume_reading()`.
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.borrow_mut(py);
-            if state.paused || state.core.closing {
-                return Ok(());
+            if let Some(extra) = &state.extra {
+                visit.call(extra)?;
             }
-            state.paused = true;
+            Ok(())
         }
-        slf.get().stop_watching(py)?;
-        if slf.get().is_debug(py) {
-            py_cache::asyncio_logger(py)?
-                .bind(py)
-                .call_method1("debug", ("%r pauses reading", slf))?;
+
+        fn __clear__(&self) {
+            let Some(mut state) = self.state.try_borrow_in_gc() else {
+                return;
+            };
+            // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
+            // stays, for Drop to warn about and close.
+            let protocol = state.core.protocol.take();
+            let extra = state.extra.take();
+            drop(state);
+            drop((protocol, extra));
         }
-        Ok(())
-    }
-
-    /// Resumes reading after `pause_reading()`.
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.borrow_mut(py);
-            if state.core.closing || !state.paused {
-                return Ok(());
-            }
-            state.paused = false;
-        }
-        Self::start_watching(slf)?;
-        if slf.get().is_debug(py) {
-            py_cache::asyncio_logger(py)?
-                .bind(py)
-                .call_method1("debug", ("%r resumes reading", slf))?;
-        }
-        Ok(())
-    }
-
-    /// Replaces the protocol.
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-        let previous = self
-            .state
-            .borrow_mut(protocol.py())
-            .core
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(previous);
-    }
-
-    /// The current protocol.
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol_of(py)
-    }
-
-    /// Extra information: `pipe`, and whatever the transport's creator passed.
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        &self,
-        py: Python<'_>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let extra = self
-            .state
-            .borrow_mut(py)
-            .extra
-            .as_ref()
-            .map(|e| e.clone_ref(py));
-        extra_info(py, extra.as_ref(), name, default)
-    }
-
-    #[getter(__class__)]
-    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py_cache::asyncio_read_transport_type(py)?.clone_ref(py))
-    }
-
-    /// asyncio's repr: `closed`/`closing`, the descriptor, and `polling`/`idle` while the
-    /// loop is open (`open` once it is closed).
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let (open, closing, fd, watching, event_loop) = {
-            let state = self.state.borrow_mut(py);
-            (
-                state.pipe.is_some(),
-                state.core.closing,
-                state.fd,
-                state.watching,
-                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-            )
-        };
-        let mut info = vec!["ReadPipeTransport".to_owned()];
-        if !open {
-            info.push("closed".into());
-        } else if closing {
-            info.push("closing".into());
-        }
-        info.push(format!("fd={fd}"));
-        let loop_open = match event_loop {
-            Some(l) => !l
-                .bind(py)
-                .call_method0(intern!(py, "is_closed"))?
-                .is_truthy()?,
-            None => false,
-        };
-        if open && loop_open {
-            info.push(if watching { "polling" } else { "idle" }.into());
-        } else if open {
-            info.push("open".into());
-        } else {
-            info.push("closed".into());
-        }
-        Ok(format!("<{}>", info.join(" ")))
-    }
-
-    /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
-    /// tests do) makes the transport forget the pipe: no warning, no close when collected.
-    #[getter]
-    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .pipe
-            .as_ref()
-            .map(|p| p.clone_ref(py))
-    }
-
-    #[setter(_pipe)]
-    fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
-        let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
-        drop(previous);
-    }
-
-    /// The pipe's descriptor.
-    #[getter]
-    fn _fileno(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).fd
-    }
-
-    /// The loop (None once the connection is lost).
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_of(py).map(|l| l.into_any())
-    }
-
-    /// The protocol (asyncio's private attribute).
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol_of(py)
-    }
-
-    /// True once closing.
-    #[getter]
-    fn _closing(&self, py: Python<'_>) -> bool {
-        self.is_closing(py)
-    }
-
-    /// True while reading is paused.
-    #[getter]
-    fn _paused(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).paused
-    }
-
-    /// asyncio's `max_size`: bytes read at most per readiness event.
-    #[classattr]
-    fn max_size() -> usize {
-        PIPE_READ_SIZE
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // See StreamTransport::__traverse__: a borrowed state reports nothing.
-        let Some(state) = self.state.try_borrow_in_gc() else {
-            return Ok(());
-        };
-        for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
-            visit.call(obj)?;
-        }
-        if let Some(extra) = &state.extra {
-            visit.call(extra)?;
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        let Some(mut state) = self.state.try_borrow_in_gc() else {
-            return;
-        };
-        // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
-        // stays, for Drop to warn about and close.
-        let protocol = state.core.protocol.take();
-        let extra = state.extra.take();
-        drop(state);
-        drop((protocol, extra));
     }
 }
 

@@ -34,7 +34,8 @@ use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
 use crate::transport::core::{
-    is_exit, would_block, CoreState, NativeTransport, TransportState, LOST_WRITES_BEFORE_WARNING,
+    is_exit, transport_pymethods, would_block, CoreState, NativeTransport, TransportState,
+    LOST_WRITES_BEFORE_WARNING,
 };
 use crate::transport::payload::Payload;
 use crate::transport::pipe_file::{
@@ -199,474 +200,452 @@ impl WritePipeTransport {
     }
 }
 
-#[pymethods]
-impl WritePipeTransport {
-    /// `WritePipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
-    /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
-    /// non-blocking. `_start()` then schedules `connection_made` and the reader trick.
-    #[new]
-    #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
-    fn new(
-        event_loop: &Bound<'_, PyAny>,
-        pipe: &Bound<'_, PyAny>,
-        protocol: &Bound<'_, PyAny>,
-        extra: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let core = event_loop.cast::<LoopCore>()?.clone().unbind();
-        let extra = pipe_extra(pipe, extra)?;
-        let (fd, kind) = open_pipe(
-            pipe,
-            "Pipe transport is only for pipes, sockets and character devices",
-        )?;
-        Ok(WritePipeTransport {
-            state: GilRefCell::new(State {
-                core: CoreState::new(core, protocol.clone().unbind()),
-                fd,
-                pipe: Some(pipe.clone().unbind()),
-                extra: Some(extra.unbind()),
-                buffer: WriteBuffer::default(),
-                peer_watch: matches!(kind, FileKind::Fifo | FileKind::Socket),
-                watching_read: false,
-                watching_write: false,
-                lost: false,
-            }),
-        })
-    }
-
-    /// Second half of construction: schedules `connection_made`, the reader trick and the
-    /// waiter.
-    #[pyo3(signature = (waiter=None))]
-    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let Some(protocol) = this.protocol_of(py) else {
-            return Ok(());
-        };
-        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
-        this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
-        if this.state.borrow_mut(py).peer_watch {
-            let start = slf.getattr(intern!(py, "_start_peer_watch"))?;
-            this.call_soon(py, &start, &PyTuple::empty(py))?;
-        }
-        if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-            let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
-            this.call_soon(
-                py,
-                set,
-                &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+transport_pymethods! {
+    impl WritePipeTransport [base] {
+        /// `WritePipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
+        /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
+        /// non-blocking. `_start()` then schedules `connection_made` and the reader trick.
+        #[new]
+        #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
+        fn new(
+            event_loop: &Bound<'_, PyAny>,
+            pipe: &Bound<'_, PyAny>,
+            protocol: &Bound<'_, PyAny>,
+            extra: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let core = event_loop.cast::<LoopCore>()?.clone().unbind();
+            let extra = pipe_extra(pipe, extra)?;
+            let (fd, kind) = open_pipe(
+                pipe,
+                "Pipe transport is only for pipes, sockets and character devices",
             )?;
+            Ok(WritePipeTransport {
+                state: GilRefCell::new(State {
+                    core: CoreState::new(core, protocol.clone().unbind()),
+                    fd,
+                    pipe: Some(pipe.clone().unbind()),
+                    extra: Some(extra.unbind()),
+                    buffer: WriteBuffer::default(),
+                    peer_watch: matches!(kind, FileKind::Fifo | FileKind::Socket),
+                    watching_read: false,
+                    watching_write: false,
+                    lost: false,
+                }),
+            })
         }
-        Ok(())
-    }
 
-    /// The reader trick (scheduled after `connection_made`): watch the write end for
-    /// readability, which tells that the read end was closed. Skipped once the connection
-    /// is lost.
-    fn _start_peer_watch(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().state.borrow_mut(slf.py()).lost {
-            return Ok(());
+        /// Second half of construction: schedules `connection_made`, the reader trick and the
+        /// waiter.
+        #[pyo3(signature = (waiter=None))]
+        fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            let Some(protocol) = this.protocol_of(py) else {
+                return Ok(());
+            };
+            let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+            this.call_soon(py, &made, &PyTuple::new(py, [slf.as_any()])?)?;
+            if this.state.borrow_mut(py).peer_watch {
+                let start = slf.getattr(intern!(py, "_start_peer_watch"))?;
+                this.call_soon(py, &start, &PyTuple::empty(py))?;
+            }
+            if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+                let set = py_cache::set_result_unless_cancelled(py)?.bind(py);
+                this.call_soon(
+                    py,
+                    set,
+                    &PyTuple::new(py, [waiter.clone(), py.None().into_bound(py)])?,
+                )?;
+            }
+            Ok(())
         }
-        Self::start_watching(slf, Side::Read)
-    }
 
-    /// The write end is readable: the read end was closed.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        if slf.get().is_debug(py) {
-            py_cache::asyncio_logger(py)?
-                .bind(py)
-                .call_method1("info", ("%r was closed by peer", slf))?;
-        }
-        let buffered = slf.get().state.borrow_mut(py).has_pending();
-        let exc = if buffered {
-            PyBrokenPipeError::new_err(())
-                .into_value(py)
-                .into_bound(py)
-                .into_any()
-        } else {
-            py.None().into_bound(py)
-        };
-        Self::close_with(slf, exc)
-    }
-
-    /// Writes `data` (bytes, bytearray or memoryview): at once if nothing is buffered, the
-    /// rest (or all of it) buffered and written when the pipe is writable.
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        if !(data.is_instance_of::<PyBytes>()
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>())
-        {
-            // asyncio asserts the type.
-            return Err(PyAssertionError::new_err(data.repr()?.unbind()));
-        }
-        let mut payload = Payload::new(data)?;
-        let unsendable = payload.take_unsendable();
-        let contents = payload.as_slice();
-        if contents.is_empty() {
-            return Ok(());
-        }
-        let (fd, was_empty) = {
-            let mut state = this.state.borrow_mut(py);
-            if state.core.conn_lost > 0 || state.core.closing {
-                let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
-                state.core.conn_lost += 1;
-                drop(state);
-                if warn {
-                    py_cache::asyncio_logger(py)?.bind(py).call_method1(
-                        "warning",
-                        ("pipe closed by peer or os.write(pipe, data) raised exception.",),
-                    )?;
-                }
+        /// The reader trick (scheduled after `connection_made`): watch the write end for
+        /// readability, which tells that the read end was closed. Skipped once the connection
+        /// is lost.
+        fn _start_peer_watch(slf: &Bound<'_, Self>) -> PyResult<()> {
+            if slf.get().state.borrow_mut(slf.py()).lost {
                 return Ok(());
             }
-            (state.fd, state.buffer.is_empty())
-        };
-        if let Some(err) = unsendable {
-            // A non-contiguous memoryview: asyncio's os.write raises BufferError (a fatal
-            // write error); behind buffered data, `bytearray += view` raises TypeError.
-            if !was_empty {
-                return Err(PyTypeError::new_err("can't concat memoryview to bytearray"));
-            }
-            this.state.borrow_mut(py).core.conn_lost += 1;
-            return Self::fatal(slf, err, "Fatal write error on pipe transport");
+            Self::start_watching(slf, Side::Read)
         }
-        let mut sent = 0;
-        if was_empty {
-            match write_raw(fd, contents) {
-                Ok(n) if n == contents.len() => return Ok(()),
-                Ok(n) => sent = n,
-                Err(err) if would_block(&err) => {}
+
+        /// The write end is readable: the read end was closed.
+        fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            if slf.get().is_debug(py) {
+                py_cache::asyncio_logger(py)?
+                    .bind(py)
+                    .call_method1("info", ("%r was closed by peer", slf))?;
+            }
+            let buffered = slf.get().state.borrow_mut(py).has_pending();
+            let exc = if buffered {
+                PyBrokenPipeError::new_err(())
+                    .into_value(py)
+                    .into_bound(py)
+                    .into_any()
+            } else {
+                py.None().into_bound(py)
+            };
+            Self::close_with(slf, exc)
+        }
+
+        /// Writes `data` (bytes, bytearray or memoryview): at once if nothing is buffered, the
+        /// rest (or all of it) buffered and written when the pipe is writable.
+        fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            if !(data.is_instance_of::<PyBytes>()
+                || data.is_instance_of::<PyByteArray>()
+                || data.is_instance_of::<PyMemoryView>())
+            {
+                // asyncio asserts the type.
+                return Err(PyAssertionError::new_err(data.repr()?.unbind()));
+            }
+            let mut payload = Payload::new(data)?;
+            let unsendable = payload.take_unsendable();
+            let contents = payload.as_slice();
+            if contents.is_empty() {
+                return Ok(());
+            }
+            let (fd, was_empty) = {
+                let mut state = this.state.borrow_mut(py);
+                if state.core.conn_lost > 0 || state.core.closing {
+                    let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
+                    state.core.conn_lost += 1;
+                    drop(state);
+                    if warn {
+                        py_cache::asyncio_logger(py)?.bind(py).call_method1(
+                            "warning",
+                            ("pipe closed by peer or os.write(pipe, data) raised exception.",),
+                        )?;
+                    }
+                    return Ok(());
+                }
+                (state.fd, state.buffer.is_empty())
+            };
+            if let Some(err) = unsendable {
+                // A non-contiguous memoryview: asyncio's os.write raises BufferError (a fatal
+                // write error); behind buffered data, `bytearray += view` raises TypeError.
+                if !was_empty {
+                    return Err(PyTypeError::new_err("can't concat memoryview to bytearray"));
+                }
+                this.state.borrow_mut(py).core.conn_lost += 1;
+                return Self::fatal(slf, err, "Fatal write error on pipe transport");
+            }
+            let mut sent = 0;
+            if was_empty {
+                match write_raw(fd, contents) {
+                    Ok(n) if n == contents.len() => return Ok(()),
+                    Ok(n) => sent = n,
+                    Err(err) if would_block(&err) => {}
+                    Err(err) => {
+                        this.state.borrow_mut(py).core.conn_lost += 1;
+                        let message = "Fatal write error on pipe transport";
+                        return Self::fatal(slf, os_error(err), message);
+                    }
+                }
+                Self::start_watching(slf, Side::Write)?;
+            }
+            {
+                let mut state = this.state.borrow_mut(py);
+                match payload.immutable_bytes() {
+                    Some(b) if contents.len() - sent >= SHARE_AT_LEAST => {
+                        state.buffer.push_shared(SharedBytes::new(b), sent)
+                    }
+                    _ => state.buffer.push_copy(contents, sent),
+                }
+            }
+            Self::maybe_pause_protocol(slf)
+        }
+
+        /// `write(b"".join(list_of_data))`.
+        fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+            Self::write(slf, &joined)
+        }
+
+        /// The pipe is writable: write as much of the buffer as it takes.
+        fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            let outcome = {
+                let mut state = this.state.borrow_mut(py);
+                if state.lost || state.buffer.is_empty() {
+                    return Ok(());
+                }
+                let outcome = write_buffer(state.fd, &state.buffer);
+                if let Ok(n) = outcome {
+                    state.buffer.consume(n);
+                }
+                outcome
+            };
+            match outcome {
+                Ok(_) => {}
+                Err(err) if would_block(&err) => return Ok(()),
                 Err(err) => {
-                    this.state.borrow_mut(py).core.conn_lost += 1;
+                    {
+                        let mut state = this.state.borrow_mut(py);
+                        state.buffer.clear();
+                        state.core.conn_lost += 1;
+                    }
+                    this.stop_watching(py, Side::Write)?;
                     return Self::fatal(slf, os_error(err), "Fatal write error on pipe transport");
                 }
             }
-            Self::start_watching(slf, Side::Write)?;
-        }
-        {
-            let mut state = this.state.borrow_mut(py);
-            match payload.immutable_bytes() {
-                Some(b) if contents.len() - sent >= SHARE_AT_LEAST => {
-                    state.buffer.push_shared(SharedBytes::new(b), sent)
-                }
-                _ => state.buffer.push_copy(contents, sent),
-            }
-        }
-        Self::maybe_pause_protocol(slf)
-    }
-
-    /// `write(b"".join(list_of_data))`.
-    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
-        Self::write(slf, &joined)
-    }
-
-    /// The pipe is writable: write as much of the buffer as it takes.
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let outcome = {
-            let mut state = this.state.borrow_mut(py);
-            if state.lost || state.buffer.is_empty() {
+            if this.state.borrow_mut(py).has_pending() {
                 return Ok(());
             }
-            let outcome = write_buffer(state.fd, &state.buffer);
-            if let Ok(n) = outcome {
-                state.buffer.consume(n);
-            }
-            outcome
-        };
-        match outcome {
-            Ok(_) => {}
-            Err(err) if would_block(&err) => return Ok(()),
-            Err(err) => {
-                {
-                    let mut state = this.state.borrow_mut(py);
-                    state.buffer.clear();
-                    state.core.conn_lost += 1;
+            this.stop_watching(py, Side::Write)?;
+            Self::maybe_resume_protocol(slf)?; // may write again
+            let finish = {
+                let mut state = this.state.borrow_mut(py);
+                let finish = state.core.closing && state.buffer.is_empty() && !state.lost;
+                if finish {
+                    state.lost = true;
                 }
-                this.stop_watching(py, Side::Write)?;
-                return Self::fatal(slf, os_error(err), "Fatal write error on pipe transport");
-            }
-        }
-        if this.state.borrow_mut(py).has_pending() {
-            return Ok(());
-        }
-        this.stop_watching(py, Side::Write)?;
-        Self::maybe_resume_protocol(slf)?; // may write again
-        let finish = {
-            let mut state = this.state.borrow_mut(py);
-            let finish = state.core.closing && state.buffer.is_empty() && !state.lost;
+                finish
+            };
             if finish {
-                state.lost = true;
+                this.stop_watching(py, Side::Read)?;
+                Self::_call_connection_lost(slf, &py.None().into_bound(py))?;
             }
-            finish
-        };
-        if finish {
+            Ok(())
+        }
+
+        /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the
+        /// protocol.
+        fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            this.state.borrow_mut(py).lost = true;
+            let result = match this.protocol_of(py) {
+                Some(protocol) => protocol
+                    .bind(py)
+                    .call_method1(intern!(py, "connection_lost"), (exc,))
+                    .map(drop),
+                None => Ok(()),
+            };
+            let cleanup = this
+                .stop_watching(py, Side::Write)
+                .and(this.stop_watching(py, Side::Read));
+            let (pipe, protocol, event_loop) = {
+                let mut state = this.state.borrow_mut(py);
+                state.buffer.clear();
+                (
+                    state.pipe.take(),
+                    state.core.protocol.take(),
+                    state.core.event_loop.take(),
+                )
+            };
+            let closed = match &pipe {
+                Some(pipe) => close_pipe_object(py, pipe.bind(py)),
+                None => Ok(()),
+            };
+            drop((pipe, protocol, event_loop));
+            result.and(cleanup).and(closed)
+        }
+
+        /// True: `write_eof()` closes the pipe once the buffer is written.
+        fn can_write_eof(&self) -> bool {
+            true
+        }
+
+        /// Closes once the buffer is written (`connection_lost(None)` follows).
+        fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let py = slf.py();
+            let this = slf.get();
+            {
+                let mut state = this.state.borrow_mut(py);
+                if state.core.closing {
+                    return Ok(());
+                }
+                state.core.closing = true;
+                if state.has_pending() {
+                    return Ok(());
+                }
+                if std::mem::replace(&mut state.lost, true) {
+                    return Ok(());
+                }
+            }
             this.stop_watching(py, Side::Read)?;
-            Self::_call_connection_lost(slf, &py.None().into_bound(py))?;
+            Self::schedule_connection_lost(slf, py.None().into_bound(py))
         }
-        Ok(())
-    }
 
-    /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the
-    /// protocol.
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        this.state.borrow_mut(py).lost = true;
-        let result = match this.protocol_of(py) {
-            Some(protocol) => protocol
-                .bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
-                .map(drop),
-            None => Ok(()),
-        };
-        let cleanup = this
-            .stop_watching(py, Side::Write)
-            .and(this.stop_watching(py, Side::Read));
-        let (pipe, protocol, event_loop) = {
-            let mut state = this.state.borrow_mut(py);
-            state.buffer.clear();
-            (
-                state.pipe.take(),
-                state.core.protocol.take(),
-                state.core.event_loop.take(),
-            )
-        };
-        let closed = match &pipe {
-            Some(pipe) => close_pipe_object(py, pipe.bind(py)),
-            None => Ok(()),
-        };
-        drop((pipe, protocol, event_loop));
-        result.and(cleanup).and(closed)
-    }
-
-    /// True: `write_eof()` closes the pipe once the buffer is written.
-    fn can_write_eof(&self) -> bool {
-        true
-    }
-
-    /// Closes once the buffer is written (`connection_lost(None)` follows).
-    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        {
-            let mut state = this.state.borrow_mut(py);
-            if state.core.closing {
-                return Ok(());
+        /// Closes once the buffer is written (the same as `write_eof()`).
+        fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+            let open = {
+                let state = slf.get().state.borrow_mut(slf.py());
+                state.pipe.is_some() && !state.core.closing
+            };
+            if open {
+                Self::write_eof(slf)?;
             }
-            state.core.closing = true;
-            if state.has_pending() {
-                return Ok(());
+            Ok(())
+        }
+
+        /// Closes at once, dropping buffered data; `connection_lost(None)` follows.
+        fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+            Self::close_with(slf, slf.py().None().into_bound(slf.py()))
+        }
+
+        /// asyncio's `_fatal_error(exc, message)`.
+        #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
+        fn _fatal_error(
+            slf: &Bound<'_, Self>,
+            exc: &Bound<'_, PyAny>,
+            message: &str,
+        ) -> PyResult<()> {
+            Self::fatal(slf, PyErr::from_value(exc.clone()), message)
+        }
+
+        /// Bytes buffered and not yet written.
+        fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+            self.state.borrow_mut(py).buffer.len()
+        }
+
+        /// `(low, high)` water marks of the write buffer.
+        fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            self.water_mark_limits(py)
+        }
+
+        /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
+        #[pyo3(signature = (high=None, low=None))]
+        fn set_write_buffer_limits(
+            slf: &Bound<'_, Self>,
+            high: Option<&Bound<'_, PyAny>>,
+            low: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<()> {
+            Self::set_water_marks(slf, high, low)
+        }
+
+        /// Replaces the protocol.
+        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+            let previous = self
+                .state
+                .borrow_mut(protocol.py())
+                .core
+                .protocol
+                .replace(protocol.clone().unbind());
+            drop(previous);
+        }
+
+        /// Extra information: `pipe`, and whatever the transport's creator passed.
+        #[pyo3(signature = (name, default=None))]
+        fn get_extra_info(
+            &self,
+            py: Python<'_>,
+            name: &Bound<'_, PyAny>,
+            default: Option<Py<PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            let extra = self
+                .state
+                .borrow_mut(py)
+                .extra
+                .as_ref()
+                .map(|e| e.clone_ref(py));
+            extra_info(py, extra.as_ref(), name, default)
+        }
+
+        #[getter(__class__)]
+        fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
+        }
+
+        /// asyncio's repr: `closed`/`closing`, the descriptor, and while the loop is open
+        /// `polling`/`idle` (writing) and the buffered size (`open` once the loop is closed).
+        fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+            let (open, closing, fd, watching, size, event_loop) = {
+                let state = self.state.borrow_mut(py);
+                (
+                    state.pipe.is_some(),
+                    state.core.closing,
+                    state.fd,
+                    state.watching_write,
+                    state.buffer.len(),
+                    state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
+                )
+            };
+            let mut info = vec!["WritePipeTransport".to_owned()];
+            if !open {
+                info.push("closed".into());
+            } else if closing {
+                info.push("closing".into());
             }
-            if std::mem::replace(&mut state.lost, true) {
-                return Ok(());
+            info.push(format!("fd={fd}"));
+            let loop_open = match event_loop {
+                Some(l) => !l
+                    .bind(py)
+                    .call_method0(intern!(py, "is_closed"))?
+                    .is_truthy()?,
+                None => false,
+            };
+            if open && loop_open {
+                info.push(if watching { "polling" } else { "idle" }.into());
+                info.push(format!("bufsize={size}"));
+            } else if open {
+                info.push("open".into());
+            } else {
+                info.push("closed".into());
             }
+            Ok(format!("<{}>", info.join(" ")))
         }
-        this.stop_watching(py, Side::Read)?;
-        Self::schedule_connection_lost(slf, py.None().into_bound(py))
-    }
 
-    /// Closes once the buffer is written (the same as `write_eof()`).
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let open = {
-            let state = slf.get().state.borrow_mut(slf.py());
-            state.pipe.is_some() && !state.core.closing
-        };
-        if open {
-            Self::write_eof(slf)?;
+        /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
+        /// tests do) makes the transport forget the pipe: no warning, no close when collected.
+        #[getter]
+        fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+            self.state
+                .borrow_mut(py)
+                .pipe
+                .as_ref()
+                .map(|p| p.clone_ref(py))
         }
-        Ok(())
-    }
 
-    /// Closes at once, dropping buffered data; `connection_lost(None)` follows.
-    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::close_with(slf, slf.py().None().into_bound(slf.py()))
-    }
-
-    /// asyncio's `_fatal_error(exc, message)`.
-    #[pyo3(signature = (exc, message="Fatal error on pipe transport"))]
-    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal(slf, PyErr::from_value(exc.clone()), message)
-    }
-
-    /// True once close(), write_eof() or abort() was called or the pipe failed.
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.state.borrow_mut(py).core.closing
-    }
-
-    /// Bytes buffered and not yet written.
-    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).buffer.len()
-    }
-
-    /// `(low, high)` water marks of the write buffer.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.water_mark_limits(py)
-    }
-
-    /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<&Bound<'_, PyAny>>,
-        low: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        Self::set_water_marks(slf, high, low)
-    }
-
-    /// Replaces the protocol.
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-        let previous = self
-            .state
-            .borrow_mut(protocol.py())
-            .core
-            .protocol
-            .replace(protocol.clone().unbind());
-        drop(previous);
-    }
-
-    /// The current protocol.
-    fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol_of(py)
-    }
-
-    /// Extra information: `pipe`, and whatever the transport's creator passed.
-    #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(
-        &self,
-        py: Python<'_>,
-        name: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let extra = self
-            .state
-            .borrow_mut(py)
-            .extra
-            .as_ref()
-            .map(|e| e.clone_ref(py));
-        extra_info(py, extra.as_ref(), name, default)
-    }
-
-    #[getter(__class__)]
-    fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
-    }
-
-    /// asyncio's repr: `closed`/`closing`, the descriptor, and while the loop is open
-    /// `polling`/`idle` (writing) and the buffered size (`open` once the loop is closed).
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let (open, closing, fd, watching, size, event_loop) = {
-            let state = self.state.borrow_mut(py);
-            (
-                state.pipe.is_some(),
-                state.core.closing,
-                state.fd,
-                state.watching_write,
-                state.buffer.len(),
-                state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-            )
-        };
-        let mut info = vec!["WritePipeTransport".to_owned()];
-        if !open {
-            info.push("closed".into());
-        } else if closing {
-            info.push("closing".into());
+        #[setter(_pipe)]
+        fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
+            let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
+            drop(previous);
         }
-        info.push(format!("fd={fd}"));
-        let loop_open = match event_loop {
-            Some(l) => !l
-                .bind(py)
-                .call_method0(intern!(py, "is_closed"))?
-                .is_truthy()?,
-            None => false,
-        };
-        if open && loop_open {
-            info.push(if watching { "polling" } else { "idle" }.into());
-            info.push(format!("bufsize={size}"));
-        } else if open {
-            info.push("open".into());
-        } else {
-            info.push("closed".into());
+
+        /// The pipe's descriptor.
+        #[getter]
+        fn _fileno(&self, py: Python<'_>) -> i32 {
+            self.state.borrow_mut(py).fd
         }
-        Ok(format!("<{}>", info.join(" ")))
-    }
 
-    /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
-    /// tests do) makes the transport forget the pipe: no warning, no close when collected.
-    #[getter]
-    fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .borrow_mut(py)
-            .pipe
-            .as_ref()
-            .map(|p| p.clone_ref(py))
-    }
-
-    #[setter(_pipe)]
-    fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
-        let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
-        drop(previous);
-    }
-
-    /// The pipe's descriptor.
-    #[getter]
-    fn _fileno(&self, py: Python<'_>) -> i32 {
-        self.state.borrow_mut(py).fd
-    }
-
-    /// The loop (None once the connection is lost).
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_of(py).map(|l| l.into_any())
-    }
-
-    /// The protocol (asyncio's private attribute).
-    #[getter]
-    fn _protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.protocol_of(py)
-    }
-
-    /// True once closing.
-    #[getter]
-    fn _closing(&self, py: Python<'_>) -> bool {
-        self.is_closing(py)
-    }
-
-    /// asyncio's count of writes after a failure or after closing.
-    #[getter]
-    fn _conn_lost(&self, py: Python<'_>) -> u32 {
-        self.state.borrow_mut(py).core.conn_lost
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // See StreamTransport::__traverse__: a borrowed state reports nothing.
-        let Some(state) = self.state.try_borrow_in_gc() else {
-            return Ok(());
-        };
-        for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
-            visit.call(obj)?;
+        /// asyncio's count of writes after a failure or after closing.
+        #[getter]
+        fn _conn_lost(&self, py: Python<'_>) -> u32 {
+            self.state.borrow_mut(py).core.conn_lost
         }
-        if let Some(extra) = &state.extra {
-            visit.call(extra)?;
-        }
-        Ok(())
-    }
 
-    fn __clear__(&self) {
-        let Some(mut state) = self.state.try_borrow_in_gc() else {
-            return;
-        };
-        // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
-        // stays, for Drop to warn about and close.
-        let protocol = state.core.protocol.take();
-        let extra = state.extra.take();
-        drop(state);
-        drop((protocol, extra));
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            // See StreamTransport::__traverse__: a borrowed state reports nothing.
+            let Some(state) = self.state.try_borrow_in_gc() else {
+                return Ok(());
+            };
+            for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
+                visit.call(obj)?;
+            }
+            if let Some(extra) = &state.extra {
+                visit.call(extra)?;
+            }
+            Ok(())
+        }
+
+        fn __clear__(&self) {
+            let Some(mut state) = self.state.try_borrow_in_gc() else {
+                return;
+            };
+            // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
+            // stays, for Drop to warn about and close.
+            let protocol = state.core.protocol.take();
+            let extra = state.extra.take();
+            drop(state);
+            drop((protocol, extra));
+        }
     }
 }
 
