@@ -403,24 +403,37 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     /// closes at once with the error as connection_lost's argument.
     fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
         let py = slf.py();
+        let quiet = err.is_instance_of::<pyo3::exceptions::PyOSError>(py);
+        let exc = Self::report_fatal(slf, err, message, quiet)?;
+        Self::force_close(slf, Some(exc))
+    }
+
+    /// The reporting half of a fatal error: SystemExit and KeyboardInterrupt propagate; a
+    /// `quiet` error is only logged (`"%r: %s"` with its traceback, in debug mode), any other
+    /// goes to the exception handler. Returns the exception, for connection_lost.
+    fn report_fatal<'py>(
+        slf: &Bound<'py, Self>,
+        err: PyErr,
+        message: &str,
+        quiet: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
         if is_exit(py, &err) {
             return Err(err);
         }
         let exc = err.value(py).clone().into_any();
-        if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
-            if slf.get().is_debug(py) {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", &exc)?;
-                py_cache::asyncio_logger(py)?.bind(py).call_method(
-                    "debug",
-                    ("%r: %s", slf, message),
-                    Some(&kwargs),
-                )?;
-            }
-        } else {
+        if !quiet {
             Self::report(slf, message, err)?;
+        } else if slf.get().is_debug(py) {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("exc_info", &exc)?;
+            py_cache::asyncio_logger(py)?.bind(py).call_method(
+                "debug",
+                ("%r: %s", slf, message),
+                Some(&kwargs),
+            )?;
         }
-        Self::force_close(slf, Some(exc))
+        Ok(exc)
     }
 
     /// Closes at once, dropping the pending data; `connection_lost(exc)` (None if `exc` is)

@@ -12,7 +12,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::event_loop::LoopCore;
 use crate::interop::errors::os_error;
+use crate::transport::socket_info::warn_unclosed;
 use crate::transport::write_buffer::{WriteBuffer, MAX_IOVECS};
 
 /// asyncio's `max_size` of a pipe read: at most this many bytes per readiness event.
@@ -110,6 +112,99 @@ pub(crate) fn extra_info(
 /// `pipe.close()`: closes the descriptor through the object that owns it.
 pub(crate) fn close_pipe_object(py: Python<'_>, pipe: &Bound<'_, PyAny>) -> PyResult<()> {
     pipe.call_method0(intern!(py, "close")).map(drop)
+}
+
+/// `protocol.connection_lost(exc)`, unless the protocol is already gone.
+pub(crate) fn notify_connection_lost(
+    py: Python<'_>,
+    protocol: Option<Py<PyAny>>,
+    exc: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    match protocol {
+        Some(protocol) => protocol
+            .bind(py)
+            .call_method1(intern!(py, "connection_lost"), (exc,))
+            .map(drop),
+        None => Ok(()),
+    }
+}
+
+/// The end of `_call_connection_lost`: closes the pipe object the transport let go of (if
+/// any), then drops it with the protocol and the loop.
+pub(crate) fn release(
+    py: Python<'_>,
+    pipe: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    event_loop: Option<Py<LoopCore>>,
+) -> PyResult<()> {
+    let closed = match &pipe {
+        Some(pipe) => close_pipe_object(py, pipe.bind(py)),
+        None => Ok(()),
+    };
+    drop((pipe, protocol, event_loop));
+    closed
+}
+
+/// What a pipe transport collected while open does (from its `Drop`), as asyncio's
+/// `__del__`: the ResourceWarning, then the pipe object closed (an error is unraisable).
+pub(crate) fn close_unclosed(py: Python<'_>, kind: &str, fd: i32, pipe: Option<Py<PyAny>>) {
+    let Some(pipe) = pipe else {
+        return;
+    };
+    warn_unclosed(py, kind, fd);
+    if let Err(err) = close_pipe_object(py, pipe.bind(py)) {
+        err.write_unraisable(py, None);
+    }
+}
+
+/// What a pipe transport's repr shows.
+pub(crate) struct PipeStatus {
+    /// The class name.
+    pub name: &'static str,
+    /// The pipe object is still held (not yet closed by connection_lost).
+    pub open: bool,
+    /// The transport is closing.
+    pub closing: bool,
+    /// The descriptor.
+    pub fd: i32,
+    /// The loop watches the descriptor for us (reading, or writing for a write pipe).
+    pub watching: bool,
+    /// A write pipe's buffered byte count.
+    pub buffered: Option<usize>,
+}
+
+/// asyncio's repr of a pipe transport: `closed`/`closing`, the descriptor, and while the loop
+/// is open `polling`/`idle` (and a write pipe's `bufsize=`), else `open` or `closed`.
+pub(crate) fn describe(
+    py: Python<'_>,
+    status: PipeStatus,
+    event_loop: Option<Py<LoopCore>>,
+) -> PyResult<String> {
+    let mut info = vec![status.name.to_owned()];
+    if !status.open {
+        info.push("closed".into());
+    } else if status.closing {
+        info.push("closing".into());
+    }
+    info.push(format!("fd={}", status.fd));
+    let loop_open = match event_loop {
+        Some(l) => !l
+            .bind(py)
+            .call_method0(intern!(py, "is_closed"))?
+            .is_truthy()?,
+        None => false,
+    };
+    if status.open && loop_open {
+        info.push(if status.watching { "polling" } else { "idle" }.into());
+        if let Some(size) = status.buffered {
+            info.push(format!("bufsize={size}"));
+        }
+    } else if status.open {
+        info.push("open".into());
+    } else {
+        info.push("closed".into());
+    }
+    Ok(format!("<{}>", info.join(" ")))
 }
 
 /// `read(2)` into `buf`; EINTR is retried.

@@ -34,9 +34,9 @@ use crate::transport::core::{
     ReadingTransport, TransportState,
 };
 use crate::transport::pipe_file::{
-    close_pipe_object, extra_info, open_pipe, pipe_extra, read_raw, PIPE_READ_SIZE,
+    close_unclosed, describe, extra_info, notify_connection_lost, open_pipe, pipe_extra, read_raw,
+    release, PipeStatus, PIPE_READ_SIZE,
 };
-use crate::transport::socket_info::warn_unclosed;
 
 /// The mutable state of a read pipe transport (GIL-guarded; never borrowed across a Python
 /// call).
@@ -151,20 +151,8 @@ impl ReadPipeTransport {
                 .ok()
                 .and_then(|e| e.extract::<i32>().ok())
                 == Some(libc::EIO);
-        if is_eio {
-            if slf.get().is_debug(py) {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", exc)?;
-                py_cache::asyncio_logger(py)?.bind(py).call_method(
-                    "debug",
-                    ("%r: %s", slf, message),
-                    Some(&kwargs),
-                )?;
-            }
-        } else {
-            Self::report(slf, message, PyErr::from_value(exc.clone()))?;
-        }
-        Self::close_with(slf, exc.clone())
+        let exc = Self::report_fatal(slf, PyErr::from_value(exc.clone()), message, is_eio)?;
+        Self::close_with(slf, exc)
     }
 
     /// End of file: `eof_received()` and `connection_lost(None)` in the next callbacks.
@@ -268,13 +256,7 @@ transport_pymethods! {
         fn _call_connection_lost(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
             let py = slf.py();
             let this = slf.get();
-            let result = match this.protocol_of(py) {
-                Some(protocol) => protocol
-                    .bind(py)
-                    .call_method1(intern!(py, "connection_lost"), (exc,))
-                    .map(drop),
-                None => Ok(()),
-            };
+            let result = notify_connection_lost(py, this.protocol_of(py), exc);
             let cleanup = this.unwatch_readable(py);
             let (pipe, protocol, event_loop) = {
                 let mut state = this.state.borrow_mut(py);
@@ -284,11 +266,7 @@ transport_pymethods! {
                     state.core.event_loop.take(),
                 )
             };
-            let closed = match &pipe {
-                Some(pipe) => close_pipe_object(py, pipe.bind(py)),
-                None => Ok(()),
-            };
-            drop((pipe, protocol, event_loop));
+            let closed = release(py, pipe, protocol, event_loop);
             result.and(cleanup).and(closed)
         }
 
@@ -346,38 +324,19 @@ transport_pymethods! {
         /// asyncio's repr: `closed`/`closing`, the descriptor, and `polling`/`idle` while the
         /// loop is open (`open` once it is closed).
         fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-            let (open, closing, fd, watching, event_loop) = {
+            let (status, event_loop) = {
                 let state = self.state.borrow_mut(py);
-                (
-                    state.pipe.is_some(),
-                    state.core.closing,
-                    state.fd,
-                    state.watching,
-                    state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-                )
+                let status = PipeStatus {
+                    name: "ReadPipeTransport",
+                    open: state.pipe.is_some(),
+                    closing: state.core.closing,
+                    fd: state.fd,
+                    watching: state.watching,
+                    buffered: None,
+                };
+                (status, state.core.event_loop.as_ref().map(|l| l.clone_ref(py)))
             };
-            let mut info = vec!["ReadPipeTransport".to_owned()];
-            if !open {
-                info.push("closed".into());
-            } else if closing {
-                info.push("closing".into());
-            }
-            info.push(format!("fd={fd}"));
-            let loop_open = match event_loop {
-                Some(l) => !l
-                    .bind(py)
-                    .call_method0(intern!(py, "is_closed"))?
-                    .is_truthy()?,
-                None => false,
-            };
-            if open && loop_open {
-                info.push(if watching { "polling" } else { "idle" }.into());
-            } else if open {
-                info.push("open".into());
-            } else {
-                info.push("closed".into());
-            }
-            Ok(format!("<{}>", info.join(" ")))
+            describe(py, status, event_loop)
         }
 
         /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
@@ -452,13 +411,7 @@ impl Drop for ReadPipeTransport {
                 let mut state = self.state.borrow_mut(py);
                 (state.pipe.take(), state.fd)
             };
-            let Some(pipe) = pipe else {
-                return;
-            };
-            warn_unclosed(py, "ReadPipeTransport", fd);
-            if let Err(err) = close_pipe_object(py, pipe.bind(py)) {
-                err.write_unraisable(py, None);
-            }
+            close_unclosed(py, "ReadPipeTransport", fd, pipe);
         });
     }
 }

@@ -34,14 +34,14 @@ use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
 use crate::transport::core::{
-    is_exit, transport_pymethods, would_block, CoreState, NativeTransport, TransportState,
+    transport_pymethods, would_block, CoreState, NativeTransport, TransportState,
     LOST_WRITES_BEFORE_WARNING,
 };
 use crate::transport::payload::Payload;
 use crate::transport::pipe_file::{
-    close_pipe_object, extra_info, open_pipe, pipe_extra, write_buffer, write_raw, FileKind,
+    close_unclosed, describe, extra_info, notify_connection_lost, open_pipe, pipe_extra, release,
+    write_buffer, write_raw, FileKind, PipeStatus,
 };
-use crate::transport::socket_info::warn_unclosed;
 use crate::transport::write_buffer::{SharedBytes, WriteBuffer};
 
 /// A `bytes` at least this long is buffered by reference instead of copied.
@@ -178,24 +178,8 @@ impl WritePipeTransport {
     /// asyncio's `_fatal_error`: an `OSError` only logged in debug mode, anything else
     /// reported to the exception handler; then closed with `exc`.
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if is_exit(py, &err) {
-            return Err(err);
-        }
-        let exc = err.value(py).clone().into_any();
-        if err.is_instance_of::<PyOSError>(py) {
-            if slf.get().is_debug(py) {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", &exc)?;
-                py_cache::asyncio_logger(py)?.bind(py).call_method(
-                    "debug",
-                    ("%r: %s", slf, message),
-                    Some(&kwargs),
-                )?;
-            }
-        } else {
-            Self::report(slf, message, err)?;
-        }
+        let quiet = err.is_instance_of::<PyOSError>(slf.py());
+        let exc = Self::report_fatal(slf, err, message, quiet)?;
         Self::close_with(slf, exc)
     }
 }
@@ -420,13 +404,7 @@ transport_pymethods! {
             let py = slf.py();
             let this = slf.get();
             this.state.borrow_mut(py).lost = true;
-            let result = match this.protocol_of(py) {
-                Some(protocol) => protocol
-                    .bind(py)
-                    .call_method1(intern!(py, "connection_lost"), (exc,))
-                    .map(drop),
-                None => Ok(()),
-            };
+            let result = notify_connection_lost(py, this.protocol_of(py), exc);
             let cleanup = this
                 .stop_watching(py, Side::Write)
                 .and(this.stop_watching(py, Side::Read));
@@ -439,11 +417,7 @@ transport_pymethods! {
                     state.core.event_loop.take(),
                 )
             };
-            let closed = match &pipe {
-                Some(pipe) => close_pipe_object(py, pipe.bind(py)),
-                None => Ok(()),
-            };
-            drop((pipe, protocol, event_loop));
+            let closed = release(py, pipe, protocol, event_loop);
             result.and(cleanup).and(closed)
         }
 
@@ -556,40 +530,19 @@ transport_pymethods! {
         /// asyncio's repr: `closed`/`closing`, the descriptor, and while the loop is open
         /// `polling`/`idle` (writing) and the buffered size (`open` once the loop is closed).
         fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-            let (open, closing, fd, watching, size, event_loop) = {
+            let (status, event_loop) = {
                 let state = self.state.borrow_mut(py);
-                (
-                    state.pipe.is_some(),
-                    state.core.closing,
-                    state.fd,
-                    state.watching_write,
-                    state.buffer.len(),
-                    state.core.event_loop.as_ref().map(|l| l.clone_ref(py)),
-                )
+                let status = PipeStatus {
+                    name: "WritePipeTransport",
+                    open: state.pipe.is_some(),
+                    closing: state.core.closing,
+                    fd: state.fd,
+                    watching: state.watching_write,
+                    buffered: Some(state.buffer.len()),
+                };
+                (status, state.core.event_loop.as_ref().map(|l| l.clone_ref(py)))
             };
-            let mut info = vec!["WritePipeTransport".to_owned()];
-            if !open {
-                info.push("closed".into());
-            } else if closing {
-                info.push("closing".into());
-            }
-            info.push(format!("fd={fd}"));
-            let loop_open = match event_loop {
-                Some(l) => !l
-                    .bind(py)
-                    .call_method0(intern!(py, "is_closed"))?
-                    .is_truthy()?,
-                None => false,
-            };
-            if open && loop_open {
-                info.push(if watching { "polling" } else { "idle" }.into());
-                info.push(format!("bufsize={size}"));
-            } else if open {
-                info.push("open".into());
-            } else {
-                info.push("closed".into());
-            }
-            Ok(format!("<{}>", info.join(" ")))
+            describe(py, status, event_loop)
         }
 
         /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
@@ -663,13 +616,7 @@ impl Drop for WritePipeTransport {
                 )
             };
             drop(buffer);
-            let Some(pipe) = pipe else {
-                return;
-            };
-            warn_unclosed(py, "WritePipeTransport", fd);
-            if let Err(err) = close_pipe_object(py, pipe.bind(py)) {
-                err.write_unraisable(py, None);
-            }
+            close_unclosed(py, "WritePipeTransport", fd, pipe);
         });
     }
 }
