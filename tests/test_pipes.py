@@ -702,6 +702,40 @@ def test_pty_raw_bidirectional(loop, fds):
     assert to_slave == b"to slave"
 
 
+@pytest.mark.ferroloop_only
+def test_read_and_write_transports_on_one_descriptor(loop, fds):
+    # One pty master descriptor carries both transports (the write side's pipe object does
+    # not own it): closing one must leave the other's watch in place. Stock asyncio's write
+    # pipe removes the descriptor's reader when it closes, even one it never added (the read
+    # transport then hears nothing more): a documented difference.
+    master, slave = os.openpty()
+    fds += [master, slave]
+    tty.setraw(slave)
+    read_obj = open(master, "rb", buffering=0)
+    write_obj = open(master, "wb", buffering=0, closefd=False)
+
+    async def main():
+        rt, rp = await loop.connect_read_pipe(lambda: Recorder(loop), read_obj)
+        wt, wp = await loop.connect_write_pipe(lambda: Recorder(loop), write_obj)
+        wt.write(b"typed")
+        typed = b""
+        while len(typed) < 5:
+            typed += await loop.run_in_executor(None, os.read, slave, 100)
+        wt.close()
+        await wp.lost
+        os.write(slave, b"still read")  # the read transport still watches the descriptor
+        while len(rp.data) < 10:
+            await asyncio.sleep(0.001)
+        rt.close()
+        await rp.lost
+        return typed, bytes(rp.data)
+
+    typed, received = run(loop, main())
+    assert typed == b"typed"
+    assert received == b"still read"
+    assert read_obj.closed
+
+
 # --- asyncio streams ------------------------------------------------------------------------
 
 
