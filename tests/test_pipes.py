@@ -33,21 +33,7 @@ import tty
 import warnings
 
 import pytest
-
-#: Upper bound for any await in these tests (a broken loop fails instead of hanging).
-SAFETY_TIMEOUT = 5.0
-
-#: 1 MiB, bytes 0..255 repeated.
-PAYLOAD = bytes(range(256)) * 4096
-
-
-def run(loop, awaitable, timeout: float = SAFETY_TIMEOUT):
-    """Run ``awaitable`` on ``loop``, failing after ``timeout`` seconds."""
-
-    async def bounded():
-        return await asyncio.wait_for(awaitable, timeout)
-
-    return loop.run_until_complete(bounded())
+from support import DEFAULT_LIMITS, PAYLOAD, open_fds, run
 
 
 def spin(loop, seconds: float = 0.05) -> None:
@@ -281,7 +267,7 @@ def test_write_pipe_write_and_close(loop, fds):
     assert transport.get_extra_info("pipe") is pipe
     assert transport.can_write_eof() is True
     assert transport.get_write_buffer_size() == 0
-    assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+    assert transport.get_write_buffer_limits() == DEFAULT_LIMITS
 
     transport.write(b"bytes,")
     transport.write(bytearray(b"bytearray,"))
@@ -799,10 +785,6 @@ def test_unclosed_transports_warn_and_close_their_pipe(new_loop, fds):
     assert read_obj.closed and write_obj.closed
 
 
-def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_no_descriptor_leaked(loop):
     def one_round():
         r, w = os.pipe()
@@ -820,9 +802,9 @@ def test_no_descriptor_leaked(loop):
 
     one_round()  # warm-up: the loop's own descriptors, executor, caches
     gc.collect()
-    before = open_descriptors()
+    before = open_fds()
     sizes = {one_round() for _ in range(50)}
     gc.collect()
-    after = open_descriptors()
+    after = open_fds()
     assert sizes == {100_000}
     assert after == before

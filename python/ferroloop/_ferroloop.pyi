@@ -15,7 +15,9 @@ __all__ = [
     "DatagramTransport",
     "Handle",
     "LoopCore",
+    "ReadPipeTransport",
     "StreamTransport",
+    "WritePipeTransport",
     "__version__",
     "_check_callback",
     "accept_connection",
@@ -227,6 +229,7 @@ class DatagramTransport:
 
 # asyncio's read pipe transport (pipes, FIFOs, sockets, character devices), native;
 # __class__ reports asyncio.ReadTransport.
+@final
 class ReadPipeTransport:
     max_size: int
     def __new__(
@@ -267,6 +270,7 @@ class ReadPipeTransport:
 
 # asyncio's write pipe transport, native; __class__ reports asyncio.Transport (as asyncio's
 # derives from _FlowControlMixin, a Transport).
+@final
 class WritePipeTransport:
     def __new__(
         cls,
