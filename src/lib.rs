@@ -9,7 +9,8 @@
 //!   objects, OS errors as `OSError` subclasses, asyncio's callback check, reused `bytes`;
 //! - [`event_loop`]: the loop object: ready queue, iteration, scheduling entry points, descriptor
 //!   watches, handles, futures and tasks, native `sock_recv`;
-//! - [`transport`]: the transports and servers' accept, on a shared transport core.
+//! - [`transport`]: the transports and servers' accept, on a shared transport core;
+//! - [`process`]: child processes: exit watching through pidfds, reaping, signals.
 //!
 //! The Python package (`python/ferroloop/`) is the edge above all of them: the cold paths.
 #![deny(missing_docs)]
@@ -17,6 +18,7 @@
 pub mod core;
 pub mod event_loop;
 pub mod interop;
+pub mod process;
 pub mod transport;
 
 use pyo3::prelude::*;
@@ -40,6 +42,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
     m.add_class::<transport::accept::AcceptedSocket>()?;
     m.add_function(wrap_pyfunction!(transport::accept::accept_connection, m)?)?;
+    m.add_class::<process::child_watch::ChildWatch>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
