@@ -29,6 +29,7 @@ from ._pipes import PipeAPI
 from ._sendfile import SendfileAPI
 from ._server import ServerAPI
 from ._sockets import SocketAPI
+from ._subprocess import SubprocessAPI
 from ._tls import TLSAPI
 
 logger = logging.getLogger("asyncio")
@@ -72,6 +73,7 @@ class EventLoop(
     SendfileAPI,
     TLSAPI,
     PipeAPI,
+    SubprocessAPI,
     asyncio.AbstractEventLoop,
 ):
     """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``.
@@ -79,8 +81,8 @@ class EventLoop(
     ``LoopCore`` (native) runs the iteration and scheduling; each mixin after it adds one
     concept of the loop's API in its own module: ``SocketAPI`` (``_sockets``), ``ConnectionAPI``
     (``_connections``), ``ServerAPI`` (``_server``), ``DatagramAPI`` (``_datagram``),
-    ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``), ``PipeAPI`` (``_pipes``); this class
-    adds the cold-path glue.
+    ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``), ``PipeAPI`` (``_pipes``),
+    ``SubprocessAPI`` (``_subprocess``); this class adds the cold-path glue.
     """
 
     def __init__(self) -> None:
