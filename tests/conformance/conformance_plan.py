@@ -302,29 +302,29 @@ EVENT_LOOP_TESTS_PIPES = frozenset(
     }
 )
 
-# What keeps the other I/O tests of EventLoopTestsMixin/SubprocessTestsMixin
-# deferred once issue #4 is in scope.
-EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {
-    **dict.fromkeys(
-        (
-            "test_subprocess_exec",
-            "test_subprocess_interactive",
-            "test_subprocess_shell",
-            "test_subprocess_exitcode",
-            "test_subprocess_close_after_finish",
-            "test_subprocess_kill",
-            "test_subprocess_terminate",
-            "test_subprocess_send_signal",
-            "test_subprocess_stderr",
-            "test_subprocess_stderr_redirect_to_stdout",
-            "test_subprocess_close_client_stream",
-            "test_subprocess_wait_no_same_group",
-            "test_subprocess_exec_invalid_args",
-            "test_subprocess_shell_invalid_args",
-        ),
-        DEFERRED_SUBPROCESS,
-    ),
-}
+# SubprocessTestsMixin (test_events): loop.subprocess_exec/subprocess_shell.
+EVENT_LOOP_TESTS_SUBPROCESS = frozenset(
+    {
+        "test_subprocess_exec",
+        "test_subprocess_interactive",
+        "test_subprocess_shell",
+        "test_subprocess_exitcode",
+        "test_subprocess_close_after_finish",
+        "test_subprocess_kill",
+        "test_subprocess_terminate",
+        "test_subprocess_send_signal",
+        "test_subprocess_stderr",
+        "test_subprocess_stderr_redirect_to_stdout",
+        "test_subprocess_close_client_stream",
+        "test_subprocess_wait_no_same_group",
+        "test_subprocess_exec_invalid_args",
+        "test_subprocess_shell_invalid_args",
+    }
+)
+
+# Nothing of EventLoopTestsMixin/SubprocessTestsMixin stays deferred once
+# issue #4 is in scope (pipes, ptys and subprocesses are in).
+EVENT_LOOP_TESTS_DEFERRED_AFTER_ISSUE_4 = {}
 
 # BaseSockTestsMixin (test_sock_lowlevel): every test but the one that also
 # needs create_connection (a transport: issue #4).
@@ -375,10 +375,7 @@ UNIX_SIGNAL_TESTS_PRIVATE = (
 )
 
 # test_streams.StreamTests: what is still deferred within issue #4.
-STREAM_TESTS_DEFERRED = {
-    "test_read_all_from_pipe_reader": DEFERRED_SUBPROCESS
-    + " (its child writes into a pipe read through connect_read_pipe)",
-}
+STREAM_TESTS_DEFERRED = {}
 
 # test_sendfile: the TLS variants are deferred; four tests reach into asyncio's
 # sendfile internals (excluded).
@@ -457,7 +454,8 @@ MODULES = (
                 run_only=EVENT_LOOP_TESTS_WITHOUT_IO
                 | (EVENT_LOOP_TESTS_ISSUE_3 if ISSUE_3_IN_SCOPE else frozenset())
                 | (EVENT_LOOP_TESTS_ISSUE_4 if ISSUE_4_IN_SCOPE else frozenset())
-                | (EVENT_LOOP_TESTS_PIPES if ISSUE_4_IN_SCOPE else frozenset()),
+                | (EVENT_LOOP_TESTS_PIPES if ISSUE_4_IN_SCOPE else frozenset())
+                | (EVENT_LOOP_TESTS_SUBPROCESS if ISSUE_4_IN_SCOPE else frozenset()),
             ),
         ),
         replaced_classes=_STOCK_LOOP_VARIANTS,
@@ -581,6 +579,20 @@ ISSUE_4_MODULES = (
         "start_server, the UNIX variants) over TCP and UNIX sockets (TLS and pipe "
         "tests deferred)",
         deferred_tests=STREAM_TESTS_DEFERRED,
+    ),
+    Module(
+        "test_subprocess",
+        "asyncio.subprocess (create_subprocess_exec/shell, Process, communicate, "
+        "cancellation, kill, stdin flow control) on the loop's subprocess_exec; the "
+        "watcher-parameterised classes run as they are (ferroloop ignores child watchers)",
+        excluded_classes={
+            "SubprocessTransportTests": "asyncio's BaseSubprocessTransport with a mock loop",
+            "SubprocessFastWatcherTests": "FastChildWatcher reaps every child "
+            "(waitpid(-1)), the loop's own children included: only asyncio's loop "
+            "hands its children to it",
+            "GenericWatcherTests": _CHILD_WATCHERS,
+            "MultiLoopChildWatcherTests": _CHILD_WATCHERS,
+        },
     ),
     Module(
         "test_buffered_proto",
