@@ -22,6 +22,7 @@ import weakref
 from asyncio import coroutines, events, futures, tasks
 from typing import Any
 
+from . import _fork
 from ._connections import ConnectionAPI
 from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
@@ -96,6 +97,7 @@ class EventLoop(
         # signal number -> (callback, args, context) registered by add_signal_handler
         self._signal_handlers: dict[int, tuple[Any, tuple, contextvars.Context]] = {}
         self.set_debug(_debug_requested())
+        _fork.track(self)
 
     def __repr__(self) -> str:
         return (

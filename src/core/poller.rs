@@ -246,6 +246,37 @@ impl Poller {
         fd_of(&self.signal_write)
     }
 
+    /// In a child made by `fork()`: replaces the epoll instance, the waker and the signal
+    /// pipe, which the child shares with its parent, by new ones (the child's copies of the
+    /// old descriptors are closed, which leaves the parent's untouched). The caller registers
+    /// its watched descriptors again. A closed poller stays closed.
+    ///
+    /// Why: an epoll instance survives `fork()` as one kernel object seen by both processes,
+    /// so a registration changed in the child would change the parent's, and both would be
+    /// woken by the same eventfd and signal pipe.
+    pub fn renew_after_fork(&self) -> io::Result<()> {
+        if fd_of(&self.epoll) < 0 {
+            return Ok(());
+        }
+        let fresh = Poller::new()?;
+        for (slot, new_slot) in [
+            (&self.epoll, &fresh.epoll),
+            (&self.waker, &fresh.waker),
+            (&self.signal_read, &fresh.signal_read),
+            (&self.signal_write, &fresh.signal_write),
+        ] {
+            let new_fd = new_slot.swap(-1, Ordering::AcqRel);
+            let old_fd = slot.swap(new_fd, Ordering::AcqRel);
+            if old_fd >= 0 {
+                // SAFETY: `old_fd` was this poller's (inherited copy) and is swapped out, so it
+                // is closed exactly once; closing it in the child does not affect the parent.
+                unsafe { libc::close(old_fd) };
+            }
+        }
+        self.wake_pending.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Closes the poller's descriptors; later waits fail with EBADF and wakes do nothing.
     pub fn close(&self) {
         for slot in [
@@ -412,6 +443,25 @@ mod tests {
         read: true,
         write: false,
     };
+
+    #[test]
+    fn renewed_poller_has_new_descriptors_and_still_wakes() {
+        let poller = Poller::new().unwrap();
+        poller.renew_after_fork().unwrap();
+        assert!(fd_of(&poller.epoll) >= 0 && fd_of(&poller.waker) >= 0);
+        assert!(poller.signal_wakeup_fd() >= 0);
+        // The new waker is registered in the new epoll: a wake ends the wait at once.
+        poller.wake().unwrap();
+        let mut events = Vec::new();
+        let started = Instant::now();
+        poller
+            .wait(Some(Duration::from_secs(5)), &mut events)
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        poller.close();
+        poller.renew_after_fork().unwrap();
+        assert_eq!(fd_of(&poller.epoll), -1);
+    }
 
     fn socketpair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0 as libc::c_int; 2];

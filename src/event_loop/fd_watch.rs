@@ -222,6 +222,28 @@ impl LoopCore {
         }
     }
 
+    /// In a child made by `fork()`: gives the loop its own epoll instance, waker and signal
+    /// pipe (`Poller::renew_after_fork`) and registers every watched descriptor in them, so
+    /// that the child's use of the loop never changes the parent's registrations. A
+    /// descriptor that fails (closed meanwhile) is simply not watched, as epoll forgets closed
+    /// descriptors.
+    pub(super) fn renew_watches_after_fork(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_loop_closed() {
+            return Ok(());
+        }
+        self.poller.renew_after_fork().map_err(os_error)?;
+        let mut queues = self.queues.borrow_mut(py);
+        for (&fd, watch) in queues.watched.iter_mut() {
+            watch.registered = None;
+            if let Some((interest, trigger)) = watch.wanted() {
+                if self.poller.register(fd, fd as u64, interest, trigger).is_ok() {
+                    watch.registered = Some(trigger);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a reader or writer callback (shared by add_reader and add_writer); the native
     /// transports pass `native`, their method's Rust body (see `NativeCall`).
     pub(crate) fn add_watch(

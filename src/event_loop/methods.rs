@@ -225,6 +225,12 @@ impl LoopCore {
         self.poller.signal_wakeup_fd()
     }
 
+    /// In a child made by `fork()`: the loop gets its own epoll, waker and signal pipe, its
+    /// watched descriptors registered again (`python/ferroloop/_fork.py` calls it).
+    fn _renew_after_fork(&self, py: Python<'_>) -> PyResult<()> {
+        self.renew_watches_after_fork(py)
+    }
+
     /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::run_until_stopped(slf)
