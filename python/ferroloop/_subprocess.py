@@ -230,9 +230,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 self._adopt_pipe(0, end)
             for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
                 if pipe is not None:
-                    _, end = await loop.connect_read_pipe(
-                        lambda fd=fd: _PipeEnd(self, fd), pipe
-                    )
+                    _, end = await loop.connect_read_pipe(lambda fd=fd: _PipeEnd(self, fd), pipe)
                     self._adopt_pipe(fd, end)
             loop.call_soon(self._protocol.connection_made, self)
             held, self._held_calls = self._held_calls, None

@@ -1,0 +1,592 @@
+"""Subprocesses: loop.subprocess_exec/shell, the SubprocessTransport, asyncio.subprocess.
+
+Every test runs on ferroloop and on stock asyncio (``FERROLOOP_TEST_LOOP=asyncio``); values are
+recorded inside callbacks and checked after the loop has run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+PY = sys.executable
+
+
+def open_fds() -> set[int]:
+    """The descriptors open in this process right now."""
+    gc.collect()
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def is_our_child(pid: int) -> bool:
+    """Whether ``pid`` still exists as a child of this process (running or zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return int(fields[1]) == os.getpid()
+
+
+def no_zombie_left() -> bool:
+    """True if ``waitpid(-1, WNOHANG)`` finds no exited child waiting to be reaped."""
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return pid == 0
+
+
+class Recorder(asyncio.SubprocessProtocol):
+    """A SubprocessProtocol that records every call in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.events: list[tuple] = []
+        self.data: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        self.done = loop.create_future()
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.events.append(("connection_made",))
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.data[fd] += data
+        if not self.events or self.events[-1] != ("data", fd):
+            self.events.append(("data", fd))
+
+    def pipe_connection_lost(self, fd: int, exc) -> None:
+        self.events.append(("pipe_lost", fd, exc))
+
+    def process_exited(self) -> None:
+        self.events.append(("process_exited", self.transport.get_returncode()))
+
+    def connection_lost(self, exc) -> None:
+        self.events.append(("connection_lost", exc))
+        self.done.set_result(None)
+
+
+@pytest.mark.timeout(60)
+def test_ten_megabytes_through_cat_with_communicate(loop):
+    payload = os.urandom(10 * 1024 * 1024)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        out, err = await proc.communicate(payload)
+        return out, err, proc.returncode
+
+    out, err, code = loop.run_until_complete(main())
+    assert out == payload
+    assert err is None
+    assert code == 0
+
+
+def test_protocol_callback_order(loop):
+    async def main():
+        transport, proto = await loop.subprocess_exec(
+            lambda: Recorder(loop),
+            PY,
+            "-c",
+            "import sys; sys.stdout.write('out'); sys.stderr.write('err'); sys.exit(3)",
+        )
+        await proto.done
+        state = (transport.get_returncode(), transport.is_closing())
+        transport.close()
+        return proto, state
+
+    proto, (code, closing_before) = loop.run_until_complete(main())
+    names = [event[0] for event in proto.events]
+    assert names[0] == "connection_made"
+    assert names[-1] == "connection_lost"
+    assert names.count("process_exited") == 1
+    assert names.index("process_exited") < names.index("connection_lost")
+    lost = sorted(event[1] for event in proto.events if event[0] == "pipe_lost")
+    assert lost == [0, 1, 2]
+    assert all(event[2] is None for event in proto.events if event[0] == "pipe_lost")
+    last_pipe = max(i for i, name in enumerate(names) if name == "pipe_lost")
+    assert last_pipe < names.index("connection_lost")
+    assert ("process_exited", 3) in proto.events
+    assert proto.events[-1] == ("connection_lost", None)
+    assert bytes(proto.data[1]) == b"out" and bytes(proto.data[2]) == b"err"
+    assert code == 3 and closing_before is False
+
+
+def test_transport_api_after_exit(loop):
+    async def main():
+        transport, proto = await loop.subprocess_exec(
+            lambda: Recorder(loop), "true", stdin=None, stdout=None, stderr=None
+        )
+        pid = transport.get_pid()
+        pipes = [transport.get_pipe_transport(fd) for fd in (0, 1, 2)]
+        await proto.done
+        errors = []
+        for method in (transport.kill, transport.terminate):
+            try:
+                method()
+            except ProcessLookupError as exc:
+                errors.append(type(exc))
+        try:
+            transport.send_signal(signal.SIGTERM)
+        except ProcessLookupError as exc:
+            errors.append(type(exc))
+        text = repr(transport)
+        transport.close()
+        return pid, pipes, errors, text, transport.is_closing(), transport.get_returncode()
+
+    pid, pipes, errors, text, closing, code = loop.run_until_complete(main())
+    assert isinstance(pid, int) and pid > 0
+    assert pipes == [None, None, None]
+    assert errors == [ProcessLookupError] * 3
+    assert f"pid={pid}" in text and "returncode=0" in text
+    assert closing is True and code == 0
+
+
+def test_child_that_closes_stdout_early(loop):
+    script = "import os, sys, time; os.close(1); time.sleep(0.3); sys.exit(5)"
+
+    async def main():
+        transport, proto = await loop.subprocess_exec(
+            lambda: Recorder(loop), PY, "-c", script, stdin=None, stderr=None
+        )
+        await proto.done
+        transport.close()
+        proc = await asyncio.create_subprocess_exec(PY, "-c", script, stdout=subprocess.PIPE)
+        out = await proc.stdout.read()
+        code = await proc.wait()
+        return proto.events, out, code
+
+    events, out, code = loop.run_until_complete(main())
+    names = [event[0] for event in events]
+    # stdout's EOF comes while the child still runs: pipe_connection_lost(1) first.
+    assert names == ["connection_made", "pipe_lost", "process_exited", "connection_lost"]
+    assert events[1][1] == 1 and events[2] == ("process_exited", 5)
+    assert out == b"" and code == 5
+
+
+def test_killed_by_sigkill_reports_minus_nine(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec("sleep", "30")
+        proc.kill()
+        code = await proc.wait()
+        proc2 = await asyncio.create_subprocess_exec("sleep", "30")
+        proc2.send_signal(signal.SIGTERM)
+        return code, await proc2.wait(), proc.returncode
+
+    code, term_code, returncode = loop.run_until_complete(main())
+    assert code == -signal.SIGKILL == returncode
+    assert term_code == -signal.SIGTERM
+
+
+@pytest.mark.timeout(120)
+def test_two_hundred_concurrent_children_leave_nothing_behind(loop):
+    baseline = open_fds()
+
+    async def one(i: int):
+        proc = await asyncio.create_subprocess_exec(
+            PY if i % 50 == 0 else "cat",
+            *(["-c", "import sys; sys.stdout.write(sys.stdin.read())"] if i % 50 == 0 else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate(str(i).encode())
+        return proc.pid, out, proc.returncode
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(200)))
+
+    results = loop.run_until_complete(main())
+    pids = [pid for pid, _, _ in results]
+    assert [out for _, out, _ in results] == [str(i).encode() for i in range(200)]
+    assert {code for _, _, code in results} == {0}
+    assert len(set(pids)) == 200
+    assert [pid for pid in pids if is_our_child(pid)] == []
+    assert no_zombie_left()
+    assert open_fds() - baseline == set()
+
+
+def test_exec_of_missing_program(loop):
+    baseline = open_fds()
+
+    async def main():
+        outcomes = []
+        for stdin in (None, subprocess.PIPE):
+            try:
+                await asyncio.create_subprocess_exec("/nonexistent/ferroloop-prog", stdin=stdin)
+            except FileNotFoundError as exc:
+                outcomes.append((exc.errno, exc.filename))
+        try:
+            await loop.subprocess_exec(asyncio.SubprocessProtocol, "/etc/passwd")
+        except PermissionError as exc:
+            outcomes.append((exc.errno, exc.filename))
+        return outcomes
+
+    outcomes = loop.run_until_complete(main())
+    assert outcomes == [
+        (2, "/nonexistent/ferroloop-prog"),
+        (2, "/nonexistent/ferroloop-prog"),
+        (13, "/etc/passwd"),
+    ]
+    assert open_fds() - baseline == set()
+    assert no_zombie_left()
+
+
+def test_pass_fds_cwd_env_and_redirections(loop, tmp_path):
+    read_end, write_end = os.pipe()
+    log = open(tmp_path / "log.txt", "wb")
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY,
+            "-c",
+            "import os, sys; os.write(int(sys.argv[1]), b'via-fd'); "
+            "print(os.getcwd(), os.environ['FERRO_X']); sys.stderr.write('E')",
+            str(write_end),
+            pass_fds=(write_end,),
+            cwd=str(tmp_path),
+            env={**os.environ, "FERRO_X": "y"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        proc2 = await asyncio.create_subprocess_exec(
+            PY, "-c", "print('to file')", stdout=log, stdin=subprocess.DEVNULL
+        )
+        await proc2.wait()
+        proc3 = await asyncio.create_subprocess_exec(
+            PY, "-c", "import os; os.write(1, b'fd')", stdout=log.fileno()
+        )
+        await proc3.wait()
+        return out, proc.returncode
+
+    try:
+        out, code = loop.run_until_complete(main())
+        os.close(write_end)
+        write_end = -1
+        passed = os.read(read_end, 100)
+    finally:
+        os.close(read_end)
+        if write_end != -1:
+            os.close(write_end)
+        log.close()
+    assert passed == b"via-fd"
+    assert out == f"{tmp_path} y\nE".encode()
+    assert code == 0
+    assert (tmp_path / "log.txt").read_bytes() == b"to file\nfd"
+
+
+def test_start_new_session_and_process_group(loop):
+    code = "import os; print(os.getsid(0), os.getpgid(0))"
+
+    async def run(**kwargs):
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", code, stdout=subprocess.PIPE, **kwargs
+        )
+        out, _ = await proc.communicate()
+        return proc.pid, [int(x) for x in out.split()]
+
+    async def main():
+        return [await run(start_new_session=True), await run(process_group=0)]
+
+    (pid, (sid, pgid)), *rest = loop.run_until_complete(main())
+    assert sid == pid != os.getsid(0)
+    assert pgid == pid
+    for pid, (sid, pgid) in rest:
+        assert sid == os.getsid(0) and pgid == pid
+
+
+VALUE_ERRORS = [
+    ("exec", {"universal_newlines": True}, "universal_newlines must be False"),
+    ("exec", {"shell": True}, "shell must be False"),
+    ("exec", {"bufsize": 1}, "bufsize must be 0"),
+    ("exec", {"text": True}, "text must be False"),
+    ("exec", {"encoding": "utf-8"}, "encoding must be None"),
+    ("exec", {"errors": "strict"}, "errors must be None"),
+    ("shell", {"universal_newlines": True}, "universal_newlines must be False"),
+    ("shell", {"shell": False}, "shell must be True"),
+    ("shell", {"bufsize": 1}, "bufsize must be 0"),
+    ("shell", {"text": True}, "text must be False"),
+    ("shell", {"encoding": "utf-8"}, "encoding must be None"),
+    ("shell", {"errors": "strict"}, "errors must be None"),
+]
+
+
+@pytest.mark.parametrize(("kind", "kwargs", "message"), VALUE_ERRORS)
+def test_value_error_messages(loop, kind, kwargs, message):
+    async def main():
+        if kind == "exec":
+            call = loop.subprocess_exec(asyncio.SubprocessProtocol, "true", **kwargs)
+        else:
+            call = loop.subprocess_shell(asyncio.SubprocessProtocol, "true", **kwargs)
+        try:
+            await call
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    assert loop.run_until_complete(main()) == message
+
+
+def test_shell_command_must_be_a_string(loop):
+    async def main():
+        try:
+            await loop.subprocess_shell(asyncio.SubprocessProtocol, ["true"])
+        except ValueError as exc:
+            return str(exc)
+
+    assert loop.run_until_complete(main()) == "cmd must be a string"
+
+
+def test_create_subprocess_text_mode_is_refused(loop):
+    async def main():
+        messages = []
+        for make in (
+            lambda: asyncio.create_subprocess_exec("true", text=True),
+            lambda: asyncio.create_subprocess_shell("true", encoding="utf-8"),
+        ):
+            try:
+                await make()
+            except ValueError as exc:
+                messages.append(str(exc))
+        return messages
+
+    assert loop.run_until_complete(main()) == ["text must be False", "encoding must be None"]
+
+
+def test_cancelled_communicate_and_wait_leave_nothing_behind(loop):
+    baseline = open_fds()
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "sleep", "30", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        outcomes = []
+        for coro in (proc.communicate(b"x"), proc.wait()):
+            task = asyncio.ensure_future(coro)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+        proc.kill()
+        outcomes.append(await proc.wait())
+        return proc.pid, outcomes
+
+    pid, outcomes = loop.run_until_complete(main())
+    assert outcomes == ["cancelled", "cancelled", -signal.SIGKILL]
+    assert not is_our_child(pid)
+    assert no_zombie_left()
+    assert open_fds() - baseline == set()
+
+
+def test_cancelled_spawn_kills_and_reaps_the_child(loop):
+    baseline = open_fds()
+
+    async def main():
+        task = asyncio.ensure_future(
+            asyncio.create_subprocess_exec("sleep", "30", stdout=subprocess.PIPE)
+        )
+        loop.call_soon(task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "not cancelled"
+
+    assert loop.run_until_complete(main()) == "cancelled"
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert no_zombie_left()
+    assert open_fds() - baseline == set()
+
+
+def test_close_kills_a_running_child(loop):
+    async def main():
+        transport, proto = await loop.subprocess_exec(lambda: Recorder(loop), "sleep", "30")
+        transport.close()
+        await asyncio.wait_for(proto.done, 10)
+        return transport.get_returncode(), transport.is_closing()
+
+    assert loop.run_until_complete(main()) == (-signal.SIGKILL, True)
+
+
+def test_unclosed_transport_warns(loop):
+    async def main():
+        transport, proto = await loop.subprocess_exec(
+            lambda: Recorder(loop), "true", stdin=None, stdout=None, stderr=None
+        )
+        await proto.done
+        return transport
+
+    transport = loop.run_until_complete(main())
+    proto_text = repr(transport)
+    with pytest.warns(ResourceWarning, match="unclosed transport"):
+        del transport
+        gc.collect()
+    assert "returncode=0" in proto_text
+
+
+def test_stdin_drain_close_and_readline_with_limit(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=16
+        )
+        lines = []
+        for i in range(3):
+            proc.stdin.write(b"line %d\n" % i)
+            await proc.stdin.drain()
+            lines.append(await proc.stdout.readline())
+        proc.stdin.write(b"x" * 40 + b"\n")
+        await proc.stdin.drain()
+        try:
+            await proc.stdout.readline()
+        except ValueError as exc:
+            lines.append(type(exc).__name__)
+        proc.stdin.close()
+        await proc.stdin.wait_closed()
+        rest = await proc.stdout.read()
+        return lines, rest, await proc.wait()
+
+    lines, rest, code = loop.run_until_complete(main())
+    assert lines == [b"line 0\n", b"line 1\n", b"line 2\n", "ValueError"]
+    assert code == 0
+    assert len(rest) <= 41
+
+
+@pytest.mark.timeout(60)
+def test_subprocess_run_in_executor_thread_meanwhile(loop):
+    """The loop never reaps a child it did not start: subprocess.run in threads keeps its
+    exit statuses while the loop runs children of its own."""
+
+    def run_in_thread(i: int) -> int:
+        return subprocess.run([PY, "-c", f"import sys; sys.exit({i % 7})"]).returncode
+
+    async def loop_child(i: int) -> int:
+        proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {i % 5}")
+        return await proc.wait()
+
+    async def main():
+        threads = [loop.run_in_executor(None, run_in_thread, i) for i in range(12)]
+        own = [loop_child(i) for i in range(30)]
+        return await asyncio.gather(*threads), await asyncio.gather(*own)
+
+    from_threads, own = loop.run_until_complete(main())
+    assert from_threads == [i % 7 for i in range(12)]
+    assert own == [i % 5 for i in range(30)]
+
+
+def test_shell_and_large_output_without_input(loop):
+    async def main():
+        proc = await asyncio.create_subprocess_shell(
+            "head -c 3000000 /dev/zero; echo done >&2; exit 4",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        return len(out), err, proc.returncode
+
+    assert loop.run_until_complete(main()) == (3_000_000, b"done\n", 4)
+
+
+def test_exit_is_noticed_without_polling_delay(loop):
+    async def main():
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec("true")
+        await proc.wait()
+        return time.monotonic() - started
+
+    assert loop.run_until_complete(main()) < 2.0
+
+
+# ---------------------------------------------------------------- ferroloop's child watching
+
+
+@pytest.mark.ferroloop_only
+def test_pidfd_watch_uses_no_thread_and_no_sigchld_handler(loop):
+    import threading
+
+    before_threads = threading.active_count()
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec("sleep", "0.3")
+        during = threading.active_count()
+        handler = signal.getsignal(signal.SIGCHLD)
+        return during, handler, await proc.wait()
+
+    during, handler, code = loop.run_until_complete(main())
+    assert during == before_threads
+    assert handler == signal.SIG_DFL
+    assert code == 0
+
+
+@pytest.mark.ferroloop_only
+def test_child_watch_reaps_exactly_once_and_peeks_without_reaping():
+    from ferroloop._ferroloop import ChildWatch
+
+    proc = subprocess.Popen(["sh", "-c", "exit 7"])
+    watch = ChildWatch(proc.pid)
+    assert watch.uses_pidfd and watch.fileno is not None
+    deadline = time.monotonic() + 10
+    while not watch.has_exited() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert watch.has_exited() and not watch.reaped
+    assert watch.reap() == 7
+    assert watch.reaped and watch.fileno is None
+    with pytest.raises(ChildProcessError):
+        watch.reap()
+    with pytest.raises(ProcessLookupError):
+        watch.send_signal(signal.SIGTERM)
+    proc.returncode = 7  # reaped by the watch: keep Popen from waiting again
+
+    # Peeking leaves the status for its owner: Popen.wait still sees it.
+    other = subprocess.Popen(["sh", "-c", "exit 4"])
+    peek = ChildWatch(other.pid)
+    while not peek.has_exited():
+        time.sleep(0.01)
+    peek.close()
+    assert other.wait() == 4
+
+
+@pytest.mark.ferroloop_only
+@pytest.mark.timeout(60)
+def test_waiter_thread_fallback(loop, monkeypatch):
+    """Without pidfds (FERROLOOP_NO_PIDFD=1, or ENOSYS/EPERM from the kernel), one thread per
+    child waits in waitpid(pid); the behaviour is the same."""
+    import ferroloop._subprocess as impl
+
+    monkeypatch.setattr(impl, "_FORCE_THREADS", True)
+    baseline = open_fds()
+
+    async def one(i: int):
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        out, _ = await proc.communicate(b"%d" % i)
+        return out, proc.returncode, proc.pid
+
+    async def main():
+        results = await asyncio.gather(*(one(i) for i in range(50)))
+        killed = await asyncio.create_subprocess_exec("sleep", "30")
+        killed.kill()
+        threads = loop.run_in_executor(
+            None, lambda: subprocess.run(["sh", "-c", "exit 6"]).returncode
+        )
+        return results, await killed.wait(), await threads
+
+    results, killed_code, thread_code = loop.run_until_complete(main())
+    assert [out for out, _, _ in results] == [b"%d" % i for i in range(50)]
+    assert {code for _, code, _ in results} == {0}
+    assert killed_code == -signal.SIGKILL
+    assert thread_code == 6
+    assert [pid for _, _, pid in results if is_our_child(pid)] == []
+    assert no_zombie_left()
+    assert open_fds() - baseline == set()
