@@ -540,7 +540,9 @@ def test_child_watch_reaps_exactly_once_and_peeks_without_reaping():
         time.sleep(0.01)
     assert watch.has_exited() and not watch.reaped
     assert watch.reap() == 7
-    assert watch.reaped and watch.fileno is None
+    assert watch.reaped and watch.fileno is not None
+    watch.close()
+    assert watch.fileno is None
     with pytest.raises(ChildProcessError):
         watch.reap()
     with pytest.raises(ProcessLookupError):

@@ -179,14 +179,14 @@ class SubprocessTransport(asyncio.SubprocessTransport):
     def _on_pidfd_readable(self) -> None:
         """The pidfd turned readable: the child exited; reap it."""
         watch = self._watch
-        fd = watch.fileno
         try:
             returncode = watch.reap()
         except ChildProcessError:
             returncode = self._status_lost()
         if returncode is None:
             return
-        LoopCore.remove_reader(self._loop, fd)
+        LoopCore.remove_reader(self._loop, watch.fileno)
+        watch.close()
         self._report_exit(returncode)
 
     def _status_lost(self) -> int:

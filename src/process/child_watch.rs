@@ -45,19 +45,18 @@ impl ChildWatch {
         }
     }
 
-    /// Records the outcome of a reap: the status is collected (or lost: ECHILD).
+    /// Records the outcome of a reap: the status is collected (or lost: ECHILD). The pidfd
+    /// stays open until `close()`, so that the caller can first stop watching it.
     fn after_reap(&self, outcome: std::io::Result<Option<i32>>) -> PyResult<Option<i32>> {
         match outcome {
             Ok(None) => Ok(None),
             Ok(Some(code)) => {
                 self.reaped.store(true, Ordering::Release);
-                self.close_pidfd();
                 Ok(Some(code))
             }
             Err(err) => {
                 if err.raw_os_error() == Some(libc::ECHILD) {
                     self.reaped.store(true, Ordering::Release);
-                    self.close_pidfd();
                 }
                 Err(os_error(err))
             }
@@ -99,7 +98,7 @@ impl ChildWatch {
         self.pid
     }
 
-    /// The pidfd to watch for readability, None without pidfd support or once reaped.
+    /// The pidfd to watch for readability, None without pidfd support or once closed.
     #[getter]
     fn fileno(&self) -> Option<RawFd> {
         self.fd()
