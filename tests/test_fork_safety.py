@@ -47,7 +47,10 @@ def _child_work(factory) -> int:
 
 def _run_in_fork(body) -> int:
     """Forks; the child runs ``body()`` and exits with its result (2 on an exception)."""
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # 3.12+ warns when forking a process that has threads (executors of earlier tests).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 2
         try:
@@ -67,9 +70,7 @@ def test_fork_inside_running_loop_new_loop_in_child(loop, loop_kind):
     loop.add_reader(reader, lambda: received.append(reader.recv(100)))
 
     async def main():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
-            pid = _run_in_fork(lambda: _child_work(factory))
+        pid = _run_in_fork(lambda: _child_work(factory))
         _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
         writer.send(b"after-fork")
         for _ in range(100):
