@@ -592,3 +592,39 @@ def test_waiter_thread_fallback(loop, monkeypatch):
     assert [pid for _, _, pid in results if is_our_child(pid)] == []
     assert no_zombie_left()
     assert open_fds() - baseline == set()
+
+
+def test_preexec_fn_umask_and_restore_signals(loop, tmp_path):
+    """Options that only Popen's child side applies reach the child."""
+    target = tmp_path / "made"
+
+    def ignored_signals(status: bytes) -> int:
+        line = next(x for x in status.splitlines() if x.startswith(b"SigIgn:"))
+        return int(line.split()[1], 16)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY,
+            "-c",
+            "import os, sys; open(sys.argv[1], 'w').close(); print(os.getsid(0))",
+            str(target),
+            preexec_fn=os.setsid,
+            umask=0o077,
+            stdout=subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        masks = []
+        for restore in (True, False):
+            cat = await asyncio.create_subprocess_exec(
+                "cat", "/proc/self/status", restore_signals=restore, stdout=subprocess.PIPE
+            )
+            status, _ = await cat.communicate()
+            masks.append(ignored_signals(status))
+        return proc.pid, int(out), masks
+
+    pid, sid, (restored, inherited) = loop.run_until_complete(main())
+    sigpipe_bit = 1 << (signal.SIGPIPE - 1)
+    assert sid == pid
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert restored & sigpipe_bit == 0
+    assert inherited & sigpipe_bit == sigpipe_bit  # Python ignores SIGPIPE

@@ -5,8 +5,8 @@
 //! with `waitid(P_PIDFD)` and closes the pidfd. Nothing runs in between: no thread, no SIGCHLD
 //! handler. Signals go through `pidfd_send_signal`, so a recycled pid is never hit.
 //!
-//! Without pidfds (`pidfd_open` fails with ENOSYS or EPERM, e.g. an old kernel or a seccomp
-//! filter), `fileno` is None and a waiter thread calls [`ChildWatch::wait_blocking`]
+//! Without pidfds (`pidfd_open` fails: ENOSYS or EPERM on an old kernel or under a seccomp
+//! filter, or no descriptor to spare), `fileno` is None and a waiter thread calls [`ChildWatch::wait_blocking`]
 //! (`waitpid(pid)` with the GIL released), as asyncio's `ThreadedChildWatcher` does.
 
 use std::os::fd::{IntoRawFd, RawFd};
@@ -75,12 +75,11 @@ impl ChildWatch {
                 "invalid child pid {pid}"
             )));
         }
+        // ENOSYS/EPERM: no pidfd support (old kernel, seccomp); EMFILE/ENFILE/ENOMEM: no
+        // descriptor to spare. Either way the waiter thread still reaps the child correctly,
+        // where raising would leave it unreaped.
         let pidfd = if use_pidfd {
-            match exit_status::pidfd_open(pid) {
-                Ok(fd) => fd.into_raw_fd(),
-                Err(err) if exit_status::pidfd_unsupported(&err) => -1,
-                Err(err) => return Err(os_error(err)),
-            }
+            exit_status::pidfd_open(pid).map_or(-1, |fd| fd.into_raw_fd())
         } else {
             -1
         };

@@ -42,11 +42,6 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// True for the errors after which the loop falls back to a waiter thread (no pidfd support).
-pub fn pidfd_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM))
-}
-
 /// `waitid(idtype, id, WEXITED | WNOHANG [| WNOWAIT])`: the returncode if the child has
 /// exited, None if it still runs. With `peek`, the child stays a zombie (not reaped).
 fn waitid_nohang(idtype: libc::idtype_t, id: libc::id_t, peek: bool) -> io::Result<Option<i32>> {

@@ -9,9 +9,9 @@
 //!   or peek with `WNOWAIT`), `pidfd_send_signal(2)`, `waitpid(pid)`; a wait status as
 //!   asyncio's returncode (exit status, or `-signum`);
 //! - [`child_watch`]: `ChildWatch`, one per child: its pidfd, watched with the loop's reader
-//!   machinery (readable = exited), reaped exactly once; when the kernel has no pidfd
-//!   (`ENOSYS`/`EPERM`), a blocking `waitpid(pid)` for a waiter thread (asyncio's
-//!   `ThreadedChildWatcher` design).
+//!   machinery (readable = exited), reaped exactly once; when `pidfd_open` fails (no kernel
+//!   support: `ENOSYS`/`EPERM`; or no descriptor to spare), a blocking `waitpid(pid)` for a
+//!   waiter thread (asyncio's `ThreadedChildWatcher` design).
 //!
 //! There is no SIGCHLD handler and no thread per child on Linux >= 5.3.
 
