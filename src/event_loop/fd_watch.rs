@@ -236,7 +236,11 @@ impl LoopCore {
         for (&fd, watch) in queues.watched.iter_mut() {
             watch.registered = None;
             if let Some((interest, trigger)) = watch.wanted() {
-                if self.poller.register(fd, fd as u64, interest, trigger).is_ok() {
+                if self
+                    .poller
+                    .register(fd, fd as u64, interest, trigger)
+                    .is_ok()
+                {
                     watch.registered = Some(trigger);
                 }
             }
