@@ -32,7 +32,7 @@ import threading
 import warnings
 from typing import Any
 
-from ._ferroloop import ChildWatch, LoopCore
+from ._ferroloop import ChildWatch
 
 logger = logging.getLogger("asyncio")
 
@@ -166,7 +166,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             raise
         self._watch = watch
         if watch.uses_pidfd:
-            LoopCore.add_reader(self._loop, watch.fileno, self._on_pidfd_readable)
+            self._loop._add_reader(watch.fileno, self._on_pidfd_readable)
         else:
             thread = threading.Thread(
                 target=self._wait_in_thread,
@@ -185,7 +185,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             returncode = self._status_lost()
         if returncode is None:
             return
-        LoopCore.remove_reader(self._loop, watch.fileno)
+        self._loop._remove_reader(watch.fileno)
         watch.close()
         self._report_exit(returncode)
 
