@@ -12,6 +12,7 @@ from typing_extensions import disjoint_base
 
 __all__ = [
     "AcceptedSocket",
+    "ChildWatch",
     "DatagramTransport",
     "Handle",
     "LoopCore",
@@ -325,8 +326,9 @@ class AcceptedSocket:
 
 def accept_connection(listen_fd: int) -> AcceptedSocket | None: ...
 
+@final
 class ChildWatch:
-    def __init__(self, pid: int, use_pidfd: bool = True) -> None: ...
+    def __new__(cls, pid: int, use_pidfd: bool = True) -> Self: ...
     @property
     def pid(self) -> int: ...
     @property
