@@ -1,0 +1,121 @@
+"""Python 3.14+ (event loop policies deprecated, removed in 3.16): ferroloop's entry points
+do not warn, ``install()`` keeps its documented warning, and the package works without
+asyncio's policy classes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+import warnings
+
+import pytest
+
+# A program run with DeprecationWarning as an error: it must finish and say which loop ran it.
+_LOOP_REPORTING_PROGRAM = """
+    import asyncio
+
+    async def main():
+        await asyncio.sleep(0.001)
+        return type(asyncio.get_running_loop()).__module__
+
+    print(asyncio.run(main()))
+"""
+
+# Removes asyncio's policy classes and setters, as Python 3.16 removes them.  asyncio's own
+# default policy is made first: asyncio.run()/set_event_loop() still use it internally.
+_HIDE_POLICIES = """
+    import asyncio, sys
+    from asyncio import events
+    (events._get_event_loop_policy if sys.version_info >= (3, 14)
+     else asyncio.get_event_loop_policy)()
+    for module in (asyncio, events, sys.modules.get("asyncio.unix_events")):
+        for name in ("AbstractEventLoopPolicy", "DefaultEventLoopPolicy",
+                     "_AbstractEventLoopPolicy", "_BaseDefaultEventLoopPolicy",
+                     "_DefaultEventLoopPolicy", "_UnixDefaultEventLoopPolicy",
+                     "set_event_loop_policy", "_set_event_loop_policy"):
+            vars(module).pop(name, None)
+    try:
+        asyncio.DefaultEventLoopPolicy
+    except AttributeError:
+        pass
+    else:
+        raise SystemExit("policy classes still visible")
+"""
+
+_WARNINGS_AS_ERRORS = ("-W", "error::DeprecationWarning")
+
+
+def test_program_runs_without_deprecation_warning(child, loop_kind):
+    """``python -m ferroloop script.py`` (stock: ``python script.py``) warns about nothing."""
+    script = child.script("prog.py", _LOOP_REPORTING_PROGRAM)
+    proc = child.run(child.command(str(script), python_options=_WARNINGS_AS_ERRORS))
+    results = (proc.returncode, proc.stdout, proc.stderr)
+    expected_module = "ferroloop._loop" if loop_kind == "ferroloop" else "asyncio.unix_events"
+    assert results == (0, expected_module + "\n", "")
+
+
+@pytest.mark.ferroloop_only
+def test_import_run_and_loop_factory_do_not_warn(child):
+    """``import ferroloop``, ``ferroloop.run()`` and ``loop_factory=`` warn about nothing."""
+    source = """
+        import asyncio, ferroloop
+
+        async def main():
+            return type(asyncio.get_running_loop()).__name__
+
+        print(ferroloop.run(main()))
+        with asyncio.Runner(loop_factory=ferroloop.new_event_loop) as runner:
+            print(runner.run(main()))
+    """
+    proc = child.run([sys.executable, *_WARNINGS_AS_ERRORS, "-c", textwrap.dedent(source)])
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "EventLoop\nEventLoop\n", "")
+
+
+@pytest.mark.ferroloop_only
+def test_install_warns_only_where_policies_are_deprecated(restore_policy):
+    """``install()`` keeps its documented DeprecationWarning on 3.14+, and none before."""
+    import ferroloop
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ferroloop.install()
+    policy_warnings = [str(w.message) for w in caught if w.category is DeprecationWarning]
+    loop = asyncio.new_event_loop()
+    try:
+        loop_type = type(loop)
+    finally:
+        loop.close()
+    assert loop_type is ferroloop.EventLoop
+    if sys.version_info >= (3, 14):
+        assert len(policy_warnings) == 1
+        assert "deprecated since Python 3.14" in policy_warnings[0]
+    else:
+        assert policy_warnings == []
+
+
+@pytest.mark.ferroloop_only
+def test_package_works_without_policy_classes(child):
+    """With asyncio's policy classes gone (Python 3.16), ferroloop imports, ``run()`` works,
+    ``EventLoopPolicy`` is a clear AttributeError, and the ``python -m ferroloop`` entry
+    point still puts ferroloop behind an unmodified program's ``asyncio.run()``."""
+    program = child.script("prog.py", _LOOP_REPORTING_PROGRAM)
+    source = textwrap.dedent(_HIDE_POLICIES) + textwrap.dedent(f"""
+        import ferroloop, ferroloop.__main__
+
+        async def main():
+            return type(asyncio.get_running_loop()).__name__
+
+        print(ferroloop.run(main()))
+        try:
+            ferroloop.EventLoopPolicy
+        except AttributeError as error:
+            print("AttributeError", "no longer has" in str(error))
+        ferroloop.__main__.main([{str(program)!r}])
+    """)
+    proc = child.run([sys.executable, "-c", source])
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        "EventLoop\nAttributeError True\nferroloop._loop\n",
+        "",
+    )
