@@ -102,6 +102,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "EventLoopPolicy":
+        policy_class = _make_policy_class()  # AttributeError where asyncio has no policies
         if _POLICIES_DEPRECATED:
             warnings.warn(
                 "ferroloop.EventLoopPolicy is deprecated, as asyncio's event loop policies are "
@@ -109,7 +110,7 @@ def __getattr__(name: str) -> Any:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        return _make_policy_class()
+        return policy_class
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
