@@ -48,7 +48,16 @@ if HERE not in sys.path:
 import conformance_plan as plan  # noqa: E402 (needs HERE on sys.path)
 
 WORKER_SCRIPT = os.path.join(HERE, "conformance_worker.py")
-EXPECTED_PASS_FILE = os.path.join(HERE, "expected_pass.txt")
+# One expected-pass list per Python version: each version's test_asyncio has
+# its own tests.  3.11's is ``expected_pass.txt``; later ones carry the version,
+# with ``missing-3.X.txt`` beside them: ``<test id> <reason>`` for every test
+# that passes on that version's stock loop but not on ferroloop.
+VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+EXPECTED_PASS_FILE = os.path.join(
+    HERE, "expected_pass.txt" if VERSION == "3.11" else f"expected_pass-{VERSION}.txt"
+)
+MISSING_FILE = os.path.join(HERE, f"missing-{VERSION}.txt")
+MISSING_DEFAULT_REASON = "not investigated yet"
 FLAKY_FILE = os.path.join(HERE, "flaky.txt")
 DEFAULT_LOOP = "ferroloop:new_event_loop"
 MAX_JOBS = 2
@@ -451,6 +460,31 @@ def write_expected(results, path=EXPECTED_PASS_FILE, flaky=None):
     return len(ids)
 
 
+def write_missing(results, stock_json_path, path=MISSING_FILE):
+    """Write ``path``: the tests the stock run (``--json`` of ``--loop asyncio``)
+    passed that ``results`` did not, each with its reason (reasons already in
+    the file are kept).  Returns the count."""
+    with open(stock_json_path) as f:
+        stock = json.load(f)
+    stock_passed = {
+        test_id
+        for module in stock["modules"].values()
+        for test_id, test in module["tests"].items()
+        if test["outcome"] == "pass"
+    }
+    passed = set().union(*(r.passed_ids() for r in results.values())) if results else set()
+    reasons = read_flaky(path)  # same format: <test id> <reason>
+    missing = sorted(stock_passed - passed)
+    with open(path, "w") as f:
+        f.write(
+            f"# CPython {VERSION}: tests that pass on the stock loop but not on ferroloop,\n"
+            "# one per line: <test id> <reason>.  Written by --write-expected --stock-json.\n"
+        )
+        for test_id in missing:
+            f.write(f"{test_id} {reasons.get(test_id) or MISSING_DEFAULT_REASON}\n")
+    return len(missing)
+
+
 @dataclass
 class ExpectationCheck:
     """Comparison of a run with the expected-pass list."""
@@ -696,10 +730,17 @@ def parse_args(argv):
     mode.add_argument(
         "--check",
         action="store_true",
-        help="compare with expected_pass.txt; regressions fail the run",
+        help=f"compare with {os.path.basename(EXPECTED_PASS_FILE)}; regressions fail the run",
     )
     mode.add_argument(
-        "--write-expected", action="store_true", help="write the passing tests to expected_pass.txt"
+        "--write-expected",
+        action="store_true",
+        help=f"write the passing tests to {os.path.basename(EXPECTED_PASS_FILE)}",
+    )
+    parser.add_argument(
+        "--stock-json",
+        help="with --write-expected: the --json of a --loop asyncio run; writes "
+        f"{os.path.basename(MISSING_FILE)} (stock passes this run misses, with reasons)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
@@ -713,6 +754,13 @@ def parse_args(argv):
         parser.error(str(error))
     if args.write_expected and args.patterns:
         parser.error("--write-expected needs whole modules (no -k)")
+    if args.stock_json and not args.write_expected:
+        parser.error("--stock-json goes with --write-expected")
+    if args.check and not os.path.exists(EXPECTED_PASS_FILE):
+        parser.error(
+            f"no expected-pass list for Python {VERSION}: "
+            f"{os.path.relpath(EXPECTED_PASS_FILE)} (make it with --write-expected)"
+        )
     options = Options(
         loop=args.loop,
         modules=modules,
@@ -744,6 +792,9 @@ def main(argv=None):
     if args.write_expected:
         count = write_expected(results, flaky=read_flaky())
         print(f"\nwrote {count} ids to {os.path.relpath(EXPECTED_PASS_FILE)}")
+        if args.stock_json:
+            count = write_missing(results, args.stock_json)
+            print(f"wrote {count} ids to {os.path.relpath(MISSING_FILE)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results_as_json(results, options, wall, check), f, indent=1, sort_keys=True)
