@@ -116,3 +116,61 @@ def test_package_works_without_policy_classes(child):
         "EventLoop\nAttributeError True\nferroloop._loop\n",
         "",
     )
+
+
+_EAGER_START = sys.version_info >= (3, 14)
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_create_task_eager_start(loop, eager):
+    """3.14's ``create_task(..., eager_start=)`` runs the coroutine up to its first
+    suspension inside the call when true; before 3.14 the keyword is a TypeError."""
+    events = []
+
+    async def child():
+        events.append("child started")
+        await asyncio.sleep(0)
+        events.append("child resumed")
+        return "done"
+
+    async def main():
+        if not _EAGER_START:
+            coro = child()
+            try:
+                loop.create_task(coro, eager_start=eager)
+            except TypeError as error:
+                return str(error)
+            finally:
+                coro.close()
+        task = loop.create_task(child(), eager_start=eager)
+        events.append("create_task returned")
+        return await task
+
+    result = loop.run_until_complete(main())
+    if _EAGER_START:
+        first = ["child started", "create_task returned"]
+        assert events == (first if eager else first[::-1]) + ["child resumed"]
+        assert result == "done"
+    else:
+        assert "eager_start" in result
+        assert events == []
+
+
+@pytest.mark.skipif(not _EAGER_START, reason="create_task passes keywords on from 3.14")
+def test_create_task_passes_keywords_to_task_factory(loop):
+    """3.14+: the task factory gets every keyword of create_task, ``name`` included."""
+    received = []
+
+    def factory(loop, coro, **kwargs):
+        received.append(sorted(kwargs.items(), key=lambda item: item[0]))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def child():
+        return asyncio.current_task().get_name()
+
+    async def main():
+        return await loop.create_task(child(), name="worker", eager_start=True)
+
+    loop.set_task_factory(factory)
+    assert loop.run_until_complete(main()) == "worker"
+    assert received == [[("eager_start", True), ("name", "worker")]]
