@@ -174,3 +174,58 @@ def test_create_task_passes_keywords_to_task_factory(loop):
     loop.set_task_factory(factory)
     assert loop.run_until_complete(main()) == "worker"
     assert received == [[("eager_start", True), ("name", "worker")]]
+
+
+def test_create_task_and_future_follow_swapped_asyncio_classes(loop, monkeypatch):
+    """Like asyncio, the loop reads ``asyncio.tasks.Task``/``asyncio.futures.Future`` when it
+    makes one (CPython's tests swap in the pure-Python classes this way)."""
+    from asyncio import futures, tasks
+
+    monkeypatch.setattr(tasks, "Task", tasks._PyTask)
+    monkeypatch.setattr(futures, "Future", futures._PyFuture)
+
+    async def child():
+        return type(asyncio.current_task())
+
+    async def main():
+        future = loop.create_future()
+        task = loop.create_task(child())
+        return type(future), type(task), await task
+
+    assert loop.run_until_complete(main()) == (futures._PyFuture, tasks._PyTask, tasks._PyTask)
+
+
+@pytest.mark.parametrize("source", ["handle", "task"])
+def test_exception_handler_runs_in_the_failing_context(loop, source):
+    """3.12+: a custom exception handler runs in the context of the handle or task that
+    failed (it sees the variables they set); before 3.12 in the loop's own context."""
+    import contextvars
+
+    name = contextvars.ContextVar("name", default="outer")
+    seen = []
+
+    def handler(loop, context):
+        seen.append(name.get())
+
+    def callback():
+        name.set("inner")
+        raise ZeroDivisionError
+
+    async def failing_task():
+        callback()
+
+    async def main():
+        loop.set_exception_handler(handler)
+        if source == "handle":
+            loop.call_soon(callback, context=contextvars.copy_context())
+        else:
+            task = loop.create_task(failing_task())
+            await asyncio.sleep(0)
+            del task  # its exception is never retrieved: reported when collected
+            import gc
+
+            gc.collect()
+        await asyncio.sleep(0.01)
+
+    loop.run_until_complete(main())
+    assert seen == (["inner"] if sys.version_info >= (3, 12) else ["outer"])

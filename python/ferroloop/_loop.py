@@ -63,6 +63,23 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
+#: Python 3.12+ calls a custom exception handler in the context of the task, future or
+#: handle the error is about (gh-96704), so it sees the context variables they set.
+_HANDLER_IN_CONTEXT = sys.version_info >= (3, 12)
+
+
+def _context_of(context: dict) -> Any:
+    """The contextvars context to run the custom exception handler in, or None."""
+    thing = context.get("task")
+    if thing is None:
+        thing = context.get("future")  # a Task may be reported as the future
+    if thing is None:
+        thing = context.get("handle")
+    get_context = getattr(thing, "get_context", None) if thing is not None else None
+    run_in = get_context() if get_context is not None else None
+    return run_in if hasattr(run_in, "run") else None
+
+
 class EventLoop(
     LoopCore,
     SocketAPI,
@@ -445,7 +462,11 @@ class EventLoop(
                 logger.error("Exception in default exception handler", exc_info=True)
             return
         try:
-            handler(self, context)
+            run_in = _context_of(context) if _HANDLER_IN_CONTEXT else None
+            if run_in is not None:
+                run_in.run(handler, self, context)
+            else:
+                handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

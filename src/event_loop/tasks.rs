@@ -30,7 +30,7 @@ impl LoopCore {
     pub(super) fn new_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future_type = py_cache::asyncio_future_type(py)?;
-        call_with_loop_kw(py, future_type, &[], slf.as_any(), &[])
+        call_with_loop_kw(py, &future_type, &[], slf.as_any(), &[])
     }
 
     /// `create_task(coro, name=, context=, **kwargs)`: a Task (or the task factory's object)
@@ -73,7 +73,7 @@ impl LoopCore {
                 }
                 let task_type = py_cache::asyncio_task_type(py)?;
                 match kwargs {
-                    None => call_with_loop_kw(py, task_type, &[coro], slf.as_any(), &extra),
+                    None => call_with_loop_kw(py, &task_type, &[coro], slf.as_any(), &extra),
                     Some(more) => {
                         let all = more.copy()?;
                         all.set_item(py_cache::str_loop(py), slf)?;
