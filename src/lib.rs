@@ -40,6 +40,14 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
     m.add_class::<transport::accept::AcceptedSocket>()?;
     m.add_function(wrap_pyfunction!(transport::accept::accept_connection, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        transport::socket_file::socket_file_inode,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        transport::socket_file::remove_socket_file,
+        m
+    )?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -229,3 +229,46 @@ def test_exception_handler_runs_in_the_failing_context(loop, source):
 
     loop.run_until_complete(main())
     assert seen == (["inner"] if sys.version_info >= (3, 12) else ["outer"])
+
+
+_SOCKET_CLEANUP = sys.version_info >= (3, 13)
+
+
+@pytest.mark.parametrize("how", ["default", "keep", "replaced", "sock"])
+def test_unix_server_socket_file_cleanup(loop, tmp_path, how):
+    """3.13+: a Unix server removes its socket file when closed (``cleanup_socket=True``, the
+    default, also for ``sock=``), unless told not to or the file is no longer its own;
+    before 3.13 the file stays and the keyword is a TypeError."""
+    import os
+    import socket
+
+    path = str(tmp_path / "server.sock")
+
+    async def main():
+        kwargs = {"cleanup_socket": False} if how == "keep" else {}
+        if not _SOCKET_CLEANUP and kwargs:
+            try:
+                await loop.create_unix_server(asyncio.Protocol, path, **kwargs)
+            except TypeError as error:
+                return str(error)
+        if how == "sock":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            server = await loop.create_unix_server(asyncio.Protocol, sock=sock)
+        else:
+            server = await loop.create_unix_server(asyncio.Protocol, path, **kwargs)
+        if how == "replaced":
+            os.unlink(path)
+            with open(path, "w") as f:
+                f.write("someone else's file")
+        server.close()
+        await server.wait_closed()
+        return os.path.exists(path)
+
+    result = loop.run_until_complete(main())
+    if not _SOCKET_CLEANUP and how == "keep":
+        assert "cleanup_socket" in result
+    elif _SOCKET_CLEANUP and how in ("default", "sock"):
+        assert result is False
+    else:
+        assert result is True
