@@ -168,9 +168,11 @@ make_root() {
 test_version() {
     local v=$1 venv=/opt/venv-$1 failed=0
     begin "Python $v: venv, build and install ferroloop"
-    in_root "python$v" -m venv "$venv"
-    in_root "$venv/bin/python" -m pip install --quiet --upgrade pip
-    in_root sh -c "cd $IN_SRC && $venv/bin/python -m pip install --quiet '.[test,integration]'"
+    # (Inside `cmd || ...`, set -e is off: each step says itself that it failed.)
+    in_root "python$v" -m venv "$venv" || return 1
+    in_root "$venv/bin/python" -m pip install --quiet --upgrade pip || return 1
+    in_root sh -c "cd $IN_SRC && $venv/bin/python -m pip install --quiet '.[test,integration]'" ||
+        return 1
     end "Python $v build"
     begin "Python $v: pytest (not conformance)"
     in_root sh -c "cd $IN_SRC && $venv/bin/python -m pytest -q -p no:cacheprovider -m 'not conformance'" ||

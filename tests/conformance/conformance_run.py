@@ -16,7 +16,8 @@ crashes its worker is recorded as a timeout or crash and the module goes on
 in a new worker.  A test passes only if it also created at least one loop
 under test (a pass that never touched the loop is reported as ``noloop``).
 
-``--write-expected`` stores the passing ids in ``expected_pass.txt``
+``--write-expected`` stores the passing ids in ``expected_pass.txt`` (3.11; other
+versions: ``expected_pass-3.X.txt``, see ``EXPECTED_PASS_FILE``)
 (entries of modules not run are kept).  ``--check`` compares the run with
 that list: an expected test that fails is run once more (when at most 50
 failed), and if it fails again it is a regression (exit status 1), unless
@@ -610,7 +611,8 @@ def format_check(check, max_new_passes_listed=200):
         lines += [f"  {t}  ({why})" for t, why in sorted(check.flaky_failures.items())]
     if check.new_passes:
         lines.append(
-            f"{len(check.new_passes)} tests pass that are not in expected_pass.txt "
+            f"{len(check.new_passes)} tests pass that are not in "
+            f"{os.path.basename(EXPECTED_PASS_FILE)} "
             "(run --write-expected to add them):"
         )
         lines += ["  " + t for t in check.new_passes[:max_new_passes_listed]]
@@ -620,7 +622,7 @@ def format_check(check, max_new_passes_listed=200):
         lines.append(f"{len(check.regressions)} REGRESSIONS (expected to pass, failed twice):")
         lines += [f"  {t}\n      {m[:300]}" for t, m in sorted(check.regressions.items())]
     else:
-        lines.append("no regressions against expected_pass.txt")
+        lines.append(f"no regressions against {os.path.basename(EXPECTED_PASS_FILE)}")
     return "\n".join(lines)
 
 
