@@ -104,7 +104,12 @@ mount_all() {
     bind /dev /dev
     bind "$CARGO_DIR" "$IN_CARGO"
     bind "$RUSTUP_DIR" "$IN_RUSTUP"
-    bind /etc/ssl/certs /etc/ssl/certs
+    # The host's CA store is COPIED in, never bound: installing ca-certificates in the root runs
+    # update-ca-certificates there, which through a bind would rewrite the host's bundle without the
+    # host's local CAs (/usr/local/share/ca-certificates: a proxy's CA, say) and break pip outside.
+    mkdir -p "$ROOT/usr/local/share/ca-certificates" "$ROOT/etc/ssl/certs"
+    cp -L /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/" 2>/dev/null || true
+    cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
     bind "$CHECKOUT" "$IN_SRC"
     cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
     if [ -f /etc/pip.conf ]; then cp -L /etc/pip.conf "$ROOT/etc/pip.conf"; fi
