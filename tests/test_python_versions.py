@@ -273,3 +273,33 @@ def test_unix_server_socket_file_cleanup(loop, tmp_path, how):
         assert result is False
     else:
         assert result is True
+
+
+@pytest.mark.parametrize("offset", [0, 3, 10])
+def test_sock_sendfile_leaves_the_file_after_what_it_sent(loop, tmp_path, offset):
+    """Native sendfile leaves the file at ``offset + sent``; from 3.14 also when it sent
+    nothing (``offset`` at the end of the file), before 3.14 the position is left alone."""
+    import socket
+
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"0123456789")
+    left, right = socket.socketpair()
+    left.setblocking(False)
+
+    async def main():
+        with open(path, "rb") as file:
+            file.seek(7)
+            sent = await loop.sock_sendfile(left, file, offset, fallback=False)
+            return sent, file.tell()
+
+    try:
+        sent, position = loop.run_until_complete(main())
+        received = right.recv(100) if sent else b""
+    finally:
+        left.close()
+        right.close()
+    assert (sent, received) == (10 - offset, b"0123456789"[offset:])
+    if offset == 10 and sys.version_info < (3, 14):
+        assert position == 7
+    else:
+        assert position == 10
