@@ -303,3 +303,47 @@ def test_sock_sendfile_leaves_the_file_after_what_it_sent(loop, tmp_path, offset
         assert position == 7
     else:
         assert position == 10
+
+
+def test_cancelled_serve_forever_with_a_hanging_client(loop):
+    """3.14+: cancelling serve_forever() closes the server's connections too, so it ends
+    even while a client stays connected; before 3.14 the connection stays open."""
+    import socket
+
+    async def main():
+        connected = asyncio.Event()
+        transports = []
+
+        class Proto(asyncio.Protocol):
+            def connection_made(self, transport):
+                transports.append(transport)
+                connected.set()
+
+        server = await loop.create_server(Proto, "127.0.0.1", 0)
+        serving = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0)
+        client = socket.create_connection(server.sockets[0].getsockname())
+        try:
+            await connected.wait()
+            serving.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(serving), 1.0)
+            except asyncio.CancelledError:
+                ended = "cancelled"
+            except TimeoutError:
+                ended = "still waiting"
+            closing = transports[0].is_closing()
+            if not serving.done():  # before 3.14: let it end
+                transports[0].close()
+                await asyncio.gather(serving, return_exceptions=True)
+        finally:
+            client.close()
+        return ended, closing, server.is_serving()
+
+    if sys.version_info >= (3, 14):
+        expected = ("cancelled", True, False)
+    elif sys.version_info >= (3, 12):
+        expected = ("still waiting", False, False)  # wait_closed waits for the connection
+    else:
+        expected = ("cancelled", False, False)  # 3.11's wait_closed does not wait for it
+    assert loop.run_until_complete(main()) == expected

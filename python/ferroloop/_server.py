@@ -37,6 +37,8 @@ _CLIENTS_TRACKED = sys.version_info >= (3, 13)
 #: create_unix_server(cleanup_socket=True): a Unix server removes its socket file when it
 #: stops serving (asyncio 3.13+; the keyword does not exist before).
 _UNIX_SOCKET_CLEANUP = sys.version_info >= (3, 13)
+#: A cancelled serve_forever() closes the server's connections too (asyncio 3.14+).
+_SERVE_FOREVER_CLOSES_CLIENTS = sys.version_info >= (3, 14)
 _NOT_GIVEN = object()
 
 
@@ -149,6 +151,8 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise
