@@ -245,6 +245,47 @@ def test_server_start_tls_with_the_client_hello_already_buffered(loop):
     assert events == ["hello buffered", b"ping\n"]
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 14), reason="asyncio's start_tls leaves a reference cycle before 3.14"
+)
+def test_failed_start_tls_leaves_no_reference_cycle(loop):
+    """3.14+: after a start_tls() whose certificate check fails, the plain transport is freed
+    by reference counting alone (no cycle through the failure's traceback)."""
+    import gc
+    import weakref
+
+    async def tls_server(reader, writer):
+        try:
+            await writer.start_tls(server_context())
+        except (OSError, ssl.SSLError):
+            pass
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(tls_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, protocol = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        ref = weakref.ref(transport)
+        untrusting = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # knows no CA
+        failed = False
+        try:
+            await loop.start_tls(transport, protocol, untrusting, server_hostname="localhost")
+        except ssl.SSLCertVerificationError:
+            failed = True
+        del transport, protocol
+        await asyncio.sleep(0.05)  # let the closing transport report connection_lost
+        alive = ref() is not None
+        await close_server(server)
+        return failed, alive
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert run(loop, main()) == (True, False)
+    finally:
+        gc.enable()
+
+
 def test_start_tls_argument_checks(loop):
     async def main():
         server = await asyncio.start_server(echo_lines, "127.0.0.1", 0)

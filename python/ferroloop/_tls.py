@@ -125,5 +125,8 @@ class TLSAPI:
             transport.close()
             made.cancel()
             resume.cancel()
+            # The waiter holds the exception, whose traceback holds this frame and so the
+            # waiter: drop it, or the transport lives on in that cycle until a gc pass.
+            waiter = None
             raise
         return ssl_protocol._app_transport
