@@ -16,8 +16,9 @@
 # Needs root (debootstrap, chroot, mount). Without it the run is skipped with a message, unless
 # FERROLOOP_SID_REQUIRED=1 (then it fails).
 #
-# Safety: everything bound into the root (/proc, /dev, ~/.cargo, ~/.rustup, /etc/ssl/certs, the
-# checkout) is unmounted by an EXIT trap, and the root is only ever deleted after /proc/mounts
+# Safety: everything bound into the root (/proc, /dev, ~/.cargo, ~/.rustup, the checkout; only
+# /proc and /dev while packages are installed; the host's CA store is copied, never bound) is
+# unmounted by an EXIT trap, and the root is only ever deleted after /proc/mounts
 # shows nothing mounted under it: a `rm -rf` through a bound /dev or ~/.cargo would delete the
 # host's.
 set -euo pipefail
@@ -99,20 +100,27 @@ bind() { # bind SOURCE TARGET-inside-root [ro]
     fi
 }
 
-mount_all() {
+# What installing packages needs: /proc, /dev and copies (never binds) of the host's network
+# settings. Nothing else of the host is visible while apt's maintainer scripts run.
+mount_base() {
     bind /proc /proc
     bind /dev /dev
-    bind "$CARGO_DIR" "$IN_CARGO"
-    bind "$RUSTUP_DIR" "$IN_RUSTUP"
     # The host's CA store is COPIED in, never bound: installing ca-certificates in the root runs
     # update-ca-certificates there, which through a bind would rewrite the host's bundle without the
     # host's local CAs (/usr/local/share/ca-certificates: a proxy's CA, say) and break pip outside.
     mkdir -p "$ROOT/usr/local/share/ca-certificates" "$ROOT/etc/ssl/certs"
     cp -L /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/" 2>/dev/null || true
     cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
-    bind "$CHECKOUT" "$IN_SRC"
     cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
     if [ -f /etc/pip.conf ]; then cp -L /etc/pip.conf "$ROOT/etc/pip.conf"; fi
+}
+
+# For building and testing: the base, plus the Rust toolchain and the checkout (bound).
+mount_all() {
+    mount_base
+    bind "$CARGO_DIR" "$IN_CARGO"
+    bind "$RUSTUP_DIR" "$IN_RUSTUP"
+    bind "$CHECKOUT" "$IN_SRC"
 }
 
 # Runs a command in the root as a login-less root shell with the toolchain on PATH.
@@ -157,7 +165,7 @@ make_root() {
     stamp="$ROOT/.packages-$(packages | tr ' ' '\n' | sort | md5sum | cut -c1-12)"
     if [ ! -f "$stamp" ]; then
         begin "apt-get install $(packages)"
-        mount_all
+        mount_base
         # The mirror may serve a snapshot whose Release file has expired.
         in_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false update -qq
         # shellcheck disable=SC2046
