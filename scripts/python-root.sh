@@ -199,24 +199,27 @@ test_version() {
 }
 
 case $ACTION in
-make | test | shell | run) ;;
-clean)
-    unmount_all
-    [ -z "$(mounts_under_root)" ] || { say "refusing to delete: mounts under $ROOT" >&2; exit 1; }
-    rm -rf --one-file-system "$ROOT" "$ROOT.debootstrap.log"
-    say "deleted $ROOT"
-    exit 0
-    ;;
+make | test | shell | run | clean) ;;
 *)
     echo "usage: $0 [test|make|shell|run CMD...|clean]" >&2
     exit 2
     ;;
 esac
 
-# One run at a time per root (two checkouts testing at once would share its venvs).
+# One run at a time per root (two checkouts testing at once would share its venvs; a clean must
+# not unmount or delete what another run is using).
 mkdir -p "$(dirname "$ROOT")"
 exec 9>"$ROOT.lock"
 flock 9
+
+if [ "$ACTION" = clean ]; then
+    unmount_all
+    [ -z "$(mounts_under_root)" ] || { say "refusing to delete: mounts under $ROOT" >&2; exit 1; }
+    rm -rf --one-file-system "$ROOT" "$ROOT.debootstrap.log"
+    say "deleted $ROOT"
+    exit 0
+fi
+
 trap 'unmount_all' EXIT
 # Leftovers from a killed run first.
 unmount_all
