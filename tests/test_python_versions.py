@@ -347,3 +347,21 @@ def test_cancelled_serve_forever_with_a_hanging_client(loop):
     else:
         expected = ("cancelled", False, False)  # 3.11's wait_closed does not wait for it
     assert loop.run_until_complete(main()) == expected
+
+
+def test_callback_checks_do_not_warn(loop):
+    """The coroutine-function checks of call_soon (debug mode) and add_signal_handler use
+    asyncio's own test, not the public ``asyncio.iscoroutinefunction`` that 3.14 deprecates."""
+    import signal
+
+    ran = []
+    loop.set_debug(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        loop.call_soon(ran.append, "call_soon")
+        loop.add_signal_handler(signal.SIGUSR1, ran.append, "signal")
+        try:
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+    assert ran == ["call_soon"]

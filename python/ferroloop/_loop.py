@@ -63,6 +63,13 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
+#: asyncio's coroutine-function test; 3.14 deprecates the public name (it warns), asyncio
+#: itself calls the private one.
+if hasattr(coroutines, "_iscoroutinefunction"):
+    _is_coroutine_function = coroutines._iscoroutinefunction
+else:
+    _is_coroutine_function = coroutines.iscoroutinefunction
+
 #: Python 3.12+ calls a custom exception handler in the context of the task, future or
 #: handle the error is about (gh-96704), so it sees the context variables they set.
 _HANDLER_IN_CONTEXT = sys.version_info >= (3, 12)
@@ -278,7 +285,7 @@ class EventLoop(
         Python's own handler for ``sig`` becomes one that schedules the callback; it runs as
         soon as the loop's poll is interrupted (the loop's pipe is the signal wakeup fd).
         """
-        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+        if asyncio.iscoroutine(callback) or _is_coroutine_function(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._validate_signal(sig)
         self._check_closed()

@@ -58,9 +58,21 @@ cached!(
 cached!(
     /// asyncio's helper that captures a handle's creation stack in debug mode.
     extract_stack, "asyncio.format_helpers", "extract_stack");
-cached!(
-    /// `asyncio.iscoroutinefunction`, the slow path of the callback check.
-    iscoroutinefunction, "asyncio.coroutines", "iscoroutinefunction");
+/// asyncio's coroutine-function test, the slow path of the callback check: the private
+/// `asyncio.coroutines._iscoroutinefunction` where it exists (3.14+, whose public
+/// `iscoroutinefunction` warns that it is deprecated; asyncio itself calls the private one),
+/// else `iscoroutinefunction`.
+pub fn iscoroutinefunction(py: Python<'_>) -> PyResult<&'static Py<PyAny>> {
+    static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CELL.get_or_try_init(py, || {
+        let module = py.import("asyncio.coroutines")?;
+        let test = match module.getattr("_iscoroutinefunction") {
+            Ok(private) => private,
+            Err(_) => module.getattr("iscoroutinefunction")?,
+        };
+        Ok::<_, PyErr>(test.unbind())
+    })
+}
 cached!(
     /// `asyncio.iscoroutine`.
     iscoroutine, "asyncio.coroutines", "iscoroutine");
