@@ -21,6 +21,8 @@ __all__ = [
     "__version__",
     "_check_callback",
     "accept_connection",
+    "remove_socket_file",
+    "socket_file_inode",
 ]
 
 _Ts = TypeVarTuple("_Ts")
