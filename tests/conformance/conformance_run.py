@@ -60,6 +60,8 @@ EXPECTED_PASS_FILE = os.path.join(
 MISSING_FILE = os.path.join(HERE, f"missing-{VERSION}.txt")
 MISSING_DEFAULT_REASON = "not investigated yet"
 FLAKY_FILE = os.path.join(HERE, "flaky.txt")
+#: Tests flaky on this Python version only (same format), added to flaky.txt's.
+FLAKY_VERSION_FILE = os.path.join(HERE, f"flaky-{VERSION}.txt")
 DEFAULT_LOOP = "ferroloop:new_event_loop"
 MAX_JOBS = 2
 
@@ -435,8 +437,11 @@ def read_expected(path=EXPECTED_PASS_FILE):
         return {line.strip() for line in f if line.strip() and not line.startswith("#")}
 
 
-def read_flaky(path=FLAKY_FILE):
-    """{test id: reason} from the flaky list (``id  reason`` per line)."""
+def read_flaky(path=None):
+    """{test id: reason} from a ``<test id> <reason>`` list; by default the flaky lists
+    (``flaky.txt`` and this version's ``flaky-3.X.txt``)."""
+    if path is None:
+        return {**read_flaky(FLAKY_FILE), **read_flaky(FLAKY_VERSION_FILE)}
     flaky = {}
     if not os.path.exists(path):
         return flaky
