@@ -2,7 +2,9 @@
 # The whole test suite, from a fresh clone (what CI runs, through .ci/run): the Rust and Python
 # lint/format checks, the stub check, the Rust unit tests, the pytest suite on ferroloop (with
 # the conformance run of CPython's test_asyncio) and on stock asyncio, then the pytest suite on
-# the other CPython versions pyenv has.
+# the other CPython versions pyenv has, and on Python 3.14 and 3.15 (Debian's, in a Debian sid
+# root made once per machine: scripts/python-root.sh) the pytest suite and that version's
+# conformance check.
 #
 # Every interpreter gets its own virtual environment under target/ (so nothing is installed
 # into the interpreters themselves); the tools come from PyPI, pinned in pyproject.toml's
@@ -68,3 +70,6 @@ FERROLOOP_TEST_LOOP=asyncio "$py" -m pytest -q -m "not conformance"
 
 other_python 3.12
 other_python 3.13
+
+step "Python 3.14 and 3.15: pytest and conformance in a Debian sid root (scripts/python-root.sh)"
+bash scripts/python-root.sh test

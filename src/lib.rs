@@ -43,6 +43,14 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::accept::AcceptedSocket>()?;
     m.add_function(wrap_pyfunction!(transport::accept::accept_connection, m)?)?;
     m.add_class::<process::child_watch::ChildWatch>()?;
+    m.add_function(wrap_pyfunction!(
+        transport::socket_file::socket_file_inode,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        transport::socket_file::remove_socket_file,
+        m
+    )?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

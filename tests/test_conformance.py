@@ -1,7 +1,8 @@
-"""ferroloop against CPython 3.11's own ``test.test_asyncio``.
+"""ferroloop against the running CPython's own ``test.test_asyncio``.
 
 Runs the conformance harness of ``tests/conformance/`` and fails, listing
-them, when tests of ``tests/conformance/expected_pass.txt`` no longer pass
+them, when tests of ``tests/conformance/expected_pass.txt`` (3.11; on other
+versions ``expected_pass-3.X.txt``) no longer pass
 (each failing one is retried once; ``tests/conformance/flaky.txt`` lists
 tests that need not pass).  Tests that pass but are not in the list are
 printed, not failed: add them with

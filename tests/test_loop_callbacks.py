@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import gc
 import random
+import sys
 import time
 import weakref
 
@@ -306,7 +307,9 @@ def test_task_factory(loop):
         return "made by factory"
 
     task = loop.create_task(answer(), name="factory-task")
-    assert calls == [(loop, [])]
+    # Python 3.14+ hands the factory every keyword of create_task; before, the name was set
+    # on the factory's task afterwards.
+    assert calls == [(loop, ["name"] if sys.version_info >= (3, 14) else [])]
     assert task.get_name() == "factory-task"
     assert loop.run_until_complete(task) == "made by factory"
 

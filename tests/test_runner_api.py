@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 
 import pytest
 
@@ -83,8 +84,14 @@ def test_runner_default_context_persists_between_runs(runner):
 
 
 def test_runner_rejects_non_coroutine(runner):
-    """``Runner.run`` insists on a coroutine."""
-    with pytest.raises(ValueError, match=r"^a coroutine was expected, got 42$"):
+    """``Runner.run`` insists on a coroutine (3.14+: or an awaitable), in that version's words."""
+    if sys.version_info >= (3, 14):
+        error = pytest.raises(
+            TypeError, match=r"^An asyncio.Future, a coroutine or an awaitable is required$"
+        )
+    else:
+        error = pytest.raises(ValueError, match=r"^a coroutine was expected, got 42$")
+    with error:
         runner.run(42)
 
 

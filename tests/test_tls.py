@@ -11,6 +11,7 @@ import hashlib
 import os
 import socket
 import ssl
+import sys
 import tempfile
 
 import pytest
@@ -208,6 +209,81 @@ def test_start_tls_upgrades_a_plain_connection(loop):
     assert requests == [b"STARTTLS\n"]
     assert answer == b"SECRET\n"
     assert cipher is not None
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 14), reason="asyncio hands the reader's buffer over from 3.14"
+)
+def test_server_start_tls_with_the_client_hello_already_buffered(loop):
+    """3.14+: a server's ``StreamWriter.start_tls()`` after its reader has already buffered
+    the client's TLS hello hands those bytes to the handshake (the upgrade completes)."""
+    events = []
+
+    async def upgrading_server(reader, writer):
+        while not reader._buffer:  # wait until the client's hello sits in the reader
+            await asyncio.sleep(0.005)
+        events.append("hello buffered")
+        await writer.start_tls(server_context())
+        events.append(await reader.readline())
+        writer.write(b"pong\n")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(upgrading_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await writer.start_tls(client_context(), server_hostname="localhost")
+        writer.write(b"ping\n")
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return answer
+
+    assert run(loop, main()) == b"pong\n"
+    assert events == ["hello buffered", b"ping\n"]
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 14), reason="asyncio's start_tls leaves a reference cycle before 3.14"
+)
+def test_failed_start_tls_leaves_no_reference_cycle(loop):
+    """3.14+: after a start_tls() whose certificate check fails, the plain transport is freed
+    by reference counting alone (no cycle through the failure's traceback)."""
+    import gc
+    import weakref
+
+    async def tls_server(reader, writer):
+        try:
+            await writer.start_tls(server_context())
+        except (OSError, ssl.SSLError):
+            pass
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(tls_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, protocol = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        ref = weakref.ref(transport)
+        untrusting = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # knows no CA
+        failed = False
+        try:
+            await loop.start_tls(transport, protocol, untrusting, server_hostname="localhost")
+        except ssl.SSLCertVerificationError:
+            failed = True
+        del transport, protocol
+        await asyncio.sleep(0.05)  # let the closing transport report connection_lost
+        alive = ref() is not None
+        await close_server(server)
+        return failed, alive
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert run(loop, main()) == (True, False)
+    finally:
+        gc.enable()
 
 
 def test_start_tls_argument_checks(loop):

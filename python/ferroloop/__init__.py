@@ -16,14 +16,13 @@ import asyncio
 import sys
 import warnings
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._ferroloop import Handle, LoopCore, __version__
 from ._loop import EventLoop
 
 __all__ = [
     "EventLoop",
-    "EventLoopPolicy",
     "Handle",
     "LoopCore",
     "__version__",
@@ -31,6 +30,9 @@ __all__ = [
     "new_event_loop",
     "run",
 ]
+
+if sys.version_info < (3, 14):  # named by a star import only where it does not warn
+    __all__ += ["EventLoopPolicy"]
 
 _T = TypeVar("_T")
 
@@ -46,20 +48,97 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
         return runner.run(main)
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """An asyncio event loop policy whose loops are ferroloop loops."""
+# Python 3.14 deprecates event loop policies (removed in 3.16): naming
+# ``asyncio.DefaultEventLoopPolicy`` warns there.  So the policy class is made on
+# first use, from a base taken without a warning, and ``python -m ferroloop``
+# installs it through asyncio's private, warning-free setter.  With no policies
+# at all (3.16), the package still imports and ``run``/``new_event_loop`` work.
+_POLICIES_DEPRECATED = sys.version_info >= (3, 14)
+_policy_class: type | None = None
 
-    def new_event_loop(self) -> EventLoop:  # type: ignore[override]
-        return new_event_loop()
+
+def _policy_base() -> type | None:
+    """asyncio's default policy class, looked up without a deprecation warning."""
+    if not _POLICIES_DEPRECATED:
+        return getattr(asyncio, "DefaultEventLoopPolicy", None)
+    from asyncio import events
+
+    # The platform's default policy, then its base (both private on 3.14/3.15).
+    platform = sys.modules.get("asyncio.unix_events") or sys.modules.get("asyncio.windows_events")
+    return getattr(platform, "_DefaultEventLoopPolicy", None) or getattr(
+        events, "_BaseDefaultEventLoopPolicy", None
+    )
+
+
+def _make_policy_class() -> type:
+    global _policy_class
+    if _policy_class is None:
+        base = _policy_base()
+        if base is None:
+            raise AttributeError(
+                "ferroloop.EventLoopPolicy needs asyncio's event loop policies, which this "
+                "Python no longer has; use ferroloop.run() or loop_factory=ferroloop.new_event_loop"
+            )
+
+        class EventLoopPolicy(base):  # type: ignore[misc, valid-type]
+            """An asyncio event loop policy whose loops are ferroloop loops."""
+
+            def new_event_loop(self) -> EventLoop:  # type: ignore[override]
+                return new_event_loop()
+
+        EventLoopPolicy.__module__ = __name__
+        EventLoopPolicy.__qualname__ = "EventLoopPolicy"
+        _policy_class = EventLoopPolicy
+    return _policy_class
+
+
+if TYPE_CHECKING:
+
+    class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+        """An asyncio event loop policy whose loops are ferroloop loops."""
+
+        def new_event_loop(self) -> EventLoop: ...  # type: ignore[override]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EventLoopPolicy":
+        policy_class = _make_policy_class()  # AttributeError where asyncio has no policies
+        if _POLICIES_DEPRECATED:
+            warnings.warn(
+                "ferroloop.EventLoopPolicy is deprecated, as asyncio's event loop policies are "
+                "since Python 3.14; use asyncio.run(main, loop_factory=ferroloop.new_event_loop)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return policy_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def install() -> None:
     """Makes ferroloop the loop behind ``asyncio.run()`` and ``asyncio.new_event_loop()``."""
-    if sys.version_info >= (3, 14):
+    if _POLICIES_DEPRECATED:
         warnings.warn(
             "asyncio event loop policies are deprecated since Python 3.14; prefer "
             "asyncio.run(main, loop_factory=ferroloop.new_event_loop)",
             DeprecationWarning,
             stacklevel=2,
         )
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    _install_quietly()
+
+
+def _install_quietly() -> None:
+    """``install()`` without its warning (``python -m ferroloop``): the policy where asyncio
+    has policies, else ferroloop's ``new_event_loop`` behind ``asyncio.new_event_loop``."""
+    from asyncio import events
+
+    if _POLICIES_DEPRECATED:  # asyncio's setter that does not warn
+        setter = getattr(events, "_set_event_loop_policy", None)
+    else:
+        setter = getattr(asyncio, "set_event_loop_policy", None)
+    if setter is not None and _policy_base() is not None:
+        setter(_make_policy_class()())
+        return
+    # No policies (Python 3.16+): asyncio.run()/Runner make their loop with
+    # asyncio.events.new_event_loop().
+    events.new_event_loop = new_event_loop
+    asyncio.new_event_loop = new_event_loop

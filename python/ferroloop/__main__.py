@@ -13,13 +13,14 @@ USAGE = "usage: python -m ferroloop SCRIPT [ARGS...] | -m MODULE [ARGS...]"
 
 
 def main(argv: list[str]) -> None:
-    """Installs ferroloop's policy, then runs the script or module as ``__main__``."""
+    """Makes ferroloop the loop behind ``asyncio.run()``, then runs the script or module."""
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         raise SystemExit(2 if not argv else 0)
     import ferroloop
 
-    ferroloop.install()
+    # Not install(): its DeprecationWarning (3.14+) would land on every run's stderr.
+    ferroloop._install_quietly()
     if argv[0] == "-m":
         if len(argv) < 2:
             print(USAGE, file=sys.stderr)

@@ -65,6 +65,30 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
+#: asyncio's coroutine-function test; 3.14 deprecates the public name (it warns), asyncio
+#: itself calls the private one.
+if hasattr(coroutines, "_iscoroutinefunction"):
+    _is_coroutine_function = coroutines._iscoroutinefunction
+else:
+    _is_coroutine_function = coroutines.iscoroutinefunction
+
+#: Python 3.12+ calls a custom exception handler in the context of the task, future or
+#: handle the error is about (gh-96704), so it sees the context variables they set.
+_HANDLER_IN_CONTEXT = sys.version_info >= (3, 12)
+
+
+def _context_of(context: dict) -> Any:
+    """The contextvars context to run the custom exception handler in, or None."""
+    thing = context.get("task")
+    if thing is None:
+        thing = context.get("future")  # a Task may be reported as the future
+    if thing is None:
+        thing = context.get("handle")
+    get_context = getattr(thing, "get_context", None) if thing is not None else None
+    run_in = get_context() if get_context is not None else None
+    return run_in if hasattr(run_in, "run") else None
+
+
 class EventLoop(
     LoopCore,
     SocketAPI,
@@ -265,7 +289,7 @@ class EventLoop(
         Python's own handler for ``sig`` becomes one that schedules the callback; it runs as
         soon as the loop's poll is interrupted (the loop's pipe is the signal wakeup fd).
         """
-        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+        if asyncio.iscoroutine(callback) or _is_coroutine_function(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._validate_signal(sig)
         self._check_closed()
@@ -449,7 +473,11 @@ class EventLoop(
                 logger.error("Exception in default exception handler", exc_info=True)
             return
         try:
-            handler(self, context)
+            run_in = _context_of(context) if _HANDLER_IN_CONTEXT else None
+            if run_in is not None:
+                run_in.run(handler, self, context)
+            else:
+                handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -18,7 +18,7 @@ import socket
 import sys
 from asyncio import trsock
 
-from ._ferroloop import accept_connection
+from ._ferroloop import accept_connection, remove_socket_file, socket_file_inode
 from ._socket_setup import enable_reuse_port, remove_stale_unix_socket
 from ._tls import check_no_tls_options
 from ._transports import SocketTransport
@@ -34,6 +34,12 @@ _HAS_IPV6 = hasattr(socket, "AF_INET6")
 _WAIT_FOR_CONNECTIONS = sys.version_info >= (3, 12)
 #: Servers keep their connections for close_clients/abort_clients (asyncio 3.13+).
 _CLIENTS_TRACKED = sys.version_info >= (3, 13)
+#: create_unix_server(cleanup_socket=True): a Unix server removes its socket file when it
+#: stops serving (asyncio 3.13+; the keyword does not exist before).
+_UNIX_SOCKET_CLEANUP = sys.version_info >= (3, 13)
+#: A cancelled serve_forever() closes the server's connections too (asyncio 3.14+).
+_SERVE_FOREVER_CLOSES_CLIENTS = sys.version_info >= (3, 14)
+_NOT_GIVEN = object()
 
 
 class Server(asyncio.AbstractServer):
@@ -145,6 +151,8 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise
@@ -279,8 +287,16 @@ class ServerAPI:
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
         start_serving=True,
+        cleanup_socket=_NOT_GIVEN,
     ):
-        """Listens on the Unix socket ``path`` (a stale socket file is replaced) or ``sock``."""
+        """Listens on the Unix socket ``path`` (a stale socket file is replaced) or ``sock``;
+        on 3.13+ its socket file is removed when the server stops serving (``cleanup_socket``)."""
+        if cleanup_socket is _NOT_GIVEN:
+            cleanup_socket = _UNIX_SOCKET_CLEANUP
+        elif not _UNIX_SOCKET_CLEANUP:
+            raise TypeError(
+                "create_unix_server() got an unexpected keyword argument 'cleanup_socket'"
+            )
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         check_no_tls_options(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
@@ -305,6 +321,8 @@ class ServerAPI:
                 raise ValueError("path was not specified, and no sock specified")
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        if cleanup_socket:
+            self._remember_socket_file(sock)
         return await self._serve(
             [sock],
             protocol_factory,
@@ -350,7 +368,27 @@ class ServerAPI:
 
     def _stop_accepting(self, sock) -> None:
         self._remove_reader(sock.fileno())
+        socket_files = getattr(self, "_unix_socket_files", None)
+        socket_file = socket_files.pop(sock, None) if socket_files else None
         sock.close()
+        if socket_file is not None:
+            path, inode = socket_file
+            try:
+                remove_socket_file(os.fsencode(path), inode)
+            except OSError as err:
+                logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+    def _remember_socket_file(self, sock) -> None:
+        """Notes the file (and its inode) a Unix server socket is bound to, for
+        _stop_accepting to remove if it is still that file; abstract names have none."""
+        path = sock.getsockname()
+        if not path or path[0] in (0, "\x00"):
+            return
+        inode = socket_file_inode(os.fsencode(path))
+        if inode is not None:
+            if getattr(self, "_unix_socket_files", None) is None:
+                self._unix_socket_files = {}
+            self._unix_socket_files[sock] = (path, inode)
 
     def _accept_ready(self, protocol_factory, sock, server, backlog) -> None:
         """Accepts up to ``backlog`` connections; a failing protocol factory is reported and

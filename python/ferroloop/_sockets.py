@@ -14,6 +14,7 @@ import errno
 import functools
 import os
 import socket
+import sys
 from typing import Any
 
 try:
@@ -23,6 +24,9 @@ except ImportError:  # pragma: no cover - Python built without ssl
 
 #: Size of the reads of the sendfile fallback (asyncio's own figure).
 SENDFILE_FALLBACK_CHUNK = 256 * 1024
+#: Native sendfile leaves the file positioned after what it sent even when that is nothing
+#: (an offset at or past the end): asyncio 3.14+; before, only when it sent something.
+_SENDFILE_ALWAYS_REPOSITIONS = sys.version_info >= (3, 14)
 _INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 
 
@@ -272,10 +276,14 @@ class SocketAPI:
             raise asyncio.SendfileNotAvailableError("not a regular file") from exc
         except Exception as exc:  # io.UnsupportedOperation and friends
             raise asyncio.SendfileNotAvailableError("not a regular file") from exc
+        if not (count or size):
+            return 0  # an empty file: nothing sent, the position untouched
         total = count if count else max(size - offset, 0)
-        if total <= 0:
-            return 0
         sent = 0
+        if total <= 0:
+            if _SENDFILE_ALWAYS_REPOSITIONS:
+                os.lseek(fileno, offset, os.SEEK_SET)
+            return 0
         try:
             while sent < total:
                 try:
@@ -296,7 +304,7 @@ class SocketAPI:
                 sent += n
             return sent
         finally:
-            if sent > 0:
+            if sent > 0 or _SENDFILE_ALWAYS_REPOSITIONS:
                 os.lseek(fileno, offset + sent, os.SEEK_SET)
 
     async def _sendfile_by_copy(self, sock, file, offset: int, count: int | None) -> int:

@@ -8,6 +8,8 @@ asyncio's handshake/shutdown timeouts and errors. Checks and messages are asynci
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from asyncio import constants, sslproto
 
 try:
@@ -16,6 +18,10 @@ except ImportError:  # pragma: no cover - CPython built without OpenSSL
     _ssl = None
 
 from ._transports import SocketTransport
+
+#: A server's start_tls() hands the TLS bytes a StreamReader already holds (the client's
+#: hello, read before the upgrade) to the TLS protocol (asyncio 3.14+, gh-142352).
+_START_TLS_TAKES_READER_BUFFER = sys.version_info >= (3, 14)
 
 
 def check_no_tls_options(ssl, server_hostname=None, handshake=None, shutdown=None) -> None:
@@ -26,6 +32,18 @@ def check_no_tls_options(ssl, server_hostname=None, handshake=None, shutdown=Non
         raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
     if shutdown is not None and not ssl:
         raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+def _hand_reader_buffer_to_tls(protocol, ssl_protocol) -> None:
+    """Moves what a stream's reader buffered before start_tls() into the TLS protocol's
+    incoming data, where the handshake reads it."""
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return
+    reader = getattr(protocol, "_stream_reader", None)
+    pending = getattr(reader, "_buffer", None)
+    if pending:
+        ssl_protocol._incoming.write(pending)
+        pending.clear()
 
 
 class TLSAPI:
@@ -96,6 +114,8 @@ class TLSAPI:
         )
         # Pause first: data already buffered must reach the TLS protocol, not the old one.
         transport.pause_reading()
+        if server_side and _START_TLS_TAKES_READER_BUFFER:
+            _hand_reader_buffer_to_tls(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         made = self.call_soon(ssl_protocol.connection_made, transport)
         resume = self.call_soon(transport.resume_reading)
@@ -105,5 +125,8 @@ class TLSAPI:
             transport.close()
             made.cancel()
             resume.cancel()
+            # The waiter holds the exception, whose traceback holds this frame and so the
+            # waiter: drop it, or the transport lives on in that cycle until a gc pass.
+            waiter = None
             raise
         return ssl_protocol._app_transport

@@ -160,15 +160,17 @@ impl LoopCore {
         Self::new_future(slf)
     }
 
-    /// Wraps `coro` in a Task (or the task factory's object) scheduled on this loop.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    /// Wraps `coro` in a Task (or the task factory's object) scheduled on this loop; 3.14+
+    /// passes other keywords (`eager_start=`) on.
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
     fn create_task(
         slf: &Bound<'_, Self>,
         coro: &Bound<'_, PyAny>,
         name: Option<&Bound<'_, PyAny>>,
         context: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        Self::new_task(slf, coro, name, context)
+        Self::new_task(slf, coro, name, context, kwargs)
     }
 
     /// Sets the factory `create_task` uses (`factory(loop, coro[, context=...])`), or None.

@@ -30,18 +30,29 @@ impl LoopCore {
     pub(super) fn new_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future_type = py_cache::asyncio_future_type(py)?;
-        call_with_loop_kw(py, future_type, &[], slf.as_any(), &[])
+        call_with_loop_kw(py, &future_type, &[], slf.as_any(), &[])
     }
 
-    /// `create_task(coro, name=, context=)`: a Task (or the task factory's object) scheduled
-    /// on this loop.
+    /// `create_task(coro, name=, context=, **kwargs)`: a Task (or the task factory's object)
+    /// scheduled on this loop. Python 3.14+ passes any other keyword (`eager_start=`) on to the
+    /// Task or the factory, and gives the factory `name=` too; before 3.14 only `name` and
+    /// `context` exist (another keyword is asyncio's TypeError).
     pub(super) fn new_task(
         slf: &Bound<'_, Self>,
         coro: &Bound<'_, PyAny>,
         name: Option<&Bound<'_, PyAny>>,
         context: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        let kwargs = kwargs.filter(|k| !k.is_empty());
+        let passes_keywords = py.version_info() >= (3, 14);
+        if let (Some(extra), false) = (kwargs, passes_keywords) {
+            let first = extra.keys().get_item(0)?;
+            return Err(PyTypeError::new_err(format!(
+                "create_task() got an unexpected keyword argument '{first}'"
+            )));
+        }
         let this = slf.get();
         this.check_closed()?;
         let factory = this
@@ -61,19 +72,36 @@ impl LoopCore {
                     extra.push(("context", c));
                 }
                 let task_type = py_cache::asyncio_task_type(py)?;
-                call_with_loop_kw(py, task_type, &[coro], slf.as_any(), &extra)
+                match kwargs {
+                    None => call_with_loop_kw(py, &task_type, &[coro], slf.as_any(), &extra),
+                    Some(more) => {
+                        let all = more.copy()?;
+                        all.set_item(py_cache::str_loop(py), slf)?;
+                        for (key, value) in extra {
+                            all.set_item(key, value)?;
+                        }
+                        Ok(task_type.bind(py).call((coro,), Some(&all))?.unbind())
+                    }
+                }
             }
             Some(factory) => {
                 let factory = factory.bind(py);
-                let task = match context {
-                    None => factory.call1((slf, coro))?,
-                    Some(c) => {
-                        let kwargs = PyDict::new(py);
-                        kwargs.set_item("context", c)?;
-                        factory.call((slf, coro), Some(&kwargs))?
-                    }
+                let all = match kwargs {
+                    Some(more) => more.copy()?,
+                    None => PyDict::new(py),
                 };
-                if let Some(n) = name {
+                if let Some(c) = context {
+                    all.set_item("context", c)?;
+                }
+                if let (Some(n), true) = (name, passes_keywords) {
+                    all.set_item("name", n)?;
+                }
+                let task = if all.is_empty() {
+                    factory.call1((slf, coro))?
+                } else {
+                    factory.call((slf, coro), Some(&all))?
+                };
+                if let (Some(n), false) = (name, passes_keywords) {
                     if let Ok(set_name) = task.getattr("set_name") {
                         set_name.call1((n,))?;
                     }

@@ -34,20 +34,45 @@ cached!(
     /// `asyncio.TimerHandle`, reported as the `__class__` of timer handles.
     asyncio_timer_handle_type, "asyncio.events", "TimerHandle");
 cached!(
-    /// `asyncio.Future` (the C implementation when available).
-    asyncio_future_type, "asyncio.futures", "Future");
+    /// The `asyncio.futures` module (its `Future` is read at each use, see below).
+    asyncio_futures_module, "asyncio", "futures");
 cached!(
-    /// `asyncio.Task` (the C implementation when available).
-    asyncio_task_type, "asyncio.tasks", "Task");
+    /// The `asyncio.tasks` module (its `Task` is read at each use, see below).
+    asyncio_tasks_module, "asyncio", "tasks");
+
+/// `asyncio.futures.Future` as it is now: read at each `create_future`, as asyncio does, so
+/// that a program (or CPython's tests) swapping in the pure-Python Future is followed.
+pub fn asyncio_future_type(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let module = asyncio_futures_module(py)?.bind(py);
+    Ok(module.getattr(pyo3::intern!(py, "Future"))?.unbind())
+}
+
+/// `asyncio.tasks.Task` as it is now: read at each `create_task`, as asyncio does.
+pub fn asyncio_task_type(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let module = asyncio_tasks_module(py)?.bind(py);
+    Ok(module.getattr(pyo3::intern!(py, "Task"))?.unbind())
+}
 cached!(
     /// asyncio's helper that renders `callback(args)` with its source location.
     format_callback_source, "asyncio.format_helpers", "_format_callback_source");
 cached!(
     /// asyncio's helper that captures a handle's creation stack in debug mode.
     extract_stack, "asyncio.format_helpers", "extract_stack");
-cached!(
-    /// `asyncio.iscoroutinefunction`, the slow path of the callback check.
-    iscoroutinefunction, "asyncio.coroutines", "iscoroutinefunction");
+/// asyncio's coroutine-function test, the slow path of the callback check: the private
+/// `asyncio.coroutines._iscoroutinefunction` where it exists (3.14+, whose public
+/// `iscoroutinefunction` warns that it is deprecated; asyncio itself calls the private one),
+/// else `iscoroutinefunction`.
+pub fn iscoroutinefunction(py: Python<'_>) -> PyResult<&'static Py<PyAny>> {
+    static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CELL.get_or_try_init(py, || {
+        let module = py.import("asyncio.coroutines")?;
+        let test = match module.getattr("_iscoroutinefunction") {
+            Ok(private) => private,
+            Err(_) => module.getattr("iscoroutinefunction")?,
+        };
+        Ok::<_, PyErr>(test.unbind())
+    })
+}
 cached!(
     /// `asyncio.iscoroutine`.
     iscoroutine, "asyncio.coroutines", "iscoroutine");

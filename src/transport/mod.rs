@@ -14,6 +14,7 @@
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
 //! - [`datagram`]: UDP and AF_UNIX datagrams; [`sockaddr`]: its address conversion;
 //! - [`accept`]: servers' accept without a Python socket object per connection;
+//!   [`socket_file`]: a Unix server's socket file, removed when it stops serving (3.13+);
 //! - [`pipe_read`], [`pipe_write`]: the read and write pipe transports (pipes, FIFOs, sockets,
 //!   character devices and ptys); [`pipe_file`]: what they share (file-type check, raw
 //!   `read`/`write`/`writev`).
@@ -26,6 +27,7 @@ pub mod pipe_file;
 pub mod pipe_read;
 pub mod pipe_write;
 pub mod sockaddr;
+pub mod socket_file;
 pub mod socket_info;
 pub mod stream;
 pub mod write_buffer;

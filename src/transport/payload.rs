@@ -22,16 +22,34 @@ pub(crate) enum Payload<'a, 'py> {
 }
 
 impl<'a, 'py> Payload<'a, 'py> {
-    /// Reads `data`; anything but bytes, bytearray or memoryview is asyncio's TypeError.
+    /// Reads `sendto()`'s `data`; anything but bytes, bytearray or memoryview is asyncio's
+    /// TypeError.
     #[inline]
     pub(crate) fn new(data: &'a Bound<'py, PyAny>) -> PyResult<Self> {
+        Self::read(data, false)
+    }
+
+    /// Reads `write()`'s `data`, as [`Payload::new`]; Python 3.14+ words the TypeError
+    /// differently for a stream transport's `write()` (not for `sendto()`).
+    #[inline]
+    pub(crate) fn for_write(data: &'a Bound<'py, PyAny>) -> PyResult<Self> {
+        Self::read(data, true)
+    }
+
+    #[inline]
+    fn read(data: &'a Bound<'py, PyAny>, stream_write: bool) -> PyResult<Self> {
         if let Ok(bytes) = data.cast::<PyBytes>() {
             return Ok(Payload::Bytes(bytes));
         }
         let py = data.py();
         if !data.is_instance_of::<PyByteArray>() && !data.is_instance_of::<PyMemoryView>() {
+            let expected = if stream_write && py.version_info() >= (3, 14) {
+                "a bytes, bytearray, or memoryview object"
+            } else {
+                "a bytes-like object"
+            };
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
+                "data argument must be {expected}, not {}",
                 data.get_type().name()?.repr()?
             )));
         }

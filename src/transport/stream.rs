@@ -682,7 +682,7 @@ transport_pymethods! {
         fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
             let py = slf.py();
             let this = slf.get();
-            let mut payload = Payload::new(data)?;
+            let mut payload = Payload::for_write(data)?;
             let unsendable = payload.take_unsendable();
             let contents = payload.as_slice();
             let (fd, was_empty) = {

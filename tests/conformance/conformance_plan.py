@@ -46,6 +46,7 @@ tests of test_events (issue #9, ``EVENT_LOOP_TESTS_PIPES``) run with it.
 """
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -116,6 +117,8 @@ class Module:
     # reason (keyed like the exclusions, but reported as deferred).
     deferred_classes: Mapping[str, str] = field(default_factory=dict)
     deferred_tests: Mapping[str, str] = field(default_factory=dict)
+    # The first Python whose test_asyncio has this module (run from there on).
+    since: tuple = (3, 11)
 
     def exclusion_reason(self, class_name: str, method: str) -> str | None:
         """Why a test is excluded, or None when it runs."""
@@ -128,6 +131,30 @@ class Module:
         if class_name in self.deferred_classes:
             return self.deferred_classes[class_name]
         return self.deferred_tests.get(f"{class_name}.{method}") or self.deferred_tests.get(method)
+
+
+# ------------------------------------------------- policies across versions
+# Python 3.14 deprecates the public policy functions and classes (they warn;
+# 3.16 removes them); its own tests use the private, silent equivalents.
+
+
+def get_policy():
+    """The current event loop policy, without 3.14's deprecation warning."""
+    import asyncio
+
+    if sys.version_info >= (3, 14):
+        return asyncio.events._get_event_loop_policy()
+    return asyncio.get_event_loop_policy()
+
+
+def set_policy(policy):
+    """Sets the event loop policy (None: a new default one), without a warning."""
+    import asyncio
+
+    if sys.version_info >= (3, 14):
+        asyncio.events._set_event_loop_policy(policy)
+    else:
+        asyncio.set_event_loop_policy(policy)
 
 
 # ---------------------------------------------------------------- adapters
@@ -169,7 +196,6 @@ def adapt_test_runners(module, make_loop):
     LUT instead, with its real ``shutdown_asyncgens`` wrapped so the same
     record is kept (the package contract says loop instances accept
     attribute assignment)."""
-    import asyncio
     import unittest
 
     def new_loop_under_test(self):
@@ -185,11 +211,11 @@ def adapt_test_runners(module, make_loop):
         return loop
 
     def tear_down_checking_runner_cleanup(self):
-        policy = asyncio.get_event_loop_policy()
+        policy = get_policy()
         if policy.loop is not None:
             self.assertTrue(policy.loop.is_closed())
             self.assertTrue(policy.loop.shutdown_ag_run)
-        asyncio.set_event_loop_policy(None)
+        set_policy(None)
         unittest.TestCase.tearDown(self)
 
     module.BaseTest.new_loop = new_loop_under_test
@@ -650,9 +676,40 @@ ISSUE_4_MODULES = (
     ),
 )
 
+# Modules of later Pythons' test_asyncio (issue #17): loop-agnostic, they get
+# the LUT through the policy, asyncio.run()/Runner and asyncio.EventLoop.
+LATER_PYTHON_MODULES = (
+    Module(
+        "test_eager_task_factory",
+        "eager_task_factory, create_eager_task_factory, create_task(eager_start=)",
+        since=(3, 12),
+    ),
+    Module("test_staggered", "staggered_race (happy eyeballs)", since=(3, 12)),
+    Module(
+        "test_graph",
+        "call-graph introspection: capture_call_graph, print_call_graph, future_add_to_awaited_by",
+        since=(3, 14),
+    ),
+    Module(
+        "test_free_threading",
+        "all_tasks/current_task and task bookkeeping from several threads",
+        since=(3, 14),
+    ),
+    Module(
+        "test_server_context",
+        "the contextvars context of server protocols and callbacks",
+        replaced_classes=frozenset(
+            {"AsyncioSelectorEventLoopTests", "AsyncioProactorEventLoopTests"}
+        ),
+        since=(3, 15),
+    ),
+)
+
 if ISSUE_3_IN_SCOPE:
     MODULES += ISSUE_3_MODULES
 if ISSUE_4_IN_SCOPE:
     MODULES += ISSUE_4_MODULES
+MODULES += LATER_PYTHON_MODULES
+MODULES = tuple(module for module in MODULES if sys.version_info >= module.since)
 
 MODULES_BY_NAME = {module.name: module for module in MODULES}

@@ -16,7 +16,8 @@ crashes its worker is recorded as a timeout or crash and the module goes on
 in a new worker.  A test passes only if it also created at least one loop
 under test (a pass that never touched the loop is reported as ``noloop``).
 
-``--write-expected`` stores the passing ids in ``expected_pass.txt``
+``--write-expected`` stores the passing ids in ``expected_pass.txt`` (3.11; other
+versions: ``expected_pass-3.X.txt``, see ``EXPECTED_PASS_FILE``)
 (entries of modules not run are kept).  ``--check`` compares the run with
 that list: an expected test that fails is run once more (when at most 50
 failed), and if it fails again it is a regression (exit status 1), unless
@@ -48,8 +49,19 @@ if HERE not in sys.path:
 import conformance_plan as plan  # noqa: E402 (needs HERE on sys.path)
 
 WORKER_SCRIPT = os.path.join(HERE, "conformance_worker.py")
-EXPECTED_PASS_FILE = os.path.join(HERE, "expected_pass.txt")
+# One expected-pass list per Python version: each version's test_asyncio has
+# its own tests.  3.11's is ``expected_pass.txt``; later ones carry the version,
+# with ``missing-3.X.txt`` beside them: ``<test id> <reason>`` for every test
+# that passes on that version's stock loop but not on ferroloop.
+VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+EXPECTED_PASS_FILE = os.path.join(
+    HERE, "expected_pass.txt" if VERSION == "3.11" else f"expected_pass-{VERSION}.txt"
+)
+MISSING_FILE = os.path.join(HERE, f"missing-{VERSION}.txt")
+MISSING_DEFAULT_REASON = "not investigated yet"
 FLAKY_FILE = os.path.join(HERE, "flaky.txt")
+#: Tests flaky on this Python version only (same format), added to flaky.txt's.
+FLAKY_VERSION_FILE = os.path.join(HERE, f"flaky-{VERSION}.txt")
 DEFAULT_LOOP = "ferroloop:new_event_loop"
 MAX_JOBS = 2
 
@@ -425,8 +437,11 @@ def read_expected(path=EXPECTED_PASS_FILE):
         return {line.strip() for line in f if line.strip() and not line.startswith("#")}
 
 
-def read_flaky(path=FLAKY_FILE):
-    """{test id: reason} from the flaky list (``id  reason`` per line)."""
+def read_flaky(path=None):
+    """{test id: reason} from a ``<test id> <reason>`` list; by default the flaky lists
+    (``flaky.txt`` and this version's ``flaky-3.X.txt``)."""
+    if path is None:
+        return {**read_flaky(FLAKY_FILE), **read_flaky(FLAKY_VERSION_FILE)}
     flaky = {}
     if not os.path.exists(path):
         return flaky
@@ -449,6 +464,31 @@ def write_expected(results, path=EXPECTED_PASS_FILE, flaky=None):
     with open(path, "w") as f:
         f.write("".join(test_id + "\n" for test_id in ids))
     return len(ids)
+
+
+def write_missing(results, stock_json_path, path=MISSING_FILE):
+    """Write ``path``: the tests the stock run (``--json`` of ``--loop asyncio``)
+    passed that ``results`` did not, each with its reason (reasons already in
+    the file are kept).  Returns the count."""
+    with open(stock_json_path) as f:
+        stock = json.load(f)
+    stock_passed = {
+        test_id
+        for module in stock["modules"].values()
+        for test_id, test in module["tests"].items()
+        if test["outcome"] == "pass"
+    }
+    passed = set().union(*(r.passed_ids() for r in results.values())) if results else set()
+    reasons = read_flaky(path)  # same format: <test id> <reason>
+    missing = sorted(stock_passed - passed)
+    with open(path, "w") as f:
+        f.write(
+            f"# CPython {VERSION}: tests that pass on the stock loop but not on ferroloop,\n"
+            "# one per line: <test id> <reason>.  Written by --write-expected --stock-json.\n"
+        )
+        for test_id in missing:
+            f.write(f"{test_id} {reasons.get(test_id) or MISSING_DEFAULT_REASON}\n")
+    return len(missing)
 
 
 @dataclass
@@ -576,7 +616,8 @@ def format_check(check, max_new_passes_listed=200):
         lines += [f"  {t}  ({why})" for t, why in sorted(check.flaky_failures.items())]
     if check.new_passes:
         lines.append(
-            f"{len(check.new_passes)} tests pass that are not in expected_pass.txt "
+            f"{len(check.new_passes)} tests pass that are not in "
+            f"{os.path.basename(EXPECTED_PASS_FILE)} "
             "(run --write-expected to add them):"
         )
         lines += ["  " + t for t in check.new_passes[:max_new_passes_listed]]
@@ -586,7 +627,7 @@ def format_check(check, max_new_passes_listed=200):
         lines.append(f"{len(check.regressions)} REGRESSIONS (expected to pass, failed twice):")
         lines += [f"  {t}\n      {m[:300]}" for t, m in sorted(check.regressions.items())]
     else:
-        lines.append("no regressions against expected_pass.txt")
+        lines.append(f"no regressions against {os.path.basename(EXPECTED_PASS_FILE)}")
     return "\n".join(lines)
 
 
@@ -696,10 +737,17 @@ def parse_args(argv):
     mode.add_argument(
         "--check",
         action="store_true",
-        help="compare with expected_pass.txt; regressions fail the run",
+        help=f"compare with {os.path.basename(EXPECTED_PASS_FILE)}; regressions fail the run",
     )
     mode.add_argument(
-        "--write-expected", action="store_true", help="write the passing tests to expected_pass.txt"
+        "--write-expected",
+        action="store_true",
+        help=f"write the passing tests to {os.path.basename(EXPECTED_PASS_FILE)}",
+    )
+    parser.add_argument(
+        "--stock-json",
+        help="with --write-expected: the --json of a --loop asyncio run; writes "
+        f"{os.path.basename(MISSING_FILE)} (stock passes this run misses, with reasons)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
@@ -713,6 +761,13 @@ def parse_args(argv):
         parser.error(str(error))
     if args.write_expected and args.patterns:
         parser.error("--write-expected needs whole modules (no -k)")
+    if args.stock_json and not args.write_expected:
+        parser.error("--stock-json goes with --write-expected")
+    if args.check and not os.path.exists(EXPECTED_PASS_FILE):
+        parser.error(
+            f"no expected-pass list for Python {VERSION}: "
+            f"{os.path.relpath(EXPECTED_PASS_FILE)} (make it with --write-expected)"
+        )
     options = Options(
         loop=args.loop,
         modules=modules,
@@ -744,6 +799,9 @@ def main(argv=None):
     if args.write_expected:
         count = write_expected(results, flaky=read_flaky())
         print(f"\nwrote {count} ids to {os.path.relpath(EXPECTED_PASS_FILE)}")
+        if args.stock_json:
+            count = write_missing(results, args.stock_json)
+            print(f"wrote {count} ids to {os.path.relpath(MISSING_FILE)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results_as_json(results, options, wall, check), f, indent=1, sort_keys=True)

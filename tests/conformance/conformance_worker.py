@@ -119,7 +119,12 @@ def install_loop_under_test(tracker):
 
     asyncio.base_events.BaseEventLoop.__init__ = counting_init
 
-    stock_policy_class = asyncio.DefaultEventLoopPolicy
+    # 3.14+: the public name warns; asyncio makes its default policy from the private one.
+    default_policy_owner = asyncio.unix_events if sys.version_info >= (3, 14) else asyncio
+    default_policy_name = (
+        "_DefaultEventLoopPolicy" if sys.version_info >= (3, 14) else "DefaultEventLoopPolicy"
+    )
+    stock_policy_class = getattr(default_policy_owner, default_policy_name)
 
     class LoopUnderTestPolicy(stock_policy_class):
         """asyncio's default policy whose new loops are the LUT.
@@ -134,9 +139,19 @@ def install_loop_under_test(tracker):
             return tracker.make_loop()
 
     # Tests reset the policy with set_event_loop_policy(None), which builds
-    # asyncio.DefaultEventLoopPolicy(): make that the LUT policy too.
-    asyncio.DefaultEventLoopPolicy = LoopUnderTestPolicy
-    asyncio.unix_events.DefaultEventLoopPolicy = LoopUnderTestPolicy
+    # asyncio's default policy class: make that the LUT policy too.
+    setattr(default_policy_owner, default_policy_name, LoopUnderTestPolicy)
+    if sys.version_info < (3, 14):
+        asyncio.unix_events.DefaultEventLoopPolicy = LoopUnderTestPolicy
+
+    if hasattr(asyncio, "EventLoop"):  # 3.13+: a public loop class, e.g. loop_factory=
+        # A class (not a function: as a class attribute it must not become a
+        # bound method) whose instances are loops under test.
+        class LoopUnderTestEventLoop:
+            def __new__(cls):
+                return tracker.make_loop()
+
+        asyncio.EventLoop = LoopUnderTestEventLoop
 
     def new_test_loop(self, gen=None):
         if gen is not None:
@@ -160,7 +175,8 @@ def install_loop_under_test(tracker):
         loop.close()
         policy = support.maybe_get_event_loop_policy()
         watcher = getattr(policy, "_watcher", None)
-        if isinstance(watcher, asyncio.ThreadedChildWatcher):
+        threaded_watcher = getattr(asyncio.unix_events, "ThreadedChildWatcher", None)  # < 3.14
+        if threaded_watcher is not None and isinstance(watcher, threaded_watcher):
             for thread in list(watcher._threads.values()):
                 thread.join(timeout=support.SHORT_TIMEOUT)
 
@@ -169,7 +185,7 @@ def install_loop_under_test(tracker):
     install_patched_logger_forwarding()
 
     def install_fresh_policy():
-        asyncio.set_event_loop_policy(LoopUnderTestPolicy())
+        plan.set_policy(LoopUnderTestPolicy())
 
     install_fresh_policy()
     return install_fresh_policy
