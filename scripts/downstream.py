@@ -49,6 +49,9 @@ class Suite:
     # how to install the package itself (default: the sdist); a compiled package is installed
     # from its release's wheel, and its tests still come from the sdist
     install: list[str] | None = None
+    # tests from this repository instead of an sdist: the sample projects of
+    # ferroloop.pytest_plugin, run with the plugin (and no injection) on "ferroloop"
+    local: Path | None = None
     timeout: int = 1800  # seconds for the whole pytest run
 
     @property
@@ -59,6 +62,27 @@ class Suite:
 SUITES = {
     s.name: s
     for s in [
+        Suite(
+            "plugin",
+            "ferroloop.pytest_plugin samples",
+            [],
+            paths=["pytest_asyncio_project", "anyio_project", "unittest_project"],
+            install=[],
+            local=LISTS.parent / "plugin_samples",
+        ),
+        Suite(
+            "aiohttp",
+            "aiohttp==3.14.5",
+            # the suite's addopts ask for xdist workers and coverage: run serially, without
+            # them; the markers are the ones its default addopts deselect
+            [
+                "-o",
+                "addopts=--strict-markers",
+                "-m",
+                "not dev_mode and not autobahn and not internal",
+            ],
+            install=["aiohttp==3.14.5"],
+        ),
         Suite(
             "anyio",
             "anyio==4.16.0",
@@ -82,6 +106,14 @@ SUITES = {
             ["--redis-url=$FERROLOOP_REDIS_URL", "-m", "not onlycluster and not redismod"],
             paths=["tests/test_asyncio"],
             service="redis",
+        ),
+        Suite(
+            "httpx",
+            "httpx==0.29.0",
+            # network: needs the Internet; the test servers are uvicorn in a thread
+            ["-m", "not network"],
+            # httpx's extras install it as httpx[...] from the sdist
+            install=[f"{CACHE}/sdists/httpx-0.29.0.tar.gz[brotli,cli,http2,socks,zstd]"],
         ),
         Suite(
             "uvicorn",
@@ -141,6 +173,8 @@ def sdist(suite: Suite) -> Path:
 
 def source_tree(suite: Suite) -> Path:
     """The sdist unpacked (once) into the cache; the tests run from its root."""
+    if suite.local is not None:
+        return suite.local
     archive = sdist(suite)
     root = CACHE / "src"
     top = archive.name[: -len(".tar.gz")]
@@ -164,7 +198,7 @@ def venv(suite: Suite, python: str) -> Path:
         run([python, "-m", "venv", str(path)])
         run(
             [str(bin_python), "-m", "pip", "install", "-q", "-r", str(suite.requirements)]
-            + (suite.install or [str(sdist(suite))])
+            + (suite.install if suite.install is not None else [str(sdist(suite))])
         )
         (path / ".complete").touch()
     # ferroloop from this checkout, the injection module, and its start-up hook
@@ -230,6 +264,9 @@ def run_pytest(
         )
         env.pop("PYTHONPATH", None)
         args = [os.path.expandvars(a) for a in suite.pytest_args]
+        if suite.local is not None and loop == "ferroloop":
+            env["FERROLOOP_DOWNSTREAM_LOOP"] = "plugin"  # the plugin, not the injection
+            args += ["-p", "ferroloop.pytest_plugin", "--ferroloop-strict"]
         args += suite.paths if only is None else only
         # -P: the sdist root (the current directory) does not shadow the installed package
         cmd = [str(python), "-P", "-m", "pytest", "-p", "_ferroloop_downstream_report"]
@@ -268,7 +305,7 @@ def run_suite(name: str, loop: str, python: str, update: bool) -> bool:
     with service(suite.service):
         log(f"{name} ({suite.dist}) on {loop}, Python {tag}")
         res = run_pytest(suite, bin_python, loop, tree)
-        log(f"{name} on {loop}: {summary(res)}; loops made by the injection: {res.loops_made}")
+        log(f"{name} on {loop}: {summary(res)}; ferroloop loops made: {res.loops_made}")
         if not res.outcomes:
             log(f"{name}: no test ran (pytest exit {res.returncode})")
             return False
@@ -289,6 +326,8 @@ def run_suite(name: str, loop: str, python: str, update: bool) -> bool:
             log(f"{name}: FAILED: the injection made no ferroloop loop: this run tested nothing")
             return False
         stock = read_list(list_path(suite, "stock-failures", tag))
+        if suite.local is not None:  # the samples fail on stock by design: all must pass here
+            stock = {}
         known = read_list(list_path(suite, "known", tag))
         failed = res.failed()
         candidates = sorted(failed - stock.keys() - known.keys())
@@ -361,7 +400,7 @@ def main() -> int:
     return 1 if bad else 0
 
 
-CI_SUITES = ["anyio", "uvicorn", "asyncpg", "redis"]
+CI_SUITES = ["plugin", "anyio", "uvicorn", "asyncpg", "redis"]
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
