@@ -92,3 +92,37 @@ def test_close_removes_handlers(new_loop):
     loop.add_signal_handler(signal.SIGUSR1, print)
     loop.close()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_handler_runs_after_python_handler_swapped_and_restored(loop):
+    """The loop learns of a signal from the wakeup fd, not from the Python-level handler: a
+    program that swaps in its own handler and later puts back the one it found (uvicorn's
+    ``Server.capture_signals``) does not lose the loop's callbacks. Each arrival runs the
+    callback once, in arrival order, also while the program's handler is installed."""
+    calls = []
+    other_calls = []
+
+    async def main():
+        loop.add_signal_handler(signal.SIGUSR1, calls.append, "usr1")
+        loop.add_signal_handler(signal.SIGUSR2, calls.append, "usr2")
+        previous = signal.signal(signal.SIGUSR1, lambda signum, frame: other_calls.append(signum))
+        signal.raise_signal(signal.SIGUSR1)  # the program's handler is installed
+        await asyncio.sleep(0.05)
+        seen_while_replaced = list(calls)
+        signal.signal(signal.SIGUSR1, previous)  # put back the one it found
+        signal.raise_signal(signal.SIGUSR2)
+        signal.raise_signal(signal.SIGUSR1)
+        for _ in range(100):
+            if len(calls) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        return seen_while_replaced
+
+    try:
+        seen_while_replaced = loop.run_until_complete(main())
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+        loop.remove_signal_handler(signal.SIGUSR2)
+    assert other_calls == [signal.SIGUSR1]
+    assert seen_while_replaced == ["usr1"]
+    assert calls == ["usr1", "usr2", "usr1"]

@@ -123,26 +123,39 @@ class ConnectionAPI:
             if interleave:
                 infos = _interleave_by_family(infos, interleave)
             errors: list[list[OSError]] = []
-            if happy_eyeballs_delay is None:
-                for info in infos:
+            try:
+                if happy_eyeballs_delay is None:
+                    for info in infos:
+                        try:
+                            sock = await self._connect_one(errors, info, local_infos)
+                            break
+                        except OSError:
+                            continue
+                else:
+                    attempts = [
+                        (lambda info=info: self._connect_one(errors, info, local_infos))
+                        for info in infos
+                    ]
+                    sock, _, race_errors = await staggered.staggered_race(
+                        attempts, happy_eyeballs_delay, loop=self
+                    )
+                    # The race's own frames (in these errors' tracebacks) hold this list.
+                    race_errors.clear()
+                if sock is None:
+                    flat = [err for attempt in errors for err in attempt]
                     try:
-                        sock = await self._connect_one(errors, info, local_infos)
-                        break
-                    except OSError:
-                        continue
-            else:
-                attempts = [
-                    (lambda info=info: self._connect_one(errors, info, local_infos))
-                    for info in infos
-                ]
-                sock, _, _ = await staggered.staggered_race(
-                    attempts, happy_eyeballs_delay, loop=self
-                )
-            if sock is None:
-                flat = [err for attempt in errors for err in attempt]
-                if all_errors:
-                    raise ExceptionGroup("create_connection failed", flat)
-                raise _combined_connect_error(flat)
+                        if all_errors:
+                            raise ExceptionGroup("create_connection failed", flat)
+                        raise _combined_connect_error(flat)
+                    finally:
+                        flat = None
+            finally:
+                # Each failed attempt's exception holds (through its traceback) the frames
+                # that hold these lists: empty them so that no cycle keeps the exceptions,
+                # their frames and sockets alive once the caller lets go (asyncio does too).
+                for attempt in errors:
+                    attempt.clear()
+                errors = None
         else:
             if sock is None:
                 raise ValueError("host and port was not specified and no sock specified")

@@ -53,6 +53,11 @@ def _debug_requested() -> bool:
     return bool(coroutines._is_debug_mode())
 
 
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Python-level handler of the signals the loop handles: the loop reads their numbers
+    from the wakeup fd and schedules its callbacks itself (see ``add_signal_handler``)."""
+
+
 def _stop_loop_when_done(fut: asyncio.Future) -> None:
     """Done-callback of ``run_until_complete``: stops the future's loop.
 
@@ -286,8 +291,10 @@ class EventLoop(
     def add_signal_handler(self, sig: int, callback, *args) -> None:
         """Runs ``callback(*args)`` as a loop callback whenever signal ``sig`` arrives.
 
-        Python's own handler for ``sig`` becomes one that schedules the callback; it runs as
-        soon as the loop's poll is interrupted (the loop's pipe is the signal wakeup fd).
+        Python's own handler for ``sig`` becomes one that does nothing: the interpreter writes
+        the signal's number to the wakeup fd (the loop's pipe) whatever Python-level handler is
+        installed, and the loop schedules the callback when it reads that number. So the
+        callback still runs if the program swaps the Python-level handler and puts it back.
         """
         if asyncio.iscoroutine(callback) or _is_coroutine_function(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
@@ -300,7 +307,7 @@ class EventLoop(
             raise RuntimeError(str(exc)) from None
         self._signal_handlers[sig] = (callback, args, contextvars.copy_context())
         try:
-            signal.signal(sig, self._deliver_signal)
+            signal.signal(sig, _ignore_signal)
             # Let system calls resume after the signal instead of failing with EINTR.
             signal.siginterrupt(sig, False)
         except OSError as exc:
@@ -310,12 +317,12 @@ class EventLoop(
                 raise RuntimeError(f"sig {sig:d} cannot be caught") from None
             raise
 
-    def _deliver_signal(self, signum: int, frame: object) -> None:
-        """Python-level handler of every signal with a loop handler: schedules the callback."""
+    def _handle_signal(self, signum: int) -> None:
+        """Called by the native loop for each signal number read from the wakeup fd."""
         registered = self._signal_handlers.get(signum)
         if registered is not None and not self.is_closed():
             callback, args, context = registered
-            self.call_soon_threadsafe(callback, *args, context=context)
+            self.call_soon(callback, *args, context=context)
 
     def remove_signal_handler(self, sig: int) -> bool:
         """Removes the handler of ``sig``, restoring the default; False if there was none."""

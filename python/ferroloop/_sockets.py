@@ -106,6 +106,9 @@ class SocketAPI:
             raise
         except BaseException as exc:
             fut.set_exception(exc)
+            # The exception's traceback holds this frame: drop the future it also holds, so
+            # that no cycle keeps the exception alive (asyncio breaks it the same way).
+            fut = None
         else:
             fut.set_result(result)
 
@@ -187,6 +190,7 @@ class SocketAPI:
             raise
         except BaseException as exc:
             fut.set_exception(exc)
+            fut = None  # no cycle exception -> traceback -> this frame -> future
             return
         if start == len(view):
             fut.set_result(None)
@@ -358,6 +362,7 @@ def _finish_connect(fut, sock, address) -> None:
         raise
     except BaseException as exc:
         fut.set_exception(exc)
+        fut = None  # no cycle exception -> traceback -> this frame -> future
     else:
         fut.set_result(None)
 

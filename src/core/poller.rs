@@ -109,6 +109,11 @@ pub struct Poller {
     signal_read: AtomicI32,
     signal_write: AtomicI32,
     events: Mutex<Vec<libc::epoll_event>>,
+    /// Signal numbers read from the signal wakeup pipe and not yet taken by the loop, in
+    /// arrival order. The interpreter's C-level handler writes each signal's number there
+    /// whatever Python-level handler is installed: that is how the loop learns which of its
+    /// `add_signal_handler` callbacks to run.
+    signals: Mutex<Vec<u8>>,
     /// False once `epoll_pwait2` was found missing (kernel older than 5.11).
     has_pwait2: AtomicBool,
 }
@@ -167,6 +172,7 @@ impl Poller {
             signal_read: AtomicI32::new(signal_read.into_raw_fd()),
             signal_write: AtomicI32::new(signal_write.into_raw_fd()),
             events: Mutex::new(Vec::with_capacity(EVENTS_CAPACITY)),
+            signals: Mutex::new(Vec::new()),
             has_pwait2: AtomicBool::new(true),
         };
         let read = Interest {
@@ -325,6 +331,31 @@ impl Poller {
         self.wake_pending.store(false, Ordering::Release);
     }
 
+    /// Empties the signal wakeup pipe into `signals`.
+    fn read_signals(&self) {
+        let fd = fd_of(&self.signal_read);
+        let Ok(mut signals) = self.signals.lock() else {
+            return drain(fd);
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: `buf` is valid for writes of its length; `fd` is open for the poller's life.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            signals.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+
+    /// Takes the signal numbers read from the wakeup pipe since the last call, in arrival order.
+    pub fn take_signals(&self) -> Vec<u8> {
+        self.signals
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+
     /// Waits up to `timeout` (`None`: forever) and appends the ready user descriptors to
     /// `ready`. An interrupted wait (EINTR) counts as a signal wakeup.
     pub fn wait(
@@ -359,7 +390,7 @@ impl Poller {
                 }
                 SIGNAL_TOKEN => {
                     wakeup.signal = true;
-                    drain(fd_of(&self.signal_read));
+                    self.read_signals();
                 }
                 _ => {
                     let failed = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
@@ -518,12 +549,14 @@ mod tests {
     fn signal_pipe_bytes_report_a_signal() {
         let poller = Poller::new().unwrap();
         // SAFETY: writing one byte from a valid buffer to our own open pipe.
-        let n = unsafe { libc::write(poller.signal_wakeup_fd(), [2u8].as_ptr().cast(), 1) };
-        assert_eq!(n, 1);
+        let n = unsafe { libc::write(poller.signal_wakeup_fd(), [2u8, 15].as_ptr().cast(), 2) };
+        assert_eq!(n, 2);
         let w = poller
             .wait(Some(Duration::from_secs(1)), &mut Vec::new())
             .unwrap();
         assert!(w.signal);
+        assert_eq!(poller.take_signals(), vec![2, 15]);
+        assert!(poller.take_signals().is_empty());
         // Drained: the next wait times out without a signal.
         let w = poller
             .wait(Some(Duration::from_millis(1)), &mut Vec::new())

@@ -4,7 +4,8 @@
 //!    timer (or the next closed-socket sweep while native receives are pending), else forever;
 //! 3. wait for events (with the GIL released only if the wait may block; while callbacks keep
 //!    the loop busy, only every second iteration polls), queue the ready descriptors'
-//!    callbacks and complete native receives, then run pending Python signal handlers; fail
+//!    callbacks and complete native receives, schedule the `add_signal_handler` callbacks of
+//!    the signal numbers read from the wakeup pipe, then run pending Python signal handlers; fail
 //!    native receives whose socket was closed behind the loop's back (`native_recv.rs`);
 //! 4. move timers due by now into the ready queue, in deadline order;
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
@@ -66,8 +67,13 @@ impl LoopCore {
             };
             let dispatched = self.dispatch_io(py, &mut io_events);
             self.queues.borrow_mut(py).io_events = io_events;
-            waited.map_err(os_error)?;
+            let wakeup = waited.map_err(os_error)?;
             dispatched?;
+            // Signals read from the wakeup pipe: the loop's handlers for them are scheduled
+            // whatever Python-level handler the program has installed since (as asyncio does).
+            if wakeup.signal {
+                Self::schedule_signal_handlers(slf, self.poller.take_signals())?;
+            }
             // Run the Python handlers of signals that interrupted the wait now; when the wait
             // was skipped, the interpreter runs them inside the next callback anyway.
             py.check_signals()?;
@@ -75,6 +81,16 @@ impl LoopCore {
         self.sweep_closed_sockets(py)?;
         self.collect_due_timers(py);
         self.run_ready(slf)
+    }
+
+    /// Hands each signal number read from the wakeup pipe, in arrival order, to the Python
+    /// half's `_handle_signal`, which schedules the callback registered for it, if any.
+    fn schedule_signal_handlers(slf: &Bound<'_, Self>, signals: Vec<u8>) -> PyResult<()> {
+        let py = slf.py();
+        for signum in signals {
+            slf.call_method1(pyo3::intern!(py, "_handle_signal"), (signum,))?;
+        }
+        Ok(())
     }
 
     /// Runs the callbacks ready at the start of this step, in FIFO order.
