@@ -22,6 +22,7 @@ See bench/README.md for the workloads and how to read the output.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -41,6 +42,8 @@ from workloads import Workload, discover_workloads, select_workloads
 from workloads.sock_echo import LOADGEN_ENVIRONMENT_VARIABLE
 
 BENCH_DIRECTORY = Path(__file__).resolve().parent
+#: scripts/downstream_services.py starts the real servers some workloads talk to.
+SERVICES_DIRECTORY = BENCH_DIRECTORY.parent / "scripts"
 WORKER_SCRIPT = BENCH_DIRECTORY / "worker.py"
 RESULT_PREFIX = "BENCH-RESULT "
 DEFAULT_LOOPS = "asyncio,uvloop,rloop,ferroloop"
@@ -180,6 +183,23 @@ def worker_environment(malloc_mode: str, loadgen: str | None = None) -> dict[str
         environment[LOADGEN_ENVIRONMENT_VARIABLE] = str(Path(loadgen).resolve())
     environment.setdefault("PYTHONHASHSEED", "0")
     return environment
+
+
+def start_services(workloads: list[Workload]) -> None:
+    """Start the real servers (PostgreSQL, Redis) the selected workloads need.
+
+    Each starts once for the whole run and stops when this process exits.  What the workers
+    need to reach them is exported into this process's environment, which they inherit.
+    """
+    needed = sorted({service for workload in workloads for service in workload.services})
+    if not needed:
+        return
+    sys.path.insert(0, str(SERVICES_DIRECTORY))
+    import downstream_services
+
+    for service in needed:
+        print(f"starting {service} (scripts/downstream_services.py)", file=sys.stderr, flush=True)
+        atexit.register(downstream_services.start(service))
 
 
 def run_worker(
@@ -372,6 +392,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
             skipped_workloads[workload.name] = reason
             workloads.remove(workload)
             print(f"workload {workload.name} skipped: {reason}", file=sys.stderr)
+    start_services(workloads)
 
     specs = parse_loop_list(arguments.loops)
     if any(spec.label == NATIVE_LABEL for spec in specs):

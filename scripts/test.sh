@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone (what CI runs, through .ci/run): the Rust and Python
 # lint/format checks, the stub check, the Rust unit tests, the pytest suite on ferroloop (with
 # the conformance run of CPython's test_asyncio) and on stock asyncio, then the pytest suite on
-# the other CPython versions pyenv has, and on Python 3.14 and 3.15 (Debian's, in a Debian sid
+# the other CPython versions pyenv has (3.12, 3.13) with the conformance check of their own
+# test_asyncio, and on Python 3.14 and 3.15 (Debian's, in a Debian sid
 # root made once per machine: scripts/python-root.sh) the pytest suite and that version's
 # conformance check.
 #
@@ -28,7 +29,10 @@ venv_for() {
     echo "$venv/bin/python"
 }
 
-# other_python X.Y: the pytest suite (conformance excluded) on pyenv's newest X.Y, if any.
+# other_python X.Y: the pytest suite (conformance excluded) on pyenv's newest X.Y, if any, then
+# the conformance check of that Python's own test_asyncio against expected_pass-X.Y.txt. Its
+# per-test limit is 20 s, not 10: the eight test_task_del_collect variants (100 gc.collect()
+# calls from __del__) take 4-10 s each on 3.12/3.13, on the stock loop too.
 other_python() {
     local found python
     found=$(ls -d "$HOME"/.pyenv/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
@@ -39,6 +43,8 @@ other_python() {
     step "build and pytest on $("$found" --version)"
     python=$(venv_for "$found" "test,integration")
     "$python" -m pytest -q -m "not conformance"
+    step "conformance of $("$found" --version)'s own test_asyncio (--check)"
+    "$python" tests/conformance/conformance_run.py --check --timeout 20
 }
 
 step "Rust: cargo fmt --check"

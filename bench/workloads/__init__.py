@@ -83,6 +83,11 @@ class Workload:
     given; the runner shows it as the pseudo-loop ``native``, the floor the
     loops are compared with.  It returns the metrics and the server process's
     costs (``wall_s``, ``run_delay_s``, CPU times, ``max_rss_kib``).
+
+    ``services`` names real servers the workload talks to (``"postgres"``,
+    ``"redis"``): ``bench/run.py`` starts each one once for the whole run
+    (``scripts/downstream_services.py``) and the workers find them through the
+    environment it exports.
     """
 
     name: str
@@ -93,6 +98,7 @@ class Workload:
     cpu_bound: bool = True
     timing_sensitive: bool = True
     native: NativeMeasureFunction | None = None
+    services: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable description of the workload."""
