@@ -4,8 +4,12 @@
 
 Reads the ``--json`` files ``bench/run.py`` writes (their ``summary``: per workload, metric and
 loop, the median over the repetitions of the loop's improvement factor against each reference,
-paired within a repetition).  One group of bars per workload, for its first metric (the one the
-workload is named for: requests/s, tasks/s, ...), one bar per reference loop: how many times
+paired within a repetition).  One group of bars per workload, one bar per reference loop, for
+one metric: by default the workload's CPU cost (server CPU per request, loop CPU per spawn or
+per MB, client CPU per round trip) where it reports one, else its first metric (callbacks/s,
+tasks/s, ...); ``--metric first`` draws the first metric everywhere.  CPU per unit of work is
+what the loop costs and stays comparable on a busy shared machine, where throughput also
+depends on who else holds the CPU.  Each bar says how many times
 better ferroloop is (> 1: better, whichever way the metric points), on a logarithmic axis, with
 the min–max over the repetitions as a whisker.  When several files measured the same workload,
 the one that started last wins.  Needs matplotlib (``bench/requirements.txt``).
@@ -37,8 +41,20 @@ class Row:
     source: str
 
 
-def primary_rows(document: dict[str, Any], source: str) -> list[Row]:
-    """Return the rows of one run document: each workload's first metric, ferroloop's factors."""
+def chosen_metric(metrics: list[dict[str, Any]], prefer: str) -> dict[str, Any]:
+    """Return the metric drawn for a workload: its CPU cost, else its first metric.
+
+    ``prefer="first"`` always takes the first metric.
+    """
+    if prefer == "cpu":
+        for metric in metrics:
+            if "cpu" in metric["key"]:
+                return metric
+    return metrics[0]
+
+
+def primary_rows(document: dict[str, Any], source: str, prefer: str = "cpu") -> list[Row]:
+    """Return the rows of one run document: one metric per workload, ferroloop's factors."""
     summary = document.get("summary")
     if summary is None:
         raise ValueError(f"{source}: no 'summary' (write it with bench/run.py --json)")
@@ -47,7 +63,7 @@ def primary_rows(document: dict[str, Any], source: str) -> list[Row]:
     for workload in document["workloads"]:
         if not workload["metrics"]:
             continue
-        metric = workload["metrics"][0]
+        metric = chosen_metric(workload["metrics"], prefer)
         cell = by_key.get((workload["name"], metric["key"], LOOP))
         if cell is None:
             continue
@@ -62,7 +78,7 @@ def primary_rows(document: dict[str, Any], source: str) -> list[Row]:
     return rows
 
 
-def collect_rows(paths: list[str]) -> tuple[list[Row], list[str]]:
+def collect_rows(paths: list[str], prefer: str = "cpu") -> tuple[list[Row], list[str]]:
     """Return the rows of all files (a workload in several: the latest run's) and run dates."""
     documents = []
     for path in paths:
@@ -73,7 +89,7 @@ def collect_rows(paths: list[str]) -> tuple[list[Row], list[str]]:
     dates = []
     for started, path, document in documents:
         dates.append(started[:10])
-        for row in primary_rows(document, Path(path).name):
+        for row in primary_rows(document, Path(path).name, prefer):
             rows[row.workload] = row
     return sorted(rows.values(), key=lambda row: row.workload), sorted(set(dates))
 
@@ -144,8 +160,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", help="bench/run.py --json result files")
     parser.add_argument("-o", "--output", default="bench/chart.png", help="the PNG to write")
+    parser.add_argument(
+        "--metric",
+        choices=("cpu", "first"),
+        default="cpu",
+        help="per workload: its CPU cost metric where it has one (default), or its first metric",
+    )
     arguments = parser.parse_args(argv)
-    rows, dates = collect_rows(arguments.json)
+    rows, dates = collect_rows(arguments.json, arguments.metric)
     if not rows:
         print("no ferroloop factors in these files", file=sys.stderr)
         return 1

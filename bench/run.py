@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -196,6 +197,9 @@ def start_services(workloads: list[Workload]) -> None:
         return
     sys.path.insert(0, str(SERVICES_DIRECTORY))
     import downstream_services
+
+    # SIGTERM would end the process without running atexit (the servers would stay up).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     for service in needed:
         print(f"starting {service} (scripts/downstream_services.py)", file=sys.stderr, flush=True)
