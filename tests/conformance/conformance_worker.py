@@ -29,6 +29,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -435,6 +436,11 @@ def main(argv=None):
     parser.add_argument("--only", help="JSON list of the only test ids to run")
     parser.add_argument("-k", action="append", default=[])
     args = parser.parse_args(argv)
+    # A worker started from a background job of a non-interactive shell (`cmd &` in a
+    # script, as CI runners and nohup'd runs do) inherits SIGINT ignored, and Python then
+    # leaves it ignored: _thread.interrupt_main() does nothing and test_runners' Ctrl+C
+    # tests wait forever, on every loop.  CPython's own test runs have Python's handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     channel = os.fdopen(args.report_fd, "w", buffering=1)
     channel_lock = threading.Lock()
