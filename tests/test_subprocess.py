@@ -634,9 +634,14 @@ def test_preexec_fn_umask_and_restore_signals(loop, tmp_path):
 #: (gh-119710, CPython 3.14's subprocess transport) rather than once its pipes are closed too.
 #: Read from the stdlib, as ferroloop does: its ``_process_exited`` touches the exit waiters
 #: only where it wakes them.
-WAIT_RETURNS_AT_EXIT = "_exit_waiters" in (
-    __import__("asyncio.base_subprocess").base_subprocess.BaseSubprocessTransport._process_exited
-).__code__.co_names
+WAIT_RETURNS_AT_EXIT = (
+    "_exit_waiters"
+    in (
+        __import__(
+            "asyncio.base_subprocess"
+        ).base_subprocess.BaseSubprocessTransport._process_exited
+    ).__code__.co_names
+)
 
 #: A child that starts a grandchild inheriting its stdin and stdout; the grandchild writes
 #: "ready" and exits at EOF on stdin, so it holds the child's stdout open after the child died.
