@@ -628,3 +628,96 @@ def test_preexec_fn_umask_and_restore_signals(loop, tmp_path):
     assert target.stat().st_mode & 0o777 == 0o600
     assert restored & sigpipe_bit == 0
     assert inherited & sigpipe_bit == sigpipe_bit  # Python ignores SIGPIPE
+
+
+#: Whether the running Python's asyncio wakes ``Process.wait()`` as soon as the child exits
+#: (gh-119710, CPython 3.14's subprocess transport) rather than once its pipes are closed too.
+#: Read from the stdlib, as ferroloop does: its ``_process_exited`` touches the exit waiters
+#: only where it wakes them.
+WAIT_RETURNS_AT_EXIT = (
+    "_exit_waiters"
+    in (
+        __import__(
+            "asyncio.base_subprocess"
+        ).base_subprocess.BaseSubprocessTransport._process_exited
+    ).__code__.co_names
+)
+
+#: A child that starts a grandchild inheriting its stdin and stdout; the grandchild writes
+#: "ready" and exits at EOF on stdin, so it holds the child's stdout open after the child died.
+GRANDCHILD_HOLDS_STDOUT = (
+    "import subprocess, sys\n"
+    "subprocess.run([sys.executable, '-c',"
+    " \"import sys; sys.stdout.write('ready'); sys.stdout.flush(); sys.stdin.read()\"])\n"
+)
+
+
+def test_wait_and_a_grandchild_holding_stdout_open(loop):
+    """Process.wait() once the child is killed while a grandchild keeps its stdout open:
+    returns at once where the running Python's asyncio does (3.14's gh-119710), else only
+    after the pipe closes (the grandchild exits once stdin is closed)."""
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", GRANDCHILD_HOLDS_STDOUT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        wait = asyncio.ensure_future(proc.wait())
+        ready = await asyncio.wait_for(proc.stdout.readexactly(5), 10)
+        proc.kill()
+        done, _ = await asyncio.wait([wait], timeout=1.0)
+        early = wait in done
+        proc.stdin.close()  # the grandchild exits, the pipe closes
+        returncode = await asyncio.wait_for(wait, 10)
+        rest = await asyncio.wait_for(proc.stdout.read(), 10)
+        return ready, early, returncode, rest
+
+    ready, early, returncode, rest = loop.run_until_complete(main())
+    assert ready == b"ready"
+    assert early is WAIT_RETURNS_AT_EXIT
+    assert returncode == -signal.SIGKILL
+    assert rest == b""
+
+
+@pytest.mark.skipif(
+    not WAIT_RETURNS_AT_EXIT,
+    reason="before gh-119710 (CPython 3.14) asyncio waits for pipes that never connected: "
+    "a spawn cancelled while connecting them hangs on the stock loop",
+)
+@pytest.mark.parametrize("failing", ["read", "write", "both"])
+def test_spawn_cancelled_while_connecting_pipes(loop, failing):
+    """connect_read_pipe / connect_write_pipe cancelled during create_subprocess_exec: the
+    CancelledError reaches the caller, the child is killed and reaped, and no descriptor of
+    its pipes is left open."""
+    baseline = open_fds()
+
+    async def main():
+        running = asyncio.get_running_loop()
+
+        async def cancelled(*args, **kwargs):
+            raise asyncio.CancelledError
+
+        if failing in ("read", "both"):
+            running.connect_read_pipe = cancelled
+        if failing in ("write", "both"):
+            running.connect_write_pipe = cancelled
+        try:
+            await asyncio.wait_for(
+                asyncio.create_subprocess_exec(
+                    "sleep",
+                    "30",
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                ),
+                10,
+            )
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "spawned"
+
+    assert loop.run_until_complete(main()) == "cancelled"
+    for attribute in ("connect_read_pipe", "connect_write_pipe"):
+        loop.__dict__.pop(attribute, None)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert no_zombie_left()
+    assert open_fds() - baseline == set()

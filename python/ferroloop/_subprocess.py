@@ -30,11 +30,20 @@ import subprocess
 import sys
 import threading
 import warnings
+from asyncio import base_subprocess
 from typing import Any
 
 from ._ferroloop import ChildWatch
 
 logger = logging.getLogger("asyncio")
+
+#: Whether the running Python's asyncio wakes ``Process.wait()`` as soon as the child exits
+#: (gh-119710, CPython 3.14's subprocess transport), rather than once its pipes are closed too
+#: (a grandchild holding them open would keep ``wait()`` waiting). Read from the stdlib itself:
+#: its ``_process_exited`` touches the exit waiters only where it wakes them.
+_WAIT_RETURNS_AT_EXIT = (
+    "_exit_waiters" in base_subprocess.BaseSubprocessTransport._process_exited.__code__.co_names
+)
 
 #: Set (to anything but "" or "0") to watch children with waiter threads instead of pidfds.
 _FORCE_THREADS = os.environ.get("FERROLOOP_NO_PIDFD", "") not in ("", "0")
@@ -239,6 +248,14 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
+            # The pipes not adopted yet would leak their descriptors (those adopted are closed
+            # with the transport).
+            for raw in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+                if raw is not None and not any(
+                    end is not None and end.pipe.get_extra_info("pipe") is raw
+                    for end in self._pipes.values()
+                ):
+                    raw.close()
             if not waiter.cancelled():
                 waiter.set_exception(exc)
         else:
@@ -273,6 +290,14 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             self._proc.returncode = returncode
         self._pipe_event(self._protocol.process_exited)
         self._maybe_finish()
+        if _WAIT_RETURNS_AT_EXIT:
+            self._wake_exit_waiters()
+
+    def _wake_exit_waiters(self) -> None:
+        waiters, self._exit_waiters = self._exit_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(self._returncode)
 
     def _maybe_finish(self) -> None:
         """connection_lost once the process exited and every pipe is closed."""
@@ -286,10 +311,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         try:
             self._protocol.connection_lost(exc)
         finally:
-            waiters, self._exit_waiters = self._exit_waiters, None
-            for waiter in waiters:
-                if not waiter.cancelled():
-                    waiter.set_result(self._returncode)
+            self._wake_exit_waiters()
             self._loop = None
             self._proc = None
             self._protocol = None

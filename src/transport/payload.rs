@@ -72,9 +72,18 @@ impl<'a, 'py> Payload<'a, 'py> {
         }
     }
 
+    /// The buffer view of a bytearray or memoryview, taken out (to be held while its data
+    /// waits in a write buffer).
+    #[inline]
+    pub(crate) fn into_view(self) -> Option<ByteView> {
+        match self {
+            Payload::View(view) => Some(view),
+            _ => None,
+        }
+    }
+
     /// The contents.
     #[inline]
-    /// The viewed bytes.
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Payload::Bytes(bytes) => bytes.as_bytes(),

@@ -26,7 +26,7 @@ use std::io;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::handle::NativeMethod;
@@ -44,7 +44,9 @@ use crate::transport::core::{
 use crate::transport::payload::{ByteView, Payload};
 use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::transport::socket_info::{close_socket_object, warn_unclosed};
-use crate::transport::write_buffer::{SharedBytes, WriteBuffer, MAX_IOVECS};
+use crate::transport::write_buffer::{
+    LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
+};
 
 /// A read at least this large makes the next one read straight into a new `bytes`.
 const LARGE_READ: usize = 32 * 1024;
@@ -255,6 +257,94 @@ impl StreamTransport {
         StreamTransport {
             state: GilRefCell::new(state),
         }
+    }
+
+    /// `writelines()` of Python 3.12+: each non-empty piece queued as a memoryview of it,
+    /// then one flush; what the socket does not take waits for writability. 3.14+ drop the
+    /// call once the connection is lost (with write()'s warnings) and may pause the protocol;
+    /// 3.15+ queue the pieces one by one (those before a piece that is not bytes-like stay
+    /// queued), earlier versions check every piece before queueing any.
+    fn writelines_by_reference(
+        slf: &Bound<'_, Self>,
+        list_of_data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let version = py.version_info();
+        let drops_when_lost = version >= (3, 14);
+        let incremental = version >= (3, 15);
+        {
+            let mut state = this.state.borrow_mut(py);
+            if state.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call writelines() after write_eof()",
+                ));
+            }
+            if state.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to writelines; sendfile is in progress",
+                ));
+            }
+            if !list_of_data.is_truthy()? {
+                return Ok(());
+            }
+            if state.core.conn_lost > 0 {
+                if !drops_when_lost {
+                    return Ok(());
+                }
+                let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
+                state.core.conn_lost += 1;
+                drop(state);
+                if warn {
+                    py_cache::asyncio_logger(py)?
+                        .bind(py)
+                        .call_method1("warning", ("socket.send() raised exception.",))?;
+                }
+                return Ok(());
+            }
+        }
+        let was_empty = this.state.borrow_mut(py).buffer.is_empty();
+        let mut pieces = Vec::new();
+        let mut failure = None;
+        for item in list_of_data.try_iter()? {
+            let piece = item.and_then(|item| {
+                let view = PyMemoryView::from(&item)?;
+                ByteView::new(view.as_any(), ffi::PyBUF_SIMPLE)
+            });
+            match piece {
+                Ok(view) if view.len() == 0 => {}
+                Ok(view) => pieces.push(view),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() || incremental {
+            let mut state = this.state.borrow_mut(py);
+            for view in pieces {
+                state.buffer.push_pinned(PinnedView::new(view), 0);
+            }
+        }
+        if let Some(err) = failure {
+            // A non-contiguous memoryview: asyncio's sendmsg fails at the flush, a fatal write
+            // error; anything else is the caller's TypeError.
+            if err.is_instance_of::<pyo3::exceptions::PyBufferError>(py) {
+                return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+            }
+            return Err(err);
+        }
+        if this.state.borrow_mut(py).buffer.is_empty() {
+            return Ok(());
+        }
+        Self::_write_ready(slf)?;
+        if was_empty && !this.state.borrow_mut(py).buffer.is_empty() {
+            Self::watch(slf, Side::Write, &WRITE_READY)?;
+        }
+        if drops_when_lost {
+            Self::maybe_pause_protocol(slf)?;
+        }
+        Ok(())
     }
 
     /// The socket object, created on first request for a natively accepted connection
@@ -741,13 +831,33 @@ transport_pymethods! {
                     }
                 }
             }
+            // A bytearray or memoryview: CPython 3.12+ buffers the object itself (see
+            // write_buffer.rs), 3.11 a copy.
+            let by_reference =
+                matches!(payload, Payload::View(_)) && py.version_info() >= (3, 12);
             {
                 let mut state = this.state.borrow_mut(py);
-                match payload.immutable_bytes() {
-                    Some(b) if contents.len() - sent >= 4096 => {
-                        state.buffer.push_shared(SharedBytes::new(b), sent)
+                if by_reference {
+                    match data.cast::<PyByteArray>() {
+                        // Not sent at all: the bytearray itself (sent as it is then).
+                        Ok(bytearray) if sent == 0 => {
+                            state.buffer.push_live(LiveByteArray::new(bytearray))
+                        }
+                        // A memoryview, or the rest of a partly sent bytearray
+                        // (`memoryview(data)[n:]`): held through a buffer view.
+                        _ => {
+                            if let Some(view) = payload.into_view() {
+                                state.buffer.push_pinned(PinnedView::new(view), sent);
+                            }
+                        }
                     }
-                    _ => state.buffer.push_copy(contents, sent),
+                } else {
+                    match payload.immutable_bytes() {
+                        Some(b) if contents.len() - sent >= 4096 => {
+                            state.buffer.push_shared(SharedBytes::new(b), sent)
+                        }
+                        _ => state.buffer.push_copy(contents, sent),
+                    }
                 }
             }
             if was_empty {
@@ -756,11 +866,17 @@ transport_pymethods! {
             Self::maybe_pause_protocol(slf)
         }
 
-        /// `write(b"".join(list_of_data))`.
+        /// Python 3.11: `write(b"".join(list_of_data))`. 3.12+: every piece queued as a
+        /// memoryview of it (its current contents are what is sent), then one flush, as
+        /// asyncio's socket transport does.
         fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
             let py = slf.py();
-            let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
-            Self::write(slf, &joined)
+            if py.version_info() < (3, 12) {
+                let joined =
+                    PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+                return Self::write(slf, &joined);
+            }
+            Self::writelines_by_reference(slf, list_of_data)
         }
 
         /// The socket is writable: flush as much of the buffer as it takes.

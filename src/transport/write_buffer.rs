@@ -3,13 +3,20 @@
 //!
 //! A `bytes` object written by the protocol is immutable, so the buffer keeps a reference to
 //! it instead of copying (the common case for large writes). Other buffers (`bytearray`,
-//! `memoryview`) may change after `write()` returns, so they are copied; small copies are
-//! appended to the tail chunk to keep the iovec count low.
+//! `memoryview`) may change after `write()` returns. CPython 3.11's socket transport copies
+//! them (so does the pipe transport on every version); 3.12+'s socket transport keeps the
+//! object itself: a bytearray buffered whole is sent as it is at send time (resized or not),
+//! a memoryview (or the unsent tail of a partly sent bytearray, `memoryview(data)[n:]`) pins
+//! its exporter's size but shows its current contents. [`Chunk::Live`] and [`Chunk::Pinned`]
+//! are those two. Small copies are appended to the tail chunk to keep the iovec count low.
 
 use std::collections::VecDeque;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyByteArray, PyBytes};
+
+use crate::transport::payload::ByteView;
 
 /// Most iovecs handed to one `sendmsg`: enough to drain any realistic backlog in one call,
 /// well under Linux's IOV_MAX (1024).
@@ -50,12 +57,56 @@ impl SharedBytes {
     }
 }
 
+/// A buffer view held while its data waits in the buffer (a memoryview's semantics: the
+/// exporter cannot be resized, its contents may change).
+pub struct PinnedView(ByteView);
+
+// SAFETY: the view is read and released only with the GIL held: write buffers live in
+// transports touched only with the GIL (see `gil_cell.rs`) and are dropped by their
+// deallocation, which runs with the GIL.
+unsafe impl Send for PinnedView {}
+
+impl PinnedView {
+    /// Keeps `view` (taken from `write()`'s argument) until its data is sent.
+    pub(crate) fn new(view: ByteView) -> Self {
+        PinnedView(view)
+    }
+}
+
+/// A bytearray queued by reference: its length and contents are read at each send.
+pub struct LiveByteArray(Py<PyByteArray>);
+
+impl LiveByteArray {
+    /// Queues `bytearray` itself.
+    pub fn new(bytearray: &Bound<'_, PyByteArray>) -> Self {
+        LiveByteArray(bytearray.clone().unbind())
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        let obj = self.0.as_ptr();
+        // SAFETY: called with the GIL held (write buffers are only touched with it); the
+        // object is alive (owned here). The slice is used before any Python code can run (the
+        // send that reads it, or a copy), so the bytearray cannot be resized meanwhile.
+        unsafe {
+            let len = ffi::PyByteArray_Size(obj);
+            if len <= 0 {
+                return &[];
+            }
+            std::slice::from_raw_parts(ffi::PyByteArray_AsString(obj) as *const u8, len as usize)
+        }
+    }
+}
+
 /// One buffered piece of data.
 pub enum Chunk {
     /// Copied data.
     Owned(Vec<u8>),
     /// A `bytes` object's data, referenced.
     Shared(SharedBytes),
+    /// A memoryview-like reference: fixed length, current contents.
+    Pinned(PinnedView),
+    /// A bytearray: current length and contents.
+    Live(LiveByteArray),
 }
 
 impl Chunk {
@@ -63,6 +114,8 @@ impl Chunk {
         match self {
             Chunk::Owned(data) => data,
             Chunk::Shared(shared) => shared.as_slice(),
+            Chunk::Pinned(view) => view.0.as_slice(),
+            Chunk::Live(bytearray) => bytearray.as_slice(),
         }
     }
 }
@@ -77,21 +130,24 @@ pub struct WriteBuffer {
 #[derive(Default)]
 struct Queue {
     chunks: VecDeque<Chunk>,
-    /// Bytes of the front chunk already sent.
+    /// Bytes of the front chunk already sent (never of a `Live` one: see `consume`).
     front_sent: usize,
-    /// Unsent bytes in all.
+    /// Unsent bytes of the chunks other than `Live` ones.
     len: usize,
+    /// How many `Live` chunks are queued (their length is read when asked for).
+    live: usize,
 }
 
 impl WriteBuffer {
-    /// Unsent bytes.
+    /// Unsent bytes (a queued bytearray counts with its current length, as asyncio 3.12+'s
+    /// `sum(map(len, buffer))`).
     pub fn len(&self) -> usize {
-        self.queue.as_ref().map_or(0, |q| q.len)
+        self.queue.as_ref().map_or(0, |q| q.len())
     }
 
-    /// True when everything was sent.
+    /// True when nothing is queued (the queue is freed once its last chunk is sent).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queue.is_none()
     }
 
     fn queue(&mut self) -> &mut Queue {
@@ -113,6 +169,21 @@ impl WriteBuffer {
         }
     }
 
+    /// Queues a held buffer view from offset `skip` on. `skip` may be non-zero only when the
+    /// buffer is empty.
+    pub fn push_pinned(&mut self, view: PinnedView, skip: usize) {
+        if skip < view.0.len() {
+            self.queue().push_pinned(view, skip);
+        }
+    }
+
+    /// Queues a bytearray by reference (read at send time).
+    pub fn push_live(&mut self, bytearray: LiveByteArray) {
+        let queue = self.queue();
+        queue.live += 1;
+        queue.chunks.push_back(Chunk::Live(bytearray));
+    }
+
     /// Describes up to `iovecs.len()` unsent pieces in `iovecs`; returns how many.
     pub fn fill_iovecs(&self, iovecs: &mut [libc::iovec]) -> usize {
         self.queue.as_ref().map_or(0, |q| q.fill_iovecs(iovecs))
@@ -122,7 +193,7 @@ impl WriteBuffer {
     pub fn consume(&mut self, sent: usize) {
         if let Some(queue) = self.queue.as_mut() {
             queue.consume(sent);
-            if queue.len == 0 {
+            if queue.chunks.is_empty() {
                 self.queue = None;
             }
         }
@@ -136,7 +207,29 @@ impl WriteBuffer {
 
 impl Queue {
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        if self.live == 0 {
+            return self.len;
+        }
+        let live: usize = self
+            .chunks
+            .iter()
+            .filter(|chunk| matches!(chunk, Chunk::Live(_)))
+            .map(|chunk| chunk.as_slice().len())
+            .sum();
+        self.len + live
+    }
+
+    fn push_pinned(&mut self, view: PinnedView, skip: usize) {
+        debug_assert!(skip == 0 || self.is_empty());
+        if self.is_empty() {
+            self.front_sent = skip;
+        }
+        self.len += view.0.len() - skip;
+        self.chunks.push_back(Chunk::Pinned(view));
     }
 
     fn push_copy(&mut self, data: &[u8], skip: usize) {
@@ -184,25 +277,39 @@ impl Queue {
         count
     }
 
+    /// Drops the first `sent` unsent bytes. A bytearray sent in part leaves a copy of its
+    /// rest (asyncio 3.12+ queues `b[n:]`, a new bytearray); chunks that became empty (a
+    /// bytearray cleared after `write()`) are dropped.
     fn consume(&mut self, mut sent: usize) {
-        debug_assert!(sent <= self.len);
-        self.len -= sent.min(self.len);
-        while sent > 0 {
-            let Some(front) = self.chunks.front() else {
-                break;
-            };
-            let left = front.as_slice().len() - self.front_sent;
+        while let Some(front) = self.chunks.front_mut() {
+            let left = front.as_slice().len().saturating_sub(self.front_sent);
             if sent < left {
-                self.front_sent += sent;
-                return;
+                if sent == 0 {
+                    break;
+                }
+                if let Chunk::Live(bytearray) = front {
+                    let rest = bytearray.as_slice()[sent..].to_vec();
+                    self.len += rest.len();
+                    self.live -= 1;
+                    *front = Chunk::Owned(rest);
+                } else {
+                    self.front_sent += sent;
+                    self.len -= sent;
+                }
+                break;
             }
             sent -= left;
+            if matches!(front, Chunk::Live(_)) {
+                self.live -= 1;
+            } else {
+                self.len -= left;
+            }
             self.front_sent = 0;
             self.chunks.pop_front();
         }
-        if self.len == 0 {
-            self.chunks.clear();
+        if self.chunks.is_empty() {
             self.front_sent = 0;
+            self.len = 0;
         }
     }
 }
@@ -261,6 +368,45 @@ mod tests {
         buffer.clear();
         assert!(buffer.is_empty());
         assert_eq!(unsent(&buffer), b"");
+    }
+
+    #[test]
+    fn live_bytearray_is_read_at_send_time_and_its_partly_sent_rest_copied() {
+        Python::initialize();
+        Python::attach(|py| {
+            let mut buffer = WriteBuffer::default();
+            buffer.push_copy(b"ab", 0);
+            let array = PyByteArray::new(py, b"cdef");
+            buffer.push_live(LiveByteArray::new(&array));
+            assert_eq!(buffer.len(), 6);
+            // SAFETY: nothing else uses the bytearray's contents meanwhile.
+            unsafe { array.as_bytes_mut()[0] = b'C' };
+            array.call_method1("extend", (b"gh".as_slice(),)).unwrap();
+            assert_eq!(buffer.len(), 8);
+            assert_eq!(unsent(&buffer), b"abCdefgh");
+            buffer.consume(4);
+            // The rest is a copy now: later changes are not sent.
+            array.call_method1("extend", (b"ij".as_slice(),)).unwrap();
+            assert_eq!(unsent(&buffer), b"efgh");
+            assert_eq!(buffer.len(), 4);
+            buffer.consume(4);
+            assert!(buffer.is_empty());
+        });
+    }
+
+    #[test]
+    fn emptied_live_bytearray_is_dropped() {
+        Python::initialize();
+        Python::attach(|py| {
+            let mut buffer = WriteBuffer::default();
+            let array = PyByteArray::new(py, b"xyz");
+            buffer.push_live(LiveByteArray::new(&array));
+            array.call_method1("clear", ()).unwrap();
+            assert_eq!(buffer.len(), 0);
+            assert!(!buffer.is_empty());
+            buffer.consume(0);
+            assert!(buffer.is_empty());
+        });
     }
 
     #[test]
