@@ -2,9 +2,10 @@
 
 How a child is run:
 
-* spawned by ``subprocess.Popen`` on the loop's thread, exactly as asyncio does (every
-  ``Popen`` option works; exec failures raise ``FileNotFoundError``/``PermissionError`` naming
-  the program; CPython forks with ``vfork``/``posix_spawn`` in C);
+* spawned natively with ``posix_spawn`` (``_spawn.py``, ``src/process/spawn.rs``), set up as
+  ``subprocess.Popen`` sets it up and failing with the same exceptions (exec failures raise
+  ``FileNotFoundError``/``PermissionError`` naming the program); ``preexec_fn``, ``user``,
+  ``group``, ``extra_groups`` and ``umask`` go through ``subprocess.Popen`` as in asyncio;
 * watched by a native ``ChildWatch`` (``src/process/``): its pidfd sits in the loop's poller
   as an ordinary reader, and when it turns readable the child is reaped with
   ``waitid(P_PIDFD)``: that child only, once, with no thread and no SIGCHLD handler. Without
@@ -34,6 +35,7 @@ from asyncio import base_subprocess
 from typing import Any
 
 from ._ferroloop import ChildWatch
+from ._spawn import spawn
 
 logger = logging.getLogger("asyncio")
 
@@ -47,6 +49,9 @@ _WAIT_RETURNS_AT_EXIT = (
 
 #: Set (to anything but "" or "0") to watch children with waiter threads instead of pidfds.
 _FORCE_THREADS = os.environ.get("FERROLOOP_NO_PIDFD", "") not in ("", "0")
+
+#: Set (to anything but "" or "0") to start every child with ``subprocess.Popen``.
+_FORCE_POPEN = os.environ.get("FERROLOOP_SPAWN_POPEN", "") not in ("", "0")
 
 #: Whether ``process_exited`` is scheduled one iteration later than the reap (3.11's child
 #: watcher callback goes through ``call_soon_threadsafe`` then ``call_soon``; 3.12+ through
@@ -144,16 +149,18 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             if value == subprocess.PIPE:
                 self._pipes[fd] = None
         try:
-            self._proc = subprocess.Popen(
-                args,
-                shell=shell,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                universal_newlines=False,
-                bufsize=bufsize,
-                **popen_kwargs,
-            )
+            self._proc = None if _FORCE_POPEN else spawn(args, shell, stdin, stdout, stderr, popen_kwargs)
+            if self._proc is None:
+                self._proc = subprocess.Popen(
+                    args,
+                    shell=shell,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    universal_newlines=False,
+                    bufsize=bufsize,
+                    **popen_kwargs,
+                )
         except BaseException:
             self.close()
             raise

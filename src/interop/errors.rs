@@ -16,8 +16,8 @@ pub fn os_error(err: io::Error) -> PyErr {
     }
 }
 
-/// The C library's description of `code`.
-fn strerror(code: i32) -> String {
+/// The C library's description of `code` (what `os.strerror` returns).
+pub fn strerror(code: i32) -> String {
     let mut buf = [0 as libc::c_char; 256];
     // SAFETY: `buf` is writable for its length; the XSI strerror_r that libc exposes writes a
     // NUL-terminated message into it and returns 0 on success.

@@ -1,10 +1,12 @@
 //! Child processes: watching a child the loop started until it exits, and reaping it.
 //!
-//! The layer above [`crate::event_loop`] and [`crate::transport`]: spawning itself is done by
-//! the Python edge (`python/ferroloop/_subprocess.py`, through `subprocess.Popen`, as asyncio
-//! does), and the child's pipes are the loop's pipe transports. What is here is the part that
-//! must not cost anything to a program that never spawns, and must never touch a child the loop
-//! did not start:
+//! The layer above [`crate::event_loop`] and [`crate::transport`]: the child's pipes are the
+//! loop's pipe transports. What is here must not cost anything to a program that never spawns,
+//! and must never touch a child the loop did not start:
+//! - [`posix_spawn`]: starting a child with `posix_spawn(3)` set up as `subprocess.Popen` sets
+//!   it up (no Python); [`spawn`]: `spawn_child`, its Python entry point (pipes, errors as
+//!   `Popen` raises them). Options it cannot express (`preexec_fn`, `user`, `group`,
+//!   `extra_groups`, `umask`) go through `subprocess.Popen` (`python/ferroloop/_spawn.py`);
 //! - [`exit_status`]: the system calls, no Python: `pidfd_open(2)`, `waitid(P_PIDFD)` (reap,
 //!   or peek with `WNOWAIT`), `pidfd_send_signal(2)`, `waitpid(pid)`; a wait status as
 //!   asyncio's returncode (exit status, or `-signum`);
@@ -17,3 +19,5 @@
 
 pub mod child_watch;
 pub mod exit_status;
+pub mod posix_spawn;
+pub mod spawn;

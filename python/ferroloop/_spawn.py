@@ -1,0 +1,182 @@
+"""Starting a child process natively (``posix_spawn`` in Rust) instead of ``subprocess.Popen``.
+
+``spawn()`` does in Python only what must see Python objects, the way ``Popen`` does it
+(arguments and environment to bytes, the shell's argv, the ``PATH`` candidates, the
+``subprocess.Popen`` audit event, the ``pass_fds`` warning), then calls the native
+``spawn_child`` (``src/process/spawn.rs``), which creates the pipes, starts the child and raises
+the ``OSError`` subclass ``Popen`` raises (naming the program, or ``cwd``).
+
+The result is a ``subprocess.Popen`` object, filled in as ``Popen.__init__`` fills it, so that
+``transport.get_extra_info('subprocess')`` keeps its ``kill``/``poll``/``wait`` methods.
+
+``spawn()`` returns None when the call needs ``subprocess.Popen`` itself: ``preexec_fn`` (Python
+code in the child), ``user``/``group``/``extra_groups``/``umask`` (not expressible with
+``posix_spawn``), an option this module does not know, ``subprocess.Popen`` replaced (a test
+patching it expects it called), or a C library without
+``posix_spawn_file_actions_addchdir_np``/``addclosefrom_np``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from typing import Any
+
+from ._ferroloop import spawn_child
+
+#: Options spawn() handles itself.
+_NATIVE_OPTIONS = frozenset(
+    (
+        "executable",
+        "close_fds",
+        "pass_fds",
+        "cwd",
+        "env",
+        "restore_signals",
+        "start_new_session",
+        "process_group",
+    )
+)
+
+#: Options spawn() accepts only at their default value (anything else: subprocess.Popen).
+_DEFAULT_ONLY = {
+    "preexec_fn": None,
+    "user": None,
+    "group": None,
+    "extra_groups": None,
+    "umask": -1,
+    "startupinfo": None,
+    "creationflags": 0,
+    "pipesize": -1,
+}
+
+#: ``subprocess.Popen`` as imported: a program (or test) that replaced it expects it to be
+#: called, as asyncio calls it.
+_POPEN = subprocess.Popen
+
+_CODES = (subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL)
+
+#: Whether Popen names ``cwd`` only for a failed chdir (3.13; 3.11/3.12 name it for any
+#: failure before exec).
+_CHDIR_ONLY = "noexec:chdir" in subprocess.Popen._execute_child.__code__.co_consts
+
+
+def _child_code(value: Any) -> Any:
+    """The native code of a stdin/stdout/stderr argument: None, PIPE/STDOUT/DEVNULL or a
+    descriptor; ``...`` if only ``Popen`` handles it."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        if value < 0 and value not in _CODES:
+            return ...
+        return value
+    return value.fileno()
+
+
+def spawn(
+    args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any, options: dict
+) -> subprocess.Popen | None:
+    """Starts the child as ``subprocess.Popen(args, shell=shell, ..., **options)`` would, or
+    returns None if only ``Popen`` can (nothing has been done then)."""
+    if subprocess.Popen is not _POPEN:
+        return None
+    for name, value in options.items():
+        if name in _NATIVE_OPTIONS:
+            continue
+        if name not in _DEFAULT_ONLY or value != _DEFAULT_ONLY[name]:
+            return None
+    codes = (_child_code(stdin), _child_code(stdout), _child_code(stderr))
+    if ... in codes:
+        return None
+    stdin_code, stdout_code, stderr_code = codes
+    if stderr_code == subprocess.STDOUT and stdout_code is None:
+        stderr_code = sys.__stdout__.fileno()
+
+    executable = options.get("executable")
+    close_fds = options.get("close_fds", True)
+    pass_fds = options.get("pass_fds", ())
+    cwd = options.get("cwd")
+    env = options.get("env")
+    process_group = options.get("process_group")
+    if pass_fds and not close_fds:
+        warnings.warn("pass_fds overriding close_fds.", RuntimeWarning)
+        close_fds = True
+
+    original_args = args
+    if isinstance(args, (str, bytes)):
+        args = [args]
+    elif isinstance(args, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        args = [args]
+    else:
+        args = list(args)
+    if shell:
+        args = ["/bin/sh", "-c", *args]
+        if executable:
+            args[0] = executable
+    if executable is None:
+        executable = args[0]
+    sys.audit("subprocess.Popen", executable, args, cwd, env)
+
+    envp = None
+    if env is not None:
+        envp = []
+        for key, value in env.items():
+            key = os.fsencode(key)
+            if b"=" in key:
+                raise ValueError("illegal environment variable name")
+            envp.append(key + b"=" + os.fsencode(value))
+    program = os.fsencode(executable)
+    if os.path.dirname(program):
+        candidates = [program]
+    else:
+        candidates = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]
+    argv = [os.fsencode(arg) for arg in args]
+    cwd_bytes = None if cwd is None else os.fsencode(cwd)
+    fds = [int(fd) for fd in pass_fds]
+    other_filename = None if _CHDIR_ONLY else cwd
+
+    started = spawn_child(
+        argv,
+        candidates,
+        envp,
+        cwd_bytes,
+        stdin_code,
+        stdout_code,
+        stderr_code,
+        bool(close_fds),
+        fds,
+        bool(options.get("restore_signals", True)),
+        bool(options.get("start_new_session", False)),
+        -1 if process_group is None else process_group,
+        (executable, cwd, other_filename),
+    )
+    if started is None:
+        return None
+    pid, stdin_w, stdout_r, stderr_r = started
+    proc = _POPEN.__new__(_POPEN)
+    proc.args = original_args
+    proc.stdin = None if stdin_w < 0 else io.open(stdin_w, "wb", 0)
+    proc.stdout = None if stdout_r < 0 else io.open(stdout_r, "rb", 0)
+    proc.stderr = None if stderr_r < 0 else io.open(stderr_r, "rb", 0)
+    proc.pid = pid
+    proc.returncode = None
+    proc.encoding = None
+    proc.errors = None
+    proc.pipesize = -1
+    proc.text_mode = False
+    proc._waitpid_lock = threading.Lock()
+    proc._input = None
+    proc._communication_started = False
+    proc._sigint_wait_secs = 0.25
+    proc._closed_child_pipe_fds = True
+    proc._child_created = True
+    return proc
+
+
+__all__ = ["spawn"]

@@ -1,0 +1,290 @@
+"""Spawning: a child started by the loop is set up, and fails, exactly as ``subprocess.Popen``
+sets it up and fails (ferroloop starts it with ``posix_spawn`` in Rust, asyncio with ``Popen``).
+
+Every case runs the same call twice: through ``subprocess.Popen`` directly (the reference) and
+through ``asyncio.create_subprocess_exec/_shell`` on the loop under test, and compares what the
+child saw (argv, cwd, environment, descriptors, session, signals) or the exception raised.
+Runs on ferroloop and on stock asyncio (``FERROLOOP_TEST_LOOP=asyncio``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+PY = sys.executable
+
+PROBE = r"""
+import json, os, stat, sys
+parent_pipes = [int(x) for x in os.environ.get('FERRO_PIPES', '').split()]
+def is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+fds = [fd for fd in range(256) if is_open(fd)]
+def ident(fd):
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    if stat.S_ISFIFO(st.st_mode):
+        return 'a new pipe' if st.st_ino not in parent_pipes else [st.st_dev, st.st_ino]
+    return [st.st_dev, st.st_ino]
+pid = os.getpid()
+print(json.dumps({
+    'argv': sys.argv[1:], 'cwd': os.getcwd(), 'x': os.environ.get('FERRO_X'),
+    'path': os.environ.get('PATH'), 'fds': fds,
+    'std': [ident(0), ident(1), ident(2)],
+    'leader': os.getsid(0) == pid, 'group_leader': os.getpgid(0) == pid,
+}))
+"""
+
+
+def reference(args, **kwargs) -> dict:
+    """What the child sees when ``subprocess.Popen`` starts it."""
+    with subprocess.Popen(args, stdout=kwargs.pop("stdout", subprocess.PIPE), **kwargs) as proc:
+        out, _ = proc.communicate()
+    return json.loads(out)
+
+
+def through_loop(loop, args, shell=False, **kwargs) -> dict:
+    """What the child sees when the loop starts it."""
+    stdout = kwargs.pop("stdout", subprocess.PIPE)
+
+    async def main():
+        if shell:
+            proc = await asyncio.create_subprocess_shell(args, stdout=stdout, **kwargs)
+        else:
+            proc = await asyncio.create_subprocess_exec(*args, stdout=stdout, **kwargs)
+        out, _ = await proc.communicate()
+        return out
+
+    return json.loads(loop.run_until_complete(main()))
+
+
+def outcome_of(call) -> tuple:
+    """The exception a call raises, as comparable values."""
+    try:
+        result = call()
+    except Exception as exc:  # noqa: BLE001 - compared whole
+        return (
+            type(exc),
+            getattr(exc, "errno", None),
+            getattr(exc, "strerror", None),
+            getattr(exc, "filename", None),
+            str(exc),
+        )
+    return ("no exception", result)
+
+
+@pytest.fixture
+def inheritable_pipe():
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    yield read_end, write_end
+    os.close(read_end)
+    os.close(write_end)
+
+
+def test_default_setup_matches_popen(loop):
+    args = [PY, "-c", PROBE, "a b", "ü"]
+    assert through_loop(loop, args) == reference(args)
+
+
+def test_pass_fds_and_close_fds_match_popen(loop, inheritable_pipe):
+    read_end, write_end = inheritable_pipe
+    args = [PY, "-c", PROBE]
+    for kwargs in (
+        {"pass_fds": (read_end,)},
+        {"close_fds": False},
+        {"pass_fds": (read_end, write_end), "close_fds": True},
+    ):
+        seen = through_loop(loop, args, **kwargs)
+        assert seen == reference(args, **kwargs), kwargs
+    assert write_end in through_loop(loop, args, close_fds=False)["fds"]
+    assert read_end in through_loop(loop, args, pass_fds=(read_end,))["fds"]
+
+
+def test_pass_fds_without_close_fds_warns_as_popen(loop, inheritable_pipe):
+    read_end, _ = inheritable_pipe
+    args = [PY, "-c", PROBE]
+    with pytest.warns(RuntimeWarning, match="pass_fds overriding close_fds"):
+        seen = through_loop(loop, args, pass_fds=(read_end,), close_fds=False)
+    with pytest.warns(RuntimeWarning, match="pass_fds overriding close_fds"):
+        expected = reference(args, pass_fds=(read_end,), close_fds=False)
+    assert seen == expected
+
+
+def test_cwd_env_and_executable_match_popen(loop, tmp_path):
+    kwargs = {"cwd": tmp_path, "env": {"FERRO_X": "y", "PATH": "/usr/bin:/bin"}}
+    args = ["not-the-program", "-c", PROBE, "z"]
+    seen = through_loop(loop, args, executable=PY, **kwargs)
+    assert seen == reference(args, executable=PY, **kwargs)
+    assert seen["cwd"] == str(tmp_path) and seen["x"] == "y"
+    # A relative program path is looked up from cwd, as Popen's child does.
+    (tmp_path / "py").symlink_to(PY)
+    args = ["./py", "-c", PROBE]
+    assert through_loop(loop, args, cwd=str(tmp_path)) == reference(args, cwd=str(tmp_path))
+
+
+def test_path_search_uses_the_child_environment(loop, tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ferro-py").symlink_to(PY)
+    (tmp_path / "noexec").mkdir()
+    (tmp_path / "noexec" / "ferro-py").write_text("")
+    path = f"/nonexistent:{tmp_path / 'noexec'}:{tmp_path / 'bin'}"
+    args = ["ferro-py", "-c", PROBE]
+    seen = through_loop(loop, args, env={"PATH": path})
+    assert seen == reference(args, env={"PATH": path})
+    assert seen["path"] == path
+
+
+def test_shell_with_executable_matches_popen(loop):
+    command = f"{PY} -c \"$(printf '%s' \"$P\")\" shell-arg"
+    env = {**os.environ, "P": PROBE}
+    seen = through_loop(loop, command, shell=True, env=env, executable="/bin/bash")
+    assert seen == reference(command, shell=True, env=env, executable="/bin/bash")
+
+
+def test_redirections_match_popen(loop, tmp_path):
+    args = [PY, "-c", PROBE]
+    with open(tmp_path / "in", "wb+") as file_in:
+        for kwargs in (
+            {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT},
+            {"stdin": file_in, "stderr": subprocess.DEVNULL},
+            {"stdin": file_in.fileno(), "stderr": subprocess.PIPE},
+            # The child's stderr from the parent's fd 0, which the stdin pipe replaces in the
+            # child first: Popen copies it out of the way.
+            {"stdin": subprocess.PIPE, "stderr": 0},
+            {"stdin": 2, "stderr": 1},
+        ):
+            seen = through_loop(loop, args, **kwargs)
+            assert seen == reference(args, **kwargs), kwargs
+    # Identities of the parent's descriptors the child was given.
+    seen = through_loop(loop, args, stdin=subprocess.PIPE, stderr=0)
+    parent_zero = os.fstat(0)
+    assert seen["std"][2] == [parent_zero.st_dev, parent_zero.st_ino]
+
+
+def test_session_group_and_signals_match_popen(loop):
+    args = [PY, "-c", PROBE]
+    for kwargs in ({"start_new_session": True}, {"process_group": 0}):
+        seen = through_loop(loop, args, **kwargs)
+        assert seen == reference(args, **kwargs), kwargs
+        assert seen["group_leader"]
+    assert through_loop(loop, args, start_new_session=True)["leader"]
+    assert not through_loop(loop, args)["leader"]
+    # Signal dispositions, seen by a program that does not change them (Python ignores
+    # SIGPIPE itself at start-up).
+    status = ["cat", "/proc/self/status"]
+    for restore in (True, False):
+        seen = through_loop_raw(loop, status, restore_signals=restore)
+        expected = subprocess.run(status, restore_signals=restore, capture_output=True).stdout
+        assert ignored_signals(seen) == ignored_signals(expected)
+    sigpipe = 1 << (signal.SIGPIPE - 1)
+    assert ignored_signals(through_loop_raw(loop, status, restore_signals=True)) & sigpipe == 0
+    assert ignored_signals(through_loop_raw(loop, status, restore_signals=False)) & sigpipe
+
+
+def ignored_signals(status: bytes) -> int:
+    line = next(x for x in status.splitlines() if x.startswith(b"SigIgn:"))
+    return int(line.split()[1], 16)
+
+
+def through_loop_raw(loop, args, **kwargs) -> bytes:
+    async def main():
+        proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, **kwargs)
+        out, _ = await proc.communicate()
+        return out
+
+    return loop.run_until_complete(main())
+
+
+def _error_cases(tmp_path) -> dict:
+    script = tmp_path / "no-shebang"
+    script.write_bytes(b"\x00\x01binary")
+    script.chmod(0o755)
+    plain = tmp_path / "plain-file"
+    plain.write_text("")
+    return {
+        "missing absolute": (["/nonexistent/ferro-prog"], {}),
+        "missing in PATH": (["ferro-no-such-prog"], {}),
+        "missing in env PATH": (["ferro-no-such-prog"], {"env": {"PATH": str(tmp_path)}}),
+        "not executable": ([str(plain)], {}),
+        "a directory": ([str(tmp_path)], {}),
+        "through a file": ([f"{plain}/x"], {}),
+        "exec format": ([str(script)], {}),
+        "missing cwd": ([PY, "-c", "pass"], {"cwd": str(tmp_path / "gone")}),
+        "cwd is a file": ([PY, "-c", "pass"], {"cwd": str(plain)}),
+        "cwd and program missing": (["/nonexistent/p"], {"cwd": str(tmp_path / "gone")}),
+        "bad stdin fd": ([PY, "-c", "pass"], {"stdin": 987654}),
+        "bad pass_fds": ([PY, "-c", "pass"], {"pass_fds": (987654,)}),
+        "= in env name": ([PY, "-c", "pass"], {"env": {"A=B": "c"}}),
+        "NUL in argument": ([PY, "-c", "pass\0"], {}),
+        "NUL in env": ([PY, "-c", "pass"], {"env": {"A": "b\0"}}),
+        "int argument": ([PY, "-c", 5], {}),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing absolute",
+        "missing in PATH",
+        "missing in env PATH",
+        "not executable",
+        "a directory",
+        "through a file",
+        "exec format",
+        "missing cwd",
+        "cwd is a file",
+        "cwd and program missing",
+        "bad stdin fd",
+        "bad pass_fds",
+        "= in env name",
+        "NUL in argument",
+        "NUL in env",
+        "int argument",
+    ],
+)
+def test_spawn_errors_match_popen(loop, tmp_path, case):
+    args, kwargs = _error_cases(tmp_path)[case]
+
+    def with_popen():
+        subprocess.Popen(args, stdout=subprocess.DEVNULL, **kwargs).wait()
+
+    async def spawn():
+        proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.DEVNULL, **kwargs)
+        await proc.wait()
+
+    expected = outcome_of(with_popen)
+    seen = outcome_of(lambda: loop.run_until_complete(spawn()))
+    assert seen == expected
+    assert expected[0] is not str  # every case fails
+
+
+def test_popen_object_in_extra_info_works(loop):
+    async def main():
+        transport, _ = await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, PY, "-c", "import time; time.sleep(30)"
+        )
+        proc = transport.get_extra_info("subprocess")
+        facts = [isinstance(proc, subprocess.Popen), proc.pid == transport.get_pid()]
+        facts.append(proc.poll())
+        proc.kill()
+        facts.append(proc.wait())
+        facts.append(repr(proc).startswith("<Popen: returncode: -9"))
+        transport.close()
+        # Reaped by proc.wait(): ferroloop reports Popen's returncode, asyncio's watcher 255.
+        facts.append(await transport._wait() in (-9, 255))
+        return facts
+
+    assert loop.run_until_complete(main()) == [True, True, None, -9, True, True]
