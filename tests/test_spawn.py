@@ -148,7 +148,7 @@ def test_path_search_uses_the_child_environment(loop, tmp_path):
 
 
 def test_shell_with_executable_matches_popen(loop):
-    command = f"{PY} -c \"$(printf '%s' \"$P\")\" shell-arg"
+    command = f'{PY} -c "$(printf \'%s\' "$P")" shell-arg'
     env = {**os.environ, "P": PROBE}
     seen = through_loop(loop, command, shell=True, env=env, executable="/bin/bash")
     assert seen == reference(command, shell=True, env=env, executable="/bin/bash")

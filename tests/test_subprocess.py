@@ -721,3 +721,64 @@ def test_spawn_cancelled_while_connecting_pipes(loop, failing):
     loop.run_until_complete(asyncio.sleep(0.05))
     assert no_zombie_left()
     assert open_fds() - baseline == set()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="no child watchers from 3.13 on")
+def test_fast_child_watcher_on_the_policy_reaps_the_loops_children(loop, caplog):
+    """A FastChildWatcher set on the policy collects every child with waitpid(-1): the loop
+    registers its children with it (as asyncio's loop does) and gets their real returncodes.
+    (Before it did, the loop's pidfd reap usually won the race, the kernel waking pidfd
+    waiters before it sends SIGCHLD; this checks the results, not which side reaped.)"""
+    import logging
+    import warnings
+    from asyncio import unix_events
+
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = unix_events.FastChildWatcher()
+        watcher.attach_loop(loop)
+        policy.set_child_watcher(watcher)
+
+    async def main():
+        codes = []
+        # A child the loop did not start exits first; while the loop thread is busy, the
+        # loop's child exits too: the watcher's SIGCHLD handler runs first and collects both
+        # with waitpid(-1). A pidfd reap of the loop's child would then find nothing (255).
+        other = subprocess.Popen([PY, "-c", "pass"])
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "import time; time.sleep(0.3); raise SystemExit(5)"
+        )
+        time.sleep(1.0)
+        codes.append(await proc.wait())
+        other.wait()
+        for code in (0, 7):
+            proc = await asyncio.create_subprocess_exec(PY, "-c", f"raise SystemExit({code})")
+            codes.append(await proc.wait())
+        proc = await asyncio.create_subprocess_exec(
+            PY,
+            "-c",
+            "import sys; sys.stdout.write(sys.stdin.read())",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        out, _ = await proc.communicate(b"through")
+        codes.append(out)
+        proc = await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(30)")
+        proc.kill()
+        codes.append(await proc.wait())
+        return codes
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            codes = loop.run_until_complete(main())
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            policy.set_child_watcher(None)
+            watcher.attach_loop(None)
+            watcher.close()
+    assert codes == [5, 0, 7, b"through", -signal.SIGKILL]
+    lost = [r.getMessage() for r in caplog.records if "Unknown child process" in r.getMessage()]
+    assert lost == []
+    assert no_zombie_left()

@@ -18,7 +18,6 @@ patching it expects it called), or a C library without
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -103,7 +102,7 @@ def spawn(
     env = options.get("env")
     process_group = options.get("process_group")
     if pass_fds and not close_fds:
-        warnings.warn("pass_fds overriding close_fds.", RuntimeWarning)
+        warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=1)
         close_fds = True
 
     original_args = args
@@ -161,9 +160,9 @@ def spawn(
     pid, stdin_w, stdout_r, stderr_r = started
     proc = _POPEN.__new__(_POPEN)
     proc.args = original_args
-    proc.stdin = None if stdin_w < 0 else io.open(stdin_w, "wb", 0)
-    proc.stdout = None if stdout_r < 0 else io.open(stdout_r, "rb", 0)
-    proc.stderr = None if stderr_r < 0 else io.open(stderr_r, "rb", 0)
+    proc.stdin = None if stdin_w < 0 else open(stdin_w, "wb", 0)
+    proc.stdout = None if stdout_r < 0 else open(stdout_r, "rb", 0)
+    proc.stderr = None if stderr_r < 0 else open(stderr_r, "rb", 0)
     proc.pid = pid
     proc.returncode = None
     proc.encoding = None

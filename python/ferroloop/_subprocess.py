@@ -64,6 +64,35 @@ _CLOSE_IGNORES_PERMISSION = sys.version_info >= (3, 13)
 _STD_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
+def _selective_watchers() -> tuple:
+    """asyncio's child watchers that wait only for the pids they are given (3.11, 3.12)."""
+    from asyncio import unix_events
+
+    names = ("ThreadedChildWatcher", "PidfdChildWatcher", "SafeChildWatcher")
+    return tuple(getattr(unix_events, name) for name in (*names, "MultiLoopChildWatcher"))
+
+
+#: None on 3.13+, where asyncio has no child watchers any more.
+_SELECTIVE_WATCHERS = _selective_watchers() if sys.version_info < (3, 13) else None
+
+
+def _policy_reaper() -> Any:
+    """The policy's child watcher if it reaps children it was not given, else None.
+
+    A ``FastChildWatcher`` (or any custom watcher) set on the policy with
+    ``set_child_watcher`` collects every child with ``waitpid(-1)``, the loop's own ones
+    included, so a child of the loop is then registered with it, as asyncio's loop registers
+    every child with the policy's watcher (3.11, 3.12). The watchers that wait only for their
+    own pids (threaded, pidfd, safe, multi-loop) leave the loop's pidfd alone, and are not used.
+    """
+    if _SELECTIVE_WATCHERS is None:
+        return None
+    watcher = getattr(asyncio.get_event_loop_policy(), "_watcher", None)
+    if watcher is None or isinstance(watcher, _SELECTIVE_WATCHERS):
+        return None
+    return watcher
+
+
 def _describe_redirect(value: Any) -> str:
     """How a ``stdin``/``stdout``/``stderr`` argument reads in the debug log."""
     if value == subprocess.PIPE:
@@ -148,8 +177,21 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         for fd, value in enumerate((stdin, stdout, stderr)):
             if value == subprocess.PIPE:
                 self._pipes[fd] = None
+        reaper = _policy_reaper()
+        if reaper is None:
+            self._start_child(args, shell, stdin, stdout, stderr, bufsize, popen_kwargs)
+            self._watch_exit(None)
+        else:
+            with reaper:
+                self._start_child(args, shell, stdin, stdout, stderr, bufsize, popen_kwargs)
+                self._watch_exit(reaper)
+
+    def _start_child(self, args, shell, stdin, stdout, stderr, bufsize, popen_kwargs) -> None:
+        """Starts the child: natively, or through ``subprocess.Popen`` when only it can."""
         try:
-            self._proc = None if _FORCE_POPEN else spawn(args, shell, stdin, stdout, stderr, popen_kwargs)
+            self._proc = None
+            if not _FORCE_POPEN:
+                self._proc = spawn(args, shell, stdin, stdout, stderr, popen_kwargs)
             if self._proc is None:
                 self._proc = subprocess.Popen(
                     args,
@@ -166,22 +208,26 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             raise
         self._pid = self._proc.pid
         self._extra["subprocess"] = self._proc
-        if loop.get_debug():
+        if self._loop.get_debug():
             program = args if isinstance(args, (bytes, str)) else args[0]
             logger.debug("process %r created: pid %s", program, self._pid)
-        self._watch_exit()
 
     # ------------------------------------------------------------------ exit watching
 
-    def _watch_exit(self) -> None:
-        """Starts watching the child: its pidfd as a reader, or a waiter thread."""
+    def _watch_exit(self, reaper: Any) -> None:
+        """Starts watching the child: its pidfd as a reader, a waiter thread, or the policy's
+        child watcher (``reaper``, see ``_policy_reaper``)."""
         try:
             watch = ChildWatch(self._pid, not _FORCE_THREADS)
         except BaseException:
             self.close()
             raise
         self._watch = watch
-        if watch.uses_pidfd:
+        if reaper is not None:
+            # The watcher reaps the child; the watch (its pidfd not watched) only signals it,
+            # and is closed once the exit has been reported.
+            reaper.add_child_handler(self._pid, self._reaper_reported)
+        elif watch.uses_pidfd:
             self._loop._add_reader(watch.fileno, self._on_pidfd_readable)
         else:
             thread = threading.Thread(
@@ -191,6 +237,13 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 daemon=True,
             )
             thread.start()
+
+    def _reaper_reported(self, pid: int, returncode: int) -> None:
+        """The policy's child watcher reaped the child (from its SIGCHLD handler or thread)."""
+        if _EXIT_TWO_HOPS:
+            self._loop.call_soon_threadsafe(self._loop.call_soon, self._process_exited, returncode)
+        else:
+            self._loop.call_soon_threadsafe(self._process_exited, returncode)
 
     def _on_pidfd_readable(self) -> None:
         """The pidfd turned readable: the child exited; reap it."""
@@ -292,6 +345,8 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         if self._loop.get_debug():
             logger.info("%r exited with return code %r", self, returncode)
         self._returncode = returncode
+        if self._watch is not None:
+            self._watch.close()
         if self._proc.returncode is None:
             # Popen would otherwise warn that the process still runs, and try to reap it.
             self._proc.returncode = returncode
@@ -516,6 +571,11 @@ class SubprocessAPI:
                 if stderr is not None:
                     info.append(f"stderr={_describe_redirect(stderr)}")
             logger.debug(" ".join(info))
+        reaper = _policy_reaper()
+        if reaper is not None and not reaper.is_active():
+            raise RuntimeError(
+                "asyncio.get_child_watcher() is not activated, subprocess support is not installed."
+            )
         transport = SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs
         )

@@ -614,12 +614,10 @@ ISSUE_4_MODULES = (
         "test_subprocess",
         "asyncio.subprocess (create_subprocess_exec/shell, Process, communicate, "
         "cancellation, kill, stdin flow control) on the loop's subprocess_exec; the "
-        "watcher-parameterised classes run as they are (ferroloop ignores child watchers)",
+        "watcher-parameterised classes run as they are (ferroloop registers its children with "
+        "a policy watcher that reaps every child, FastChildWatcher, and ignores the others)",
         excluded_classes={
             "SubprocessTransportTests": "asyncio's BaseSubprocessTransport with a mock loop",
-            "SubprocessFastWatcherTests": "FastChildWatcher reaps every child "
-            "(waitpid(-1)), the loop's own children included: only asyncio's loop "
-            "hands its children to it",
             "GenericWatcherTests": _CHILD_WATCHERS,
             "MultiLoopChildWatcherTests": _CHILD_WATCHERS,
         },
