@@ -1,7 +1,7 @@
-"""ferroloop with its children started by ``subprocess.Popen`` (the spawn before the native
-``posix_spawn`` path): the "before" of the spawn comparison in ``bench/RESULTS.md``.
+"""ferroloop with its children started by ``subprocess.Popen``: the spawn before ``posix_spawn``.
 
-Use as a loop spec: ``--loops ferroloop-popen=ferroloop_popen:new_event_loop``.
+The "before" of the spawn comparison in ``bench/RESULTS.md``; use as a loop spec:
+``--loops ferroloop-popen=ferroloop_popen:new_event_loop``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,6 @@ from ferroloop import _subprocess
 
 
 def new_event_loop():
-    """A ferroloop loop; every child of the process is then started by ``subprocess.Popen``."""
+    """Return a ferroloop loop; every child of the process is then started by ``Popen``."""
     _subprocess._FORCE_POPEN = True
     return ferroloop.new_event_loop()

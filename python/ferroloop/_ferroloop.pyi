@@ -24,6 +24,7 @@ __all__ = [
     "accept_connection",
     "remove_socket_file",
     "socket_file_inode",
+    "spawn_child",
 ]
 
 _Ts = TypeVarTuple("_Ts")
@@ -346,5 +347,20 @@ class ChildWatch:
     def send_signal(self, sig: int) -> None: ...
     def close(self) -> None: ...
 
+def spawn_child(
+    argv: list[bytes],
+    executables: list[bytes],
+    envp: list[bytes] | None,
+    cwd: bytes | None,
+    stdin: int | None,
+    stdout: int | None,
+    stderr: int | None,
+    close_fds: bool,
+    pass_fds: list[int],
+    restore_signals: bool,
+    start_new_session: bool,
+    process_group: int,
+    filenames: tuple[object, object, object],
+) -> tuple[int, int, int, int] | None: ...
 def socket_file_inode(path: bytes) -> int | None: ...
 def remove_socket_file(path: bytes, inode: int) -> bool: ...
