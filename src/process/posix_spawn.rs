@@ -113,7 +113,9 @@ fn add_close_from() -> Option<AddCloseFrom> {
 }
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// Fails with `Stage::Setup` if a `posix_spawn_*` set-up call returned an error.
@@ -369,7 +371,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
                 &plan.actions,
                 &plan.attr,
                 argv.as_ptr(),
-                envp as *const *mut libc::c_char,
+                envp,
             )
         };
         if rc == 0 {
@@ -441,10 +443,7 @@ mod tests {
         let cwd = c"/nonexistent-dir";
         let mut req = request(&argv, &exes);
         req.cwd = Some(cwd);
-        assert_eq!(
-            spawn(&req),
-            Err(SpawnError::Os(libc::ENOENT, Stage::Chdir))
-        );
+        assert_eq!(spawn(&req), Err(SpawnError::Os(libc::ENOENT, Stage::Chdir)));
     }
 
     #[test]
@@ -453,9 +452,6 @@ mod tests {
         let exes = [c"/bin/true".to_owned()];
         let mut req = request(&argv, &exes);
         req.stdio[0] = Stdio::Fd(987_654);
-        assert_eq!(
-            spawn(&req),
-            Err(SpawnError::Os(libc::EBADF, Stage::Setup))
-        );
+        assert_eq!(spawn(&req), Err(SpawnError::Os(libc::EBADF, Stage::Setup)));
     }
 }
