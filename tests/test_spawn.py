@@ -286,3 +286,39 @@ def test_popen_object_in_extra_info_works(loop):
         return facts
 
     assert loop.run_until_complete(main()) == [True, True, None, True, -9]
+
+
+@pytest.mark.ferroloop_only
+def test_native_spawn_is_used_unless_only_popen_can(loop, monkeypatch, tmp_path):
+    """posix_spawn starts the child by default; preexec_fn, umask, user and a replaced
+    subprocess.Popen go through Popen (and still work)."""
+    from ferroloop import _spawn
+
+    native_calls = []
+    real_spawn_child = _spawn.spawn_child
+
+    def counting(*args):
+        native_calls.append(args[0])
+        return real_spawn_child(*args)
+
+    monkeypatch.setattr(_spawn, "spawn_child", counting)
+
+    async def run(**kwargs):
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "import os; print(oct(os.umask(0)))", stdout=subprocess.PIPE, **kwargs
+        )
+        out, _ = await proc.communicate()
+        return out.strip()
+
+    async def main():
+        results = [await run()]
+        counts = [len(native_calls)]
+        results.append(await run(umask=0o027))
+        results.append(await run(preexec_fn=lambda: os.umask(0o077)))
+        results.append(await run(user=os.getuid()))
+        counts.append(len(native_calls))
+        return results, counts
+
+    results, counts = loop.run_until_complete(main())
+    assert counts == [1, 1]
+    assert results[1:3] == [b"0o27", b"0o77"]
