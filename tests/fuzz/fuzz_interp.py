@@ -12,12 +12,13 @@ Determinism by construction, not by a weaker comparison:
   own, allocated at run time (``Run.alloc``), and fires 5 % into it: no two deadlines are ever
   equal or close. Timers in the past get distinct past deadlines.
 * Everything a timer starts (callback chains, task steps, a callback a thread sends while the
-  loop sleeps) finishes within the first fraction of its slot. Each event records its slot. An
-  event seen late in its slot (``GUARD``), or in a slot where no timer fires, means the machine
-  stalled the program long enough for wall-clock time to decide an order: the run is marked
-  ``disturbed`` and the caller runs it again; a disturbed run is never compared. (A stall that
-  ends early in a later timer's slot is not seen this way: the caller reports a difference
-  only when it repeats, identically, on rerun.)
+  loop sleeps) finishes within the first fraction of its slot. Each slot also gets a marker
+  timer that fires first and names the slot (``cur``); each event records it. An event the
+  wall clock puts in another slot than the current one (a chain still running when the next
+  slot began) or late in its slot (``GUARD``) means the machine stalled the program long
+  enough for wall-clock time to decide an order: the run is marked ``disturbed`` and the
+  caller runs it again; a disturbed run is never compared. (The caller also reports a
+  difference only when it repeats, identically, on rerun.)
 * Socket pairs and their transports run in I/O steps, slots of their own where no callback
   chain runs: asyncio leaves unspecified in which loop iteration readiness is noticed
   (ferroloop polls every second iteration while callbacks keep it busy), so I/O events are kept
@@ -140,20 +141,31 @@ class Run:
         self.t0 = 0.0
         self.steps = 0
         self.lateness = 0.0
+        self.cur = 0
         self.timers = 0
 
     # ----------------------------------------------------------------- time and recording
 
     def bucket(self):
-        """The slot of now; marks the run disturbed late in a slot, or in a slot no timer has."""
+        """The current slot; marks the run disturbed if the clock says otherwise.
+
+        ``cur`` is set by each slot's marker timer (``alloc``), which fires before anything
+        else in the slot: an event the wall clock puts in another slot than ``cur`` (a chain
+        of callbacks still running when the next slot began), or late in its slot, means the
+        machine stalled the run long enough for time to decide the order.
+        """
         if self.final:
             return "final"
         t = (self.loop.time() - self.t0) / SLOT
         slot = int(t)
         self.lateness = max(self.lateness, t - slot)
-        if t - slot >= GUARD or (slot and slot not in self.used_slots):
+        if t - slot >= GUARD or slot != self.cur:
             self.disturbed = True
-        return slot
+        return self.cur
+
+    def mark(self, slot: int) -> None:
+        """A slot's marker: from now on, events belong to ``slot``."""
+        self.cur = slot
 
     def ev(self, *event) -> None:
         self.steps += 1
@@ -168,16 +180,15 @@ class Run:
             return
         events.append((self.bucket(), kind, *rest))
 
-    def now_slot(self) -> int:
-        return int((self.loop.time() - self.t0) / SLOT)
-
     def alloc(self, offset: int) -> int:
-        """A slot of its own, ``offset`` (>= 1) slots from now or later."""
-        slot = self.now_slot() + max(1, offset)
+        """A slot of its own, ``offset`` (>= 1) slots after the current one or later, with
+        its marker timer (2 % into the slot, before the slot's own timer at 5 %)."""
+        slot = self.cur + max(1, offset)
         while slot in self.used_slots:
             slot += 1
         self.used_slots.add(slot)
         self.max_slot = max(self.max_slot, slot)
+        self.loop.call_at(self.t0 + (slot + 0.02) * SLOT, self.mark, slot)
         return slot
 
     def deadline(self, slot: int) -> float:
@@ -210,7 +221,8 @@ class Run:
         if self.finished and not self.final:
             return
         exc = context.get("exception")
-        self.ev("handler", norm(context.get("message", "")), exc and exc_info(exc))
+        keys = sorted(context)
+        self.ev("handler", norm(context.get("message", "")), exc and exc_info(exc), keys)
 
     # ----------------------------------------------------------------- callbacks
 
@@ -315,7 +327,8 @@ class Run:
                 slot = self.timer_slot(op[2])
                 if slot is None:
                     return
-                at = self.deadline(slot)
+                # Well after the slot's marker (asyncio rounds its poll timeout up to 1 ms).
+                at = self.t0 + (slot + 0.3) * SLOT
                 body = op[1]
 
                 def later_send():
@@ -610,13 +623,20 @@ class Run:
     def check_end(self, slot: int) -> None:
         """The finisher: ends the run once no slot after its own was allocated."""
         if self.max_slot > slot:
-            later = self.alloc(self.max_slot - self.now_slot() + 1)
+            later = self.alloc(self.max_slot - self.cur + 1)
             self.loop.call_at(self.deadline(later), self.check_end, later)
             return
         self.finished = True
         self.loop.stop()
 
     def start(self) -> None:
+        """The first callback: time starts here (a stall before it shifts nothing)."""
+        loop = self.loop
+        self.t0 = loop.time()
+        for offset, ops in self.prog["io"]:
+            loop.call_at(self.deadline(self.alloc(offset)), self.io_step, ops)
+        end = self.alloc(1)
+        loop.call_at(self.deadline(end), self.check_end, end)
         self.ev("main")
         for op in self.prog["main"]:
             self.sync_op(op)
@@ -624,14 +644,13 @@ class Run:
     def execute(self) -> None:
         loop = self.loop
         loop.set_exception_handler(self.handler)
-        self.t0 = loop.time()
+        loop.set_debug(self.prog.get("debug", False))
+        loop.slow_callback_duration = 10.0  # its warnings depend on the machine's speed
+        self.final = True  # the pairs are made before time starts
         for keep_open in self.prog["pairs"]:
             self.make_pair(keep_open)
+        self.final = False
         loop.call_soon(self.start)
-        for offset, ops in self.prog["io"]:
-            loop.call_at(self.deadline(self.alloc(offset)), self.io_step, ops)
-        end = self.alloc(1)
-        loop.call_at(self.deadline(end), self.check_end, end)
         restarts = 0
         while not self.finished:
             loop.run_forever()
@@ -666,7 +685,10 @@ class Run:
             if not pending:
                 break
             for task in pending:
-                task.cancel()
+                try:
+                    task.cancel()
+                except RecursionError:  # a cycle of gathers (the same on both loops)
+                    self.ev("cancel_recursion")
             self.settle(asyncio.wait(pending, timeout=10 * SLOT))
             pending = [t for t in pending if not t.done()]
         for n, fut in enumerate(self.futs):

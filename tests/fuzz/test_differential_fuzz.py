@@ -69,18 +69,26 @@ def first_difference(left: tuple, right: tuple) -> str:
     return "\n".join(lines)
 
 
-def compare(program: dict) -> None:
-    """Runs ``program`` on both loops; fails on a difference that repeats."""
-    import ferroloop
+def compare(program: dict, factory=None) -> None:
+    """Runs ``program`` on stock asyncio and on ``factory``'s loops (ferroloop's by default);
+    fails on a difference that repeats."""
+    if factory is None:
+        import ferroloop
 
+        factory = ferroloop.new_event_loop
     STATS["programs"] += 1
     seen = []
     for _attempt in range(ATTEMPTS):
         stock = fuzz_interp.run_program(asyncio.new_event_loop, program)
-        ours = fuzz_interp.run_program(ferroloop.new_event_loop, program)
+        ours = fuzz_interp.run_program(factory, program)
         STATS["steps"] += stock.steps + ours.steps
         if stock.disturbed or ours.disturbed:
             STATS["disturbed"] += 1
+            if LOG:
+                with open(LOG, "a") as log:
+                    print(f"disturbed: asyncio {stock.disturbed} {stock.lateness:.2f} "
+                          f"ferroloop {ours.disturbed} {ours.lateness:.2f} "
+                          f"events {len(stock.trace)}", file=log)
             continue
         if stock.result() == ours.result():
             STATS["compared"] += 1
@@ -119,6 +127,29 @@ def compare(program: dict) -> None:
 @given(fuzz_program.programs)
 def test_asyncio_and_ferroloop_traces_match(program):
     compare(program)
+
+
+class PlantedBugLoop(asyncio.SelectorEventLoop):
+    """Stock asyncio with one planted difference: remove_reader always says it removed one."""
+
+    def remove_reader(self, fd):
+        super().remove_reader(fd)
+        return True
+
+
+def test_the_comparison_catches_a_planted_difference():
+    """The fuzzer's comparison is not vacuous: a loop that differs in one return value fails."""
+    program = {
+        "main": [("soon", 0)],
+        "bodies": [[("fut",), ("set_result", 0, 1)]],
+        "coros": [[]],
+        "pairs": [False],
+        "io": [(1, [("rm_reader", 0), ("peer_send", 0, 1)])],
+        "debug": False,
+    }
+    compare(program, asyncio.new_event_loop)  # stock against itself: identical
+    with pytest.raises(pytest.fail.Exception, match="rm_reader', True"):
+        compare(program, PlantedBugLoop)
 
 
 def teardown_module(module) -> None:
