@@ -101,6 +101,24 @@ class Proto(asyncio.Protocol):
 
     def data_received(self, data):
         self.run.cev(self.pair, "data", bytes(data))
+        react = self.run.pairs[self.pair]["react"]
+        if react is None:
+            return
+        transport = self.run.pairs[self.pair]["transport"]
+        try:
+            if react == "echo":
+                transport.write(bytes(data))
+            elif react == "close":
+                transport.close()
+            elif react == "pause":
+                transport.pause_reading()
+            elif react == "write_eof":
+                transport.write_eof()
+            elif react == "abort":
+                transport.abort()
+            self.run.cev(self.pair, "reacted", react, transport.is_closing())
+        except Exception as exc:
+            self.run.cev(self.pair, "react_raised", react, exc_info(exc))
 
     def eof_received(self):
         keep = self.run.pairs[self.pair]["keep_open"]
@@ -470,7 +488,7 @@ class Run:
             except (Exception, asyncio.CancelledError) as exc:
                 self.ev("io_raised", op[0], exc_info(exc))
 
-    def make_pair(self, keep_open: bool) -> None:
+    def make_pair(self, keep_open: bool, react: str | None) -> None:
         a, b = socket.socketpair()
         a.setblocking(False)
         b.setblocking(False)
@@ -483,6 +501,7 @@ class Run:
                 reader=False,
                 writer=False,
                 keep_open=keep_open,
+                react=react,
                 peer_open=True,
             )
         )
@@ -647,8 +666,8 @@ class Run:
         loop.set_debug(self.prog.get("debug", False))
         loop.slow_callback_duration = 10.0  # its warnings depend on the machine's speed
         self.final = True  # the pairs are made before time starts
-        for keep_open in self.prog["pairs"]:
-            self.make_pair(keep_open)
+        for keep_open, react in self.prog["pairs"]:
+            self.make_pair(keep_open, react)
         self.final = False
         loop.call_soon(self.start)
         restarts = 0

@@ -4,7 +4,8 @@ A program is plain data (so a failing one prints as a literal that a regression 
 paste): ``main``, the synchronous operations run first; ``bodies``, the synchronous callbacks
 that operations schedule by index; ``coros``, the coroutine bodies of tasks (asynchronous
 operations plus any synchronous one); ``pairs``, the socket pairs made at the start
-(each one's flag: what ``eof_received`` returns); ``io``, the socket I/O steps, each ``(slot
+(each one's ``(what eof_received returns, what data_received does to the
+transport)``); ``io``, the socket I/O steps, each ``(slot
 offset, operations)``; ``debug``, the loop's debug mode. Indices wrap around (``index % len``), so every reference is valid whatever
 the program made before it.
 """
@@ -106,7 +107,13 @@ programs = st.fixed_dictionaries(
         "main": st.lists(sync_op, max_size=6),
         "bodies": st.lists(st.lists(sync_op, max_size=4), min_size=1, max_size=MAX_BODIES),
         "coros": st.lists(st.lists(async_op, max_size=4), min_size=1, max_size=MAX_COROS),
-        "pairs": st.lists(st.booleans(), max_size=2),
+        "pairs": st.lists(
+            st.tuples(
+                st.booleans(),
+                st.sampled_from([None, "echo", "close", "pause", "write_eof", "abort"]),
+            ),
+            max_size=2,
+        ),
         "debug": st.booleans(),
         "io": st.lists(st.tuples(st.integers(1, 4), st.lists(io_op, max_size=6)), max_size=3),
     }

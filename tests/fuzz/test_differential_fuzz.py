@@ -143,7 +143,7 @@ def test_the_comparison_catches_a_planted_difference():
         "main": [("soon", 0)],
         "bodies": [[("fut",), ("set_result", 0, 1)]],
         "coros": [[]],
-        "pairs": [False],
+        "pairs": [(False, None)],
         "io": [(1, [("rm_reader", 0), ("peer_send", 0, 1)])],
         "debug": False,
     }
