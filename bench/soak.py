@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -45,15 +46,18 @@ class EchoServer(asyncio.Protocol):
     """Echoes; closes the connection itself when the client asks (a first byte of b"C")."""
 
     def connection_made(self, transport):
+        """Keep the transport."""
         self.transport = transport
 
     def data_received(self, data):
+        """Echo, or close on request."""
         if data[:1] == b"C":
             self.transport.close()
             return
         self.transport.write(data)
 
     def eof_received(self):
+        """Close on the client's EOF."""
         return False
 
 
@@ -61,6 +65,7 @@ class Stats:
     """Counters of what the clients did."""
 
     def __init__(self) -> None:
+        """Start at zero."""
         self.connections = 0
         self.endings = {"client_close": 0, "server_close": 0, "reset": 0, "abort": 0}
         self.bytes = 0
@@ -118,6 +123,7 @@ async def keep_alive(port: int, seed: int, stats: Stats, stop: asyncio.Event) ->
 
 
 async def soak(args) -> dict:
+    """Run the whole soak and return its summary."""
     loop = asyncio.get_running_loop()
     baseline_fds = open_fds()
     server = await loop.create_server(EchoServer, "127.0.0.1", 0, backlog=4096)
@@ -150,10 +156,8 @@ async def soak(args) -> dict:
     for _ in range(args.cycles):
         sock = socket.socket()
         sock.setblocking(False)
-        try:
+        with contextlib.suppress(OSError):
             await loop.sock_connect(sock, ("127.0.0.1", port))
-        except OSError:
-            pass
         sock.close()
     after_cycles = open_fds()
     first, last = samples[min(1, len(samples) - 1)], samples[-1]
@@ -181,6 +185,7 @@ async def soak(args) -> dict:
 
 
 def main() -> int:
+    """Run the soak on the loop asked for; exit status 1 if something was left behind."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loop", default="ferroloop")
     parser.add_argument("--connections", type=int, default=5000)

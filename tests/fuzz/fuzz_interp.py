@@ -427,7 +427,9 @@ class Run:
                 order = {id(f): n for n, f in enumerate(self.futs)}
 
                 async def waited():
-                    done, pending = await asyncio.wait(items, timeout=timeout, return_when=when[op[2]])
+                    done, pending = await asyncio.wait(
+                        items, timeout=timeout, return_when=when[op[2]]
+                    )
                     return (
                         sorted(order[id(f)] for f in done),
                         sorted(order[id(f)] for f in pending),
@@ -437,7 +439,9 @@ class Run:
         elif kind == "wait_for":
             target = self.awaitable(op[1])
             if target is not None:
-                await self.guarded("wait_for", op[3], asyncio.wait_for(target, self.delay_to(op[2])))
+                await self.guarded(
+                    "wait_for", op[3], asyncio.wait_for(target, self.delay_to(op[2]))
+                )
         elif kind == "shield":
             target = self.awaitable(op[1])
             if target is not None:

@@ -3,11 +3,10 @@
 A program is plain data (so a failing one prints as a literal that a regression test can
 paste): ``main``, the synchronous operations run first; ``bodies``, the synchronous callbacks
 that operations schedule by index; ``coros``, the coroutine bodies of tasks (asynchronous
-operations plus any synchronous one); ``pairs``, the socket pairs made at the start
-(each one's ``(what eof_received returns, what data_received does to the
-transport)``); ``io``, the socket I/O steps, each ``(slot
-offset, operations)``; ``debug``, the loop's debug mode. Indices wrap around (``index % len``), so every reference is valid whatever
-the program made before it.
+operations plus any synchronous one); ``pairs``, the socket pairs made at the start, each
+``(what eof_received returns, what data_received does to the transport)``; ``io``, the socket
+I/O steps, each ``(slot offset, operations)``; ``debug``, the loop's debug mode. Indices wrap
+around (``index % len``), so every reference is valid whatever the program made before it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 ferroloop, must leave identical traces (``fuzz_interp`` says what a trace holds and how the
 programs are kept deterministic; ``fuzz_program`` how they are drawn).
 
-CI runs a bounded number of programs (``FERROLOOP_FUZZ_EXAMPLES``, default 60) from a fixed
+CI runs a bounded number of programs (``FERROLOOP_FUZZ_EXAMPLES``, default 40) from a fixed
 seed; ``scripts/fuzz.sh N`` runs N random programs. A program is compared only when neither
 run was disturbed by the machine (a stall past a slot's guard band); a difference is reported
 only when it repeats on rerun, with stock asyncio agreeing with itself. Every divergence found
@@ -20,13 +20,12 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-
 import fuzz_interp  # noqa: E402
 import fuzz_program  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 #: Programs per run (CI's bounded budget unless overridden).
-EXAMPLES = int(os.environ.get("FERROLOOP_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FERROLOOP_FUZZ_EXAMPLES", "40"))
 
 #: Random programs (scripts/fuzz.sh) instead of CI's fixed sequence.
 RANDOM = os.environ.get("FERROLOOP_FUZZ_RANDOM", "") == "1"
@@ -59,6 +58,7 @@ def first_difference(left: tuple, right: tuple) -> str:
     for key in sorted(set(left[1]) | set(right[1])):
         a, b = left[1].get(key), right[1].get(key)
         if a != b:
+
             def fmt(e):
                 return e if not isinstance(e[-1], bytes) else (*e[:-1], len(e[-1]))
 
@@ -86,9 +86,12 @@ def compare(program: dict, factory=None) -> None:
             STATS["disturbed"] += 1
             if LOG:
                 with open(LOG, "a") as log:
-                    print(f"disturbed: asyncio {stock.disturbed} {stock.lateness:.2f} "
-                          f"ferroloop {ours.disturbed} {ours.lateness:.2f} "
-                          f"events {len(stock.trace)}", file=log)
+                    print(
+                        f"disturbed: asyncio {stock.disturbed} {stock.lateness:.2f} "
+                        f"ferroloop {ours.disturbed} {ours.lateness:.2f} "
+                        f"events {len(stock.trace)}",
+                        file=log,
+                    )
             continue
         if stock.result() == ours.result():
             STATS["compared"] += 1
@@ -116,6 +119,9 @@ def compare(program: dict, factory=None) -> None:
 
 @pytest.mark.ferroloop_only
 @pytest.mark.timeout(1800)
+# Tasks a program left stuck (they caught every cancellation) are closed when collected; a
+# TaskGroup inside one then ignores GeneratorExit, as on both loops alike: not a finding.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
