@@ -72,6 +72,16 @@ def exc_info(exc: BaseException) -> tuple:
     return info
 
 
+def shown(value):
+    """A result as the trace keeps it: exceptions (gather's return_exceptions) by type and
+    message, containers item by item, anything else by repr."""
+    if isinstance(value, BaseException):
+        return exc_info(value)
+    if isinstance(value, tuple | list):
+        return tuple(shown(v) for v in value)
+    return norm(repr(value))
+
+
 def fut_state(fut: asyncio.Future) -> tuple:
     """A future's observable state (reading the exception marks it retrieved, on both loops)."""
     if not fut.done():
@@ -400,7 +410,7 @@ class Run:
             if isinstance(exc, asyncio.CancelledError) and task is not None:
                 self.ev(label, "uncancel", task.uncancel())
             return None
-        self.ev(label, "ok", repr(result) if not isinstance(result, tuple | list | set) else result)
+        self.ev(label, "ok", shown(result))
         return result
 
     async def async_op(self, op: tuple) -> None:
