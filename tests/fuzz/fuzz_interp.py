@@ -274,6 +274,9 @@ class Run:
             return ValueError(f"e{self.errors}")
         if kind == 1:
             return RuntimeError(f"r{self.errors}")
+        if kind == 3:
+            # Leaves the loop: run_forever re-raises it (the harness records it, goes on).
+            return SystemExit(f"x{self.errors}")
         return Stop(f"s{self.errors}")
 
     def sync_op(self, op: tuple) -> None:
@@ -686,7 +689,10 @@ class Run:
         loop.call_soon(self.start)
         restarts = 0
         while not self.finished:
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            except (SystemExit, KeyboardInterrupt) as exc:
+                self.ev("escaped", exc_info(exc))
             if not self.finished:
                 restarts += 1
                 self.ev("run_forever_returned")
@@ -703,6 +709,8 @@ class Run:
             try:
                 self.loop.run_until_complete(fut)
                 return
+            except (SystemExit, KeyboardInterrupt) as exc:
+                self.ev("escaped", exc_info(exc))
             except RuntimeError:
                 if fut.done():
                     raise

@@ -29,7 +29,7 @@ sync_op = st.one_of(
     st.tuples(st.just("at"), body, offset),
     st.tuples(st.just("past"), body),
     st.tuples(st.just("cancel"), idx),
-    st.tuples(st.just("raise"), st.integers(0, 2)),
+    st.tuples(st.just("raise"), st.integers(0, 3)),
     st.tuples(st.just("fut")),
     st.tuples(st.just("task"), coro),
     st.tuples(st.just("set_result"), idx, st.integers(0, 9)),
