@@ -55,6 +55,9 @@ BUDGET = 80
 #: Payload sizes of writes and sends (the large ones exceed a socket's buffer).
 SIZES = (1, 100, 5000, 70000, 300000)
 
+#: What the fuzzer did in this process (printed in pytest's terminal summary).
+STATS = {"programs": 0, "compared": 0, "disturbed": 0, "steps": 0, "retried": 0, "unstable": 0}
+
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _TASK_NAME = re.compile(r"Task-\d+")
 

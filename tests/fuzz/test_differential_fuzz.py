@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pprint
-import sys
 
 import pytest
 
@@ -36,7 +35,7 @@ LOG = os.environ.get("FERROLOOP_FUZZ_LOG", "")
 #: How often a disturbed or differing program is run again before giving up on it.
 ATTEMPTS = 6
 
-STATS = {"programs": 0, "compared": 0, "disturbed": 0, "steps": 0, "retried": 0, "unstable": 0}
+STATS = fuzz_interp.STATS
 
 
 def first_difference(left: tuple, right: tuple) -> str:
@@ -156,14 +155,3 @@ def test_the_comparison_catches_a_planted_difference():
     compare(program, asyncio.new_event_loop)  # stock against itself: identical
     with pytest.raises(pytest.fail.Exception, match="rm_reader', True"):
         compare(program, PlantedBugLoop)
-
-
-def teardown_module(module) -> None:
-    """Prints the size of the run (CI's log shows how much was fuzzed)."""
-    print(
-        f"\ndifferential fuzz: {STATS['programs']} programs, {STATS['compared']} compared "
-        f"identical, {STATS['disturbed']} runs disturbed by the machine and rerun, "
-        f"{STATS['retried']} reruns after a difference, {STATS['unstable']} given up as unstable, "
-        f"{STATS['steps']} trace events",
-        file=sys.__stdout__,
-    )
