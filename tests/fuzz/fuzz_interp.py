@@ -172,6 +172,8 @@ class Run:
         self.t0 = 0.0
         self.steps = 0
         self.lateness = 0.0
+        self.closing = False
+        self.end_future: asyncio.Future | None = None
         self.cur = 0
         self.timers = 0
 
@@ -259,6 +261,8 @@ class Run:
 
     def run_body(self, index: int, why: str) -> None:
         """A scheduled callback: runs sync body ``index``."""
+        if self.closing:
+            return
         self.ev("cb", index, why)
         if self.started >= BUDGET:
             self.ev("budget")
@@ -666,7 +670,10 @@ class Run:
             self.loop.call_at(self.deadline(later), self.check_end, later)
             return
         self.finished = True
-        self.loop.stop()
+        if self.end_future is not None:
+            self.end_future.set_result(None)
+        else:
+            self.loop.stop()
 
     def start(self) -> None:
         """The first callback: time starts here (a stall before it shifts nothing)."""
@@ -691,10 +698,17 @@ class Run:
         self.final = False
         loop.call_soon(self.start)
         restarts = 0
+        # The program's driver: run_forever (ended by stop()), or run_until_complete of a
+        # future the finisher completes (a stop() of the program's ends it early: it raises).
+        if self.prog.get("until", False):
+            self.end_future = loop.create_future()
         while not self.finished:
             try:
-                loop.run_forever()
-            except (SystemExit, KeyboardInterrupt) as exc:
+                if self.end_future is None:
+                    loop.run_forever()
+                else:
+                    loop.run_until_complete(self.end_future)
+            except (SystemExit, KeyboardInterrupt, RuntimeError) as exc:
                 self.ev("escaped", exc_info(exc))
             if not self.finished:
                 restarts += 1
@@ -753,6 +767,7 @@ class Run:
             self.settle(asyncio.sleep(0))
         self.finished = True
         self.final = False  # the handler ignores what closing reports from here on
+        self.closing = True  # callbacks still queued do nothing (no task made while closing)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 

@@ -5,7 +5,8 @@ paste): ``main``, the synchronous operations run first; ``bodies``, the synchron
 that operations schedule by index; ``coros``, the coroutine bodies of tasks (asynchronous
 operations plus any synchronous one); ``pairs``, the socket pairs made at the start, each
 ``(what eof_received returns, what data_received does to the transport)``; ``io``, the socket
-I/O steps, each ``(slot offset, operations)``; ``debug``, the loop's debug mode. Indices wrap
+I/O steps, each ``(slot offset, operations)``; ``debug``, the loop's debug mode;
+``until``, whether run_until_complete drives the loop instead of run_forever. Indices wrap
 around (``index % len``), so every reference is valid whatever the program made before it.
 """
 
@@ -114,6 +115,7 @@ programs = st.fixed_dictionaries(
             max_size=2,
         ),
         "debug": st.booleans(),
+        "until": st.booleans(),
         "io": st.lists(st.tuples(st.integers(1, 4), st.lists(io_op, max_size=6)), max_size=3),
     }
 )
