@@ -271,6 +271,13 @@ class Run:
         for op in self.prog["bodies"][index % len(self.prog["bodies"])]:
             self.sync_op(op)
 
+    def idle_body(self, index: int, slot: int) -> None:
+        """What a thread sent while the loop slept: it must arrive in its own slot (a thread
+        the machine delayed into a later slot would interleave with that slot's work)."""
+        if slot != self.cur:
+            self.disturbed = True
+        self.run_body(index, "idle")
+
     def done_cb(self, index: int, fidx: int, fut) -> None:
         self.ev("done_cb", fidx, fut_state(fut))
         self.run_body(index, "done")
@@ -371,7 +378,7 @@ class Run:
 
                 def later_send():
                     time.sleep(max(0.0, at - time.monotonic()))
-                    loop.call_soon_threadsafe(self.run_body, body, "idle")
+                    loop.call_soon_threadsafe(self.idle_body, body, slot)
 
                 thread = threading.Thread(target=later_send)
                 self.threads.append(thread)
