@@ -32,6 +32,7 @@ Determinism by construction, not by a weaker comparison:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
@@ -378,7 +379,8 @@ class Run:
 
                 def later_send():
                     time.sleep(max(0.0, at - time.monotonic()))
-                    loop.call_soon_threadsafe(self.idle_body, body, slot)
+                    with contextlib.suppress(RuntimeError):  # the run ended (loop closed)
+                        loop.call_soon_threadsafe(self.idle_body, body, slot)
 
                 thread = threading.Thread(target=later_send)
                 self.threads.append(thread)
@@ -776,6 +778,8 @@ class Run:
         self.final = False  # the handler ignores what closing reports from here on
         self.closing = True  # callbacks still queued do nothing (no task made while closing)
         loop.run_until_complete(loop.shutdown_asyncgens())
+        for thread in self.threads:
+            thread.join()
         loop.close()
 
     def result(self) -> tuple:
