@@ -70,6 +70,10 @@ def norm(text: str) -> str:
 
 def exc_info(exc: BaseException) -> tuple:
     """What a program sees of an exception: its type, message and, for a group, its members."""
+    if isinstance(exc, RecursionError):
+        # Where the limit is hit depends on how many Python frames sit under a callback:
+        # asyncio's loop is Python, ferroloop's native (README, differences): type only.
+        return ("RecursionError",)
     info: tuple = (type(exc).__name__, norm(str(exc)))
     if isinstance(exc, BaseExceptionGroup):
         info += (tuple(exc_info(e) for e in exc.exceptions),)
