@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 
 use crate::event_loop::handle::Handle;
 use crate::event_loop::LoopCore;
+use crate::interop::py_cache;
 
 impl LoopCore {
     /// Sends an exception raised by a callback to the loop's exception handler; SystemExit and
@@ -24,7 +25,15 @@ impl LoopCore {
             return Err(err);
         }
         let context = PyDict::new(py);
-        let described = handle.get().callback_source(py)?.unwrap_or_default();
+        let described = match handle.get().callback_source(py)? {
+            Some(described) => described,
+            // A callback that cancelled its own handle has released it (asyncio's cancel()
+            // clears `_callback` and `_args`): asyncio then formats the cleared pair, `None()`.
+            None => py_cache::format_callback_source(py)?
+                .bind(py)
+                .call1((py.None(), py.None()))?
+                .extract::<String>()?,
+        };
         context.set_item("message", format!("Exception in callback {described}"))?;
         // `into_value` attaches the traceback to the exception (3.11 keeps it apart), so the
         // handler logs where the callback failed.

@@ -1,0 +1,212 @@
+"""Soak under churn: many concurrent TCP connections, opened and closed continuously.
+
+One process per loop (``--loop asyncio|uvloop|ferroloop``). An echo server and its clients
+share the loop. ``--connections`` clients are kept alive at all times; each one connects, then
+does a few echo round trips of random sizes (some with the reader paused for a while, some
+writes larger than the socket buffer, so partial), and ends in one of four ways: the client
+closes, the server closes, the client resets (SO_LINGER 0), or the client aborts mid-transfer;
+a new client replaces it at once. Every ``--sample`` seconds the process's RSS and open
+descriptor count are printed; at the end every client is stopped, the server closed, and the
+script checks that no task is left and that the descriptor count is back to its baseline; then
+``--cycles`` plain connect/close cycles, after which the descriptor count must be back at the
+baseline again.
+
+Prints one JSON line per sample and a final JSON summary (``flat``: RSS and descriptors grew by
+at most ``--tolerance`` between the second sample and the last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import struct
+import sys
+import time
+
+from loops import load_loop_factory, parse_loop_spec
+
+
+def rss_kib() -> int:
+    """Resident set size of this process, KiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def open_fds() -> int:
+    """Open descriptors of this process."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+class EchoServer(asyncio.Protocol):
+    """Echoes; closes the connection itself when the client asks (a first byte of b"C")."""
+
+    def connection_made(self, transport):
+        """Keep the transport."""
+        self.transport = transport
+
+    def data_received(self, data):
+        """Echo, or close on request."""
+        if data[:1] == b"C":
+            self.transport.close()
+            return
+        self.transport.write(data)
+
+    def eof_received(self):
+        """Close on the client's EOF."""
+        return False
+
+
+class Stats:
+    """Counters of what the clients did."""
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.connections = 0
+        self.endings = {"client_close": 0, "server_close": 0, "reset": 0, "abort": 0}
+        self.bytes = 0
+        self.errors = 0
+
+
+async def client(port: int, rng: random.Random, stats: Stats) -> None:
+    """One connection's life, ending in one of the four ways."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    stats.connections += 1
+    try:
+        for _ in range(rng.randint(1, 4)):
+            size = rng.choice((10, 1000, 64 * 1024, 512 * 1024))
+            writer.write(b"x" * size)
+            if rng.random() < 0.2:
+                # A paused reader: the transport's buffer fills, the server's writes wait.
+                writer.transport.pause_reading()
+                await asyncio.sleep(rng.uniform(0.01, 0.2))
+                writer.transport.resume_reading()
+            await writer.drain()
+            got = 0
+            while got < size:
+                chunk = await reader.read(size - got)
+                if not chunk:
+                    raise ConnectionError("early EOF")
+                got += len(chunk)
+            stats.bytes += got
+            await asyncio.sleep(rng.uniform(0, 0.5))
+        ending = rng.choice(tuple(stats.endings))
+        stats.endings[ending] += 1
+        if ending == "server_close":
+            writer.write(b"C")
+            await reader.read()  # the server's EOF
+            writer.close()
+        elif ending == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        elif ending == "abort":
+            writer.write(b"y" * 256 * 1024)
+            writer.transport.abort()
+        else:
+            writer.close()
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        stats.errors += 1
+        writer.transport.abort()
+
+
+async def keep_alive(port: int, seed: int, stats: Stats, stop: asyncio.Event) -> None:
+    """One slot of the concurrent set: a client after another until stopped."""
+    rng = random.Random(seed)
+    while not stop.is_set():
+        await client(port, rng, stats)
+
+
+async def soak(args) -> dict:
+    """Run the whole soak and return its summary."""
+    loop = asyncio.get_running_loop()
+    baseline_fds = open_fds()
+    server = await loop.create_server(EchoServer, "127.0.0.1", 0, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    stats = Stats()
+    stop = asyncio.Event()
+    workers = [
+        asyncio.create_task(keep_alive(port, n, stats, stop)) for n in range(args.connections)
+    ]
+    samples = []
+    start = time.monotonic()
+    while time.monotonic() - start < args.duration:
+        await asyncio.sleep(args.sample)
+        sample = {
+            "t": round(time.monotonic() - start),
+            "rss_kib": rss_kib(),
+            "fds": open_fds(),
+            "tasks": len(asyncio.all_tasks()),
+            "connections": stats.connections,
+            "errors": stats.errors,
+        }
+        samples.append(sample)
+        print(json.dumps(sample), flush=True)
+    stop.set()
+    await asyncio.gather(*workers, return_exceptions=True)
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.2)
+    after_churn = {"fds": open_fds(), "tasks": len(asyncio.all_tasks()) - 1}
+    for _ in range(args.cycles):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        sock.close()
+    after_cycles = open_fds()
+    first, last = samples[min(1, len(samples) - 1)], samples[-1]
+
+    def within(a, b):
+        # Flat: no growth beyond the tolerance (a fall is memory given back, not a leak).
+        return b - a <= args.tolerance * max(a, 1)
+
+    return {
+        "loop": args.loop,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "connections_made": stats.connections,
+        "endings": stats.endings,
+        "errors": stats.errors,
+        "bytes_echoed": stats.bytes,
+        "rss_kib": [first["rss_kib"], last["rss_kib"]],
+        "fds": [first["fds"], last["fds"]],
+        "flat": within(first["rss_kib"], last["rss_kib"]) and within(first["fds"], last["fds"]),
+        "baseline_fds": baseline_fds,
+        "fds_after_churn": after_churn["fds"],
+        "tasks_left": after_churn["tasks"],
+        "cycles": args.cycles,
+        "fds_after_cycles": after_cycles,
+    }
+
+
+def main() -> int:
+    """Run the soak on the loop asked for; exit status 1 if something was left behind."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loop", default="ferroloop")
+    parser.add_argument("--connections", type=int, default=5000)
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds")
+    parser.add_argument("--sample", type=float, default=60.0, help="seconds between samples")
+    parser.add_argument("--cycles", type=int, default=100_000)
+    parser.add_argument("--tolerance", type=float, default=0.02)
+    args = parser.parse_args()
+    spec = parse_loop_spec(args.loop)
+    factory = load_loop_factory(spec.module, spec.factory)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        summary = runner.run(soak(args))
+    print(json.dumps(summary), flush=True)
+    ok = (
+        summary["tasks_left"] == 0
+        and summary["fds_after_churn"] == summary["baseline_fds"]
+        and summary["fds_after_cycles"] == summary["baseline_fds"]
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
