@@ -331,6 +331,12 @@ impl Poller {
         self.wake_pending.store(false, Ordering::Release);
     }
 
+    /// The loop is busy (it will not block before it looks at its queues again, after the next
+    /// `rearm_wake`): until then, `wake` has nothing to interrupt and skips its system call.
+    pub fn suppress_wake(&self) {
+        self.wake_pending.store(true, Ordering::Release);
+    }
+
     /// Empties the signal wakeup pipe into `signals`.
     fn read_signals(&self) {
         let fd = fd_of(&self.signal_read);

@@ -1,6 +1,7 @@
 //! Raw CPython entry points for the two loop methods CPython's own C code calls most:
 //! `call_soon(callback, *args, context=...)` (every Task step, every Future callback) and
-//! `get_debug()` (every Future's creation).
+//! `get_debug()` (every Future's creation), and for `call_soon_threadsafe`, which threads
+//! posting work to the loop call in tight loops.
 //!
 //! PyO3's method trampolines parse arguments generically (keyword matching, a `*args` tuple,
 //! GIL bookkeeping): about 250 of the ~550 machine instructions a `call_soon` costs. These
@@ -27,6 +28,18 @@ use crate::event_loop::LoopCore;
 
 /// The PyO3 `call_soon` method that the fast entry point replaces (its fallback).
 static CHECKED_CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The PyO3 `call_soon_threadsafe` method that the fast entry point replaces.
+static CHECKED_CALL_SOON_THREADSAFE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Which of the two scheduling methods a fast entry point implements.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Soon {
+    /// `call_soon`.
+    Plain,
+    /// `call_soon_threadsafe`: wakes the loop first, throttles the poster after.
+    Threadsafe,
+}
 
 /// Runs `body` with the GIL token, turning a panic into a Python exception (a panic must
 /// never unwind through CPython's C frames).
@@ -61,6 +74,36 @@ unsafe extern "C" fn call_soon_fast(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call (same contract).
+    unsafe { schedule_fast(Soon::Plain, slf, args, nargs, kwnames) }
+}
+
+/// `call_soon_threadsafe` by vectorcall.
+///
+/// # Safety
+/// Same contract as `call_soon_fast`.
+unsafe extern "C" fn call_soon_threadsafe_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call (same contract).
+    unsafe { schedule_fast(Soon::Threadsafe, slf, args, nargs, kwnames) }
+}
+
+/// The body of both fast entry points: the handle for `callback(*args, context=...)`, or the
+/// PyO3 method's answer for anything unusual.
+///
+/// # Safety
+/// Same contract as `call_soon_fast`.
+unsafe fn schedule_fast(
+    kind: Soon,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     // SAFETY: forwarded from CPython's call (see the function's contract).
     unsafe {
         guarded(|py| {
@@ -79,7 +122,7 @@ unsafe extern "C" fn call_soon_fast(
             let core = this.cast::<LoopCore>();
             let core = match core {
                 Ok(core) if nargs >= 1 && only_context && core.get().takes_fast_call_soon() => core,
-                _ => return checked_call_soon(py, slf, args, nargs, kwnames),
+                _ => return checked_call(kind, py, slf, args, nargs, kwnames),
             };
             let callback = Bound::from_borrowed_ptr(py, *args);
             let rest = if nargs == 1 {
@@ -93,6 +136,15 @@ unsafe extern "C" fn call_soon_fast(
             let handle = core
                 .get()
                 .schedule_soon(py, &callback, &rest, context.as_ref())?;
+            if kind == Soon::Threadsafe {
+                // Wake after queueing (see `schedule_soon_threadsafe`). The eventfd write
+                // cannot fail on an open loop but for a saturated counter, which already means
+                // a wake is pending; asyncio's self-pipe write ignores its errors too. (The
+                // handle is queued: raising here would drop `handle`, which this entry point
+                // must not do.)
+                let _ = core.get().wake_loop();
+                core.get().throttle_poster();
+            }
             Ok(handle.into_ptr())
         })
     }
@@ -102,14 +154,19 @@ unsafe extern "C" fn call_soon_fast(
 ///
 /// # Safety
 /// Same arguments as `call_soon_fast`.
-unsafe fn checked_call_soon(
+unsafe fn checked_call(
+    kind: Soon,
     py: Python<'_>,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    let method = CHECKED_CALL_SOON
+    let checked = match kind {
+        Soon::Plain => &CHECKED_CALL_SOON,
+        Soon::Threadsafe => &CHECKED_CALL_SOON_THREADSAFE,
+    };
+    let method = checked
         .get(py)
         .ok_or_else(|| PyRuntimeError::new_err("ferroloop: call_soon is not initialised"))?;
     let keywords = if kwnames.is_null() {
@@ -170,7 +227,7 @@ fn install_method(ty: &Bound<'_, PyType>, name: &CStr, def: ffi::PyMethodDef) ->
     ty.setattr(name.to_str().unwrap_or_default(), descriptor)
 }
 
-/// Installs the fast `call_soon` and `get_debug` on `LoopCore`.
+/// Installs the fast `call_soon`, `call_soon_threadsafe` and `get_debug` on `LoopCore`.
 pub fn install(ty: &Bound<'_, PyType>) -> PyResult<()> {
     let py = ty.py();
     let checked = ty.getattr("call_soon")?.unbind();
@@ -178,6 +235,24 @@ pub fn install(ty: &Bound<'_, PyType>) -> PyResult<()> {
     ty.setattr(
         "_checked_call_soon",
         CHECKED_CALL_SOON.get(py).map(|m| m.bind(py)),
+    )?;
+    let checked = ty.getattr("call_soon_threadsafe")?.unbind();
+    CHECKED_CALL_SOON_THREADSAFE.get_or_init(py, || checked);
+    ty.setattr(
+        "_checked_call_soon_threadsafe",
+        CHECKED_CALL_SOON_THREADSAFE.get(py).map(|m| m.bind(py)),
+    )?;
+    install_method(
+        ty,
+        c"call_soon_threadsafe",
+        ffi::PyMethodDef {
+            ml_name: c"call_soon_threadsafe".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_soon_threadsafe_fast,
+            },
+            ml_flags: (ffi::METH_FASTCALL | ffi::METH_KEYWORDS) as c_int,
+            ml_doc: c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` from any thread and wakes the loop.".as_ptr(),
+        },
     )?;
     install_method(
         ty,

@@ -34,6 +34,11 @@ impl LoopCore {
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
         let timeout = self.poll_timeout(py);
+        if timeout == Some(Duration::ZERO) {
+            // Busy: the next iteration looks at the queues before it can block, so posts from
+            // other threads until then need not write to the eventfd.
+            self.poller.suppress_wake();
+        }
         // With callbacks ready and no descriptor of the user's to watch, a zero-timeout poll
         // could only report our own waker: skip the syscall. Python signal handlers still run
         // (the interpreter's eval breaker inside callbacks).
@@ -97,6 +102,7 @@ impl LoopCore {
     fn run_ready(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let todo = self.queues.borrow_mut(py).ready.len();
+        self.batch_taken();
         let debug = self.is_debug();
         for _ in 0..todo {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {

@@ -12,7 +12,9 @@ use pyo3::prelude::*;
 use crate::core::clock::Clock;
 use crate::core::fd_map::FdMap;
 use crate::core::poller::Poller;
+use crate::core::post_gate::PostGate;
 use crate::core::timers::TimerQueue;
+use crate::event_loop::schedule::{POSTER_PATIENCE, POSTS_PENDING_MAX};
 use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
@@ -23,7 +25,7 @@ extern "C" {
 }
 
 /// `threading.get_ident()` of the calling thread.
-fn current_thread_ident() -> u64 {
+pub(super) fn current_thread_ident() -> u64 {
     // SAFETY: a plain query with no preconditions.
     unsafe { PyThread_get_thread_ident() as u64 }
 }
@@ -49,6 +51,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             polled_last: AtomicBool::new(false),
             running_thread: AtomicU64::new(0),
+            post_gate: PostGate::new(POSTS_PENDING_MAX, POSTER_PATIENCE),
             task_factory: GilRefCell::new(None),
             stats: LoopStats::default(),
             scratch: GilRefCell::new(Vec::new()),
@@ -115,6 +118,8 @@ impl LoopCore {
         };
         this.stopping.store(false, Ordering::Relaxed);
         this.running_thread.store(0, Ordering::Relaxed);
+        // Threads waiting for the next batch would wait for nothing now.
+        this.post_gate.next_epoch();
         // The spare `bytes` of the transports lives in this thread only while a loop runs
         // here: a loop that is never closed, or an interpreter that is finalised, keeps none.
         crate::interop::spare_bytes::release(slf.py());

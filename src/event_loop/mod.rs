@@ -46,6 +46,7 @@ use pyo3::prelude::*;
 use crate::core::clock::Clock;
 use crate::core::fd_map::FdMap;
 use crate::core::poller::{Poller, Readiness};
+use crate::core::post_gate::PostGate;
 use crate::core::timers::TimerQueue;
 use crate::event_loop::fd_watch::FdWatch;
 use crate::event_loop::handle::Handle;
@@ -96,6 +97,8 @@ pub struct LoopCore {
     polled_last: AtomicBool,
     /// `threading.get_ident()` of the thread running the loop, 0 when not running.
     running_thread: AtomicU64,
+    /// Backpressure on threads posting with `call_soon_threadsafe` (see `schedule.rs`).
+    post_gate: PostGate,
     task_factory: GilRefCell<Option<Py<PyAny>>>,
     stats: LoopStats,
     /// The buffer native receives read into (see `sock_io.rs`).

@@ -2,6 +2,13 @@
 //! callback into a handle on the ready queue or the timer heap, with asyncio's checks (an open
 //! loop; in debug mode, the loop's thread and a callable that is not a coroutine).
 //!
+//! `call_soon_threadsafe` appends to the same ready queue (the posting thread holds the GIL,
+//! which guards it), wakes the loop only if it may be blocked in its wait (one system call per
+//! batch at most, see `Poller::suppress_wake`), and applies backpressure: once
+//! `POSTS_PENDING_MAX` posts wait for the loop's next batch, a posting thread gives the GIL back
+//! until the loop takes them (`core::post_gate`), so that timers and I/O stay on time however
+//! fast other threads post.
+//!
 //! Handles are recycled: one that ran and that nobody else references goes back to a small
 //! pool (`recycle`) and is filled again by the next `make_handle`, so a steady stream of
 //! callbacks allocates no objects. New handles are kept out of the garbage collector's lists
@@ -9,6 +16,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -16,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyTuple};
 
 use crate::event_loop::handle::{Handle, HandleInit};
+use crate::event_loop::lifecycle::current_thread_ident;
 use crate::event_loop::LoopCore;
 use crate::interop::callback_check::check_callback;
 use crate::interop::errors::os_error;
@@ -23,6 +32,15 @@ use crate::interop::py_cache;
 
 /// How many spare handles the loop keeps for reuse.
 const SPARE_HANDLES_MAX: usize = 1024;
+
+/// Posts from other threads pending for the loop's next batch before a poster waits. Small
+/// enough that a batch runs in well under a millisecond and its handles come from the spare
+/// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
+pub(super) const POSTS_PENDING_MAX: usize = 512;
+
+/// The longest a posting thread waits for one batch of a loop that does not come back (it is
+/// stopping, or its thread is blocked waiting for the poster): then it posts on for a while.
+pub(super) const POSTER_PATIENCE: Duration = Duration::from_millis(50);
 
 /// A new reference to a copy of the current `contextvars.Context`.
 fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -224,9 +242,44 @@ impl LoopCore {
             check_callback(py, callback, "call_soon_threadsafe")?;
         }
         // The ready queue is GIL-protected and this thread holds the GIL: append directly.
+        // Then wake: the handle's creation may run Python code (debug mode) that lets the
+        // loop take the GIL, so a wake before the append could be consumed too early.
         let handle = self.schedule_soon(py, callback, args, context)?;
         self.poller.wake().map_err(os_error)?;
+        self.throttle_poster();
         Ok(handle)
+    }
+
+    /// Wakes the loop if it may be blocked in its wait (`call_soon_threadsafe`'s wake-up).
+    pub(crate) fn wake_loop(&self) -> std::io::Result<()> {
+        self.poller.wake()
+    }
+
+    /// After a post from another thread: when the loop is behind (too many posts pending for
+    /// its next batch), gives the GIL back until the loop takes them, or for at most
+    /// `POSTER_PATIENCE`. Never waits on the loop's own thread or for a loop not running.
+    ///
+    /// Touches no Python object while the GIL is released; callable from the raw entry point.
+    pub(crate) fn throttle_poster(&self) {
+        let Some(epoch) = self.post_gate.note_post() else {
+            return;
+        };
+        let running = self.running_thread.load(Ordering::Relaxed);
+        if running == 0 || running == current_thread_ident() {
+            return;
+        }
+        // SAFETY: the calling thread holds the GIL (every caller is a Python method); it is
+        // released around a wait that uses no Python API and taken back before returning.
+        unsafe {
+            let state = ffi::PyEval_SaveThread();
+            self.post_gate.wait_for_next_batch(epoch);
+            ffi::PyEval_RestoreThread(state);
+        }
+    }
+
+    /// The loop takes its batch of ready callbacks: posters waiting for it resume.
+    pub(super) fn batch_taken(&self) {
+        self.post_gate.next_epoch();
     }
 
     /// `call_later`: a timer due `delay` seconds from now.

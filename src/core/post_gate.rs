@@ -1,0 +1,166 @@
+//! Backpressure for callbacks posted from other threads (`call_soon_threadsafe`).
+//!
+//! Posting threads and the loop share one GIL. Threads that post in a tight loop hold it most
+//! of the time (the interpreter hands it over every switch interval, 5 ms, to whichever thread
+//! waits), so they post faster than the loop runs their callbacks: the backlog grows every
+//! iteration, and timers and I/O, which are only looked at between batches, come later and
+//! later (seconds, with eight posting threads). Stock asyncio stays fair by accident: each
+//! post writes to the self-pipe, a system call that hands the GIL back.
+//!
+//! The gate counts the posts since the loop last took its batch of ready callbacks. Once
+//! `limit` are pending, a posting thread waits, without the GIL, until the loop takes the
+//! next batch (a new *epoch*). The wait is bounded: when the loop does not come back within
+//! `patience` (it is stopping, or its thread is blocked in a callback waiting for the posting
+//! thread), the thread posts on, and only waits again after `STALL_CREDIT` limits' worth of
+//! further posts: a thread that posts 10,000 callbacks to a stuck loop loses ~3 patiences.
+//! (Letting the rest of the epoch through unthrottled instead was measured to let a timed-out
+//! wait on a busy machine turn into seconds of backlog.)
+//! Nothing is dropped or reordered: the gate only delays the posting thread.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// After a timed-out wait, how many limits' worth of posts go through before the next wait.
+const STALL_CREDIT: usize = 8;
+
+/// Counts cross-thread posts per batch and makes posting threads wait for the loop.
+pub struct PostGate {
+    /// Posts since the loop last took a batch.
+    pending: AtomicUsize,
+    /// How many pending posts make a posting thread wait.
+    limit: usize,
+    /// Extra pending posts allowed in this epoch after timed-out waits.
+    allowance: AtomicUsize,
+    /// The longest a thread waits for one epoch.
+    patience: Duration,
+    /// Incremented each time the loop takes a batch (and when it stops).
+    epoch: AtomicU64,
+    /// Threads waiting in `wait_for_next_batch`.
+    waiters: AtomicUsize,
+    /// Guards the waits (the epoch itself is atomic).
+    lock: Mutex<()>,
+    /// Signalled when the epoch changes while threads wait.
+    next_batch: Condvar,
+}
+
+impl PostGate {
+    /// A gate making threads wait once `limit` posts are pending, for at most `patience`.
+    pub fn new(limit: usize, patience: Duration) -> Self {
+        PostGate {
+            pending: AtomicUsize::new(0),
+            limit: limit.max(1),
+            allowance: AtomicUsize::new(0),
+            patience,
+            epoch: AtomicU64::new(1),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            next_batch: Condvar::new(),
+        }
+    }
+
+    /// Records one post. Returns the epoch to wait for the end of when the poster should wait
+    /// (the limit is reached), else `None`.
+    #[inline]
+    pub fn note_post(&self) -> Option<u64> {
+        let pending = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        if pending < self.limit + self.allowance.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Blocks until the loop leaves `epoch` (takes a batch or stops) or `patience` runs out.
+    /// Returns false on a timeout. Call it without holding the GIL.
+    pub fn wait_for_next_batch(&self, epoch: u64) -> bool {
+        let deadline = Instant::now() + self.patience;
+        let mut guard = match self.lock.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let moved_on = loop {
+            if self.epoch.load(Ordering::SeqCst) != epoch {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            guard = match self.next_batch.wait_timeout(guard, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        if !moved_on {
+            let pending = self.pending.load(Ordering::Relaxed);
+            let allowed = pending.saturating_sub(self.limit) + self.limit * STALL_CREDIT;
+            self.allowance.fetch_max(allowed, Ordering::Relaxed);
+        }
+        moved_on
+    }
+
+    /// The loop took its batch (or stopped): a new epoch starts, waiting posters resume.
+    #[inline]
+    pub fn next_epoch(&self) {
+        self.pending.store(0, Ordering::Relaxed);
+        self.allowance.store(0, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            let _guard = match self.lock.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            self.next_batch.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn waits_only_at_the_limit() {
+        let gate = PostGate::new(3, Duration::from_millis(10));
+        assert_eq!(gate.note_post(), None);
+        assert_eq!(gate.note_post(), None);
+        assert_eq!(gate.note_post(), Some(1));
+        gate.next_epoch();
+        assert_eq!(gate.note_post(), None);
+    }
+
+    #[test]
+    fn a_timed_out_wait_lets_some_posts_through() {
+        let gate = PostGate::new(2, Duration::from_millis(5));
+        assert_eq!(gate.note_post(), None);
+        let epoch = gate.note_post().unwrap();
+        assert!(!gate.wait_for_next_batch(epoch));
+        for _ in 0..2 * STALL_CREDIT - 1 {
+            assert_eq!(gate.note_post(), None);
+        }
+        assert_eq!(gate.note_post(), Some(epoch));
+        gate.next_epoch();
+        assert_eq!(gate.note_post(), None);
+    }
+
+    #[test]
+    fn next_epoch_releases_a_waiter() {
+        let gate = Arc::new(PostGate::new(1, Duration::from_secs(30)));
+        let epoch = gate.note_post().unwrap();
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.wait_for_next_batch(epoch))
+        };
+        while gate.waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        gate.next_epoch();
+        assert!(waiter.join().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
