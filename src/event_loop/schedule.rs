@@ -290,11 +290,15 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let now = self.clock.now();
-        let when = match delay.extract::<f64>() {
-            Ok(seconds) => now + seconds,
-            // Not a real number: evaluate `loop.time() + delay` as asyncio does, so the error
-            // (or a numeric type's own addition) is exactly Python's.
-            Err(_) => PyFloat::new(py, now).add(delay)?.extract::<f64>()?,
+        let plain = delay.is_exact_instance_of::<PyFloat>()
+            || delay.is_exact_instance_of::<pyo3::types::PyInt>();
+        let when = match plain.then(|| delay.extract::<f64>()) {
+            Some(Ok(seconds)) => now + seconds,
+            // Anything else (a Decimal, a str, an int too large for a float...): evaluate
+            // `loop.time() + delay` as asyncio does, so the error (or a numeric type's own
+            // addition) is exactly Python's. (`float(delay)` would accept a Decimal, which
+            // asyncio refuses.)
+            _ => PyFloat::new(py, now).add(delay)?.extract::<f64>()?,
         };
         self.schedule_at(py, when, callback, args, context)
     }
