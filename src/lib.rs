@@ -33,7 +33,10 @@ fn _check_callback(callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
-    event_loop::fast_methods::install(&m.py().get_type::<event_loop::LoopCore>())?;
+    event_loop::fast_methods::install(
+        &m.py().get_type::<event_loop::LoopCore>(),
+        &m.py().get_type::<event_loop::handle::Handle>(),
+    )?;
     m.add_class::<event_loop::handle::Handle>()?;
     m.add_class::<transport::stream::StreamTransport>()?;
     m.add_class::<transport::datagram::DatagramTransport>()?;

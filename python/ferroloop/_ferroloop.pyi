@@ -131,6 +131,20 @@ class LoopCore:
         *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
+    def _checked_call_later(
+        self,
+        delay: float,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle: ...
+    def _checked_call_at(
+        self,
+        when: float,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle: ...
     def _sock_recv(self, sock: socket.socket, n: int) -> bytes | asyncio.Future[bytes]: ...
     def _sock_recv_into(self, sock: socket.socket, buf: Any) -> int | asyncio.Future[int]: ...
     def _sock_forget_wait(self, sock: socket.socket, future: asyncio.Future[Any]) -> None: ...

@@ -1,19 +1,21 @@
-//! Raw CPython entry points for the two loop methods CPython's own C code calls most:
-//! `call_soon(callback, *args, context=...)` (every Task step, every Future callback) and
-//! `get_debug()` (every Future's creation), and for `call_soon_threadsafe`, which threads
-//! posting work to the loop call in tight loops.
+//! Raw CPython entry points for the loop methods called most: `call_soon(callback, *args,
+//! context=...)` (every Task step, every Future callback, from CPython's own C code),
+//! `call_later`/`call_at` (every timer, every `asyncio.sleep(d)`), `get_debug()` (every
+//! Future's creation), `Handle.cancel()` (every timeout that did not fire), and
+//! `call_soon_threadsafe`, which threads posting work to the loop call in tight loops.
 //!
 //! PyO3's method trampolines parse arguments generically (keyword matching, a `*args` tuple,
 //! GIL bookkeeping): about 250 of the ~550 machine instructions a `call_soon` costs. These
 //! `METH_FASTCALL` functions read the vectorcall arguments directly; anything unusual (no
 //! callback, unknown keywords, a wrong type) goes to the PyO3 method they replace, which
-//! raises the exact TypeError. They are installed on `LoopCore` when the module loads.
+//! raises the exact TypeError. They are installed on `LoopCore` (and `Handle`) when the module loads.
 //!
 //! They run outside PyO3's trampoline, so PyO3 does not know the thread is attached to the
 //! interpreter, and the crate is built with `pyo3_disable_reference_pool` (see
 //! `.cargo/config.toml`): a `Py` dropped here would be leaked rather than released. The fast
-//! path therefore only takes the calls that cannot fail and that drop no `Py` (`Bound`s are
-//! released normally): debug mode, a closed loop and every error case go to the PyO3 method.
+//! path therefore only takes the calls that cannot fail and drops references through `Bound`
+//! (`handle::drop_attached`): debug mode, a closed loop and every error case go to the PyO3
+//! method.
 
 use std::ffi::{c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,22 +26,17 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple, PyType};
 
+use crate::event_loop::handle::Handle;
 use crate::event_loop::LoopCore;
 
 /// The PyO3 `call_soon` method that the fast entry point replaces (its fallback).
 static CHECKED_CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The PyO3 `call_soon_threadsafe` method that the fast entry point replaces.
+/// The PyO3 `call_later` method (the fast entry point's fallback).
+static CHECKED_CALL_LATER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The PyO3 `call_at` method (the fast entry point's fallback).
+static CHECKED_CALL_AT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The PyO3 `call_soon_threadsafe` method (the fast entry point's fallback).
 static CHECKED_CALL_SOON_THREADSAFE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// Which of the two scheduling methods a fast entry point implements.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Soon {
-    /// `call_soon`.
-    Plain,
-    /// `call_soon_threadsafe`: wakes the loop first, throttles the poster after.
-    Threadsafe,
-}
 
 /// Runs `body` with the GIL token, turning a panic into a Python exception (a panic must
 /// never unwind through CPython's C frames).
@@ -63,42 +60,154 @@ unsafe fn guarded(
     std::ptr::null_mut()
 }
 
-/// `call_soon` by vectorcall.
+/// Which scheduling method a fast entry point implements.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `call_soon(callback, *args, context=None)`.
+    Soon,
+    /// `call_soon_threadsafe(callback, *args, context=None)`: wakes the loop after queueing
+    /// and throttles the poster when the loop falls behind.
+    SoonThreadsafe,
+    /// `call_later(delay, callback, *args, context=None)`.
+    Later,
+    /// `call_at(when, callback, *args, context=None)`.
+    At,
+}
+
+impl Kind {
+    /// The positional arguments before the callback's own.
+    fn leading(self) -> ffi::Py_ssize_t {
+        match self {
+            Kind::Soon | Kind::SoonThreadsafe => 1,
+            Kind::Later | Kind::At => 2,
+        }
+    }
+
+    /// The PyO3 method this entry point replaces.
+    fn checked(self) -> &'static PyOnceLock<Py<PyAny>> {
+        match self {
+            Kind::Soon => &CHECKED_CALL_SOON,
+            Kind::Later => &CHECKED_CALL_LATER,
+            Kind::At => &CHECKED_CALL_AT,
+            Kind::SoonThreadsafe => &CHECKED_CALL_SOON_THREADSAFE,
+        }
+    }
+}
+
+/// A delay or deadline given as an exact `float` or `int` (what `float()` makes of it), else
+/// None: the checked method then handles it (None, other numeric types, overflow).
+///
+/// # Safety
+/// `obj` is a valid borrowed reference and the GIL is held.
+unsafe fn plain_seconds(obj: *mut ffi::PyObject) -> Option<f64> {
+    // SAFETY: caller's contract.
+    unsafe {
+        if ffi::PyFloat_CheckExact(obj) != 0 {
+            return Some(ffi::PyFloat_AS_DOUBLE(obj));
+        }
+        if ffi::PyLong_CheckExact(obj) != 0 {
+            let value = ffi::PyLong_AsDouble(obj);
+            if value == -1.0 && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return None;
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The shared body of the fast `call_later` and `call_at` (and of `call_soon` for `Kind::Soon`,
+/// though `call_soon_fast` keeps its own copy).
 ///
 /// # Safety
 /// Called by CPython as a `METH_FASTCALL | METH_KEYWORDS` method: `args` holds `nargs`
 /// positional then `len(kwnames)` keyword values, all borrowed; `slf` is a `LoopCore`.
-unsafe extern "C" fn call_soon_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: forwarded from CPython's call (same contract).
-    unsafe { schedule_fast(Soon::Plain, slf, args, nargs, kwnames) }
-}
-
-/// `call_soon_threadsafe` by vectorcall.
-///
-/// # Safety
-/// Same contract as `call_soon_fast`.
-unsafe extern "C" fn call_soon_threadsafe_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: forwarded from CPython's call (same contract).
-    unsafe { schedule_fast(Soon::Threadsafe, slf, args, nargs, kwnames) }
-}
-
-/// The body of both fast entry points: the handle for `callback(*args, context=...)`, or the
-/// PyO3 method's answer for anything unusual.
-///
-/// # Safety
-/// Same contract as `call_soon_fast`.
+#[inline(always)]
 unsafe fn schedule_fast(
-    kind: Soon,
+    kind: Kind,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call (see the function's contract).
+    unsafe {
+        guarded(|py| {
+            let keywords = if kwnames.is_null() {
+                0
+            } else {
+                ffi::PyTuple_GET_SIZE(kwnames)
+            };
+            let only_context = keywords == 0
+                || (keywords == 1 && {
+                    let name = ffi::PyTuple_GET_ITEM(kwnames, 0);
+                    name == pyo3::intern!(py, "context").as_ptr()
+                        || Bound::from_borrowed_ptr(py, name)
+                            .cast::<PyString>()
+                            .is_ok_and(|n| n == "context")
+                });
+            let leading = kind.leading();
+            let this = Bound::from_borrowed_ptr(py, slf);
+            let core = match this.cast::<LoopCore>() {
+                Ok(core)
+                    if nargs >= leading && only_context && core.get().takes_fast_call_soon() =>
+                {
+                    core
+                }
+                _ => return checked_call(py, kind, slf, args, nargs, kwnames),
+            };
+            let when = match kind {
+                Kind::Soon | Kind::SoonThreadsafe => None,
+                Kind::Later | Kind::At => match plain_seconds(*args) {
+                    Some(seconds) if matches!(kind, Kind::Later) => {
+                        Some(core.get().clock.now() + seconds)
+                    }
+                    Some(when) => Some(when),
+                    None => return checked_call(py, kind, slf, args, nargs, kwnames),
+                },
+            };
+            let callback = Bound::from_borrowed_ptr(py, *args.add(leading as usize - 1));
+            let rest = if nargs == leading {
+                PyTuple::empty(py)
+            } else {
+                let items = std::slice::from_raw_parts(
+                    args.add(leading as usize),
+                    (nargs - leading) as usize,
+                );
+                PyTuple::new(py, items.iter().map(|p| Bound::from_borrowed_ptr(py, *p)))?
+            };
+            let context =
+                (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
+            let handle = match when {
+                None => core
+                    .get()
+                    .schedule_soon(py, &callback, &rest, context.as_ref())?,
+                Some(when) => {
+                    core.get()
+                        .push_timer(py, when, &callback, &rest, context.as_ref())?
+                }
+            };
+            if matches!(kind, Kind::SoonThreadsafe) {
+                // Wake after queueing (see `schedule_soon_threadsafe`). The eventfd write
+                // cannot fail on an open loop but for a saturated counter, which already means
+                // a wake is pending; asyncio's self-pipe write ignores its errors too. (The
+                // handle is queued: raising here would drop `handle`, which this entry point
+                // must not do.)
+                let _ = core.get().wake_loop();
+                core.get().throttle_poster();
+            }
+            Ok(handle.into_ptr())
+        })
+    }
+}
+
+/// `call_soon` by vectorcall (its own body, not `schedule_fast`'s: every Task step takes
+/// it, and the shared body measured ~60 instructions more per call).
+///
+/// # Safety
+/// See `schedule_fast`.
+unsafe extern "C" fn call_soon_fast(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
@@ -122,7 +231,7 @@ unsafe fn schedule_fast(
             let core = this.cast::<LoopCore>();
             let core = match core {
                 Ok(core) if nargs >= 1 && only_context && core.get().takes_fast_call_soon() => core,
-                _ => return checked_call(kind, py, slf, args, nargs, kwnames),
+                _ => return checked_call(py, Kind::Soon, slf, args, nargs, kwnames),
             };
             let callback = Bound::from_borrowed_ptr(py, *args);
             let rest = if nargs == 1 {
@@ -136,39 +245,69 @@ unsafe fn schedule_fast(
             let handle = core
                 .get()
                 .schedule_soon(py, &callback, &rest, context.as_ref())?;
-            if kind == Soon::Threadsafe {
-                // Wake after queueing (see `schedule_soon_threadsafe`). The eventfd write
-                // cannot fail on an open loop but for a saturated counter, which already means
-                // a wake is pending; asyncio's self-pipe write ignores its errors too. (The
-                // handle is queued: raising here would drop `handle`, which this entry point
-                // must not do.)
-                let _ = core.get().wake_loop();
-                core.get().throttle_poster();
-            }
             Ok(handle.into_ptr())
         })
     }
 }
 
+/// `call_later` by vectorcall.
+///
+/// # Safety
+/// See `schedule_fast`.
+unsafe extern "C" fn call_later_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call.
+    unsafe { schedule_fast(Kind::Later, slf, args, nargs, kwnames) }
+}
+
+/// `call_soon_threadsafe` by vectorcall.
+///
+/// # Safety
+/// See `schedule_fast`.
+unsafe extern "C" fn call_soon_threadsafe_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call.
+    unsafe { schedule_fast(Kind::SoonThreadsafe, slf, args, nargs, kwnames) }
+}
+
+/// `call_at` by vectorcall.
+///
+/// # Safety
+/// See `schedule_fast`.
+unsafe extern "C" fn call_at_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call.
+    unsafe { schedule_fast(Kind::At, slf, args, nargs, kwnames) }
+}
+
 /// The PyO3 method, for calls the fast path does not handle (it raises the precise error).
 ///
 /// # Safety
-/// Same arguments as `call_soon_fast`.
+/// Same arguments as `schedule_fast`.
 unsafe fn checked_call(
-    kind: Soon,
     py: Python<'_>,
+    kind: Kind,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    let checked = match kind {
-        Soon::Plain => &CHECKED_CALL_SOON,
-        Soon::Threadsafe => &CHECKED_CALL_SOON_THREADSAFE,
-    };
-    let method = checked
+    let method = kind
+        .checked()
         .get(py)
-        .ok_or_else(|| PyRuntimeError::new_err("ferroloop: call_soon is not initialised"))?;
+        .ok_or_else(|| PyRuntimeError::new_err("ferroloop: fast methods are not initialised"))?;
     let keywords = if kwnames.is_null() {
         0
     } else {
@@ -195,6 +334,25 @@ unsafe fn checked_call(
         Err(PyErr::fetch(py))
     } else {
         Ok(result)
+    }
+}
+
+/// `Handle.cancel()` without PyO3's trampoline (asyncio.sleep, wait_for and timeouts cancel
+/// a timer handle on every call; the benchmark's call_later+cancel row is half cancels).
+///
+/// # Safety
+/// Called by CPython as a `METH_NOARGS` method of `Handle`.
+unsafe extern "C" fn handle_cancel_fast(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call (see the function's contract).
+    unsafe {
+        guarded(|py| {
+            let this = Bound::from_borrowed_ptr(py, slf);
+            this.cast::<Handle>()?.get().cancel_now(py);
+            Ok(ffi::Py_NewRef(ffi::Py_None()))
+        })
     }
 }
 
@@ -227,43 +385,90 @@ fn install_method(ty: &Bound<'_, PyType>, name: &CStr, def: ffi::PyMethodDef) ->
     ty.setattr(name.to_str().unwrap_or_default(), descriptor)
 }
 
-/// Installs the fast `call_soon`, `call_soon_threadsafe` and `get_debug` on `LoopCore`.
-pub fn install(ty: &Bound<'_, PyType>) -> PyResult<()> {
+/// A `METH_FASTCALL | METH_KEYWORDS` method definition.
+fn fastcall_def(
+    name: &'static CStr,
+    body: ffi::PyCFunctionFastWithKeywords,
+    doc: &'static CStr,
+) -> ffi::PyMethodDef {
+    ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: body,
+        },
+        ml_flags: (ffi::METH_FASTCALL | ffi::METH_KEYWORDS) as c_int,
+        ml_doc: doc.as_ptr(),
+    }
+}
+
+/// Installs the fast `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at` and
+/// `get_debug` on `LoopCore`
+/// (the PyO3 methods stay reachable as `_checked_call_soon` & co.), and the fast `cancel` on
+/// `Handle`.
+pub fn install(ty: &Bound<'_, PyType>, handle_ty: &Bound<'_, PyType>) -> PyResult<()> {
     let py = ty.py();
-    let checked = ty.getattr("call_soon")?.unbind();
-    CHECKED_CALL_SOON.get_or_init(py, || checked);
-    ty.setattr(
-        "_checked_call_soon",
-        CHECKED_CALL_SOON.get(py).map(|m| m.bind(py)),
-    )?;
-    let checked = ty.getattr("call_soon_threadsafe")?.unbind();
-    CHECKED_CALL_SOON_THREADSAFE.get_or_init(py, || checked);
-    ty.setattr(
-        "_checked_call_soon_threadsafe",
-        CHECKED_CALL_SOON_THREADSAFE.get(py).map(|m| m.bind(py)),
+    for (name, checked_name, kind) in [
+        ("call_soon", "_checked_call_soon", Kind::Soon),
+        ("call_later", "_checked_call_later", Kind::Later),
+        ("call_at", "_checked_call_at", Kind::At),
+        (
+            "call_soon_threadsafe",
+            "_checked_call_soon_threadsafe",
+            Kind::SoonThreadsafe,
+        ),
+    ] {
+        let checked = ty.getattr(name)?.unbind();
+        let cell = kind.checked();
+        cell.get_or_init(py, || checked);
+        ty.setattr(checked_name, cell.get(py).map(|m| m.bind(py)))?;
+    }
+    install_method(
+        ty,
+        c"call_soon",
+        fastcall_def(
+            c"call_soon",
+            call_soon_fast,
+            c"call_soon($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` for the next iteration.",
+        ),
     )?;
     install_method(
         ty,
         c"call_soon_threadsafe",
-        ffi::PyMethodDef {
-            ml_name: c"call_soon_threadsafe".as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer {
-                PyCFunctionFastWithKeywords: call_soon_threadsafe_fast,
-            },
-            ml_flags: (ffi::METH_FASTCALL | ffi::METH_KEYWORDS) as c_int,
-            ml_doc: c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` from any thread and wakes the loop.".as_ptr(),
-        },
+        fastcall_def(
+            c"call_soon_threadsafe",
+            call_soon_threadsafe_fast,
+            c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` from any thread and wakes the loop.",
+        ),
     )?;
     install_method(
         ty,
-        c"call_soon",
+        c"call_later",
+        fastcall_def(
+            c"call_later",
+            call_later_fast,
+            c"call_later($self, delay, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` to run `delay` seconds from now.",
+        ),
+    )?;
+    install_method(
+        ty,
+        c"call_at",
+        fastcall_def(
+            c"call_at",
+            call_at_fast,
+            c"call_at($self, when, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` at absolute time `when` (on `loop.time()`'s clock).",
+        ),
+    )?;
+    install_method(
+        handle_ty,
+        c"cancel",
         ffi::PyMethodDef {
-            ml_name: c"call_soon".as_ptr(),
+            ml_name: c"cancel".as_ptr(),
             ml_meth: ffi::PyMethodDefPointer {
-                PyCFunctionFastWithKeywords: call_soon_fast,
+                PyCFunction: handle_cancel_fast,
             },
-            ml_flags: (ffi::METH_FASTCALL | ffi::METH_KEYWORDS) as c_int,
-            ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` for the next iteration.".as_ptr(),
+            ml_flags: ffi::METH_NOARGS as c_int,
+            ml_doc: c"cancel($self, /)\n--\n\nCancels the call; a cancelled handle never runs."
+                .as_ptr(),
         },
     )?;
     install_method(

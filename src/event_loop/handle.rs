@@ -68,8 +68,38 @@ impl Slots {
     }
 }
 
+impl Slots {
+    /// Drops every reference now, through `Bound` (a plain `Py` drop first asks a
+    /// thread-local whether the thread is attached: measurable per callback, and outside
+    /// PyO3's trampolines, in the raw entry points of `fast_methods.rs`, it would leak).
+    #[inline]
+    fn drop_attached(self, py: Python<'_>) {
+        drop_attached(py, self.callback);
+        drop_attached(py, self.args);
+        drop_attached(py, self.context);
+        drop_attached(py, self.source_traceback);
+    }
+}
+
+/// Drops `obj` (if any) as a `Bound`: one `Py_DECREF`, no attach check (see
+/// `Slots::drop_attached`).
+#[inline]
+pub fn drop_attached<T>(py: Python<'_>, obj: Option<Py<T>>) {
+    if let Some(obj) = obj {
+        drop(obj.into_bound(py));
+    }
+}
+
 /// References taken out of a handle, to be dropped by the caller at a safe point.
-pub struct ReleasedSlots(#[allow(dead_code)] Slots);
+pub struct ReleasedSlots<'py>(Option<Slots>, Python<'py>);
+
+impl Drop for ReleasedSlots<'_> {
+    fn drop(&mut self) {
+        if let Some(slots) = self.0.take() {
+            slots.drop_attached(self.1);
+        }
+    }
+}
 
 /// A scheduled callback: asyncio's `Handle` or, with a deadline, its `TimerHandle`.
 ///
@@ -174,7 +204,7 @@ impl Handle {
         // The slots are empty by contract (a fresh or reset handle): then there is nothing to
         // release, and the generic drop (a call, with its thread-local lookup) is skipped.
         if previous.holds_references() {
-            drop(previous);
+            previous.drop_attached(py);
         } else {
             std::mem::forget(previous);
         }
@@ -182,8 +212,8 @@ impl Handle {
 
     /// Empties the handle for reuse; the caller drops the returned references outside any
     /// borrow of the loop's state.
-    pub fn reset(&self, py: Python<'_>) -> ReleasedSlots {
-        ReleasedSlots(std::mem::take(&mut *self.slots.borrow_mut(py)))
+    pub fn reset<'py>(&self, py: Python<'py>) -> ReleasedSlots<'py> {
+        ReleasedSlots(Some(std::mem::take(&mut *self.slots.borrow_mut(py))), py)
     }
 
     /// The deadline of a timer handle.
@@ -238,16 +268,24 @@ impl Handle {
             Some(native) => native_call_in_context(py, native, &callback, &context),
             None => call_in_context(py, &callback, &args, &context),
         };
+        drop_attached(py, Some(context));
         match outcome {
-            Ok(()) => RunOutcome::Done,
+            Ok(()) => {
+                drop_attached(py, Some(callback));
+                drop_attached(py, Some(args));
+                RunOutcome::Done
+            }
             Err(err) => {
+                let mut unused = (Some(callback), Some(args));
                 if !keep && !self.is_cancelled() {
                     let mut slots = self.slots.borrow_mut(py);
                     if slots.callback.is_none() {
-                        slots.callback = Some(callback);
-                        slots.args = Some(args);
+                        slots.callback = unused.0.take();
+                        slots.args = unused.1.take();
                     }
                 }
+                drop_attached(py, unused.0);
+                drop_attached(py, unused.1);
                 RunOutcome::Raised(err)
             }
         }
@@ -264,15 +302,20 @@ impl Handle {
         // Release the callback and its arguments now, like asyncio, so that cancelled timers
         // hold no memory and reference cycles through them are broken. Debug mode keeps them:
         // the repr of a cancelled handle then still names its callback.
-        let debug_kept = self.slots.borrow_mut(py).source_traceback.is_some();
-        if !debug_kept {
-            self.release(py);
-        }
+        let (callback, args) = {
+            let mut slots = self.slots.borrow_mut(py);
+            if slots.source_traceback.is_some() {
+                return;
+            }
+            (slots.callback.take(), slots.args.take())
+        };
+        drop_attached(py, callback);
+        drop_attached(py, args);
     }
 
     /// Releases the callback and its arguments (cancelled, or the loop is closing).
     pub fn release(&self, py: Python<'_>) {
-        let released = {
+        let (callback, args, source_traceback) = {
             let mut slots = self.slots.borrow_mut(py);
             (
                 slots.callback.take(),
@@ -280,7 +323,9 @@ impl Handle {
                 slots.source_traceback.take(),
             )
         };
-        drop(released);
+        drop_attached(py, callback);
+        drop_attached(py, args);
+        drop_attached(py, source_traceback);
     }
 
     /// The callback as Python sees it: for a native method, the bound method (made now).

@@ -1,7 +1,8 @@
 //! The Python face of `LoopCore`: its one `#[pymethods]` block (PyO3 is built without
 //! `multiple-pymethods`). Each method only converts arguments and forwards to the file of its
-//! concept (see the map in `mod.rs`); `fast_methods.rs` replaces `call_soon` and `get_debug`
-//! with raw entry points when the module loads.
+//! concept (see the map in `mod.rs`); `fast_methods.rs` replaces `call_soon`, `call_later`,
+//! `call_at` and `get_debug` with raw entry points when the module loads (these PyO3 methods
+//! stay as their fallbacks, `_checked_call_soon` & co.).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};

@@ -10,7 +10,8 @@
 //! This file holds the loop's state; its methods are split by concept (plain `impl LoopCore`
 //! blocks, one per file):
 //! - [`methods`]: the one `#[pymethods]` block, thin: each method forwards to a file below;
-//!   [`fast_methods`]: raw CPython entry points for `call_soon` and `get_debug`;
+//!   [`fast_methods`]: raw CPython entry points for `call_soon`, `call_later`,
+//!   `call_at`, `get_debug` and `Handle.cancel`;
 //! - [`lifecycle`]: creation, the closed/running/debug flags, `run_forever`'s native part,
 //!   closing, counters;
 //! - [`schedule`]: `call_soon`/`call_later`/`call_at` and asyncio's checks, handle creation
