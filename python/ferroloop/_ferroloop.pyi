@@ -22,7 +22,11 @@ __all__ = [
     "__version__",
     "_check_callback",
     "accept_connection",
+    "file_size",
     "remove_socket_file",
+    "remove_stale_socket_file",
+    "seek_file",
+    "send_file_chunk",
     "socket_file_inode",
 ]
 
@@ -348,3 +352,7 @@ class ChildWatch:
 
 def socket_file_inode(path: bytes) -> int | None: ...
 def remove_socket_file(path: bytes, inode: int) -> bool: ...
+def remove_stale_socket_file(path: bytes) -> bool: ...
+def file_size(fd: int) -> int: ...
+def send_file_chunk(out_fd: int, in_fd: int, offset: int, count: int) -> int: ...
+def seek_file(fd: int, position: int) -> None: ...
