@@ -260,7 +260,12 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let when = seconds_arg(when, "when cannot be None")?;
-        self.schedule_at(py, when, callback, args, context)
+        let is_int = when.is_instance_of::<pyo3::types::PyInt>();
+        let seconds = seconds_arg(when, "when cannot be None")?;
+        let handle = self.schedule_at(py, seconds, callback, args, context)?;
+        if is_int {
+            handle.get().mark_int_deadline();
+        }
+        Ok(handle)
     }
 }
