@@ -50,7 +50,8 @@ class Suite:
     # from its release's wheel, and its tests still come from the sdist
     install: list[str] | None = None
     # tests from this repository instead of an sdist: the sample projects of
-    # ferroloop.pytest_plugin, run with the plugin (and no injection) on "ferroloop"
+    # ferroloop.pytest_plugin, run with the plugin (loaded by its pytest11 entry point, on with
+    # --ferroloop; no injection) on "ferroloop"
     local: Path | None = None
     timeout: int = 1800  # seconds for the whole pytest run
 
@@ -211,7 +212,30 @@ def venv(suite: Suite, python: str) -> Path:
     Path(site, "_ferroloop_downstream.pth").write_text(
         f"{REPO / 'python'}\n{INJECT}\nimport _ferroloop_downstream_inject\n"
     )
+    if suite.local is not None:
+        declare_entry_points(Path(site))
     return bin_python
+
+
+def declare_entry_points(site: Path) -> None:
+    """Makes ferroloop (linked by the .pth file) look installed, with the entry points that
+    pyproject.toml declares, so that pytest loads ``ferroloop.pytest_plugin`` as an installed
+    package's ``pytest11`` plugin would be loaded."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for old in site.glob("ferroloop-*.dist-info"):
+        shutil.rmtree(old)
+    info = site / f"ferroloop-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: ferroloop\nVersion: {project['version']}\n"
+    )
+    lines = []
+    for group, entries in project.get("entry-points", {}).items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in entries.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
 def read_list(path: Path) -> dict[str, str]:
@@ -266,7 +290,8 @@ def run_pytest(
         args = [os.path.expandvars(a) for a in suite.pytest_args]
         if suite.local is not None and loop == "ferroloop":
             env["FERROLOOP_DOWNSTREAM_LOOP"] = "plugin"  # the plugin, not the injection
-            args += ["-p", "ferroloop.pytest_plugin", "--ferroloop-strict"]
+            # loaded by its pytest11 entry point (declare_entry_points), switched on by its option
+            args += ["--ferroloop", "--ferroloop-strict"]
         args += suite.paths if only is None else only
         # -P: the sdist root (the current directory) does not shadow the installed package
         cmd = [str(python), "-P", "-m", "pytest", "-p", "_ferroloop_downstream_report"]

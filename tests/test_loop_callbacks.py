@@ -115,6 +115,35 @@ def test_call_at_keeps_an_int_deadline(loop):
     assert order == ["int", "float", "later"]
 
 
+def test_time_replaced_on_the_instance_drives_the_clock(loop):
+    """``mock.patch.object(loop, "time")`` moves the loop's clock, as with asyncio (whose
+    loop reads it through ``self.time()``): a far timer fires once the replacement says it is
+    due, ``call_later`` counts from the replacement, and removing it restores the real clock
+    (aiohttp's test_keepalive_expires_on_time relies on this)."""
+    from unittest import mock
+
+    fired: list[str] = []
+    seen: dict[str, object] = {}
+    start = loop.time()
+    loop.call_at(start + 1000, fired.append, "far")
+
+    async def scenario():
+        with mock.patch.object(loop, "time") as replaced:
+            replaced.return_value = start + 1000
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            seen["fired while patched"] = list(fired)
+            seen["call_later when"] = loop.call_later(5, lambda: None).when()
+        seen["time after"] = loop.time()
+        seen["sleep after"] = await asyncio.wait_for(asyncio.sleep(0.01, "slept"), 5)
+
+    loop.run_until_complete(scenario())
+    assert seen["fired while patched"] == ["far"]
+    assert seen["call_later when"] == start + 1005
+    assert seen["time after"] - start < 100
+    assert seen["sleep after"] == "slept"
+
+
 def test_timers_never_fire_early(loop):
     """A timer callback runs no earlier than its deadline on the monotonic clock."""
     fired: list[tuple[float, float]] = []

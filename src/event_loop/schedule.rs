@@ -241,7 +241,7 @@ impl LoopCore {
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let now = self.clock.now();
+        let now = self.now(py)?;
         let when = match delay.extract::<f64>() {
             Ok(seconds) => now + seconds,
             // Not a real number: evaluate `loop.time() + delay` as asyncio does, so the error
