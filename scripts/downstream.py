@@ -85,6 +85,16 @@ SUITES = {
             install=["aiohttp==3.14.5"],
         ),
         Suite(
+            "aiosmtpd",
+            "aiosmtpd==1.4.6",
+            # its addopts ask for coverage: left out; the tests are inside the package
+            # (aiosmtpd/qa checks the packaging and the repository, not behaviour); its ini
+            # sets pytest-asyncio's asyncio_mode, which no test uses (pytest-asyncio is not
+            # installed): the unknown-option warning is not made an error
+            ["-o", "addopts=-ra", "-W", "ignore::pytest.PytestConfigWarning"],
+            paths=["aiosmtpd/tests"],
+        ),
+        Suite(
             "anyio",
             "anyio==4.16.0",
             # network: needs the Internet; trio and uvloop are not installed, so their
@@ -126,6 +136,10 @@ SUITES = {
         ),
     ]
 }
+
+
+#: pytest-xdist workers per run (--workers; 0: one process)
+WORKERS = [0]
 
 
 def log(msg: str) -> None:
@@ -292,6 +306,8 @@ def run_pytest(
             env["FERROLOOP_DOWNSTREAM_LOOP"] = "plugin"  # the plugin, not the injection
             # loaded by its pytest11 entry point (declare_entry_points), switched on by its option
             args += ["--ferroloop", "--ferroloop-strict"]
+        if WORKERS[0] and "pytest-xdist" in suite.requirements.read_text():
+            args += ["-n", str(WORKERS[0])]
         args += suite.paths if only is None else only
         # -P: the sdist root (the current directory) does not shadow the installed package
         cmd = [str(python), "-P", "-m", "pytest", "-p", "_ferroloop_downstream_report"]
@@ -411,6 +427,12 @@ def main() -> int:
         "--update", action="store_true", help="with --stock: rewrite the stock-failures list"
     )
     parser.add_argument("--python", default=sys.executable, help="the Python to test with")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the suite in N pytest-xdist workers (suites whose pins include xdist)",
+    )
     opts = parser.parse_args()
     names: list[str] = []
     for n in opts.suites:
@@ -419,13 +441,14 @@ def main() -> int:
         if n not in SUITES:
             parser.error(f"unknown suite {n!r}")
     loop = "asyncio" if opts.stock else "ferroloop"
+    WORKERS[0] = opts.workers
     results = {n: run_suite(n, loop, opts.python, opts.update) for n in names}
     bad = [n for n, ok in results.items() if not ok]
     log(f"suites with a regression: {', '.join(bad)}" if bad else "no regression")
     return 1 if bad else 0
 
 
-CI_SUITES = ["plugin", "anyio", "uvicorn", "asyncpg", "redis"]
+CI_SUITES = ["plugin", "anyio", "uvicorn", "asyncpg", "redis", "aiosmtpd"]
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -44,8 +44,13 @@ def installed(tmp_path_factory) -> Path:
 
 
 def run_samples(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import ferroloop  # the copy under test: this checkout's python/ or an installed one
+
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO / "python")])
+    where = os.path.dirname(os.path.dirname(os.path.abspath(ferroloop.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(site), where, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         env.pop(name, None)
     return subprocess.run(
