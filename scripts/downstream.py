@@ -83,6 +83,8 @@ SUITES = {
                 "not dev_mode and not autobahn and not internal",
             ],
             install=["aiohttp==3.14.5"],
+            # 1424 s serially on stock on a quiet machine; more on the shared cores
+            timeout=5400,
         ),
         Suite(
             "aiosmtpd",
