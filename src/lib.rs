@@ -55,6 +55,13 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         transport::socket_file::remove_socket_file,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(
+        transport::socket_file::remove_stale_socket_file,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(transport::file_send::file_size, m)?)?;
+    m.add_function(wrap_pyfunction!(transport::file_send::send_file_chunk, m)?)?;
+    m.add_function(wrap_pyfunction!(transport::file_send::seek_file, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -92,6 +92,58 @@ def test_call_at_uses_loop_time(loop):
     assert order == ["at past", "later 10ms", "at+20ms", "at+30ms"]
 
 
+def test_call_at_keeps_an_int_deadline(loop):
+    """A deadline given to ``call_at`` as an int comes back as that int (``when()``,
+    ``_when``, the repr), as asyncio's TimerHandle keeps it (aiohttp's TimeoutHandle rounds
+    deadlines up to whole seconds and checks the type); a float one, or call_later's, stays a
+    float. The int timer still fires in order."""
+    order: list[str] = []
+    whole = int(loop.time()) - 1  # already due
+    by_int = loop.call_at(whole, order.append, "int")
+    by_float = loop.call_at(float(whole), order.append, "float")
+    later = loop.call_later(0.001, order.append, "later")
+    seen = (
+        type(by_int.when()),
+        type(by_int._when),
+        by_int.when(),
+        f"when={whole}" in repr(by_int),
+        type(by_float.when()),
+        type(later.when()),
+    )
+    _run_then_stop(loop, 0.02)
+    assert seen == (int, int, whole, True, float, float)
+    assert order == ["int", "float", "later"]
+
+
+def test_time_replaced_on_the_instance_drives_the_clock(loop):
+    """``mock.patch.object(loop, "time")`` moves the loop's clock, as with asyncio (whose
+    loop reads it through ``self.time()``): a far timer fires once the replacement says it is
+    due, ``call_later`` counts from the replacement, and removing it restores the real clock
+    (aiohttp's test_keepalive_expires_on_time relies on this)."""
+    from unittest import mock
+
+    fired: list[str] = []
+    seen: dict[str, object] = {}
+    start = loop.time()
+    loop.call_at(start + 1000, fired.append, "far")
+
+    async def scenario():
+        with mock.patch.object(loop, "time") as replaced:
+            replaced.return_value = start + 1000
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            seen["fired while patched"] = list(fired)
+            seen["call_later when"] = loop.call_later(5, lambda: None).when()
+        seen["time after"] = loop.time()
+        seen["sleep after"] = await asyncio.wait_for(asyncio.sleep(0.01, "slept"), 5)
+
+    loop.run_until_complete(scenario())
+    assert seen["fired while patched"] == ["far"]
+    assert seen["call_later when"] == start + 1005
+    assert seen["time after"] - start < 100
+    assert seen["sleep after"] == "slept"
+
+
 def test_timers_never_fire_early(loop):
     """A timer callback runs no earlier than its deadline on the monotonic clock."""
     fired: list[tuple[float, float]] = []

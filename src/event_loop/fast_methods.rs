@@ -161,7 +161,7 @@ unsafe fn schedule_fast(
                 Kind::Soon | Kind::SoonThreadsafe => None,
                 Kind::Later | Kind::At => match plain_seconds(*args) {
                     Some(seconds) if matches!(kind, Kind::Later) => {
-                        Some(core.get().clock.now() + seconds)
+                        Some(core.get().now(py)? + seconds)
                     }
                     Some(when) => Some(when),
                     None => return checked_call(py, kind, slf, args, nargs, kwnames),
@@ -184,8 +184,15 @@ unsafe fn schedule_fast(
                     .get()
                     .schedule_soon(py, &callback, &rest, context.as_ref())?,
                 Some(when) => {
-                    core.get()
-                        .push_timer(py, when, &callback, &rest, context.as_ref())?
+                    let handle =
+                        core.get()
+                            .push_timer(py, when, &callback, &rest, context.as_ref())?;
+                    if matches!(kind, Kind::At) && ffi::PyLong_CheckExact(*args) != 0 {
+                        // asyncio keeps the deadline as given: an int stays an int in
+                        // `when()` and the repr.
+                        handle.get().mark_int_deadline();
+                    }
+                    handle
                 }
             };
             if matches!(kind, Kind::SoonThreadsafe) {

@@ -114,6 +114,11 @@ pub struct Handle {
     is_timer: AtomicBool,
     /// The deadline's `f64` bits (timer handles).
     when_bits: AtomicU64,
+    /// True when `call_at` was given an `int` deadline: `when()`/`_when` give it back as an
+    /// int, as asyncio's TimerHandle keeps its argument as given (aiohttp's TimeoutHandle
+    /// rounds deadlines up to whole seconds and its tests check the type). Fits in the
+    /// padding beside the other flags: the object keeps its size.
+    int_when: AtomicBool,
     /// True while the timer sits in the loop's timer queue.
     scheduled: AtomicBool,
     /// True for add_reader/add_writer handles, which run again at every readiness and so keep
@@ -166,6 +171,7 @@ impl Handle {
             cancelled: AtomicBool::new(false),
             is_timer: AtomicBool::new(false),
             when_bits: AtomicU64::new(0),
+            int_when: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
             repeating: AtomicBool::new(false),
             cancelled_in_queue,
@@ -190,6 +196,7 @@ impl Handle {
         };
         self.cancelled.store(false, Ordering::Relaxed);
         self.repeating.store(init.repeating, Ordering::Relaxed);
+        self.int_when.store(false, Ordering::Relaxed);
         match init.when {
             Some(when) => {
                 self.when_bits.store(when.to_bits(), Ordering::Relaxed);
@@ -223,6 +230,11 @@ impl Handle {
         } else {
             None
         }
+    }
+
+    /// Records that the deadline was given as an `int` (see `int_when`).
+    pub fn mark_int_deadline(&self) {
+        self.int_when.store(true, Ordering::Relaxed);
     }
 
     /// Marks a timer as taken out of the timer queue (due, or purged).
@@ -381,11 +393,8 @@ impl Handle {
         if self.is_cancelled() {
             info.push("cancelled".to_string());
         }
-        if let Some(when) = when {
-            info.push(format!(
-                "when={}",
-                pyo3::types::PyFloat::new(py, when).repr()?
-            ));
+        if when.is_some() {
+            info.push(format!("when={}", self.when(py)?.bind(py).repr()?));
         }
         let source = self
             .slots
@@ -510,10 +519,17 @@ impl Handle {
             .map(|c| c.clone_ref(py))
     }
 
-    /// The absolute time (on `loop.time()`'s clock) at which a timer is due.
-    fn when(&self) -> PyResult<f64> {
-        self.deadline()
-            .ok_or_else(|| PyAttributeError::new_err("'Handle' object has no attribute 'when'"))
+    /// The absolute time (on `loop.time()`'s clock) at which a timer is due: a float, or the
+    /// int `call_at` was given.
+    fn when(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let when = self
+            .deadline()
+            .ok_or_else(|| PyAttributeError::new_err("'Handle' object has no attribute 'when'"))?;
+        if self.int_when.load(Ordering::Relaxed) {
+            Ok((when as i64).into_pyobject(py)?.into_any().unbind())
+        } else {
+            Ok(pyo3::types::PyFloat::new(py, when).into_any().unbind())
+        }
     }
 
     /// Runs the callback now (asyncio's private `Handle._run`, used by some libraries).
@@ -560,8 +576,8 @@ impl Handle {
     }
 
     #[getter(_when)]
-    fn when_attr(&self) -> PyResult<f64> {
-        self.when()
+    fn when_attr(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.when(py)
     }
 
     #[getter(_scheduled)]

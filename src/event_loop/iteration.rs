@@ -33,7 +33,7 @@ impl LoopCore {
         self.stats.iterations.fetch_add(1, Ordering::Relaxed);
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
-        let timeout = self.poll_timeout(py);
+        let timeout = self.poll_timeout(py)?;
         if timeout == Some(Duration::ZERO) {
             // Busy: the next iteration looks at the queues before it can block, so posts from
             // other threads until then need not write to the eventfd.
@@ -84,7 +84,7 @@ impl LoopCore {
             py.check_signals()?;
         }
         self.sweep_closed_sockets(py)?;
-        self.collect_due_timers(py);
+        self.collect_due_timers(py)?;
         self.run_ready(slf)
     }
 
@@ -138,17 +138,23 @@ impl LoopCore {
     }
 
     /// How long the poll may sleep.
-    fn poll_timeout(&self, py: Python<'_>) -> Option<Duration> {
-        let queues = self.queues.borrow_mut(py);
-        if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
-            return Some(Duration::ZERO);
-        }
-        let mut deadline = queues.timers.next_deadline();
-        if queues.pending_receives > 0 {
-            deadline = Some(deadline.map_or(queues.next_sweep, |d| d.min(queues.next_sweep)));
-        }
-        let wait = (deadline? - self.clock.now()).clamp(0.0, MAX_WAIT_SECONDS);
-        Some(Duration::from_secs_f64(wait))
+    fn poll_timeout(&self, py: Python<'_>) -> PyResult<Option<Duration>> {
+        let deadline = {
+            let queues = self.queues.borrow_mut(py);
+            if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
+                return Ok(Some(Duration::ZERO));
+            }
+            let mut deadline = queues.timers.next_deadline();
+            if queues.pending_receives > 0 {
+                deadline = Some(deadline.map_or(queues.next_sweep, |d| d.min(queues.next_sweep)));
+            }
+            deadline
+        };
+        let Some(deadline) = deadline else {
+            return Ok(None);
+        };
+        let wait = (deadline - self.now(py)?).clamp(0.0, MAX_WAIT_SECONDS);
+        Ok(Some(Duration::from_secs_f64(wait)))
     }
 
     /// Queues the reader/writer callbacks of the descriptors a wait reported ready, as asyncio
@@ -191,11 +197,11 @@ impl LoopCore {
     }
 
     /// Moves every timer due by now into the ready queue.
-    fn collect_due_timers(&self, py: Python<'_>) {
+    fn collect_due_timers(&self, py: Python<'_>) -> PyResult<()> {
         if self.queues.borrow_mut(py).timers.is_empty() {
-            return; // no clock read when there is nothing to compare it with
+            return Ok(()); // no clock read when there is nothing to compare it with
         }
-        let end = self.clock.now() + CLOCK_RESOLUTION;
+        let end = self.now(py)? + CLOCK_RESOLUTION;
         let mut dropped = Vec::new();
         {
             let mut queues = self.queues.borrow_mut(py);
@@ -209,5 +215,6 @@ impl LoopCore {
             }
         }
         drop(dropped);
+        Ok(())
     }
 }

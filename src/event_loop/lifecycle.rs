@@ -56,6 +56,8 @@ impl LoopCore {
             stats: LoopStats::default(),
             scratch: GilRefCell::new(Vec::new()),
             transports: GilRefCell::new(FdMap::default()),
+            time_replaced: AtomicBool::new(false),
+            time_replacement: GilRefCell::new(None),
         })
     }
 

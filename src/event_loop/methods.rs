@@ -5,7 +5,7 @@
 //! stay as their fallbacks, `_checked_call_soon` & co.).
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::event_loop::fd_watch::Side;
 use crate::event_loop::handle::Handle;
@@ -23,6 +23,36 @@ impl LoopCore {
     /// The loop's clock: `time.monotonic()`'s clock and scale.
     fn time(&self) -> f64 {
         self.clock.now()
+    }
+
+    /// Attribute assignment as usual; setting `time` on the instance makes the loop read its
+    /// clock through it, as asyncio's loop does (`time_override.rs`).
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyString>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        // SAFETY: all three pointers are live objects borrowed for the call; the generic
+        // setter stores into the instance's __dict__ (or a data descriptor) as `object` would.
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value.as_ptr())
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        slf.get().note_attribute(slf.py(), name, Some(value))
+    }
+
+    /// Attribute deletion as usual; deleting the instance's `time` restores the native clock.
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
+        // SAFETY: live pointers borrowed for the call; a NULL value asks for deletion.
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        slf.get().note_attribute(slf.py(), name, None)
     }
 
     // ---------------------------------------------------------------- scheduling (schedule.rs)

@@ -23,7 +23,8 @@
 //! - [`native_recv`]: native `sock_recv`/`sock_recv_into`, completed by the loop itself;
 //!   [`sock_io`]: one receive (also the stream transport's) and the pending-receive record;
 //! - [`tasks`]: `create_future`, `create_task`, the task factory;
-//! - [`transports`]: the registry of open transports by descriptor.
+//! - [`transports`]: the registry of open transports by descriptor;
+//! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock.
 
 pub mod fast_methods;
 mod fd_watch;
@@ -36,6 +37,7 @@ mod report;
 mod schedule;
 pub mod sock_io;
 mod tasks;
+mod time_override;
 mod transports;
 
 use std::collections::VecDeque;
@@ -109,4 +111,8 @@ pub struct LoopCore {
     /// is deallocated, whichever comes first, so an address here always points to a live
     /// object. (asyncio keeps a WeakValueDictionary: ~120 bytes per connection more.)
     transports: GilRefCell<FdMap<usize>>,
+    /// `time` was set on the instance: the loop's clock is that callable (`time_override.rs`).
+    time_replaced: AtomicBool,
+    /// The instance's replacement of `time`, if any.
+    time_replacement: GilRefCell<Option<Py<PyAny>>>,
 }

@@ -158,7 +158,7 @@ impl LoopCore {
     /// Fails pending native receives whose socket was closed behind the loop's back (epoll
     /// forgets a closed descriptor, so no event would ever come): an error, not a hang.
     pub(super) fn sweep_closed_sockets(&self, py: Python<'_>) -> PyResult<()> {
-        let now = self.clock.now();
+        let now = self.now(py)?;
         let suspects: Vec<(i32, Py<PyAny>, Py<PyAny>)> = {
             let mut queues = self.queues.borrow_mut(py);
             if queues.pending_receives == 0 || now < queues.next_sweep {

@@ -342,7 +342,7 @@ impl LoopCore {
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let now = self.clock.now();
+        let now = self.now(py)?;
         let plain = delay.is_exact_instance_of::<PyFloat>()
             || delay.is_exact_instance_of::<pyo3::types::PyInt>();
         let when = match plain.then(|| delay.extract::<f64>()) {
@@ -365,7 +365,12 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let when = seconds_arg(when, "when cannot be None")?;
-        self.schedule_at(py, when, callback, args, context)
+        let is_int = when.is_instance_of::<pyo3::types::PyInt>();
+        let seconds = seconds_arg(when, "when cannot be None")?;
+        let handle = self.schedule_at(py, seconds, callback, args, context)?;
+        if is_int {
+            handle.get().mark_int_deadline();
+        }
+        Ok(handle)
     }
 }

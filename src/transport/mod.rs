@@ -14,7 +14,10 @@
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
 //! - [`datagram`]: UDP and AF_UNIX datagrams; [`sockaddr`]: its address conversion;
 //! - [`accept`]: servers' accept without a Python socket object per connection;
-//!   [`socket_file`]: a Unix server's socket file, removed when it stops serving (3.13+);
+//!   [`socket_file`]: a Unix server's socket file, removed when it stops serving (3.13+),
+//!   and a stale one removed before binding;
+//! - [`file_send`]: the system calls of sendfile's zero-copy path (`fstat`, `sendfile`,
+//!   `lseek`), native so that no `os.sendfile` runs in Python on the loop thread;
 //! - [`pipe_read`], [`pipe_write`]: the read and write pipe transports (pipes, FIFOs, sockets,
 //!   character devices and ptys); [`pipe_file`]: what they share (file-type check, raw
 //!   `read`/`write`/`writev`).
@@ -22,6 +25,7 @@
 pub mod accept;
 pub mod core;
 pub mod datagram;
+pub mod file_send;
 pub mod payload;
 pub mod pipe_file;
 pub mod pipe_read;
