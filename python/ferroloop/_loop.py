@@ -94,6 +94,11 @@ def _context_of(context: dict) -> Any:
     return run_in if hasattr(run_in, "run") else None
 
 
+def _work_done(future: asyncio.Future) -> None:
+    """Done callback of an executor job's future under virtual time."""
+    future.get_loop()._outstanding_work(-1)
+
+
 class EventLoop(
     LoopCore,
     SocketAPI,
@@ -115,7 +120,10 @@ class EventLoop(
     ``SubprocessAPI`` (``_subprocess``); this class adds the cold-path glue.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, virtual_time: bool = False, autojump_threshold: float = 0.0) -> None:
+        if virtual_time:
+            self._enable_virtual_time(float(autojump_threshold))
+        self._virtual_time = bool(virtual_time)
         self.slow_callback_duration = 0.1
         self._exception_handler = None
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -399,7 +407,12 @@ class EventLoop(
             if executor is None:
                 executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)
+        future = futures.wrap_future(executor.submit(func, *args), loop=self)
+        if self._virtual_time:
+            # The job is pending I/O: the virtual clock does not jump past it.
+            self._outstanding_work(1)
+            future.add_done_callback(_work_done)
+        return future
 
     def set_default_executor(self, executor) -> None:
         """Sets the ThreadPoolExecutor ``run_in_executor(None, ...)`` uses."""

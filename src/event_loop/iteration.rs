@@ -2,6 +2,8 @@
 //! 1. purge cancelled timers if they dominate the queue;
 //! 2. choose the timeout: 0 if callbacks are ready or stop() was called, else until the first
 //!    timer (or the next closed-socket sweep while native receives are pending), else forever;
+//!    in virtual time (`core::clock`), the autojump threshold in real time instead, and the
+//!    clock jumps to the first timer's deadline if that wait reports nothing;
 //! 3. wait for events (with the GIL released only if the wait may block; while callbacks keep
 //!    the loop busy, only every second iteration polls), queue the ready descriptors'
 //!    callbacks and complete native receives, schedule the `add_signal_handler` callbacks of
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::core::clock::CLOCK_RESOLUTION;
+use crate::core::clock::{monotonic_seconds, plan_virtual_wait, CLOCK_RESOLUTION};
 use crate::core::poller::{Readiness, Wakeup};
 use crate::event_loop::fd_watch::{Side, Watcher};
 use crate::event_loop::handle::RunOutcome;
@@ -33,7 +35,7 @@ impl LoopCore {
         self.stats.iterations.fetch_add(1, Ordering::Relaxed);
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
-        let timeout = self.poll_timeout(py);
+        let (timeout, jump_to) = self.poll_timeout(py);
         if timeout == Some(Duration::ZERO) {
             // Busy: the next iteration looks at the queues before it can block, so posts from
             // other threads until then need not write to the eventfd.
@@ -51,7 +53,8 @@ impl LoopCore {
         // CPU per request). asyncio does not promise in which iteration I/O is noticed.
         let skip_busy_poll =
             timeout == Some(Duration::ZERO) && self.polled_last.load(Ordering::Relaxed);
-        let polling = timeout != Some(Duration::ZERO) || (watching && !skip_busy_poll);
+        let polling =
+            timeout != Some(Duration::ZERO) || (watching && !skip_busy_poll) || jump_to.is_some();
         self.polled_last.store(polling, Ordering::Relaxed);
         if polling {
             let mut io_events = std::mem::take(&mut self.queues.borrow_mut(py).io_events);
@@ -70,6 +73,7 @@ impl LoopCore {
                 }
                 other => other,
             };
+            let quiet = io_events.is_empty() && matches!(waited, Ok(w) if w == Wakeup::default());
             let dispatched = self.dispatch_io(py, &mut io_events);
             self.queues.borrow_mut(py).io_events = io_events;
             let wakeup = waited.map_err(os_error)?;
@@ -82,6 +86,12 @@ impl LoopCore {
             // Run the Python handlers of signals that interrupted the wait now; when the wait
             // was skipped, the interpreter runs them inside the next callback anyway.
             py.check_signals()?;
+            // Virtual time: the wait saw nothing and nothing is ready: jump to the first timer.
+            if let Some(when) = jump_to {
+                if quiet && self.nothing_ready(py) {
+                    self.clock.jump_to(when);
+                }
+            }
         }
         self.sweep_closed_sockets(py)?;
         self.collect_due_timers(py);
@@ -137,18 +147,47 @@ impl LoopCore {
         // `removed` is dropped here, outside the borrow.
     }
 
-    /// How long the poll may sleep.
-    fn poll_timeout(&self, py: Python<'_>) -> Option<Duration> {
+    /// How long the poll may sleep, and in virtual time where the clock jumps if it sleeps
+    /// through without any event.
+    fn poll_timeout(&self, py: Python<'_>) -> (Option<Duration>, Option<f64>) {
         let queues = self.queues.borrow_mut(py);
         if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
-            return Some(Duration::ZERO);
+            return (Some(Duration::ZERO), None);
+        }
+        if self.clock.is_virtual() {
+            let plan = plan_virtual_wait(
+                self.clock.now(),
+                queues.timers.next_deadline(),
+                self.clock.autojump_threshold(),
+                MAX_WAIT_SECONDS,
+                self.outstanding_work.load(Ordering::Relaxed) > 0,
+            );
+            let (mut wait, mut jump_to) = (plan.real_timeout, plan.jump_to);
+            if queues.pending_receives > 0 {
+                // The closed-socket sweep (real time) cuts the wait short: no jump after it.
+                let sweep = (queues.next_sweep - monotonic_seconds()).max(0.0);
+                if wait.is_none_or(|w| sweep < w) {
+                    wait = Some(sweep);
+                    jump_to = None;
+                }
+            }
+            let timeout = wait.map(|w| Duration::from_secs_f64(w.clamp(0.0, MAX_WAIT_SECONDS)));
+            return (timeout, jump_to);
         }
         let mut deadline = queues.timers.next_deadline();
         if queues.pending_receives > 0 {
             deadline = Some(deadline.map_or(queues.next_sweep, |d| d.min(queues.next_sweep)));
         }
-        let wait = (deadline? - self.clock.now()).clamp(0.0, MAX_WAIT_SECONDS);
-        Some(Duration::from_secs_f64(wait))
+        let Some(deadline) = deadline else {
+            return (None, None);
+        };
+        let wait = (deadline - self.clock.now()).clamp(0.0, MAX_WAIT_SECONDS);
+        (Some(Duration::from_secs_f64(wait)), None)
+    }
+
+    /// No callback is ready and stop() was not called.
+    fn nothing_ready(&self, py: Python<'_>) -> bool {
+        self.queues.borrow_mut(py).ready.is_empty() && !self.stopping.load(Ordering::Relaxed)
     }
 
     /// Queues the reader/writer callbacks of the descriptors a wait reported ready, as asyncio
