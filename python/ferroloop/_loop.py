@@ -121,8 +121,6 @@ class EventLoop(
     """
 
     def __init__(self, *, virtual_time: bool = False, autojump_threshold: float = 0.0) -> None:
-        if virtual_time:
-            self._enable_virtual_time(float(autojump_threshold))
         self._virtual_time = bool(virtual_time)
         self.slow_callback_duration = 0.1
         self._exception_handler = None
@@ -135,6 +133,12 @@ class EventLoop(
         self._signal_handlers: dict[int, tuple[Any, tuple, contextvars.Context]] = {}
         self.set_debug(_debug_requested())
         _fork.track(self)
+        if virtual_time:
+            try:
+                self._enable_virtual_time(float(autojump_threshold))
+            except BaseException:
+                self.close()
+                raise
 
     def __repr__(self) -> str:
         return (
