@@ -340,3 +340,45 @@ def test_cli_virtual_time_clock_readings(child):
     result = child.run([sys.executable, "-m", "ferroloop", "--virtual-time", str(script)])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["1.0", "hello", "world", "4.0"]
+
+
+def test_pytest_plugin_marker_gives_virtual_time(child):
+    child.script(
+        "test_marked.py",
+        """
+        import asyncio
+        import time
+
+        import pytest
+
+        async def sleeper():
+            await asyncio.sleep(3600)
+            return asyncio.get_running_loop().time()
+
+        @pytest.mark.ferroloop(virtual_time=True)
+        def test_virtual():
+            start = time.monotonic()
+            assert asyncio.run(sleeper()) == 3600.0
+            assert time.monotonic() - start < 1.0
+
+        def test_real_again():
+            loop = asyncio.new_event_loop()
+            try:
+                assert not loop._is_virtual_time()
+            finally:
+                loop.close()
+        """,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "ferroloop.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+    ]
+    result = child.run(cmd, cwd=child.tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
