@@ -382,3 +382,104 @@ def test_pytest_plugin_marker_gives_virtual_time(child):
     result = child.run(cmd, cwd=child.tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def tls_contexts():
+    """(server, client) TLS contexts on CPython's test certificates, or skip."""
+    import ssl
+
+    utils = pytest.importorskip("test.test_asyncio.utils")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(utils.SIGNED_CERTFILE)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(utils.SIGNING_CA)
+    return server, client
+
+
+def test_tls_handshake_timeout_fires_at_its_virtual_deadline():
+    """A peer that never answers the handshake: the client gives up at exactly 30.0."""
+    _, client_ctx = tls_contexts()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        silent = socket.create_server(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        try:
+            await asyncio.open_connection(
+                "127.0.0.1",
+                port,
+                ssl=client_ctx,
+                server_hostname="localhost",
+                ssl_handshake_timeout=30,
+            )
+        except (ConnectionError, TimeoutError) as exc:
+            outcome = type(exc).__name__, loop.time()
+        else:
+            outcome = "connected", loop.time()
+        silent.close()
+        return outcome
+
+    outcome, wall = run_virtual(main)
+    assert outcome[1] == 30.0
+    assert outcome[0] in ("ConnectionAbortedError", "TimeoutError")
+    assert wall < 5.0
+
+
+def test_tls_echo_with_virtual_sleeps():
+    server_ctx, client_ctx = tls_contexts()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def echo(reader, writer):
+            while line := await reader.readline():
+                await asyncio.sleep(600)  # ten virtual minutes per answer
+                writer.write(line.upper())
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        answers = []
+        for word in (b"one\n", b"two\n", b"three\n"):
+            writer.write(word)
+            answers.append((await reader.readline(), loop.time()))
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answers
+
+    answers, _ = run_virtual(main)
+    assert answers == [(b"ONE\n", 600.0), (b"TWO\n", 1200.0), (b"THREE\n", 1800.0)]
+
+
+def test_same_order_as_stock_asyncio_in_real_time():
+    """A timer-only program prints the same trace on virtual ferroloop as on stock asyncio
+    in real time (deadlines 50 ms apart, so real time keeps the order too)."""
+
+    async def program():
+        trace = []
+
+        async def worker(name, delays):
+            for delay in delays:
+                await asyncio.sleep(delay)
+                trace.append(name)
+
+        async def waiter():
+            try:
+                await asyncio.wait_for(asyncio.sleep(10), 0.35)
+            except TimeoutError:
+                trace.append("timeout")
+
+        await asyncio.gather(
+            worker("a", [0.1, 0.3]), worker("b", [0.2, 0.05]), waiter(), worker("c", [0.5])
+        )
+        return trace
+
+    stock = asyncio.run(program())
+    virtual, _ = run_virtual(program)
+    assert virtual == stock == ["a", "b", "b", "timeout", "a", "c"]
