@@ -483,3 +483,35 @@ def test_same_order_as_stock_asyncio_in_real_time():
     stock = asyncio.run(program())
     virtual, _ = run_virtual(program)
     assert virtual == stock == ["a", "b", "b", "timeout", "a", "c"]
+
+
+def test_subprocess_output_within_the_threshold_keeps_the_clock():
+    """With a threshold longer than the child's pauses, its I/O holds the clock still."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", "sleep 0.1; echo done", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return out, proc.returncode, loop.time()
+
+    assert run_virtual(main, autojump_threshold=2.0)[0] == (b"done\n", 0, 0.0)
+
+
+def test_slow_callbacks_are_measured_in_real_time(caplog):
+    import ferroloop
+
+    loop = ferroloop.new_event_loop(virtual_time=True)
+    try:
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.05
+        loop.call_soon(time.sleep, 0.1)
+        loop.call_later(3600, loop.stop)
+        with caplog.at_level("WARNING", logger="asyncio"):
+            loop.run_forever()
+        now = loop.time()
+    finally:
+        loop.close()
+    assert now == 3600.0
+    assert any("took" in record.getMessage() for record in caplog.records)

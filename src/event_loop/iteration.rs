@@ -118,13 +118,14 @@ impl LoopCore {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
                 break;
             };
-            let started = if debug { self.clock.now() } else { 0.0 };
+            // Real time, also under virtual time: a slow callback is slow in the real world.
+            let started = if debug { monotonic_seconds() } else { 0.0 };
             let outcome = handle.get().run(py, debug);
             if let RunOutcome::Raised(err) = outcome {
                 self.report_callback_error(slf, &handle, err)?;
             }
             if debug {
-                self.warn_if_slow(slf, &handle, self.clock.now() - started)?;
+                self.warn_if_slow(slf, &handle, monotonic_seconds() - started)?;
             }
             self.recycle(py, handle);
         }
