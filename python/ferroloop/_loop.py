@@ -443,6 +443,8 @@ class EventLoop(
 
         joiner = threading.Thread(target=join_in_thread, name="ferroloop-executor-shutdown")
         joiner.start()
+        if self._virtual_time:  # the join is pending I/O: the timeout must not jump past it
+            self._outstanding_work(1)
         try:
             async with asyncio.timeout(timeout):
                 await joined
@@ -455,6 +457,9 @@ class EventLoop(
             executor.shutdown(wait=False)
         else:
             joiner.join()
+        finally:
+            if self._virtual_time:
+                self._outstanding_work(-1)
 
     # ---------------------------------------------------------- exception handling
 
