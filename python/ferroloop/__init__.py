@@ -13,6 +13,7 @@ or run an unmodified program: ``python -m ferroloop script.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import warnings
 from collections.abc import Coroutine
@@ -37,14 +38,32 @@ if sys.version_info < (3, 14):  # named by a star import only where it does not 
 _T = TypeVar("_T")
 
 
-def new_event_loop() -> EventLoop:
-    """Returns a new ferroloop event loop."""
-    return EventLoop()
+def new_event_loop(*, virtual_time: bool = False, autojump_threshold: float = 0.0) -> EventLoop:
+    """Returns a new ferroloop event loop.
+
+    With ``virtual_time=True`` its ``time()`` starts at 0.0 and jumps to the next timer's
+    deadline whenever no callback is ready and no I/O arrives within ``autojump_threshold``
+    seconds of real time (``float('inf')``: time moves only by ``loop.advance_time()``).
+    """
+    return EventLoop(virtual_time=virtual_time, autojump_threshold=autojump_threshold)
 
 
-def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
-    """Runs coroutine ``main`` on a new ferroloop loop, like ``asyncio.run``."""
-    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+def run(
+    main: Coroutine[Any, Any, _T],
+    *,
+    debug: bool | None = None,
+    virtual_time: bool = False,
+    autojump_threshold: float = 0.0,
+) -> _T:
+    """Runs coroutine ``main`` on a new ferroloop loop, like ``asyncio.run`` (virtual time:
+    see ``new_event_loop``)."""
+    if virtual_time:
+        factory = functools.partial(
+            new_event_loop, virtual_time=True, autojump_threshold=autojump_threshold
+        )
+    else:
+        factory = new_event_loop
+    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
         return runner.run(main)
 
 
@@ -84,7 +103,7 @@ def _make_policy_class() -> type:
             """An asyncio event loop policy whose loops are ferroloop loops."""
 
             def new_event_loop(self) -> EventLoop:  # type: ignore[override]
-                return new_event_loop()
+                return new_event_loop(**_installed_loop_options)
 
         EventLoopPolicy.__module__ = __name__
         EventLoopPolicy.__qualname__ = "EventLoopPolicy"
@@ -126,10 +145,18 @@ def install() -> None:
     _install_quietly()
 
 
-def _install_quietly() -> None:
+# Keywords for the loops the installed policy makes (``python -m ferroloop --virtual-time``).
+_installed_loop_options: dict[str, Any] = {}
+
+
+def _install_quietly(**loop_options: Any) -> None:
     """``install()`` without its warning (``python -m ferroloop``): the policy where asyncio
-    has policies, else ferroloop's ``new_event_loop`` behind ``asyncio.new_event_loop``."""
+    has policies, else ferroloop's ``new_event_loop`` behind ``asyncio.new_event_loop``;
+    ``loop_options`` go to every loop made that way (``virtual_time=True``)."""
     from asyncio import events
+
+    _installed_loop_options.clear()
+    _installed_loop_options.update(loop_options)
 
     if _POLICIES_DEPRECATED:  # asyncio's setter that does not warn
         setter = getattr(events, "_set_event_loop_policy", None)
@@ -140,5 +167,6 @@ def _install_quietly() -> None:
         return
     # No policies (Python 3.16+): asyncio.run()/Runner make their loop with
     # asyncio.events.new_event_loop().
-    events.new_event_loop = new_event_loop
-    asyncio.new_event_loop = new_event_loop
+    factory = functools.partial(new_event_loop, **loop_options) if loop_options else new_event_loop
+    events.new_event_loop = factory
+    asyncio.new_event_loop = factory

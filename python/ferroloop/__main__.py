@@ -1,6 +1,8 @@
-"""``python -m ferroloop SCRIPT [ARGS...]`` / ``python -m ferroloop -m MODULE [ARGS...]``.
+"""``python -m ferroloop [--virtual-time] SCRIPT [ARGS...]`` / ``... -m MODULE [ARGS...]``.
 
-Runs an unmodified asyncio program with ferroloop as the loop behind ``asyncio.run()``.
+Runs an unmodified asyncio program with ferroloop as the loop behind ``asyncio.run()``;
+``--virtual-time`` gives those loops virtual time (sleeps end at once, ``loop.time()`` starts
+at 0.0 and jumps from timer to timer).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import os
 import runpy
 import sys
 
-USAGE = "usage: python -m ferroloop SCRIPT [ARGS...] | -m MODULE [ARGS...]"
+USAGE = "usage: python -m ferroloop [--virtual-time] SCRIPT [ARGS...] | -m MODULE [ARGS...]"
 
 
 def main(argv: list[str]) -> None:
@@ -19,8 +21,15 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2 if not argv else 0)
     import ferroloop
 
+    loop_options = {}
+    if argv[0] == "--virtual-time":
+        loop_options["virtual_time"] = True
+        argv = argv[1:]
+        if not argv:
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(2)
     # Not install(): its DeprecationWarning (3.14+) would land on every run's stderr.
-    ferroloop._install_quietly()
+    ferroloop._install_quietly(**loop_options)
     if argv[0] == "-m":
         if len(argv) < 2:
             print(USAGE, file=sys.stderr)

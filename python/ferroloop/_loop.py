@@ -94,6 +94,11 @@ def _context_of(context: dict) -> Any:
     return run_in if hasattr(run_in, "run") else None
 
 
+def _work_done(future: asyncio.Future) -> None:
+    """Done callback of an executor job's future under virtual time."""
+    future.get_loop()._outstanding_work(-1)
+
+
 class EventLoop(
     LoopCore,
     SocketAPI,
@@ -115,7 +120,8 @@ class EventLoop(
     ``SubprocessAPI`` (``_subprocess``); this class adds the cold-path glue.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, virtual_time: bool = False, autojump_threshold: float = 0.0) -> None:
+        self._virtual_time = bool(virtual_time)
         self.slow_callback_duration = 0.1
         self._exception_handler = None
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -127,6 +133,12 @@ class EventLoop(
         self._signal_handlers: dict[int, tuple[Any, tuple, contextvars.Context]] = {}
         self.set_debug(_debug_requested())
         _fork.track(self)
+        if virtual_time:
+            try:
+                self._enable_virtual_time(float(autojump_threshold))
+            except BaseException:
+                self.close()
+                raise
 
     def __repr__(self) -> str:
         return (
@@ -399,7 +411,12 @@ class EventLoop(
             if executor is None:
                 executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)
+        future = futures.wrap_future(executor.submit(func, *args), loop=self)
+        if self._virtual_time:
+            # The job is pending I/O: the virtual clock does not jump past it.
+            self._outstanding_work(1)
+            future.add_done_callback(_work_done)
+        return future
 
     def set_default_executor(self, executor) -> None:
         """Sets the ThreadPoolExecutor ``run_in_executor(None, ...)`` uses."""
@@ -426,6 +443,8 @@ class EventLoop(
 
         joiner = threading.Thread(target=join_in_thread, name="ferroloop-executor-shutdown")
         joiner.start()
+        if self._virtual_time:  # the join is pending I/O: the timeout must not jump past it
+            self._outstanding_work(1)
         try:
             async with asyncio.timeout(timeout):
                 await joined
@@ -438,6 +457,9 @@ class EventLoop(
             executor.shutdown(wait=False)
         else:
             joiner.join()
+        finally:
+            if self._virtual_time:
+                self._outstanding_work(-1)
 
     # ---------------------------------------------------------- exception handling
 

@@ -14,6 +14,10 @@ ferroloop loop, which covers:
   ``loop_factory`` itself, which is then used as given);
 - ``asyncio.run`` and ``asyncio.new_event_loop`` called by the tests themselves.
 
+``@pytest.mark.ferroloop(virtual_time=True, autojump_threshold=0.0)`` on a test gives the
+loops made while it runs (its function-scoped fixtures included) virtual time: see
+``ferroloop.new_event_loop``. Loops of wider scope made before the test are left as they are.
+
 At the end the terminal summary says how many ferroloop loops were made; ``--ferroloop-strict``
 fails the session when tests ran but none was made (the plugin then tested nothing).
 """
@@ -33,14 +37,14 @@ if TYPE_CHECKING:
 
 # ferroloop itself is imported only once the plugin is on: loaded by the entry point alone,
 # the plugin must cost nothing (nor touch asyncio's deprecated policy classes on 3.14+).
-_state: dict[str, Any] = {"made": 0, "saved": None, "active": False}
+_state: dict[str, Any] = {"made": 0, "saved": None, "active": False, "loop_options": {}}
 
 
 def _new_event_loop() -> ferroloop.EventLoop:
     import ferroloop
 
     _state["made"] += 1
-    return ferroloop.EventLoop()
+    return ferroloop.EventLoop(**_state["loop_options"])
 
 
 def _policy() -> asyncio.AbstractEventLoopPolicy:
@@ -84,6 +88,11 @@ def _asked_for(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "ferroloop(virtual_time=False, autojump_threshold=0.0): options of the ferroloop "
+        "loops made while the test runs",
+    )
     _state["active"] = _asked_for(config)
     if not _state["active"]:
         return
@@ -128,3 +137,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         and not _state["made"]
     ):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(hookwrapper=True)  # the old style: pytest 7 has no wrapper=True
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    marker = item.get_closest_marker("ferroloop")
+    if marker is not None and marker.args:
+        raise pytest.UsageError("@pytest.mark.ferroloop takes keyword arguments only")
+    _state["loop_options"] = dict(marker.kwargs) if marker is not None else {}
+    try:
+        yield
+    finally:
+        _state["loop_options"] = {}

@@ -2,6 +2,8 @@
 //! 1. purge cancelled timers if they dominate the queue;
 //! 2. choose the timeout: 0 if callbacks are ready or stop() was called, else until the first
 //!    timer (or the next closed-socket sweep while native receives are pending), else forever;
+//!    in virtual time (`core::clock`), the autojump threshold in real time instead, and the
+//!    clock jumps to the first timer's deadline if that wait reports nothing;
 //! 3. wait for events (with the GIL released only if the wait may block; while callbacks keep
 //!    the loop busy, only every second iteration polls), queue the ready descriptors'
 //!    callbacks and complete native receives, schedule the `add_signal_handler` callbacks of
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::core::clock::CLOCK_RESOLUTION;
+use crate::core::clock::{monotonic_seconds, plan_virtual_wait, CLOCK_RESOLUTION};
 use crate::core::poller::{Readiness, Wakeup};
 use crate::event_loop::fd_watch::{Side, Watcher};
 use crate::event_loop::handle::RunOutcome;
@@ -33,7 +35,7 @@ impl LoopCore {
         self.stats.iterations.fetch_add(1, Ordering::Relaxed);
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
-        let timeout = self.poll_timeout(py)?;
+        let (timeout, jump_to) = self.poll_timeout(py)?;
         if timeout == Some(Duration::ZERO) {
             // Busy: the next iteration looks at the queues before it can block, so posts from
             // other threads until then need not write to the eventfd.
@@ -51,7 +53,8 @@ impl LoopCore {
         // CPU per request). asyncio does not promise in which iteration I/O is noticed.
         let skip_busy_poll =
             timeout == Some(Duration::ZERO) && self.polled_last.load(Ordering::Relaxed);
-        let polling = timeout != Some(Duration::ZERO) || (watching && !skip_busy_poll);
+        let polling =
+            timeout != Some(Duration::ZERO) || (watching && !skip_busy_poll) || jump_to.is_some();
         self.polled_last.store(polling, Ordering::Relaxed);
         if polling {
             let mut io_events = std::mem::take(&mut self.queues.borrow_mut(py).io_events);
@@ -70,6 +73,7 @@ impl LoopCore {
                 }
                 other => other,
             };
+            let quiet = io_events.is_empty() && matches!(waited, Ok(w) if w == Wakeup::default());
             let dispatched = self.dispatch_io(py, &mut io_events);
             self.queues.borrow_mut(py).io_events = io_events;
             let wakeup = waited.map_err(os_error)?;
@@ -82,6 +86,12 @@ impl LoopCore {
             // Run the Python handlers of signals that interrupted the wait now; when the wait
             // was skipped, the interpreter runs them inside the next callback anyway.
             py.check_signals()?;
+            // Virtual time: the wait saw nothing and nothing is ready: jump to the first timer.
+            if let Some(when) = jump_to {
+                if quiet && self.nothing_ready(py) {
+                    self.clock.jump_to(when);
+                }
+            }
         }
         self.sweep_closed_sockets(py)?;
         self.collect_due_timers(py)?;
@@ -108,13 +118,14 @@ impl LoopCore {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
                 break;
             };
-            let started = if debug { self.clock.now() } else { 0.0 };
+            // Real time, also under virtual time: a slow callback is slow in the real world.
+            let started = if debug { monotonic_seconds() } else { 0.0 };
             let outcome = handle.get().run(py, debug);
             if let RunOutcome::Raised(err) = outcome {
                 self.report_callback_error(slf, &handle, err)?;
             }
             if debug {
-                self.warn_if_slow(slf, &handle, self.clock.now() - started)?;
+                self.warn_if_slow(slf, &handle, monotonic_seconds() - started)?;
             }
             self.recycle(py, handle);
         }
@@ -137,24 +148,56 @@ impl LoopCore {
         // `removed` is dropped here, outside the borrow.
     }
 
-    /// How long the poll may sleep.
-    fn poll_timeout(&self, py: Python<'_>) -> PyResult<Option<Duration>> {
-        let deadline = {
+    /// How long the poll may sleep, and in virtual time where the clock jumps if it sleeps
+    /// through without any event.
+    fn poll_timeout(&self, py: Python<'_>) -> PyResult<(Option<Duration>, Option<f64>)> {
+        let (deadline, sweep) = {
             let queues = self.queues.borrow_mut(py);
             if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
-                return Ok(Some(Duration::ZERO));
+                return Ok((Some(Duration::ZERO), None));
             }
-            let mut deadline = queues.timers.next_deadline();
-            if queues.pending_receives > 0 {
-                deadline = Some(deadline.map_or(queues.next_sweep, |d| d.min(queues.next_sweep)));
+            if self.clock.is_virtual() {
+                let plan = plan_virtual_wait(
+                    self.clock.now(),
+                    queues.timers.next_deadline(),
+                    self.clock.autojump_threshold(),
+                    MAX_WAIT_SECONDS,
+                    self.outstanding_work.load(Ordering::Relaxed) > 0,
+                );
+                let (mut wait, mut jump_to) = (plan.real_timeout, plan.jump_to);
+                if queues.pending_receives > 0 {
+                    // The closed-socket sweep (real time) cuts the wait short: no jump after it.
+                    let sweep = (queues.next_sweep - monotonic_seconds()).max(0.0);
+                    if wait.is_none_or(|w| sweep < w) {
+                        wait = Some(sweep);
+                        jump_to = None;
+                    }
+                }
+                let timeout = wait.map(|w| Duration::from_secs_f64(w.clamp(0.0, MAX_WAIT_SECONDS)));
+                return Ok((timeout, jump_to));
             }
-            deadline
+            let sweep = (queues.pending_receives > 0).then_some(queues.next_sweep);
+            (queues.timers.next_deadline(), sweep)
         };
-        let Some(deadline) = deadline else {
-            return Ok(None);
+        // Timers are due by the `time()` the program sees (a replaced `loop.time` may run
+        // Python code: the queues are no longer borrowed here); the sweep runs on real time.
+        let mut wait = match deadline {
+            Some(deadline) => Some(deadline - self.now(py)?),
+            None => None,
         };
-        let wait = (deadline - self.now(py)?).clamp(0.0, MAX_WAIT_SECONDS);
-        Ok(Some(Duration::from_secs_f64(wait)))
+        if let Some(sweep) = sweep {
+            let until_sweep = sweep - monotonic_seconds();
+            wait = Some(wait.map_or(until_sweep, |w| w.min(until_sweep)));
+        }
+        Ok((
+            wait.map(|w| Duration::from_secs_f64(w.clamp(0.0, MAX_WAIT_SECONDS))),
+            None,
+        ))
+    }
+
+    /// No callback is ready and stop() was not called.
+    fn nothing_ready(&self, py: Python<'_>) -> bool {
+        self.queues.borrow_mut(py).ready.is_empty() && !self.stopping.load(Ordering::Relaxed)
     }
 
     /// Queues the reader/writer callbacks of the descriptors a wait reported ready, as asyncio

@@ -49,6 +49,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            outstanding_work: AtomicUsize::new(0),
             polled_last: AtomicBool::new(false),
             running_thread: AtomicU64::new(0),
             post_gate: PostGate::new(POSTS_PENDING_MAX, POSTER_PATIENCE),

@@ -20,7 +20,7 @@ impl LoopCore {
         Self::create()
     }
 
-    /// The loop's clock: `time.monotonic()`'s clock and scale.
+    /// The loop's clock: `time.monotonic()`'s clock and scale, or the virtual clock.
     fn time(&self) -> f64 {
         self.clock.now()
     }
@@ -53,6 +53,31 @@ impl LoopCore {
             return Err(PyErr::fetch(slf.py()));
         }
         slf.get().note_attribute(slf.py(), name, None)
+    }
+
+    // ------------------------------------------------------------ virtual time (core/clock.rs)
+
+    /// Moves the virtual clock forward by `seconds`; timers that become due run in the next
+    /// iterations. ValueError if negative (or NaN, infinite), RuntimeError in real time.
+    fn advance_time(&self, seconds: f64) -> PyResult<()> {
+        self.advance_virtual_time(seconds)
+    }
+
+    /// Switches the loop to virtual time (before it first runs): `time()` reads 0.0 and jumps
+    /// to the next timer whenever no I/O arrives within `autojump_threshold` real seconds.
+    fn _enable_virtual_time(&self, autojump_threshold: f64) -> PyResult<()> {
+        self.enable_virtual_time(autojump_threshold)
+    }
+
+    /// True when the loop runs on virtual time.
+    fn _is_virtual_time(&self) -> bool {
+        self.clock.is_virtual()
+    }
+
+    /// Counts an executor job as outstanding work (`delta` = 1) or finished (`delta` = -1):
+    /// in virtual time the clock does not jump while some is outstanding.
+    fn _outstanding_work(&self, delta: i32) {
+        self.count_outstanding_work(delta)
     }
 
     // ---------------------------------------------------------------- scheduling (schedule.rs)

@@ -25,6 +25,8 @@
 //! - [`tasks`]: `create_future`, `create_task`, the task factory;
 //! - [`transports`]: the registry of open transports by descriptor;
 //! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock.
+//! - [`virtual_time`]: `advance_time`, switching to virtual time, outstanding executor jobs
+//!   (the clock and the wait planning are in `core::clock`).
 
 pub mod fast_methods;
 mod fd_watch;
@@ -39,6 +41,7 @@ pub mod sock_io;
 mod tasks;
 mod time_override;
 mod transports;
+mod virtual_time;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -69,7 +72,7 @@ struct LoopQueues {
     io_events: Vec<Readiness>,
     /// How many native receives are pending (they bound the wait, for the closed-socket sweep).
     pending_receives: usize,
-    /// When the next closed-socket sweep is due (loop time).
+    /// When the next closed-socket sweep is due (real monotonic time, also in virtual time).
     next_sweep: f64,
 }
 
@@ -96,6 +99,9 @@ pub struct LoopCore {
     debug: AtomicBool,
     closed: AtomicBool,
     stopping: AtomicBool,
+    /// Executor jobs (`run_in_executor`, `to_thread`) still outstanding; counted in virtual
+    /// time only, where the clock does not jump past them.
+    outstanding_work: AtomicUsize,
     /// The previous iteration polled for I/O.
     polled_last: AtomicBool,
     /// `threading.get_ident()` of the thread running the loop, 0 when not running.

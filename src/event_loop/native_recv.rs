@@ -11,6 +11,7 @@
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 
+use crate::core::clock::monotonic_seconds;
 use crate::event_loop::fd_watch::{fileobj_to_fd, Side, Watcher};
 use crate::event_loop::sock_io::{
     try_recv, RecvOutcome, RecvTarget, RecvWaiter, CLOSED_SOCKET_SWEEP_INTERVAL,
@@ -158,7 +159,9 @@ impl LoopCore {
     /// Fails pending native receives whose socket was closed behind the loop's back (epoll
     /// forgets a closed descriptor, so no event would ever come): an error, not a hang.
     pub(super) fn sweep_closed_sockets(&self, py: Python<'_>) -> PyResult<()> {
-        let now = self.now(py)?;
+        // Real time, also under virtual time: the sweep looks for sockets closed in the real
+        // world, and must not make a virtual clock jump.
+        let now = monotonic_seconds();
         let suspects: Vec<(i32, Py<PyAny>, Py<PyAny>)> = {
             let mut queues = self.queues.borrow_mut(py);
             if queues.pending_receives == 0 || now < queues.next_sweep {
