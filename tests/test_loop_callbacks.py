@@ -496,3 +496,40 @@ def test_executed_callbacks_are_released(loop):
     _run_then_stop(loop, 0.01)
     gc.collect()
     assert ref() is None
+
+
+def test_nan_timer_runs_at_once_and_the_loop_stays_usable(loop):
+    """A timer at ``float('nan')`` runs right away, as in asyncio (``max(0, nan)`` is no
+    wait, and ``nan >= end`` is false): no panic in the poll timeout, and the loop is not left
+    marked running after the run (a failed run used to keep ``is_running()`` True)."""
+    fired: list[str] = []
+    loop.call_at(float("nan"), fired.append, "nan")
+    loop.call_later(0.05, loop.stop)
+    outcome: list[object] = []
+    try:
+        loop.run_forever()
+        outcome.append("stopped")
+    except BaseException as exc:  # noqa: BLE001 - PanicException derives from BaseException
+        outcome.append(type(exc).__name__)
+    assert outcome == ["stopped"]
+    assert fired == ["nan"]
+    assert not loop.is_running()
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # still usable
+    assert not loop.is_running()
+
+
+def test_replaced_time_is_not_leaked_by_call_later(loop):
+    """``call_later`` with ``loop.time`` replaced calls the replacement; the reference taken
+    for that call is given back (ferroloop's fast entry point used to leak one per call)."""
+
+    def clock() -> float:
+        return time.monotonic()
+
+    loop.time = clock
+    before = sys.getrefcount(clock)
+    for _ in range(1000):
+        loop.call_later(1, print).cancel()
+    after = sys.getrefcount(clock)
+    del loop.time
+    assert after - before < 10

@@ -130,7 +130,8 @@ pub fn plan_virtual_wait(
     let Some(deadline) = next_deadline else {
         return idle;
     };
-    if deadline <= now + CLOCK_RESOLUTION {
+    // A NaN deadline (or reading) is due at once, as in asyncio.
+    if deadline <= now + CLOCK_RESOLUTION || deadline.is_nan() || now.is_nan() {
         return VirtualWait {
             real_timeout: Some(0.0),
             jump_to: None,

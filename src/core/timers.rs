@@ -156,8 +156,10 @@ impl<T: TimerEntry> TimerQueue<T> {
 
     /// Pops the earliest timer if it is due before `end` (cancelled ones included; the caller
     /// skips them and they are counted out of the cancelled tally here).
+    /// A NaN deadline is due at once, as in asyncio (`when >= end` is false for NaN).
     pub fn pop_due(&mut self, end: f64) -> Option<T> {
-        if self.heap.peek()?.when < end {
+        let when = self.heap.peek()?.when;
+        if when < end || when.is_nan() {
             let slot = self.heap.pop()?;
             if slot.item.is_cancelled() {
                 self.cancelled = self.cancelled.saturating_sub(1);

@@ -28,6 +28,23 @@ use crate::interop::errors::os_error;
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
 const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
 
+/// A wait in seconds as a `Duration`, between 0 and `MAX_WAIT_SECONDS`. NaN (a NaN timer
+/// deadline, or a replaced `loop.time` returning NaN) is no wait, as in asyncio, where
+/// `max(0, nan)` is 0; `clamp` would pass NaN through and `from_secs_f64` panic on it.
+fn wait_duration(seconds: f64) -> Duration {
+    Duration::from_secs_f64(seconds.max(0.0).min(MAX_WAIT_SECONDS))
+}
+
+/// Virtual time: the first timer's deadline, and the loop's "now" it was planned against
+/// (both in the scale of the `time()` the program sees, maybe a replaced `loop.time`).
+#[derive(Clone, Copy)]
+struct VirtualJump {
+    /// The deadline to jump to.
+    when: f64,
+    /// The loop's "now" when the jump was planned.
+    now: f64,
+}
+
 impl LoopCore {
     /// One iteration of the loop.
     pub(super) fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -35,7 +52,13 @@ impl LoopCore {
         self.stats.iterations.fetch_add(1, Ordering::Relaxed);
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
-        let (timeout, jump_to) = self.poll_timeout(py)?;
+        let (timeout, jump) = self.poll_timeout(py)?;
+        let virtual_time = self.clock.is_virtual();
+        let wait_started = if virtual_time {
+            monotonic_seconds()
+        } else {
+            0.0
+        };
         if timeout == Some(Duration::ZERO) {
             // Busy: the next iteration looks at the queues before it can block, so posts from
             // other threads until then need not write to the eventfd.
@@ -54,8 +77,10 @@ impl LoopCore {
         let skip_busy_poll =
             timeout == Some(Duration::ZERO) && self.polled_last.load(Ordering::Relaxed);
         let polling =
-            timeout != Some(Duration::ZERO) || (watching && !skip_busy_poll) || jump_to.is_some();
+            timeout != Some(Duration::ZERO) || (watching && !skip_busy_poll) || jump.is_some();
         self.polled_last.store(polling, Ordering::Relaxed);
+        let mut quiet_wait = false;
+        let mut jumped = false;
         if polling {
             let mut io_events = std::mem::take(&mut self.queues.borrow_mut(py).io_events);
             let poller = &self.poller;
@@ -87,15 +112,42 @@ impl LoopCore {
             // was skipped, the interpreter runs them inside the next callback anyway.
             py.check_signals()?;
             // Virtual time: the wait saw nothing and nothing is ready: jump to the first timer.
-            if let Some(when) = jump_to {
-                if quiet && self.nothing_ready(py) {
-                    self.clock.jump_to(when);
-                }
+            quiet_wait = quiet && self.nothing_ready(py);
+            if let Some(jump) = jump.filter(|_| quiet_wait) {
+                self.jump_clock(jump);
+                jumped = true;
             }
         }
         self.sweep_closed_sockets(py)?;
         self.collect_due_timers(py)?;
+        if virtual_time {
+            self.note_quiet_period(py, quiet_wait && !jumped, wait_started);
+        }
         self.run_ready(slf)
+    }
+
+    /// Virtual time: moves the clock to the first timer's deadline. With `loop.time` replaced,
+    /// the deadline is in the replacement's scale: the clock moves by the distance to it
+    /// instead, so the wait that planned the jump and the timers agree on what is due.
+    fn jump_clock(&self, jump: VirtualJump) {
+        if self.time_replaced.load(Ordering::Relaxed) {
+            // A bad step (NaN, negative) is no step: the next wait plans again.
+            let _ = self.clock.advance(jump.when - jump.now);
+        } else {
+            self.clock.jump_to(jump.when);
+        }
+    }
+
+    /// Virtual time: a quiet iteration (the wait saw nothing, nothing is ready, no jump)
+    /// continues the quiet period, begun at the latest when this wait started; anything else
+    /// ends it.
+    fn note_quiet_period(&self, py: Python<'_>, quiet_wait: bool, wait_started: f64) {
+        let mut queues = self.queues.borrow_mut(py);
+        if quiet_wait && queues.ready.is_empty() && !self.stopping.load(Ordering::Relaxed) {
+            queues.quiet_since.get_or_insert(wait_started);
+        } else {
+            queues.quiet_since = None;
+        }
     }
 
     /// Hands each signal number read from the wakeup pipe, in arrival order, to the Python
@@ -148,51 +200,52 @@ impl LoopCore {
         // `removed` is dropped here, outside the borrow.
     }
 
-    /// How long the poll may sleep, and in virtual time where the clock jumps if it sleeps
+    /// How long the poll may sleep, and in virtual time how far the clock jumps if it sleeps
     /// through without any event.
-    fn poll_timeout(&self, py: Python<'_>) -> PyResult<(Option<Duration>, Option<f64>)> {
-        let (deadline, sweep) = {
+    fn poll_timeout(&self, py: Python<'_>) -> PyResult<(Option<Duration>, Option<VirtualJump>)> {
+        let (deadline, sweep, quiet_since) = {
             let queues = self.queues.borrow_mut(py);
             if !queues.ready.is_empty() || self.stopping.load(Ordering::Relaxed) {
                 return Ok((Some(Duration::ZERO), None));
             }
-            if self.clock.is_virtual() {
-                let plan = plan_virtual_wait(
-                    self.clock.now(),
-                    queues.timers.next_deadline(),
-                    self.clock.autojump_threshold(),
-                    MAX_WAIT_SECONDS,
-                    self.outstanding_work.load(Ordering::Relaxed) > 0,
-                );
-                let (mut wait, mut jump_to) = (plan.real_timeout, plan.jump_to);
-                if queues.pending_receives > 0 {
-                    // The closed-socket sweep (real time) cuts the wait short: no jump after it.
-                    let sweep = (queues.next_sweep - monotonic_seconds()).max(0.0);
-                    if wait.is_none_or(|w| sweep < w) {
-                        wait = Some(sweep);
-                        jump_to = None;
-                    }
-                }
-                let timeout = wait.map(|w| Duration::from_secs_f64(w.clamp(0.0, MAX_WAIT_SECONDS)));
-                return Ok((timeout, jump_to));
-            }
             let sweep = (queues.pending_receives > 0).then_some(queues.next_sweep);
-            (queues.timers.next_deadline(), sweep)
+            (queues.timers.next_deadline(), sweep, queues.quiet_since)
         };
         // Timers are due by the `time()` the program sees (a replaced `loop.time` may run
         // Python code: the queues are no longer borrowed here); the sweep runs on real time.
-        let mut wait = match deadline {
-            Some(deadline) => Some(deadline - self.now(py)?),
-            None => None,
+        let now = match deadline {
+            Some(_) => self.now(py)?,
+            None => 0.0, // not read: no timer to compare it with
+        };
+        let (mut wait, mut jump) = if self.clock.is_virtual() {
+            // The real time this quiet period has lasted already counts towards the
+            // threshold: waits cut short by the sweep add up to one autojump.
+            let mut threshold = self.clock.autojump_threshold();
+            if let Some(since) = quiet_since.filter(|_| threshold <= MAX_WAIT_SECONDS) {
+                threshold = (threshold - (monotonic_seconds() - since)).max(0.0);
+            }
+            let plan = plan_virtual_wait(
+                now,
+                deadline,
+                threshold,
+                MAX_WAIT_SECONDS,
+                self.outstanding_work.load(Ordering::Relaxed) > 0,
+            );
+            let jump = plan.jump_to.map(|when| VirtualJump { when, now });
+            (plan.real_timeout, jump)
+        } else {
+            (deadline.map(|deadline| deadline - now), None)
         };
         if let Some(sweep) = sweep {
+            // The closed-socket sweep (real time) cuts the wait short: no jump after it (the
+            // quiet period goes on, see `quiet_since`).
             let until_sweep = sweep - monotonic_seconds();
-            wait = Some(wait.map_or(until_sweep, |w| w.min(until_sweep)));
+            if wait.is_none_or(|w| until_sweep < w) {
+                wait = Some(until_sweep);
+                jump = None;
+            }
         }
-        Ok((
-            wait.map(|w| Duration::from_secs_f64(w.clamp(0.0, MAX_WAIT_SECONDS))),
-            None,
-        ))
+        Ok((wait.map(wait_duration), jump))
     }
 
     /// No callback is ready and stop() was not called.

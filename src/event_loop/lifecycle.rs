@@ -30,6 +30,26 @@ pub(super) fn current_thread_ident() -> u64 {
     unsafe { PyThread_get_thread_ident() as u64 }
 }
 
+/// Resets a loop's running state when `run_until_stopped` ends, also by a panic.
+struct RunningGuard<'a, 'py>(&'a Bound<'py, LoopCore>);
+
+impl Drop for RunningGuard<'_, '_> {
+    fn drop(&mut self) {
+        let this = self.0.get();
+        this.stopping.store(false, Ordering::Relaxed);
+        this.running_thread.store(0, Ordering::Relaxed);
+        // Threads waiting for the next batch would wait for nothing now.
+        this.post_gate.next_epoch();
+        // A quiet period (virtual time) does not span two runs.
+        if let Some(mut queues) = this.queues.try_borrow_mut(self.0.py()) {
+            queues.quiet_since = None;
+        }
+        // The spare `bytes` of the transports lives in this thread only while a loop runs
+        // here: a loop that is never closed, or an interpreter that is finalised, keeps none.
+        crate::interop::spare_bytes::release(self.0.py());
+    }
+}
+
 impl LoopCore {
     /// A new, open, stopped loop with its own poller.
     pub(super) fn create() -> PyResult<Self> {
@@ -42,6 +62,7 @@ impl LoopCore {
                 io_events: Vec::new(),
                 pending_receives: 0,
                 next_sweep: 0.0,
+                quiet_since: None,
             }),
             clock: Clock::new(),
             poller: Poller::new().map_err(os_error)?,
@@ -107,26 +128,19 @@ impl LoopCore {
     }
 
     /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.
+    /// The loop's running state is reset however the iterations end: `stop()`, an exception,
+    /// or a Rust panic (PyO3 turns it into `PanicException`; the reset runs while it unwinds).
     pub(super) fn run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         this.running_thread
             .store(current_thread_ident(), Ordering::Relaxed);
-        let result = loop {
-            if let Err(err) = this.run_once(slf) {
-                break Err(err);
-            }
+        let _running = RunningGuard(slf);
+        loop {
+            this.run_once(slf)?;
             if this.stopping.load(Ordering::Relaxed) {
-                break Ok(());
+                return Ok(());
             }
-        };
-        this.stopping.store(false, Ordering::Relaxed);
-        this.running_thread.store(0, Ordering::Relaxed);
-        // Threads waiting for the next batch would wait for nothing now.
-        this.post_gate.next_epoch();
-        // The spare `bytes` of the transports lives in this thread only while a loop runs
-        // here: a loop that is never closed, or an interpreter that is finalised, keeps none.
-        crate::interop::spare_bytes::release(slf.py());
-        result
+        }
     }
 
     /// Marks the loop closed and drops every pending callback and timer.

@@ -74,6 +74,10 @@ struct LoopQueues {
     pending_receives: usize,
     /// When the next closed-socket sweep is due (real monotonic time, also in virtual time).
     next_sweep: f64,
+    /// Virtual time: when (real monotonic time) the loop's current quiet period began (no
+    /// event, no callback since), if one is under way. The autojump is due once it lasts
+    /// the threshold, however many shorter waits (the closed-socket sweep) it took.
+    quiet_since: Option<f64>,
 }
 
 /// Counters of the loop's life, for introspection and metrics.

@@ -24,9 +24,12 @@ impl LoopCore {
             .time_replacement
             .borrow_mut(py)
             .as_ref()
-            .map(|f| f.clone_ref(py));
+            .map(|f| f.clone_ref(py).into_bound(py));
+        // Held (and dropped) as a `Bound`: this runs from the raw entry points of
+        // `fast_methods.rs` too, outside PyO3's trampolines, where dropping a `Py` would leak
+        // the reference.
         match replacement {
-            Some(time) => time.bind(py).call0()?.extract::<f64>(),
+            Some(time) => time.call0()?.extract::<f64>(),
             None => Ok(self.clock.now()),
         }
     }
@@ -45,7 +48,7 @@ impl LoopCore {
         self.time_replaced
             .store(replacement.is_some(), Ordering::Relaxed);
         let previous = std::mem::replace(&mut *self.time_replacement.borrow_mut(py), replacement);
-        drop(previous); // outside the borrow
+        crate::event_loop::handle::drop_attached(py, previous); // outside the borrow
         Ok(())
     }
 }

@@ -29,6 +29,13 @@ impl<T> GilRefCell<T> {
         self.0.borrow_mut()
     }
 
+    /// Borrows the value mutably if nobody borrows it now (for code that must not panic, such
+    /// as a guard's `drop` while a panic unwinds).
+    #[inline]
+    pub fn try_borrow_mut<'a>(&'a self, _py: Python<'_>) -> Option<RefMut<'a, T>> {
+        self.0.try_borrow_mut().ok()
+    }
+
     /// Borrows the value from a garbage-collector hook (`__traverse__`/`__clear__`), which
     /// gets no `Python` token but runs with the GIL held; None if it is borrowed right now
     /// (a collection triggered inside a method that holds the borrow).
