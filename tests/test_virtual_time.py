@@ -523,3 +523,58 @@ def test_slow_callbacks_are_measured_in_real_time(caplog):
         loop.close()
     assert now == 3600.0
     assert any("took" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.timeout(20)
+def test_jump_while_a_native_receive_is_pending_with_a_long_threshold():
+    """An idle ``sock_recv`` keeps the closed-socket sweep going (every 0.25 s real time);
+    the waits it cuts short add up, so a threshold above the sweep period still jumps (it used
+    to wait forever)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        receive = asyncio.ensure_future(loop.sock_recv(left, 10))
+        await asyncio.sleep(0)
+        await asyncio.sleep(10)
+        now = loop.time()
+        receive.cancel()
+        left.close()
+        right.close()
+        return now
+
+    now, wall = run_virtual(main, autojump_threshold=0.6)
+    assert now == 10.0
+    assert 0.6 <= wall < 10
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("offset", [-1000.0, 1000.0])
+def test_replaced_time_under_virtual_time_jumps_by_the_right_distance(offset):
+    """With ``loop.time`` replaced on a virtual-time loop, timers are due by the replacement:
+    the jump moves the clock by the distance to the first deadline in its scale (planning
+    against the native clock used to spin without a jump, or jump too far)."""
+    import ferroloop
+
+    loop = ferroloop.new_event_loop(virtual_time=True, autojump_threshold=0.0)
+    native = loop.time
+    loop.time = lambda: native() + offset
+    seen: dict[str, float] = {}
+
+    async def main():
+        await asyncio.sleep(10)
+        seen["native"] = native()
+        seen["replaced"] = loop.time()
+
+    try:
+        start = time.monotonic()
+        loop.run_until_complete(main())
+        wall = time.monotonic() - start
+        iterations = loop._stats()[3]
+    finally:
+        del loop.time
+        loop.close()
+    assert seen == {"native": 10.0, "replaced": 10.0 + offset}
+    assert wall < 5
+    assert iterations < 100
