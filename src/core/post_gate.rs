@@ -102,6 +102,17 @@ impl PostGate {
         moved_on
     }
 
+    /// In a child made by `fork()`: the posts counted and the threads waiting were the
+    /// parent's (those threads do not exist in the child). Forgets them and starts a new
+    /// epoch, so that the child's first posts are not throttled for the parent's backlog and
+    /// `next_epoch` does not take the lock to wake nobody.
+    pub fn reset_after_fork(&self) {
+        self.waiters.store(0, Ordering::SeqCst);
+        self.pending.store(0, Ordering::Relaxed);
+        self.allowance.store(0, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The loop took its batch (or stopped): a new epoch starts, waiting posters resume.
     #[inline]
     pub fn next_epoch(&self) {
@@ -144,6 +155,21 @@ mod tests {
         }
         assert_eq!(gate.note_post(), Some(epoch));
         gate.next_epoch();
+        assert_eq!(gate.note_post(), None);
+    }
+
+    #[test]
+    fn reset_after_fork_forgets_posts_and_waiters() {
+        let gate = PostGate::new(2, Duration::from_millis(5));
+        assert_eq!(gate.note_post(), None);
+        let epoch = gate.note_post().unwrap();
+        assert!(!gate.wait_for_next_batch(epoch));
+        gate.waiters.store(3, Ordering::SeqCst); // threads of the parent, gone in the child
+        gate.reset_after_fork();
+        assert_eq!(gate.waiters.load(Ordering::SeqCst), 0);
+        assert_eq!(gate.pending.load(Ordering::SeqCst), 0);
+        assert_eq!(gate.allowance.load(Ordering::SeqCst), 0);
+        assert!(gate.epoch.load(Ordering::SeqCst) > epoch);
         assert_eq!(gate.note_post(), None);
     }
 

@@ -222,12 +222,15 @@ impl LoopCore {
         }
     }
 
-    /// In a child made by `fork()`: gives the loop its own epoll instance, waker and signal
+    /// In a child made by `fork()`: forgets the parent's cross-thread posts
+    /// (`PostGate::reset_after_fork`), gives the loop its own epoll instance, waker and signal
     /// pipe (`Poller::renew_after_fork`) and registers every watched descriptor in them, so
     /// that the child's use of the loop never changes the parent's registrations. A
     /// descriptor that fails (closed meanwhile) is simply not watched, as epoll forgets closed
     /// descriptors.
     pub(super) fn renew_watches_after_fork(&self, py: Python<'_>) -> PyResult<()> {
+        // The parent's posting threads and their backlog are not the child's.
+        self.post_gate.reset_after_fork();
         if self.is_loop_closed() {
             return Ok(());
         }
