@@ -44,6 +44,10 @@ def installed(tmp_path_factory) -> Path:
 
 
 def run_samples(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_pytest(site, SAMPLES, *args, "unittest_project")
+
+
+def run_pytest(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     import ferroloop  # the copy under test: this checkout's python/ or an installed one
 
     env = dict(os.environ)
@@ -54,9 +58,8 @@ def run_samples(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
     for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         env.pop(name, None)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
-        + ["unittest_project"],
-        cwd=SAMPLES,
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -103,3 +106,74 @@ def test_blocking_the_entry_point(installed):
     proc = run_samples(installed, "-p", "no:ferroloop.pytest_plugin", "--ferroloop")
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "--ferroloop" in proc.stderr
+
+
+MARKED_TEST = """
+import asyncio
+
+import pytest
+
+
+@pytest.mark.ferroloop(virtual_time=True)
+def test_marked():
+    async def main():
+        await asyncio.sleep(0)
+        return type(asyncio.get_running_loop()).__module__
+
+    assert asyncio.run(main()).startswith("ferroloop")
+"""
+
+FERROLOOP_TEST = """
+import asyncio
+
+
+def test_on_ferroloop():
+    async def main():
+        return type(asyncio.get_running_loop()).__module__
+
+    assert asyncio.run(main()).startswith("ferroloop")
+"""
+
+
+def make_project(tmp_path: Path, test_source: str, conftest: str = "") -> Path:
+    """A one-test project with its own rootdir (an empty ``pytest.ini``)."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_sample.py").write_text(test_source)
+    if conftest:
+        (tmp_path / "conftest.py").write_text(conftest)
+    return tmp_path
+
+
+def test_virtual_time_marker_fails_while_the_plugin_is_off(installed, tmp_path):
+    """A test marked ``ferroloop(virtual_time=True)`` with the plugin loaded only by its entry
+    point fails, saying how to turn the plugin on (it used to run on stock asyncio in real
+    time without a word)."""
+    project = make_project(tmp_path, MARKED_TEST)
+    proc = run_pytest(installed, project)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the ferroloop pytest plugin is off" in proc.stdout
+    assert "--ferroloop" in proc.stdout
+    on = run_pytest(installed, project, "--ferroloop")
+    assert on.returncode == 0, on.stdout + on.stderr
+    assert "1 passed" in on.stdout
+
+
+def test_other_marker_options_warn_while_the_plugin_is_off(installed, tmp_path):
+    """Other marker options change nothing on stock asyncio: a warning, no failure."""
+    source = MARKED_TEST.replace("virtual_time=True", "autojump_threshold=0.5").replace(
+        'startswith("ferroloop")', 'startswith("asyncio")'
+    )
+    proc = run_pytest(installed, make_project(tmp_path, source))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the ferroloop pytest plugin is off" in proc.stdout
+
+
+def test_conftest_pytest_plugins_turns_it_on(installed, tmp_path):
+    """``pytest_plugins = ["ferroloop.pytest_plugin"]`` in the rootdir's conftest turns the
+    plugin on also where the entry point loaded the module first (pytest then skips the
+    conftest's import of it)."""
+    conftest = 'pytest_plugins = ["ferroloop.pytest_plugin"]\n'
+    proc = run_pytest(installed, make_project(tmp_path, FERROLOOP_TEST, conftest))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    assert proc.stdout.count("event loop(s) made by the plugin") == 1

@@ -1,8 +1,11 @@
 """pytest plugin: runs a project's async tests on ferroloop, whichever way they make loops.
 
-Enable it with ``pytest -p ferroloop.pytest_plugin``, or, where ferroloop is installed (it
-registers this module as a ``pytest11`` entry point, which pytest loads in every run), with
-``pytest --ferroloop``. Loaded by the entry point alone it does nothing: it is off unless asked.
+Enable it with ``pytest -p ferroloop.pytest_plugin``, with
+``pytest_plugins = ["ferroloop.pytest_plugin"]`` in the rootdir's ``conftest.py``, or, where
+ferroloop is installed (it registers this module as a ``pytest11`` entry point, which pytest
+loads in every run), with ``pytest --ferroloop``. Loaded by the entry point alone it does
+nothing: it is off unless asked (then a test marked ``@pytest.mark.ferroloop(virtual_time=True)``
+fails, saying how to turn the plugin on, instead of running in real time on stock asyncio).
 Once on, every loop made through asyncio's policy or ``asyncio.new_event_loop()`` is a
 ferroloop loop, which covers:
 
@@ -28,6 +31,7 @@ import asyncio
 import asyncio.events
 import os
 import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -71,17 +75,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _named_by_a_conftest(config: pytest.Config) -> bool:
+    """True if a conftest loaded so far (the initial ones: pytest refuses ``pytest_plugins``
+    in the others) names this module in its ``pytest_plugins``. Where the entry point loaded
+    the module first, pytest skips the conftest's import of it, so only the name is left."""
+    for plugin in config.pluginmanager.get_plugins():
+        if not isinstance(plugin, types.ModuleType) or plugin is sys.modules[__name__]:
+            continue
+        names = getattr(plugin, "pytest_plugins", None)
+        if isinstance(names, str):
+            names = [names]
+        if isinstance(names, (list, tuple)) and __name__ in names:
+            return True
+    return False
+
+
 def _asked_for(config: pytest.Config) -> bool:
     """On with --ferroloop, or when the module was named (``-p ferroloop.pytest_plugin``,
-    ``PYTEST_PLUGINS``), or loaded other than by the ``pytest11`` entry point (a conftest's
-    ``pytest_plugins`` where ferroloop is not installed); off when only the entry point
-    loaded it. (pytest loads a ``-p`` name through the entry point of that name when there is
-    one, so the ``-p`` options are looked at.)"""
+    ``PYTEST_PLUGINS``, a conftest's ``pytest_plugins``), or loaded other than by the
+    ``pytest11`` entry point; off when only the entry point loaded it. (pytest loads a ``-p``
+    name through the entry point of that name when there is one, so the ``-p`` options are
+    looked at.)"""
     if config.getoption("ferroloop", False):
         return True
     named = list(getattr(config.option, "plugins", None) or [])
     named += os.environ.get("PYTEST_PLUGINS", "").split(",")
     if __name__ in (name.strip() for name in named):
+        return True
+    if _named_by_a_conftest(config):
         return True
     this = sys.modules[__name__]
     return not any(plugin is this for plugin, _dist in config.pluginmanager.list_plugin_distinfo())
@@ -149,3 +170,25 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         yield
     finally:
         _state["loop_options"] = {}
+
+
+#: Why a marked test fails while the plugin is off, and how to turn it on.
+_OFF_MESSAGE = (
+    "@pytest.mark.ferroloop({options}) has no effect: the ferroloop pytest plugin is off "
+    "(loaded only by its entry point), so this test would run on stock asyncio{consequence}. "
+    "Turn it on with `pytest --ferroloop` (or `-p ferroloop.pytest_plugin`, or "
+    '`addopts = "--ferroloop"` in the pytest configuration).'
+)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _state["active"]:
+        return
+    marker = item.get_closest_marker("ferroloop")
+    if marker is None:
+        return
+    options = ", ".join(f"{key}={value!r}" for key, value in marker.kwargs.items())
+    if marker.kwargs.get("virtual_time"):
+        message = _OFF_MESSAGE.format(options=options, consequence=" in real time")
+        pytest.fail(message, pytrace=False)
+    item.warn(pytest.PytestWarning(_OFF_MESSAGE.format(options=options, consequence="")))
