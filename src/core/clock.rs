@@ -168,6 +168,13 @@ mod tests {
     const DAY: f64 = 86400.0;
 
     #[test]
+    fn a_nan_deadline_is_due_at_once() {
+        let plan = plan_virtual_wait(5.0, Some(f64::NAN), 0.1, DAY, false);
+        assert_eq!(plan.real_timeout, Some(0.0));
+        assert_eq!(plan.jump_to, None);
+    }
+
+    #[test]
     fn clock_is_monotonic() {
         let clock = Clock::new();
         let a = clock.now();

@@ -215,6 +215,13 @@ mod tests {
     }
 
     #[test]
+    fn a_nan_deadline_is_due() {
+        let mut q = TimerQueue::new();
+        q.push(f64::NAN, fake(1));
+        assert_eq!(drain_ids(&mut q, 0.0), vec![1]);
+    }
+
+    #[test]
     fn pops_in_deadline_order() {
         let mut q = TimerQueue::new();
         q.push(3.0, fake(3));

@@ -2,8 +2,10 @@
 //! 1. purge cancelled timers if they dominate the queue;
 //! 2. choose the timeout: 0 if callbacks are ready or stop() was called, else until the first
 //!    timer (or the next closed-socket sweep while native receives are pending), else forever;
-//!    in virtual time (`core::clock`), the autojump threshold in real time instead, and the
-//!    clock jumps to the first timer's deadline if that wait reports nothing;
+//!    in virtual time (`core::clock`), the rest of the autojump threshold in real time instead
+//!    (a quiet period cut into several waits by the closed-socket sweep counts as one), and
+//!    the clock jumps to the first timer's deadline if that wait reports nothing; a NaN wait
+//!    is no wait (asyncio's `max(0, nan)`);
 //! 3. wait for events (with the GIL released only if the wait may block; while callbacks keep
 //!    the loop busy, only every second iteration polls), queue the ready descriptors'
 //!    callbacks and complete native receives, schedule the `add_signal_handler` callbacks of
@@ -32,7 +34,10 @@ const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
 /// deadline, or a replaced `loop.time` returning NaN) is no wait, as in asyncio, where
 /// `max(0, nan)` is 0; `clamp` would pass NaN through and `from_secs_f64` panic on it.
 fn wait_duration(seconds: f64) -> Duration {
-    Duration::from_secs_f64(seconds.max(0.0).min(MAX_WAIT_SECONDS))
+    if seconds.is_nan() {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(seconds.clamp(0.0, MAX_WAIT_SECONDS))
 }
 
 /// Virtual time: the first timer's deadline, and the loop's "now" it was planned against
