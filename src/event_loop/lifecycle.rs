@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -14,10 +15,18 @@ use crate::core::fd_map::FdMap;
 use crate::core::poller::Poller;
 use crate::core::post_gate::PostGate;
 use crate::core::timers::TimerQueue;
-use crate::event_loop::schedule::{POSTER_PATIENCE, POSTS_PENDING_MAX};
 use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
+
+/// Posts from other threads pending for the loop's next batch before a poster waits. Small
+/// enough that a batch runs in well under a millisecond and its handles come from the spare
+/// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
+const POSTS_PENDING_MAX: usize = 512;
+
+/// The longest a posting thread waits for one batch of a loop that does not come back (it is
+/// stopping, or its thread is blocked waiting for the poster): then it posts on for a while.
+const POSTER_PATIENCE: Duration = Duration::from_millis(50);
 
 extern "C" {
     /// `threading.get_ident()` in C (declared here: not every pyo3-ffi release has it).

@@ -16,7 +16,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -32,15 +31,6 @@ use crate::interop::py_cache;
 
 /// How many spare handles the loop keeps for reuse.
 const SPARE_HANDLES_MAX: usize = 1024;
-
-/// Posts from other threads pending for the loop's next batch before a poster waits. Small
-/// enough that a batch runs in well under a millisecond and its handles come from the spare
-/// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
-pub(super) const POSTS_PENDING_MAX: usize = 512;
-
-/// The longest a posting thread waits for one batch of a loop that does not come back (it is
-/// stopping, or its thread is blocked waiting for the poster): then it posts on for a while.
-pub(super) const POSTER_PATIENCE: Duration = Duration::from_millis(50);
 
 /// A new reference to a copy of the current `contextvars.Context`.
 fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
