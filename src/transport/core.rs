@@ -158,6 +158,19 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
         self.state().borrow_mut(py).core().closing
     }
 
+    /// `set_protocol(protocol)`: from now on the transport speaks to `protocol`. (The stream
+    /// transport overrides it, to note whether the new protocol is a buffered one.)
+    fn replace_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let previous = self
+            .state()
+            .borrow_mut(protocol.py())
+            .core_mut()
+            .protocol
+            .replace(protocol.clone().unbind());
+        drop(previous);
+        Ok(())
+    }
+
     /// Bytes waiting to be sent, as flow control counts them.
     fn write_buffer_size(&self, py: Python<'_>) -> usize {
         self.state().borrow_mut(py).pending_bytes()
@@ -610,15 +623,21 @@ fn floor_mark(mark: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// shared method is written once here, its body in `NativeTransport`.)
 ///
 /// Groups:
-/// - `base`: `is_closing()`, `get_protocol()` and the `_loop`, `_protocol` and `_closing`
-///   attributes;
-/// - `close`: `close()` (once the data waiting to be sent has gone, see `begin_close`) and
-///   `_force_close(exc)`;
-/// - `write`: `abort()`, `get_write_buffer_size()`, `get_write_buffer_limits()`,
+/// - `base`: `is_closing()`, `get_protocol()`, `set_protocol(protocol)` (see
+///   `replace_protocol`) and the `_loop`, `_protocol` and `_closing` attributes;
+/// - `close` (the socket transports): `close()` (once the data waiting to be sent has gone,
+///   see `begin_close`), `abort()` and `_force_close(exc)`;
+/// - `write`: `get_write_buffer_size()`, `get_write_buffer_limits()`,
 ///   `set_write_buffer_limits(high=None, low=None)`;
 /// - `reading` (for a `ReadingTransport`): `is_reading()`, `pause_reading()`,
 ///   `resume_reading()`;
-/// - `socket`: the `_sock_fd` attribute.
+/// - `socket`: the `_sock_fd` attribute;
+/// - `pipe` (for a state that is a `PipeState`): `get_extra_info(name, default=None)`, the
+///   `_pipe` attribute (settable) and `_fileno`, and the garbage collector's `__traverse__`
+///   and `__clear__`.
+///
+/// Each group is one arm below, which appends its methods and recurses on the rest of the
+/// list; the last arm writes the block.
 ///
 /// ```ignore
 /// transport_pymethods! {
@@ -679,6 +698,14 @@ macro_rules! transport_pymethods {
             fn _closing(&self, py: ::pyo3::Python<'_>) -> bool {
                 <Self as $crate::transport::core::NativeTransport>::closing(self, py)
             }
+
+            /// Replaces the protocol.
+            fn set_protocol(
+                &self,
+                protocol: &::pyo3::Bound<'_, ::pyo3::PyAny>,
+            ) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::replace_protocol(self, protocol)
+            }
         ] $own);
     };
     (@collect $ty:ident [close $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
@@ -687,6 +714,12 @@ macro_rules! transport_pymethods {
             /// `connection_lost(None)` follows.
             fn close(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
                 <Self as $crate::transport::core::NativeTransport>::begin_close(slf)
+            }
+
+            /// Closes at once, dropping the data waiting to be sent; `connection_lost(None)`
+            /// follows.
+            fn abort(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
+                <Self as $crate::transport::core::NativeTransport>::force_close(slf, None)
             }
 
             /// Internal: a fatal error; closes at once with `exc` (None: no error) for
@@ -704,12 +737,6 @@ macro_rules! transport_pymethods {
     };
     (@collect $ty:ident [write $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
         $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
-            /// Closes at once, dropping the data waiting to be sent; `connection_lost(None)`
-            /// follows.
-            fn abort(slf: &::pyo3::Bound<'_, Self>) -> ::pyo3::PyResult<()> {
-                <Self as $crate::transport::core::NativeTransport>::force_close(slf, None)
-            }
-
             /// Bytes waiting to be sent.
             fn get_write_buffer_size(&self, py: ::pyo3::Python<'_>) -> usize {
                 <Self as $crate::transport::core::NativeTransport>::write_buffer_size(self, py)
@@ -758,6 +785,57 @@ macro_rules! transport_pymethods {
             #[getter]
             fn _sock_fd(&self, py: ::pyo3::Python<'_>) -> i32 {
                 <Self as $crate::transport::core::NativeTransport>::fd_of(self, py)
+            }
+        ] $own);
+    };
+    (@collect $ty:ident [pipe $($rest:ident)*] [$($shared:tt)*] $own:tt) => {
+        $crate::transport::core::transport_pymethods!(@collect $ty [$($rest)*] [$($shared)*
+            /// Extra information: `pipe`, and whatever the transport's creator passed.
+            #[pyo3(signature = (name, default=None))]
+            fn get_extra_info(
+                &self,
+                py: ::pyo3::Python<'_>,
+                name: &::pyo3::Bound<'_, ::pyo3::PyAny>,
+                default: ::std::option::Option<::pyo3::Py<::pyo3::PyAny>>,
+            ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::PyAny>> {
+                $crate::transport::pipe_file::pipe_extra_info(self, py, name, default)
+            }
+
+            /// The pipe object (None once the connection is lost). Setting it to None (as
+            /// CPython's tests do) makes the transport forget the pipe: no warning, no close
+            /// when collected.
+            #[getter]
+            fn _pipe(
+                &self,
+                py: ::pyo3::Python<'_>,
+            ) -> ::std::option::Option<::pyo3::Py<::pyo3::PyAny>> {
+                $crate::transport::pipe_file::pipe_of(self, py)
+            }
+
+            #[setter(_pipe)]
+            fn set_pipe_attr(
+                &self,
+                py: ::pyo3::Python<'_>,
+                pipe: ::std::option::Option<::pyo3::Py<::pyo3::PyAny>>,
+            ) {
+                $crate::transport::pipe_file::replace_pipe(self, py, pipe)
+            }
+
+            /// The pipe's descriptor.
+            #[getter]
+            fn _fileno(&self, py: ::pyo3::Python<'_>) -> i32 {
+                <Self as $crate::transport::core::NativeTransport>::fd_of(self, py)
+            }
+
+            fn __traverse__(
+                &self,
+                visit: ::pyo3::PyVisit<'_>,
+            ) -> ::std::result::Result<(), ::pyo3::PyTraverseError> {
+                $crate::transport::pipe_file::traverse_pipe(self, visit)
+            }
+
+            fn __clear__(&self) {
+                $crate::transport::pipe_file::clear_pipe(self)
             }
         ] $own);
     };

@@ -688,17 +688,6 @@ transport_pymethods! {
             result
         }
 
-        /// Replaces the protocol.
-        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-            let previous = self
-                .state
-                .borrow_mut(protocol.py())
-                .core
-                .protocol
-                .replace(protocol.clone().unbind());
-            drop(previous);
-        }
-
         /// Extra information: `socket`, `sockname`, `peername` and what the creator passed.
         #[pyo3(signature = (name, default=None))]
         fn get_extra_info(

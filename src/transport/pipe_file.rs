@@ -11,9 +11,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::LoopCore;
 use crate::interop::errors::os_error;
+use crate::transport::core::{NativeTransport, TransportState};
 use crate::transport::socket_info::warn_unclosed;
 use crate::transport::write_buffer::{WriteBuffer, MAX_IOVECS};
 
@@ -94,19 +96,90 @@ pub(crate) fn pipe_extra<'py>(
     Ok(extra)
 }
 
+/// What both pipe transports' states hold beside the shared `CoreState`: the pipe object and
+/// the extra-info dict. The Python methods over them (`transport_pymethods!`'s `pipe` group)
+/// are written once, in the functions below.
+pub(crate) trait PipeState: TransportState {
+    /// The pipe object (None once the connection is lost or the attribute was set to None)
+    /// and the extra-info dict (None once the garbage collector cleared it).
+    fn pipe_parts(&mut self) -> (&mut Option<Py<PyAny>>, &mut Option<Py<PyDict>>);
+}
+
 /// `get_extra_info(name, default)`: the extra-info dict's entry, or `default`.
-pub(crate) fn extra_info(
+pub(crate) fn pipe_extra_info<T>(
+    transport: &T,
     py: Python<'_>,
-    extra: Option<&Py<PyDict>>,
     name: &Bound<'_, PyAny>,
     default: Option<Py<PyAny>>,
-) -> PyResult<Py<PyAny>> {
+) -> PyResult<Py<PyAny>>
+where
+    T: NativeTransport<State: PipeState>,
+{
+    let extra = {
+        let mut state = transport.state().borrow_mut(py);
+        state.pipe_parts().1.as_ref().map(|e| e.clone_ref(py))
+    };
     if let Some(extra) = extra {
         if let Some(value) = extra.bind(py).get_item(name)? {
             return Ok(value.unbind());
         }
     }
     Ok(default.unwrap_or_else(|| py.None()))
+}
+
+/// The `_pipe` attribute: the pipe object, None once the connection is lost.
+pub(crate) fn pipe_of<T>(transport: &T, py: Python<'_>) -> Option<Py<PyAny>>
+where
+    T: NativeTransport<State: PipeState>,
+{
+    let mut state = transport.state().borrow_mut(py);
+    state.pipe_parts().0.as_ref().map(|p| p.clone_ref(py))
+}
+
+/// Setting the `_pipe` attribute (None: the transport forgets the pipe).
+pub(crate) fn replace_pipe<T>(transport: &T, py: Python<'_>, pipe: Option<Py<PyAny>>)
+where
+    T: NativeTransport<State: PipeState>,
+{
+    let previous = std::mem::replace(transport.state().borrow_mut(py).pipe_parts().0, pipe);
+    drop(previous);
+}
+
+/// `__traverse__`: the protocol, the pipe object and the extra info.
+pub(crate) fn traverse_pipe<T>(transport: &T, visit: PyVisit<'_>) -> Result<(), PyTraverseError>
+where
+    T: NativeTransport<State: PipeState>,
+{
+    // See StreamTransport::__traverse__: a borrowed state reports nothing.
+    let Some(mut state) = transport.state().try_borrow_in_gc() else {
+        return Ok(());
+    };
+    if let Some(protocol) = &state.core().protocol {
+        visit.call(protocol)?;
+    }
+    let (pipe, extra) = state.pipe_parts();
+    if let Some(pipe) = pipe {
+        visit.call(&*pipe)?;
+    }
+    if let Some(extra) = extra {
+        visit.call(&*extra)?;
+    }
+    Ok(())
+}
+
+/// `__clear__` of unreachable garbage: breaks the cycles (protocol ↔ transport, extra info).
+/// The pipe stays, for `Drop` to warn about and close.
+pub(crate) fn clear_pipe<T>(transport: &T)
+where
+    T: NativeTransport<State: PipeState>,
+{
+    let Some(mut state) = transport.state().try_borrow_in_gc() else {
+        return;
+    };
+    let protocol = state.core_mut().protocol.take();
+    let extra = state.pipe_parts().1.take();
+    drop(state);
+    drop((protocol, extra));
 }
 
 /// `pipe.close()`: closes the descriptor through the object that owns it.

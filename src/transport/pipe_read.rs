@@ -19,9 +19,9 @@
 //! `type(t)` is this class; its `__class__` property reports `asyncio.ReadTransport`.
 
 use pyo3::exceptions::PyOSError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::{LoopCore, Side};
@@ -34,8 +34,8 @@ use crate::transport::core::{
     ReadingTransport, TransportState,
 };
 use crate::transport::pipe_file::{
-    close_unclosed, describe, extra_info, notify_connection_lost, open_pipe, pipe_extra, read_raw,
-    release, PipeStatus, PIPE_READ_SIZE,
+    close_unclosed, describe, notify_connection_lost, open_pipe, pipe_extra, read_raw, release,
+    PipeState, PipeStatus, PIPE_READ_SIZE,
 };
 
 /// The mutable state of a read pipe transport (GIL-guarded; never borrowed across a Python
@@ -73,6 +73,12 @@ impl TransportState for State {
         false
     }
     fn discard_pending(&mut self) {}
+}
+
+impl PipeState for State {
+    fn pipe_parts(&mut self) -> (&mut Option<Py<PyAny>>, &mut Option<Py<PyDict>>) {
+        (&mut self.pipe, &mut self.extra)
+    }
 }
 
 /// `_read_ready`, run by the loop without a Python call (see `handle::NativeMethod`).
@@ -176,7 +182,7 @@ impl ReadPipeTransport {
 }
 
 transport_pymethods! {
-    impl ReadPipeTransport [base, reading] {
+    impl ReadPipeTransport [base, reading, pipe] {
         /// `ReadPipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
         /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
         /// non-blocking. `_start()` then schedules `connection_made` and reading.
@@ -288,34 +294,6 @@ transport_pymethods! {
             Self::fatal(slf, exc, message)
         }
 
-        /// Replaces the protocol.
-        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-            let previous = self
-                .state
-                .borrow_mut(protocol.py())
-                .core
-                .protocol
-                .replace(protocol.clone().unbind());
-            drop(previous);
-        }
-
-        /// Extra information: `pipe`, and whatever the transport's creator passed.
-        #[pyo3(signature = (name, default=None))]
-        fn get_extra_info(
-            &self,
-            py: Python<'_>,
-            name: &Bound<'_, PyAny>,
-            default: Option<Py<PyAny>>,
-        ) -> PyResult<Py<PyAny>> {
-            let extra = self
-                .state
-                .borrow_mut(py)
-                .extra
-                .as_ref()
-                .map(|e| e.clone_ref(py));
-            extra_info(py, extra.as_ref(), name, default)
-        }
-
         #[getter(__class__)]
         fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
             Ok(py_cache::asyncio_read_transport_type(py)?.clone_ref(py))
@@ -339,29 +317,6 @@ transport_pymethods! {
             describe(py, status, event_loop)
         }
 
-        /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
-        /// tests do) makes the transport forget the pipe: no warning, no close when collected.
-        #[getter]
-        fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-            self.state
-                .borrow_mut(py)
-                .pipe
-                .as_ref()
-                .map(|p| p.clone_ref(py))
-        }
-
-        #[setter(_pipe)]
-        fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
-            let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
-            drop(previous);
-        }
-
-        /// The pipe's descriptor.
-        #[getter]
-        fn _fileno(&self, py: Python<'_>) -> i32 {
-            self.state.borrow_mut(py).fd
-        }
-
         /// True while reading is paused.
         #[getter]
         fn _paused(&self, py: Python<'_>) -> bool {
@@ -374,31 +329,6 @@ transport_pymethods! {
             PIPE_READ_SIZE
         }
 
-        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-            // See StreamTransport::__traverse__: a borrowed state reports nothing.
-            let Some(state) = self.state.try_borrow_in_gc() else {
-                return Ok(());
-            };
-            for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
-                visit.call(obj)?;
-            }
-            if let Some(extra) = &state.extra {
-                visit.call(extra)?;
-            }
-            Ok(())
-        }
-
-        fn __clear__(&self) {
-            let Some(mut state) = self.state.try_borrow_in_gc() else {
-                return;
-            };
-            // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
-            // stays, for Drop to warn about and close.
-            let protocol = state.core.protocol.take();
-            let extra = state.extra.take();
-            drop(state);
-            drop((protocol, extra));
-        }
     }
 }
 

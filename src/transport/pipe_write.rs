@@ -24,9 +24,9 @@
 //! an instance of `ReadTransport` too.
 
 use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyOSError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
-use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::{LoopCore, Side};
@@ -39,8 +39,8 @@ use crate::transport::core::{
 };
 use crate::transport::payload::Payload;
 use crate::transport::pipe_file::{
-    close_unclosed, describe, extra_info, notify_connection_lost, open_pipe, pipe_extra, release,
-    write_buffer, write_raw, FileKind, PipeStatus,
+    close_unclosed, describe, notify_connection_lost, open_pipe, pipe_extra, release, write_buffer,
+    write_raw, FileKind, PipeState, PipeStatus,
 };
 use crate::transport::write_buffer::{SharedBytes, WriteBuffer};
 
@@ -91,6 +91,12 @@ impl TransportState for State {
     }
     fn discard_pending(&mut self) {
         self.buffer.clear();
+    }
+}
+
+impl PipeState for State {
+    fn pipe_parts(&mut self) -> (&mut Option<Py<PyAny>>, &mut Option<Py<PyDict>>) {
+        (&mut self.pipe, &mut self.extra)
     }
 }
 
@@ -185,7 +191,7 @@ impl WritePipeTransport {
 }
 
 transport_pymethods! {
-    impl WritePipeTransport [base] {
+    impl WritePipeTransport [base, write, pipe] {
         /// `WritePipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
         /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
         /// non-blocking. `_start()` then schedules `connection_made` and the reader trick.
@@ -474,54 +480,6 @@ transport_pymethods! {
             Self::fatal(slf, PyErr::from_value(exc.clone()), message)
         }
 
-        /// Bytes buffered and not yet written.
-        fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-            self.state.borrow_mut(py).buffer.len()
-        }
-
-        /// `(low, high)` water marks of the write buffer.
-        fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-            self.water_mark_limits(py)
-        }
-
-        /// Sets the water marks (asyncio's defaults: high 64 KiB, low high/4).
-        #[pyo3(signature = (high=None, low=None))]
-        fn set_write_buffer_limits(
-            slf: &Bound<'_, Self>,
-            high: Option<&Bound<'_, PyAny>>,
-            low: Option<&Bound<'_, PyAny>>,
-        ) -> PyResult<()> {
-            Self::set_water_marks(slf, high, low)
-        }
-
-        /// Replaces the protocol.
-        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
-            let previous = self
-                .state
-                .borrow_mut(protocol.py())
-                .core
-                .protocol
-                .replace(protocol.clone().unbind());
-            drop(previous);
-        }
-
-        /// Extra information: `pipe`, and whatever the transport's creator passed.
-        #[pyo3(signature = (name, default=None))]
-        fn get_extra_info(
-            &self,
-            py: Python<'_>,
-            name: &Bound<'_, PyAny>,
-            default: Option<Py<PyAny>>,
-        ) -> PyResult<Py<PyAny>> {
-            let extra = self
-                .state
-                .borrow_mut(py)
-                .extra
-                .as_ref()
-                .map(|e| e.clone_ref(py));
-            extra_info(py, extra.as_ref(), name, default)
-        }
-
         #[getter(__class__)]
         fn class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
             Ok(py_cache::asyncio_transport_type(py)?.clone_ref(py))
@@ -545,60 +503,12 @@ transport_pymethods! {
             describe(py, status, event_loop)
         }
 
-        /// The pipe object (None once the connection is lost). Setting it to None (as CPython's
-        /// tests do) makes the transport forget the pipe: no warning, no close when collected.
-        #[getter]
-        fn _pipe(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-            self.state
-                .borrow_mut(py)
-                .pipe
-                .as_ref()
-                .map(|p| p.clone_ref(py))
-        }
-
-        #[setter(_pipe)]
-        fn set_pipe_attr(&self, py: Python<'_>, pipe: Option<Py<PyAny>>) {
-            let previous = std::mem::replace(&mut self.state.borrow_mut(py).pipe, pipe);
-            drop(previous);
-        }
-
-        /// The pipe's descriptor.
-        #[getter]
-        fn _fileno(&self, py: Python<'_>) -> i32 {
-            self.state.borrow_mut(py).fd
-        }
-
         /// asyncio's count of writes after a failure or after closing.
         #[getter]
         fn _conn_lost(&self, py: Python<'_>) -> u32 {
             self.state.borrow_mut(py).core.conn_lost
         }
 
-        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-            // See StreamTransport::__traverse__: a borrowed state reports nothing.
-            let Some(state) = self.state.try_borrow_in_gc() else {
-                return Ok(());
-            };
-            for obj in [&state.core.protocol, &state.pipe].into_iter().flatten() {
-                visit.call(obj)?;
-            }
-            if let Some(extra) = &state.extra {
-                visit.call(extra)?;
-            }
-            Ok(())
-        }
-
-        fn __clear__(&self) {
-            let Some(mut state) = self.state.try_borrow_in_gc() else {
-                return;
-            };
-            // Unreachable garbage: break the cycles (protocol ↔ transport, extra info). The pipe
-            // stays, for Drop to warn about and close.
-            let protocol = state.core.protocol.take();
-            let extra = state.extra.take();
-            drop(state);
-            drop((protocol, extra));
-        }
     }
 }
 

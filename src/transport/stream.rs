@@ -238,6 +238,22 @@ impl NativeTransport for StreamTransport {
     fn state(&self) -> &GilRefCell<State> {
         &self.state
     }
+
+    /// Also notes whether the new protocol is a buffered one (asyncio's `_protocol_connected`
+    /// is set too).
+    fn replace_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered =
+            protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+        let previous = {
+            let mut state = self.state.borrow_mut(py);
+            state.buffered = buffered;
+            state.protocol_connected = true;
+            state.core.protocol.replace(protocol.clone().unbind())
+        };
+        drop(previous);
+        Ok(())
+    }
 }
 
 impl ReadingTransport for StreamTransport {
@@ -989,21 +1005,6 @@ transport_pymethods! {
             if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
                 return Err(os_error(io::Error::last_os_error()));
             }
-            Ok(())
-        }
-
-        /// Replaces the protocol.
-        fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-            let py = protocol.py();
-            let buffered =
-                protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
-            let previous = {
-                let mut state = self.state.borrow_mut(py);
-                state.buffered = buffered;
-                state.protocol_connected = true;
-                state.core.protocol.replace(protocol.clone().unbind())
-            };
-            drop(previous);
             Ok(())
         }
 
