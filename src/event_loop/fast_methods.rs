@@ -60,21 +60,34 @@ unsafe fn guarded(
     std::ptr::null_mut()
 }
 
-/// Which scheduling method a fast entry point implements.
+/// Which scheduling method a fast entry point implements. It is the const parameter of
+/// `schedule_fast` (as a `u8`: stable Rust takes no enum there), so each entry point is its
+/// own copy of the body with the other kinds' branches compiled out.
 #[derive(Clone, Copy)]
+#[repr(u8)]
 enum Kind {
     /// `call_soon(callback, *args, context=None)`.
-    Soon,
+    Soon = 0,
     /// `call_soon_threadsafe(callback, *args, context=None)`: wakes the loop after queueing
     /// and throttles the poster when the loop falls behind.
-    SoonThreadsafe,
+    SoonThreadsafe = 1,
     /// `call_later(delay, callback, *args, context=None)`.
-    Later,
+    Later = 2,
     /// `call_at(when, callback, *args, context=None)`.
-    At,
+    At = 3,
 }
 
 impl Kind {
+    /// The kind whose `as u8` is `tag`.
+    const fn of(tag: u8) -> Kind {
+        match tag {
+            0 => Kind::Soon,
+            1 => Kind::SoonThreadsafe,
+            2 => Kind::Later,
+            _ => Kind::At,
+        }
+    }
+
     /// The positional arguments before the callback's own.
     fn leading(self) -> ffi::Py_ssize_t {
         match self {
@@ -117,15 +130,13 @@ unsafe fn plain_seconds(obj: *mut ffi::PyObject) -> Option<f64> {
     None
 }
 
-/// The shared body of the fast `call_later` and `call_at` (and of `call_soon` for `Kind::Soon`,
-/// though `call_soon_fast` keeps its own copy).
+/// `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at` by vectorcall: one body,
+/// one copy per `Kind` (`KIND` is `Kind as u8`; see `install`).
 ///
 /// # Safety
 /// Called by CPython as a `METH_FASTCALL | METH_KEYWORDS` method: `args` holds `nargs`
 /// positional then `len(kwnames)` keyword values, all borrowed; `slf` is a `LoopCore`.
-#[inline(always)]
-unsafe fn schedule_fast(
-    kind: Kind,
+unsafe extern "C" fn schedule_fast<const KIND: u8>(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
@@ -147,6 +158,7 @@ unsafe fn schedule_fast(
                             .cast::<PyString>()
                             .is_ok_and(|n| n == "context")
                 });
+            let kind = const { Kind::of(KIND) };
             let leading = kind.leading();
             let this = Bound::from_borrowed_ptr(py, slf);
             let core = match this.cast::<LoopCore>() {
@@ -207,96 +219,6 @@ unsafe fn schedule_fast(
             Ok(handle.into_ptr())
         })
     }
-}
-
-/// `call_soon` by vectorcall (its own body, not `schedule_fast`'s: every Task step takes
-/// it, and the shared body measured ~60 instructions more per call).
-///
-/// # Safety
-/// See `schedule_fast`.
-unsafe extern "C" fn call_soon_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: forwarded from CPython's call (see the function's contract).
-    unsafe {
-        guarded(|py| {
-            let keywords = if kwnames.is_null() {
-                0
-            } else {
-                ffi::PyTuple_GET_SIZE(kwnames)
-            };
-            let only_context = keywords == 0
-                || (keywords == 1 && {
-                    let name = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0));
-                    name.cast::<PyString>()
-                        .is_ok_and(|n| n.is(pyo3::intern!(py, "context")) || n == "context")
-                });
-            let this = Bound::from_borrowed_ptr(py, slf);
-            let core = this.cast::<LoopCore>();
-            let core = match core {
-                Ok(core) if nargs >= 1 && only_context && core.get().takes_fast_call_soon() => core,
-                _ => return checked_call(py, Kind::Soon, slf, args, nargs, kwnames),
-            };
-            let callback = Bound::from_borrowed_ptr(py, *args);
-            let rest = if nargs == 1 {
-                PyTuple::empty(py)
-            } else {
-                let items = std::slice::from_raw_parts(args.add(1), (nargs - 1) as usize);
-                PyTuple::new(py, items.iter().map(|p| Bound::from_borrowed_ptr(py, *p)))?
-            };
-            let context =
-                (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
-            let handle = core
-                .get()
-                .schedule_soon(py, &callback, &rest, context.as_ref())?;
-            Ok(handle.into_ptr())
-        })
-    }
-}
-
-/// `call_later` by vectorcall.
-///
-/// # Safety
-/// See `schedule_fast`.
-unsafe extern "C" fn call_later_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: forwarded from CPython's call.
-    unsafe { schedule_fast(Kind::Later, slf, args, nargs, kwnames) }
-}
-
-/// `call_soon_threadsafe` by vectorcall.
-///
-/// # Safety
-/// See `schedule_fast`.
-unsafe extern "C" fn call_soon_threadsafe_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: forwarded from CPython's call.
-    unsafe { schedule_fast(Kind::SoonThreadsafe, slf, args, nargs, kwnames) }
-}
-
-/// `call_at` by vectorcall.
-///
-/// # Safety
-/// See `schedule_fast`.
-unsafe extern "C" fn call_at_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: forwarded from CPython's call.
-    unsafe { schedule_fast(Kind::At, slf, args, nargs, kwnames) }
 }
 
 /// The PyO3 method, for calls the fast path does not handle (it raises the precise error).
@@ -434,7 +356,7 @@ pub fn install(ty: &Bound<'_, PyType>, handle_ty: &Bound<'_, PyType>) -> PyResul
         c"call_soon",
         fastcall_def(
             c"call_soon",
-            call_soon_fast,
+            schedule_fast::<{ Kind::Soon as u8 }>,
             c"call_soon($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` for the next iteration.",
         ),
     )?;
@@ -443,7 +365,7 @@ pub fn install(ty: &Bound<'_, PyType>, handle_ty: &Bound<'_, PyType>) -> PyResul
         c"call_soon_threadsafe",
         fastcall_def(
             c"call_soon_threadsafe",
-            call_soon_threadsafe_fast,
+            schedule_fast::<{ Kind::SoonThreadsafe as u8 }>,
             c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` from any thread and wakes the loop.",
         ),
     )?;
@@ -452,7 +374,7 @@ pub fn install(ty: &Bound<'_, PyType>, handle_ty: &Bound<'_, PyType>) -> PyResul
         c"call_later",
         fastcall_def(
             c"call_later",
-            call_later_fast,
+            schedule_fast::<{ Kind::Later as u8 }>,
             c"call_later($self, delay, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` to run `delay` seconds from now.",
         ),
     )?;
@@ -461,7 +383,7 @@ pub fn install(ty: &Bound<'_, PyType>, handle_ty: &Bound<'_, PyType>) -> PyResul
         c"call_at",
         fastcall_def(
             c"call_at",
-            call_at_fast,
+            schedule_fast::<{ Kind::At as u8 }>,
             c"call_at($self, when, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` at absolute time `when` (on `loop.time()`'s clock).",
         ),
     )?;
