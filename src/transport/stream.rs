@@ -21,6 +21,7 @@
 //! `isinstance(t, asyncio.Transport)` holds (a native class cannot inherit a Python class that
 //! has `__slots__`, as `asyncio.BaseTransport` does).
 
+use std::cell::RefMut;
 use std::io;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -275,6 +276,50 @@ impl StreamTransport {
         }
     }
 
+    /// The checks `write()` and `writelines()` (`method`) make before queueing anything, in
+    /// asyncio's order: a RuntimeError after `write_eof()` or while a sendfile is in progress;
+    /// then nothing to send (`is_empty`) is done; then a lost connection is done too, counting
+    /// the write and logging asyncio's warning from the sixth one on (with `counts_lost`
+    /// false, as `writelines()` before 3.14, it is done without counting). Returns the state,
+    /// still borrowed, when the data is to be sent.
+    fn admit_write(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        is_empty: impl FnOnce() -> PyResult<bool>,
+        counts_lost: bool,
+    ) -> PyResult<Option<RefMut<'_, State>>> {
+        let mut state = self.state.borrow_mut(py);
+        if state.eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {method}() after write_eof()"
+            )));
+        }
+        if state.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {method}; sendfile is in progress"
+            )));
+        }
+        if is_empty()? {
+            return Ok(None);
+        }
+        if state.core.conn_lost > 0 {
+            if !counts_lost {
+                return Ok(None);
+            }
+            let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
+            state.core.conn_lost += 1;
+            drop(state);
+            if warn {
+                py_cache::asyncio_logger(py)?
+                    .bind(py)
+                    .call_method1("warning", ("socket.send() raised exception.",))?;
+            }
+            return Ok(None);
+        }
+        Ok(Some(state))
+    }
+
     /// `writelines()` of Python 3.12+: each non-empty piece queued as a memoryview of it,
     /// then one flush; what the socket does not take waits for writability. 3.14+ drop the
     /// call once the connection is lost (with write()'s warnings) and may pause the protocol;
@@ -289,36 +334,16 @@ impl StreamTransport {
         let version = py.version_info();
         let drops_when_lost = version >= (3, 14);
         let incremental = version >= (3, 15);
-        {
-            let mut state = this.state.borrow_mut(py);
-            if state.eof {
-                return Err(PyRuntimeError::new_err(
-                    "Cannot call writelines() after write_eof()",
-                ));
-            }
-            if state.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err(
-                    "unable to writelines; sendfile is in progress",
-                ));
-            }
-            if !list_of_data.is_truthy()? {
-                return Ok(());
-            }
-            if state.core.conn_lost > 0 {
-                if !drops_when_lost {
-                    return Ok(());
-                }
-                let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
-                state.core.conn_lost += 1;
-                drop(state);
-                if warn {
-                    py_cache::asyncio_logger(py)?
-                        .bind(py)
-                        .call_method1("warning", ("socket.send() raised exception.",))?;
-                }
-                return Ok(());
-            }
+        let admitted = this.admit_write(
+            py,
+            "writelines",
+            || Ok(!list_of_data.is_truthy()?),
+            drops_when_lost,
+        )?;
+        if admitted.is_none() {
+            return Ok(());
         }
+        drop(admitted);
         let was_empty = this.state.borrow_mut(py).buffer.is_empty();
         let mut pieces = Vec::new();
         let mut failure = None;
@@ -791,33 +816,9 @@ transport_pymethods! {
             let mut payload = Payload::for_write(data)?;
             let unsendable = payload.take_unsendable();
             let contents = payload.as_slice();
-            let (fd, was_empty) = {
-                let mut state = this.state.borrow_mut(py);
-                if state.eof {
-                    return Err(PyRuntimeError::new_err(
-                        "Cannot call write() after write_eof()",
-                    ));
-                }
-                if state.empty_waiter.is_some() {
-                    return Err(PyRuntimeError::new_err(
-                        "unable to write; sendfile is in progress",
-                    ));
-                }
-                if contents.is_empty() {
-                    return Ok(());
-                }
-                if state.core.conn_lost > 0 {
-                    let warn = state.core.conn_lost >= LOST_WRITES_BEFORE_WARNING;
-                    state.core.conn_lost += 1;
-                    drop(state);
-                    if warn {
-                        py_cache::asyncio_logger(py)?
-                            .bind(py)
-                            .call_method1("warning", ("socket.send() raised exception.",))?;
-                    }
-                    return Ok(());
-                }
-                (state.fd, state.buffer.is_empty())
+            let (fd, was_empty) = match this.admit_write(py, "write", || Ok(contents.is_empty()), true)? {
+                Some(state) => (state.fd, state.buffer.is_empty()),
+                None => return Ok(()),
             };
             let mut sent = 0;
             if let Some(err) = unsendable {
