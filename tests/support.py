@@ -37,6 +37,10 @@ def run(loop, awaitable, timeout: float = SAFETY_TIMEOUT):
     return loop.run_until_complete(bounded())
 
 
+class WeakReferable:
+    """An object we can hold weak references to (to see that the loop let go of it)."""
+
+
 def reset_connection(sock: socket.socket) -> None:
     """Close ``sock`` with SO_LINGER 0: the peer gets a TCP RST."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -29,15 +29,6 @@ def no_gc():
     gc.enable()
 
 
-@pytest.fixture
-def listener():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    yield sock
-    sock.close()
-
-
 @pytest.mark.ferroloop_only
 @pytest.mark.parametrize("happy_eyeballs_delay", [None, 0.05])
 def test_failed_attempts_before_a_success_are_freed(loop, listener, no_gc, happy_eyeballs_delay):

@@ -12,7 +12,7 @@ import socket
 import tempfile
 
 import pytest
-from support import run as run_bounded
+from support import run
 
 TIMEOUT = 10
 
@@ -42,11 +42,6 @@ class Collector(asyncio.DatagramProtocol):
         self.lost.set_result(exc)
 
 
-def run(loop, coro):
-    """Run ``coro`` on ``loop``, failing after TIMEOUT seconds."""
-    return run_bounded(loop, coro, TIMEOUT)
-
-
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
 def test_burst_from_several_senders_arrives_complete_and_in_order(loop, family):
     host = "127.0.0.1" if family == socket.AF_INET else "::1"
@@ -73,7 +68,7 @@ def test_burst_from_several_senders_arrives_complete_and_in_order(loop, family):
         await proto.lost
         return proto.datagrams, names
 
-    datagrams, names = run(loop, main())
+    datagrams, names = run(loop, main(), TIMEOUT)
     assert len(datagrams) == senders_count * per_sender
     for n, name in enumerate(names):
         mine = [data for data, addr in datagrams if addr[:2] == name[:2]]
@@ -97,7 +92,7 @@ def test_no_delivery_after_close_inside_datagram_received(loop):
         sender.close()
         return proto.datagrams, exc
 
-    datagrams, exc = run(loop, main())
+    datagrams, exc = run(loop, main(), TIMEOUT)
     assert [data for data, _ in datagrams] == [b"0", b"1", b"2"]
     assert exc is None
 
@@ -123,7 +118,7 @@ def test_reply_to_the_received_address_reaches_each_sender(loop):
         transport.close()
         return replies
 
-    assert run(loop, main()) == [b"HELLO 0", b"HELLO 1", b"HELLO 2"]
+    assert run(loop, main(), TIMEOUT) == [b"HELLO 0", b"HELLO 1", b"HELLO 2"]
 
 
 def test_unix_datagram_burst(loop):
@@ -148,7 +143,7 @@ def test_unix_datagram_burst(loop):
         await proto.lost
         return proto.datagrams, sender_path
 
-    datagrams, sender_path = run(loop, main())
+    datagrams, sender_path = run(loop, main(), TIMEOUT)
     assert [data for data, _ in datagrams] == [b"%d" % i for i in range(30)]
     assert all(addr == sender_path for _, addr in datagrams)
 

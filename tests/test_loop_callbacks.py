@@ -11,6 +11,7 @@ import time
 import weakref
 
 import pytest
+from support import WeakReferable
 
 COLOUR: contextvars.ContextVar[str] = contextvars.ContextVar("COLOUR", default="none")
 
@@ -467,13 +468,9 @@ def test_handle_repr_shows_arguments(loop):
     handle.cancel()
 
 
-class _Payload:
-    """An object we can hold weak references to."""
-
-
 def test_cancel_releases_callback_references(loop):
     """A cancelled handle no longer keeps its callback's arguments alive."""
-    payload = _Payload()
+    payload = WeakReferable()
     ref = weakref.ref(payload)
     soon = loop.call_soon(print, payload)
     later = loop.call_later(3600, print, payload)
@@ -488,7 +485,7 @@ def test_cancel_releases_callback_references(loop):
 
 def test_executed_callbacks_are_released(loop):
     """After a callback ran, the loop holds no reference to its arguments."""
-    payload = _Payload()
+    payload = WeakReferable()
     ref = weakref.ref(payload)
     loop.call_soon(id, payload)
     loop.call_later(0.001, id, payload)

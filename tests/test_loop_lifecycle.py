@@ -15,6 +15,7 @@ import time
 import weakref
 
 import pytest
+from support import WeakReferable
 
 LOOP_UNDER_TEST_IS_STOCK = os.environ.get("FERROLOOP_TEST_LOOP", "").strip().lower() == "asyncio"
 
@@ -310,13 +311,9 @@ def test_no_slow_callback_warning_without_debug(loop, caplog):
     assert not [r for r in caplog.records if r.getMessage().startswith("Executing ")]
 
 
-class _Payload:
-    """An object we can hold weak references to."""
-
-
 def test_close_drops_pending_callbacks(loop):
     """close() discards pending callbacks and timers, releasing their arguments."""
-    payload = _Payload()
+    payload = WeakReferable()
     ref = weakref.ref(payload)
     loop.call_soon(print, payload)
     loop.call_later(3600, print, payload)

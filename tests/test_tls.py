@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import pytest
-from support import run as run_bounded
+from support import run
 
 try:
     from test.test_asyncio import utils as cpython_test_utils
@@ -39,11 +39,6 @@ def client_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cpython_test_utils.SIGNING_CA)
     return context
-
-
-def run(loop, coro):
-    """Run ``coro`` on ``loop``, failing after TIMEOUT seconds."""
-    return run_bounded(loop, coro, TIMEOUT)
 
 
 #: Server-side handlers still running (so tests can wait for them before the loop closes:
@@ -95,7 +90,7 @@ def test_tls_echo_with_verified_certificate(loop):
         await close_server(server)
         return answer, info
 
-    answer, (subject, is_ssl_object, peer_host, is_transport) = run(loop, main())
+    answer, (subject, is_ssl_object, peer_host, is_transport) = run(loop, main(), TIMEOUT)
     assert answer == b"HELLO\n"
     assert (("commonName", "localhost"),) in subject
     assert is_ssl_object
@@ -117,7 +112,7 @@ def test_tls_over_unix_socket(loop):
         await close_server(server)
         return answer
 
-    assert run(loop, main()) == b"UNIX\n"
+    assert run(loop, main(), TIMEOUT) == b"UNIX\n"
 
 
 def test_failed_verification_raises_and_server_keeps_serving(loop):
@@ -142,7 +137,7 @@ def test_failed_verification_raises_and_server_keeps_serving(loop):
         await close_server(server)
         return answer
 
-    assert run(loop, main()) == b"STILL HERE\n"
+    assert run(loop, main(), TIMEOUT) == b"STILL HERE\n"
 
 
 def test_large_transfer_with_flow_control(loop):
@@ -176,7 +171,7 @@ def test_large_transfer_with_flow_control(loop):
         await close_server(server)
         return answer
 
-    assert run(loop, main()).strip().decode() == hashlib.sha256(payload).hexdigest()
+    assert run(loop, main(), TIMEOUT).strip().decode() == hashlib.sha256(payload).hexdigest()
 
 
 def test_start_tls_upgrades_a_plain_connection(loop):
@@ -205,7 +200,7 @@ def test_start_tls_upgrades_a_plain_connection(loop):
         await close_server(server)
         return answer, cipher
 
-    answer, cipher = run(loop, main())
+    answer, cipher = run(loop, main(), TIMEOUT)
     assert requests == [b"STARTTLS\n"]
     assert answer == b"SECRET\n"
     assert cipher is not None
@@ -241,7 +236,7 @@ def test_server_start_tls_with_the_client_hello_already_buffered(loop):
         await close_server(server)
         return answer
 
-    assert run(loop, main()) == b"pong\n"
+    assert run(loop, main(), TIMEOUT) == b"pong\n"
     assert events == ["hello buffered", b"ping\n"]
 
 
@@ -281,7 +276,7 @@ def test_failed_start_tls_leaves_no_reference_cycle(loop):
     gc.collect()
     gc.disable()
     try:
-        assert run(loop, main()) == (True, False)
+        assert run(loop, main(), TIMEOUT) == (True, False)
     finally:
         gc.enable()
 
@@ -296,7 +291,7 @@ def test_start_tls_argument_checks(loop):
         transport.close()
         await close_server(server)
 
-    run(loop, main())
+    run(loop, main(), TIMEOUT)
 
 
 def test_sendfile_through_a_tls_transport(loop):
@@ -328,7 +323,7 @@ def test_sendfile_through_a_tls_transport(loop):
             await server.wait_closed()
             return sent, answer
 
-        sent, answer = run(loop, main())
+        sent, answer = run(loop, main(), TIMEOUT)
     assert sent == len(content)
     assert answer == hashlib.sha256(content).hexdigest().encode()
 
@@ -351,6 +346,6 @@ def test_handshake_timeout_closes_a_silent_client(loop):
         await close_server(server)
         return data, waited
 
-    data, waited = run(loop, main())
+    data, waited = run(loop, main(), TIMEOUT)
     assert data == b""
     assert 0.1 < waited < 3
