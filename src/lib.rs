@@ -1,16 +1,20 @@
 //! ferroloop: asyncio's event loop, rebuilt in Rust.
 //!
 //! The extension module `ferroloop._ferroloop` exports [`event_loop::LoopCore`] (the native
-//! half of `ferroloop.EventLoop`), its handles and its transports. Layers, each a folder, each
-//! importing only the ones listed before it:
+//! half of `ferroloop.EventLoop`), its handles, its transports, servers' native accept, the
+//! child watch and native spawn, and the system calls the Python glue must not make on the loop
+//! thread (a Unix server's socket file, sendfile's `fstat`/`sendfile`/`lseek`). Layers, each a
+//! folder, each importing only the ones listed before it:
 //! - [`core`]: the domain, plain Rust with no Python: clock, timer heap, poller (epoll, waker,
-//!   signal pipe), descriptor maps;
+//!   signal pipe), descriptor maps, the `call_soon_threadsafe` post gate;
 //! - [`interop`]: what every adapter needs to talk to Python: GIL-guarded cells, cached Python
 //!   objects, OS errors as `OSError` subclasses, asyncio's callback check, reused `bytes`;
 //! - [`event_loop`]: the loop object: ready queue, iteration, scheduling entry points, descriptor
-//!   watches, handles, futures and tasks, native `sock_recv`;
+//!   watches, handles, futures and tasks, native `sock_recv`, virtual time and a replaced
+//!   `loop.time`;
 //! - [`transport`]: the transports and servers' accept, on a shared transport core;
-//! - [`process`]: child processes: exit watching through pidfds, reaping, signals.
+//! - [`process`]: child processes: native spawn (`posix_spawn`), exit watching through pidfds,
+//!   reaping, signals.
 //!
 //! The Python package (`python/ferroloop/`) is the edge above all of them: the cold paths.
 #![deny(missing_docs)]

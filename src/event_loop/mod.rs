@@ -10,12 +10,13 @@
 //! This file holds the loop's state; its methods are split by concept (plain `impl LoopCore`
 //! blocks, one per file):
 //! - [`methods`]: the one `#[pymethods]` block, thin: each method forwards to a file below;
-//!   [`fast_methods`]: raw CPython entry points for `call_soon`, `call_later`,
-//!   `call_at`, `get_debug` and `Handle.cancel`;
+//!   [`fast_methods`]: raw CPython entry points for `call_soon`, `call_soon_threadsafe`,
+//!   `call_later`, `call_at` (one generic body), `get_debug` and `Handle.cancel`;
 //! - [`lifecycle`]: creation, the closed/running/debug flags, `run_forever`'s native part,
 //!   closing, counters;
-//! - [`schedule`]: `call_soon`/`call_later`/`call_at` and asyncio's checks, handle creation
-//!   and recycling; [`handle`]: the handle class itself;
+//! - [`schedule`]: `call_soon`/`call_soon_threadsafe` (with the post gate's throttling, see
+//!   `core::post_gate`)/`call_later`/`call_at` and asyncio's checks, handle creation and
+//!   recycling; [`handle`]: the handle class itself;
 //! - [`iteration`]: one iteration (`run_once`): timeout, poll, I/O dispatch, due timers,
 //!   running the ready callbacks; [`report`]: callback errors and slow callbacks;
 //! - [`fd_watch`]: descriptor watches (`add_reader` & co., the transports' watches, native
@@ -24,7 +25,7 @@
 //!   [`sock_io`]: one receive (also the stream transport's) and the pending-receive record;
 //! - [`tasks`]: `create_future`, `create_task`, the task factory;
 //! - [`transports`]: the registry of open transports by descriptor;
-//! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock.
+//! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock;
 //! - [`virtual_time`]: `advance_time`, switching to virtual time, outstanding executor jobs
 //!   (the clock and the wait planning are in `core::clock`).
 

@@ -6,8 +6,8 @@
 //! - [`core`]: what every transport shares: the link to the loop and the protocol, watching the
 //!   descriptor, write flow control, the close/abort/fatal-error state machine, the per-thread
 //!   read buffer, and `transport_pymethods!`, which writes the shared Python methods (groups
-//!   `base`, `close`, `write`, `reading`, `socket`) into each transport's one `#[pymethods]`
-//!   block;
+//!   `base`, `close`, `write`, `reading`, `socket`, `pipe`) into each transport's one
+//!   `#[pymethods]` block;
 //! - [`payload`]: the bytes-like argument of `write()`/`sendto()`; [`socket_info`]: extra info,
 //!   closing the socket object, the unclosed-transport warning;
 //! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;
@@ -20,7 +20,8 @@
 //!   `lseek`), native so that no `os.sendfile` runs in Python on the loop thread;
 //! - [`pipe_read`], [`pipe_write`]: the read and write pipe transports (pipes, FIFOs, sockets,
 //!   character devices and ptys); [`pipe_file`]: what they share (file-type check, raw
-//!   `read`/`write`/`writev`).
+//!   `read`/`write`/`writev`, and `PipeState`, the pipe object and extra info behind the
+//!   `pipe` group's methods).
 
 pub mod accept;
 pub mod core;
