@@ -347,7 +347,6 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
         Some(list) => list.as_ptr(),
         None => environment(),
     };
-    // SAFETY: an all-zero sigset_t is valid; pthread_sigmask fills it.
     let mut prepared = Prepared {
         request,
         argv: pointers(request.argv),
@@ -356,6 +355,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
         keep,
         max_fd,
         report,
+        // SAFETY: an all-zero sigset_t is valid; pthread_sigmask fills it below.
         mask: unsafe { std::mem::zeroed() },
     };
     let mut stack = vec![0u8; CHILD_STACK];
