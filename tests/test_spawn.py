@@ -431,7 +431,8 @@ def test_fork_exec_errors_match_popen(loop, kwargs):
 def python_for_nobody() -> str | None:
     """An interpreter of this Python version that user nobody can run (ours may sit in a
     directory only root can enter)."""
-    version = "import sys; print(sys.version_info[:2] == %r)" % (tuple(sys.version_info[:2]),)
+    wanted = tuple(sys.version_info[:2])
+    version = f"import sys; print(sys.version_info[:2] == {wanted!r})"
     for candidate in (
         sys.executable,
         f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
