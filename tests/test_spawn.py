@@ -498,3 +498,36 @@ def test_refused_credentials_fail_in_the_child_as_popen(child):
     for expected, seen in report:
         assert expected[:3] == ["PermissionError", 1, "Operation not permitted"]
         assert seen == expected
+
+
+def test_fork_exec_setup_matches_popen(loop, inheritable_pipe, tmp_path):
+    """With umask (the fork/exec path natively), descriptors, redirections, cwd, session and
+    signal dispositions are set up as Popen sets them up."""
+    read_end, write_end = inheritable_pipe
+    args = [PY, "-c", PROBE]
+    with open(tmp_path / "in", "wb+") as file_in:
+        for kwargs in (
+            {},
+            {"pass_fds": (read_end,)},
+            {"close_fds": False},
+            {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT},
+            {"stdin": file_in, "stderr": subprocess.DEVNULL},
+            {"stdin": subprocess.PIPE, "stderr": 0},
+            {"stdin": 2, "stderr": 1},
+            {"start_new_session": True, "cwd": tmp_path},
+            {"process_group": 0, "env": {"FERRO_X": "z"}},
+        ):
+            seen = through_loop(loop, args, umask=0o022, **kwargs)
+            assert seen == reference(args, umask=0o022, **kwargs), kwargs
+    assert write_end in through_loop(loop, args, umask=0o022, close_fds=False)["fds"]
+    status = ["cat", "/proc/self/status"]
+    for restore in (True, False):
+        seen = through_loop_raw(loop, status, restore_signals=restore, umask=0o022)
+        expected = subprocess.run(
+            status, restore_signals=restore, umask=0o022, capture_output=True
+        ).stdout
+        assert ignored_signals(seen) == ignored_signals(expected)
+        blocked = [x for x in seen.splitlines() if x.startswith((b"SigBlk:", b"SigCgt:"))]
+        assert blocked == [
+            x for x in expected.splitlines() if x.startswith((b"SigBlk:", b"SigCgt:"))
+        ]
