@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -290,16 +291,16 @@ def test_popen_object_in_extra_info_works(loop):
 
 @pytest.mark.ferroloop_only
 def test_native_spawn_is_used_unless_only_popen_can(loop, monkeypatch, tmp_path):
-    """posix_spawn starts the child by default; preexec_fn, umask, user and a replaced
-    subprocess.Popen go through Popen (and still work)."""
+    """The native spawn starts the child by default and for umask and user (fork and exec);
+    preexec_fn and a replaced subprocess.Popen go through Popen (and still work)."""
     from ferroloop import _spawn
 
     native_calls = []
     real_spawn_child = _spawn.spawn_child
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         native_calls.append(args[0])
-        return real_spawn_child(*args)
+        return real_spawn_child(*args, **kwargs)
 
     monkeypatch.setattr(_spawn, "spawn_child", counting)
 
@@ -314,11 +315,219 @@ def test_native_spawn_is_used_unless_only_popen_can(loop, monkeypatch, tmp_path)
         results = [await run()]
         counts = [len(native_calls)]
         results.append(await run(umask=0o027))
+        counts.append(len(native_calls))
         results.append(await run(preexec_fn=lambda: os.umask(0o077)))
+        counts.append(len(native_calls))
         results.append(await run(user=os.getuid()))
         counts.append(len(native_calls))
         return results, counts
 
     results, counts = loop.run_until_complete(main())
-    assert counts == [1, 1]
+    assert counts == [1, 2, 2, 3]
     assert results[1:3] == [b"0o27", b"0o77"]
+
+
+IDENTITY = ["/bin/sh", "-c", "id -u; id -g; id -G; umask"]
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing user or group needs root")
+
+
+def identity_through_loop(loop, **kwargs) -> list[str]:
+    return through_loop_raw(loop, IDENTITY, **kwargs).decode().split("\n")
+
+
+def identity_through_popen(**kwargs) -> list[str]:
+    return subprocess.run(IDENTITY, capture_output=True, **kwargs).stdout.decode().split("\n")
+
+
+def test_umask_matches_popen(loop):
+    for umask in (0o027, 0, 0o777, -1, -5):
+        seen = identity_through_loop(loop, umask=umask)
+        assert seen == identity_through_popen(umask=umask), umask
+    assert identity_through_loop(loop, umask=0o027)[3] == "0027"
+
+
+@as_root
+def test_user_group_and_extra_groups_match_popen(loop):
+    nobody = ["65534", "65534", "65534 1 2"]
+    cases = [
+        ({"user": "nobody"}, None),
+        ({"user": 65534, "group": "nogroup", "extra_groups": [1, "bin"]}, nobody),
+        ({"group": 65534, "extra_groups": []}, None),
+        ({"extra_groups": [2, 1, 2]}, None),
+        ({"user": "nobody", "umask": 0o077, "start_new_session": True, "cwd": "/"}, None),
+    ]
+    for kwargs, expected in cases:
+        seen = identity_through_loop(loop, **kwargs)
+        assert seen == identity_through_popen(**kwargs), kwargs
+        if expected is not None:
+            assert seen[:3] == expected
+    assert identity_through_loop(loop, user="nobody")[0] == "65534"
+    assert identity_through_loop(loop, group="nogroup")[1] == "65534"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"user": "ferro-no-such-user"},
+        {"group": "ferro-no-such-group"},
+        {"extra_groups": ["root", "ferro-no-such-group"]},
+        {"extra_groups": "root"},
+        {"extra_groups": 5},
+        {"extra_groups": [1.5]},
+        {"user": -1},
+        {"group": -2},
+        {"extra_groups": [0, -3]},
+        {"user": 1.5},
+        {"group": [0]},
+        {"user": 2**32},
+        {"group": 2**40},
+        {"umask": "022"},
+        {"umask": 2**40},
+        {"group": "ferro-no-such-group", "user": -1},
+        {"user": "ferro-no-such-user", "extra_groups": "x"},
+    ],
+    ids=repr,
+)
+def test_credential_errors_match_popen(loop, kwargs):
+    def with_popen():
+        subprocess.Popen(["true"], **kwargs).wait()
+
+    async def spawn():
+        proc = await asyncio.create_subprocess_exec("true", **kwargs)
+        await proc.wait()
+
+    expected = outcome_of(with_popen)
+    seen = outcome_of(lambda: loop.run_until_complete(spawn()))
+    assert seen == expected
+    assert expected[0] is not str  # every case fails
+
+
+@as_root
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"user": "nobody", "cwd": "/nonexistent-ferro-dir"},
+        {"group": "nogroup", "executable": "/nonexistent/prog"},
+        {"umask": 0o022, "stdin": 987654},
+        {"user": "nobody", "executable": "/root"},
+    ],
+    ids=repr,
+)
+def test_fork_exec_errors_match_popen(loop, kwargs):
+    def with_popen():
+        subprocess.Popen(["true"], **kwargs).wait()
+
+    async def spawn():
+        proc = await asyncio.create_subprocess_exec("true", **kwargs)
+        await proc.wait()
+
+    expected = outcome_of(with_popen)
+    seen = outcome_of(lambda: loop.run_until_complete(spawn()))
+    assert seen == expected
+    assert expected[0] is not str  # every case fails
+
+
+def python_for_nobody() -> str | None:
+    """An interpreter of this Python version that user nobody can run (ours may sit in a
+    directory only root can enter)."""
+    wanted = tuple(sys.version_info[:2])
+    version = f"import sys; print(sys.version_info[:2] == {wanted!r})"
+    for candidate in (
+        sys.executable,
+        f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
+    ):
+        try:
+            done = subprocess.run(
+                [candidate, "-c", version], user="nobody", capture_output=True, cwd="/"
+            )
+        except OSError:
+            continue
+        if done.stdout.strip() == b"True":
+            return candidate
+    return None
+
+
+@as_root
+def test_refused_credentials_fail_in_the_child_as_popen(child):
+    """Run as nobody, a child asking for root's user or groups gets the PermissionError that
+    setreuid/setregid/setgroups raise in Popen's child, and no descriptor leaks."""
+    source = child.loop_prelude + textwrap.dedent(
+        """
+        import asyncio, json, os, subprocess
+
+        def outcome(call):
+            try:
+                call()
+            except Exception as exc:
+                return [type(exc).__name__, exc.errno, exc.strerror, repr(exc.filename)]
+            return "no exception"
+
+        async def spawn(kwargs):
+            proc = await asyncio.create_subprocess_exec("true", **kwargs)
+            await proc.wait()
+
+        loop = new_loop()
+        report = []
+        before = len(os.listdir("/proc/self/fd"))
+        for kwargs in ({"user": 0}, {"group": 0}, {"extra_groups": [0]}, {"umask": 0, "user": 0}):
+            expected = outcome(lambda: subprocess.Popen(["true"], **kwargs).wait())
+            seen = outcome(lambda: loop.run_until_complete(spawn(kwargs)))
+            report.append([expected, seen])
+        report.append(len(os.listdir("/proc/self/fd")) - before)
+        loop.close()
+        print(json.dumps(report))
+        """
+    )
+    python = python_for_nobody()
+    if python is None:
+        pytest.skip("no interpreter of this version that user nobody can run")
+    done = subprocess.run(
+        [python, "-c", source],
+        user="nobody",
+        group="nogroup",
+        extra_groups=[],
+        capture_output=True,
+        env=child.env(),
+        cwd="/",
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report.pop() == 0
+    for expected, seen in report:
+        assert expected[:3] == ["PermissionError", 1, "Operation not permitted"]
+        assert seen == expected
+
+
+def test_fork_exec_setup_matches_popen(loop, inheritable_pipe, tmp_path):
+    """With umask (the fork/exec path natively), descriptors, redirections, cwd, session and
+    signal dispositions are set up as Popen sets them up."""
+    read_end, write_end = inheritable_pipe
+    args = [PY, "-c", PROBE]
+    with open(tmp_path / "in", "wb+") as file_in:
+        for kwargs in (
+            {},
+            {"pass_fds": (read_end,)},
+            {"close_fds": False},
+            {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT},
+            {"stdin": file_in, "stderr": subprocess.DEVNULL},
+            {"stdin": subprocess.PIPE, "stderr": 0},
+            {"stdin": 2, "stderr": 1},
+            {"start_new_session": True, "cwd": tmp_path},
+            {"process_group": 0, "env": {"FERRO_X": "z"}},
+        ):
+            seen = through_loop(loop, args, umask=0o022, **kwargs)
+            assert seen == reference(args, umask=0o022, **kwargs), kwargs
+    assert write_end in through_loop(loop, args, umask=0o022, close_fds=False)["fds"]
+    status = ["cat", "/proc/self/status"]
+    for restore in (True, False):
+        seen = through_loop_raw(loop, status, restore_signals=restore, umask=0o022)
+        expected = subprocess.run(
+            status, restore_signals=restore, umask=0o022, capture_output=True
+        ).stdout
+        assert ignored_signals(seen) == ignored_signals(expected)
+        blocked = [x for x in seen.splitlines() if x.startswith((b"SigBlk:", b"SigCgt:"))]
+        assert blocked == [
+            x for x in expected.splitlines() if x.startswith((b"SigBlk:", b"SigCgt:"))
+        ]

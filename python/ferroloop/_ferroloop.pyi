@@ -389,6 +389,10 @@ def spawn_child(
     start_new_session: bool,
     process_group: int,
     filenames: tuple[object, object, object],
+    groups: list[int] | None = None,
+    gid: int | None = None,
+    uid: int | None = None,
+    umask: int | None = None,
 ) -> tuple[int, int, int, int] | None: ...
 def socket_file_inode(path: bytes) -> int | None: ...
 def remove_socket_file(path: bytes, inode: int) -> bool: ...

@@ -9,11 +9,14 @@ the ``OSError`` subclass ``Popen`` raises (naming the program, or ``cwd``).
 The result is a ``subprocess.Popen`` object, filled in as ``Popen.__init__`` fills it, so that
 ``transport.get_extra_info('subprocess')`` keeps its ``kill``/``poll``/``wait`` methods.
 
+``user``, ``group``, ``extra_groups`` and ``umask`` are resolved here (names looked up, checked
+with ``Popen``'s exceptions, in ``Popen``'s order); the native side then starts the child with
+fork and exec instead of ``posix_spawn``, which cannot set them.
+
 ``spawn()`` returns None when the call needs ``subprocess.Popen`` itself: ``preexec_fn`` (Python
-code in the child), ``user``/``group``/``extra_groups``/``umask`` (not expressible with
-``posix_spawn``), an option this module does not know, ``subprocess.Popen`` replaced (a test
-patching it expects it called), or a C library without
-``posix_spawn_file_actions_addchdir_np``/``addclosefrom_np``.
+code in the child), an option this module does not know or an id out of range (``Popen`` raises
+its own error for it), ``subprocess.Popen`` replaced (a test patching it expects it called), or
+a C library without ``posix_spawn_file_actions_addchdir_np``/``addclosefrom_np``.
 """
 
 from __future__ import annotations
@@ -38,16 +41,16 @@ _NATIVE_OPTIONS = frozenset(
         "restore_signals",
         "start_new_session",
         "process_group",
+        "user",
+        "group",
+        "extra_groups",
+        "umask",
     )
 )
 
 #: Options spawn() accepts only at their default value (anything else: subprocess.Popen).
 _DEFAULT_ONLY = {
     "preexec_fn": None,
-    "user": None,
-    "group": None,
-    "extra_groups": None,
-    "umask": -1,
     "startupinfo": None,
     "creationflags": 0,
     "pipesize": -1,
@@ -62,6 +65,70 @@ _CODES = (subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL)
 #: Whether Popen names ``cwd`` only for a failed chdir (3.13; 3.11/3.12 name it for any
 #: failure before exec).
 _CHDIR_ONLY = "noexec:chdir" in subprocess.Popen._execute_child.__code__.co_consts
+
+
+#: The highest user or group id passed to the native side (``(uid_t)-1`` means "unchanged").
+_ID_MAX = 0xFFFF_FFFE
+
+
+def _group_number(name_or_id: Any, wrong_type: str) -> int:
+    """A group given by name or number, as a number (``KeyError`` for an unknown name)."""
+    if isinstance(name_or_id, str):
+        import grp
+
+        return grp.getgrnam(name_or_id).gr_gid
+    if isinstance(name_or_id, int):
+        return name_or_id
+    raise TypeError(wrong_type.format(type(name_or_id)))
+
+
+def _credentials(options: dict) -> dict | None:
+    """``spawn_child``'s ``groups``/``gid``/``uid``/``umask`` from ``Popen``'s ``extra_groups``,
+    ``group``, ``user`` and ``umask``, checked as ``Popen`` checks them (same exceptions, same
+    order: group, extra groups, user); None if only ``Popen`` handles the values."""
+    group = options.get("group")
+    extra_groups = options.get("extra_groups")
+    user = options.get("user")
+    umask = options.get("umask", -1)
+    gid = None
+    if group is not None:
+        gid = _group_number(group, "Group must be a string or an integer, not {}")
+        if gid < 0:
+            raise ValueError(f"Group ID cannot be negative, got {gid}")
+    groups = None
+    if extra_groups is not None:
+        if isinstance(extra_groups, str):
+            raise ValueError("Groups must be a list, not a string")
+        groups = [
+            _group_number(item, "Items in extra_groups must be a string or integer, not {}")
+            for item in extra_groups
+        ]
+        for number in groups:
+            if number < 0:
+                raise ValueError(f"Group ID cannot be negative, got {number}")
+    uid = None
+    if user is not None:
+        if isinstance(user, str):
+            import pwd
+
+            uid = pwd.getpwnam(user).pw_uid
+        elif isinstance(user, int):
+            uid = user
+        else:
+            raise TypeError("User must be a string or an integer")
+        if uid < 0:
+            raise ValueError(f"User ID cannot be negative, got {uid}")
+    ids = [number for number in (gid, uid) if number is not None] + (groups or [])
+    if any(number > _ID_MAX for number in ids):
+        return None
+    if not isinstance(umask, int) or not -(2**31) <= umask < 2**31:
+        return None
+    return {
+        "groups": groups,
+        "gid": gid,
+        "uid": uid,
+        "umask": umask if umask >= 0 else None,
+    }
 
 
 def _child_code(value: Any) -> Any:
@@ -104,6 +171,9 @@ def spawn(
     if pass_fds and not close_fds:
         warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=1)
         close_fds = True
+    credentials = _credentials(options)
+    if credentials is None:
+        return None
 
     original_args = args
     if isinstance(args, (str, bytes)):
@@ -154,6 +224,7 @@ def spawn(
         bool(options.get("start_new_session", False)),
         -1 if process_group is None else process_group,
         (executable, cwd, other_filename),
+        **credentials,
     )
     if started is None:
         return None

@@ -2,10 +2,11 @@
 
 How a child is run:
 
-* spawned natively with ``posix_spawn`` (``_spawn.py``, ``src/process/spawn.rs``), set up as
+* spawned natively with ``posix_spawn``, or fork and exec in Rust for ``user``, ``group``,
+  ``extra_groups`` and ``umask`` (``_spawn.py``, ``src/process/spawn.rs``), set up as
   ``subprocess.Popen`` sets it up and failing with the same exceptions (exec failures raise
-  ``FileNotFoundError``/``PermissionError`` naming the program); ``preexec_fn``, ``user``,
-  ``group``, ``extra_groups`` and ``umask`` go through ``subprocess.Popen`` as in asyncio;
+  ``FileNotFoundError``/``PermissionError`` naming the program); ``preexec_fn`` goes through
+  ``subprocess.Popen`` as in asyncio;
 * watched by a native ``ChildWatch`` (``src/process/``): its pidfd sits in the loop's poller
   as an ordinary reader, and when it turns readable the child is reaped with
   ``waitid(P_PIDFD)``: that child only, once, with no thread and no SIGCHLD handler. Without

@@ -3,10 +3,12 @@
 //! The layer above [`crate::event_loop`] and [`crate::transport`]: the child's pipes are the
 //! loop's pipe transports. What is here must not cost anything to a program that never spawns,
 //! and must never touch a child the loop did not start:
-//! - [`posix_spawn`]: starting a child with `posix_spawn(3)` set up as `subprocess.Popen` sets
-//!   it up (no Python); [`spawn`]: `spawn_child`, its Python entry point (pipes, errors as
-//!   `Popen` raises them). Options it cannot express (`preexec_fn`, `user`, `group`,
-//!   `extra_groups`, `umask`) go through `subprocess.Popen` (`python/ferroloop/_spawn.py`);
+//! - [`request`]: what a spawn asks for and how it fails; [`posix_spawn`]: starting a child
+//!   with `posix_spawn(3)` set up as `subprocess.Popen` sets it up (no Python); [`fork_exec`]:
+//!   the same with fork and exec, for `user`, `group`, `extra_groups` and `umask`, which
+//!   `posix_spawn` cannot set; [`spawn`]: `spawn_child`, their Python entry point (pipes,
+//!   errors as `Popen` raises them). `preexec_fn` (Python in the child) goes through
+//!   `subprocess.Popen` (`python/ferroloop/_spawn.py`);
 //! - [`exit_status`]: the system calls, no Python: `pidfd_open(2)`, `waitid(P_PIDFD)` (reap,
 //!   or peek with `WNOWAIT`), `pidfd_send_signal(2)`, `waitpid(pid)`; a wait status as
 //!   asyncio's returncode (exit status, or `-signum`);
@@ -19,5 +21,7 @@
 
 pub mod child_watch;
 pub mod exit_status;
+pub mod fork_exec;
 pub mod posix_spawn;
+pub mod request;
 pub mod spawn;

@@ -22,70 +22,14 @@
 //! `addchdir_np` (glibc 2.29) and `addclosefrom_np` (glibc 2.34) are looked up at run time, so
 //! the library still loads on an older C library: [`SpawnError::Unsupported`] then tells the
 //! caller to use `subprocess.Popen`. Options `posix_spawn` cannot express (`user`, `group`,
-//! `extra_groups`, `umask`, `preexec_fn`) never reach this module.
+//! `extra_groups`, `umask`: [`crate::process::fork_exec`]; `preexec_fn`: `subprocess.Popen`)
+//! never reach this module.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
-/// Where one of the child's standard descriptors comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stdio {
-    /// The parent's descriptor of the same number, left as it is.
-    Inherit,
-    /// A copy of this descriptor of the parent.
-    Fd(RawFd),
-    /// `/dev/null`, opened read-write in the child.
-    DevNull,
-    /// A copy of the child's stdout (stderr only).
-    SameAsStdout,
-}
-
-/// The step of the child's set-up that failed; `Popen` names a different file for each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Setting up descriptors or the session before exec.
-    Setup,
-    /// Changing to `cwd`.
-    Chdir,
-    /// Executing the program.
-    Exec,
-    /// Creating the process (`clone` refused: EAGAIN).
-    Fork,
-}
-
-/// Why no child was started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpawnError {
-    /// The C library lacks a needed `posix_spawn` extension: use `subprocess.Popen`.
-    Unsupported,
-    /// A system error (errno) at a stage.
-    Os(i32, Stage),
-}
-
-/// Everything the child needs, already converted to C strings.
-pub struct SpawnRequest<'a> {
-    /// `argv` of the program.
-    pub argv: &'a [CString],
-    /// Paths to try in turn (one unless the program was looked up in `PATH`).
-    pub executables: &'a [CString],
-    /// `KEY=value` entries, or None for the parent's environment.
-    pub envp: Option<&'a [CString]>,
-    /// Directory to change to before exec.
-    pub cwd: Option<&'a CStr>,
-    /// Sources of the child's descriptors 0, 1 and 2.
-    pub stdio: [Stdio; 3],
-    /// Close every descriptor above 2 that is not in `pass_fds`.
-    pub close_fds: bool,
-    /// Descriptors the child keeps (made inheritable), sorted, without duplicates.
-    pub pass_fds: &'a [RawFd],
-    /// SIGPIPE and SIGXFSZ back to their default action.
-    pub restore_signals: bool,
-    /// `setsid()` in the child.
-    pub new_session: bool,
-    /// `setpgid(0, group)` in the child.
-    pub process_group: Option<libc::pid_t>,
-}
+use crate::process::request::{environment, pointers, SpawnError, SpawnRequest, Stage, Stdio};
 
 type AddChdir =
     unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> i32;
@@ -247,15 +191,6 @@ fn missing(path: &CStr) -> Option<i32> {
     matches!(err, libc::ENOENT | libc::ENOTDIR).then_some(err)
 }
 
-/// A NULL-terminated array of pointers into `strings` (which must outlive it).
-fn pointers(strings: &[CString]) -> Vec<*mut libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr() as *mut libc::c_char)
-        .chain(std::iter::once(std::ptr::null_mut()))
-        .collect()
-}
-
 fn build(request: &SpawnRequest<'_>) -> Result<Box<Plan>, SpawnError> {
     let add_close_from = add_close_from();
     if request.close_fds && add_close_from.is_none() {
@@ -336,10 +271,6 @@ fn build(request: &SpawnRequest<'_>) -> Result<Box<Plan>, SpawnError> {
     Ok(plan)
 }
 
-extern "C" {
-    static environ: *const *mut libc::c_char;
-}
-
 /// Starts the child; its pid, or why it could not be started.
 pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
     let plan = build(request)?;
@@ -347,8 +278,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
     let envp_storage = request.envp.map(pointers);
     let envp = match &envp_storage {
         Some(list) => list.as_ptr(),
-        // SAFETY: reading the C library's current environment pointer (as execv would).
-        None => unsafe { environ },
+        None => environment(),
     };
     let mut first_other = 0;
     let mut last = libc::ENOENT;
@@ -395,6 +325,8 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::request::Credentials;
+    use std::ffi::CString;
 
     fn wait(pid: libc::pid_t) -> i32 {
         let mut status = 0;
@@ -415,6 +347,7 @@ mod tests {
             restore_signals: true,
             new_session: false,
             process_group: None,
+            credentials: Credentials::default(),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The Python edge has already done what `subprocess.Popen` does in Python (argument and
 //! environment encoding, the `PATH` candidates, the `sys.audit` event); here the child's pipes
-//! are created (close-on-exec), the child is started by [`posix_spawn`], the child's ends of
+//! are created (close-on-exec), the child is started by [`posix_spawn`] (by [`fork_exec`] when
+//! it changes groups, user or umask), the child's ends of
 //! the pipes are closed, and the parent's ends are returned. A failure closes every descriptor
 //! made here and raises the `OSError` subclass `Popen` raises, naming the file `Popen` names
 //! (the program for an exec failure, `cwd` for a failed `chdir`).
@@ -18,7 +19,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::interop::errors::strerror;
-use crate::process::posix_spawn::{self, SpawnError, SpawnRequest, Stage, Stdio};
+use crate::process::request::{Credentials, SpawnError, SpawnRequest, Stage, Stdio};
+use crate::process::{fork_exec, posix_spawn};
 
 /// `subprocess.PIPE`.
 const PIPE: i32 = -1;
@@ -86,15 +88,17 @@ fn plan_stdio(code: Option<i32>, target: RawFd, fds: &mut Fds) -> PyResult<(Stdi
     })
 }
 
-/// Starts a child with `posix_spawn`: `(pid, stdin_w, stdout_r, stderr_r)` (-1 where there is
+/// Starts a child with `posix_spawn` (or fork and exec for `groups`/`gid`/`uid`/`umask`): `(pid, stdin_w, stdout_r, stderr_r)` (-1 where there is
 /// no pipe), or None when this C library cannot do what is asked (use `subprocess.Popen`).
 ///
 /// `stdin`/`stdout`/`stderr`: None (inherit), `subprocess.PIPE`, `DEVNULL`, `STDOUT` (stderr
 /// only) or a descriptor. `filenames`: the file an `OSError` names for a failed exec, a failed
-/// `chdir`, and any other set-up failure (None: no file).
+/// `chdir`, and any other set-up failure (None: no file). `groups`, `gid`, `uid`, `umask`:
+/// `setgroups`, `setregid`, `setreuid`, `umask` in the child (None: the parent's).
 #[pyfunction]
 #[pyo3(signature = (argv, executables, envp, cwd, stdin, stdout, stderr, close_fds, pass_fds,
-    restore_signals, start_new_session, process_group, filenames))]
+    restore_signals, start_new_session, process_group, filenames, groups=None, gid=None, uid=None,
+    umask=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_child(
     py: Python<'_>,
@@ -111,6 +115,10 @@ pub fn spawn_child(
     start_new_session: bool,
     process_group: libc::pid_t,
     filenames: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
+    groups: Option<Vec<libc::gid_t>>,
+    gid: Option<libc::gid_t>,
+    uid: Option<libc::uid_t>,
+    umask: Option<libc::mode_t>,
 ) -> PyResult<Option<(libc::pid_t, RawFd, RawFd, RawFd)>> {
     let argv = c_strings(&argv)?;
     let executables = c_strings(&executables)?;
@@ -134,9 +142,21 @@ pub fn spawn_child(
         restore_signals,
         new_session: start_new_session,
         process_group: (process_group >= 0).then_some(process_group),
+        credentials: Credentials {
+            groups: groups.as_deref(),
+            gid,
+            uid,
+            umask,
+        },
     };
     // The child runs until its exec without the GIL: other threads are not held up.
-    let outcome = py.detach(|| posix_spawn::spawn(&request));
+    let outcome = py.detach(|| {
+        if request.credentials.inherited() {
+            posix_spawn::spawn(&request)
+        } else {
+            fork_exec::spawn(&request)
+        }
+    });
     match outcome {
         Ok(pid) => {
             // The child's ends close with `fds`; the parent's ends are handed over.

@@ -1,0 +1,107 @@
+//! What a spawn asks for, and how it fails: shared by the two ways a child is started
+//! ([`crate::process::posix_spawn`], and [`crate::process::fork_exec`] for the credentials and
+//! umask `posix_spawn` cannot set).
+
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+
+/// Where one of the child's standard descriptors comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stdio {
+    /// The parent's descriptor of the same number, left as it is.
+    Inherit,
+    /// A copy of this descriptor of the parent.
+    Fd(RawFd),
+    /// `/dev/null`, opened read-write in the child.
+    DevNull,
+    /// A copy of the child's stdout (stderr only).
+    SameAsStdout,
+}
+
+/// The step of the child's set-up that failed; `Popen` names a different file for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Setting up descriptors or the session before exec.
+    Setup,
+    /// Changing to `cwd`.
+    Chdir,
+    /// Executing the program.
+    Exec,
+    /// Creating the process (`clone` refused: EAGAIN).
+    Fork,
+}
+
+/// Why no child was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// The C library lacks a needed `posix_spawn` extension: use `subprocess.Popen`.
+    Unsupported,
+    /// A system error (errno) at a stage.
+    Os(i32, Stage),
+}
+
+/// Everything the child needs, already converted to C strings.
+pub struct SpawnRequest<'a> {
+    /// `argv` of the program.
+    pub argv: &'a [CString],
+    /// Paths to try in turn (one unless the program was looked up in `PATH`).
+    pub executables: &'a [CString],
+    /// `KEY=value` entries, or None for the parent's environment.
+    pub envp: Option<&'a [CString]>,
+    /// Directory to change to before exec.
+    pub cwd: Option<&'a CStr>,
+    /// Sources of the child's descriptors 0, 1 and 2.
+    pub stdio: [Stdio; 3],
+    /// Close every descriptor above 2 that is not in `pass_fds`.
+    pub close_fds: bool,
+    /// Descriptors the child keeps (made inheritable), sorted, without duplicates.
+    pub pass_fds: &'a [RawFd],
+    /// SIGPIPE and SIGXFSZ back to their default action.
+    pub restore_signals: bool,
+    /// `setsid()` in the child.
+    pub new_session: bool,
+    /// `setpgid(0, group)` in the child.
+    pub process_group: Option<libc::pid_t>,
+    /// Groups, user and umask of the child (`posix_spawn` cannot set them).
+    pub credentials: Credentials<'a>,
+}
+
+/// `extra_groups`, `group`, `user` and `umask` of `subprocess.Popen`, already resolved to
+/// numbers; all None for a child that keeps the parent's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Credentials<'a> {
+    /// `setgroups(groups)`.
+    pub groups: Option<&'a [libc::gid_t]>,
+    /// `setregid(gid, gid)`.
+    pub gid: Option<libc::gid_t>,
+    /// `setreuid(uid, uid)`.
+    pub uid: Option<libc::uid_t>,
+    /// `umask(mask)`.
+    pub umask: Option<libc::mode_t>,
+}
+
+impl Credentials<'_> {
+    /// Whether every field keeps the parent's value (`posix_spawn` can start the child).
+    pub fn inherited(&self) -> bool {
+        self.groups.is_none() && self.gid.is_none() && self.uid.is_none() && self.umask.is_none()
+    }
+}
+
+/// A NULL-terminated array of pointers into `strings` (which must outlive it).
+pub fn pointers(strings: &[CString]) -> Vec<*mut libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr() as *mut libc::c_char)
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
+extern "C" {
+    static environ: *const *mut libc::c_char;
+}
+
+/// The C library's current environment (what `execv` passes on).
+pub fn environment() -> *const *mut libc::c_char {
+    // SAFETY: reading the C library's environment pointer, as execv would.
+    unsafe { environ }
+}
