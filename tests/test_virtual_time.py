@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -390,6 +391,60 @@ def test_pytest_plugin_marker_gives_virtual_time(child):
     result = child.run(cmd, cwd=child.tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+#: The pytest-asyncio sample of virtual time (also run by ``scripts/downstream.sh plugin``).
+PYTEST_ASYNCIO_SAMPLE = (
+    Path(__file__).parent / "plugin_samples" / "pytest_asyncio_project" / "sample_virtual_time.py"
+)
+
+
+@pytest.mark.timeout(60)
+def test_pytest_plugin_marker_with_pytest_asyncio_loop_scopes(child):
+    """pytest-asyncio 1.4+: a marked test gets a virtual loop of its own even where its
+    loop_scope is the module's; the unmarked tests around it stay on real time."""
+    pytest_asyncio = pytest.importorskip("pytest_asyncio")
+    from ferroloop import pytest_plugin
+
+    hooks = pytest_plugin._PytestAsyncioHooks.pytest_asyncio_loop_factories.__name__
+    source = open(pytest_asyncio.plugin.__file__).read()
+    if hooks not in source:
+        pytest.skip(f"pytest-asyncio {pytest_asyncio.__version__} has no loop factory hook")
+    child.script("test_scopes.py", PYTEST_ASYNCIO_SAMPLE.read_text())
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "ferroloop.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-W",
+        "error::pytest.PytestWarning",
+    ]
+    result = child.run(cmd, cwd=child.tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
+def test_pytest_plugin_warns_when_a_marked_test_made_no_loop(child):
+    child.script(
+        "test_no_loop.py",
+        """
+        import pytest
+
+        @pytest.mark.ferroloop(virtual_time=True)
+        def test_marked_without_a_loop():
+            pass
+        """,
+    )
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "ferroloop.pytest_plugin"]
+    result = child.run([*cmd, "-p", "no:cacheprovider"], cwd=child.tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no event loop was made while this test ran" in result.stdout
 
 
 def tls_contexts():
