@@ -456,7 +456,7 @@ class EventLoop(
 
         joiner = threading.Thread(target=join_in_thread, name="ferroloop-executor-shutdown")
         joiner.start()
-        release = self._hold_time_for_join(timeout) if self._virtual_time else None
+        release = self._hold_time_for_join(joiner, timeout) if self._virtual_time else None
         try:
             async with asyncio.timeout(timeout):
                 await joined
@@ -473,35 +473,35 @@ class EventLoop(
             if release is not None:
                 release()
 
-    def _hold_time_for_join(self, timeout: float | None) -> Callable[[], None]:
+    def _hold_time_for_join(
+        self, joiner: threading.Thread, timeout: float | None
+    ) -> Callable[[], None]:
         """Virtual time: the executor's join is pending I/O, so the clock does not jump to
         the join's ``timeout`` while the threads finish; but only for ``timeout`` real
         seconds (a thread that never ends must not hang the loop): then the hold goes, the
         clock jumps, and the timeout fires at its deadline in the loop's time, as in asyncio.
-        Returns the function that ends the hold (once; any thread)."""
-        lock = threading.Lock()
+        Returns the function that ends the hold (once, from any thread; no lock taken)."""
         held = [True]
-        timer: threading.Timer | None = None
 
         def release() -> None:
-            with lock:
-                if not held[0]:
-                    return
-                held[0] = False
-            if timer is not None:
-                timer.cancel()
+            try:
+                held.pop()  # atomic: only the first caller gets past it
+            except IndexError:
+                return
             self._outstanding_work(-1)
 
-        def release_from_timer() -> None:
-            release()
-            if not self.is_closed():
-                self.call_soon_threadsafe(_nothing)  # wakes the loop to plan its jump
+        def watch() -> None:  # ends with the join, or after ``timeout`` real seconds
+            joiner.join(timeout)
+            if joiner.is_alive():
+                release()
+                try:
+                    self.call_soon_threadsafe(_nothing)  # wakes the loop to plan its jump
+                except RuntimeError:  # closed meanwhile
+                    pass
 
         self._outstanding_work(1)
         if timeout is not None:
-            timer = threading.Timer(max(float(timeout), 0.0), release_from_timer)
-            timer.daemon = True
-            timer.start()
+            threading.Thread(target=watch, name="ferroloop-executor-join-timeout").start()
         return release
 
     # ---------------------------------------------------------- exception handling
