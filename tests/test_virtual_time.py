@@ -831,3 +831,27 @@ def test_cli_options_for_virtual_time(child):
         result = child.run([sys.executable, "-m", "ferroloop", *bad])
         assert result.returncode == 2, (bad, result.stderr)
         assert "usage:" in result.stderr
+
+
+def test_name_lookup_holds_the_clock_even_with_wait_for_executor_false(monkeypatch):
+    """getaddrinfo in the executor is the loop's own I/O, not a job of the program's."""
+    order: list[tuple[str, float]] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(*args, **kwargs):
+        time.sleep(0.2)
+        return real_getaddrinfo("127.0.0.1", *args[1:], **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(10, lambda: order.append(("timer", loop.time())))
+        infos = await loop.getaddrinfo("slow.invalid", 80, type=socket.SOCK_STREAM)
+        order.append(("resolved", loop.time()))
+        await asyncio.sleep(10)
+        return infos
+
+    infos, _ = run_virtual(main, wait_for_executor=False)
+    assert infos[0][4] == ("127.0.0.1", 80)
+    assert order == [("resolved", 0.0), ("timer", 10.0)]

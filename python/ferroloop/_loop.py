@@ -431,6 +431,15 @@ class EventLoop(
             future.add_done_callback(_work_done)
         return future
 
+    def _lookup_is_io(self, future: asyncio.Future) -> asyncio.Future:
+        """A name lookup in the executor is the loop's own I/O: under virtual time the clock
+        waits for it even with ``wait_for_executor=False`` (then ``run_in_executor`` did not
+        count it)."""
+        if self._virtual_time and not self._executor_holds_time:
+            self._outstanding_work(1)
+            future.add_done_callback(_work_done)
+        return future
+
     def set_default_executor(self, executor) -> None:
         """Sets the ThreadPoolExecutor ``run_in_executor(None, ...)`` uses."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
