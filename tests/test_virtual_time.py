@@ -376,6 +376,23 @@ def test_pytest_plugin_marker_gives_virtual_time(child):
                 assert not loop._is_virtual_time()
             finally:
                 loop.close()
+
+        async def timer_against_job():
+            loop = asyncio.get_running_loop()
+            order = []
+            loop.call_later(10, order.append, "timer")
+            await asyncio.to_thread(time.sleep, 0.2)
+            order.append("job")
+            await asyncio.sleep(10)
+            return order
+
+        @pytest.mark.ferroloop(virtual_time=True, wait_for_executor=False)
+        def test_jobs_ignored():
+            assert asyncio.run(timer_against_job()) == ["timer", "job"]
+
+        @pytest.mark.ferroloop(virtual_time=True)
+        def test_jobs_waited_for():
+            assert asyncio.run(timer_against_job()) == ["job", "timer"]
         """,
     )
     cmd = [
@@ -390,7 +407,7 @@ def test_pytest_plugin_marker_gives_virtual_time(child):
     ]
     result = child.run(cmd, cwd=child.tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 #: The pytest-asyncio sample of virtual time (also run by ``scripts/downstream.sh plugin``).
