@@ -22,8 +22,8 @@ on a test gives the loops made while it runs (its function-scoped fixtures inclu
 time: see ``ferroloop.new_event_loop``. A loop made before the test (a fixture of wider scope)
 is not changed, with one exception: with pytest-asyncio 1.4+ (the
 ``pytest_asyncio_loop_factories`` hook) the plugin names the loop factory of every
-pytest-asyncio test (a project's own implementation of the hook wins; on pytest < 8.4 the
-tests' ids then end in ``[ferroloop]``), so a marked test whose ``loop_scope`` is wider than
+pytest-asyncio test (a project's own implementation of the hook wins; one factory leaves
+the test ids unchanged), so a marked test whose ``loop_scope`` is wider than
 the function gets its own loop, with the marker's options (and the async fixtures of that
 scope it uses are set up again on it), and unmarked tests keep sharing theirs. With older
 pytest-asyncio a marked test whose loop is made before it runs in real time, and the plugin
