@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -375,6 +376,23 @@ def test_pytest_plugin_marker_gives_virtual_time(child):
                 assert not loop._is_virtual_time()
             finally:
                 loop.close()
+
+        async def timer_against_job():
+            loop = asyncio.get_running_loop()
+            order = []
+            loop.call_later(10, order.append, "timer")
+            await asyncio.to_thread(time.sleep, 0.2)
+            order.append("job")
+            await asyncio.sleep(10)
+            return order
+
+        @pytest.mark.ferroloop(virtual_time=True, wait_for_executor=False)
+        def test_jobs_ignored():
+            assert asyncio.run(timer_against_job()) == ["timer", "job"]
+
+        @pytest.mark.ferroloop(virtual_time=True)
+        def test_jobs_waited_for():
+            assert asyncio.run(timer_against_job()) == ["job", "timer"]
         """,
     )
     cmd = [
@@ -389,7 +407,61 @@ def test_pytest_plugin_marker_gives_virtual_time(child):
     ]
     result = child.run(cmd, cwd=child.tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "4 passed" in result.stdout
+
+
+#: The pytest-asyncio sample of virtual time (also run by ``scripts/downstream.sh plugin``).
+PYTEST_ASYNCIO_SAMPLE = (
+    Path(__file__).parent / "plugin_samples" / "pytest_asyncio_project" / "sample_virtual_time.py"
+)
+
+
+@pytest.mark.timeout(60)
+def test_pytest_plugin_marker_with_pytest_asyncio_loop_scopes(child):
+    """pytest-asyncio 1.4+: a marked test gets a virtual loop of its own even where its
+    loop_scope is the module's; the unmarked tests around it stay on real time."""
+    pytest_asyncio = pytest.importorskip("pytest_asyncio")
+    from ferroloop import pytest_plugin
+
+    hooks = pytest_plugin._PytestAsyncioHooks.pytest_asyncio_loop_factories.__name__
+    source = open(pytest_asyncio.plugin.__file__).read()
+    if hooks not in source:
+        pytest.skip(f"pytest-asyncio {pytest_asyncio.__version__} has no loop factory hook")
+    child.script("test_scopes.py", PYTEST_ASYNCIO_SAMPLE.read_text())
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "ferroloop.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-W",
+        "error::pytest.PytestWarning",
+    ]
+    result = child.run(cmd, cwd=child.tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
+def test_pytest_plugin_warns_when_a_marked_test_made_no_loop(child):
+    child.script(
+        "test_no_loop.py",
+        """
+        import pytest
+
+        @pytest.mark.ferroloop(virtual_time=True)
+        def test_marked_without_a_loop():
+            pass
+        """,
+    )
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "ferroloop.pytest_plugin"]
+    result = child.run([*cmd, "-p", "no:cacheprovider"], cwd=child.tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no event loop was made while this test ran" in result.stdout
 
 
 def tls_contexts():
@@ -405,7 +477,7 @@ def tls_contexts():
 
 
 def test_tls_handshake_timeout_fires_at_its_virtual_deadline():
-    """A peer that never answers the handshake: the client gives up at exactly 30.0."""
+    """A peer that never answers the handshake: the client gives up at exactly 60.0."""
     _, client_ctx = tls_contexts()
 
     async def main():
@@ -418,7 +490,7 @@ def test_tls_handshake_timeout_fires_at_its_virtual_deadline():
                 port,
                 ssl=client_ctx,
                 server_hostname="localhost",
-                ssl_handshake_timeout=30,
+                ssl_handshake_timeout=60,
             )
         except (ConnectionError, TimeoutError) as exc:
             outcome = type(exc).__name__, loop.time()
@@ -428,9 +500,9 @@ def test_tls_handshake_timeout_fires_at_its_virtual_deadline():
         return outcome
 
     outcome, wall = run_virtual(main)
-    assert outcome[1] == 30.0
+    assert outcome[1] == 60.0
     assert outcome[0] in ("ConnectionAbortedError", "TimeoutError")
-    assert wall < 5.0
+    assert wall < 1.0
 
 
 def test_tls_echo_with_virtual_sleeps():
@@ -578,3 +650,225 @@ def test_replaced_time_under_virtual_time_jumps_by_the_right_distance(offset):
     assert seen == {"native": 10.0, "replaced": 10.0 + offset}
     assert wall < 5
     assert iterations < 100
+
+
+def test_condition_wait_for_times_out_at_its_virtual_deadline():
+    """``wait_for(cond.wait_for(predicate), 30)``: notified at 10 and 20 with the predicate
+    still false, the wait gives up at exactly 30."""
+    events: list[tuple[str, float]] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cond = asyncio.Condition()
+        state = {"ready": False}
+
+        async def notifier():
+            for _ in range(2):
+                await asyncio.sleep(10)
+                async with cond:
+                    events.append(("notify", loop.time()))
+                    cond.notify_all()
+
+        notifying = asyncio.ensure_future(notifier())
+        async with cond:
+            try:
+                await asyncio.wait_for(cond.wait_for(lambda: state["ready"]), 30)
+            except TimeoutError:
+                events.append(("timeout", loop.time()))
+            events.append(("locked", cond.locked()))
+        await notifying
+
+    _, wall = run_virtual(main)
+    assert events == [("notify", 10.0), ("notify", 20.0), ("timeout", 30.0), ("locked", True)]
+    assert wall < 1.0
+
+
+def test_custom_executor_and_default_executor_jobs_are_pending_io():
+    """Jobs in an executor the program made count as the default executor's do."""
+    import concurrent.futures
+
+    order: list[tuple[str, float]] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(5, lambda: order.append(("timer", loop.time())))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            await loop.run_in_executor(pool, time.sleep, 0.15)
+            order.append(("custom", loop.time()))
+            await asyncio.gather(
+                loop.run_in_executor(pool, time.sleep, 0.05),
+                loop.run_in_executor(None, time.sleep, 0.1),
+                asyncio.to_thread(time.sleep, 0.05),
+            )
+            order.append(("gathered", loop.time()))
+        await asyncio.sleep(5)
+
+    run_virtual(main)
+    assert order == [("custom", 0.0), ("gathered", 0.0), ("timer", 5.0)]
+
+
+def test_wait_for_executor_false_lets_the_clock_jump_past_jobs():
+    order: list[tuple[str, float]] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(10, lambda: order.append(("timer", loop.time())))
+        await asyncio.to_thread(time.sleep, 0.2)
+        order.append(("thread", loop.time()))
+
+    _, wall = run_virtual(main, wait_for_executor=False)
+    assert order == [("timer", 10.0), ("thread", 10.0)]
+    assert wall >= 0.2  # the job still ran to its end, in real time
+
+
+def test_post_from_a_bare_thread_within_the_threshold_wakes_the_loop():
+    """A thread of the program's own (no executor) is not pending I/O, but its
+    ``call_soon_threadsafe`` arriving within the threshold is served before any jump."""
+    events: list[tuple[str, float]] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        loop.call_later(10, lambda: events.append(("timer", loop.time())))
+
+        def work():
+            time.sleep(0.05)
+            loop.call_soon_threadsafe(done.set_result, "posted")
+
+        threading.Thread(target=work).start()
+        events.append((await done, loop.time()))
+        await asyncio.sleep(10)
+
+    run_virtual(main, autojump_threshold=0.5)
+    assert events == [("posted", 0.0), ("timer", 10.0)]
+
+
+def test_bare_thread_beyond_the_threshold_is_not_waited_for():
+    """The rule for threads outside executors: the clock does not know about them, so with
+    the default threshold a timer due before the thread posts fires first."""
+    events: list[tuple[str, float]] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        loop.call_later(10, lambda: events.append(("timer", loop.time())))
+
+        def work():
+            time.sleep(0.1)
+            loop.call_soon_threadsafe(done.set_result, "posted")
+
+        threading.Thread(target=work).start()
+        events.append((await done, loop.time()))
+
+    run_virtual(main)
+    assert events == [("timer", 10.0), ("posted", 10.0)]
+
+
+def test_shutdown_default_executor_timeout_fires_in_loop_time():
+    """A job that outlives the join's timeout: the join holds the clock for ``timeout`` real
+    seconds, then the timeout fires at its deadline in the loop's time (with asyncio's
+    warning) instead of the loop waiting for the thread for ever."""
+    results: dict[str, object] = {}
+    release = threading.Event()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, release.wait, 30)
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        before = loop.time()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await loop.shutdown_default_executor(timeout=0.3)
+        release.set()  # the runner's own shutdown then joins at once
+        results["waited"] = time.monotonic() - start
+        results["elapsed"] = loop.time() - before
+        results["warnings"] = [str(w.message) for w in caught]
+
+    try:
+        run_virtual(main, wait_for_executor=False)
+    finally:
+        release.set()
+    assert results["elapsed"] == 0.3
+    assert results["waited"] >= 0.3
+    assert any("within 0.3 seconds" in w for w in results["warnings"])
+
+
+def test_shutdown_default_executor_waits_for_a_short_join():
+    """A join shorter than its timeout: no jump, no warning."""
+    results: dict[str, object] = {}
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(None, time.sleep, 0.2)
+        await asyncio.sleep(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await loop.shutdown_default_executor(timeout=60)
+        results["done"] = job.done()  # its result came before the join ended
+        results["time"] = loop.time()
+        results["warnings"] = [str(w.message) for w in caught]
+
+    run_virtual(main, wait_for_executor=False)
+    assert results == {"done": True, "time": 0.0, "warnings": []}
+
+
+def test_cli_options_for_virtual_time(child):
+    script = child.script(
+        "options.py",
+        """
+        import asyncio, time
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            loop.call_later(10, lambda: print("timer", loop.time()))
+            await asyncio.to_thread(time.sleep, 0.1)
+            print("thread", loop.time())
+            await asyncio.sleep(10)
+
+        asyncio.run(main())
+        """,
+    )
+    base = [sys.executable, "-m", "ferroloop", "--virtual-time"]
+    held = child.run([*base, str(script)])
+    assert held.returncode == 0, held.stderr
+    assert held.stdout.splitlines() == ["thread 0.0", "timer 10.0"]
+    jumped = child.run([*base, "--no-wait-for-executor", str(script)])
+    assert jumped.returncode == 0, jumped.stderr
+    assert jumped.stdout.splitlines() == ["timer 10.0", "thread 10.0"]
+    threshold = child.run([*base, "--autojump-threshold", "0.5", str(script)])
+    assert threshold.returncode == 0, threshold.stderr
+    assert threshold.stdout.splitlines() == ["thread 0.0", "timer 10.0"]
+    for bad in (
+        ["--no-wait-for-executor", str(script)],  # without --virtual-time
+        [*base[3:], "--autojump-threshold", "-1", str(script)],
+        [*base[3:], "--autojump-threshold=soon", str(script)],
+        [*base[3:], "--bogus", str(script)],
+    ):
+        result = child.run([sys.executable, "-m", "ferroloop", *bad])
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "usage:" in result.stderr
+
+
+def test_name_lookup_holds_the_clock_even_with_wait_for_executor_false(monkeypatch):
+    """getaddrinfo in the executor is the loop's own I/O, not a job of the program's."""
+    order: list[tuple[str, float]] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(*args, **kwargs):
+        time.sleep(0.2)
+        return real_getaddrinfo("127.0.0.1", *args[1:], **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(10, lambda: order.append(("timer", loop.time())))
+        infos = await loop.getaddrinfo("slow.invalid", 80, type=socket.SOCK_STREAM)
+        order.append(("resolved", loop.time()))
+        await asyncio.sleep(10)
+        return infos
+
+    infos, _ = run_virtual(main, wait_for_executor=False)
+    assert infos[0][4] == ("127.0.0.1", 80)
+    assert order == [("resolved", 0.0), ("timer", 10.0)]

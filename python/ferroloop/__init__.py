@@ -38,14 +38,25 @@ if sys.version_info < (3, 14):  # named by a star import only where it does not 
 _T = TypeVar("_T")
 
 
-def new_event_loop(*, virtual_time: bool = False, autojump_threshold: float = 0.0) -> EventLoop:
+def new_event_loop(
+    *,
+    virtual_time: bool = False,
+    autojump_threshold: float = 0.0,
+    wait_for_executor: bool = True,
+) -> EventLoop:
     """Returns a new ferroloop event loop.
 
     With ``virtual_time=True`` its ``time()`` starts at 0.0 and jumps to the next timer's
     deadline whenever no callback is ready and no I/O arrives within ``autojump_threshold``
     seconds of real time (``float('inf')``: time moves only by ``loop.advance_time()``).
+    While a ``run_in_executor``/``asyncio.to_thread`` job is running the clock does not jump
+    (the loop waits for it in real time), unless ``wait_for_executor=False``.
     """
-    return EventLoop(virtual_time=virtual_time, autojump_threshold=autojump_threshold)
+    return EventLoop(
+        virtual_time=virtual_time,
+        autojump_threshold=autojump_threshold,
+        wait_for_executor=wait_for_executor,
+    )
 
 
 def run(
@@ -54,12 +65,16 @@ def run(
     debug: bool | None = None,
     virtual_time: bool = False,
     autojump_threshold: float = 0.0,
+    wait_for_executor: bool = True,
 ) -> _T:
     """Runs coroutine ``main`` on a new ferroloop loop, like ``asyncio.run`` (virtual time:
     see ``new_event_loop``)."""
     if virtual_time:
         factory = functools.partial(
-            new_event_loop, virtual_time=True, autojump_threshold=autojump_threshold
+            new_event_loop,
+            virtual_time=True,
+            autojump_threshold=autojump_threshold,
+            wait_for_executor=wait_for_executor,
         )
     else:
         factory = new_event_loop

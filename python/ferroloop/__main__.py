@@ -1,8 +1,10 @@
-"""``python -m ferroloop [--virtual-time] SCRIPT [ARGS...]`` / ``... -m MODULE [ARGS...]``.
+"""``python -m ferroloop [OPTIONS] SCRIPT [ARGS...]`` / ``... [OPTIONS] -m MODULE [ARGS...]``.
 
 Runs an unmodified asyncio program with ferroloop as the loop behind ``asyncio.run()``;
 ``--virtual-time`` gives those loops virtual time (sleeps end at once, ``loop.time()`` starts
-at 0.0 and jumps from timer to timer).
+at 0.0 and jumps from timer to timer), with ``--autojump-threshold SECONDS`` (real seconds
+the loop waits for I/O before a jump; default 0) and ``--no-wait-for-executor`` (the clock
+jumps past running ``run_in_executor``/``to_thread`` jobs) as in ``ferroloop.new_event_loop``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,48 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from typing import NoReturn
 
-USAGE = "usage: python -m ferroloop [--virtual-time] SCRIPT [ARGS...] | -m MODULE [ARGS...]"
+USAGE = (
+    "usage: python -m ferroloop [--virtual-time [--autojump-threshold SECONDS]"
+    " [--no-wait-for-executor]] SCRIPT [ARGS...] | -m MODULE [ARGS...]"
+)
+
+
+def _usage_error(message: str | None = None) -> NoReturn:
+    if message:
+        print(f"python -m ferroloop: {message}", file=sys.stderr)
+    print(USAGE, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _loop_options(argv: list[str]) -> tuple[dict, list[str]]:
+    """The leading options (before SCRIPT or -m) as ``new_event_loop`` keywords, and the rest."""
+    options: dict = {}
+    while argv and argv[0].startswith("--"):
+        arg, argv = argv[0], argv[1:]
+        if arg == "--virtual-time":
+            options["virtual_time"] = True
+        elif arg == "--no-wait-for-executor":
+            options["wait_for_executor"] = False
+        elif arg == "--autojump-threshold" or arg.startswith("--autojump-threshold="):
+            if "=" in arg:
+                value = arg.partition("=")[2]
+            elif argv:
+                value, argv = argv[0], argv[1:]
+            else:
+                _usage_error("--autojump-threshold needs a number of seconds")
+            try:
+                options["autojump_threshold"] = float(value)
+            except ValueError:
+                _usage_error(f"--autojump-threshold: not a number: {value!r}")
+            if not options["autojump_threshold"] >= 0:
+                _usage_error("--autojump-threshold must be >= 0")
+        else:
+            _usage_error(f"unknown option {arg}")
+    if options and not options.get("virtual_time"):
+        _usage_error("--autojump-threshold and --no-wait-for-executor need --virtual-time")
+    return options, argv
 
 
 def main(argv: list[str]) -> None:
@@ -21,13 +63,9 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2 if not argv else 0)
     import ferroloop
 
-    loop_options = {}
-    if argv[0] == "--virtual-time":
-        loop_options["virtual_time"] = True
-        argv = argv[1:]
-        if not argv:
-            print(USAGE, file=sys.stderr)
-            raise SystemExit(2)
+    loop_options, argv = _loop_options(argv)
+    if not argv:
+        _usage_error()
     # Not install(): its DeprecationWarning (3.14+) would land on every run's stderr.
     ferroloop._install_quietly(**loop_options)
     if argv[0] == "-m":

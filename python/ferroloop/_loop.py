@@ -20,6 +20,7 @@ import traceback
 import warnings
 import weakref
 from asyncio import coroutines, events, futures, tasks
+from collections.abc import Callable
 from typing import Any
 
 from . import _fork
@@ -94,6 +95,10 @@ def _context_of(context: dict) -> Any:
     return run_in if hasattr(run_in, "run") else None
 
 
+def _nothing() -> None:
+    """A callback that only wakes the loop."""
+
+
 def _work_done(future: asyncio.Future) -> None:
     """Done callback of an executor job's future under virtual time."""
     future.get_loop()._outstanding_work(-1)
@@ -120,8 +125,16 @@ class EventLoop(
     ``SubprocessAPI`` (``_subprocess``); this class adds the cold-path glue.
     """
 
-    def __init__(self, *, virtual_time: bool = False, autojump_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        virtual_time: bool = False,
+        autojump_threshold: float = 0.0,
+        wait_for_executor: bool = True,
+    ) -> None:
         self._virtual_time = bool(virtual_time)
+        # Virtual time: executor jobs are pending I/O the clock does not jump past.
+        self._executor_holds_time = self._virtual_time and bool(wait_for_executor)
         self.slow_callback_duration = 0.1
         self._exception_handler = None
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -412,8 +425,17 @@ class EventLoop(
                 executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
         future = futures.wrap_future(executor.submit(func, *args), loop=self)
-        if self._virtual_time:
+        if self._executor_holds_time:
             # The job is pending I/O: the virtual clock does not jump past it.
+            self._outstanding_work(1)
+            future.add_done_callback(_work_done)
+        return future
+
+    def _lookup_is_io(self, future: asyncio.Future) -> asyncio.Future:
+        """A name lookup in the executor is the loop's own I/O: under virtual time the clock
+        waits for it even with ``wait_for_executor=False`` (then ``run_in_executor`` did not
+        count it)."""
+        if self._virtual_time and not self._executor_holds_time:
             self._outstanding_work(1)
             future.add_done_callback(_work_done)
         return future
@@ -443,8 +465,7 @@ class EventLoop(
 
         joiner = threading.Thread(target=join_in_thread, name="ferroloop-executor-shutdown")
         joiner.start()
-        if self._virtual_time:  # the join is pending I/O: the timeout must not jump past it
-            self._outstanding_work(1)
+        release = self._hold_time_for_join(joiner, timeout) if self._virtual_time else None
         try:
             async with asyncio.timeout(timeout):
                 await joined
@@ -458,8 +479,39 @@ class EventLoop(
         else:
             joiner.join()
         finally:
-            if self._virtual_time:
-                self._outstanding_work(-1)
+            if release is not None:
+                release()
+
+    def _hold_time_for_join(
+        self, joiner: threading.Thread, timeout: float | None
+    ) -> Callable[[], None]:
+        """Virtual time: the executor's join is pending I/O, so the clock does not jump to
+        the join's ``timeout`` while the threads finish; but only for ``timeout`` real
+        seconds (a thread that never ends must not hang the loop): then the hold goes, the
+        clock jumps, and the timeout fires at its deadline in the loop's time, as in asyncio.
+        Returns the function that ends the hold (once, from any thread; no lock taken)."""
+        held = [True]
+
+        def release() -> None:
+            try:
+                held.pop()  # atomic: only the first caller gets past it
+            except IndexError:
+                return
+            self._outstanding_work(-1)
+
+        def watch() -> None:  # ends with the join, or after ``timeout`` real seconds
+            joiner.join(timeout)
+            if joiner.is_alive():
+                release()
+                try:
+                    self.call_soon_threadsafe(_nothing)  # wakes the loop to plan its jump
+                except RuntimeError:  # closed meanwhile
+                    pass
+
+        self._outstanding_work(1)
+        if timeout is not None:
+            threading.Thread(target=watch, name="ferroloop-executor-join-timeout").start()
+        return release
 
     # ---------------------------------------------------------- exception handling
 

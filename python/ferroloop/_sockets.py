@@ -251,13 +251,15 @@ class SocketAPI:
         infos = _numeric_addrinfo(host, port, family, type, proto, flags)
         if infos is not None:
             return infos
-        return await self.run_in_executor(
+        future = self.run_in_executor(
             None, socket.getaddrinfo, host, port, family, type, proto, flags
         )
+        return await self._lookup_is_io(future)
 
     async def getnameinfo(self, sockaddr, flags=0):
         """``socket.getnameinfo`` in the default executor."""
-        return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+        future = self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+        return await self._lookup_is_io(future)
 
     # ---------------------------------------------------------------- sendfile
 

@@ -17,9 +17,17 @@ ferroloop loop, which covers:
   ``loop_factory`` itself, which is then used as given);
 - ``asyncio.run`` and ``asyncio.new_event_loop`` called by the tests themselves.
 
-``@pytest.mark.ferroloop(virtual_time=True, autojump_threshold=0.0)`` on a test gives the
-loops made while it runs (its function-scoped fixtures included) virtual time: see
-``ferroloop.new_event_loop``. Loops of wider scope made before the test are left as they are.
+``@pytest.mark.ferroloop(virtual_time=True, autojump_threshold=0.0, wait_for_executor=True)``
+on a test gives the loops made while it runs (its function-scoped fixtures included) virtual
+time: see ``ferroloop.new_event_loop``. A loop made before the test (a fixture of wider scope)
+is not changed, with one exception: with pytest-asyncio 1.4+ (the
+``pytest_asyncio_loop_factories`` hook) the plugin names the loop factory of every
+pytest-asyncio test (a project's own implementation of the hook wins; one factory leaves
+the test ids unchanged), so a marked test whose ``loop_scope`` is wider than
+the function gets its own loop, with the marker's options (and the async fixtures of that
+scope it uses are set up again on it), and unmarked tests keep sharing theirs. With older
+pytest-asyncio a marked test whose loop is made before it runs in real time, and the plugin
+warns about it.
 
 At the end the terminal summary says how many ferroloop loops were made; ``--ferroloop-strict``
 fails the session when tests ran but none was made (the plugin then tested nothing).
@@ -41,14 +49,54 @@ if TYPE_CHECKING:
 
 # ferroloop itself is imported only once the plugin is on: loaded by the entry point alone,
 # the plugin must cost nothing (nor touch asyncio's deprecated policy classes on 3.14+).
-_state: dict[str, Any] = {"made": 0, "saved": None, "active": False, "loop_options": {}}
+_state: dict[str, Any] = {
+    "made": 0,
+    "made_in_test": 0,
+    "saved": None,
+    "active": False,
+    "loop_options": {},
+}
 
 
 def _new_event_loop() -> ferroloop.EventLoop:
+    return _make_loop(_state["loop_options"])
+
+
+def _make_loop(options: dict[str, Any]) -> ferroloop.EventLoop:
     import ferroloop
 
     _state["made"] += 1
-    return ferroloop.EventLoop(**_state["loop_options"])
+    _state["made_in_test"] += 1
+    return ferroloop.EventLoop(**options)
+
+
+#: One loop factory per set of marker options: pytest-asyncio keeps a scoped loop while its
+#: factory stays the same object, and makes a new loop when the factory changes.
+_factories: dict[tuple, Any] = {}
+
+
+def _factory_for(options: dict[str, Any]) -> Any:
+    key = tuple(sorted((name, repr(value)) for name, value in options.items()))
+    factory = _factories.get(key)
+    if factory is None:
+        frozen = dict(options)
+
+        def factory() -> ferroloop.EventLoop:
+            return _make_loop(frozen)
+
+        _factories[key] = factory
+    return factory
+
+
+class _PytestAsyncioHooks:
+    """Registered when the plugin is on: pytest-asyncio 1.4+ asks it for each async test's
+    loop factory (``optionalhook``: older pytest-asyncio never calls it)."""
+
+    @pytest.hookimpl(optionalhook=True, trylast=True)  # a project's own hook wins
+    def pytest_asyncio_loop_factories(self, config: pytest.Config, item: pytest.Item) -> Any:
+        marker = item.get_closest_marker("ferroloop")
+        options = dict(marker.kwargs) if marker is not None else {}
+        return {"ferroloop": _factory_for(options)}
 
 
 def _policy() -> asyncio.AbstractEventLoopPolicy:
@@ -130,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
         policy.new_event_loop = _new_event_loop
     asyncio.new_event_loop = _new_event_loop
     asyncio.events.new_event_loop = _new_event_loop
+    config.pluginmanager.register(_PytestAsyncioHooks(), "ferroloop-pytest-asyncio-hooks")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -166,10 +215,30 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if marker is not None and marker.args:
         raise pytest.UsageError("@pytest.mark.ferroloop takes keyword arguments only")
     _state["loop_options"] = dict(marker.kwargs) if marker is not None else {}
+    _state["made_in_test"] = 0
     try:
         yield
     finally:
         _state["loop_options"] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    yield
+    marker = item.get_closest_marker("ferroloop")
+    if _state["active"] and marker is not None and marker.kwargs.get("virtual_time"):
+        if not _state["made_in_test"]:  # none in the test's setup or call
+            item.warn(pytest.PytestWarning(_NO_LOOP_MESSAGE))
+
+
+#: Why a test marked for virtual time may have run in real time.
+_NO_LOOP_MESSAGE = (
+    "@pytest.mark.ferroloop(virtual_time=True): no event loop was made while this test ran, "
+    "so it ran on a loop made before it (a fixture of wider scope, e.g. a pytest-asyncio "
+    "loop_scope='module' or 'session' loop; pytest-asyncio 1.4+ gives marked tests their own "
+    "loop), or made none: that loop is not on virtual time. Give the test a loop of its own "
+    "(pytest-asyncio: loop_scope='function')."
+)
 
 
 #: Why a marked test fails while the plugin is off, and how to turn it on.
