@@ -43,6 +43,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_class::<event_loop::handle::Handle>()?;
     m.add_class::<transport::stream::StreamTransport>()?;
+    m.add_class::<transport::tls_pump::TlsPump>()?;
     m.add_class::<transport::datagram::DatagramTransport>()?;
     m.add_class::<transport::pipe_read::ReadPipeTransport>()?;
     m.add_class::<transport::pipe_write::WritePipeTransport>()?;

@@ -3,7 +3,12 @@
 TLS runs the standard library's ``asyncio.sslproto.SSLProtocol`` (TLS through
 ``ssl.MemoryBIO``, a BufferedProtocol) over the native stream transport, as asyncio's own
 loops do: the protocol the application sees gets ``SSLProtocol``'s app transport, with
-asyncio's handshake/shutdown timeouts and errors. Checks and messages are asyncio's.
+asyncio's handshake/shutdown state machine, timeouts and errors. Checks and messages are
+asyncio's. Our subclass hands the per-record data path of a wrapped connection (socket bytes
+into the incoming BIO, ``SSLObject.read`` into the app protocol, app writes through
+``SSLObject.write`` to the socket, and the flow-control checks) to the native ``TlsPump``
+(``src/transport/tls_pump.rs``); the native stream transport feeds received bytes to it
+directly, without ``get_buffer``/``buffer_updated``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ try:
 except ImportError:  # pragma: no cover - CPython built without OpenSSL
     _ssl = None
 
+from ._ferroloop import TlsPump
 from ._transports import SocketTransport
 
 #: A server's start_tls() hands the TLS bytes a StreamReader already holds (the client's
@@ -46,6 +52,62 @@ def _hand_reader_buffer_to_tls(protocol, ssl_protocol) -> None:
         pending.clear()
 
 
+class _TLSAppTransport(sslproto._SSLProtocolTransport):
+    """The transport the application's protocol writes to; ``write`` goes to the pump."""
+
+    def write(self, data):
+        """Encrypts and sends ``data`` (bytes-like), or queues it until the handshake ends."""
+        protocol = self._ssl_protocol
+        protocol._ferroloop_tls_pump.app_write(protocol, data)
+
+
+class _TLSProtocol(sslproto.SSLProtocol):
+    """asyncio's ``SSLProtocol`` with its wrapped-state data path in ``TlsPump``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        sslobj = self._sslobj
+        # Under the stdlib's pure-Python wrapper sits the ``_ssl`` object with the same
+        # read/write/pending: call it directly. A program's own sslobject_class keeps its own.
+        if type(sslobj) is _ssl.SSLObject:
+            sslobj = sslobj._sslobj
+        self._ferroloop_tls_pump = TlsPump(
+            self._incoming,
+            self._outgoing,
+            sslobj,
+            sslproto.SSLProtocolState.WRAPPED,
+            sslproto.SSLProtocolState.FLUSHING,
+            sslproto.SSLAgainErrors,
+        )
+
+    def _get_app_transport(self):
+        if self._app_transport is None:
+            if self._app_transport_created:
+                raise RuntimeError("Creating _SSLProtocolTransport twice")
+            self._app_transport_created = True
+            self._app_transport = _TLSAppTransport(self._loop, self)
+        return self._app_transport
+
+    def _ferroloop_after_incoming(self):
+        """What ``buffer_updated`` does once the bytes are in the incoming BIO, outside the
+        wrapped state (the pump handles that one itself)."""
+        state = self._state
+        if state is sslproto.SSLProtocolState.DO_HANDSHAKE:
+            self._do_handshake()
+        elif state is sslproto.SSLProtocolState.WRAPPED:
+            self._do_read()
+        elif state is sslproto.SSLProtocolState.FLUSHING:
+            self._do_flush()
+        elif state is sslproto.SSLProtocolState.SHUTDOWN:
+            self._do_shutdown()
+
+    def _do_read(self):
+        self._ferroloop_tls_pump.do_read(self)
+
+    def _process_outgoing(self):
+        self._ferroloop_tls_pump.process_outgoing(self)
+
+
 class TLSAPI:
     """Mixin of ``ferroloop.EventLoop``: TLS transports over native stream transports."""
 
@@ -66,7 +128,7 @@ class TLSAPI:
         """The standard library's TLS protocol over a native stream transport; returns the
         transport the application's protocol talks to. ``sslcontext`` None: asyncio's
         default client context."""
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _TLSProtocol(
             self,
             protocol,
             sslcontext,
@@ -101,7 +163,7 @@ class TLSAPI:
         if not getattr(transport, "_start_tls_compatible", False):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
         waiter = self.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _TLSProtocol(
             self,
             protocol,
             sslcontext,

@@ -12,6 +12,8 @@
 //!   closing the socket object, the unclosed-transport warning;
 //! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
+//! - [`tls_pump`]: TLS connections' record pumping between the socket and the stdlib
+//!   `SSLObject` (the rest of TLS is `asyncio.sslproto`, see `_tls.py`);
 //! - [`datagram`]: UDP and AF_UNIX datagrams; [`sockaddr`]: its address conversion;
 //! - [`accept`]: servers' accept without a Python socket object per connection;
 //!   [`socket_file`]: a Unix server's socket file, removed when it stops serving (3.13+),
@@ -35,4 +37,5 @@ pub mod sockaddr;
 pub mod socket_file;
 pub mod socket_info;
 pub mod stream;
+pub mod tls_pump;
 pub mod write_buffer;

@@ -45,6 +45,7 @@ use crate::transport::core::{
 use crate::transport::payload::{ByteView, Payload};
 use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::transport::socket_info::{close_socket_object, warn_unclosed};
+use crate::transport::tls_pump::TlsPump;
 use crate::transport::write_buffer::{
     LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
 };
@@ -80,6 +81,8 @@ pub(crate) struct State {
     transport_socket: Option<Py<PyAny>>,
     /// The protocol is an `asyncio.BufferedProtocol`.
     buffered: bool,
+    /// The protocol is our TLS protocol: received bytes go to its native pump.
+    tls: Option<Py<TlsPump>>,
     protocol_connected: bool,
     /// Extra info: what the creator passed, plus what `get_extra_info` computed.
     extra: Option<Py<PyDict>>,
@@ -119,6 +122,7 @@ impl State {
             sockname_at_close: None,
             transport_socket: None,
             buffered,
+            tls: tls_pump_of(protocol),
             protocol_connected: true,
             extra,
             server,
@@ -128,6 +132,15 @@ impl State {
             empty_waiter: None,
         }
     }
+}
+
+/// The native TLS pump of `protocol` (`_tls.py`'s `SSLProtocol`), if it has one.
+fn tls_pump_of(protocol: &Bound<'_, PyAny>) -> Option<Py<TlsPump>> {
+    let pump = protocol
+        .getattr_opt(intern!(protocol.py(), "_ferroloop_tls_pump"))
+        .ok()
+        .flatten()?;
+    Some(pump.cast_into::<TlsPump>().ok()?.unbind())
 }
 
 impl TransportState for State {
@@ -240,15 +253,17 @@ impl NativeTransport for StreamTransport {
         &self.state
     }
 
-    /// Also notes whether the new protocol is a buffered one (asyncio's `_protocol_connected`
-    /// is set too).
+    /// Also notes whether the new protocol is a buffered one, or our TLS protocol with its
+    /// native pump (asyncio's `_protocol_connected` is set too).
     fn replace_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
         let buffered =
             protocol.is_instance(py_cache::asyncio_buffered_protocol_type(py)?.bind(py))?;
+        let tls = tls_pump_of(protocol);
         let previous = {
             let mut state = self.state.borrow_mut(py);
             state.buffered = buffered;
+            state.tls = tls;
             state.protocol_connected = true;
             state.core.protocol.replace(protocol.clone().unbind())
         };
@@ -752,7 +767,7 @@ transport_pymethods! {
         /// The socket is readable: one receive, handed to the protocol.
         fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
             let py = slf.py();
-            let (fd, protocol, buffered) = {
+            let (fd, protocol, buffered, tls) = {
                 let state = slf.get().state.borrow_mut(py);
                 if state.core.conn_lost > 0 {
                     return Ok(());
@@ -760,10 +775,11 @@ transport_pymethods! {
                 let Some(protocol) = state.core.protocol.as_ref() else {
                     return Ok(());
                 };
-                (state.fd, protocol.clone_ref(py), state.buffered)
+                let tls = state.tls.as_ref().map(|pump| pump.clone_ref(py));
+                (state.fd, protocol.clone_ref(py), state.buffered, tls)
             };
             let protocol = protocol.bind(py);
-            if buffered {
+            if buffered && tls.is_none() {
                 return Self::read_into_protocol_buffer(slf, fd, protocol);
             }
             // Small reads go through the shared buffer and are copied out; after a large read,
@@ -797,7 +813,18 @@ transport_pymethods! {
             if data.as_bytes().is_empty() {
                 return Self::on_eof(slf, protocol);
             }
-            if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (&data,)) {
+            if let Some(pump) = tls {
+                // The TLS protocol's `buffer_updated`, with the bytes already in hand.
+                if let Err(err) = pump.get().feed(protocol, &data) {
+                    return Self::fatal_error(
+                        slf,
+                        err,
+                        "Fatal error: protocol.buffer_updated() call failed.",
+                    );
+                }
+            } else if let Err(err) =
+                protocol.call_method1(intern!(py, "data_received"), (&data,))
+            {
                 return Self::fatal_error(
                     slf,
                     err,
