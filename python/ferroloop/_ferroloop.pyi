@@ -5,6 +5,7 @@
 import asyncio
 import contextvars
 import socket
+import ssl
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Self, TypeVarTuple, final
 
@@ -166,6 +167,23 @@ class LoopCore:
     def _stats(self) -> tuple[int, int, int, int]: ...
 
 def _check_callback(callback: object, method: str) -> None: ...
+
+# A TLS connection's record pumping between the socket and the stdlib SSLObject (_tls.py).
+@final
+class TlsPump:
+    def __new__(
+        cls,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        sslobj: Any,
+        wrapped: object,
+        flushing: object,
+        again: tuple[type[BaseException], ...],
+    ) -> TlsPump: ...
+    def do_read(self, protocol: Any) -> None: ...
+    def process_outgoing(self, protocol: Any) -> None: ...
+    def data_received(self, protocol: Any, data: bytes) -> None: ...
+    def app_write(self, protocol: Any, data: bytes | bytearray | memoryview) -> None: ...
 
 # asyncio's stream transport (TCP/Unix), native; __class__ reports asyncio.Transport.
 @final

@@ -52,7 +52,7 @@ def _hand_reader_buffer_to_tls(protocol, ssl_protocol) -> None:
         pending.clear()
 
 
-class _TLSAppTransport(sslproto._SSLProtocolTransport):
+class _PumpedSSLTransport(sslproto._SSLProtocolTransport):
     """The transport the application's protocol writes to; ``write`` goes to the pump."""
 
     def write(self, data):
@@ -61,7 +61,7 @@ class _TLSAppTransport(sslproto._SSLProtocolTransport):
         protocol._ferroloop_tls_pump.app_write(protocol, data)
 
 
-class _TLSProtocol(sslproto.SSLProtocol):
+class _PumpedSSLProtocol(sslproto.SSLProtocol):
     """asyncio's ``SSLProtocol`` with its wrapped-state data path in ``TlsPump``."""
 
     def __init__(self, *args, **kwargs):
@@ -85,7 +85,7 @@ class _TLSProtocol(sslproto.SSLProtocol):
             if self._app_transport_created:
                 raise RuntimeError("Creating _SSLProtocolTransport twice")
             self._app_transport_created = True
-            self._app_transport = _TLSAppTransport(self._loop, self)
+            self._app_transport = _PumpedSSLTransport(self._loop, self)
         return self._app_transport
 
     def _ferroloop_after_incoming(self):
@@ -128,7 +128,7 @@ class TLSAPI:
         """The standard library's TLS protocol over a native stream transport; returns the
         transport the application's protocol talks to. ``sslcontext`` None: asyncio's
         default client context."""
-        ssl_protocol = _TLSProtocol(
+        ssl_protocol = _PumpedSSLProtocol(
             self,
             protocol,
             sslcontext,
@@ -163,7 +163,7 @@ class TLSAPI:
         if not getattr(transport, "_start_tls_compatible", False):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
         waiter = self.create_future()
-        ssl_protocol = _TLSProtocol(
+        ssl_protocol = _PumpedSSLProtocol(
             self,
             protocol,
             sslcontext,

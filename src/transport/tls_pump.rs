@@ -20,7 +20,7 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PySlice, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString, PyTuple};
 
 use crate::interop::spare_bytes;
 
@@ -57,6 +57,52 @@ pub struct TlsPump {
     again: Py<PyAny>,
 }
 
+/// The protocol and its instance dict: the protocol's attributes the pump reads are instance
+/// attributes, read from the dict (one lookup each) instead of through `getattr`; one that is
+/// not there (a program that moved it elsewhere) is looked up normally.
+struct Proto<'a, 'py> {
+    /// The `SSLProtocol`.
+    obj: &'a Bound<'py, PyAny>,
+    /// Its `__dict__`, if it has one.
+    dict: Option<Bound<'py, PyDict>>,
+}
+
+impl<'a, 'py> Proto<'a, 'py> {
+    /// Reads `protocol.__dict__` once.
+    fn new(obj: &'a Bound<'py, PyAny>) -> Self {
+        let dict = obj
+            .getattr(intern!(obj.py(), "__dict__"))
+            .ok()
+            .and_then(|d| d.cast_into::<PyDict>().ok());
+        Proto { obj, dict }
+    }
+
+    /// `protocol.name`.
+    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(dict) = &self.dict {
+            if let Some(value) = dict.get_item(name)? {
+                return Ok(value);
+            }
+        }
+        self.obj.getattr(name)
+    }
+
+    /// `bool(protocol.name)`.
+    fn flag(&self, name: &Bound<'py, PyString>) -> PyResult<bool> {
+        self.get(name)?.is_truthy()
+    }
+
+    /// `protocol.name` as an integer.
+    fn int(&self, name: &Bound<'py, PyString>) -> PyResult<isize> {
+        self.get(name)?.extract()
+    }
+
+    /// `protocol.name()`.
+    fn call0(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        self.obj.call_method0(name)
+    }
+}
+
 /// `obj.name` as an integer.
 fn int_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<isize> {
     obj.getattr(name)?.extract()
@@ -64,10 +110,7 @@ fn int_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<isiz
 
 /// Runs `f`; an `Exception` it raises goes to `protocol._fatal_error(exc, message)` as
 /// `SSLProtocol` does around its data path; anything else (KeyboardInterrupt, ...) propagates.
-fn guarded(
-    protocol: &Bound<'_, PyAny>,
-    f: impl FnOnce() -> PyResult<()>,
-) -> PyResult<()> {
+fn guarded(protocol: &Bound<'_, PyAny>, f: impl FnOnce() -> PyResult<()>) -> PyResult<()> {
     let py = protocol.py();
     match f() {
         Err(err) if err.is_instance_of::<PyException>(py) => {
@@ -83,9 +126,9 @@ fn guarded(
 
 impl TlsPump {
     /// Is the protocol's state `want`?
-    fn state_is(protocol: &Bound<'_, PyAny>, want: &Py<PyAny>) -> PyResult<bool> {
-        let state = protocol.getattr(intern!(protocol.py(), "_state"))?;
-        Ok(state.is(want.bind(protocol.py())))
+    fn state_is(p: &Proto<'_, '_>, want: &Py<PyAny>) -> PyResult<bool> {
+        let state = p.get(intern!(p.obj.py(), "_state"))?;
+        Ok(state.is(want.bind(p.obj.py())))
     }
 
     /// Bytes that arrived from the socket: into the incoming BIO, then whatever
@@ -97,51 +140,43 @@ impl TlsPump {
     ) -> PyResult<()> {
         let py = protocol.py();
         self.incoming_write.bind(py).call1((data,))?;
-        if Self::state_is(protocol, &self.wrapped)? {
-            self.do_read_impl(protocol)
+        let p = Proto::new(protocol);
+        if Self::state_is(&p, &self.wrapped)? {
+            self.do_read_impl(&p)
         } else {
-            protocol.call_method0(intern!(py, "_ferroloop_after_incoming"))?;
+            p.call0(intern!(py, "_ferroloop_after_incoming"))?;
             Ok(())
         }
     }
 
     /// `SSLProtocol._do_read`.
-    fn do_read_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
-        let state = protocol.getattr(intern!(py, "_state"))?;
+    fn do_read_impl(&self, p: &Proto<'_, '_>) -> PyResult<()> {
+        let py = p.obj.py();
+        let state = p.get(intern!(py, "_state"))?;
         if !state.is(self.wrapped.bind(py)) && !state.is(self.flushing.bind(py)) {
             return Ok(());
         }
-        guarded(protocol, || {
-            if !protocol
-                .getattr(intern!(py, "_app_reading_paused"))?
-                .is_truthy()?
-            {
-                if protocol
-                    .getattr(intern!(py, "_app_protocol_is_buffer"))?
-                    .is_truthy()?
-                {
-                    protocol.call_method0(intern!(py, "_do_read__buffered"))?;
+        guarded(p.obj, || {
+            if !p.flag(intern!(py, "_app_reading_paused"))? {
+                if p.flag(intern!(py, "_app_protocol_is_buffer"))? {
+                    p.call0(intern!(py, "_do_read__buffered"))?;
                 } else {
-                    self.read_copied(protocol)?;
+                    self.read_copied(p)?;
                 }
-                if protocol
-                    .getattr(intern!(py, "_write_backlog"))?
-                    .is_truthy()?
-                {
-                    protocol.call_method0(intern!(py, "_do_write"))?;
+                if p.flag(intern!(py, "_write_backlog"))? {
+                    p.call0(intern!(py, "_do_write"))?;
                 } else {
-                    self.process_outgoing_impl(protocol)?;
+                    self.process_outgoing_impl(p)?;
                 }
             }
-            self.control_ssl_reading(protocol)
+            self.control_ssl_reading(p)
         })
     }
 
     /// `SSLProtocol._do_read__copied`: every decrypted byte available now, as one `bytes`,
     /// to the app protocol's `data_received`; a close_notify ends the app's input.
-    fn read_copied(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
+    fn read_copied(&self, p: &Proto<'_, '_>) -> PyResult<()> {
+        let py = p.obj.py();
         // A reentrant use (an ssl callback running Python that reads another connection)
         // gets a buffer of its own.
         let mut local = Vec::new();
@@ -154,13 +189,13 @@ impl TlsPump {
             self.read_records(py, buf)
         })?;
         if let Some(data) = data {
-            let app = protocol.getattr(intern!(py, "_app_protocol"))?;
+            let app = p.get(intern!(py, "_app_protocol"))?;
             app.call_method1(intern!(py, "data_received"), (&data,))?;
             spare_bytes::recycle(data);
         }
         if eof {
-            protocol.call_method0(intern!(py, "_call_eof_received"))?;
-            protocol.call_method0(intern!(py, "_start_shutdown"))?;
+            p.call0(intern!(py, "_call_eof_received"))?;
+            p.call0(intern!(py, "_start_shutdown"))?;
         }
         Ok(())
     }
@@ -229,55 +264,45 @@ impl TlsPump {
     }
 
     /// `SSLProtocol._process_outgoing`: what the SSL object wrote goes to the transport.
-    fn process_outgoing_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
-        if !protocol
-            .getattr(intern!(py, "_ssl_writing_paused"))?
-            .is_truthy()?
-        {
+    fn process_outgoing_impl(&self, p: &Proto<'_, '_>) -> PyResult<()> {
+        let py = p.obj.py();
+        if !p.flag(intern!(py, "_ssl_writing_paused"))? {
             let data = self.outgoing_read.bind(py).call0()?;
             if data.len()? > 0 {
-                protocol
-                    .getattr(intern!(py, "_transport"))?
+                p.get(intern!(py, "_transport"))?
                     .call_method1(intern!(py, "write"), (data,))?;
             }
         }
-        self.control_app_writing(protocol)
+        self.control_app_writing(p)
     }
 
     /// `SSLProtocol._control_app_writing`, run only when a water mark is crossed.
-    fn control_app_writing(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
+    fn control_app_writing(&self, p: &Proto<'_, '_>) -> PyResult<()> {
+        let py = p.obj.py();
         let size = int_attr(self.outgoing.bind(py), intern!(py, "pending"))?
-            + int_attr(protocol, intern!(py, "_write_buffer_size"))?;
-        let paused = protocol
-            .getattr(intern!(py, "_app_writing_paused"))?
-            .is_truthy()?;
-        let crossed = if paused {
-            size <= int_attr(protocol, intern!(py, "_outgoing_low_water"))?
+            + p.int(intern!(py, "_write_buffer_size"))?;
+        let crossed = if p.flag(intern!(py, "_app_writing_paused"))? {
+            size <= p.int(intern!(py, "_outgoing_low_water"))?
         } else {
-            size >= int_attr(protocol, intern!(py, "_outgoing_high_water"))?
+            size >= p.int(intern!(py, "_outgoing_high_water"))?
         };
         if crossed {
-            protocol.call_method0(intern!(py, "_control_app_writing"))?;
+            p.call0(intern!(py, "_control_app_writing"))?;
         }
         Ok(())
     }
 
     /// `SSLProtocol._control_ssl_reading`, run only when a water mark is crossed.
-    fn control_ssl_reading(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = protocol.py();
+    fn control_ssl_reading(&self, p: &Proto<'_, '_>) -> PyResult<()> {
+        let py = p.obj.py();
         let size = int_attr(self.incoming.bind(py), intern!(py, "pending"))?;
-        let paused = protocol
-            .getattr(intern!(py, "_ssl_reading_paused"))?
-            .is_truthy()?;
-        let crossed = if paused {
-            size <= int_attr(protocol, intern!(py, "_incoming_low_water"))?
+        let crossed = if p.flag(intern!(py, "_ssl_reading_paused"))? {
+            size <= p.int(intern!(py, "_incoming_low_water"))?
         } else {
-            size >= int_attr(protocol, intern!(py, "_incoming_high_water"))?
+            size >= p.int(intern!(py, "_incoming_high_water"))?
         };
         if crossed {
-            protocol.call_method0(intern!(py, "_control_ssl_reading"))?;
+            p.call0(intern!(py, "_control_ssl_reading"))?;
         }
         Ok(())
     }
@@ -313,16 +338,20 @@ impl TlsPump {
 
     /// `SSLProtocol._do_read` of `protocol`.
     fn do_read(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.do_read_impl(protocol)
+        self.do_read_impl(&Proto::new(protocol))
     }
 
     /// `SSLProtocol._process_outgoing` of `protocol`.
     fn process_outgoing(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.process_outgoing_impl(protocol)
+        self.process_outgoing_impl(&Proto::new(protocol))
     }
 
     /// `data` received from the socket for `protocol` (what `buffer_updated` does).
-    fn data_received(&self, protocol: &Bound<'_, PyAny>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+    fn data_received(
+        &self,
+        protocol: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyBytes>,
+    ) -> PyResult<()> {
         self.feed(protocol, data)
     }
 
@@ -343,11 +372,8 @@ impl TlsPump {
         if !data.is_truthy()? {
             return Ok(());
         }
-        if !Self::state_is(protocol, &self.wrapped)?
-            || protocol
-                .getattr(intern!(py, "_write_backlog"))?
-                .is_truthy()?
-        {
+        let p = Proto::new(protocol);
+        if !Self::state_is(&p, &self.wrapped)? || p.flag(intern!(py, "_write_backlog"))? {
             protocol.call_method1(intern!(py, "_write_appdata"), ((data,),))?;
             return Ok(());
         }
@@ -361,16 +387,15 @@ impl TlsPump {
             if count < size {
                 // The rest waits in the backlog, as `_do_write` leaves it.
                 let rest = data.get_item(PySlice::new(py, count as isize, size as isize, 1))?;
-                protocol
-                    .getattr(intern!(py, "_write_backlog"))?
+                p.get(intern!(py, "_write_backlog"))?
                     .call_method1(intern!(py, "append"), (rest,))?;
-                let buffered = int_attr(protocol, intern!(py, "_write_buffer_size"))?;
+                let buffered = p.int(intern!(py, "_write_buffer_size"))?;
                 protocol.setattr(
                     intern!(py, "_write_buffer_size"),
                     buffered + (size - count) as isize,
                 )?;
             }
-            self.process_outgoing_impl(protocol)
+            self.process_outgoing_impl(&p)
         })
     }
 }
