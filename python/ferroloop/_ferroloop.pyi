@@ -19,6 +19,7 @@ __all__ = [
     "LoopCore",
     "ReadPipeTransport",
     "StreamTransport",
+    "TlsPump",
     "WritePipeTransport",
     "__version__",
     "_check_callback",
