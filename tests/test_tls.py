@@ -349,3 +349,126 @@ def test_handshake_timeout_closes_a_silent_client(loop):
     data, waited = run(loop, main(), TIMEOUT)
     assert data == b""
     assert 0.1 < waited < 3
+
+
+class _CountingServer(asyncio.Protocol):
+    """Server side of the protocol-level TLS test: hashes what arrives, pauses its reading
+    for a moment after the first chunk, records eof and connection_lost."""
+
+    def __init__(self, done: asyncio.Future, sender_paused: asyncio.Event) -> None:
+        self.done = done
+        self.sender_paused = sender_paused
+        self.digest = hashlib.sha256()
+        self.received = 0
+        self.events: list[str] = []
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.events.append("made")
+
+    def _take(self, data) -> None:
+        if self.received == 0:
+            self.transport.pause_reading()
+            self.events.append("paused")
+            asyncio.get_running_loop().call_later(0.05, self._resume)
+        self.digest.update(data)
+        self.received += len(data)
+
+    def _resume(self, waited: float = 0.0) -> None:
+        # Stay paused until the sender's buffers are full (it got pause_writing), at most 5 s.
+        if not self.sender_paused.is_set() and waited < 5.0:
+            asyncio.get_running_loop().call_later(0.01, self._resume, waited + 0.01)
+            return
+        self.events.append("resumed")
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._take(data)
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+
+    def connection_lost(self, exc) -> None:
+        self.events.append("lost")
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _CountingBufferedServer(_CountingServer, asyncio.BufferedProtocol):
+    """The same, as a BufferedProtocol (TLS then reads into the app's buffer)."""
+
+    def get_buffer(self, sizehint: int):
+        self._buffer = bytearray(8192)
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._take(bytes(self._buffer[:nbytes]))
+
+
+class _PausingClient(asyncio.Protocol):
+    def __init__(self, paused: asyncio.Event) -> None:
+        self.events: list[str] = []
+        self.paused = paused
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.events.append("pause_writing")
+        self.paused.set()
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.events.append("resume_writing")
+        self.writable.set()
+
+
+@pytest.mark.parametrize("server_class", [_CountingServer, _CountingBufferedServer])
+def test_protocol_level_tls_flow_control_pause_and_close_notify(loop, server_class):
+    """Protocol-level TLS: the app's write flow control (pause/resume_writing), the receiver
+    pausing its reading in the middle, bytes-like arguments of every kind, an empty write, a
+    wrong type, and the client's close (close_notify) reaching the server as eof_received."""
+    payload = os.urandom(24 * 1024 * 1024 + 5)
+
+    async def main():
+        done = loop.create_future()
+        client_paused = asyncio.Event()
+        server_protocol = server_class(done, client_paused)
+        server = await loop.create_server(
+            lambda: server_protocol, "127.0.0.1", 0, ssl=server_context()
+        )
+        port = server.sockets[0].getsockname()[1]
+        transport, client = await loop.create_connection(
+            lambda: _PausingClient(client_paused),
+            "127.0.0.1",
+            port,
+            ssl=client_context(),
+            server_hostname="localhost",
+        )
+        transport.set_write_buffer_limits(high=64 * 1024)
+        type_error = None
+        try:
+            transport.write("text")
+        except TypeError as exc:
+            type_error = str(exc)
+        transport.write(b"")
+        view = memoryview(payload)
+        for index, start in enumerate(range(0, len(payload), 96 * 1024)):
+            chunk = view[start : start + 96 * 1024]
+            transport.write(
+                bytes(chunk) if index % 3 == 0 else chunk if index % 3 == 1 else bytearray(chunk)
+            )
+            await client.writable.wait()
+        transport.close()
+        await asyncio.wait_for(done, TIMEOUT)
+        server.close()
+        await server.wait_closed()
+        return server_protocol, client, type_error
+
+    server_protocol, client, type_error = run(loop, main())
+    assert type_error == "data: expecting a bytes-like instance, got str"
+    assert server_protocol.received == len(payload)
+    assert server_protocol.digest.hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert server_protocol.events == ["made", "paused", "resumed", "eof", "lost"]
+    assert "pause_writing" in client.events
+    assert client.events[-1] == "resume_writing"
