@@ -46,7 +46,7 @@ use crate::transport::payload::{ByteView, Payload};
 use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::transport::socket_info::{close_socket_object, warn_unclosed};
 use crate::transport::write_buffer::{
-    LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
+    memory_error, LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
 };
 
 /// A read at least this large makes the next one read straight into a new `bytes`.
@@ -873,7 +873,7 @@ transport_pymethods! {
                         Some(b) if contents.len() - sent >= 4096 => {
                             state.buffer.push_shared(SharedBytes::new(b), sent)
                         }
-                        _ => state.buffer.push_copy(contents, sent),
+                        _ => state.buffer.push_copy(contents, sent).map_err(memory_error)?,
                     }
                 }
             }

@@ -10,8 +10,9 @@
 //! its exporter's size but shows its current contents. [`Chunk::Live`] and [`Chunk::Pinned`]
 //! are those two. Small copies are appended to the tail chunk to keep the iovec count low.
 
-use std::collections::VecDeque;
+use std::collections::{TryReserveError, VecDeque};
 
+use pyo3::exceptions::PyMemoryError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
@@ -154,11 +155,19 @@ impl WriteBuffer {
         self.queue.get_or_insert_with(Box::default)
     }
 
-    /// Queues a copy of `data[skip..]`.
-    pub fn push_copy(&mut self, data: &[u8], skip: usize) {
+    /// Queues a copy of `data[skip..]`. Fails, queueing nothing, when the copy cannot be
+    /// allocated (a huge write under memory pressure): the caller raises MemoryError, as
+    /// CPython 3.11's transports do when their `bytearray.extend` fails, instead of Rust's
+    /// default of aborting the process.
+    pub fn push_copy(&mut self, data: &[u8], skip: usize) -> Result<(), TryReserveError> {
         if skip < data.len() {
-            self.queue().push_copy(data, skip);
+            let pushed = self.queue().push_copy(data, skip);
+            if pushed.is_err() && self.queue.as_ref().is_some_and(|q| q.is_empty()) {
+                self.queue = None; // `is_empty()` must stay true
+            }
+            pushed?;
         }
+        Ok(())
     }
 
     /// Queues `bytes` from offset `skip` on, by reference. `skip` may be non-zero only when
@@ -205,6 +214,11 @@ impl WriteBuffer {
     }
 }
 
+/// The MemoryError a failed [`WriteBuffer::push_copy`] becomes (no message, as CPython's).
+pub fn memory_error(_: TryReserveError) -> PyErr {
+    PyMemoryError::new_err(())
+}
+
 impl Queue {
     fn is_empty(&self) -> bool {
         self.chunks.is_empty()
@@ -232,21 +246,25 @@ impl Queue {
         self.chunks.push_back(Chunk::Pinned(view));
     }
 
-    fn push_copy(&mut self, data: &[u8], skip: usize) {
+    fn push_copy(&mut self, data: &[u8], skip: usize) -> Result<(), TryReserveError> {
         let data = &data[skip..];
         if data.is_empty() {
-            return;
+            return Ok(());
         }
-        self.len += data.len();
         if let Some(Chunk::Owned(tail)) = self.chunks.back_mut() {
             if tail.capacity() - tail.len() >= data.len() {
                 tail.extend_from_slice(data);
-                return;
+                self.len += data.len();
+                return Ok(());
             }
         }
-        let mut owned = Vec::with_capacity(data.len().max(MIN_OWNED_CAPACITY));
+        let mut owned = Vec::new();
+        owned.try_reserve_exact(data.len().max(MIN_OWNED_CAPACITY))?;
         owned.extend_from_slice(data);
+        self.chunks.try_reserve(1)?;
         self.chunks.push_back(Chunk::Owned(owned));
+        self.len += data.len();
+        Ok(())
     }
 
     fn push_shared(&mut self, bytes: SharedBytes, skip: usize) {
@@ -337,8 +355,8 @@ mod tests {
     #[test]
     fn small_copies_coalesce_into_one_chunk() {
         let mut buffer = WriteBuffer::default();
-        buffer.push_copy(b"xxhello", 2);
-        buffer.push_copy(b" world", 0);
+        buffer.push_copy(b"xxhello", 2).unwrap();
+        buffer.push_copy(b" world", 0).unwrap();
         assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(buffer.len(), 11);
         assert_eq!(unsent(&buffer), b"hello world");
@@ -348,8 +366,8 @@ mod tests {
     fn consume_walks_across_chunks() {
         let mut buffer = WriteBuffer::default();
         let big = vec![b'a'; MIN_OWNED_CAPACITY];
-        buffer.push_copy(&big, 0);
-        buffer.push_copy(b"bcd", 0);
+        buffer.push_copy(&big, 0).unwrap();
+        buffer.push_copy(b"bcd", 0).unwrap();
         assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 2);
         buffer.consume(MIN_OWNED_CAPACITY - 1);
         assert_eq!(unsent(&buffer), b"abcd");
@@ -364,7 +382,7 @@ mod tests {
     #[test]
     fn clear_forgets_everything() {
         let mut buffer = WriteBuffer::default();
-        buffer.push_copy(b"abc", 0);
+        buffer.push_copy(b"abc", 0).unwrap();
         buffer.clear();
         assert!(buffer.is_empty());
         assert_eq!(unsent(&buffer), b"");
@@ -375,7 +393,7 @@ mod tests {
         Python::initialize();
         Python::attach(|py| {
             let mut buffer = WriteBuffer::default();
-            buffer.push_copy(b"ab", 0);
+            buffer.push_copy(b"ab", 0).unwrap();
             let array = PyByteArray::new(py, b"cdef");
             buffer.push_live(LiveByteArray::new(&array));
             assert_eq!(buffer.len(), 6);
@@ -416,7 +434,7 @@ mod tests {
             let mut buffer = WriteBuffer::default();
             let bytes = PyBytes::new(py, b"0123456789");
             buffer.push_shared(SharedBytes::new(&bytes), 4);
-            buffer.push_copy(b"ab", 0);
+            buffer.push_copy(b"ab", 0).unwrap();
             assert_eq!(buffer.len(), 8);
             assert_eq!(unsent(&buffer), b"456789ab");
             buffer.consume(7);
