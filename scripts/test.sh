@@ -61,7 +61,7 @@ PYO3_PYTHON=$py cargo clippy --release --quiet --all-targets -- -D warnings
 step "Rust unit tests"
 PYO3_PYTHON=$py cargo test --release --quiet --lib
 
-# Miri over the pure-Rust unit tests (scripts/memcheck.sh; about 2 minutes once its target
+# Miri over the pure-Rust unit tests (scripts/memcheck.sh; 2-3 minutes once its target
 # directory is built, 6-7 the first time). Needs nightly's miri component, installed once.
 if rustup +nightly component list --installed 2>/dev/null | grep -q '^miri'; then
     step "Rust: Miri on the pure-Rust unit tests (scripts/memcheck.sh)"
