@@ -261,3 +261,76 @@ def test_memory_error_on_a_huge_write(child, loop_kind, transport_kind, payload)
         }
     else:
         assert result == {"raised": None, "closing": False, "lost": [None]}
+
+
+FLUSH_SCRIPT = r"""
+import asyncio, json, resource, socket
+{prelude}
+
+def vm_size():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+
+async def main():
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(
+        lambda _loop, c: reported.append([c["message"], type(c.get("exception")).__name__])
+    )
+    lost = loop.create_future()
+
+    class Recorder(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.set_result(None if exc is None else type(exc).__name__)
+
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(Recorder, sock=ours)
+    transport.write(b"x" * (4 << 20))  # fills the socket; the rest is buffered
+    data = bytearray(512 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+    raised = None
+    try:
+        transport.write(data)  # queued behind the buffered bytes
+    except BaseException as exc:
+        raised = type(exc).__name__
+    del data
+    sink = bytearray(1 << 20)
+    deadline = loop.time() + 20
+    while raised is None and not lost.done() and loop.time() < deadline:
+        try:
+            peer.recv_into(sink)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    transport.abort()
+    await asyncio.sleep(0.01)
+    peer.close()
+    return {{"raised": raised, "lost": await lost, "reported": reported}}
+
+loop = new_loop()
+print(json.dumps(loop.run_until_complete(main())))
+loop.close()
+"""
+
+
+def test_memory_error_copying_the_rest_of_a_partly_sent_bytearray(child):
+    """A 512 MiB bytearray written behind buffered data, then the address space nearly full
+    (RLIMIT_AS) while the peer reads. 3.11 copies at write(): MemoryError from write(). 3.12+
+    queues the bytearray itself and copies its unsent rest after a partial send: that copy
+    fails, and the transport fails with it ('Fatal write error on socket transport',
+    connection_lost(MemoryError)), on both loops; never an abort of the process."""
+    script = child.script("flush_memory.py", FLUSH_SCRIPT.format(prelude=child.loop_prelude))
+    proc = child.run([sys.executable, str(script)], timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if sys.version_info < (3, 12):
+        assert result == {"raised": "MemoryError", "lost": None, "reported": []}
+    else:
+        assert result == {
+            "raised": None,
+            "lost": "MemoryError",
+            "reported": [["Fatal write error on socket transport", "MemoryError"]],
+        }

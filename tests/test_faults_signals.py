@@ -70,7 +70,7 @@ def test_idle_poll_under_a_signal_storm(loop, handler_calls):
     with alarm_storm() as count:
         elapsed = run(loop, main())
         handled = count[0]
-    assert handled > 50
+    assert handled > 20
     assert 0.2 <= elapsed < 2.0
     assert [index for index, _ in fired] == [1, 2, 0]
     assert all(when >= delay for (_, when), delay in zip(fired, (0.05, 0.1, 0.15), strict=True))
@@ -120,7 +120,7 @@ def test_transport_traffic_under_a_signal_storm(loop, kind, handler_calls):
     with alarm_storm() as count:
         data, back = run(loop, main(), timeout=30)
         handled = count[0]
-    assert handled > 50
+    assert handled > 20
     assert data == payload
     assert back == reply
     assert handler_calls == []

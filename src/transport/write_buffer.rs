@@ -198,14 +198,18 @@ impl WriteBuffer {
         self.queue.as_ref().map_or(0, |q| q.fill_iovecs(iovecs))
     }
 
-    /// Drops the first `sent` unsent bytes; frees the queue once it is empty.
-    pub fn consume(&mut self, sent: usize) {
+    /// Drops the first `sent` unsent bytes; frees the queue once it is empty. Fails only when
+    /// the copy of a partly sent bytearray's rest cannot be allocated (the caller fails the
+    /// transport with MemoryError, as asyncio 3.12+ does when its `b[n:]` fails).
+    pub fn consume(&mut self, sent: usize) -> Result<(), TryReserveError> {
         if let Some(queue) = self.queue.as_mut() {
-            queue.consume(sent);
+            let consumed = queue.consume(sent);
             if queue.chunks.is_empty() {
                 self.queue = None;
             }
+            consumed?;
         }
+        Ok(())
     }
 
     /// Drops everything (abort, fatal error).
@@ -298,7 +302,7 @@ impl Queue {
     /// Drops the first `sent` unsent bytes. A bytearray sent in part leaves a copy of its
     /// rest (asyncio 3.12+ queues `b[n:]`, a new bytearray); chunks that became empty (a
     /// bytearray cleared after `write()`) are dropped.
-    fn consume(&mut self, mut sent: usize) {
+    fn consume(&mut self, mut sent: usize) -> Result<(), TryReserveError> {
         while let Some(front) = self.chunks.front_mut() {
             let left = front.as_slice().len().saturating_sub(self.front_sent);
             if sent < left {
@@ -306,7 +310,10 @@ impl Queue {
                     break;
                 }
                 if let Chunk::Live(bytearray) = front {
-                    let rest = bytearray.as_slice()[sent..].to_vec();
+                    let tail = &bytearray.as_slice()[sent..];
+                    let mut rest = Vec::new();
+                    rest.try_reserve_exact(tail.len())?;
+                    rest.extend_from_slice(tail);
                     self.len += rest.len();
                     self.live -= 1;
                     *front = Chunk::Owned(rest);
@@ -329,6 +336,7 @@ impl Queue {
             self.front_sent = 0;
             self.len = 0;
         }
+        Ok(())
     }
 }
 
@@ -369,12 +377,12 @@ mod tests {
         buffer.push_copy(&big, 0).unwrap();
         buffer.push_copy(b"bcd", 0).unwrap();
         assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 2);
-        buffer.consume(MIN_OWNED_CAPACITY - 1);
+        buffer.consume(MIN_OWNED_CAPACITY - 1).unwrap();
         assert_eq!(unsent(&buffer), b"abcd");
-        buffer.consume(2);
+        buffer.consume(2).unwrap();
         assert_eq!(unsent(&buffer), b"cd");
         assert_eq!(buffer.len(), 2);
-        buffer.consume(2);
+        buffer.consume(2).unwrap();
         assert!(buffer.is_empty());
         assert!(buffer.queue.is_none());
     }
@@ -402,12 +410,12 @@ mod tests {
             array.call_method1("extend", (b"gh".as_slice(),)).unwrap();
             assert_eq!(buffer.len(), 8);
             assert_eq!(unsent(&buffer), b"abCdefgh");
-            buffer.consume(4);
+            buffer.consume(4).unwrap();
             // The rest is a copy now: later changes are not sent.
             array.call_method1("extend", (b"ij".as_slice(),)).unwrap();
             assert_eq!(unsent(&buffer), b"efgh");
             assert_eq!(buffer.len(), 4);
-            buffer.consume(4);
+            buffer.consume(4).unwrap();
             assert!(buffer.is_empty());
         });
     }
@@ -422,7 +430,7 @@ mod tests {
             array.call_method1("clear", ()).unwrap();
             assert_eq!(buffer.len(), 0);
             assert!(!buffer.is_empty());
-            buffer.consume(0);
+            buffer.consume(0).unwrap();
             assert!(buffer.is_empty());
         });
     }
@@ -437,7 +445,7 @@ mod tests {
             buffer.push_copy(b"ab", 0).unwrap();
             assert_eq!(buffer.len(), 8);
             assert_eq!(unsent(&buffer), b"456789ab");
-            buffer.consume(7);
+            buffer.consume(7).unwrap();
             assert_eq!(unsent(&buffer), b"b");
         });
     }
