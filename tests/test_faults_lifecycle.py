@@ -116,9 +116,12 @@ def test_fork_from_a_callback(loop, loop_kind):
     """os.fork() from a call_soon callback while the loop runs with an open transport: the
     child makes a new loop that moves data through a transport of its own and exits 0; the
     parent's transport carries data after the fork as before."""
-    import ferroloop  # noqa: F401  (present in both modes: the child uses the kind's factory)
+    if loop_kind == "asyncio":
+        factory = asyncio.new_event_loop
+    else:
+        import ferroloop
 
-    factory = asyncio.new_event_loop if loop_kind == "asyncio" else ferroloop.new_event_loop
+        factory = ferroloop.new_event_loop
     pids: list[int] = []
 
     def child_body() -> int:
@@ -127,7 +130,7 @@ def test_fork_from_a_callback(loop, loop_kind):
 
             async def echo():
                 a, b = socket.socketpair()
-                got = loop_future = new.create_future()
+                got = new.create_future()
 
                 class Sink(asyncio.Protocol):
                     def data_received(self, data):
@@ -136,7 +139,7 @@ def test_fork_from_a_callback(loop, loop_kind):
 
                 transport, _ = await new.connect_accepted_socket(Sink, sock=a)
                 b.send(b"child data")
-                data = await asyncio.wait_for(loop_future, 5)
+                data = await asyncio.wait_for(got, 5)
                 transport.close()
                 b.close()
                 return data
