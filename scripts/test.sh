@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone (what CI runs, through .ci/run): the Rust and Python
-# lint/format checks, the stub check, the Rust unit tests, the pytest suite on ferroloop (with
-# the conformance run of CPython's test_asyncio) and on stock asyncio, then the pytest suite on
+# lint/format checks, the stub check, the Rust unit tests (also under Miri when installed), the
+# pytest suite on ferroloop (with the conformance run of CPython's test_asyncio) and on stock
+# asyncio, then the pytest suite on
 # the other CPython versions pyenv has (3.12, 3.13) with the conformance check of their own
 # test_asyncio, and on Python 3.14 and 3.15 (Debian's, in a Debian sid
 # root made once per machine: scripts/python-root.sh) the pytest suite and that version's
@@ -59,6 +60,15 @@ PYO3_PYTHON=$py cargo clippy --release --quiet --all-targets -- -D warnings
 
 step "Rust unit tests"
 PYO3_PYTHON=$py cargo test --release --quiet --lib
+
+# Miri over the pure-Rust unit tests (scripts/memcheck.sh; 2-3 minutes once its target
+# directory is built, 6-7 the first time). Needs nightly's miri component, installed once.
+if rustup +nightly component list --installed 2>/dev/null | grep -q '^miri'; then
+    step "Rust: Miri on the pure-Rust unit tests (scripts/memcheck.sh)"
+    PYTHON=$py bash scripts/memcheck.sh
+else
+    step "Rust: Miri not installed (rustup +nightly component add miri rust-src), skipped"
+fi
 
 step "Python: ruff check and ruff format --check (python/, tests/; bench/ with its own config)"
 "$py" -m ruff check python tests

@@ -43,18 +43,20 @@ mod tests {
 
     #[test]
     fn descriptors_map_and_unmap() {
+        // Miri (scripts/memcheck.sh) interprets every step: a smaller map there.
+        let count: i32 = if cfg!(miri) { 512 } else { 10_000 };
         let mut map: FdMap<usize> = FdMap::default();
-        for fd in 0..10_000 {
+        for fd in 0..count {
             map.insert(fd, fd as usize * 2);
         }
-        assert_eq!(map.len(), 10_000);
-        assert!((0..10_000).all(|fd| map.get(&fd) == Some(&(fd as usize * 2))));
-        for fd in (0..10_000).step_by(2) {
+        assert_eq!(map.len(), count as usize);
+        assert!((0..count).all(|fd| map.get(&fd) == Some(&(fd as usize * 2))));
+        for fd in (0..count).step_by(2) {
             map.remove(&fd);
         }
         assert_eq!(map.get(&4), None);
         assert_eq!(map.get(&5), Some(&10));
-        assert_eq!(map.len(), 5_000);
+        assert_eq!(map.len(), count as usize / 2);
     }
 
     #[test]

@@ -380,8 +380,8 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(write_raw(w, b"abc").unwrap(), 3);
         let mut queue = WriteBuffer::default();
-        queue.push_copy(b"xxdef", 2);
-        queue.push_copy(b"ghi", 0);
+        queue.push_copy(b"xxdef", 2).unwrap();
+        queue.push_copy(b"ghi", 0).unwrap();
         assert_eq!(write_buffer(w, &queue).unwrap(), 6);
         assert_eq!(read_raw(r, &mut buf).unwrap(), 9);
         assert_eq!(&buf[..9], b"abcdefghi");

@@ -47,7 +47,7 @@ use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::transport::socket_info::{close_socket_object, warn_unclosed};
 use crate::transport::tls_pump::TlsPump;
 use crate::transport::write_buffer::{
-    LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
+    memory_error, LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
 };
 
 /// A read at least this large makes the next one read straight into a new `bytes`.
@@ -900,7 +900,7 @@ transport_pymethods! {
                         Some(b) if contents.len() - sent >= 4096 => {
                             state.buffer.push_shared(SharedBytes::new(b), sent)
                         }
-                        _ => state.buffer.push_copy(contents, sent),
+                        _ => state.buffer.push_copy(contents, sent).map_err(memory_error)?,
                     }
                 }
             }
@@ -933,19 +933,24 @@ transport_pymethods! {
                     return Ok(());
                 }
                 if state.buffer.is_empty() {
-                    Ok(0)
+                    Ok(None)
                 } else {
-                    let outcome = send_buffer(state.fd, &state.buffer);
-                    if let Ok(n) = outcome {
-                        state.buffer.consume(n);
+                    match send_buffer(state.fd, &state.buffer) {
+                        // The rest of a partly sent bytearray could not be copied.
+                        Ok(n) => Ok(state.buffer.consume(n).err().map(memory_error)),
+                        Err(err) => Err(err),
                     }
-                    outcome
                 }
             };
-            match outcome {
-                Ok(_) => {}
+            let failure = match outcome {
+                Ok(None) => None,
+                Ok(Some(short_of_memory)) => Some(short_of_memory),
                 Err(err) if would_block(&err) => return Ok(()),
-                Err(err) => {
+                Err(err) => Some(os_error(err)),
+            };
+            match failure {
+                None => {}
+                Some(err) => {
                     this.unwatch(py, Side::Write)?;
                     this.state.borrow_mut(py).buffer.clear();
                     let waiter = this
@@ -954,7 +959,6 @@ transport_pymethods! {
                         .empty_waiter
                         .as_ref()
                         .map(|w| w.clone_ref(py));
-                    let err = os_error(err);
                     let exc = err.value(py).clone();
                     Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
                     if let Some(waiter) = waiter {

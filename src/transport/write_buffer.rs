@@ -10,8 +10,9 @@
 //! its exporter's size but shows its current contents. [`Chunk::Live`] and [`Chunk::Pinned`]
 //! are those two. Small copies are appended to the tail chunk to keep the iovec count low.
 
-use std::collections::VecDeque;
+use std::collections::{TryReserveError, VecDeque};
 
+use pyo3::exceptions::PyMemoryError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
@@ -154,11 +155,19 @@ impl WriteBuffer {
         self.queue.get_or_insert_with(Box::default)
     }
 
-    /// Queues a copy of `data[skip..]`.
-    pub fn push_copy(&mut self, data: &[u8], skip: usize) {
+    /// Queues a copy of `data[skip..]`. Fails, queueing nothing, when the copy cannot be
+    /// allocated (a huge write under memory pressure): the caller raises MemoryError, as
+    /// CPython 3.11's transports do when their `bytearray.extend` fails, instead of Rust's
+    /// default of aborting the process.
+    pub fn push_copy(&mut self, data: &[u8], skip: usize) -> Result<(), TryReserveError> {
         if skip < data.len() {
-            self.queue().push_copy(data, skip);
+            let pushed = self.queue().push_copy(data, skip);
+            if pushed.is_err() && self.queue.as_ref().is_some_and(|q| q.is_empty()) {
+                self.queue = None; // `is_empty()` must stay true
+            }
+            pushed?;
         }
+        Ok(())
     }
 
     /// Queues `bytes` from offset `skip` on, by reference. `skip` may be non-zero only when
@@ -189,20 +198,29 @@ impl WriteBuffer {
         self.queue.as_ref().map_or(0, |q| q.fill_iovecs(iovecs))
     }
 
-    /// Drops the first `sent` unsent bytes; frees the queue once it is empty.
-    pub fn consume(&mut self, sent: usize) {
+    /// Drops the first `sent` unsent bytes; frees the queue once it is empty. Fails only when
+    /// the copy of a partly sent bytearray's rest cannot be allocated (the caller fails the
+    /// transport with MemoryError, as asyncio 3.12+ does when its `b[n:]` fails).
+    pub fn consume(&mut self, sent: usize) -> Result<(), TryReserveError> {
         if let Some(queue) = self.queue.as_mut() {
-            queue.consume(sent);
+            let consumed = queue.consume(sent);
             if queue.chunks.is_empty() {
                 self.queue = None;
             }
+            consumed?;
         }
+        Ok(())
     }
 
     /// Drops everything (abort, fatal error).
     pub fn clear(&mut self) {
         self.queue = None;
     }
+}
+
+/// The MemoryError a failed [`WriteBuffer::push_copy`] becomes (no message, as CPython's).
+pub fn memory_error(_: TryReserveError) -> PyErr {
+    PyMemoryError::new_err(())
 }
 
 impl Queue {
@@ -232,21 +250,25 @@ impl Queue {
         self.chunks.push_back(Chunk::Pinned(view));
     }
 
-    fn push_copy(&mut self, data: &[u8], skip: usize) {
+    fn push_copy(&mut self, data: &[u8], skip: usize) -> Result<(), TryReserveError> {
         let data = &data[skip..];
         if data.is_empty() {
-            return;
+            return Ok(());
         }
-        self.len += data.len();
         if let Some(Chunk::Owned(tail)) = self.chunks.back_mut() {
             if tail.capacity() - tail.len() >= data.len() {
                 tail.extend_from_slice(data);
-                return;
+                self.len += data.len();
+                return Ok(());
             }
         }
-        let mut owned = Vec::with_capacity(data.len().max(MIN_OWNED_CAPACITY));
+        let mut owned = Vec::new();
+        owned.try_reserve_exact(data.len().max(MIN_OWNED_CAPACITY))?;
         owned.extend_from_slice(data);
+        self.chunks.try_reserve(1)?;
         self.chunks.push_back(Chunk::Owned(owned));
+        self.len += data.len();
+        Ok(())
     }
 
     fn push_shared(&mut self, bytes: SharedBytes, skip: usize) {
@@ -280,7 +302,7 @@ impl Queue {
     /// Drops the first `sent` unsent bytes. A bytearray sent in part leaves a copy of its
     /// rest (asyncio 3.12+ queues `b[n:]`, a new bytearray); chunks that became empty (a
     /// bytearray cleared after `write()`) are dropped.
-    fn consume(&mut self, mut sent: usize) {
+    fn consume(&mut self, mut sent: usize) -> Result<(), TryReserveError> {
         while let Some(front) = self.chunks.front_mut() {
             let left = front.as_slice().len().saturating_sub(self.front_sent);
             if sent < left {
@@ -288,7 +310,10 @@ impl Queue {
                     break;
                 }
                 if let Chunk::Live(bytearray) = front {
-                    let rest = bytearray.as_slice()[sent..].to_vec();
+                    let tail = &bytearray.as_slice()[sent..];
+                    let mut rest = Vec::new();
+                    rest.try_reserve_exact(tail.len())?;
+                    rest.extend_from_slice(tail);
                     self.len += rest.len();
                     self.live -= 1;
                     *front = Chunk::Owned(rest);
@@ -311,6 +336,7 @@ impl Queue {
             self.front_sent = 0;
             self.len = 0;
         }
+        Ok(())
     }
 }
 
@@ -337,8 +363,8 @@ mod tests {
     #[test]
     fn small_copies_coalesce_into_one_chunk() {
         let mut buffer = WriteBuffer::default();
-        buffer.push_copy(b"xxhello", 2);
-        buffer.push_copy(b" world", 0);
+        buffer.push_copy(b"xxhello", 2).unwrap();
+        buffer.push_copy(b" world", 0).unwrap();
         assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(buffer.len(), 11);
         assert_eq!(unsent(&buffer), b"hello world");
@@ -348,15 +374,15 @@ mod tests {
     fn consume_walks_across_chunks() {
         let mut buffer = WriteBuffer::default();
         let big = vec![b'a'; MIN_OWNED_CAPACITY];
-        buffer.push_copy(&big, 0);
-        buffer.push_copy(b"bcd", 0);
+        buffer.push_copy(&big, 0).unwrap();
+        buffer.push_copy(b"bcd", 0).unwrap();
         assert_eq!(buffer.queue.as_ref().unwrap().chunks.len(), 2);
-        buffer.consume(MIN_OWNED_CAPACITY - 1);
+        buffer.consume(MIN_OWNED_CAPACITY - 1).unwrap();
         assert_eq!(unsent(&buffer), b"abcd");
-        buffer.consume(2);
+        buffer.consume(2).unwrap();
         assert_eq!(unsent(&buffer), b"cd");
         assert_eq!(buffer.len(), 2);
-        buffer.consume(2);
+        buffer.consume(2).unwrap();
         assert!(buffer.is_empty());
         assert!(buffer.queue.is_none());
     }
@@ -364,7 +390,7 @@ mod tests {
     #[test]
     fn clear_forgets_everything() {
         let mut buffer = WriteBuffer::default();
-        buffer.push_copy(b"abc", 0);
+        buffer.push_copy(b"abc", 0).unwrap();
         buffer.clear();
         assert!(buffer.is_empty());
         assert_eq!(unsent(&buffer), b"");
@@ -375,7 +401,7 @@ mod tests {
         Python::initialize();
         Python::attach(|py| {
             let mut buffer = WriteBuffer::default();
-            buffer.push_copy(b"ab", 0);
+            buffer.push_copy(b"ab", 0).unwrap();
             let array = PyByteArray::new(py, b"cdef");
             buffer.push_live(LiveByteArray::new(&array));
             assert_eq!(buffer.len(), 6);
@@ -384,12 +410,12 @@ mod tests {
             array.call_method1("extend", (b"gh".as_slice(),)).unwrap();
             assert_eq!(buffer.len(), 8);
             assert_eq!(unsent(&buffer), b"abCdefgh");
-            buffer.consume(4);
+            buffer.consume(4).unwrap();
             // The rest is a copy now: later changes are not sent.
             array.call_method1("extend", (b"ij".as_slice(),)).unwrap();
             assert_eq!(unsent(&buffer), b"efgh");
             assert_eq!(buffer.len(), 4);
-            buffer.consume(4);
+            buffer.consume(4).unwrap();
             assert!(buffer.is_empty());
         });
     }
@@ -404,7 +430,7 @@ mod tests {
             array.call_method1("clear", ()).unwrap();
             assert_eq!(buffer.len(), 0);
             assert!(!buffer.is_empty());
-            buffer.consume(0);
+            buffer.consume(0).unwrap();
             assert!(buffer.is_empty());
         });
     }
@@ -416,10 +442,10 @@ mod tests {
             let mut buffer = WriteBuffer::default();
             let bytes = PyBytes::new(py, b"0123456789");
             buffer.push_shared(SharedBytes::new(&bytes), 4);
-            buffer.push_copy(b"ab", 0);
+            buffer.push_copy(b"ab", 0).unwrap();
             assert_eq!(buffer.len(), 8);
             assert_eq!(unsent(&buffer), b"456789ab");
-            buffer.consume(7);
+            buffer.consume(7).unwrap();
             assert_eq!(unsent(&buffer), b"b");
         });
     }

@@ -1,0 +1,339 @@
+"""Lifecycle and resource faults (issue #11, item 3), the same outcome on both loops:
+``loop.close()`` while 8 threads keep posting call_soon_threadsafe, closing a loop that still
+has open transports and pending tasks (asyncio's ResourceWarnings and "Task was destroyed but
+it is pending!"), ``os.fork()`` from a plain callback, and MemoryError on a huge write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+from support import open_fds, raw_pair, run
+
+
+def test_close_while_eight_threads_post(loop):
+    """8 threads call call_soon_threadsafe in a tight loop while the loop runs, then the
+    loop is closed under them: each thread ends with RuntimeError('Event loop is closed'),
+    no other error, no crash; callbacks that ran were all posted before the close."""
+    ran = [0]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    started = threading.Barrier(9)
+
+    def bump():
+        ran[0] += 1
+
+    def poster():
+        started.wait()
+        posted = 0
+        try:
+            while True:
+                loop.call_soon_threadsafe(bump)
+                posted += 1
+                if posted % 64 == 0:
+                    time.sleep(0)
+        except RuntimeError as exc:
+            outcome = f"RuntimeError: {exc}"
+        except BaseException as exc:  # recorded, asserted below
+            outcome = f"{type(exc).__name__}: {exc}"
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=poster) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    run(loop, asyncio.sleep(0.1))
+    ran_before_close = ran[0]
+    loop.close()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcomes == ["RuntimeError: Event loop is closed"] * 8
+    assert ran_before_close > 0
+    assert ran[0] == ran_before_close  # nothing runs after close
+    assert loop.is_closed()
+
+
+def test_closing_a_loop_with_open_transports_and_pending_tasks(new_loop, loop_kind, kind):
+    """loop.close() with a transport still open and a task still pending, then both dropped:
+    one ResourceWarning 'unclosed transport', its socket closed (ferroloop warns when close()
+    drops the transport, asyncio at the next collection: README, differences),
+    'Task was destroyed but it is pending!' reported for the task, no descriptor left."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    baseline = open_fds()
+    loop = new_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    peers: list[socket.socket] = []
+
+    async def main():
+        ours, peer = raw_pair(kind)
+        peers.append(peer)
+        await loop.connect_accepted_socket(asyncio.Protocol, sock=ours)
+        asyncio.ensure_future(asyncio.sleep(3600))
+        await asyncio.sleep(0.01)
+
+    run(loop, main())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close()
+        loop = None  # drop the last reference
+        for _ in range(3):
+            gc.collect()
+    resource = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message)
+    ]
+    others = [str(w.message) for w in caught if "unclosed transport" not in str(w.message)]
+    peers[0].setblocking(True)
+    peer_sees = peers[0].recv(10)
+    peers[0].close()
+    assert len(resource) == 1
+    # asyncio's transport sits in a reference cycle with its socket: the collector may
+    # finalize the socket first, which then warns on its own ('unclosed <socket.socket ...>')
+    assert all(m.startswith("unclosed <socket.socket") for m in others)
+    if loop_kind == "ferroloop":
+        assert others == []
+    assert reported == ["Task was destroyed but it is pending!"]
+    assert peer_sees == b""  # our end was closed
+    assert open_fds() == baseline
+
+
+def test_fork_from_a_callback(loop, loop_kind):
+    """os.fork() from a call_soon callback while the loop runs with an open transport: the
+    child makes a new loop that moves data through a transport of its own and exits 0; the
+    parent's transport carries data after the fork as before."""
+    if loop_kind == "asyncio":
+        factory = asyncio.new_event_loop
+    else:
+        import ferroloop
+
+        factory = ferroloop.new_event_loop
+    pids: list[int] = []
+
+    def child_body() -> int:
+        new = factory()
+        try:
+
+            async def echo():
+                a, b = socket.socketpair()
+                got = new.create_future()
+
+                class Sink(asyncio.Protocol):
+                    def data_received(self, data):
+                        if not got.done():
+                            got.set_result(data)
+
+                transport, _ = await new.connect_accepted_socket(Sink, sock=a)
+                b.send(b"child data")
+                data = await asyncio.wait_for(got, 5)
+                transport.close()
+                b.close()
+                return data
+
+            return 0 if new.run_until_complete(echo()) == b"child data" else 3
+        finally:
+            new.close()
+
+    def fork_now():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 2
+            try:
+                code = child_body()
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        pids.append(pid)
+
+    async def main():
+        ours, peer = raw_pair("unix")
+        received = loop.create_future()
+
+        class Sink(asyncio.Protocol):
+            def data_received(self, data):
+                if not received.done():
+                    received.set_result(data)
+
+        transport, _ = await loop.connect_accepted_socket(Sink, sock=ours)
+        loop.call_soon(fork_now)
+        while not pids:
+            await asyncio.sleep(0.001)
+        _, status = await loop.run_in_executor(None, os.waitpid, pids[0], 0)
+        await loop.sock_sendall(peer, b"parent data")
+        data = await received
+        transport.close()
+        peer.close()
+        return os.waitstatus_to_exitcode(status), data
+
+    child_code, parent_data = run(loop, main(), timeout=30)
+    assert child_code == 0
+    assert parent_data == b"parent data"
+
+
+MEMORY_SCRIPT = r"""
+import asyncio, json, os, resource, socket, sys
+{prelude}
+transport_kind, payload_kind = sys.argv[1], sys.argv[2]
+
+def vm_size():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+
+async def main():
+    loop = asyncio.get_running_loop()
+    lost = []
+
+    class Recorder(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.append(None if exc is None else type(exc).__name__)
+
+    if transport_kind == "stream":
+        ours, peer = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(Recorder, sock=ours)
+    else:
+        read_fd, write_fd = os.pipe()
+        peer = open(read_fd, "rb", buffering=0)
+        transport, _ = await loop.connect_write_pipe(Recorder, open(write_fd, "wb", buffering=0))
+    data = (bytes if payload_kind == "bytes" else bytearray)(512 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+    raised = None
+    try:
+        transport.write(data)
+    except BaseException as exc:
+        raised = type(exc).__name__
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    del data
+    after = {{"raised": raised, "closing": transport.is_closing()}}
+    if raised:
+        after["buffered"] = transport.get_write_buffer_size()
+    transport.abort()
+    await asyncio.sleep(0.01)
+    peer.close()
+    after["lost"] = lost
+    return after
+
+loop = new_loop()
+print(json.dumps(loop.run_until_complete(main())))
+loop.close()
+"""
+
+
+@pytest.mark.parametrize("payload", ["bytes", "bytearray"])
+@pytest.mark.parametrize("transport_kind", ["stream", "pipe"])
+def test_memory_error_on_a_huge_write(child, loop_kind, transport_kind, payload):
+    """write() of 512 MiB with the address space nearly full (RLIMIT_AS), in a child. Where
+    asyncio copies the unsent data (3.11's socket transport; the pipe transport always) the
+    copy fails: MemoryError from write(), nothing buffered, the transport still open; where
+    it keeps the object (3.12+'s socket transport) the write is taken. ferroloop keeps a
+    `bytes` object by reference on every version (README: differences), so a bytes write
+    never raises there. Never an abort of the process."""
+    script = child.script("huge_write.py", MEMORY_SCRIPT.format(prelude=child.loop_prelude))
+    proc = child.run([sys.executable, str(script), transport_kind, payload], timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    copies = transport_kind == "pipe" or sys.version_info < (3, 12)
+    if payload == "bytes" and loop_kind == "ferroloop":
+        copies = False
+    if copies:
+        assert result == {
+            "raised": "MemoryError",
+            "closing": False,
+            "buffered": 0,
+            "lost": [None],
+        }
+    else:
+        assert result == {"raised": None, "closing": False, "lost": [None]}
+
+
+FLUSH_SCRIPT = r"""
+import asyncio, json, resource, socket
+{prelude}
+
+def vm_size():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+
+async def main():
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(
+        lambda _loop, c: reported.append([c["message"], type(c.get("exception")).__name__])
+    )
+    lost = loop.create_future()
+
+    class Recorder(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.set_result(None if exc is None else type(exc).__name__)
+
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(Recorder, sock=ours)
+    transport.write(b"x" * (4 << 20))  # fills the socket; the rest is buffered
+    data = bytearray(512 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+    raised = None
+    try:
+        transport.write(data)  # queued behind the buffered bytes
+    except BaseException as exc:
+        raised = type(exc).__name__
+    del data
+    sink = bytearray(1 << 20)
+    deadline = loop.time() + 20
+    while raised is None and not lost.done() and loop.time() < deadline:
+        try:
+            peer.recv_into(sink)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    transport.abort()
+    await asyncio.sleep(0.01)
+    peer.close()
+    return {{"raised": raised, "lost": await lost, "reported": reported}}
+
+loop = new_loop()
+print(json.dumps(loop.run_until_complete(main())))
+loop.close()
+"""
+
+
+def test_memory_error_copying_the_rest_of_a_partly_sent_bytearray(child):
+    """A 512 MiB bytearray written behind buffered data, then the address space nearly full
+    (RLIMIT_AS) while the peer reads. 3.11 copies at write(): MemoryError from write(). 3.12+
+    queues the bytearray itself and copies its unsent rest after a partial send: that copy
+    fails, and the transport fails with it ('Fatal write error on socket transport',
+    connection_lost(MemoryError)), on both loops; never an abort of the process."""
+    script = child.script("flush_memory.py", FLUSH_SCRIPT.format(prelude=child.loop_prelude))
+    proc = child.run([sys.executable, str(script)], timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if sys.version_info < (3, 12):
+        assert result == {"raised": "MemoryError", "lost": None, "reported": []}
+    else:
+        assert result == {
+            "raised": None,
+            "lost": "MemoryError",
+            "reported": [["Fatal write error on socket transport", "MemoryError"]],
+        }
