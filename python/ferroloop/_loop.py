@@ -23,10 +23,11 @@ from asyncio import coroutines, events, futures, tasks
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork
+from . import _fork, _inspector
 from ._connections import ConnectionAPI
 from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
+from ._inspect import InspectAPI
 from ._pipes import PipeAPI
 from ._sendfile import SendfileAPI
 from ._server import ServerAPI
@@ -114,6 +115,7 @@ class EventLoop(
     TLSAPI,
     PipeAPI,
     SubprocessAPI,
+    InspectAPI,
     asyncio.AbstractEventLoop,
 ):
     """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``.
@@ -122,7 +124,8 @@ class EventLoop(
     concept of the loop's API in its own module: ``SocketAPI`` (``_sockets``), ``ConnectionAPI``
     (``_connections``), ``ServerAPI`` (``_server``), ``DatagramAPI`` (``_datagram``),
     ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``), ``PipeAPI`` (``_pipes``),
-    ``SubprocessAPI`` (``_subprocess``); this class adds the cold-path glue.
+    ``SubprocessAPI`` (``_subprocess``), ``InspectAPI`` (``_inspect``: ``stats()``,
+    ``serve_inspector()``); this class adds the cold-path glue.
     """
 
     def __init__(
@@ -203,6 +206,8 @@ class EventLoop(
             )
             events._set_running_loop(self)
             self._track_coroutine_origins(self.get_debug())
+            if self._inspector is None and _inspector.wanted_by_environment():
+                self.serve_inspector()
             self._run_until_stopped()
         finally:
             self._track_coroutine_origins(False)
@@ -263,6 +268,7 @@ class EventLoop(
             logger.debug("Close %r", self)
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
+        self._close_inspector()
         self._close_core()
         self._executor_shutdown_called = True
         executor, self._default_executor = self._default_executor, None
