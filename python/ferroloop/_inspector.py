@@ -23,7 +23,6 @@ from typing import Any
 
 from ._inspect import inspect_tasks, inspect_transports
 
-ENVIRONMENT_VARIABLE = "FERROLOOP_INSPECT"
 MAX_REQUEST = 4096
 
 
@@ -52,6 +51,23 @@ def _private_directory(path: str) -> None:
         raise PermissionError(f"inspector directory {path!r} is not ours")
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, 0o700)
+
+
+def _remove_stale_sockets(directory: str) -> None:
+    """Removes the sockets of our processes that ended without closing their loop."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len("ferroloop-") : -len(".sock")]
+        if not (name.startswith("ferroloop-") and name.endswith(".sock") and pid.isdigit()):
+            continue
+        if not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def _peer_uid(sock: Any) -> int | None:
@@ -124,6 +140,7 @@ class InspectorServer:
         directory = socket_directory()
         if directory != os.environ.get("XDG_RUNTIME_DIR"):
             _private_directory(directory)
+        _remove_stale_sockets(directory)
         path = socket_path(os.getpid())
         try:
             os.unlink(path)  # a stale socket of an earlier process with our pid
@@ -165,6 +182,3 @@ class InspectorServer:
             pass
 
 
-def wanted_by_environment() -> bool:
-    """``FERROLOOP_INSPECT`` asks for the inspector (any value but empty and ``0``)."""
-    return os.environ.get(ENVIRONMENT_VARIABLE, "") not in ("", "0")

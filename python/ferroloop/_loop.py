@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import errno
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from asyncio import coroutines, events, futures, tasks
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork, _inspector
+from . import _fork
 from ._connections import ConnectionAPI
 from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
@@ -206,7 +207,7 @@ class EventLoop(
             )
             events._set_running_loop(self)
             self._track_coroutine_origins(self.get_debug())
-            if self._inspector is None and _inspector.wanted_by_environment():
+            if self._inspector is None and os.environ.get("FERROLOOP_INSPECT", "0") not in ("", "0"):
                 self.serve_inspector()
             self._run_until_stopped()
         finally:
