@@ -11,8 +11,8 @@ import signal
 import socket
 import stat
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,19 +49,19 @@ def test_three_level_await_chain(loop):
     support.run(loop, main())
     by_name = {info["name"]: info for info in seen}
     assert set(by_name) >= {"root", "middle", "leaf"}
-    leaf = by_name["leaf"]
-    assert leaf["await_chain"] == ["leaf", "middle", "root"]
-    assert by_name["middle"]["awaits"] == [leaf["id"]]
-    assert leaf["awaited_by"] == [by_name["middle"]["id"]]
+    leaf_info = by_name["leaf"]
+    assert leaf_info["await_chain"] == ["leaf", "middle", "root"]
+    assert by_name["middle"]["awaits"] == [leaf_info["id"]]
+    assert leaf_info["awaited_by"] == [by_name["middle"]["id"]]
     assert by_name["root"]["awaits"] == [by_name["middle"]["id"]]
-    assert leaf["state"] == "waiting" and leaf["coroutine"].endswith("leaf")
+    assert leaf_info["state"] == "waiting" and leaf_info["coroutine"].endswith("leaf")
     line = next(
         number
         for number, text in enumerate(Path(__file__).read_text().splitlines(), 1)
         if "# LEAF-LINE" in text and "await gate" in text
     )
-    assert leaf["stack"][0].endswith(f"({__file__}:{line})"), leaf["stack"]
-    assert leaf["where"] is not None and leaf["where"].rsplit(":", 1)[1].isdigit()
+    assert leaf_info["stack"][0].endswith(f"({__file__}:{line})"), leaf_info["stack"]
+    assert leaf_info["where"] is not None and leaf_info["where"].rsplit(":", 1)[1].isdigit()
     current = [info for info in seen if info["state"] == "running"]
     assert [info["coroutine"] for info in current] == ["test_three_level_await_chain.<locals>.main"]
 

@@ -39,11 +39,15 @@ def test_keys_and_types_match_the_typed_dict(loop):
     assert set(stats) == KEYS
     hints = typing.get_type_hints(ferroloop.LoopStats)
     assert set(hints) == KEYS
-    assert set(typing.get_type_hints(ferroloop.LagStats)) == set(stats["lag"]) == {
-        "p50",
-        "p99",
-        "max",
-    }
+    assert (
+        set(typing.get_type_hints(ferroloop.LagStats))
+        == set(stats["lag"])
+        == {
+            "p50",
+            "p99",
+            "max",
+        }
+    )
     for key in KEYS - {"lag"}:
         expected = float if hints[key] is float else int
         assert type(stats[key]) is expected, key

@@ -81,7 +81,8 @@ class TransportInfo(TypedDict):
     """One transport in ``inspect_transports()``."""
 
     kind: str
-    """``tcp``, ``tcp6``, ``unix``, ``udp``, ``udp6``, ``unix-dgram``, ``pipe-read``, ``pipe-write``."""
+    """``tcp``, ``tcp6``, ``unix``, ``udp``, ``udp6``, ``unix-dgram``, ``pipe-read`` or
+    ``pipe-write``."""
     fd: int
     local: str | None
     peer: str | None

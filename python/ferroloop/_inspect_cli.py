@@ -83,9 +83,11 @@ def _table(headers: list[str], rows: list[list[Any]], max_width: int = 48) -> li
     cells = [[_cell(value, max_width) for value in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return lines
 
 
@@ -201,7 +203,7 @@ def top(pid: int, count: int | None, interval: float) -> int:
             if previous is not None and elapsed > 0:
                 before = previous["stats"]
 
-                def rate(key: str) -> float:
+                def rate(key: str, stats=stats, before=before, elapsed=elapsed) -> float:
                     return (stats[key] - before[key]) / elapsed
 
                 busy = (stats["busy_time"] - before["busy_time"]) / elapsed

@@ -180,5 +180,3 @@ class InspectorServer:
             os.unlink(self.path)
         except OSError:
             pass
-
-

@@ -207,7 +207,10 @@ class EventLoop(
             )
             events._set_running_loop(self)
             self._track_coroutine_origins(self.get_debug())
-            if self._inspector is None and os.environ.get("FERROLOOP_INSPECT", "0") not in ("", "0"):
+            if self._inspector is None and os.environ.get("FERROLOOP_INSPECT", "0") not in (
+                "",
+                "0",
+            ):
                 self.serve_inspector()
             self._run_until_stopped()
         finally:

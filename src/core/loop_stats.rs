@@ -107,10 +107,11 @@ impl Default for LagWindow {
 impl LagWindow {
     /// Records `weight` callbacks that waited `seconds` (negative counts as 0), at time `now`.
     pub fn record(&mut self, now: f64, seconds: f64, weight: u64) {
-        if !(now - self.began < LAG_WINDOW_SECONDS) {
-            // Also when `began` is NaN (first sample) or the clock went backwards by a lot.
+        // `within` is false also when `began` is NaN (first sample).
+        let within = |span: f64| (now - self.began) < span;
+        if !within(LAG_WINDOW_SECONDS) {
             std::mem::swap(&mut self.current, &mut self.previous);
-            if !(now - self.began < 2.0 * LAG_WINDOW_SECONDS) {
+            if !within(2.0 * LAG_WINDOW_SECONDS) {
                 self.previous.clear();
             }
             self.current.clear();

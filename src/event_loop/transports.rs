@@ -49,9 +49,9 @@ impl LoopCore {
         entries.sort_unstable();
         entries
             .into_iter()
-            // SAFETY: as in `transport_for_fd`: registered addresses are live objects, and
-            // nothing ran Python code (which could close one) since the map was read.
             .map(|(fd, address)| {
+                // SAFETY: as in `transport_for_fd`: registered addresses are live objects, and
+                // no Python code (which could close one) ran since the map was read.
                 let object = unsafe { Bound::from_borrowed_ptr(py, address as *mut ffi::PyObject) };
                 (fd, object.unbind())
             })
