@@ -124,12 +124,19 @@ def task_lines(tasks: list[dict[str, Any]], limit: int | None = None) -> list[st
             task["name"],
             task["state"],
             task["coroutine"],
-            " > ".join(_short_frame(entry) for entry in task["stack"][-2:]) or "-",
+            _short_frame(task["stack"][0]).split(" ", 1)[1] if task["stack"] else None,
+            _short_frame(task["stack"][-1]) if len(task["stack"]) > 1 else None,
             " <- ".join(task["await_chain"]),
         ]
         for task in tasks[:limit]
     ]
-    return _table(["NAME", "STATE", "COROUTINE", "WHERE", "AWAIT CHAIN"], rows)
+    headers = ["NAME", "STATE", "COROUTINE", "AT", "SUSPENDED IN", "AWAIT CHAIN"]
+    return _table(headers, rows)
+
+
+def tree_order(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks as a tree: each root task, then the tasks it awaits, and so on."""
+    return sorted(tasks, key=lambda task: list(reversed(task["await_chain"])))
 
 
 def transport_lines(
@@ -175,7 +182,7 @@ def ps(pid: int) -> int:
     finally:
         client.close()
     out = [stats_line(pid, reply["stats"]), "", f"TASKS ({len(reply['tasks'])})"]
-    out += task_lines(reply["tasks"])
+    out += task_lines(tree_order(reply["tasks"]))
     out += ["", f"TRANSPORTS ({len(reply['transports'])})"]
     out += transport_lines(reply["transports"])
     print("\n".join(out))

@@ -11,7 +11,8 @@
 //! then), and for each due timer (its deadline). When a batch of `n` handles ran between
 //! `started` and `ended`, the `k`-th one is taken to have started at
 //! `started + (ended - started) * k / n` (equal shares of the batch), and its lag is that minus
-//! the time of the mark it falls under. The lag is thus exact to the batch's resolution.
+//! the time of the mark it falls under. The lag is thus exact to the batch's resolution (and
+//! to 100 µs: closer marks merge, so timers due together make one segment).
 
 use std::collections::VecDeque;
 
@@ -23,6 +24,8 @@ const SUB: usize = 1 << SUB_BITS;
 const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
 /// The lag window turns over after this many seconds: percentiles cover the last 30 to 60 s.
 pub const LAG_WINDOW_SECONDS: f64 = 30.0;
+/// Marks closer in time than this (seconds) are merged: the lag is not measured finer.
+const MARK_RESOLUTION: f64 = 100e-6;
 /// A segment of a batch larger than this is recorded as this many equal parts.
 const SEGMENT_PARTS: usize = 8;
 
@@ -196,7 +199,8 @@ impl LoopMeter {
         match self.marks.back_mut() {
             // No handle between the two marks: the later one replaces the earlier.
             Some(last) if last.seq == seq => last.at = at,
-            Some(last) if last.at == at => {}
+            // Close enough in time (timers due together): one segment, one lag.
+            Some(last) if (at - last.at).abs() < MARK_RESOLUTION => {}
             _ => self.marks.push_back(Mark { seq, at }),
         }
     }
