@@ -38,7 +38,7 @@ class LoopStats(TypedDict):
     timers_fired: int
     """Timers that became due and were queued."""
     busy_time: float
-    """Seconds spent running callbacks."""
+    """Seconds the loop ran and was not blocked in the poll (callbacks, the loop's own work)."""
     idle_time: float
     """Seconds spent blocked in the poll."""
     lag: LagStats

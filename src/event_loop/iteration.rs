@@ -177,10 +177,9 @@ impl LoopCore {
         let py = slf.py();
         let todo = self.queues.borrow_mut(py).ready.len();
         self.batch_taken();
-        let started = self.meter_batch_start(py, todo);
         let mut tally = BatchTally::default();
         let result = self.run_batch(slf, todo, &mut tally);
-        self.meter_batch_end(py, tally, started);
+        self.meter_batch_end(py, todo, tally);
         result
     }
 

@@ -1,6 +1,6 @@
 //! `loop.stats()`: the loop's metrics as a dict, and the iteration's hooks that feed them
-//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost two clock reads
-//! per batch of ready callbacks and one around each blocking poll; nothing per callback but
+//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost one clock read
+//! per batch of ready callbacks and two around each blocking poll; nothing per callback but
 //! a count.
 
 use std::sync::atomic::Ordering;
@@ -34,33 +34,20 @@ impl LoopCore {
     pub(super) fn meter_slept(&self, py: Python<'_>, slept: (f64, f64)) {
         let mut queues = self.queues.borrow_mut(py);
         let queued = queues.ready.len();
-        queues.meter.waited(slept.1 - slept.0);
-        queues.meter.queued_from(queued, slept.1);
+        queues.meter.slept(queued, slept.0, slept.1);
     }
 
-    /// A batch of `todo` ready callbacks starts: its start time (0.0 for an empty batch,
-    /// which reads no clock); handles queued from now on were queued no earlier.
+    /// A batch of `todo` ready callbacks ended (maybe early, on an error): one clock read.
     #[inline]
-    pub(super) fn meter_batch_start(&self, py: Python<'_>, todo: usize) -> f64 {
+    pub(super) fn meter_batch_end(&self, py: Python<'_>, todo: usize, tally: BatchTally) {
         if todo == 0 {
-            return 0.0;
-        }
-        let now = monotonic_seconds();
-        self.queues.borrow_mut(py).meter.queued_from(todo, now);
-        now
-    }
-
-    /// The batch that started at `started` ended (maybe early, on an error).
-    #[inline]
-    pub(super) fn meter_batch_end(&self, py: Python<'_>, tally: BatchTally, started: f64) {
-        if tally.dequeued == 0 {
             return;
         }
         let ended = monotonic_seconds();
         self.queues
             .borrow_mut(py)
             .meter
-            .batch_ran(tally.dequeued, tally.ran, started, ended);
+            .batch_ran(todo, tally.dequeued, tally.ran, ended);
     }
 
     /// The native part of `loop.stats()`: every key but `tasks`.
