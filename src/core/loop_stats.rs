@@ -235,16 +235,20 @@ impl LoopMeter {
         self.lag.advance(ended);
         let first = self.dequeued;
         let end = first + n as u64;
-        let share = took / n as f64;
         // The usual case: one mark covers the whole batch.
         if let Some(cover) = self.marks.front().filter(|m| m.seq <= first) {
             if self.marks.get(1).is_none_or(|m| m.seq >= end) {
                 let at = cover.at;
-                self.record_segment(started, share, 0, n, at);
+                if n == 1 {
+                    self.lag.record(started - at, 1);
+                } else {
+                    self.record_segment(started, took / n as f64, 0, n, at);
+                }
                 self.forget_marks_before(end);
                 return;
             }
         }
+        let share = took / n as f64;
         // Walk the segments of [first, end), each under one mark (or none: lag from `started`).
         let mut index = 0;
         while index < self.marks.len() && self.marks[index].seq <= first {
