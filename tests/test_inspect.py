@@ -20,8 +20,6 @@ import support
 
 pytestmark = pytest.mark.ferroloop_only
 
-REPO_PYTHON = str(Path(__file__).resolve().parent.parent / "python")
-
 
 def test_three_level_await_chain(loop):
     import ferroloop
@@ -163,7 +161,7 @@ CHILD = """
 def serving_child(child):
     """A child serving 100 echo connections to itself, with FERROLOOP_INSPECT=1."""
     script = child.script("serve100.py", CHILD)
-    env = child.env(FERROLOOP_INSPECT="1", PYTHONPATH=REPO_PYTHON)
+    env = child.env(FERROLOOP_INSPECT="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ferroloop", str(script)],
         stdout=subprocess.PIPE,
@@ -196,8 +194,9 @@ def _cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
 
 
 def support_env() -> dict[str, str]:
+    """Our environment (the child imports the ferroloop we import), without the opt-in."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_PYTHON
+    env.pop("FERROLOOP_INSPECT", None)
     return env
 
 
@@ -328,7 +327,7 @@ def test_no_opt_in_no_socket(child):
         asyncio.run(main())
         """,
     )
-    env = child.env(PYTHONPATH=REPO_PYTHON, FERROLOOP_INSPECT=None)
+    env = child.env(FERROLOOP_INSPECT=None)
     result = subprocess.run(
         [sys.executable, "-m", "ferroloop", str(script)],
         capture_output=True,

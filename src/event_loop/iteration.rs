@@ -53,7 +53,6 @@ struct VirtualJump {
 
 impl LoopCore {
     /// One iteration of the loop.
-    #[inline]
     pub(super) fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         self.stats.iterations.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +184,6 @@ impl LoopCore {
     }
 
     /// Runs up to `todo` callbacks from the ready queue's head, counting them in `tally`.
-    #[inline(always)]
     fn run_batch(
         &self,
         slf: &Bound<'_, Self>,
