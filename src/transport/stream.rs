@@ -1178,11 +1178,12 @@ impl Drop for StreamTransport {
 
 #[cfg(test)]
 mod tests {
-    /// Every connection carries one transport state: keep it small.
+    /// Every connection carries one transport state: keep it small. (152 bytes, plus the 16
+    /// of the byte counters `ferroloop.inspect_transports` shows.)
     #[test]
     fn state_size() {
         let size = std::mem::size_of::<super::State>();
-        assert!(size <= 160, "{size}");
+        assert!(size <= 168, "{size}");
         println!("State: {size} bytes");
     }
 }
