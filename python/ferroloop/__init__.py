@@ -20,13 +20,27 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._ferroloop import Handle, LoopCore, __version__
+from ._inspect import (
+    LagStats,
+    LoopStats,
+    TaskInfo,
+    TransportInfo,
+    inspect_tasks,
+    inspect_transports,
+)
 from ._loop import EventLoop
 
 __all__ = [
     "EventLoop",
     "Handle",
+    "LagStats",
     "LoopCore",
+    "LoopStats",
+    "TaskInfo",
+    "TransportInfo",
     "__version__",
+    "inspect_tasks",
+    "inspect_transports",
     "install",
     "new_event_loop",
     "run",

@@ -5,6 +5,9 @@ Runs an unmodified asyncio program with ferroloop as the loop behind ``asyncio.r
 at 0.0 and jumps from timer to timer), with ``--autojump-threshold SECONDS`` (real seconds
 the loop waits for I/O before a jump; default 0) and ``--no-wait-for-executor`` (the clock
 jumps past running ``run_in_executor``/``to_thread`` jobs) as in ``ferroloop.new_event_loop``.
+
+``python -m ferroloop ps PID`` / ``top PID``: the tasks, transports and stats of a process
+serving the inspector (``FERROLOOP_INSPECT=1``), see ``_inspect_cli.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import NoReturn
 
 USAGE = (
     "usage: python -m ferroloop [--virtual-time [--autojump-threshold SECONDS]"
-    " [--no-wait-for-executor]] SCRIPT [ARGS...] | -m MODULE [ARGS...]"
+    " [--no-wait-for-executor]] SCRIPT [ARGS...] | -m MODULE [ARGS...]\n"
+    "       python -m ferroloop ps PID | top PID [-n COUNT] [-i SECONDS]"
 )
 
 
@@ -61,6 +65,10 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         raise SystemExit(2 if not argv else 0)
+    if argv[0] in ("ps", "top"):
+        from ferroloop._inspect_cli import main as inspect_main
+
+        raise SystemExit(inspect_main(argv))
     import ferroloop
 
     loop_options, argv = _loop_options(argv)

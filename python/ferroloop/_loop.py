@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import errno
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from . import _fork
 from ._connections import ConnectionAPI
 from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
+from ._inspect import InspectAPI
 from ._pipes import PipeAPI
 from ._sendfile import SendfileAPI
 from ._server import ServerAPI
@@ -114,6 +116,7 @@ class EventLoop(
     TLSAPI,
     PipeAPI,
     SubprocessAPI,
+    InspectAPI,
     asyncio.AbstractEventLoop,
 ):
     """asyncio's event loop, implemented in Rust. Create it with ``ferroloop.new_event_loop()``.
@@ -122,7 +125,8 @@ class EventLoop(
     concept of the loop's API in its own module: ``SocketAPI`` (``_sockets``), ``ConnectionAPI``
     (``_connections``), ``ServerAPI`` (``_server``), ``DatagramAPI`` (``_datagram``),
     ``SendfileAPI`` (``_sendfile``), ``TLSAPI`` (``_tls``), ``PipeAPI`` (``_pipes``),
-    ``SubprocessAPI`` (``_subprocess``); this class adds the cold-path glue.
+    ``SubprocessAPI`` (``_subprocess``), ``InspectAPI`` (``_inspect``: ``stats()``,
+    ``serve_inspector()``); this class adds the cold-path glue.
     """
 
     def __init__(
@@ -203,6 +207,11 @@ class EventLoop(
             )
             events._set_running_loop(self)
             self._track_coroutine_origins(self.get_debug())
+            if self._inspector is None and os.environ.get("FERROLOOP_INSPECT", "0") not in (
+                "",
+                "0",
+            ):
+                self.serve_inspector()
             self._run_until_stopped()
         finally:
             self._track_coroutine_origins(False)
@@ -263,6 +272,7 @@ class EventLoop(
             logger.debug("Close %r", self)
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
+        self._close_inspector()
         self._close_core()
         self._executor_shutdown_called = True
         executor, self._default_executor = self._default_executor, None

@@ -5,12 +5,14 @@
 //! - [`timers`]: the deadline heap, ordered by deadline then scheduling order, with lazy purging
 //!   of cancelled entries;
 //! - [`poller`]: epoll, the eventfd waker of `call_soon_threadsafe`, the signal wakeup pipe;
+//! - [`loop_stats`]: the counters and lag window of `loop.stats()`;
 //! - [`fd_map`]: maps keyed by file descriptor (one multiplication instead of SipHash);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
 //!   once too many posts are pending).
 
 pub mod clock;
 pub mod fd_map;
+pub mod loop_stats;
 pub mod poller;
 pub mod post_gate;
 pub mod timers;

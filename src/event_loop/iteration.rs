@@ -24,6 +24,7 @@ use crate::core::clock::{monotonic_seconds, plan_virtual_wait, CLOCK_RESOLUTION}
 use crate::core::poller::{Readiness, Wakeup};
 use crate::event_loop::fd_watch::{Side, Watcher};
 use crate::event_loop::handle::RunOutcome;
+use crate::event_loop::stats::BatchTally;
 use crate::event_loop::{LoopCore, LoopQueues};
 use crate::interop::errors::os_error;
 
@@ -99,7 +100,13 @@ impl LoopCore {
                         && io_events.is_empty()
                         && wakeup == Wakeup::default() =>
                 {
-                    py.detach(|| poller.wait(timeout, &mut io_events))
+                    let (waited, slept) = py.detach(|| {
+                        let since = monotonic_seconds();
+                        let waited = poller.wait(timeout, &mut io_events);
+                        (waited, (since, monotonic_seconds()))
+                    });
+                    self.meter_slept(py, slept);
+                    waited
                 }
                 other => other,
             };
@@ -170,14 +177,30 @@ impl LoopCore {
         let py = slf.py();
         let todo = self.queues.borrow_mut(py).ready.len();
         self.batch_taken();
+        let mut tally = BatchTally::default();
+        let result = self.run_batch(slf, todo, &mut tally);
+        self.meter_batch_end(py, todo, tally);
+        result
+    }
+
+    /// Runs up to `todo` callbacks from the ready queue's head, counting them in `tally`.
+    fn run_batch(
+        &self,
+        slf: &Bound<'_, Self>,
+        todo: usize,
+        tally: &mut BatchTally,
+    ) -> PyResult<()> {
+        let py = slf.py();
         let debug = self.is_debug();
         for _ in 0..todo {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
                 break;
             };
+            tally.dequeued += 1;
             // Real time, also under virtual time: a slow callback is slow in the real world.
             let started = if debug { monotonic_seconds() } else { 0.0 };
             let outcome = handle.get().run(py, debug);
+            tally.ran += !matches!(outcome, RunOutcome::Skipped) as u64;
             if let RunOutcome::Raised(err) = outcome {
                 self.report_callback_error(slf, &handle, err)?;
             }
@@ -265,7 +288,12 @@ impl LoopCore {
         let mut receives = Vec::new();
         {
             let mut queues = self.queues.borrow_mut(py);
-            let LoopQueues { watched, ready, .. } = &mut *queues;
+            let LoopQueues {
+                watched,
+                ready,
+                meter,
+                ..
+            } = &mut *queues;
             for event in io_events.iter() {
                 let fd = event.token as i32;
                 let Some(watch) = watched.get(&fd) else {
@@ -280,8 +308,14 @@ impl LoopCore {
                         Some(Watcher::Callback(handle)) if handle.get().is_cancelled() => {
                             stale.push((fd, side));
                         }
-                        Some(Watcher::Callback(handle)) => ready.push_back(handle.clone_ref(py)),
-                        Some(Watcher::Recv(_)) => receives.push(fd),
+                        Some(Watcher::Callback(handle)) => {
+                            ready.push_back(handle.clone_ref(py));
+                            meter.io_events += 1;
+                        }
+                        Some(Watcher::Recv(_)) => {
+                            receives.push(fd);
+                            meter.io_events += 1;
+                        }
                         None => {}
                     }
                 }
@@ -302,8 +336,12 @@ impl LoopCore {
         if self.queues.borrow_mut(py).timers.is_empty() {
             return Ok(()); // no clock read when there is nothing to compare it with
         }
-        let end = self.now(py)? + CLOCK_RESOLUTION;
+        let now = self.now(py)?;
+        let end = now + CLOCK_RESOLUTION;
         let mut dropped = Vec::new();
+        // Deadlines are on the monotonic clock (the meter's) unless the time is virtual or
+        // replaced.
+        let real_time = !self.clock.is_virtual() && !self.time_replaced.load(Ordering::Relaxed);
         {
             let mut queues = self.queues.borrow_mut(py);
             while let Some(handle) = queues.timers.pop_due(end) {
@@ -311,6 +349,9 @@ impl LoopCore {
                 if handle.get().is_cancelled() {
                     dropped.push(handle);
                 } else {
+                    let queued = queues.ready.len();
+                    let due = handle.get().deadline().filter(|_| real_time);
+                    queues.meter.timer_fired(queued, due, now);
                     queues.ready.push_back(handle);
                 }
             }

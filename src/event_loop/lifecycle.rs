@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 use crate::core::clock::Clock;
 use crate::core::fd_map::FdMap;
+use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::Poller;
 use crate::core::post_gate::PostGate;
 use crate::core::timers::TimerQueue;
@@ -72,6 +73,7 @@ impl LoopCore {
                 pending_receives: 0,
                 next_sweep: 0.0,
                 quiet_since: None,
+                meter: LoopMeter::default(),
             }),
             clock: Clock::new(),
             poller: Poller::new().map_err(os_error)?,
@@ -144,6 +146,7 @@ impl LoopCore {
         this.running_thread
             .store(current_thread_ident(), Ordering::Relaxed);
         let _running = RunningGuard(slf);
+        this.meter_run_start(slf.py());
         loop {
             this.run_once(slf)?;
             if this.stopping.load(Ordering::Relaxed) {

@@ -299,6 +299,16 @@ impl LoopCore {
         self.close_core(py)
     }
 
+    /// The native part of `loop.stats()` (stats.rs): every documented key but `tasks`.
+    fn _loop_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.stats_dict(py)
+    }
+
+    /// Every open native transport with its descriptor, in descriptor order (transports.rs).
+    fn _open_transports(&self, py: Python<'_>) -> Vec<(i32, Py<PyAny>)> {
+        self.open_transports(py)
+    }
+
     /// Counts for introspection: ready callbacks, queued timers, cancelled timers still queued,
     /// loop iterations so far.
     fn _stats(&self, py: Python<'_>) -> (usize, usize, usize, u64) {

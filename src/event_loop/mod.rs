@@ -25,6 +25,7 @@
 //!   [`sock_io`]: one receive (also the stream transport's) and the pending-receive record;
 //! - [`tasks`]: `create_future`, `create_task`, the task factory;
 //! - [`transports`]: the registry of open transports by descriptor;
+//! - [`stats`]: `loop.stats()`, and the iteration's hooks feeding its metrics;
 //! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock;
 //! - [`virtual_time`]: `advance_time`, switching to virtual time, outstanding executor jobs
 //!   (the clock and the wait planning are in `core::clock`).
@@ -39,6 +40,7 @@ mod native_recv;
 mod report;
 mod schedule;
 pub mod sock_io;
+mod stats;
 mod tasks;
 mod time_override;
 mod transports;
@@ -52,6 +54,7 @@ use pyo3::prelude::*;
 
 use crate::core::clock::Clock;
 use crate::core::fd_map::FdMap;
+use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::{Poller, Readiness};
 use crate::core::post_gate::PostGate;
 use crate::core::timers::TimerQueue;
@@ -79,6 +82,8 @@ struct LoopQueues {
     /// event, no callback since), if one is under way. The autojump is due once it lasts
     /// the threshold, however many shorter waits (the closed-socket sweep) it took.
     quiet_since: Option<f64>,
+    /// The metrics of `loop.stats()` (`stats.rs`, `core::loop_stats`).
+    meter: LoopMeter,
 }
 
 /// Counters of the loop's life, for introspection and metrics.

@@ -36,4 +36,25 @@ impl LoopCore {
         // strong reference to it while holding the GIL.
         Some(unsafe { Bound::from_borrowed_ptr(py, address as *mut ffi::PyObject) }.unbind())
     }
+
+    /// Every open transport and its descriptor (for `ferroloop.inspect_transports`), in
+    /// descriptor order.
+    pub(super) fn open_transports(&self, py: Python<'_>) -> Vec<(i32, Py<PyAny>)> {
+        let mut entries: Vec<(i32, usize)> = self
+            .transports
+            .borrow_mut(py)
+            .iter()
+            .map(|(fd, address)| (*fd, *address))
+            .collect();
+        entries.sort_unstable();
+        entries
+            .into_iter()
+            .map(|(fd, address)| {
+                // SAFETY: as in `transport_for_fd`: registered addresses are live objects, and
+                // no Python code (which could close one) ran since the map was read.
+                let object = unsafe { Bound::from_borrowed_ptr(py, address as *mut ffi::PyObject) };
+                (fd, object.unbind())
+            })
+            .collect()
+    }
 }

@@ -73,6 +73,10 @@ pub(crate) struct State {
     family: i32,
     /// The last read was large (see `_read_ready`).
     large_reads: bool,
+    /// Bytes received so far (for `ferroloop.inspect_transports`).
+    bytes_in: u64,
+    /// Bytes handed to `write()` so far; those sent are this minus the ones still buffered.
+    bytes_written: u64,
     /// The peer's address, for a natively accepted connection (others keep it in `extra`).
     peer: Option<CompactAddr>,
     /// The local address, read just before the socket was closed.
@@ -118,6 +122,8 @@ impl State {
             fd,
             family,
             large_reads: false,
+            bytes_in: 0,
+            bytes_written: 0,
             peer,
             sockname_at_close: None,
             transport_socket: None,
@@ -379,6 +385,7 @@ impl StreamTransport {
         if failure.is_none() || incremental {
             let mut state = this.state.borrow_mut(py);
             for view in pieces {
+                state.bytes_written += view.len() as u64;
                 state.buffer.push_pinned(PinnedView::new(view), 0);
             }
         }
@@ -548,6 +555,7 @@ impl StreamTransport {
         if n == 0 {
             return Self::on_eof(slf, protocol);
         }
+        slf.get().state.borrow_mut(py).bytes_in += n as u64;
         if let Err(err) = protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
             return Self::fatal_error(
                 slf,
@@ -797,7 +805,10 @@ transport_pymethods! {
                 })
             };
             if let Ok(data) = &received {
-                slf.get().state.borrow_mut(py).large_reads = data.as_bytes().len() >= LARGE_READ;
+                let mut state = slf.get().state.borrow_mut(py);
+                let n = data.as_bytes().len();
+                state.large_reads = n >= LARGE_READ;
+                state.bytes_in += n as u64;
             }
             let data = match received {
                 Ok(data) => data,
@@ -835,6 +846,13 @@ transport_pymethods! {
             Ok(())
         }
 
+        /// For `ferroloop.inspect_transports`: bytes received, bytes handed to `write()`, and
+        /// whether the protocol's writing is paused (flow control).
+        fn _io_counts(&self, py: Python<'_>) -> (u64, u64, bool) {
+            let state = self.state.borrow_mut(py);
+            (state.bytes_in, state.bytes_written, state.core.protocol_paused)
+        }
+
         /// Sends `data` (bytes, bytearray or memoryview): at once if the buffer is empty, the rest
         /// (or all of it) buffered and sent when the socket is writable.
         fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -844,7 +862,10 @@ transport_pymethods! {
             let unsendable = payload.take_unsendable();
             let contents = payload.as_slice();
             let (fd, was_empty) = match this.admit_write(py, "write", || Ok(contents.is_empty()), true)? {
-                Some(state) => (state.fd, state.buffer.is_empty()),
+                Some(mut state) => {
+                    state.bytes_written += contents.len() as u64;
+                    (state.fd, state.buffer.is_empty())
+                }
                 None => return Ok(()),
             };
             let mut sent = 0;
@@ -1188,11 +1209,12 @@ impl Drop for StreamTransport {
 
 #[cfg(test)]
 mod tests {
-    /// Every connection carries one transport state: keep it small.
+    /// Every connection carries one transport state: keep it small. (152 bytes, plus the 16
+    /// of the byte counters `ferroloop.inspect_transports` shows.)
     #[test]
     fn state_size() {
         let size = std::mem::size_of::<super::State>();
-        assert!(size <= 160, "{size}");
+        assert!(size <= 168, "{size}");
         println!("State: {size} bytes");
     }
 }

@@ -1,0 +1,300 @@
+"""Seeing inside a running loop: ``loop.stats()``, ``ferroloop.inspect_tasks()`` and
+``ferroloop.inspect_transports()``.
+
+The counters behind ``stats()`` live in Rust (``src/core/loop_stats.rs``) and are always on;
+this module only shapes them (``LoopStats``) and adds the count of live tasks. The two
+inspection views are computed on demand, on the loop's thread, from what asyncio keeps anyway:
+a task's coroutine chain (``cr_await``), the future it waits on (``_fut_waiter``), and the
+loop's registry of open native transports with their byte counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, TypedDict
+
+
+class LagStats(TypedDict):
+    """How long ready callbacks waited before running, over the last 30 to 60 seconds."""
+
+    p50: float
+    """Median, in seconds."""
+    p99: float
+    """99th percentile, in seconds."""
+    max: float
+    """Longest wait in the window, in seconds."""
+
+
+class LoopStats(TypedDict):
+    """``loop.stats()``: counters since the loop was created, and what is open right now."""
+
+    iterations: int
+    """Loop iterations (polls of the ready queue) so far."""
+    callbacks_run: int
+    """Callbacks run (task steps, protocol callbacks, any handle; cancelled ones not)."""
+    io_events: int
+    """Readiness events dispatched (reader/writer callbacks queued, native receives)."""
+    timers_fired: int
+    """Timers that became due and were queued."""
+    busy_time: float
+    """Seconds the loop ran and was not blocked in the poll (callbacks, the loop's own work)."""
+    idle_time: float
+    """Seconds spent blocked in the poll."""
+    lag: LagStats
+    """How long ready callbacks waited before they ran (sliding window)."""
+    tasks: int
+    """Tasks of this loop not yet done."""
+    transports: int
+    """Open native transports (sockets, pipes)."""
+    readers: int
+    """Descriptors watched for reading (add_reader, transports, pending sock_recv)."""
+    writers: int
+    """Descriptors watched for writing."""
+    timers: int
+    """Timers scheduled and not cancelled."""
+
+
+class TaskInfo(TypedDict):
+    """One task in ``inspect_tasks()``."""
+
+    id: int
+    """``id()`` of the task: what ``awaits``/``awaited_by`` refer to."""
+    name: str
+    state: str
+    """``running``, ``scheduled`` (ready to run), ``waiting`` (on a future) or ``cancelling``."""
+    coroutine: str
+    """The task's coroutine's qualified name."""
+    where: str | None
+    """``file:line`` where the task is suspended (its innermost coroutine frame)."""
+    stack: list[str]
+    """The coroutine chain, outermost first: ``qualname (file:line)``."""
+    awaits: list[int]
+    """Ids of the tasks this task waits for (directly, or through ``gather``)."""
+    awaited_by: list[int]
+    """Ids of the tasks waiting for this one."""
+    await_chain: list[str]
+    """This task's name, then the name of the task awaiting it, and so on up to the root."""
+
+
+class TransportInfo(TypedDict):
+    """One transport in ``inspect_transports()``."""
+
+    kind: str
+    """``tcp``, ``tcp6``, ``unix``, ``udp``, ``udp6``, ``unix-dgram``, ``pipe-read`` or
+    ``pipe-write``."""
+    fd: int
+    local: str | None
+    peer: str | None
+    protocol: str
+    """The protocol's class name."""
+    write_buffered: int
+    """Bytes waiting to be sent."""
+    reading_paused: bool
+    writing_paused: bool
+    """The protocol was told ``pause_writing()`` (flow control)."""
+    bytes_in: int | None
+    """Bytes received so far (None where the transport does not count them)."""
+    bytes_out: int | None
+    """Bytes sent so far (None where the transport does not count them)."""
+
+
+def _running_loop_or(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    if loop is not None:
+        return loop
+    return asyncio.get_running_loop()
+
+
+def _frame_text(frame: Any) -> str:
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _coroutine_chain(coro: Any) -> list[tuple[str, Any]]:
+    """``(qualname, frame)`` of each coroutine/generator in the await chain, outermost first."""
+    chain: list[tuple[str, Any]] = []
+    for _ in range(256):  # a cycle cannot happen, but a runaway chain must not hang the loop
+        if coro is None:
+            break
+        frame = getattr(coro, "cr_frame", None)
+        following = getattr(coro, "cr_await", None)
+        if frame is None and hasattr(coro, "gi_frame"):
+            frame, following = coro.gi_frame, coro.gi_yieldfrom
+        elif frame is None and hasattr(coro, "ag_frame"):
+            frame, following = coro.ag_frame, coro.ag_await
+        if frame is None:
+            break
+        name = getattr(coro, "__qualname__", None) or frame.f_code.co_name
+        chain.append((name, frame))
+        coro = following
+    return chain
+
+
+def _awaited_tasks(task: asyncio.Task) -> list[asyncio.Future]:
+    """The tasks ``task`` is waiting for: the future it waits on if that is a task, or the
+    children of a ``gather``."""
+    waiter = getattr(task, "_fut_waiter", None)
+    if waiter is None:
+        return []
+    if isinstance(waiter, asyncio.Task):
+        return [waiter]
+    children = getattr(waiter, "_children", None)  # asyncio.gather's future
+    if children:
+        return [child for child in children if isinstance(child, asyncio.Task)]
+    return []
+
+
+def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInfo]:
+    """The tasks of ``loop`` (default: the running loop) that are not done, with where each is
+    suspended and which task awaits which (as Python 3.14's ``asyncio pstree`` shows)."""
+    loop = _running_loop_or(loop)
+    current = asyncio.current_task(loop) if loop.is_running() else None
+    tasks = sorted(asyncio.all_tasks(loop), key=id)
+    known = {id(task) for task in tasks}
+    awaits: dict[int, list[int]] = {}
+    awaited_by: dict[int, list[int]] = {id(task): [] for task in tasks}
+    for task in tasks:
+        targets = [id(t) for t in _awaited_tasks(task) if id(t) in known]
+        awaits[id(task)] = targets
+        for target in targets:
+            awaited_by[target].append(id(task))
+    names = {id(task): task.get_name() for task in tasks}
+    infos: list[TaskInfo] = []
+    for task in tasks:
+        chain = _coroutine_chain(task.get_coro())
+        if task is current:
+            state = "running"
+        elif task.cancelling():
+            state = "cancelling"
+        elif getattr(task, "_fut_waiter", None) is not None:
+            state = "waiting"
+        else:
+            state = "scheduled"
+        coro = task.get_coro()
+        await_chain = [names[id(task)]]
+        seen = {id(task)}
+        parent = awaited_by[id(task)]
+        while parent and parent[0] not in seen:
+            seen.add(parent[0])
+            await_chain.append(names[parent[0]])
+            parent = awaited_by[parent[0]]
+        infos.append(
+            TaskInfo(
+                id=id(task),
+                name=names[id(task)],
+                state=state,
+                coroutine=getattr(coro, "__qualname__", None) or type(coro).__name__,
+                where=_frame_text(chain[-1][1]) if chain else None,
+                stack=[f"{name} ({_frame_text(frame)})" for name, frame in chain],
+                awaits=awaits[id(task)],
+                awaited_by=awaited_by[id(task)],
+                await_chain=await_chain,
+            )
+        )
+    return infos
+
+
+def _address_text(address: Any) -> str | None:
+    if address is None or address == "" or address == b"":
+        return None
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, bytes):
+        return repr(address)
+    return str(address)
+
+
+_FAMILY_KINDS = {
+    (socket.AF_INET, socket.SOCK_STREAM): "tcp",
+    (socket.AF_INET6, socket.SOCK_STREAM): "tcp6",
+    (socket.AF_UNIX, socket.SOCK_STREAM): "unix",
+    (socket.AF_INET, socket.SOCK_DGRAM): "udp",
+    (socket.AF_INET6, socket.SOCK_DGRAM): "udp6",
+    (socket.AF_UNIX, socket.SOCK_DGRAM): "unix-dgram",
+}
+
+
+def _transport_kind(transport: Any) -> str:
+    class_name = type(transport).__name__
+    if class_name == "ReadPipeTransport":
+        return "pipe-read"
+    if class_name == "WritePipeTransport":
+        return "pipe-write"
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        kind = _FAMILY_KINDS.get((sock.family, sock.type))
+        if kind is not None:
+            return kind
+    return "datagram" if class_name == "DatagramTransport" else "stream"
+
+
+def inspect_transports(loop: asyncio.AbstractEventLoop | None = None) -> list[TransportInfo]:
+    """The open native transports of a ferroloop ``loop`` (default: the running loop), in
+    descriptor order: kind, descriptor, addresses, buffered bytes, flow control, bytes in/out."""
+    loop = _running_loop_or(loop)
+    open_transports = getattr(loop, "_open_transports", None)
+    if open_transports is None:
+        raise TypeError(f"inspect_transports() needs a ferroloop loop, not {type(loop).__name__}")
+    infos: list[TransportInfo] = []
+    for fd, transport in open_transports():
+        is_reading = getattr(transport, "is_reading", None)
+        buffer_size = getattr(transport, "get_write_buffer_size", None)
+        written = buffered = 0
+        bytes_in = bytes_out = None
+        writing_paused = False
+        counts = getattr(transport, "_io_counts", None)
+        if counts is not None:
+            bytes_in, written, writing_paused = counts()
+        if buffer_size is not None:
+            buffered = buffer_size()
+        if counts is not None:
+            bytes_out = max(0, written - buffered)
+        protocol = transport.get_protocol()
+        if getattr(protocol, "_ferroloop_inspector", False):
+            continue  # the inspector's own connections
+        infos.append(
+            TransportInfo(
+                kind=_transport_kind(transport),
+                fd=fd,
+                local=_address_text(transport.get_extra_info("sockname")),
+                peer=_address_text(transport.get_extra_info("peername")),
+                protocol=type(protocol).__name__ if protocol is not None else "-",
+                write_buffered=buffered,
+                reading_paused=is_reading is not None
+                and not transport.is_closing()
+                and not is_reading(),
+                writing_paused=bool(writing_paused),
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+            )
+        )
+    return infos
+
+
+class InspectAPI:
+    """``EventLoop`` mixin: ``stats()`` and ``serve_inspector()``."""
+
+    _inspector: Any = None
+
+    def stats(self) -> LoopStats:
+        """The loop's metrics (see ``LoopStats`` for each key). Cheap: counters kept by the
+        loop at all times, plus the count of live tasks."""
+        result: Any = self._loop_stats()  # type: ignore[attr-defined]
+        result["tasks"] = len(asyncio.all_tasks(self))  # type: ignore[arg-type]
+        return result
+
+    def serve_inspector(self) -> str:
+        """Serves ``stats()``, ``inspect_tasks()`` and ``inspect_transports()`` on a Unix
+        socket only this user can use (mode 0600, in a private directory), for
+        ``python -m ferroloop ps|top PID``; returns its path. The socket is removed when the
+        loop closes. Idempotent."""
+        from ._inspector import InspectorServer
+
+        if self._inspector is None:
+            self._inspector = InspectorServer.start(self)
+        return self._inspector.path
+
+    def _close_inspector(self) -> None:
+        inspector, self._inspector = self._inspector, None
+        if inspector is not None:
+            inspector.close()

@@ -1,0 +1,447 @@
+//! The loop's metrics (`loop.stats()`), kept cheap enough to be always on: plain counters,
+//! one clock read per batch of ready callbacks (at its end, never one per callback; a batch
+//! starts at the previous reading), two around a poll that blocks, and the lag of
+//! ready callbacks (how long they waited before running) in a sliding window of log-scale
+//! histograms.
+//!
+//! How the lag is measured without timestamping each callback: the ready queue is FIFO, so a
+//! handle is known by its sequence number (handles dequeued so far plus its position). The
+//! loop drops *marks* (sequence number, time) whenever the time handles are queued at changes
+//! meaningfully: at the start of each batch (handles queued while it runs were queued no
+//! earlier than that), when a blocking poll returns (the I/O callbacks it queues became ready
+//! then), and for each due timer (its deadline). When a batch of `n` handles ran between
+//! `started` and `ended`, the `k`-th one is taken to have started at
+//! `started + (ended - started) * k / n` (equal shares of the batch), and its lag is that minus
+//! the time of the mark it falls under. The lag is thus exact to the batch's resolution (and
+//! to 100 µs: closer marks merge, so timers due together make one segment).
+
+use std::collections::VecDeque;
+
+/// Sub-buckets per power of two in the lag histogram (3 bits: values within 12.5 %).
+const SUB_BITS: u32 = 3;
+/// The bucket key of a positive `f64`: its exponent and first `SUB_BITS` mantissa bits.
+const KEY_SHIFT: u32 = 52 - SUB_BITS;
+/// The key of 2^-30 s (~1 ns): lags below fall in the first bucket.
+const LOWEST_KEY: u64 = (1023 - 30) << SUB_BITS;
+/// Buckets from 2^-30 s to 2^13 s (~2.3 hours; longer lags fall in the last one).
+const BUCKETS: usize = (43 << SUB_BITS) as usize;
+/// The lag window turns over after this many seconds: percentiles cover the last 30 to 60 s.
+pub const LAG_WINDOW_SECONDS: f64 = 30.0;
+/// Marks closer in time than this (seconds) are merged: the lag is not measured finer.
+const MARK_RESOLUTION: f64 = 100e-6;
+/// A segment of a batch larger than this is recorded as this many equal parts.
+const SEGMENT_PARTS: usize = 8;
+
+/// The histogram bucket of a lag in seconds: a shift of its bits (log scale, no arithmetic).
+#[inline]
+fn bucket_of(seconds: f64) -> usize {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return 0;
+    }
+    let key = seconds.to_bits() >> KEY_SHIFT;
+    (key.saturating_sub(LOWEST_KEY) as usize).min(BUCKETS - 1)
+}
+
+/// The smallest lag (seconds) in bucket `index` (0 for the first).
+fn bucket_floor(index: usize) -> f64 {
+    if index == 0 {
+        return 0.0;
+    }
+    f64::from_bits((index as u64 + LOWEST_KEY) << KEY_SHIFT)
+}
+
+/// A log-scale histogram of lags, with the exact maximum.
+#[derive(Clone)]
+struct Histogram {
+    counts: Box<[u64; BUCKETS]>,
+    total: u64,
+    max: f64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: Box::new([0; BUCKETS]),
+            total: 0,
+            max: 0.0,
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, seconds: f64, weight: u64) {
+        self.counts[bucket_of(seconds)] += weight;
+        self.total += weight;
+        self.max = self.max.max(seconds);
+    }
+
+    fn clear(&mut self) {
+        self.counts.fill(0);
+        self.total = 0;
+        self.max = 0.0;
+    }
+}
+
+/// Percentiles and maximum of the lag over the window, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LagSummary {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest lag seen in the window.
+    pub max: f64,
+}
+
+/// The lag's sliding window: the current histogram and the previous one.
+pub struct LagWindow {
+    current: Histogram,
+    previous: Histogram,
+    /// When `current` began (monotonic seconds); NaN before the first sample.
+    began: f64,
+}
+
+impl Default for LagWindow {
+    fn default() -> Self {
+        LagWindow {
+            current: Histogram::new(),
+            previous: Histogram::new(),
+            began: f64::NAN,
+        }
+    }
+}
+
+impl LagWindow {
+    /// Turns the window over if `now` is past its current half (once per batch).
+    #[inline]
+    pub fn advance(&mut self, now: f64) {
+        // `within` is false also when `began` is NaN (first sample).
+        let within = |span: f64| (now - self.began) < span;
+        if !within(LAG_WINDOW_SECONDS) {
+            self.turn(now, within(2.0 * LAG_WINDOW_SECONDS));
+        }
+    }
+
+    #[cold]
+    fn turn(&mut self, now: f64, keep_previous: bool) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        if !keep_previous {
+            self.previous.clear();
+        }
+        self.current.clear();
+        self.began = now;
+    }
+
+    /// Records `weight` callbacks that waited `seconds` (negative counts as 0).
+    #[inline]
+    pub fn record(&mut self, seconds: f64, weight: u64) {
+        self.current.record(seconds.max(0.0), weight);
+    }
+
+    /// p50, p99 and max over the window (zeros when empty).
+    pub fn summary(&self) -> LagSummary {
+        let total = self.current.total + self.previous.total;
+        if total == 0 {
+            return LagSummary::default();
+        }
+        let max = self.current.max.max(self.previous.max);
+        let quantile = |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            let mut seen = 0;
+            for index in 0..BUCKETS {
+                seen += self.current.counts[index] + self.previous.counts[index];
+                if seen >= rank {
+                    // The middle of the bucket, never above the largest value seen.
+                    let low = bucket_floor(index);
+                    let high = if index + 1 < BUCKETS {
+                        bucket_floor(index + 1)
+                    } else {
+                        max
+                    };
+                    return ((low + high) / 2.0).min(max);
+                }
+            }
+            max
+        };
+        LagSummary {
+            p50: quantile(0.50),
+            p99: quantile(0.99),
+            max,
+        }
+    }
+}
+
+/// A point in the ready queue: handles from sequence number `seq` on were queued no earlier
+/// than `at` (monotonic seconds).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Mark {
+    seq: u64,
+    at: f64,
+}
+
+/// The loop's counters and lag window. Updated by the loop's iteration only.
+#[derive(Default)]
+pub struct LoopMeter {
+    /// Callbacks run (cancelled handles skipped are not counted).
+    pub callbacks_run: u64,
+    /// Readiness events dispatched: reader/writer callbacks queued and native receives.
+    pub io_events: u64,
+    /// Timers that became due and were queued.
+    pub timers_fired: u64,
+    /// Seconds spent running, not blocked in the poll: callbacks, and the loop's own work.
+    pub busy_time: f64,
+    /// Seconds spent blocked in the poll.
+    pub idle_time: f64,
+    /// Handles that left the ready queue so far: the sequence number of its head.
+    dequeued: u64,
+    /// Marks in sequence order, none before the queue's head except the one covering it.
+    marks: VecDeque<Mark>,
+    /// The lag of ready callbacks.
+    pub lag: LagWindow,
+    /// The last clock reading (monotonic seconds): the end of the last batch or blocking poll,
+    /// or when the loop started running. The next batch starts then (one clock read per batch).
+    last_time: f64,
+}
+
+impl LoopMeter {
+    /// Handles queued from now on (the queue holds `queued` handles) were queued no earlier
+    /// than `at`.
+    #[inline]
+    pub fn queued_from(&mut self, queued: usize, at: f64) {
+        let seq = self.dequeued + queued as u64;
+        match self.marks.back_mut() {
+            // No handle between the two marks: the later one replaces the earlier.
+            Some(last) if last.seq == seq => last.at = at,
+            // Close enough in time (timers due together): one segment, one lag.
+            Some(last) if (at - last.at).abs() < MARK_RESOLUTION => {}
+            _ => self.marks.push_back(Mark { seq, at }),
+        }
+    }
+
+    /// A batch of `todo` ready callbacks ended at `ended` (the one clock reading per batch):
+    /// it began at the previous reading. `n` handles left the queue's head (fewer than `todo`
+    /// if a callback's error ended the batch early) and `ran` of them were not cancelled.
+    /// Records the busy time, the counts and their lags; handles queued while it ran (behind
+    /// the `todo` first) were queued no earlier than it began.
+    pub fn batch_ran(&mut self, todo: usize, n: usize, ran: u64, ended: f64) {
+        let started = self.last_time;
+        self.queued_from(todo, started);
+        self.callbacks_run += ran;
+        let took = (ended - started).max(0.0);
+        self.busy_time += took;
+        self.last_time = ended;
+        if n == 0 {
+            return;
+        }
+        self.lag.advance(ended);
+        let first = self.dequeued;
+        let end = first + n as u64;
+        // The usual case: one mark covers the whole batch.
+        if let Some(cover) = self.marks.front().filter(|m| m.seq <= first) {
+            if self.marks.get(1).is_none_or(|m| m.seq >= end) {
+                let at = cover.at;
+                if n == 1 {
+                    self.lag.record(started - at, 1);
+                } else {
+                    self.record_segment(started, took / n as f64, 0, n, at);
+                }
+                self.forget_marks_before(end);
+                return;
+            }
+        }
+        let share = took / n as f64;
+        // Walk the segments of [first, end), each under one mark (or none: lag from `started`).
+        let mut index = 0;
+        while index < self.marks.len() && self.marks[index].seq <= first {
+            index += 1;
+        }
+        // marks[index - 1] covers `first`, if any.
+        let mut from = first;
+        let mut at = if index > 0 {
+            self.marks[index - 1].at
+        } else {
+            started
+        };
+        loop {
+            let until = match self.marks.get(index) {
+                Some(mark) if mark.seq < end => mark.seq,
+                _ => end,
+            };
+            self.record_segment(
+                started,
+                share,
+                (from - first) as usize,
+                (until - from) as usize,
+                at,
+            );
+            if until == end {
+                break;
+            }
+            from = until;
+            at = self.marks[index].at;
+            index += 1;
+        }
+        self.forget_marks_before(end);
+    }
+
+    /// The handles before `end` ran: drops the marks no longer needed (keeps the last one at
+    /// or before `end`, which covers the handles from `end` on).
+    #[inline]
+    fn forget_marks_before(&mut self, end: u64) {
+        while self.marks.len() >= 2 && self.marks[1].seq <= end {
+            self.marks.pop_front();
+        }
+        self.dequeued = end;
+    }
+
+    /// Records `count` handles from batch position `offset` on, queued at `at`.
+    fn record_segment(&mut self, started: f64, share: f64, offset: usize, count: usize, at: f64) {
+        debug_assert!(count > 0);
+        let waited = started - at;
+        if count == 1 {
+            self.lag.record(waited + share * offset as f64, 1);
+        } else if count <= SEGMENT_PARTS {
+            for k in offset..offset + count {
+                self.lag.record(waited + share * k as f64, 1);
+            }
+        } else {
+            // Equal parts, each recorded at its middle position.
+            for part in 0..SEGMENT_PARTS {
+                let lo = offset + count * part / SEGMENT_PARTS;
+                let hi = offset + count * (part + 1) / SEGMENT_PARTS;
+                if hi > lo {
+                    let middle = (lo + hi - 1) as f64 / 2.0;
+                    self.lag.record(waited + share * middle, (hi - lo) as u64);
+                }
+            }
+        }
+    }
+
+    /// A timer became due and is queued behind `queued` handles; `due` is its deadline on
+    /// the meter's clock, None when the loop's time is virtual or replaced (then it counts
+    /// as queued with the handles before it).
+    #[inline]
+    pub fn timer_fired(&mut self, queued: usize, due: Option<f64>, now: f64) {
+        self.timers_fired += 1;
+        if let Some(due) = due {
+            self.queued_from(queued, due.min(now));
+        }
+    }
+
+    /// The loop starts running at `now`: handles already queued wait from now on (the time
+    /// the loop was not running is not lag).
+    pub fn run_started(&mut self, now: f64) {
+        self.last_time = now;
+        self.marks.clear();
+        self.marks.push_back(Mark {
+            seq: self.dequeued,
+            at: now,
+        });
+    }
+
+    /// The poll blocked from `since` to `until` (the clock's readings around it; the time
+    /// before it since the last reading was busy). Handles queued from now on (the queue
+    /// holds `queued`) became ready when it returned.
+    pub fn slept(&mut self, queued: usize, since: f64, until: f64) {
+        self.busy_time += (since - self.last_time).max(0.0);
+        self.idle_time += (until - since).max(0.0);
+        self.last_time = until;
+        self.queued_from(queued, until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_cover_values() {
+        for seconds in [
+            1e-9, 1.5e-9, 1e-6, 0.001, 0.0123, 0.5, 1.0, 3.7, 1000.0, 8000.0,
+        ] {
+            let index = bucket_of(seconds);
+            assert!(bucket_floor(index) <= seconds, "{seconds}");
+            assert!(bucket_floor(index + 1) > seconds, "{seconds}");
+            assert!(bucket_floor(index + 1) <= seconds * 1.126, "{seconds}");
+        }
+        assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(-1.0), 0);
+        assert_eq!(bucket_of(f64::NAN), 0);
+        assert_eq!(bucket_of(1e9), BUCKETS - 1);
+        for index in 1..BUCKETS {
+            assert!(bucket_floor(index) > bucket_floor(index - 1));
+        }
+    }
+
+    #[test]
+    fn percentiles_within_bucket_precision() {
+        let mut window = LagWindow::default();
+        window.advance(0.0);
+        window.record(0.001, 98);
+        window.record(0.5, 2);
+        let summary = window.summary();
+        assert!((summary.p50 - 0.001).abs() < 0.000_15, "{summary:?}");
+        assert!((summary.p99 - 0.5).abs() < 0.07, "{summary:?}");
+        assert_eq!(summary.max, 0.5);
+    }
+
+    #[test]
+    fn window_forgets_old_samples() {
+        let mut window = LagWindow::default();
+        window.advance(0.0);
+        window.record(1.0, 1);
+        window.advance(LAG_WINDOW_SECONDS + 1.0);
+        window.record(0.001, 1);
+        assert_eq!(window.summary().max, 1.0); // previous half still counts
+        window.advance(3.0 * LAG_WINDOW_SECONDS);
+        window.record(0.002, 1);
+        assert_eq!(window.summary().max, 0.002);
+    }
+
+    #[test]
+    fn a_slow_callback_delays_the_next_ones() {
+        let mut meter = LoopMeter::default();
+        // Batch 1: 2 handles queued at 0.0, started at 1.0; the first takes 0.5 s. One handle
+        // is queued during the batch (mark at 1.0).
+        meter.run_started(0.0);
+        meter.slept(0, 0.0, 1.0); // queued at 0.0; the loop slept until 1.0 (a timer)
+        meter.batch_ran(2, 2, 2, 1.5);
+        // Batch 2: that handle, started at 1.5.
+        meter.batch_ran(1, 1, 1, 1.5);
+        assert_eq!(meter.callbacks_run, 3);
+        assert!((meter.busy_time - 0.5).abs() < 1e-9);
+        let summary = meter.lag.summary();
+        // Lags: 0 and 0.25 (queued when the loop woke at 1.0; equal shares), then 0.5.
+        assert!((summary.max - 0.5).abs() < 1e-6, "{summary:?}");
+        assert!((meter.idle_time - 1.0).abs() < 1e-9);
+        assert!(meter.marks.len() <= 2);
+    }
+
+    #[test]
+    fn one_clock_reading_per_batch_and_idle_polls() {
+        let mut meter = LoopMeter::default();
+        meter.run_started(0.0);
+        // Batch 1: two handles queued before the run; the first takes 0.5 s.
+        meter.batch_ran(2, 2, 2, 0.5);
+        // Batch 2: a handle queued during batch 1.
+        meter.batch_ran(1, 1, 1, 0.5);
+        // The loop works 0.1 s, then blocks 1 s; an I/O callback is queued when it wakes.
+        meter.slept(0, 0.6, 1.6);
+        meter.batch_ran(1, 1, 1, 1.7);
+        assert_eq!(meter.callbacks_run, 4);
+        assert!((meter.busy_time - 0.7).abs() < 1e-9, "{}", meter.busy_time);
+        assert!((meter.idle_time - 1.0).abs() < 1e-9);
+        let summary = meter.lag.summary();
+        assert!((summary.max - 0.5).abs() < 1e-6, "{summary:?}");
+        assert!(meter.marks.len() <= 2);
+    }
+
+    #[test]
+    fn large_segments_are_recorded_in_parts() {
+        let mut meter = LoopMeter::default();
+        meter.run_started(0.0);
+        meter.batch_ran(1000, 1000, 1000, 1.0);
+        let summary = meter.lag.summary();
+        assert!(summary.max > 0.9 && summary.max < 1.0, "{summary:?}");
+        assert!((summary.p50 - 0.5).abs() < 0.1, "{summary:?}");
+    }
+}

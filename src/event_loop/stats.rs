@@ -1,0 +1,94 @@
+//! `loop.stats()`: the loop's metrics as a dict, and the iteration's hooks that feed them
+//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost one clock read
+//! per batch of ready callbacks and two around each blocking poll; nothing per callback but
+//! a count.
+
+use std::sync::atomic::Ordering;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::core::clock::monotonic_seconds;
+use crate::event_loop::LoopCore;
+
+/// What one batch of ready callbacks did, counted by `run_batch`.
+#[derive(Default, Clone, Copy)]
+pub(super) struct BatchTally {
+    /// Handles taken from the ready queue.
+    pub(super) dequeued: usize,
+    /// Of those, the ones that ran (not cancelled).
+    pub(super) ran: u64,
+}
+
+impl LoopCore {
+    /// `run_forever` starts: what is queued waits from now on.
+    pub(super) fn meter_run_start(&self, py: Python<'_>) {
+        self.queues
+            .borrow_mut(py)
+            .meter
+            .run_started(monotonic_seconds());
+    }
+
+    /// The poll blocked from `slept.0` to `slept.1` (monotonic seconds): idle time, and the
+    /// I/O callbacks about to be queued became ready when it returned.
+    pub(super) fn meter_slept(&self, py: Python<'_>, slept: (f64, f64)) {
+        let mut queues = self.queues.borrow_mut(py);
+        let queued = queues.ready.len();
+        queues.meter.slept(queued, slept.0, slept.1);
+    }
+
+    /// A batch of `todo` ready callbacks ended (maybe early, on an error): one clock read.
+    #[inline]
+    pub(super) fn meter_batch_end(&self, py: Python<'_>, todo: usize, tally: BatchTally) {
+        if todo == 0 {
+            return;
+        }
+        let ended = monotonic_seconds();
+        self.queues
+            .borrow_mut(py)
+            .meter
+            .batch_ran(todo, tally.dequeued, tally.ran, ended);
+    }
+
+    /// The native part of `loop.stats()`: every key but `tasks`.
+    pub(super) fn stats_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        let newly_cancelled = self.cancelled_timers.load(Ordering::Relaxed);
+        let (readers, writers) = {
+            let queues = self.queues.borrow_mut(py);
+            let meter = &queues.meter;
+            dict.set_item("iterations", self.stats.iterations.load(Ordering::Relaxed))?;
+            dict.set_item("callbacks_run", meter.callbacks_run)?;
+            dict.set_item("io_events", meter.io_events)?;
+            dict.set_item("timers_fired", meter.timers_fired)?;
+            dict.set_item("busy_time", meter.busy_time)?;
+            dict.set_item("idle_time", meter.idle_time)?;
+            let lag = meter.lag.summary();
+            let lag_dict = PyDict::new(py);
+            lag_dict.set_item("p50", lag.p50)?;
+            lag_dict.set_item("p99", lag.p99)?;
+            lag_dict.set_item("max", lag.max)?;
+            dict.set_item("lag", lag_dict)?;
+            let timers = queues
+                .timers
+                .len()
+                .saturating_sub(queues.timers.cancelled_count() + newly_cancelled);
+            dict.set_item("timers", timers)?;
+            let readers = queues
+                .watched
+                .values()
+                .filter(|w| w.reader.is_some())
+                .count();
+            let writers = queues
+                .watched
+                .values()
+                .filter(|w| w.writer.is_some())
+                .count();
+            (readers, writers)
+        };
+        dict.set_item("transports", self.transports.borrow_mut(py).len())?;
+        dict.set_item("readers", readers)?;
+        dict.set_item("writers", writers)?;
+        Ok(dict)
+    }
+}

@@ -1,0 +1,343 @@
+"""``ferroloop.inspect_tasks()``, ``ferroloop.inspect_transports()``, the inspector socket
+(``FERROLOOP_INSPECT=1`` / ``loop.serve_inspector()``) and ``python -m ferroloop ps|top PID``
+(ferroloop only: stock asyncio has none of them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import support
+
+pytestmark = pytest.mark.ferroloop_only
+
+
+def test_three_level_await_chain(loop):
+    import ferroloop
+
+    seen: list = []
+    gate = asyncio.Event()
+
+    async def leaf():
+        await gate.wait()  # LEAF-LINE
+
+    async def middle():
+        await asyncio.create_task(leaf(), name="leaf")
+
+    async def root():
+        await asyncio.create_task(middle(), name="middle")
+
+    async def main():
+        task = asyncio.create_task(root(), name="root")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen.extend(ferroloop.inspect_tasks())
+        gate.set()
+        await task
+
+    support.run(loop, main())
+    by_name = {info["name"]: info for info in seen}
+    assert set(by_name) >= {"root", "middle", "leaf"}
+    leaf_info = by_name["leaf"]
+    assert leaf_info["await_chain"] == ["leaf", "middle", "root"]
+    assert by_name["middle"]["awaits"] == [leaf_info["id"]]
+    assert leaf_info["awaited_by"] == [by_name["middle"]["id"]]
+    assert by_name["root"]["awaits"] == [by_name["middle"]["id"]]
+    assert leaf_info["state"] == "waiting" and leaf_info["coroutine"].endswith("leaf")
+    line = next(
+        number
+        for number, text in enumerate(Path(__file__).read_text().splitlines(), 1)
+        if "# LEAF-LINE" in text and "await gate" in text
+    )
+    assert leaf_info["stack"][0].endswith(f"({__file__}:{line})"), leaf_info["stack"]
+    assert leaf_info["where"] is not None and leaf_info["where"].rsplit(":", 1)[1].isdigit()
+    current = [info for info in seen if info["state"] == "running"]
+    assert [info["coroutine"] for info in current] == ["test_three_level_await_chain.<locals>.main"]
+
+
+def test_gather_children_are_awaited_by_the_gatherer(loop):
+    import ferroloop
+
+    seen: list = []
+
+    async def child():
+        await asyncio.sleep(0.05)
+
+    async def parent():
+        await asyncio.gather(
+            asyncio.create_task(child(), name="c1"), asyncio.create_task(child(), name="c2")
+        )
+
+    async def main():
+        task = asyncio.create_task(parent(), name="parent")
+        await asyncio.sleep(0.01)
+        seen.extend(ferroloop.inspect_tasks())
+        await task
+
+    support.run(loop, main())
+    by_name = {info["name"]: info for info in seen}
+    assert by_name["c1"]["await_chain"] == ["c1", "parent"]
+    assert sorted(by_name["parent"]["awaits"]) == sorted([by_name["c1"]["id"], by_name["c2"]["id"]])
+
+
+def test_transports_report_bytes_and_flow_control(loop):
+    import ferroloop
+
+    a, b = socket.socketpair()
+    seen: list = []
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, data):
+            pass
+
+    async def main():
+        ta, _ = await loop.create_connection(Sink, sock=a)
+        tb, _ = await loop.create_connection(Sink, sock=b)
+        ta.write(b"x" * 1000)
+        tb.write(b"y" * 10)
+        await asyncio.sleep(0.05)
+        tb.pause_reading()
+        seen.extend(ferroloop.inspect_transports())
+        ta.close()
+        tb.close()
+        await asyncio.sleep(0)
+
+    support.run(loop, main())
+    by_fd = {info["fd"]: info for info in seen}
+    assert set(by_fd) == {a.fileno(), b.fileno()} or len(seen) == 2
+    ia = next(info for info in seen if info["bytes_out"] == 1000)
+    ib = next(info for info in seen if info["bytes_out"] == 10)
+    assert (ia["bytes_in"], ib["bytes_in"]) == (10, 1000)
+    assert ia["kind"] == ib["kind"] == "unix"
+    assert ib["reading_paused"] and not ia["reading_paused"]
+    assert not ia["writing_paused"] and ia["write_buffered"] == 0
+    assert ia["protocol"] == "Sink"
+
+
+CHILD = """
+    import asyncio
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def client(port, ready):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello")
+        await reader.readexactly(5)
+        ready.append(writer)
+        await asyncio.sleep(3600)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ready = []
+        clients = [
+            asyncio.create_task(client(port, ready), name=f"client-{i}") for i in range(100)
+        ]
+        while len(ready) < 100:
+            await asyncio.sleep(0.01)
+        print("ready", port, flush=True)
+        await asyncio.gather(*clients)
+
+    asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def serving_child(child):
+    """A child serving 100 echo connections to itself, with FERROLOOP_INSPECT=1."""
+    script = child.script("serve100.py", CHILD)
+    env = child.env(FERROLOOP_INSPECT="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferroloop", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), (line, proc.stderr.read() if proc.poll() else "")
+        yield proc, int(line.split()[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    env = support_env()
+    return subprocess.run(
+        [sys.executable, "-m", "ferroloop", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def support_env() -> dict[str, str]:
+    """Our environment (the child imports the ferroloop we import), without the opt-in."""
+    env = dict(os.environ)
+    env.pop("FERROLOOP_INSPECT", None)
+    return env
+
+
+def test_ps_shows_the_tasks_and_connections(serving_child):
+    proc, port = serving_child
+    result = _cli("ps", str(proc.pid))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"process {proc.pid}: 101 tasks" in out
+    assert "TASKS (101)" in out and "TRANSPORTS (200)" in out
+    for i in range(100):
+        assert f"client-{i} " in out
+    assert "client-7 <- Task-1" in out
+    rows = [line for line in out.splitlines() if f"127.0.0.1:{port}" in line]
+    assert len(rows) == 200  # 100 client ends (peer = port), 100 server ends (local = port)
+    assert sum("Echo" in row for row in rows) == 100
+    assert all(" 5B " in row for row in rows)  # 5 bytes in, 5 out
+
+
+def test_top_refreshes_until_interrupted_or_the_process_ends(serving_child):
+    proc, port = serving_child
+    result = _cli("top", str(proc.pid), "-n", "2", "-i", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(f"process {proc.pid}: 101 tasks") == 2
+    assert "callbacks/s" in result.stdout and "busiest 15" in result.stdout
+
+    # Ctrl+C: a clean exit.
+    top = subprocess.Popen(
+        [sys.executable, "-m", "ferroloop", "top", str(proc.pid), "-i", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=support_env(),
+    )
+    first = top.stdout.readline()  # connected and drawing
+    time.sleep(0.5)
+    top.send_signal(signal.SIGINT)
+    out, err = top.communicate(timeout=10)
+    assert top.returncode == 0, err
+    assert "Traceback" not in err and f"process {proc.pid}" in first + out
+
+    # The process ends: top says so and exits cleanly.
+    top = subprocess.Popen(
+        [sys.executable, "-m", "ferroloop", "top", str(proc.pid), "-i", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=support_env(),
+    )
+    top.stdout.readline()  # connected and drawing
+    proc.kill()
+    out, err = top.communicate(timeout=10)
+    assert top.returncode == 0, err
+    assert f"process {proc.pid} ended" in out
+
+
+def test_socket_is_private_and_removed_at_close(new_loop, tmp_path):
+    from ferroloop import _inspector
+
+    loop = new_loop()
+    path = loop.serve_inspector()
+    assert loop.serve_inspector() == path
+    assert path == _inspector.socket_path(os.getpid())
+    mode = os.stat(path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    directory = os.path.dirname(path)
+    if directory != os.environ.get("XDG_RUNTIME_DIR"):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+    async def ask():
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"stats\n")
+        line = await reader.readline()
+        writer.close()
+        return line
+
+    import json
+
+    reply = json.loads(support.run(loop, ask()))
+    assert reply["pid"] == os.getpid() and reply["stats"]["transports"] >= 1
+    loop.close()
+    assert not os.path.exists(path)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root")
+def test_another_user_is_refused(serving_child):
+    proc, _ = serving_child
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    from ferroloop import _inspector
+
+    path = _inspector.socket_path(proc.pid)
+    assert os.path.exists(path)
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({path!r}); s.sendall(b'stats\\n'); print('ANSWER', s.recv(100))\n"
+        "except OSError as exc:\n"
+        "    print('REFUSED', type(exc).__name__)\n"
+    )
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    result = subprocess.run(
+        [python, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        user=nobody.pw_uid,
+        group=nobody.pw_gid,
+        extra_groups=[],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert "REFUSED" in result.stdout, (result.stdout, result.stderr)
+    assert "ANSWER" not in result.stdout
+
+
+def test_no_opt_in_no_socket(child):
+    script = child.script(
+        "plain.py",
+        """
+        import asyncio, os
+        async def main():
+            await asyncio.sleep(0.05)
+            print(os.getpid())
+        asyncio.run(main())
+        """,
+    )
+    env = child.env(FERROLOOP_INSPECT=None)
+    result = subprocess.run(
+        [sys.executable, "-m", "ferroloop", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    from ferroloop import _inspector
+
+    assert not os.path.exists(_inspector.socket_path(int(result.stdout.strip())))
+    answer = _cli("ps", str(os.getpid()))
+    assert answer.returncode == 1 and "serves no ferroloop inspector" in answer.stderr
