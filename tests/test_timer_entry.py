@@ -128,3 +128,41 @@ def test_timer_arguments_untracked_only_when_atomic(loop):
         atomic.cancel()
         container.cancel()
         soon.cancel()
+
+
+@pytest.mark.parametrize("args", [(), ("one",), ("one", 2), ([],)])
+def test_callback_arguments_are_asyncios_for_every_count(loop, stock_loop, args):
+    """Zero and one argument are kept without a tuple (src/event_loop/handle.rs, CallArgs):
+    the callback still gets the very objects, and `_args`, repr and TimerHandle equality are
+    asyncio's for 0, 1 and 2 arguments, on call_soon, call_later and call_at."""
+
+    def observe(each):
+        seen = []
+
+        def callback(*received):
+            seen.append(received)
+
+        when = each.time() + 0.001
+        handles = [
+            each.call_soon(callback, *args),
+            each.call_later(0, callback, *args),
+            each.call_at(when, callback, *args),
+        ]
+        twin = each.call_at(when, callback, *args)
+        shapes = [
+            (type(h._args), h._args, repr(h).split(" at ")[0].split("callback")[-1])
+            for h in handles
+        ]
+        equal = handles[2] == twin
+        twin.cancel()
+        each.call_later(0.01, each.stop)
+        each.run_forever()
+        return shapes, equal, seen
+
+    mine, theirs = observe(loop), observe(stock_loop)
+    assert mine == theirs
+    shapes, equal, seen = mine
+    assert equal is True
+    assert [type(s[1]) for s in shapes] == [tuple] * 3
+    assert seen == [args] * 3
+    assert all(a is b for received in seen for a, b in zip(received, args, strict=True))

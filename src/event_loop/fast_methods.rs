@@ -27,6 +27,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple, PyType};
 
 use crate::event_loop::handle::Handle;
+use crate::event_loop::schedule::ArgsRef;
 use crate::event_loop::LoopCore;
 
 /// The PyO3 `call_soon` method that the fast entry point replaces (its fallback).
@@ -130,6 +131,56 @@ unsafe fn plain_seconds(obj: *mut ffi::PyObject) -> Option<f64> {
     None
 }
 
+/// A callback's own arguments, as given to a fast entry point: none, one (kept without a
+/// tuple, see `CallArgs`), or a new tuple.
+enum FastArgs<'py> {
+    /// No argument.
+    Zero,
+    /// Two or more arguments, in a new tuple.
+    Tuple(Bound<'py, PyTuple>),
+    /// Exactly one argument.
+    One(Bound<'py, PyAny>),
+}
+
+impl<'py> FastArgs<'py> {
+    /// Borrowed, as the scheduling functions take them.
+    #[inline(always)]
+    fn as_ref(&self) -> ArgsRef<'_, 'py> {
+        match self {
+            FastArgs::Zero => ArgsRef::Zero,
+            FastArgs::Tuple(tuple) => ArgsRef::Tuple(tuple),
+            FastArgs::One(item) => ArgsRef::One(item),
+        }
+    }
+}
+
+/// Reads the `count` arguments at `items`.
+///
+/// # Safety
+/// `items` points to `count` valid borrowed references (a vectorcall's argument array); the
+/// GIL is held.
+#[inline(always)]
+unsafe fn callback_args<'py>(
+    py: Python<'py>,
+    items: *const *mut ffi::PyObject,
+    count: ffi::Py_ssize_t,
+) -> PyResult<FastArgs<'py>> {
+    // SAFETY: caller's contract.
+    unsafe {
+        Ok(match count {
+            0 => FastArgs::Zero,
+            1 => FastArgs::One(Bound::from_borrowed_ptr(py, *items)),
+            _ => {
+                let items = std::slice::from_raw_parts(items, count as usize);
+                FastArgs::Tuple(PyTuple::new(
+                    py,
+                    items.iter().map(|p| Bound::from_borrowed_ptr(py, *p)),
+                )?)
+            }
+        })
+    }
+}
+
 /// `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at` by vectorcall: one body,
 /// one copy per `Kind` (`KIND` is `Kind as u8`; see `install`).
 ///
@@ -180,25 +231,22 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
                 },
             };
             let callback = Bound::from_borrowed_ptr(py, *args.add(leading as usize - 1));
-            let rest = if nargs == leading {
-                PyTuple::empty(py)
-            } else {
-                let items = std::slice::from_raw_parts(
-                    args.add(leading as usize),
-                    (nargs - leading) as usize,
-                );
-                PyTuple::new(py, items.iter().map(|p| Bound::from_borrowed_ptr(py, *p)))?
-            };
+            let rest = callback_args(py, args.add(leading as usize), nargs - leading)?;
             let context =
                 (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
             let handle = match when {
-                None => core
-                    .get()
-                    .schedule_soon(py, &callback, &rest, context.as_ref())?,
+                None => {
+                    core.get()
+                        .schedule_soon_args(py, &callback, rest.as_ref(), context.as_ref())?
+                }
                 Some(when) => {
-                    let handle =
-                        core.get()
-                            .push_timer(py, when, &callback, &rest, context.as_ref())?;
+                    let handle = core.get().push_timer(
+                        py,
+                        when,
+                        &callback,
+                        rest.as_ref(),
+                        context.as_ref(),
+                    )?;
                     if matches!(kind, Kind::At) && ffi::PyLong_CheckExact(*args) != 0 {
                         // asyncio keeps the deadline as given: an int stays an int in
                         // `when()` and the repr.

@@ -18,6 +18,7 @@ use pyo3::types::PyTuple;
 
 use crate::core::poller::{Interest, Trigger};
 use crate::event_loop::handle::{Handle, NativeCall};
+use crate::event_loop::schedule::ArgsRef;
 use crate::event_loop::sock_io::RecvWaiter;
 use crate::event_loop::LoopCore;
 use crate::interop::errors::os_error;
@@ -265,7 +266,7 @@ impl LoopCore {
         // asyncio validates the descriptor before it checks that the loop is open.
         let fd = self.registered_fd(py, fileobj)?;
         self.check_closed()?;
-        let mut init = self.handle_init(py, callback, args, None, None)?;
+        let mut init = self.handle_init(py, callback, ArgsRef::Tuple(args), None, None)?;
         init.repeating = true;
         init.native = native;
         let handle = self.make_handle(py, init)?;

@@ -32,7 +32,7 @@ use crate::interop::py_cache;
 #[derive(Default)]
 struct Slots {
     callback: Option<Py<PyAny>>,
-    args: Option<Py<PyTuple>>,
+    args: Option<CallArgs>,
     context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
     /// Set for a native method: `callback` is then the object whose method runs (see
@@ -52,6 +52,60 @@ pub struct NativeMethod {
     pub name: &'static str,
     /// Its body, given the object (a wrong type is a TypeError, never undefined behaviour).
     pub call: fn(&Bound<'_, PyAny>) -> PyResult<()>,
+}
+
+/// A callback's positional arguments: a tuple, or a single object held without one.
+///
+/// Most callbacks with arguments take exactly one (a timer's value, a future's done callback
+/// `cb(fut)`, every `Task.__wakeup(fut)`): keeping that object directly spares a tuple
+/// allocation and its release per call, and, for pending timers, a garbage-collector-tracked
+/// object per timer (allocations that young-generation collections count and walk).
+/// `Handle._args` builds the tuple when asked.
+pub enum CallArgs {
+    /// No argument (no tuple either).
+    Zero,
+    /// Any number of arguments, as a tuple.
+    Tuple(Py<PyTuple>),
+    /// Exactly one argument.
+    One(Py<PyAny>),
+}
+
+impl CallArgs {
+    /// The arguments as a tuple (a new one for `One`).
+    pub fn to_tuple(&self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        match self {
+            CallArgs::Zero => Ok(PyTuple::empty(py).unbind()),
+            CallArgs::Tuple(tuple) => Ok(tuple.clone_ref(py)),
+            CallArgs::One(item) => Ok(PyTuple::new(py, [item.bind(py)])?.unbind()),
+        }
+    }
+
+    /// A new reference to the same arguments.
+    fn clone_ref(&self, py: Python<'_>) -> CallArgs {
+        match self {
+            CallArgs::Zero => CallArgs::Zero,
+            CallArgs::Tuple(tuple) => CallArgs::Tuple(tuple.clone_ref(py)),
+            CallArgs::One(item) => CallArgs::One(item.clone_ref(py)),
+        }
+    }
+
+    /// Drops the reference through `Bound` (see `Slots::drop_attached`).
+    #[inline]
+    fn drop_attached(self, py: Python<'_>) {
+        match self {
+            CallArgs::Zero => {}
+            CallArgs::Tuple(tuple) => drop(tuple.into_bound(py)),
+            CallArgs::One(item) => drop(item.into_bound(py)),
+        }
+    }
+}
+
+/// Drops optional arguments through `Bound`.
+#[inline]
+fn drop_args(py: Python<'_>, args: Option<CallArgs>) {
+    if let Some(args) = args {
+        args.drop_attached(py);
+    }
 }
 
 /// A handle's native method (see `NativeMethod`).
@@ -75,7 +129,7 @@ impl Slots {
     #[inline]
     fn drop_attached(self, py: Python<'_>) {
         drop_attached(py, self.callback);
-        drop_attached(py, self.args);
+        drop_args(py, self.args);
         drop_attached(py, self.context);
         drop_attached(py, self.source_traceback);
     }
@@ -149,7 +203,7 @@ pub struct HandleInit {
     /// The callable.
     pub callback: Py<PyAny>,
     /// Its positional arguments.
-    pub args: Py<PyTuple>,
+    pub args: CallArgs,
     /// The `contextvars.Context` it runs in.
     pub context: Py<PyAny>,
     /// The creation stack (debug mode).
@@ -284,7 +338,7 @@ impl Handle {
         match outcome {
             Ok(()) => {
                 drop_attached(py, Some(callback));
-                drop_attached(py, Some(args));
+                args.drop_attached(py);
                 RunOutcome::Done
             }
             Err(err) => {
@@ -297,7 +351,7 @@ impl Handle {
                     }
                 }
                 drop_attached(py, unused.0);
-                drop_attached(py, unused.1);
+                drop_args(py, unused.1);
                 RunOutcome::Raised(err)
             }
         }
@@ -322,7 +376,7 @@ impl Handle {
             (slots.callback.take(), slots.args.take())
         };
         drop_attached(py, callback);
-        drop_attached(py, args);
+        drop_args(py, args);
     }
 
     /// Releases the callback and its arguments (cancelled, or the loop is closing).
@@ -336,7 +390,7 @@ impl Handle {
             )
         };
         drop_attached(py, callback);
-        drop_attached(py, args);
+        drop_args(py, args);
         drop_attached(py, source_traceback);
     }
 
@@ -368,6 +422,7 @@ impl Handle {
                 slots.source_traceback.is_some(),
             )
         };
+        let args = args.map(|a| a.to_tuple(py)).transpose()?;
         let (Some(callback), Some(args)) = (self.visible_callback(py)?, args) else {
             return Ok(None);
         };
@@ -466,24 +521,33 @@ fn native_call_in_context(
 pub fn call_in_context(
     py: Python<'_>,
     callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    args: &CallArgs,
     context: &Py<PyAny>,
 ) -> PyResult<()> {
     in_context(py, context, || {
         // SAFETY: all pointers are owned references kept alive by the `Py` arguments for the
-        // duration of the call; the GIL is held (`py`). The tuple's items are contiguous
-        // (`ob_item`), which is what vectorcall expects, and no offset flag is passed, so the
-        // callee will not write to `items[-1]`.
+        // duration of the call; the GIL is held (`py`). A tuple's items are contiguous
+        // (`ob_item`), and a single argument is one pointer on our stack: that is what
+        // vectorcall expects, and no offset flag is passed, so the callee will not write to
+        // `items[-1]`.
         unsafe {
-            let tuple = args.as_ptr();
-            let nargs = ffi::PyTuple_GET_SIZE(tuple);
-            let items = (*(tuple as *mut ffi::PyTupleObject)).ob_item.as_ptr();
-            let result = ffi::PyObject_Vectorcall(
-                callback.as_ptr(),
-                items,
-                nargs as usize,
-                std::ptr::null_mut(),
-            );
+            let single;
+            let (items, nargs) = match args {
+                CallArgs::Zero => (std::ptr::null(), 0),
+                CallArgs::Tuple(tuple) => {
+                    let tuple = tuple.as_ptr();
+                    (
+                        (*(tuple as *mut ffi::PyTupleObject)).ob_item.as_ptr() as *const _,
+                        ffi::PyTuple_GET_SIZE(tuple) as usize,
+                    )
+                }
+                CallArgs::One(item) => {
+                    single = [item.as_ptr()];
+                    (single.as_ptr(), 1)
+                }
+            };
+            let result =
+                ffi::PyObject_Vectorcall(callback.as_ptr(), items, nargs, std::ptr::null_mut());
             if result.is_null() {
                 return Err(PyErr::fetch(py));
             }
@@ -557,12 +621,14 @@ impl Handle {
     }
 
     #[getter(_args)]
-    fn args_attr(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.slots
+    fn args_attr(&self, py: Python<'_>) -> PyResult<Option<Py<PyTuple>>> {
+        let args = self
+            .slots
             .borrow_mut(py)
             .args
             .as_ref()
-            .map(|a| a.clone_ref(py))
+            .map(|a| a.clone_ref(py));
+        args.map(|a| a.to_tuple(py)).transpose()
     }
 
     #[getter(_context)]
@@ -647,7 +713,7 @@ impl Handle {
         }
         let mine = self.visible_callback(py)?;
         let theirs = other.visible_callback(py)?;
-        let (a_args, b_args) = (self.args_attr(py), other.args_attr(py));
+        let (a_args, b_args) = (self.args_attr(py)?, other.args_attr(py)?);
         match (mine, theirs) {
             (Some(a), Some(b)) => Ok(a.bind(py).eq(b.bind(py))?
                 && match (a_args, b_args) {

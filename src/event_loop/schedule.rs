@@ -22,7 +22,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyTuple};
 
-use crate::event_loop::handle::{Handle, HandleInit};
+use crate::event_loop::handle::{CallArgs, Handle, HandleInit};
 use crate::event_loop::lifecycle::current_thread_ident;
 use crate::event_loop::LoopCore;
 use crate::interop::callback_check::check_callback;
@@ -93,6 +93,30 @@ fn untrack_atomic_args(args: &Bound<'_, PyTuple>) {
             }
         }
         ffi::PyObject_GC_UnTrack(tuple.cast());
+    }
+}
+
+/// A callback's arguments as the scheduling entry points receive them (borrowed; turned into
+/// the handle's own `CallArgs` once nothing can fail any more).
+#[derive(Clone, Copy)]
+pub(crate) enum ArgsRef<'a, 'py> {
+    /// No argument.
+    Zero,
+    /// Arguments in a tuple.
+    Tuple(&'a Bound<'py, PyTuple>),
+    /// Exactly one argument, without a tuple.
+    One(&'a Bound<'py, PyAny>),
+}
+
+impl ArgsRef<'_, '_> {
+    /// Owned references for the handle.
+    #[inline(always)]
+    fn to_owned_args(self) -> CallArgs {
+        match self {
+            ArgsRef::Zero => CallArgs::Zero,
+            ArgsRef::Tuple(tuple) => CallArgs::Tuple(tuple.clone().unbind()),
+            ArgsRef::One(item) => CallArgs::One(item.clone().unbind()),
+        }
     }
 }
 
@@ -194,7 +218,7 @@ impl LoopCore {
         &self,
         py: Python<'_>,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: ArgsRef<'_, '_>,
         context: Option<&Bound<'_, PyAny>>,
         when: Option<f64>,
     ) -> PyResult<HandleInit> {
@@ -204,7 +228,7 @@ impl LoopCore {
         let source_traceback = self.source_traceback(py)?;
         Ok(HandleInit {
             callback: callback.clone().unbind(),
-            args: args.clone().unbind(),
+            args: args.to_owned_args(),
             context,
             source_traceback,
             when,
@@ -221,6 +245,17 @@ impl LoopCore {
         py: Python<'_>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.schedule_soon_args(py, callback, ArgsRef::Tuple(args), context)
+    }
+
+    /// `schedule_soon` with the arguments as the fast entry points hold them.
+    pub(crate) fn schedule_soon_args(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: ArgsRef<'_, '_>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let init = self.handle_init(py, callback, args, context, None)?;
@@ -242,7 +277,7 @@ impl LoopCore {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         self.check_can_schedule(py, callback, "call_at")?;
-        self.push_timer(py, when, callback, args, context)
+        self.push_timer(py, when, callback, ArgsRef::Tuple(args), context)
     }
 
     /// Builds a timer handle due at `when` and queues it, without asyncio's checks (see
@@ -252,12 +287,14 @@ impl LoopCore {
         py: Python<'_>,
         when: f64,
         callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: ArgsRef<'_, '_>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         // Timers live long enough to meet collections; a ready callback's arguments mostly
         // do not (measured: untracking them cost call_soon chains ~2%).
-        untrack_atomic_args(args);
+        if let ArgsRef::Tuple(tuple) = args {
+            untrack_atomic_args(tuple);
+        }
         let init = self.handle_init(py, callback, args, context, Some(when))?;
         let handle = self.make_handle(py, init)?;
         self.queues
