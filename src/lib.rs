@@ -42,6 +42,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         &m.py().get_type::<event_loop::handle::Handle>(),
     )?;
     m.add_class::<event_loop::handle::Handle>()?;
+    m.add_class::<event_loop::watchdog::WatchdogReport>()?;
     m.add_class::<transport::stream::StreamTransport>()?;
     m.add_class::<transport::tls_pump::TlsPump>()?;
     m.add_class::<transport::datagram::DatagramTransport>()?;

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._ferroloop import Handle, LoopCore, __version__
+from ._ferroloop import Handle, LoopCore, WatchdogReport, __version__
 from ._inspect import (
     LagStats,
     LoopStats,
@@ -38,6 +38,7 @@ __all__ = [
     "LoopStats",
     "TaskInfo",
     "TransportInfo",
+    "WatchdogReport",
     "__version__",
     "inspect_tasks",
     "inspect_transports",
@@ -57,6 +58,7 @@ def new_event_loop(
     virtual_time: bool = False,
     autojump_threshold: float = 0.0,
     wait_for_executor: bool = True,
+    watchdog: float | None = None,
 ) -> EventLoop:
     """Returns a new ferroloop event loop.
 
@@ -65,11 +67,14 @@ def new_event_loop(
     seconds of real time (``float('inf')``: time moves only by ``loop.advance_time()``).
     While a ``run_in_executor``/``asyncio.to_thread`` job is running the clock does not jump
     (the loop waits for it in real time), unless ``wait_for_executor=False``.
+    With ``watchdog=seconds`` (default: ``FERROLOOP_WATCHDOG`` from the environment), the loop
+    reports callbacks that block it longer than that, with their stack (``set_watchdog``).
     """
     return EventLoop(
         virtual_time=virtual_time,
         autojump_threshold=autojump_threshold,
         wait_for_executor=wait_for_executor,
+        watchdog=watchdog,
     )
 
 

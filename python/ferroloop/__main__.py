@@ -4,7 +4,9 @@ Runs an unmodified asyncio program with ferroloop as the loop behind ``asyncio.r
 ``--virtual-time`` gives those loops virtual time (sleeps end at once, ``loop.time()`` starts
 at 0.0 and jumps from timer to timer), with ``--autojump-threshold SECONDS`` (real seconds
 the loop waits for I/O before a jump; default 0) and ``--no-wait-for-executor`` (the clock
-jumps past running ``run_in_executor``/``to_thread`` jobs) as in ``ferroloop.new_event_loop``.
+jumps past running ``run_in_executor``/``to_thread`` jobs) as in ``ferroloop.new_event_loop``;
+``--watchdog SECONDS`` turns their watchdog on (``loop.set_watchdog``: a callback blocking the
+loop longer than that is logged with its stack).
 
 ``python -m ferroloop ps PID`` / ``top PID``: the tasks, transports and stats of a process
 serving the inspector (``FERROLOOP_INSPECT=1``), see ``_inspect_cli.py``.
@@ -19,7 +21,7 @@ from typing import NoReturn
 
 USAGE = (
     "usage: python -m ferroloop [--virtual-time [--autojump-threshold SECONDS]"
-    " [--no-wait-for-executor]] SCRIPT [ARGS...] | -m MODULE [ARGS...]\n"
+    " [--no-wait-for-executor]] [--watchdog SECONDS] SCRIPT [ARGS...] | -m MODULE [ARGS...]\n"
     "       python -m ferroloop ps PID | top PID [-n COUNT] [-i SECONDS]"
 )
 
@@ -53,9 +55,23 @@ def _loop_options(argv: list[str]) -> tuple[dict, list[str]]:
                 _usage_error(f"--autojump-threshold: not a number: {value!r}")
             if not options["autojump_threshold"] >= 0:
                 _usage_error("--autojump-threshold must be >= 0")
+        elif arg == "--watchdog" or arg.startswith("--watchdog="):
+            if "=" in arg:
+                value = arg.partition("=")[2]
+            elif argv:
+                value, argv = argv[0], argv[1:]
+            else:
+                _usage_error("--watchdog needs a number of seconds")
+            try:
+                options["watchdog"] = float(value)
+            except ValueError:
+                _usage_error(f"--watchdog: not a number: {value!r}")
+            if not 0 < options["watchdog"] < float("inf"):
+                _usage_error("--watchdog must be a positive number of seconds")
         else:
             _usage_error(f"unknown option {arg}")
-    if options and not options.get("virtual_time"):
+    virtual_only = {"autojump_threshold", "wait_for_executor"} & options.keys()
+    if virtual_only and not options.get("virtual_time"):
         _usage_error("--autojump-threshold and --no-wait-for-executor need --virtual-time")
     return options, argv
 

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import socket
 import ssl
+import traceback
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Self, TypeVarTuple, final
 
@@ -20,6 +21,7 @@ __all__ = [
     "ReadPipeTransport",
     "StreamTransport",
     "TlsPump",
+    "WatchdogReport",
     "WritePipeTransport",
     "__version__",
     "_check_callback",
@@ -119,6 +121,11 @@ class LoopCore:
     def is_running(self) -> bool: ...
     def is_closed(self) -> bool: ...
     def stop(self) -> None: ...
+    def set_watchdog(
+        self,
+        threshold: float | None,
+        handler: Callable[[WatchdogReport], object] | None = None,
+    ) -> None: ...
     # Descriptor watches; EventLoop's add_reader & co. call them after refusing a transport's
     # descriptor, the Python glue (sock_*, the accept loop) calls them directly.
     def _add_reader(
@@ -187,6 +194,18 @@ class TlsPump:
     def process_outgoing(self, protocol: Any) -> None: ...
     def data_received(self, protocol: Any, data: bytes) -> None: ...
     def app_write(self, protocol: Any, data: bytes | bytearray | memoryview) -> None: ...
+
+# What the watchdog (LoopCore.set_watchdog) saw of one stall.
+@final
+class WatchdogReport:
+    @property
+    def handle(self) -> asyncio.Handle | None: ...
+    @property
+    def blocked_for(self) -> float: ...
+    @property
+    def stack(self) -> list[traceback.FrameSummary]: ...
+    @property
+    def thread_id(self) -> int: ...
 
 # asyncio's stream transport (TCP/Unix), native; __class__ reports asyncio.Transport.
 @final

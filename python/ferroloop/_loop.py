@@ -56,6 +56,26 @@ def _debug_requested() -> bool:
     return bool(coroutines._is_debug_mode())
 
 
+def _watchdog_requested() -> float | None:
+    """The threshold ``FERROLOOP_WATCHDOG`` asks for (seconds), if any; a value that is not
+    a positive number is ignored with a RuntimeWarning (a typo must not stop the program)."""
+    value = os.environ.get("FERROLOOP_WATCHDOG", "").strip()
+    if not value:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = float("nan")
+    if not (0.0 < threshold < float("inf")):
+        warnings.warn(
+            f"FERROLOOP_WATCHDOG={value!r} ignored: expected a positive number of seconds",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return threshold
+
+
 def _ignore_signal(signum: int, frame: object) -> None:
     """Python-level handler of the signals the loop handles: the loop reads their numbers
     from the wakeup fd and schedules its callbacks itself (see ``add_signal_handler``)."""
@@ -135,6 +155,7 @@ class EventLoop(
         virtual_time: bool = False,
         autojump_threshold: float = 0.0,
         wait_for_executor: bool = True,
+        watchdog: float | None = None,
     ) -> None:
         self._virtual_time = bool(virtual_time)
         # Virtual time: executor jobs are pending I/O the clock does not jump past.
@@ -153,6 +174,14 @@ class EventLoop(
         if virtual_time:
             try:
                 self._enable_virtual_time(float(autojump_threshold))
+            except BaseException:
+                self.close()
+                raise
+        if watchdog is None:
+            watchdog = _watchdog_requested()
+        if watchdog is not None:
+            try:
+                self.set_watchdog(watchdog)
             except BaseException:
                 self.close()
                 raise

@@ -8,11 +8,13 @@
 //! - [`loop_stats`]: the counters and lag window of `loop.stats()`;
 //! - [`fd_map`]: maps keyed by file descriptor (one multiplication instead of SipHash);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
-//!   once too many posts are pending).
+//!   once too many posts are pending);
+//! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time).
 
 pub mod clock;
 pub mod fd_map;
 pub mod loop_stats;
 pub mod poller;
 pub mod post_gate;
+pub mod stall;
 pub mod timers;

@@ -192,23 +192,37 @@ impl LoopCore {
     ) -> PyResult<()> {
         let py = slf.py();
         let debug = self.is_debug();
+        // The watchdog's report names the callback: handles keep it while the watchdog is on.
+        let keep = debug || self.watchdog.is_on();
+        let mut generation = self.watchdog.last_generation();
         for _ in 0..todo {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
                 break;
             };
             tally.dequeued += 1;
+            generation += 1;
+            self.watchdog.enter(generation, handle.as_ptr());
             // Real time, also under virtual time: a slow callback is slow in the real world.
             let started = if debug { monotonic_seconds() } else { 0.0 };
-            let outcome = handle.get().run(py, debug);
+            let outcome = handle.get().run(py, keep);
             tally.ran += !matches!(outcome, RunOutcome::Skipped) as u64;
-            if let RunOutcome::Raised(err) = outcome {
-                self.report_callback_error(slf, &handle, err)?;
-            }
-            if debug {
-                self.warn_if_slow(slf, &handle, monotonic_seconds() - started)?;
+            let reported = match outcome {
+                RunOutcome::Raised(err) => self.report_callback_error(slf, &handle, err),
+                _ => Ok(()),
+            };
+            let warned = if debug && reported.is_ok() {
+                self.warn_if_slow(slf, &handle, monotonic_seconds() - started)
+            } else {
+                Ok(())
+            };
+            self.watchdog.leave();
+            if let Err(err) = reported.and(warned) {
+                self.watchdog.batch_done(generation);
+                return Err(err);
             }
             self.recycle(py, handle);
         }
+        self.watchdog.batch_done(generation);
         Ok(())
     }
 

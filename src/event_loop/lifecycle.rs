@@ -91,6 +91,7 @@ impl LoopCore {
             transports: GilRefCell::new(FdMap::default()),
             time_replaced: AtomicBool::new(false),
             time_replacement: GilRefCell::new(None),
+            watchdog: crate::event_loop::watchdog::Watchdog::new(),
         })
     }
 
@@ -171,6 +172,7 @@ impl LoopCore {
                 std::mem::take(&mut queues.spare_handles),
             )
         };
+        self.watchdog.stop(py);
         self.poller.close();
         self.forget_all_watches(py);
         drop(spare);

@@ -286,7 +286,21 @@ impl LoopCore {
     /// In a child made by `fork()`: the loop gets its own epoll, waker and signal pipe, its
     /// watched descriptors registered again (`python/ferroloop/_fork.py` calls it).
     fn _renew_after_fork(&self, py: Python<'_>) -> PyResult<()> {
-        self.renew_watches_after_fork(py)
+        self.renew_watches_after_fork(py)?;
+        self.watchdog.renew_after_fork(py)
+    }
+
+    // ------------------------------------------------------------------ watchdog.rs
+
+    /// Reports callbacks that run longer than `threshold` seconds, with the loop thread's
+    /// stack while they block; `None` turns the watchdog off.
+    #[pyo3(signature = (threshold, handler=None))]
+    fn set_watchdog(
+        slf: &Bound<'_, Self>,
+        threshold: Option<&Bound<'_, PyAny>>,
+        handler: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        slf.get().watchdog.configure(slf, threshold, handler)
     }
 
     /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.

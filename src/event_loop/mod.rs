@@ -27,6 +27,8 @@
 //! - [`transports`]: the registry of open transports by descriptor;
 //! - [`stats`]: `loop.stats()`, and the iteration's hooks feeding its metrics;
 //! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock;
+//! - [`watchdog`]: `set_watchdog`: a Rust thread that reports callbacks blocking the loop,
+//!   with the loop thread's Python stack, while they block;
 //! - [`virtual_time`]: `advance_time`, switching to virtual time, outstanding executor jobs
 //!   (the clock and the wait planning are in `core::clock`).
 
@@ -45,6 +47,7 @@ mod tasks;
 mod time_override;
 mod transports;
 mod virtual_time;
+pub mod watchdog;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -131,4 +134,6 @@ pub struct LoopCore {
     time_replaced: AtomicBool,
     /// The instance's replacement of `time`, if any.
     time_replacement: GilRefCell<Option<Py<PyAny>>>,
+    /// `set_watchdog`: what the loop publishes around each callback, and the watchdog thread.
+    watchdog: watchdog::Watchdog,
 }
