@@ -24,7 +24,16 @@ KNOWN_LOOP_FACTORIES: dict[str, str] = {
     "uvloop": "uvloop:new_event_loop",
     "rloop": "rloop:new_event_loop",
     "ferroloop": "ferroloop:new_event_loop",
+    # ferroloop with its watchdog on (loop.set_watchdog(0.1)), to A/B the watchdog's cost.
+    "ferroloop-watchdog": "loops:ferroloop_with_watchdog",
 }
+
+
+def ferroloop_with_watchdog() -> Any:
+    """Return a ferroloop loop with the watchdog on (threshold 0.1 s, the default report)."""
+    import ferroloop
+
+    return ferroloop.new_event_loop(watchdog=0.1)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,14 @@ def watchdog_threads() -> list[str]:
     return names
 
 
+def wait_for_watchdog_thread(timeout: float = 2.0) -> list[str]:
+    """Waits until a watchdog thread shows (it names itself once started); returns them."""
+    deadline = time.monotonic() + timeout
+    while not watchdog_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return watchdog_threads()
+
+
 def wait_for_no_watchdog_thread(timeout: float = 2.0) -> list[str]:
     """Waits until no watchdog thread is left (or the timeout); returns those left."""
     deadline = time.monotonic() + timeout
@@ -189,7 +197,7 @@ def test_callbacks_under_the_threshold_report_nothing(loop, asyncio_log):
 def test_none_turns_it_off_and_its_thread_ends(loop, asyncio_log):
     reports = []
     loop.set_watchdog(0.05, reports.append)
-    assert len(watchdog_threads()) >= 1
+    assert len(wait_for_watchdog_thread()) >= 1
     loop.set_watchdog(None)
 
     async def main():
@@ -315,3 +323,52 @@ def test_forked_child_has_its_own_watchdog(loop, asyncio_log):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_c_code_holding_the_gil_is_reported_when_it_lets_go(loop):
+    """sum() over a range runs in C without releasing the GIL: the watchdog thread cannot read
+    the stack meanwhile; it reports once the GIL is free again (here in the sleep after it)."""
+    reports = []
+    timing: dict[str, float] = {}
+
+    def hog():
+        start = time.monotonic()
+        sum(range(10_000_000))  # HOG C CALL
+        timing["c_call"] = time.monotonic() - start
+        time.sleep(0.3)  # HOG SLEEP
+
+    async def main():
+        loop.call_soon(hog)
+        await asyncio.sleep(0.05)
+
+    loop.set_watchdog(0.05, reports.append)
+    loop.run_until_complete(main())
+
+    assert len(reports) == 1
+    assert reports[0].stack[-1].name == "hog"
+    # The stack is read where the GIL is let go: right after the C call returns (its line) if
+    # it outlasted the threshold, else in the sleep.
+    c_line, sleep_line = line_of(hog, "HOG C CALL"), line_of(hog, "HOG SLEEP")
+    if timing["c_call"] > 0.1:
+        assert reports[0].stack[-1].lineno == c_line
+    else:
+        assert reports[0].stack[-1].lineno in (c_line, sleep_line)
+    assert reports[0].blocked_for >= 0.05
+
+
+EXIT_SCRIPT = """
+import asyncio, ferroloop, time
+loop = ferroloop.new_event_loop()
+loop.set_watchdog(0.01)
+loop.run_until_complete(asyncio.sleep(0.05))
+print("leaving without closing the loop")
+"""
+
+
+def test_watchdog_thread_does_not_keep_the_process_alive(child):
+    script = child.script("exit.py", EXIT_SCRIPT)
+    started = time.monotonic()
+    result = child.run([child.command()[0], str(script)], timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "leaving without closing the loop\n"
+    assert time.monotonic() - started < 15
