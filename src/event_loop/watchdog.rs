@@ -136,7 +136,10 @@ impl Watchdog {
         let seconds: f64 = threshold.extract().map_err(|_| {
             PyTypeError::new_err(format!(
                 "threshold must be a number of seconds or None, not {}",
-                threshold.get_type().name().map_or("?".into(), |n| n.to_string())
+                threshold
+                    .get_type()
+                    .name()
+                    .map_or("?".into(), |n| n.to_string())
             ))
         })?;
         if !(seconds.is_finite() && seconds > 0.0) {
@@ -303,7 +306,8 @@ fn report_attached(py: Python<'_>, shared: &Shared, stall: Stall) -> PyResult<()
         Some(handler) => {
             // The handler runs in the loop thread, once the callback returned; a closed loop
             // drops it.
-            let _ = loop_obj.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (handler, report));
+            let _ =
+                loop_obj.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (handler, report));
         }
         None => log_report(py, report.bind(py))?,
     }
