@@ -179,7 +179,6 @@ impl Watchdog {
         let epoch = shared.epoch.load(Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name(THREAD_NAME.into())
-            .stack_size(256 * 1024)
             .spawn(move || watch(&shared, epoch))
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         *thread = Some(spawned.thread().clone());
