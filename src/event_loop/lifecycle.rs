@@ -48,6 +48,7 @@ impl Drop for RunningGuard<'_, '_> {
         let this = self.0.get();
         this.stopping.store(false, Ordering::Relaxed);
         this.running_thread.store(0, Ordering::Relaxed);
+        this.watchdog.set_loop_thread(0);
         // Threads waiting for the next batch would wait for nothing now.
         this.post_gate.next_epoch();
         // A quiet period (virtual time) does not span two runs.
@@ -146,6 +147,7 @@ impl LoopCore {
         let this = slf.get();
         this.running_thread
             .store(current_thread_ident(), Ordering::Relaxed);
+        this.watchdog.set_loop_thread(current_thread_ident());
         let _running = RunningGuard(slf);
         this.meter_run_start(slf.py());
         loop {

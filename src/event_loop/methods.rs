@@ -300,7 +300,9 @@ impl LoopCore {
         threshold: Option<&Bound<'_, PyAny>>,
         handler: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        slf.get().watchdog.configure(slf, threshold, handler)
+        let this = slf.get();
+        this.watchdog
+            .configure(slf.as_any(), threshold, handler, || this.check_closed())
     }
 
     /// Runs iterations until `stop()`; the Python `run_forever` wraps this with its set-up.

@@ -36,7 +36,6 @@ use pyo3::types::{PyList, PyWeakrefReference};
 
 use crate::core::clock::monotonic_seconds;
 use crate::core::stall::{sampling_period, Stall, StallDetector};
-use crate::event_loop::LoopCore;
 use crate::interop::gil_cell::GilRefCell;
 
 /// The name of the watchdog thread (as `/proc/self/task/*/comm` shows it: 15 bytes at most).
@@ -52,6 +51,8 @@ struct Shared {
     threshold: AtomicU64,
     /// The epoch of the thread that should run; a thread of an older epoch ends.
     epoch: AtomicU64,
+    /// `threading.get_ident()` of the thread running the loop, 0 when it does not run.
+    loop_thread: AtomicU64,
     /// The handler given to `set_watchdog`, if any.
     handler: GilRefCell<Option<Py<PyAny>>>,
     /// A weak reference to the loop (the thread must not keep it alive).
@@ -76,6 +77,7 @@ impl Watchdog {
                 handle: AtomicUsize::new(0),
                 threshold: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
+                loop_thread: AtomicU64::new(0),
                 handler: GilRefCell::new(None),
                 loop_ref: GilRefCell::new(None),
             }),
@@ -115,20 +117,27 @@ impl Watchdog {
         self.generation.store(generation, Ordering::Relaxed);
     }
 
+    /// The loop starts running in thread `ident` (0: it stopped).
+    pub(super) fn set_loop_thread(&self, ident: u64) {
+        self.shared.loop_thread.store(ident, Ordering::Relaxed);
+    }
+
     /// The current threshold in seconds, None when off.
     fn threshold(&self) -> Option<f64> {
         let bits = self.shared.threshold.load(Ordering::Relaxed);
         (bits != 0).then(|| f64::from_bits(bits))
     }
 
-    /// Turns the watchdog on (`threshold` seconds, optional `handler`), or off (None).
+    /// Turns the watchdog of `loop_obj` on (`threshold` seconds, optional `handler`), or off
+    /// (None); `check_open` raises if the loop is closed (turning on is refused then).
     pub(super) fn configure(
         &self,
-        slf: &Bound<'_, LoopCore>,
+        loop_obj: &Bound<'_, PyAny>,
         threshold: Option<&Bound<'_, PyAny>>,
         handler: Option<Bound<'_, PyAny>>,
+        check_open: impl FnOnce() -> PyResult<()>,
     ) -> PyResult<()> {
-        let py = slf.py();
+        let py = loop_obj.py();
         let Some(threshold) = threshold.filter(|t| !t.is_none()) else {
             self.stop(py);
             return Ok(());
@@ -153,8 +162,8 @@ impl Watchdog {
                 return Err(PyTypeError::new_err("handler must be a callable or None"));
             }
         }
-        slf.get().check_closed()?;
-        let weak = PyWeakrefReference::new(slf.as_any())?;
+        check_open()?;
+        let weak = PyWeakrefReference::new(loop_obj)?;
         *self.shared.loop_ref.borrow_mut(py) = Some(weak.unbind());
         let old_handler = std::mem::replace(
             &mut *self.shared.handler.borrow_mut(py),
@@ -269,10 +278,7 @@ fn report_attached(py: Python<'_>, shared: &Shared, stall: Stall) -> PyResult<()
     else {
         return Ok(());
     };
-    let Ok(loop_core) = loop_obj.cast::<LoopCore>() else {
-        return Ok(());
-    };
-    let thread_id = loop_core.get().running_thread.load(Ordering::Relaxed);
+    let thread_id = shared.loop_thread.load(Ordering::Relaxed);
     // With the GIL held here, the loop thread does not run: the published values are stable.
     let still_blocked = shared.running.load(Ordering::Relaxed) == stall.generation;
     let (handle, stack, blocked_for) = if still_blocked && thread_id != 0 {
