@@ -372,3 +372,36 @@ def test_watchdog_thread_does_not_keep_the_process_alive(child):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "leaving without closing the loop\n"
     assert time.monotonic() - started < 15
+
+
+def test_blocking_protocol_callback_of_a_native_transport(loop):
+    """data_received runs from the loop's native transport code: it is watched as well."""
+    import socket
+
+    reports = []
+    received = []
+
+    class Slow(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.append(data)
+            sleeper(0.3)
+
+    async def main():
+        ours, theirs = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(Slow, ours)
+        theirs.sendall(b"ping")
+        for _ in range(200):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        transport.close()
+        theirs.close()
+
+    loop.set_watchdog(0.1, reports.append)
+    loop.run_until_complete(main())
+
+    assert received == [b"ping"]
+    assert len(reports) == 1
+    names = [frame.name for frame in reports[0].stack]
+    assert names[-2:] == ["data_received", "sleeper"]
