@@ -1210,11 +1210,12 @@ impl Drop for StreamTransport {
 #[cfg(test)]
 mod tests {
     /// Every connection carries one transport state: keep it small. (152 bytes, plus the 16
-    /// of the byte counters `ferroloop.inspect_transports` shows.)
+    /// of the byte counters `ferroloop.inspect_transports` shows and the 8 of the TLS pump
+    /// link.)
     #[test]
     fn state_size() {
         let size = std::mem::size_of::<super::State>();
-        assert!(size <= 168, "{size}");
+        assert!(size <= 176, "{size}");
         println!("State: {size} bytes");
     }
 }
