@@ -5,9 +5,11 @@ share the loop. ``--connections`` clients are kept alive at all times; each one 
 does a few echo round trips of random sizes (some with the reader paused for a while, some
 writes larger than the socket buffer, so partial), and ends in one of four ways: the client
 closes, the server closes, the client resets (SO_LINGER 0), or the client aborts mid-transfer;
-a new client replaces it at once. Every ``--sample`` seconds the process's RSS and open
-descriptor count are printed; at the end every client is stopped, the server closed, and the
-script checks that no task is left and that the descriptor count is back to its baseline; then
+a new client replaces it at once. ``--tls-share`` of the connections (by default a tenth) go
+through TLS (CPython's test certificates, from its ``test`` package). Every ``--sample``
+seconds the process's RSS and open descriptor count are printed; at the end every client is
+stopped, the servers closed, and the script checks that no task is left and that the descriptor
+count is back to its baseline; then
 ``--cycles`` plain connect/close cycles, after which the descriptor count must be back at the
 baseline again.
 
@@ -24,6 +26,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -67,14 +70,31 @@ class Stats:
     def __init__(self) -> None:
         """Start at zero."""
         self.connections = 0
+        self.tls_connections = 0
         self.endings = {"client_close": 0, "server_close": 0, "reset": 0, "abort": 0}
         self.bytes = 0
         self.errors = 0
 
 
-async def client(port: int, rng: random.Random, stats: Stats) -> None:
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Server and client contexts over CPython's own test certificates."""
+    from test.test_asyncio import utils
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(utils.SIGNED_CERTFILE)
+    client = ssl.create_default_context(cafile=utils.SIGNING_CA)
+    return server, client
+
+
+async def client(ports, rng: random.Random, stats: Stats, tls_share: float, tls) -> None:
     """One connection's life, ending in one of the four ways."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if tls is not None and rng.random() < tls_share:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", ports[1], ssl=tls, server_hostname="localhost"
+        )
+        stats.tls_connections += 1
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
     stats.connections += 1
     try:
         for _ in range(rng.randint(1, 4)):
@@ -115,11 +135,11 @@ async def client(port: int, rng: random.Random, stats: Stats) -> None:
         writer.transport.abort()
 
 
-async def keep_alive(port: int, seed: int, stats: Stats, stop: asyncio.Event) -> None:
+async def keep_alive(ports, seed: int, stats: Stats, stop: asyncio.Event, share, tls) -> None:
     """One slot of the concurrent set: a client after another until stopped."""
     rng = random.Random(seed)
     while not stop.is_set():
-        await client(port, rng, stats)
+        await client(ports, rng, stats, share, tls)
 
 
 async def soak(args) -> dict:
@@ -128,10 +148,20 @@ async def soak(args) -> dict:
     baseline_fds = open_fds()
     server = await loop.create_server(EchoServer, "127.0.0.1", 0, backlog=4096)
     port = server.sockets[0].getsockname()[1]
+    servers = [server]
+    ports = [port, port]
+    client_tls = None
+    if args.tls_share > 0:
+        server_tls, client_tls = tls_contexts()
+        servers.append(
+            await loop.create_server(EchoServer, "127.0.0.1", 0, backlog=4096, ssl=server_tls)
+        )
+        ports[1] = servers[1].sockets[0].getsockname()[1]
     stats = Stats()
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(keep_alive(port, n, stats, stop)) for n in range(args.connections)
+        asyncio.create_task(keep_alive(ports, n, stats, stop, args.tls_share, client_tls))
+        for n in range(args.connections)
     ]
     samples = []
     start = time.monotonic()
@@ -149,8 +179,9 @@ async def soak(args) -> dict:
         print(json.dumps(sample), flush=True)
     stop.set()
     await asyncio.gather(*workers, return_exceptions=True)
-    server.close()
-    await server.wait_closed()
+    for each in servers:
+        each.close()
+        await each.wait_closed()
     await asyncio.sleep(0.2)
     after_churn = {"fds": open_fds(), "tasks": len(asyncio.all_tasks()) - 1}
     for _ in range(args.cycles):
@@ -171,6 +202,7 @@ async def soak(args) -> dict:
         "connections": args.connections,
         "duration_s": args.duration,
         "connections_made": stats.connections,
+        "tls_connections": stats.tls_connections,
         "endings": stats.endings,
         "errors": stats.errors,
         "bytes_echoed": stats.bytes,
@@ -194,6 +226,7 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=60.0, help="seconds between samples")
     parser.add_argument("--cycles", type=int, default=100_000)
     parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument("--tls-share", type=float, default=0.1, help="fraction through TLS")
     args = parser.parse_args()
     spec = parse_loop_spec(args.loop)
     factory = load_loop_factory(spec.module, spec.factory)
