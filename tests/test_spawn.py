@@ -428,18 +428,36 @@ def test_fork_exec_errors_match_popen(loop, kwargs):
     assert expected[0] is not str  # every case fails
 
 
-def python_for_nobody() -> str | None:
-    """An interpreter of this Python version that user nobody can run (ours may sit in a
-    directory only root can enter)."""
+def env_for_nobody(child) -> dict[str, str]:
+    """The child environment, with the directory holding the ``ferroloop`` package this run
+    imports first on the path: a test run may have it installed in a venv the other
+    interpreter does not know."""
+    import ferroloop
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(ferroloop.__file__)))
+    env = child.env()
+    env["PYTHONPATH"] = os.pathsep.join(
+        part for part in (package_parent, env.get("PYTHONPATH", "")) if part
+    )
+    return env
+
+
+def python_for_nobody(env: dict[str, str]) -> str | None:
+    """An interpreter of this Python version that user nobody can run and that finds the
+    ``ferroloop`` under test (ours may sit in a directory only root can enter)."""
     wanted = tuple(sys.version_info[:2])
-    version = f"import sys; print(sys.version_info[:2] == {wanted!r})"
+    check = f"import sys, ferroloop; print(sys.version_info[:2] == {wanted!r})"
     for candidate in (
         sys.executable,
         f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
     ):
         try:
             done = subprocess.run(
-                [candidate, "-c", version], user="nobody", capture_output=True, cwd="/"
+                [candidate, "-c", check],
+                user="nobody",
+                capture_output=True,
+                cwd="/",
+                env=env,
             )
         except OSError:
             continue
@@ -479,16 +497,17 @@ def test_refused_credentials_fail_in_the_child_as_popen(child):
         print(json.dumps(report))
         """
     )
-    python = python_for_nobody()
+    env = env_for_nobody(child)
+    python = python_for_nobody(env)
     if python is None:
-        pytest.skip("no interpreter of this version that user nobody can run")
+        pytest.skip("no interpreter of this version that user nobody can run with ferroloop")
     done = subprocess.run(
         [python, "-c", source],
         user="nobody",
         group="nogroup",
         extra_groups=[],
         capture_output=True,
-        env=child.env(),
+        env=env,
         cwd="/",
         timeout=60,
     )
