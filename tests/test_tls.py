@@ -428,7 +428,9 @@ def test_protocol_level_tls_flow_control_pause_and_close_notify(loop, server_cla
     """Protocol-level TLS: the app's write flow control (pause/resume_writing), the receiver
     pausing its reading in the middle, bytes-like arguments of every kind, an empty write, a
     wrong type, and the client's close (close_notify) reaching the server as eof_received."""
-    payload = os.urandom(24 * 1024 * 1024 + 5)
+    # 6 MiB: ~90 times the 64 KiB high-water mark, so the writer pauses and resumes many
+    # times; 24 MiB took over 5 s on a loaded 2-core CI machine.
+    payload = os.urandom(6 * 1024 * 1024 + 5)
 
     async def main():
         done = loop.create_future()
@@ -465,7 +467,7 @@ def test_protocol_level_tls_flow_control_pause_and_close_notify(loop, server_cla
         await server.wait_closed()
         return server_protocol, client, type_error
 
-    server_protocol, client, type_error = run(loop, main())
+    server_protocol, client, type_error = run(loop, main(), 4 * TIMEOUT)
     assert type_error == "data: expecting a bytes-like instance, got str"
     assert server_protocol.received == len(payload)
     assert server_protocol.digest.hexdigest() == hashlib.sha256(payload).hexdigest()
