@@ -1,16 +1,26 @@
-//! The loop's metrics (`loop.stats()`), kept cheap enough to be always on: plain counters,
-//! one clock read per batch of ready callbacks (at its end, never one per callback; a batch
-//! starts at the previous reading), two around a poll that blocks, and the lag of
-//! ready callbacks (how long they waited before running) in a sliding window of log-scale
-//! histograms.
+//! The loop's metrics (`loop.stats()`), kept cheap enough to be always on: plain counters, no
+//! clock read per batch of ready callbacks but in sampled stretches, two around a poll that
+//! blocks, and the lag of ready callbacks (how long they waited before running) in a sliding
+//! window of log-scale histograms.
+//!
+//! Busy time needs no reading per batch: it is the time the loop ran (`run_forever`'s start
+//! to its end, or to `stats()`) minus the time it was blocked in the poll.
+//!
+//! The lag is sampled: measured in stretches of `MEASURED_BATCHES` consecutive batches, the
+//! first ones of every run and then one stretch after each `SAMPLE_EVERY` unmeasured batches
+//! (a clock read at the end of each measured batch, and one before the stretch). Outside a
+//! stretch a batch costs a few additions: on a loop running small batches (a protocol echoing
+//! over a socket: one or two callbacks per batch) a clock read and the bookkeeping per batch
+//! would cost several percent of the loop's time.
 //!
 //! How the lag is measured without timestamping each callback: the ready queue is FIFO, so a
-//! handle is known by its sequence number (handles dequeued so far plus its position). The
-//! loop drops *marks* (sequence number, time) whenever the time handles are queued at changes
-//! meaningfully: at the start of each batch (handles queued while it runs were queued no
-//! earlier than that), when a blocking poll returns (the I/O callbacks it queues became ready
-//! then), and for each due timer (its deadline). When a batch of `n` handles ran between
-//! `started` and `ended`, the `k`-th one is taken to have started at
+//! handle is known by its sequence number (handles dequeued so far plus its position). While
+//! a stretch lasts, the loop drops *marks* (sequence number, time) whenever the time handles
+//! are queued at changes meaningfully: at the start of each batch (handles queued while it runs
+//! were queued no earlier than that), when a blocking poll returns (the I/O callbacks it queues
+//! became ready then), and for each due timer (its deadline). Handles queued before the
+//! stretch began have no known time (a NaN mark): they are not recorded. When a batch of `n`
+//! handles ran between `started` and `ended`, the `k`-th one is taken to have started at
 //! `started + (ended - started) * k / n` (equal shares of the batch), and its lag is that minus
 //! the time of the mark it falls under. The lag is thus exact to the batch's resolution (and
 //! to 100 µs: closer marks merge, so timers due together make one segment).
@@ -31,6 +41,11 @@ pub const LAG_WINDOW_SECONDS: f64 = 30.0;
 const MARK_RESOLUTION: f64 = 100e-6;
 /// A segment of a batch larger than this is recorded as this many equal parts.
 const SEGMENT_PARTS: usize = 8;
+/// Consecutive batches whose lag is measured in one stretch (the first measures the handles
+/// queued since the stretch began; those queued before have no known time).
+const MEASURED_BATCHES: u32 = 2;
+/// Unmeasured batches between two stretches.
+const SAMPLE_EVERY: u32 = 30;
 
 /// The histogram bucket of a lag in seconds: a shift of its bits (log scale, no arithmetic).
 #[inline]
@@ -179,7 +194,6 @@ struct Mark {
 }
 
 /// The loop's counters and lag window. Updated by the loop's iteration only.
-#[derive(Default)]
 pub struct LoopMeter {
     /// Callbacks run (cancelled handles skipped are not counted).
     pub callbacks_run: u64,
@@ -187,19 +201,48 @@ pub struct LoopMeter {
     pub io_events: u64,
     /// Timers that became due and were queued.
     pub timers_fired: u64,
-    /// Seconds spent running, not blocked in the poll: callbacks, and the loop's own work.
-    pub busy_time: f64,
     /// Seconds spent blocked in the poll.
     pub idle_time: f64,
+    /// Seconds the runs that ended spent not blocked in the poll.
+    busy_before: f64,
+    /// When the current run began (monotonic seconds).
+    run_began: f64,
+    /// `idle_time` when the current run began.
+    idle_at_run_start: f64,
     /// Handles that left the ready queue so far: the sequence number of its head.
     dequeued: u64,
-    /// Marks in sequence order, none before the queue's head except the one covering it.
+    /// Marks in sequence order, none before the queue's head except the one covering it
+    /// (meaningful while a stretch lasts only).
     marks: VecDeque<Mark>,
     /// The lag of ready callbacks.
     pub lag: LagWindow,
-    /// The last clock reading (monotonic seconds): the end of the last batch or blocking poll,
-    /// or when the loop started running. The next batch starts then (one clock read per batch).
+    /// The last clock reading while a stretch lasts (monotonic seconds): the end of the last
+    /// batch or blocking poll, or when the stretch or the run began. The next batch starts then.
     last_time: f64,
+    /// Measured batches left in the current stretch (0: no stretch).
+    measuring: u32,
+    /// Unmeasured batches left before the next stretch.
+    countdown: u32,
+}
+
+impl Default for LoopMeter {
+    fn default() -> Self {
+        LoopMeter {
+            callbacks_run: 0,
+            io_events: 0,
+            timers_fired: 0,
+            idle_time: 0.0,
+            busy_before: 0.0,
+            run_began: 0.0,
+            idle_at_run_start: 0.0,
+            dequeued: 0,
+            marks: VecDeque::new(),
+            lag: LagWindow::default(),
+            last_time: 0.0,
+            measuring: 0,
+            countdown: SAMPLE_EVERY,
+        }
+    }
 }
 
 impl LoopMeter {
@@ -217,17 +260,37 @@ impl LoopMeter {
         }
     }
 
-    /// A batch of `todo` ready callbacks ended at `ended` (the one clock reading per batch):
-    /// it began at the previous reading. `n` handles left the queue's head (fewer than `todo`
-    /// if a callback's error ended the batch early) and `ran` of them were not cancelled.
-    /// Records the busy time, the counts and their lags; handles queued while it ran (behind
-    /// the `todo` first) were queued no earlier than it began.
-    pub fn batch_ran(&mut self, todo: usize, n: usize, ran: u64, ended: f64) {
+    /// A batch ran: `n` handles left the queue's head and `ran` of them were not cancelled.
+    /// Counts them; true when the batch's end must be read from the clock and handed to
+    /// `batch_measured` (a stretch lasts, or begins after it).
+    #[inline]
+    pub fn batch_counted(&mut self, n: usize, ran: u64) -> bool {
+        self.callbacks_run += ran;
+        if self.measuring > 0 {
+            return true;
+        }
+        self.dequeued += n as u64;
+        self.countdown = self.countdown.saturating_sub(1);
+        self.countdown == 0
+    }
+
+    /// The batch `batch_counted` asked for ended at `ended`: `todo` callbacks were due, `n`
+    /// handles left the queue's head (fewer than `todo` if a callback's error ended the batch
+    /// early) and the queue now holds `queued`. In a stretch, records the lags of the batch
+    /// (begun at the previous reading); otherwise a stretch begins: handles queued from now on
+    /// have known times.
+    pub fn batch_measured(&mut self, todo: usize, n: usize, queued: usize, ended: f64) {
+        if self.measuring == 0 {
+            self.begin_stretch(queued, ended);
+            return;
+        }
+        self.measuring -= 1;
+        if self.measuring == 0 {
+            self.countdown = SAMPLE_EVERY;
+        }
         let started = self.last_time;
         self.queued_from(todo, started);
-        self.callbacks_run += ran;
         let took = (ended - started).max(0.0);
-        self.busy_time += took;
         self.last_time = ended;
         if n == 0 {
             return;
@@ -240,7 +303,9 @@ impl LoopMeter {
             if self.marks.get(1).is_none_or(|m| m.seq >= end) {
                 let at = cover.at;
                 if n == 1 {
-                    self.lag.record(started - at, 1);
+                    if !at.is_nan() {
+                        self.lag.record(started - at, 1);
+                    }
                 } else {
                     self.record_segment(started, took / n as f64, 0, n, at);
                 }
@@ -296,6 +361,9 @@ impl LoopMeter {
     /// Records `count` handles from batch position `offset` on, queued at `at`.
     fn record_segment(&mut self, started: f64, share: f64, offset: usize, count: usize, at: f64) {
         debug_assert!(count > 0);
+        if at.is_nan() {
+            return; // queued before the stretch began: no known time
+        }
         let waited = started - at;
         if count == 1 {
             self.lag.record(waited + share * offset as f64, 1);
@@ -320,32 +388,63 @@ impl LoopMeter {
     /// the meter's clock, None when the loop's time is virtual or replaced (then it counts
     /// as queued with the handles before it).
     #[inline]
-    pub fn timer_fired(&mut self, queued: usize, due: Option<f64>, now: f64) {
+    pub fn timer_fired(&mut self, queued: usize, due: impl FnOnce() -> Option<f64>, now: f64) {
         self.timers_fired += 1;
-        if let Some(due) = due {
+        if self.measuring == 0 {
+            return;
+        }
+        if let Some(due) = due() {
             self.queued_from(queued, due.min(now));
         }
     }
 
-    /// The loop starts running at `now`: handles already queued wait from now on (the time
-    /// the loop was not running is not lag).
-    pub fn run_started(&mut self, now: f64) {
-        self.last_time = now;
+    /// A stretch of measured batches begins at `now`, when the queue holds `queued` handles:
+    /// their times are unknown, those queued from now on were queued no earlier than `now`.
+    #[cold]
+    fn begin_stretch(&mut self, queued: usize, now: f64) {
         self.marks.clear();
         self.marks.push_back(Mark {
             seq: self.dequeued,
-            at: now,
+            at: f64::NAN,
         });
+        self.queued_from(queued, now);
+        self.last_time = now;
+        self.measuring = MEASURED_BATCHES;
     }
 
-    /// The poll blocked from `since` to `until` (the clock's readings around it; the time
-    /// before it since the last reading was busy). Handles queued from now on (the queue
-    /// holds `queued`) became ready when it returned.
+    /// The loop starts running at `now`: handles already queued wait from now on (the time
+    /// the loop was not running is not lag), and a stretch of measured batches begins.
+    pub fn run_started(&mut self, now: f64) {
+        self.run_began = now;
+        self.idle_at_run_start = self.idle_time;
+        // No handle before the NaN mark: the mark at `now` replaces it.
+        self.begin_stretch(0, now);
+    }
+
+    /// The run begun by `run_started` ended at `now`: its busy time is kept.
+    pub fn run_ended(&mut self, now: f64) {
+        self.busy_before = self.busy_time(now, true);
+    }
+
+    /// Seconds spent running, not blocked in the poll (callbacks, and the loop's own work),
+    /// up to `now` when the loop is `running`.
+    pub fn busy_time(&self, now: f64, running: bool) -> f64 {
+        if !running {
+            return self.busy_before;
+        }
+        let ran = now - self.run_began;
+        let idle = self.idle_time - self.idle_at_run_start;
+        self.busy_before + (ran - idle).max(0.0)
+    }
+
+    /// The poll blocked from `since` to `until` (the clock's readings around it). Handles
+    /// queued from now on (the queue holds `queued`) became ready when it returned.
     pub fn slept(&mut self, queued: usize, since: f64, until: f64) {
-        self.busy_time += (since - self.last_time).max(0.0);
         self.idle_time += (until - since).max(0.0);
-        self.last_time = until;
-        self.queued_from(queued, until);
+        if self.measuring > 0 {
+            self.last_time = until;
+            self.queued_from(queued, until);
+        }
     }
 }
 
@@ -397,6 +496,14 @@ mod tests {
         assert_eq!(window.summary().max, 0.002);
     }
 
+    /// One batch through both hooks, as the loop runs it; `queued` is the queue's length
+    /// after it.
+    fn batch(meter: &mut LoopMeter, todo: usize, n: usize, queued: usize, ended: f64) {
+        if meter.batch_counted(n, n as u64) {
+            meter.batch_measured(todo, n, queued, ended);
+        }
+    }
+
     #[test]
     fn a_slow_callback_delays_the_next_ones() {
         let mut meter = LoopMeter::default();
@@ -404,11 +511,11 @@ mod tests {
         // is queued during the batch (mark at 1.0).
         meter.run_started(0.0);
         meter.slept(0, 0.0, 1.0); // queued at 0.0; the loop slept until 1.0 (a timer)
-        meter.batch_ran(2, 2, 2, 1.5);
+        batch(&mut meter, 2, 2, 1, 1.5);
         // Batch 2: that handle, started at 1.5.
-        meter.batch_ran(1, 1, 1, 1.5);
+        batch(&mut meter, 1, 1, 0, 1.5);
         assert_eq!(meter.callbacks_run, 3);
-        assert!((meter.busy_time - 0.5).abs() < 1e-9);
+        assert!((meter.busy_time(1.5, true) - 0.5).abs() < 1e-9);
         let summary = meter.lag.summary();
         // Lags: 0 and 0.25 (queued when the loop woke at 1.0; equal shares), then 0.5.
         assert!((summary.max - 0.5).abs() < 1e-6, "{summary:?}");
@@ -417,29 +524,69 @@ mod tests {
     }
 
     #[test]
-    fn one_clock_reading_per_batch_and_idle_polls() {
+    fn busy_time_is_running_time_minus_idle_time() {
+        let mut meter = LoopMeter::default();
+        meter.run_started(10.0);
+        // The loop works 0.1 s, then blocks 1 s, then works 0.2 s more and stops.
+        meter.slept(0, 10.1, 11.1);
+        assert!((meter.busy_time(11.2, true) - 0.2).abs() < 1e-9);
+        meter.run_ended(11.3);
+        assert!((meter.busy_time(99.0, false) - 0.3).abs() < 1e-9);
+        // The time between runs counts for nothing.
+        meter.run_started(20.0);
+        assert!((meter.busy_time(20.5, true) - 0.8).abs() < 1e-9);
+        assert!((meter.idle_time - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lag_is_measured_in_sampled_stretches() {
         let mut meter = LoopMeter::default();
         meter.run_started(0.0);
-        // Batch 1: two handles queued before the run; the first takes 0.5 s.
-        meter.batch_ran(2, 2, 2, 0.5);
-        // Batch 2: a handle queued during batch 1.
-        meter.batch_ran(1, 1, 1, 0.5);
-        // The loop works 0.1 s, then blocks 1 s; an I/O callback is queued when it wakes.
-        meter.slept(0, 0.6, 1.6);
-        meter.batch_ran(1, 1, 1, 1.7);
-        assert_eq!(meter.callbacks_run, 4);
-        assert!((meter.busy_time - 0.7).abs() < 1e-9, "{}", meter.busy_time);
-        assert!((meter.idle_time - 1.0).abs() < 1e-9);
-        let summary = meter.lag.summary();
-        assert!((summary.max - 0.5).abs() < 1e-6, "{summary:?}");
+        // The run's first stretch: two measured batches.
+        batch(&mut meter, 1, 1, 1, 0.001);
+        batch(&mut meter, 1, 1, 1, 0.002);
+        let measured = meter.lag.current.total;
+        assert_eq!(measured, 2);
+        // Unmeasured batches, one slow: not recorded (it shows in busy time only).
+        let mut now = 0.002;
+        for k in 0..SAMPLE_EVERY {
+            now += if k == 3 { 5.0 } else { 0.001 };
+            batch(&mut meter, 1, 1, 1, now);
+        }
+        assert_eq!(meter.lag.current.total, measured);
+        assert_eq!(meter.measuring, MEASURED_BATCHES);
+        // The next stretch: the first batch's handle was queued before it began (not
+        // recorded); the second batch's handle was queued during the first (recorded).
+        now += 0.001;
+        batch(&mut meter, 1, 1, 1, now);
+        assert_eq!(meter.lag.current.total, measured);
+        now += 0.003;
+        batch(&mut meter, 1, 1, 1, now);
+        assert_eq!(meter.lag.current.total, measured + 1);
+        assert!(meter.lag.summary().max < 0.01, "{:?}", meter.lag.summary());
+        assert_eq!(meter.callbacks_run, 4 + SAMPLE_EVERY as u64);
+        assert_eq!(meter.measuring, 0);
+        assert_eq!(meter.countdown, SAMPLE_EVERY);
         assert!(meter.marks.len() <= 2);
+    }
+
+    #[test]
+    fn timers_are_marked_only_in_a_stretch() {
+        let mut meter = LoopMeter::default();
+        meter.run_started(0.0);
+        batch(&mut meter, 1, 1, 0, 0.001);
+        batch(&mut meter, 1, 1, 0, 0.002);
+        let marks = meter.marks.len();
+        meter.timer_fired(0, || Some(0.5), 1.0);
+        assert_eq!(meter.marks.len(), marks);
+        assert_eq!(meter.timers_fired, 1);
     }
 
     #[test]
     fn large_segments_are_recorded_in_parts() {
         let mut meter = LoopMeter::default();
         meter.run_started(0.0);
-        meter.batch_ran(1000, 1000, 1000, 1.0);
+        batch(&mut meter, 1000, 1000, 0, 1.0);
         let summary = meter.lag.summary();
         assert!(summary.max > 0.9 && summary.max < 1.0, "{summary:?}");
         assert!((summary.p50 - 0.5).abs() < 0.1, "{summary:?}");

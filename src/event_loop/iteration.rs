@@ -364,7 +364,7 @@ impl LoopCore {
                     dropped.push(handle);
                 } else {
                     let queued = queues.ready.len();
-                    let due = handle.get().deadline().filter(|_| real_time);
+                    let due = || handle.get().deadline().filter(|_| real_time);
                     queues.meter.timer_fired(queued, due, now);
                     queues.ready.push_back(handle);
                 }

@@ -51,6 +51,7 @@ impl Drop for RunningGuard<'_, '_> {
         this.watchdog.set_loop_thread(0);
         // Threads waiting for the next batch would wait for nothing now.
         this.post_gate.next_epoch();
+        this.meter_run_end(self.0.py());
         // A quiet period (virtual time) does not span two runs.
         if let Some(mut queues) = this.queues.try_borrow_mut(self.0.py()) {
             queues.quiet_since = None;

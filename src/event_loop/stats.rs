@@ -1,7 +1,8 @@
 //! `loop.stats()`: the loop's metrics as a dict, and the iteration's hooks that feed them
-//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost one clock read
-//! per batch of ready callbacks and two around each blocking poll; nothing per callback but
-//! a count.
+//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost two clock reads
+//! around each blocking poll and a few additions per batch of ready callbacks; a clock read
+//! per batch only in the sampled stretches where the lag is measured; nothing per callback
+//! but a count.
 
 use std::sync::atomic::Ordering;
 
@@ -37,17 +38,27 @@ impl LoopCore {
         queues.meter.slept(queued, slept.0, slept.1);
     }
 
-    /// A batch of `todo` ready callbacks ended (maybe early, on an error): one clock read.
+    /// A batch of `todo` ready callbacks ended (maybe early, on an error): counts, and a
+    /// clock read only in a sampled stretch (or before one).
     #[inline]
     pub(super) fn meter_batch_end(&self, py: Python<'_>, todo: usize, tally: BatchTally) {
         if todo == 0 {
             return;
         }
-        let ended = monotonic_seconds();
-        self.queues
-            .borrow_mut(py)
-            .meter
-            .batch_ran(todo, tally.dequeued, tally.ran, ended);
+        let mut queues = self.queues.borrow_mut(py);
+        if queues.meter.batch_counted(tally.dequeued, tally.ran) {
+            let queued = queues.ready.len();
+            queues
+                .meter
+                .batch_measured(todo, tally.dequeued, queued, monotonic_seconds());
+        }
+    }
+
+    /// `run_forever` ends: the run's busy time is kept.
+    pub(super) fn meter_run_end(&self, py: Python<'_>) {
+        if let Some(mut queues) = self.queues.try_borrow_mut(py) {
+            queues.meter.run_ended(monotonic_seconds());
+        }
     }
 
     /// The native part of `loop.stats()`: every key but `tasks`.
@@ -61,7 +72,8 @@ impl LoopCore {
             dict.set_item("callbacks_run", meter.callbacks_run)?;
             dict.set_item("io_events", meter.io_events)?;
             dict.set_item("timers_fired", meter.timers_fired)?;
-            dict.set_item("busy_time", meter.busy_time)?;
+            let busy = meter.busy_time(monotonic_seconds(), self.is_loop_running());
+            dict.set_item("busy_time", busy)?;
             dict.set_item("idle_time", meter.idle_time)?;
             let lag = meter.lag.summary();
             let lag_dict = PyDict::new(py);
