@@ -16,7 +16,11 @@ from typing import Any, TypedDict
 
 
 class LagStats(TypedDict):
-    """How long ready callbacks waited before running, over the last 30 to 60 seconds."""
+    """How long ready callbacks waited before running, over the last 30 to 60 seconds.
+
+    Sampled: measured in the first two batches of ready callbacks of each run, then in two
+    consecutive batches after every 30 others (a clock read per measured batch only).
+    """
 
     p50: float
     """Median, in seconds."""
@@ -42,7 +46,7 @@ class LoopStats(TypedDict):
     idle_time: float
     """Seconds spent blocked in the poll."""
     lag: LagStats
-    """How long ready callbacks waited before they ran (sliding window)."""
+    """How long ready callbacks waited before they ran (sliding window, sampled batches)."""
     tasks: int
     """Tasks of this loop not yet done."""
     transports: int

@@ -44,7 +44,7 @@ const SEGMENT_PARTS: usize = 8;
 /// Consecutive batches whose lag is measured in one stretch (the first measures the handles
 /// queued since the stretch began; those queued before have no known time).
 const MEASURED_BATCHES: u32 = 2;
-/// Unmeasured batches between two stretches.
+/// Unmeasured batches between two stretches (the clock is read at the end of the last one).
 const SAMPLE_EVERY: u32 = 30;
 
 /// The histogram bucket of a lag in seconds: a shift of its bits (log scale, no arithmetic).
@@ -219,9 +219,8 @@ pub struct LoopMeter {
     /// The last clock reading while a stretch lasts (monotonic seconds): the end of the last
     /// batch or blocking poll, or when the stretch or the run began. The next batch starts then.
     last_time: f64,
-    /// Measured batches left in the current stretch (0: no stretch).
-    measuring: u32,
-    /// Unmeasured batches left before the next stretch.
+    /// Batches left before the next stretch ends: `MEASURED_BATCHES` when one just began
+    /// (the batches from then on are measured), above it between stretches.
     countdown: u32,
 }
 
@@ -239,8 +238,7 @@ impl Default for LoopMeter {
             marks: VecDeque::new(),
             lag: LagWindow::default(),
             last_time: 0.0,
-            measuring: 0,
-            countdown: SAMPLE_EVERY,
+            countdown: SAMPLE_EVERY + MEASURED_BATCHES,
         }
     }
 }
@@ -266,12 +264,15 @@ impl LoopMeter {
     #[inline]
     pub fn batch_counted(&mut self, n: usize, ran: u64) -> bool {
         self.callbacks_run += ran;
-        if self.measuring > 0 {
-            return true;
-        }
         self.dequeued += n as u64;
-        self.countdown = self.countdown.saturating_sub(1);
-        self.countdown == 0
+        self.countdown = self.countdown.wrapping_sub(1);
+        self.countdown <= MEASURED_BATCHES
+    }
+
+    /// True while a stretch lasts: handles queued now get marks with known times.
+    #[inline]
+    fn measuring(&self) -> bool {
+        self.countdown <= MEASURED_BATCHES
     }
 
     /// The batch `batch_counted` asked for ended at `ended`: `todo` callbacks were due, `n`
@@ -279,15 +280,17 @@ impl LoopMeter {
     /// early) and the queue now holds `queued`. In a stretch, records the lags of the batch
     /// (begun at the previous reading); otherwise a stretch begins: handles queued from now on
     /// have known times.
+    #[inline(never)]
     pub fn batch_measured(&mut self, todo: usize, n: usize, queued: usize, ended: f64) {
-        if self.measuring == 0 {
+        if self.countdown == MEASURED_BATCHES {
             self.begin_stretch(queued, ended);
             return;
         }
-        self.measuring -= 1;
-        if self.measuring == 0 {
-            self.countdown = SAMPLE_EVERY;
+        if self.countdown == 0 {
+            self.countdown = SAMPLE_EVERY + MEASURED_BATCHES;
         }
+        // `batch_counted` counted the batch's handles already.
+        self.dequeued -= n as u64;
         let started = self.last_time;
         self.queued_from(todo, started);
         let took = (ended - started).max(0.0);
@@ -390,7 +393,7 @@ impl LoopMeter {
     #[inline]
     pub fn timer_fired(&mut self, queued: usize, due: impl FnOnce() -> Option<f64>, now: f64) {
         self.timers_fired += 1;
-        if self.measuring == 0 {
+        if !self.measuring() {
             return;
         }
         if let Some(due) = due() {
@@ -409,7 +412,7 @@ impl LoopMeter {
         });
         self.queued_from(queued, now);
         self.last_time = now;
-        self.measuring = MEASURED_BATCHES;
+        self.countdown = MEASURED_BATCHES;
     }
 
     /// The loop starts running at `now`: handles already queued wait from now on (the time
@@ -439,9 +442,10 @@ impl LoopMeter {
 
     /// The poll blocked from `since` to `until` (the clock's readings around it). Handles
     /// queued from now on (the queue holds `queued`) became ready when it returned.
+    #[inline(never)]
     pub fn slept(&mut self, queued: usize, since: f64, until: f64) {
         self.idle_time += (until - since).max(0.0);
-        if self.measuring > 0 {
+        if self.measuring() {
             self.last_time = until;
             self.queued_from(queued, until);
         }
@@ -554,7 +558,7 @@ mod tests {
             batch(&mut meter, 1, 1, 1, now);
         }
         assert_eq!(meter.lag.current.total, measured);
-        assert_eq!(meter.measuring, MEASURED_BATCHES);
+        assert_eq!(meter.countdown, MEASURED_BATCHES);
         // The next stretch: the first batch's handle was queued before it began (not
         // recorded); the second batch's handle was queued during the first (recorded).
         now += 0.001;
@@ -565,8 +569,8 @@ mod tests {
         assert_eq!(meter.lag.current.total, measured + 1);
         assert!(meter.lag.summary().max < 0.01, "{:?}", meter.lag.summary());
         assert_eq!(meter.callbacks_run, 4 + SAMPLE_EVERY as u64);
-        assert_eq!(meter.measuring, 0);
-        assert_eq!(meter.countdown, SAMPLE_EVERY);
+        assert!(!meter.measuring());
+        assert_eq!(meter.countdown, SAMPLE_EVERY + MEASURED_BATCHES);
         assert!(meter.marks.len() <= 2);
     }
 

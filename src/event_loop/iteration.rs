@@ -52,7 +52,9 @@ struct VirtualJump {
 }
 
 impl LoopCore {
-    /// One iteration of the loop.
+    /// One iteration of the loop (inlined into `run_until_stopped`, its one caller: a call
+    /// per iteration costs more than the stats hooks).
+    #[inline(always)]
     pub(super) fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         self.stats.iterations.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +175,7 @@ impl LoopCore {
     }
 
     /// Runs the callbacks ready at the start of this step, in FIFO order.
+    #[inline(always)]
     fn run_ready(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let todo = self.queues.borrow_mut(py).ready.len();
