@@ -19,7 +19,8 @@ class LagStats(TypedDict):
     """How long ready callbacks waited before running, over the last 30 to 60 seconds.
 
     Sampled: measured in the first two batches of ready callbacks of each run, then in two
-    consecutive batches after every 30 others (a clock read per measured batch only).
+    consecutive batches after every 30 others, and after batches of 16 callbacks or more in
+    the batches that follow them (a clock read per measured batch only).
     """
 
     p50: float

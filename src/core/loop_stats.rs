@@ -8,7 +8,8 @@
 //!
 //! The lag is sampled: measured in stretches of `MEASURED_BATCHES` consecutive batches, the
 //! first ones of every run and then one stretch after each `SAMPLE_EVERY` unmeasured batches
-//! (a clock read at the end of each measured batch, and one before the stretch). Outside a
+//! (a clock read at the end of each measured batch, and one before the stretch); a batch of
+//! `BUSY_BATCH` callbacks or more begins a stretch, or prolongs one. Outside a
 //! stretch a batch costs a few additions: on a loop running small batches (a protocol echoing
 //! over a socket: one or two callbacks per batch) a clock read and the bookkeeping per batch
 //! would cost several percent of the loop's time.
@@ -46,6 +47,10 @@ const SEGMENT_PARTS: usize = 8;
 const MEASURED_BATCHES: u32 = 2;
 /// Unmeasured batches between two stretches (the clock is read at the end of the last one).
 const SAMPLE_EVERY: u32 = 30;
+/// A batch of at least this many callbacks begins a stretch, or prolongs one: its clock read
+/// and bookkeeping are shared by enough callbacks to cost next to nothing, so a loop busy
+/// with large batches has its lag measured in (nearly) every batch.
+const BUSY_BATCH: usize = 16;
 
 /// The histogram bucket of a lag in seconds: a shift of its bits (log scale, no arithmetic).
 #[inline]
@@ -258,15 +263,15 @@ impl LoopMeter {
         }
     }
 
-    /// A batch ran: `n` handles left the queue's head and `ran` of them were not cancelled.
-    /// Counts them; true when the batch's end must be read from the clock and handed to
-    /// `batch_measured` (a stretch lasts, or begins after it).
+    /// A batch of `todo` callbacks ran: `n` handles left the queue's head and `ran` of them
+    /// were not cancelled. Counts them; true when the batch's end must be read from the clock
+    /// and handed to `batch_measured` (a stretch lasts, or begins after it).
     #[inline]
-    pub fn batch_counted(&mut self, n: usize, ran: u64) -> bool {
+    pub fn batch_counted(&mut self, todo: usize, n: usize, ran: u64) -> bool {
         self.callbacks_run += ran;
         self.dequeued += n as u64;
         self.countdown = self.countdown.wrapping_sub(1);
-        self.countdown <= MEASURED_BATCHES
+        self.countdown <= MEASURED_BATCHES || todo >= BUSY_BATCH
     }
 
     /// True while a stretch lasts: handles queued now get marks with known times.
@@ -282,12 +287,18 @@ impl LoopMeter {
     /// have known times.
     #[inline(never)]
     pub fn batch_measured(&mut self, todo: usize, n: usize, queued: usize, ended: f64) {
-        if self.countdown == MEASURED_BATCHES {
+        if self.countdown >= MEASURED_BATCHES {
+            // Its turn, or a busy batch outside a stretch.
             self.begin_stretch(queued, ended);
             return;
         }
         if self.countdown == 0 {
-            self.countdown = SAMPLE_EVERY + MEASURED_BATCHES;
+            // A busy batch prolongs the stretch: the next batch is measured too.
+            self.countdown = if todo >= BUSY_BATCH {
+                1
+            } else {
+                SAMPLE_EVERY + MEASURED_BATCHES
+            };
         }
         // `batch_counted` counted the batch's handles already.
         self.dequeued -= n as u64;
@@ -503,7 +514,7 @@ mod tests {
     /// One batch through both hooks, as the loop runs it; `queued` is the queue's length
     /// after it.
     fn batch(meter: &mut LoopMeter, todo: usize, n: usize, queued: usize, ended: f64) {
-        if meter.batch_counted(n, n as u64) {
+        if meter.batch_counted(todo, n, n as u64) {
             meter.batch_measured(todo, n, queued, ended);
         }
     }
@@ -572,6 +583,31 @@ mod tests {
         assert!(!meter.measuring());
         assert_eq!(meter.countdown, SAMPLE_EVERY + MEASURED_BATCHES);
         assert!(meter.marks.len() <= 2);
+    }
+
+    #[test]
+    fn busy_batches_are_measured_back_to_back() {
+        let mut meter = LoopMeter::default();
+        meter.run_started(0.0);
+        let mut now = 0.0;
+        for _ in 0..10 {
+            now += 0.01;
+            batch(&mut meter, BUSY_BATCH, BUSY_BATCH, BUSY_BATCH, now);
+        }
+        assert_eq!(meter.lag.current.total, 10 * BUSY_BATCH as u64);
+        // Small batches again: the stretch ends after the next one.
+        batch(&mut meter, 1, 1, 1, now + 0.01);
+        assert!(!meter.measuring());
+        // Outside a stretch, a busy batch begins one (it is not measured itself).
+        let total = meter.lag.current.total;
+        batch(&mut meter, BUSY_BATCH, BUSY_BATCH, 1, now + 0.02);
+        assert_eq!(meter.lag.current.total, total);
+        assert!(meter.measuring());
+        // The handle queued before the stretch began has no known time; the next one has.
+        batch(&mut meter, 1, 1, 1, now + 0.03);
+        assert_eq!(meter.lag.current.total, total);
+        batch(&mut meter, 1, 1, 0, now + 0.04);
+        assert_eq!(meter.lag.current.total, total + 1);
     }
 
     #[test]
