@@ -214,7 +214,8 @@ pub struct LoopMeter {
     run_began: f64,
     /// `idle_time` when the current run began.
     idle_at_run_start: f64,
-    /// Handles that left the ready queue so far: the sequence number of its head.
+    /// Handles that left the ready queue since the current stretch began: the sequence
+    /// number of its head.
     dequeued: u64,
     /// Marks in sequence order, none before the queue's head except the one covering it
     /// (meaningful while a stretch lasts only).
@@ -263,13 +264,12 @@ impl LoopMeter {
         }
     }
 
-    /// A batch of `todo` callbacks ran: `n` handles left the queue's head and `ran` of them
-    /// were not cancelled. Counts them; true when the batch's end must be read from the clock
-    /// and handed to `batch_measured` (a stretch lasts, or begins after it).
+    /// A batch of `todo` callbacks ran, `ran` of them not cancelled. Counts them; true when
+    /// the batch's end must be read from the clock and handed to `batch_measured` (a stretch
+    /// lasts, or begins after it). Nothing else: sequence numbers restart with each stretch.
     #[inline]
-    pub fn batch_counted(&mut self, todo: usize, n: usize, ran: u64) -> bool {
+    pub fn batch_counted(&mut self, todo: usize, ran: u64) -> bool {
         self.callbacks_run += ran;
-        self.dequeued += n as u64;
         self.countdown = self.countdown.wrapping_sub(1);
         self.countdown <= MEASURED_BATCHES || todo >= BUSY_BATCH
     }
@@ -300,8 +300,6 @@ impl LoopMeter {
                 SAMPLE_EVERY + MEASURED_BATCHES
             };
         }
-        // `batch_counted` counted the batch's handles already.
-        self.dequeued -= n as u64;
         let started = self.last_time;
         self.queued_from(todo, started);
         let took = (ended - started).max(0.0);
@@ -416,6 +414,8 @@ impl LoopMeter {
     /// their times are unknown, those queued from now on were queued no earlier than `now`.
     #[cold]
     fn begin_stretch(&mut self, queued: usize, now: f64) {
+        // Sequence numbers count from the queue's head now (marks before are dropped).
+        self.dequeued = 0;
         self.marks.clear();
         self.marks.push_back(Mark {
             seq: self.dequeued,
@@ -514,7 +514,7 @@ mod tests {
     /// One batch through both hooks, as the loop runs it; `queued` is the queue's length
     /// after it.
     fn batch(meter: &mut LoopMeter, todo: usize, n: usize, queued: usize, ended: f64) {
-        if meter.batch_counted(todo, n, n as u64) {
+        if meter.batch_counted(todo, n as u64) {
             meter.batch_measured(todo, n, queued, ended);
         }
     }

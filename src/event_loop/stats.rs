@@ -46,7 +46,7 @@ impl LoopCore {
             return;
         }
         let mut queues = self.queues.borrow_mut(py);
-        if queues.meter.batch_counted(todo, tally.dequeued, tally.ran) {
+        if queues.meter.batch_counted(todo, tally.ran) {
             let queued = queues.ready.len();
             queues
                 .meter
