@@ -376,3 +376,61 @@ def test_pause_reading_from_connection_made(loop, kind):
         return bytes(proto.data)
 
     assert run(loop, main()) == b"early data"
+
+
+class _Echo(asyncio.Protocol):
+    """Echoes what it receives (the soak's server)."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+@pytest.mark.parametrize("order", ["reader_first", "user_first"])
+def test_stream_reader_pause_interleaved_with_user_pause(loop, order):
+    """bench/soak.py's client: the StreamReader pauses the transport above 2 x limit, the
+    user pauses/resumes around a sleep, then drain and read back. The pause flag is one
+    idempotent flag shared by both (as asyncio's): a user resume after the reader's pause
+    reads again, the reader resumes once drained, and the 512 KiB echo completes."""
+
+    async def main():
+        server = await loop.create_server(_Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=16 * 1024)
+        transport = writer.transport
+        size = 512 * 1024
+        states = []
+        writer.write(b"x" * size)
+        if order == "reader_first":
+            await until(lambda: reader._paused)
+            states.append(transport.is_reading())  # the reader paused it
+            transport.pause_reading()  # already paused: no-op
+            await asyncio.sleep(0.02)
+            transport.resume_reading()
+            states.append(transport.is_reading())  # reading again, reader still "paused"
+        else:
+            transport.pause_reading()
+            await asyncio.sleep(0.02)
+            transport.resume_reading()
+            await until(lambda: reader._paused)
+            states.append(transport.is_reading())
+        await writer.drain()
+        got = 0
+        while got < size:
+            chunk = await reader.read(size - got)
+            assert chunk, "early EOF"
+            got += len(chunk)
+        states.append((got, reader._paused, transport.is_reading()))
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return states
+
+    states = run(loop, main())
+    if order == "reader_first":
+        assert states == [False, True, (512 * 1024, False, True)]
+    else:
+        assert states == [False, (512 * 1024, False, True)]
