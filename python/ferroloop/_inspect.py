@@ -274,32 +274,3 @@ def inspect_transports(loop: asyncio.AbstractEventLoop | None = None) -> list[Tr
             )
         )
     return infos
-
-
-class InspectAPI:
-    """``EventLoop`` mixin: ``stats()`` and ``serve_inspector()``."""
-
-    _inspector: Any = None
-
-    def stats(self) -> LoopStats:
-        """The loop's metrics (see ``LoopStats`` for each key). Cheap: counters kept by the
-        loop at all times, plus the count of live tasks."""
-        result: Any = self._loop_stats()  # type: ignore[attr-defined]
-        result["tasks"] = len(asyncio.all_tasks(self))  # type: ignore[arg-type]
-        return result
-
-    def serve_inspector(self) -> str:
-        """Serves ``stats()``, ``inspect_tasks()`` and ``inspect_transports()`` on a Unix
-        socket only this user can use (mode 0600, in a private directory), for
-        ``python -m ferroloop ps|top PID``; returns its path. The socket is removed when the
-        loop closes. Idempotent."""
-        from ._inspector import InspectorServer
-
-        if self._inspector is None:
-            self._inspector = InspectorServer.start(self)
-        return self._inspector.path
-
-    def _close_inspector(self) -> None:
-        inspector, self._inspector = self._inspector, None
-        if inspector is not None:
-            inspector.close()

@@ -28,7 +28,7 @@ from . import _fork
 from ._connections import ConnectionAPI
 from ._datagram import DatagramAPI
 from ._ferroloop import LoopCore, _check_callback
-from ._inspect import InspectAPI
+from ._inspect_api import InspectAPI
 from ._pipes import PipeAPI
 from ._sendfile import SendfileAPI
 from ._server import ServerAPI
