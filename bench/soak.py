@@ -46,7 +46,7 @@ def open_fds() -> int:
 
 
 def malloc_kib() -> dict:
-    """glibc's view of the C heap (mallinfo2, all arenas), KiB: in use and free-but-kept."""
+    """Return the C heap as glibc sees it (mallinfo2, all arenas), KiB: in use, free but kept."""
     try:
         import ctypes
 
@@ -197,7 +197,7 @@ async def client(ports, rng: random.Random, stats: Stats, tls_share: float, tls)
 
 
 def describe_stalled(workers) -> list:
-    """What each client still running is waiting on (its transport's and reader's state)."""
+    """Describe what each client still running waits on (its transport and reader state)."""
     out = []
     for task in workers:
         if task.done():
@@ -283,7 +283,7 @@ async def soak(args) -> dict:
         if waited > args.drain_timeout:
             stalled = describe_stalled(workers)
             print(json.dumps({"stalled": stalled}, default=str), flush=True)
-            for reader, writer in list(LIVE_CLIENTS.values()):
+            for _reader, writer in list(LIVE_CLIENTS.values()):
                 writer.transport.abort()
             for each in pending:
                 each.cancel()

@@ -97,7 +97,13 @@ def test_enfile_on_accept_reports_pauses_and_resumes(loop, file_table):
     def handler(_loop, context):
         exc = context.get("exception")
         reports.append(
-            (loop.time(), context["message"], type(exc), getattr(exc, "errno", None), sorted(context))
+            (
+                loop.time(),
+                context["message"],
+                type(exc),
+                getattr(exc, "errno", None),
+                sorted(context),
+            )
         )
 
     loop.set_exception_handler(handler)
