@@ -366,8 +366,10 @@ async def main():
     ours = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ours.connect(peer.getsockname())
     transport, _ = await loop.create_datagram_endpoint(Recorder, sock=ours)
+    sent = 0
     for _ in range(100_000):  # until one datagram waits in the transport's queue
         transport.sendto(b"x" * 1024)
+        sent += 1
         if transport.get_write_buffer_size():
             break
     before = transport.get_write_buffer_size()
@@ -382,18 +384,18 @@ async def main():
     grew = transport.get_write_buffer_size() - before
     del data
     received = 0
-    deadline = loop.time() + 20
-    while transport.get_write_buffer_size() and loop.time() < deadline:
+    last = loop.time()
+    while loop.time() - last < 0.3:  # until nothing more arrives
         try:
             peer.recv(4096)
             received += 1
+            last = loop.time()
         except BlockingIOError:
             await asyncio.sleep(0.001)
-    await asyncio.sleep(0.01)
     result = {{
         "raised": raised,
         "grew_by_payload": grew >= 512 << 20,
-        "queued_after": transport.get_write_buffer_size(),
+        "all_small_ones_received": received == sent,
         "closing": transport.is_closing(),
         "errors": errors,
     }}
@@ -425,4 +427,4 @@ def test_memory_error_queueing_a_huge_datagram(child, payload):
         expected = {"raised": None, "grew_by_payload": True, "errors": ["EMSGSIZE"]}
     else:
         expected = {"raised": "MemoryError", "grew_by_payload": False, "errors": []}
-    assert result == {**expected, "queued_after": 0, "closing": False}
+    assert result == {**expected, "all_small_ones_received": True, "closing": False}
