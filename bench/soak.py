@@ -233,6 +233,20 @@ async def keep_alive(ports, seed: int, stats: Stats, stop: asyncio.Event, share,
         await client(ports, rng, stats, share, tls)
 
 
+def print_top_allocations(count: int) -> None:
+    """Print where the memory Python's allocators hold was allocated (tracemalloc), by line."""
+    import tracemalloc
+
+    snapshot = tracemalloc.take_snapshot()
+    stats = snapshot.statistics("lineno")
+    top = [
+        {"kib": stat.size // 1024, "blocks": stat.count, "where": str(stat.traceback)}
+        for stat in stats[:count]
+    ]
+    total = sum(stat.size for stat in stats) // 1024
+    print(json.dumps({"traced_kib": total, "top": top}), flush=True)
+
+
 async def soak(args) -> dict:
     """Run the whole soak and return its summary."""
     loop = asyncio.get_running_loop()
@@ -270,6 +284,8 @@ async def soak(args) -> dict:
         }
         samples.append(sample)
         print(json.dumps(sample), flush=True)
+        if args.trace_top and len(samples) == 2:
+            print_top_allocations(args.trace_top)
     stop.set()
     # Wait for the clients to finish their last connection; report progress, and after
     # --drain-timeout describe and abort those still stuck (counted as "stalled").
@@ -353,7 +369,17 @@ def main() -> int:
         default=600.0,
         help="seconds the clients get to finish after the churn stops; then they are aborted",
     )
+    parser.add_argument(
+        "--trace-top",
+        type=int,
+        default=0,
+        help="trace allocations (tracemalloc, slow) and print the N largest at the 2nd sample",
+    )
     args = parser.parse_args()
+    if args.trace_top:
+        import tracemalloc
+
+        tracemalloc.start()
     spec = parse_loop_spec(args.loop)
     factory = load_loop_factory(spec.module, spec.factory)
     with asyncio.Runner(loop_factory=factory) as runner:
