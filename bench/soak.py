@@ -14,7 +14,11 @@ count is back to its baseline; then
 baseline again.
 
 Prints one JSON line per sample and a final JSON summary (``flat``: RSS and descriptors grew by
-at most ``--tolerance`` between the second sample and the last).
+at most ``--tolerance`` between the second sample and the last). A sample also gives the malloc
+heap (glibc's mallinfo2), the thread count and the bytes the transports and StreamReaders
+buffer, KiB; ``--trace-top N`` prints tracemalloc's N largest allocation sites at the second
+sample. Clients still running after the churn are listed every 30 s; after
+``--drain-timeout`` seconds they are described, aborted and counted as ``stalled``.
 """
 
 from __future__ import annotations
