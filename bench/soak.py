@@ -14,7 +14,11 @@ count is back to its baseline; then
 baseline again.
 
 Prints one JSON line per sample and a final JSON summary (``flat``: RSS and descriptors grew by
-at most ``--tolerance`` between the second sample and the last).
+at most ``--tolerance`` between the second sample and the last). A sample also gives the malloc
+heap (glibc's mallinfo2), the thread count and the bytes the transports and StreamReaders
+buffer, KiB; ``--trace-top N`` prints tracemalloc's N largest allocation sites at the second
+sample. Clients still running after the churn are listed every 30 s; after
+``--drain-timeout`` seconds they are described, aborted and counted as ``stalled``.
 """
 
 from __future__ import annotations
@@ -45,12 +49,66 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def malloc_kib() -> dict:
+    """Return the C heap as glibc sees it (mallinfo2, all arenas), KiB: in use, free but kept."""
+    try:
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [
+                (name, ctypes.c_size_t)
+                for name in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                    "fsmblks", "uordblks", "fordblks", "keepcost",
+                )
+            ]  # fmt: skip
+
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {
+        "heap_in_use": (info.uordblks + info.hblkhd) // 1024,
+        "heap_free": info.fordblks // 1024,
+        "threads": len(os.listdir("/proc/self/task")),
+    }
+
+
+LIVE_SERVER: set = set()
+LIVE_CLIENTS: dict = {}
+HELD_CHUNK: dict = {}
+
+
+def buffered_kib() -> dict:
+    """Bytes the program holds in buffers: transports' write buffers and StreamReaders', KiB."""
+    server_w = sum(p.transport.get_write_buffer_size() for p in list(LIVE_SERVER))
+    client_w = client_r = 0
+    for reader, writer in list(LIVE_CLIENTS.values()):
+        with contextlib.suppress(Exception):
+            client_w += writer.transport.get_write_buffer_size()
+        client_r += len(getattr(reader, "_buffer", b""))
+    return {
+        "server_wbuf": server_w // 1024,
+        "client_wbuf": client_w // 1024,
+        "client_rbuf": client_r // 1024,
+        "client_held_chunks": sum(HELD_CHUNK.values()) // 1024,
+        "live_server": len(LIVE_SERVER),
+        "live_clients": len(LIVE_CLIENTS),
+    }
+
+
 class EchoServer(asyncio.Protocol):
     """Echoes; closes the connection itself when the client asks (a first byte of b"C")."""
 
     def connection_made(self, transport):
         """Keep the transport."""
         self.transport = transport
+        LIVE_SERVER.add(self)
+
+    def connection_lost(self, exc):
+        """Forget it."""
+        LIVE_SERVER.discard(self)
 
     def data_received(self, data):
         """Echo, or close on request."""
@@ -96,6 +154,9 @@ async def client(ports, rng: random.Random, stats: Stats, tls_share: float, tls)
     else:
         reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
     stats.connections += 1
+    me = asyncio.current_task()
+    LIVE_CLIENTS[me] = (reader, writer)
+    HELD_CHUNK[me] = 0
     try:
         for _ in range(rng.randint(1, 4)):
             size = rng.choice((10, 1000, 64 * 1024, 512 * 1024))
@@ -112,6 +173,7 @@ async def client(ports, rng: random.Random, stats: Stats, tls_share: float, tls)
                 if not chunk:
                     raise ConnectionError("early EOF")
                 got += len(chunk)
+            HELD_CHUNK[me] = len(chunk)  # this frame keeps the last chunk until the next read
             stats.bytes += got
             await asyncio.sleep(rng.uniform(0, 0.5))
         ending = rng.choice(tuple(stats.endings))
@@ -133,6 +195,39 @@ async def client(ports, rng: random.Random, stats: Stats, tls_share: float, tls)
     except (ConnectionError, OSError):
         stats.errors += 1
         writer.transport.abort()
+    finally:
+        LIVE_CLIENTS.pop(me, None)
+        HELD_CHUNK.pop(me, None)
+
+
+def describe_stalled(workers) -> list:
+    """Describe what each client still running waits on (its transport and reader state)."""
+    out = []
+    for task in workers:
+        if task.done():
+            continue
+        pair = None
+        for client_task, each in LIVE_CLIENTS.items():
+            if client_task is task:
+                pair = each
+        if pair is None:
+            out.append({"slot": task.get_name(), "client": None})
+            continue
+        reader, writer = pair
+        transport = writer.transport
+        sock = transport.get_extra_info("socket")
+        out.append(
+            {
+                "slot": task.get_name(),
+                "local": sock.getsockname() if sock is not None else None,
+                "reading": transport.is_reading() if hasattr(transport, "is_reading") else None,
+                "wbuf": transport.get_write_buffer_size(),
+                "reader_buf": len(reader._buffer),
+                "reader_paused": getattr(reader, "_paused", None),
+                "closing": transport.is_closing(),
+            }
+        )
+    return out
 
 
 async def keep_alive(ports, seed: int, stats: Stats, stop: asyncio.Event, share, tls) -> None:
@@ -140,6 +235,20 @@ async def keep_alive(ports, seed: int, stats: Stats, stop: asyncio.Event, share,
     rng = random.Random(seed)
     while not stop.is_set():
         await client(ports, rng, stats, share, tls)
+
+
+def print_top_allocations(count: int) -> None:
+    """Print where the memory Python's allocators hold was allocated (tracemalloc), by line."""
+    import tracemalloc
+
+    snapshot = tracemalloc.take_snapshot()
+    stats = snapshot.statistics("lineno")
+    top = [
+        {"kib": stat.size // 1024, "blocks": stat.count, "where": str(stat.traceback)}
+        for stat in stats[:count]
+    ]
+    total = sum(stat.size for stat in stats) // 1024
+    print(json.dumps({"traced_kib": total, "top": top}), flush=True)
 
 
 async def soak(args) -> dict:
@@ -174,16 +283,41 @@ async def soak(args) -> dict:
             "tasks": len(asyncio.all_tasks()),
             "connections": stats.connections,
             "errors": stats.errors,
+            **malloc_kib(),
+            **buffered_kib(),
         }
         samples.append(sample)
         print(json.dumps(sample), flush=True)
+        if args.trace_top and len(samples) == 2:
+            print_top_allocations(args.trace_top)
     stop.set()
-    await asyncio.gather(*workers, return_exceptions=True)
+    # Wait for the clients to finish their last connection; report progress, and after
+    # --drain-timeout describe and abort those still stuck (counted as "stalled").
+    drain_start = time.monotonic()
+    stalled = []
+    while True:
+        pending = [w for w in workers if not w.done()]
+        if not pending:
+            break
+        waited = time.monotonic() - drain_start
+        if waited > args.drain_timeout:
+            stalled = describe_stalled(workers)
+            print(json.dumps({"stalled": stalled}, default=str), flush=True)
+            for _reader, writer in list(LIVE_CLIENTS.values()):
+                writer.transport.abort()
+            for each in pending:
+                each.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            break
+        print(json.dumps({"draining": len(pending), "waited_s": round(waited)}), flush=True)
+        await asyncio.wait(pending, timeout=30)
+    drain_s = round(time.monotonic() - drain_start, 1)
     for each in servers:
         each.close()
         await each.wait_closed()
     await asyncio.sleep(0.2)
     after_churn = {"fds": open_fds(), "tasks": len(asyncio.all_tasks()) - 1}
+    cycles_start = time.monotonic()
     for _ in range(args.cycles):
         sock = socket.socket()
         sock.setblocking(False)
@@ -191,6 +325,7 @@ async def soak(args) -> dict:
             await loop.sock_connect(sock, ("127.0.0.1", port))
         sock.close()
     after_cycles = open_fds()
+    cycles_s = round(time.monotonic() - cycles_start, 1)
     first, last = samples[min(1, len(samples) - 1)], samples[-1]
 
     def within(a, b):
@@ -208,12 +343,17 @@ async def soak(args) -> dict:
         "bytes_echoed": stats.bytes,
         "rss_kib": [first["rss_kib"], last["rss_kib"]],
         "fds": [first["fds"], last["fds"]],
+        "rss_drift_pct": round(100 * (last["rss_kib"] - first["rss_kib"]) / first["rss_kib"], 1),
+        "fds_drift_pct": round(100 * (last["fds"] - first["fds"]) / first["fds"], 1),
+        "drain_s": drain_s,
+        "stalled": len(stalled),
         "flat": within(first["rss_kib"], last["rss_kib"]) and within(first["fds"], last["fds"]),
         "baseline_fds": baseline_fds,
         "fds_after_churn": after_churn["fds"],
         "tasks_left": after_churn["tasks"],
         "cycles": args.cycles,
         "fds_after_cycles": after_cycles,
+        "cycles_s": cycles_s,
     }
 
 
@@ -227,7 +367,23 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=100_000)
     parser.add_argument("--tolerance", type=float, default=0.02)
     parser.add_argument("--tls-share", type=float, default=0.1, help="fraction through TLS")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=600.0,
+        help="seconds the clients get to finish after the churn stops; then they are aborted",
+    )
+    parser.add_argument(
+        "--trace-top",
+        type=int,
+        default=0,
+        help="trace allocations (tracemalloc, slow) and print the N largest at the 2nd sample",
+    )
     args = parser.parse_args()
+    if args.trace_top:
+        import tracemalloc
+
+        tracemalloc.start()
     spec = parse_loop_spec(args.loop)
     factory = load_loop_factory(spec.module, spec.factory)
     with asyncio.Runner(loop_factory=factory) as runner:
@@ -235,6 +391,7 @@ def main() -> int:
     print(json.dumps(summary), flush=True)
     ok = (
         summary["tasks_left"] == 0
+        and summary["stalled"] == 0
         and summary["fds_after_churn"] == summary["baseline_fds"]
         and summary["fds_after_cycles"] == summary["baseline_fds"]
     )

@@ -33,6 +33,16 @@ fn _check_callback(callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
     interop::callback_check::check_callback(callback.py(), callback, method)
 }
 
+/// Test-only: makes the system call at `site` (`"accept"`, `"waker"`) fail with `errno` from
+/// now on, 0 to stop; returns how many calls it failed meanwhile (see `core::fault_inject`).
+#[pyfunction]
+fn _inject_fault(site: &str, errno: i32) -> PyResult<u32> {
+    let site = core::fault_inject::Site::from_name(site).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("unknown fault site {site:?}"))
+    })?;
+    Ok(core::fault_inject::arm(site, errno))
+}
+
 /// The extension module.
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -49,6 +59,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::pipe_read::ReadPipeTransport>()?;
     m.add_class::<transport::pipe_write::WritePipeTransport>()?;
     m.add_function(wrap_pyfunction!(_check_callback, m)?)?;
+    m.add_function(wrap_pyfunction!(_inject_fault, m)?)?;
     m.add_class::<transport::accept::AcceptedSocket>()?;
     m.add_function(wrap_pyfunction!(transport::accept::accept_connection, m)?)?;
     m.add_class::<process::child_watch::ChildWatch>()?;

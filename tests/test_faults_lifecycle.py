@@ -337,3 +337,94 @@ def test_memory_error_copying_the_rest_of_a_partly_sent_bytearray(child):
             "lost": "MemoryError",
             "reported": [["Fatal write error on socket transport", "MemoryError"]],
         }
+
+
+DATAGRAM_MEMORY_SCRIPT = r"""
+import asyncio, errno, json, os, resource, socket, sys
+{prelude}
+payload_kind = sys.argv[1]
+
+def vm_size():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+
+async def main():
+    loop = asyncio.get_running_loop()
+    errors = []
+
+    class Recorder(asyncio.DatagramProtocol):
+        def error_received(self, exc):
+            errors.append(errno.errorcode.get(exc.errno, str(exc)))
+
+    # Connected to a named (abstract) peer: asyncio sends to the peername, and a
+    # socketpair's is empty.
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.bind("\0ferroloop-huge-datagram-%d" % os.getpid())
+    peer.setblocking(False)
+    ours = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.connect(peer.getsockname())
+    transport, _ = await loop.create_datagram_endpoint(Recorder, sock=ours)
+    sent = 0
+    for _ in range(100_000):  # until one datagram waits in the transport's queue
+        transport.sendto(b"x" * 1024)
+        sent += 1
+        if transport.get_write_buffer_size():
+            break
+    before = transport.get_write_buffer_size()
+    data = (bytes if payload_kind == "bytes" else bytearray)(256 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+    raised = None
+    try:
+        transport.sendto(data)
+    except BaseException as exc:
+        raised = type(exc).__name__
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    grew = transport.get_write_buffer_size() - before
+    del data
+    received = 0
+    last = loop.time()
+    while loop.time() - last < 0.3:  # until nothing more arrives
+        try:
+            peer.recv(4096)
+            received += 1
+            last = loop.time()
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    result = {{
+        "raised": raised,
+        "grew_by_payload": grew >= 256 << 20,
+        "all_small_ones_received": received == sent,
+        "closing": transport.is_closing(),
+        "errors": errors,
+    }}
+    transport.close()
+    peer.close()
+    await asyncio.sleep(0.01)
+    return result
+
+loop = new_loop()
+print(json.dumps(loop.run_until_complete(main())))
+loop.close()
+"""
+
+
+@pytest.mark.parametrize("payload", ["bytes", "bytearray"])
+def test_memory_error_queueing_a_huge_datagram(child, payload):
+    """sendto() of 256 MiB behind a queued datagram, with the address space nearly full
+    (RLIMIT_AS), in a child. asyncio queues a bytes object as is (the queue grows by it; sent
+    later, the socket refuses it: error_received(EMSGSIZE)) and copies a bytearray, which
+    fails: MemoryError from sendto(), nothing queued, the transport open. ferroloop the same
+    (its copy is a fallible allocation); never an abort of the process."""
+    script = child.script(
+        "huge_datagram.py", DATAGRAM_MEMORY_SCRIPT.format(prelude=child.loop_prelude)
+    )
+    proc = child.run([sys.executable, str(script), payload], timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if payload == "bytes":
+        expected = {"raised": None, "grew_by_payload": True, "errors": ["EMSGSIZE"]}
+    else:
+        expected = {"raised": "MemoryError", "grew_by_payload": False, "errors": []}
+    assert result == {**expected, "all_small_ones_received": True, "closing": False}

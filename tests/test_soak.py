@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import ssl
+import struct
 
 import pytest
 from support import open_fds
@@ -80,3 +82,54 @@ def test_tls_connections_leak_nothing(loop):
         asyncio.wait_for(churn(4, 200, server_context, client_context), 60)
     )
     assert_flat(samples, 200)
+
+
+def test_connect_close_cycles_return_descriptors_to_baseline(loop):
+    """2,000 connect/close cycles against a server of the loop under test (the soak's last
+    phase, shortened): a plain close by the client, a reset (SO_LINGER 0) or a close by the
+    server, in turn; once the server has seen every connection lost, the process has its
+    baseline descriptors plus the listening socket, and its baseline after the server closes."""
+    cycles = 2000
+    made: list[int] = []
+    lost: list[int] = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(1)
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.close()  # the client asked the server to close
+
+        def connection_lost(self, exc):
+            lost.append(1)
+
+    async def main():
+        await asyncio.sleep(0)
+        baseline = open_fds()
+        server = await loop.create_server(Server, "127.0.0.1", 0, backlog=1024)
+        address = server.sockets[0].getsockname()
+        for n in range(cycles):
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            if n % 3 == 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif n % 3 == 2:
+                await loop.sock_sendall(sock, b"C")
+                await loop.sock_recv(sock, 1)  # the server's EOF
+            sock.close()
+        for _ in range(1000):
+            if len(lost) == cycles:
+                break
+            await asyncio.sleep(0.01)
+        with_server = open_fds()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)
+        return baseline, with_server, open_fds()
+
+    baseline, with_server, after = loop.run_until_complete(asyncio.wait_for(main(), 120))
+    assert (len(made), len(lost)) == (cycles, cycles)
+    assert with_server == baseline + 1
+    assert after == baseline

@@ -25,6 +25,7 @@ __all__ = [
     "WritePipeTransport",
     "__version__",
     "_check_callback",
+    "_inject_fault",
     "accept_connection",
     "file_size",
     "remove_socket_file",
@@ -177,6 +178,10 @@ class LoopCore:
     def _open_transports(self) -> list[tuple[int, Any]]: ...
 
 def _check_callback(callback: object, method: str) -> None: ...
+
+# Test-only: the system call at `site` ("accept", "waker") fails with `errno` (0: stop);
+# returns how many calls failed meanwhile.
+def _inject_fault(site: str, errno: int) -> int: ...
 
 # A TLS connection's record pumping between the socket and the stdlib SSLObject (_tls.py).
 @final

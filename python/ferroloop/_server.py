@@ -392,7 +392,8 @@ class ServerAPI:
 
     def _accept_ready(self, protocol_factory, sock, server, backlog) -> None:
         """Accepts up to ``backlog`` connections; a failing protocol factory is reported and
-        the server keeps serving; running out of descriptors pauses accepting for a second."""
+        the server keeps serving; running out of descriptors (EMFILE, ENFILE...) pauses
+        accepting for a second (asyncio's retry delay)."""
         listen_fd = sock.fileno()
         for _ in range(backlog):
             try:
@@ -413,7 +414,9 @@ class ServerAPI:
                 )
                 self._remove_reader(sock.fileno())
                 self.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting, server, sock)
-                return
+                # No return, as in asyncio: the remaining ``backlog`` attempts are made (each
+                # failing is reported and schedules its retry the same way).
+                continue
             if conn is None:
                 return
             self._start_connection(protocol_factory, conn, None, server)

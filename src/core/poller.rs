@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::core::fault_inject::{self, Site};
+
 /// Token of the waker (call_soon_threadsafe).
 const WAKER_TOKEN: u64 = u64::MAX;
 /// Token of the signal wakeup pipe's read end.
@@ -161,6 +163,9 @@ impl Poller {
         let (epoll, waker) = unsafe {
             let epoll = check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?;
             let epoll = OwnedFd::from_raw_fd(epoll);
+            if let Some(errno) = fault_inject::injected(Site::Waker) {
+                return Err(io::Error::from_raw_os_error(errno)); // epoll dropped: closed
+            }
             let waker = check(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
             (epoll, OwnedFd::from_raw_fd(waker))
         };

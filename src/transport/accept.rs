@@ -10,6 +10,7 @@ use std::io;
 
 use pyo3::prelude::*;
 
+use crate::core::fault_inject::{self, Site};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::transport::sockaddr::{CompactAddr, RawAddr};
@@ -70,14 +71,19 @@ pub fn accept_connection(py: Python<'_>, listen_fd: i32) -> PyResult<Option<Acce
     let mut raw = RawAddr::empty();
     let fd = loop {
         let (sa, len) = raw.as_mut_parts();
-        // SAFETY: `sa`/`len` describe `raw`'s storage, which accept4 fills with the peer's
-        // address.
-        let fd =
-            unsafe { libc::accept4(listen_fd, sa, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
-        if fd >= 0 {
-            break fd;
-        }
-        let err = io::Error::last_os_error();
+        let err = if let Some(errno) = fault_inject::injected(Site::Accept) {
+            io::Error::from_raw_os_error(errno) // a test's simulated failure (ENFILE)
+        } else {
+            // SAFETY: `sa`/`len` describe `raw`'s storage, which accept4 fills with the
+            // peer's address.
+            let fd = unsafe {
+                libc::accept4(listen_fd, sa, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            };
+            if fd >= 0 {
+                break fd;
+            }
+            io::Error::last_os_error()
+        };
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
             Some(libc::EAGAIN) | Some(libc::ECONNABORTED) => return Ok(None),

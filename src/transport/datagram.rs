@@ -34,12 +34,46 @@ use crate::transport::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::transport::socket_info::{
     close_socket_object, extra_info, keep_socket_info, warn_unclosed,
 };
+use crate::transport::write_buffer::memory_error;
 
 /// A datagram waiting for the socket to become writable: its bytes and its destination
 /// (None on a connected socket).
 struct Queued {
-    data: Vec<u8>,
+    data: QueuedData,
     addr: Option<Py<PyAny>>,
+}
+
+/// A queued datagram's bytes: a `bytes` held by reference (immutable: asyncio queues it as
+/// is, without a copy), or a copy of a bytearray or memoryview (which the caller may change
+/// once `sendto()` returns). The copy is allocated fallibly: MemoryError, as asyncio's
+/// `bytes(data)`, instead of aborting the process.
+enum QueuedData {
+    Shared(Py<PyBytes>),
+    Copied(Vec<u8>),
+}
+
+impl QueuedData {
+    /// Queues `contents`, the bytes of `payload`.
+    fn new(payload: &Payload<'_, '_>, contents: &[u8]) -> PyResult<Self> {
+        Ok(match payload {
+            Payload::Bytes(bytes) => QueuedData::Shared((*bytes).clone().unbind()),
+            Payload::Copy(bytes, _) => QueuedData::Shared(bytes.clone().unbind()),
+            Payload::View(_) => {
+                let mut copy = Vec::new();
+                copy.try_reserve_exact(contents.len())
+                    .map_err(memory_error)?;
+                copy.extend_from_slice(contents);
+                QueuedData::Copied(copy)
+            }
+        })
+    }
+
+    fn as_slice<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
+        match self {
+            QueuedData::Shared(bytes) => bytes.as_bytes(py),
+            QueuedData::Copied(copy) => copy,
+        }
+    }
 }
 
 pub(crate) struct State {
@@ -597,10 +631,11 @@ transport_pymethods! {
                 }
             }
             {
+                let data = QueuedData::new(&payload, contents)?;
                 let mut state = this.state.borrow_mut(py);
                 state.queued_bytes += contents.len();
                 state.queue.push_back(Queued {
-                    data: contents.to_vec(),
+                    data,
                     addr: addr.map(Bound::unbind),
                 });
             }
@@ -617,16 +652,16 @@ transport_pymethods! {
                     break;
                 };
                 let addr = queued.addr.as_ref().map(|a| a.bind(py).clone());
-                match this.send_one(py, &queued.data, addr.as_ref()) {
+                match this.send_one(py, queued.data.as_slice(py), addr.as_ref()) {
                     Sent::Done => {
-                        this.state.borrow_mut(py).queued_bytes -= queued.data.len();
+                        this.state.borrow_mut(py).queued_bytes -= queued.data.as_slice(py).len();
                     }
                     Sent::WouldBlock => {
                         this.state.borrow_mut(py).queue.push_front(queued);
                         break;
                     }
                     Sent::Failed(err) => {
-                        this.state.borrow_mut(py).queued_bytes -= queued.data.len();
+                        this.state.borrow_mut(py).queued_bytes -= queued.data.as_slice(py).len();
                         if err.is_instance_of::<PyOSError>(py) {
                             return this.error_received(py, err);
                         }
