@@ -1253,7 +1253,7 @@ impl StreamTransport {
             return Self::on_eof(slf, protocol);
         }
         slf.get().state.borrow_mut(py).bytes_in += n as u64;
-        if let Err(err) = pump.after_incoming(protocol) {
+        if let Err(err) = pump.after_incoming(protocol, n) {
             return Self::fatal_error(slf, err, "Fatal error: protocol.buffer_updated() call failed.");
         }
         Ok(())

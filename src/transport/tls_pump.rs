@@ -23,12 +23,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PySlice, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::event_loop::sock_io::_PyBytes_Resize;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::spare_bytes;
 use crate::transport::stream::StreamTransport;
 
 /// What `SSLProtocol.max_size` is: the most one `SSLObject.read` is asked for.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// From this many ciphertext bytes in the incoming BIO on, records are decrypted straight
+/// into the app's `bytes` (below it, through the reused buffer and one small copy, which
+/// lets the transport's spare `bytes` be reused).
+const DIRECT_READ_MIN: usize = 16 * 1024;
 
 thread_local! {
     /// Where decrypted bytes are gathered before they become one `bytes` for the app.
@@ -262,18 +268,22 @@ impl TlsPump {
 
     /// Whatever `SSLProtocol.buffer_updated` does in the current state once the received
     /// bytes are in the incoming BIO.
-    pub(crate) fn after_incoming(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn after_incoming(
+        &self,
+        protocol: &Bound<'_, PyAny>,
+        received: usize,
+    ) -> PyResult<()> {
         self.ensure_synced(protocol)?;
         if self.with(protocol.py(), |m| m.state == State::Wrapped) {
-            self.do_read_impl(protocol)
+            self.do_read_impl(protocol, Some(received))
         } else {
             protocol.call_method0(intern!(protocol.py(), "_ferroloop_after_incoming"))?;
             Ok(())
         }
     }
 
-    /// `SSLProtocol._do_read`.
-    fn do_read_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `SSLProtocol._do_read` (`received`: see `read_copied`).
+    fn do_read_impl(&self, protocol: &Bound<'_, PyAny>, received: Option<usize>) -> PyResult<()> {
         let py = protocol.py();
         if self.with(py, |m| m.state == State::Other) {
             return Ok(());
@@ -283,7 +293,7 @@ impl TlsPump {
                 if self.with(py, |m| m.app_protocol_is_buffer) {
                     protocol.call_method0(intern!(py, "_do_read__buffered"))?;
                 } else {
-                    self.read_copied(protocol)?;
+                    self.read_copied(protocol, received)?;
                 }
                 if self.backlog_nonempty(py)? {
                     protocol.call_method0(intern!(py, "_do_write"))?;
@@ -297,19 +307,29 @@ impl TlsPump {
 
     /// `SSLProtocol._do_read__copied`: every decrypted byte available now, as one `bytes`,
     /// to the app protocol's `data_received`; a close_notify ends the app's input.
-    fn read_copied(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `received`: how many bytes the socket just delivered, when that is what runs this.
+    fn read_copied(&self, protocol: &Bound<'_, PyAny>, received: Option<usize>) -> PyResult<()> {
         let py = protocol.py();
-        // A reentrant use (an ssl callback running Python that reads another connection)
-        // gets a buffer of its own.
-        let mut local = Vec::new();
-        let (data, eof) = PLAINTEXT.with(|cell| {
-            let mut guard = cell.try_borrow_mut().ok();
-            let buf = match guard.as_deref_mut() {
-                Some(buf) => buf,
-                None => &mut local,
-            };
-            self.read_records(py, buf)
-        })?;
+        // What just came from the socket tells a small read apart without asking the BIO.
+        let arrived = match received {
+            Some(n) if n < DIRECT_READ_MIN => n,
+            _ => int_attr(self.incoming.bind(py), intern!(py, "pending"))? as usize,
+        };
+        let (data, eof) = if arrived >= DIRECT_READ_MIN {
+            self.read_records_direct(py, arrived)?
+        } else {
+            // A reentrant use (an ssl callback running Python that reads another
+            // connection) gets a buffer of its own.
+            let mut local = Vec::new();
+            PLAINTEXT.with(|cell| {
+                let mut guard = cell.try_borrow_mut().ok();
+                let buf = match guard.as_deref_mut() {
+                    Some(buf) => buf,
+                    None => &mut local,
+                };
+                self.read_records(py, buf)
+            })?
+        };
         if let Some(data) = data {
             let app = match self.object(py, |m| &m.app_protocol) {
                 Some(app) => app,
@@ -387,6 +407,74 @@ impl TlsPump {
         Ok((data, eof))
     }
 
+    /// `read_records` for much ciphertext at once: the records are decrypted straight into
+    /// the `bytes` the app gets (sized by the `arrived` ciphertext bytes, which are more
+    /// than the plaintext they hold; grown if the SSL object had more), saving a copy of
+    /// everything read.
+    fn read_records_direct<'py>(
+        &self,
+        py: Python<'py>,
+        arrived: usize,
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+        let read = self.ssl_read.bind(py);
+        let incoming = self.incoming.bind(py);
+        let pending = intern!(py, "pending");
+        let mut capacity = arrived;
+        // SAFETY: a new, uninitialised `bytes` that nobody else can see until it is
+        // returned: writing into it and resizing it are allowed (as `socket.recv` does).
+        let mut data = unsafe {
+            let obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), capacity as ffi::Py_ssize_t);
+            Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>()
+        };
+        let mut filled = 0usize;
+        let mut eof = false;
+        loop {
+            if filled == capacity {
+                capacity += READ_CHUNK;
+                data = resize_fresh_bytes(data, capacity)?;
+            }
+            let room = capacity - filled;
+            // SAFETY: the view covers the unwritten tail of `data`'s buffer, which only
+            // `SSLObject.read` writes (at most `room` bytes, keeping no reference); the view
+            // is released below before `data` is resized or handed out.
+            let view = unsafe {
+                let start = ffi::PyBytes_AsString(data.as_ptr()).add(filled);
+                let ptr = ffi::PyMemoryView_FromMemory(
+                    start,
+                    room as ffi::Py_ssize_t,
+                    ffi::PyBUF_WRITE,
+                );
+                Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
+            };
+            let result = read.call1((room, &view));
+            release_if_kept(&view)?;
+            drop(view);
+            match result {
+                Ok(count) => {
+                    let count: usize = count.extract()?;
+                    if count == 0 {
+                        eof = true;
+                        break;
+                    }
+                    filled += count;
+                    // As in `read_records`.
+                    if int_attr(incoming, pending)? == 0
+                        && (count < room
+                            || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
+                    {
+                        break;
+                    }
+                }
+                Err(err) if err.matches(py, self.again.bind(py))? => break,
+                Err(err) => return Err(err),
+            }
+        }
+        if filled == 0 {
+            return Ok((None, eof));
+        }
+        Ok((Some(resize_fresh_bytes(data, filled)?), eof))
+    }
+
     /// `SSLProtocol._process_outgoing`: what the SSL object wrote goes to the transport.
     fn process_outgoing_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
@@ -450,6 +538,24 @@ impl TlsPump {
     }
 }
 
+/// `data` (a `bytes` only the caller references, being filled) resized to `size`.
+fn resize_fresh_bytes(data: Bound<'_, PyBytes>, size: usize) -> PyResult<Bound<'_, PyBytes>> {
+    let py = data.py();
+    if data.as_bytes().len() == size {
+        return Ok(data);
+    }
+    let mut obj = data.into_ptr();
+    // SAFETY: `obj` is an owned reference to a `bytes` nobody else references (made by
+    // `read_records_direct` and not yet handed out); on failure `_PyBytes_Resize` releases it
+    // and sets the exception.
+    unsafe {
+        if _PyBytes_Resize(&mut obj, size as ffi::Py_ssize_t) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>())
+    }
+}
+
 /// Cuts a memoryview over Rust memory off from that memory if somebody kept a reference
 /// to it (the memory is reused once the view is dropped).
 fn release_if_kept(view: &Bound<'_, PyMemoryView>) -> PyResult<()> {
@@ -499,7 +605,7 @@ impl TlsPump {
     /// `SSLProtocol._do_read` of `protocol`.
     fn do_read(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         self.ensure_synced(protocol)?;
-        self.do_read_impl(protocol)
+        self.do_read_impl(protocol, None)
     }
 
     /// `SSLProtocol._process_outgoing` of `protocol`.
@@ -515,7 +621,7 @@ impl TlsPump {
         data: &Bound<'_, PyBytes>,
     ) -> PyResult<()> {
         self.write_incoming(protocol.py(), data.as_bytes())?;
-        self.after_incoming(protocol)
+        self.after_incoming(protocol, data.as_bytes().len())
     }
 
     /// The app transport's `write(data)`: encrypted and handed to the socket transport at
