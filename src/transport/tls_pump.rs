@@ -289,11 +289,12 @@ impl TlsPump {
             return Ok(());
         }
         guarded(protocol, || {
+            let mut emptied = false;
             if !self.with(py, |m| m.app_reading_paused) {
                 if self.with(py, |m| m.app_protocol_is_buffer) {
                     protocol.call_method0(intern!(py, "_do_read__buffered"))?;
                 } else {
-                    self.read_copied(protocol, received)?;
+                    emptied = self.read_copied(protocol, received)?;
                 }
                 if self.backlog_nonempty(py)? {
                     protocol.call_method0(intern!(py, "_do_write"))?;
@@ -301,21 +302,22 @@ impl TlsPump {
                     self.process_outgoing_impl(protocol)?;
                 }
             }
-            self.control_ssl_reading(protocol)
+            self.control_ssl_reading(protocol, emptied)
         })
     }
 
     /// `SSLProtocol._do_read__copied`: every decrypted byte available now, as one `bytes`,
     /// to the app protocol's `data_received`; a close_notify ends the app's input.
     /// `received`: how many bytes the socket just delivered, when that is what runs this.
-    fn read_copied(&self, protocol: &Bound<'_, PyAny>, received: Option<usize>) -> PyResult<()> {
+    /// Returns whether the incoming BIO was left empty.
+    fn read_copied(&self, protocol: &Bound<'_, PyAny>, received: Option<usize>) -> PyResult<bool> {
         let py = protocol.py();
         // What just came from the socket tells a small read apart without asking the BIO.
         let arrived = match received {
             Some(n) if n < DIRECT_READ_MIN => n,
             _ => int_attr(self.incoming.bind(py), intern!(py, "pending"))? as usize,
         };
-        let (data, eof) = if arrived >= DIRECT_READ_MIN {
+        let (data, eof, emptied) = if arrived >= DIRECT_READ_MIN {
             self.read_records_direct(py, arrived)?
         } else {
             // A reentrant use (an ssl callback running Python that reads another
@@ -342,7 +344,7 @@ impl TlsPump {
             protocol.call_method0(intern!(py, "_call_eof_received"))?;
             protocol.call_method0(intern!(py, "_start_shutdown"))?;
         }
-        Ok(())
+        Ok(emptied)
     }
 
     /// Reads records until the SSL object wants more input (or nothing is left to read, so
@@ -352,12 +354,13 @@ impl TlsPump {
         &self,
         py: Python<'py>,
         buf: &mut Vec<u8>,
-    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
         let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
         let pending = intern!(py, "pending");
         let mut filled = 0usize;
         let mut eof = false;
+        let mut emptied = false;
         loop {
             if buf.len() < filled + READ_CHUNK {
                 buf.resize(filled + READ_CHUNK, 0);
@@ -388,7 +391,8 @@ impl TlsPump {
                     // read could only raise want-read. A read that returned less than it
                     // was asked for emptied its record, so the SSL object holds nothing
                     // decrypted; it is asked only after a full read.
-                    if int_attr(incoming, pending)? == 0
+                    emptied = int_attr(incoming, pending)? == 0;
+                    if emptied
                         && (count < READ_CHUNK
                             || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
                     {
@@ -404,7 +408,7 @@ impl TlsPump {
             buf.truncate(READ_CHUNK);
             buf.shrink_to_fit();
         }
-        Ok((data, eof))
+        Ok((data, eof, emptied))
     }
 
     /// `read_records` for much ciphertext at once: the records are decrypted straight into
@@ -415,7 +419,7 @@ impl TlsPump {
         &self,
         py: Python<'py>,
         arrived: usize,
-    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
         let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
         let pending = intern!(py, "pending");
@@ -428,6 +432,7 @@ impl TlsPump {
         };
         let mut filled = 0usize;
         let mut eof = false;
+        let mut emptied = false;
         loop {
             if filled == capacity {
                 capacity += READ_CHUNK;
@@ -458,7 +463,8 @@ impl TlsPump {
                     }
                     filled += count;
                     // As in `read_records`.
-                    if int_attr(incoming, pending)? == 0
+                    emptied = int_attr(incoming, pending)? == 0;
+                    if emptied
                         && (count < room
                             || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
                     {
@@ -470,25 +476,31 @@ impl TlsPump {
             }
         }
         if filled == 0 {
-            return Ok((None, eof));
+            return Ok((None, eof, emptied));
         }
-        Ok((Some(resize_fresh_bytes(data, filled)?), eof))
+        Ok((Some(resize_fresh_bytes(data, filled)?), eof, emptied))
     }
 
     /// `SSLProtocol._process_outgoing`: what the SSL object wrote goes to the transport.
     fn process_outgoing_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = protocol.py();
-        if !self.with(py, |m| m.ssl_writing_paused)
-            && int_attr(self.outgoing.bind(py), intern!(py, "pending"))? > 0
-        {
+        // What the outgoing BIO holds afterwards, when known without asking it again.
+        let mut left = None;
+        if !self.with(py, |m| m.ssl_writing_paused) {
+            left = Some(0);
+        }
+        if left.is_some() && int_attr(self.outgoing.bind(py), intern!(py, "pending"))? > 0 {
             let data = self.outgoing_read.bind(py).call0()?;
             let transport = self.object(py, |m| &m.transport);
             let native = self.with(py, |m| m.native_transport);
             match transport {
+                // The native write runs no code that could encrypt more (a crossed water
+                // mark only sets `SSLProtocol._ssl_writing_paused`): the BIO stays empty.
                 Some(t) if native => {
                     StreamTransport::write_from_tls(t.cast::<StreamTransport>()?, &data)?
                 }
                 Some(t) => {
+                    left = None;
                     t.call_method1(intern!(py, "write"), (data,))?;
                 }
                 // What asyncio's `None.write(...)` raises.
@@ -499,13 +511,21 @@ impl TlsPump {
                 }
             }
         }
-        self.control_app_writing(protocol)
+        self.control_app_writing(protocol, left)
     }
 
-    /// `SSLProtocol._control_app_writing`, run only when a water mark is crossed.
-    fn control_app_writing(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `SSLProtocol._control_app_writing`, run only when a water mark is crossed
+    /// (`pending`: the outgoing BIO's size if known).
+    fn control_app_writing(
+        &self,
+        protocol: &Bound<'_, PyAny>,
+        pending: Option<isize>,
+    ) -> PyResult<()> {
         let py = protocol.py();
-        let pending = int_attr(self.outgoing.bind(py), intern!(py, "pending"))?;
+        let pending = match pending {
+            Some(pending) => pending,
+            None => int_attr(self.outgoing.bind(py), intern!(py, "pending"))?,
+        };
         let crossed = self.with(py, |m| {
             let size = (pending + m.write_buffer_size) as f64;
             if m.app_writing_paused {
@@ -521,9 +541,15 @@ impl TlsPump {
     }
 
     /// `SSLProtocol._control_ssl_reading`, run only when a water mark is crossed.
-    fn control_ssl_reading(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// (`known_empty`: the incoming BIO was just found empty; only socket reads fill it,
+    /// and none can run inside this call.)
+    fn control_ssl_reading(&self, protocol: &Bound<'_, PyAny>, known_empty: bool) -> PyResult<()> {
         let py = protocol.py();
-        let size = int_attr(self.incoming.bind(py), intern!(py, "pending"))? as f64;
+        let size = if known_empty {
+            0.0
+        } else {
+            int_attr(self.incoming.bind(py), intern!(py, "pending"))? as f64
+        };
         let crossed = self.with(py, |m| {
             if m.ssl_reading_paused {
                 size <= m.incoming_low_water
