@@ -14,7 +14,6 @@ directly, without ``get_buffer``/``buffer_updated``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
 from asyncio import constants, sslproto
 
@@ -109,15 +108,6 @@ class _PumpedSSLProtocol(sslproto.SSLProtocol):
             sslproto.SSLAgainErrors,
         )
         self._ferroloop_tls_pump.sync(self)
-        self._ferroloop_direct_write()
-
-    def _ferroloop_direct_write(self):
-        """The app transport's ``write`` as an instance attribute that calls the pump in C
-        (the class's ``write`` does the same through a Python frame)."""
-        transport = self._app_transport
-        pump = self.__dict__.get("_ferroloop_tls_pump")
-        if transport is not None and pump is not None:
-            transport.write = functools.partial(pump.app_write, self)
 
     def _get_app_transport(self):
         if self._app_transport is None:
@@ -125,7 +115,6 @@ class _PumpedSSLProtocol(sslproto.SSLProtocol):
                 raise RuntimeError("Creating _SSLProtocolTransport twice")
             self._app_transport_created = True
             self._app_transport = _PumpedSSLTransport(self._loop, self)
-            self._ferroloop_direct_write()
         return self._app_transport
 
     def _ferroloop_after_incoming(self):
