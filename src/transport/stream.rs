@@ -1199,19 +1199,6 @@ impl Drop for StreamTransport {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// Every connection carries one transport state: keep it small. (152 bytes, plus the 16
-    /// of the byte counters `ferroloop.inspect_transports` shows and the 8 of the TLS pump
-    /// link.)
-    #[test]
-    fn state_size() {
-        let size = std::mem::size_of::<super::State>();
-        assert!(size <= 176, "{size}");
-        println!("State: {size} bytes");
-    }
-}
-
 impl StreamTransport {
     /// `write(data)` for the TLS pump, which has checked that this transport's `write` is
     /// the native one.
@@ -1239,7 +1226,11 @@ impl StreamTransport {
             Ok(Ok(n)) => n,
             Ok(Err(err)) if would_block(&err) => return Ok(()),
             Ok(Err(err)) => {
-                return Self::fatal_error(slf, os_error(err), "Fatal read error on socket transport")
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
             }
             Err(err) => {
                 return Self::fatal_error(
@@ -1254,8 +1245,25 @@ impl StreamTransport {
         }
         slf.get().state.borrow_mut(py).bytes_in += n as u64;
         if let Err(err) = pump.after_incoming(protocol, n) {
-            return Self::fatal_error(slf, err, "Fatal error: protocol.buffer_updated() call failed.");
+            return Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection carries one transport state: keep it small. (152 bytes, plus the 16
+    /// of the byte counters `ferroloop.inspect_transports` shows and the 8 of the TLS pump
+    /// link.)
+    #[test]
+    fn state_size() {
+        let size = std::mem::size_of::<super::State>();
+        assert!(size <= 176, "{size}");
+        println!("State: {size} bytes");
     }
 }

@@ -12,7 +12,12 @@
 //! other than WRAPPED, a paused side, a crossed water mark, a non-empty write backlog, a
 //! buffered app protocol) is handed to the `SSLProtocol` method that asyncio runs for it.
 //!
-//! The pump keeps no reference to the protocol (each call passes it), so it adds no cycle.
+//! The protocol attributes the data path reads are not looked up per record: the pump keeps a
+//! copy ([`Mirror`]) that `_tls.py`'s `__setattr__` refreshes whenever the protocol assigns
+//! one of them (the stdlib code only ever assigns them), so the copy always equals the
+//! attributes. The pump keeps no reference to the protocol itself (each call passes it); the
+//! app protocol and transport it copies are the protocol's own references (cleared with
+//! them in `connection_lost`) and are reported to the garbage collector.
 
 use std::cell::RefCell;
 
@@ -444,11 +449,8 @@ impl TlsPump {
             // is released below before `data` is resized or handed out.
             let view = unsafe {
                 let start = ffi::PyBytes_AsString(data.as_ptr()).add(filled);
-                let ptr = ffi::PyMemoryView_FromMemory(
-                    start,
-                    room as ffi::Py_ssize_t,
-                    ffi::PyBUF_WRITE,
-                );
+                let ptr =
+                    ffi::PyMemoryView_FromMemory(start, room as ffi::Py_ssize_t, ffi::PyBUF_WRITE);
                 Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
             };
             let result = read.call1((room, &view));
@@ -701,9 +703,13 @@ impl TlsPump {
         let Some(mirror) = self.mirror.try_borrow_in_gc() else {
             return Ok(());
         };
-        for obj in [&mirror.app_protocol, &mirror.transport, &mirror.write_backlog]
-            .into_iter()
-            .flatten()
+        for obj in [
+            &mirror.app_protocol,
+            &mirror.transport,
+            &mirror.write_backlog,
+        ]
+        .into_iter()
+        .flatten()
         {
             visit.call(obj)?;
         }
