@@ -474,3 +474,82 @@ def test_protocol_level_tls_flow_control_pause_and_close_notify(loop, server_cla
     assert server_protocol.events == ["made", "paused", "resumed", "eof", "lost"]
     assert "pause_writing" in client.events
     assert client.events[-1] == "resume_writing"
+
+
+class _Collector(asyncio.Protocol):
+    """Records what arrives; the first protocol of the set_protocol test hands the transport
+    to ``successor`` once its first message is in."""
+
+    def __init__(self, got: asyncio.Queue, successor=None) -> None:
+        self.got = got
+        self.successor = successor
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.got.put_nowait((type(self).__name__, bytes(data)))
+        if self.successor is not None:
+            self.transport.set_protocol(self.successor)
+            self.successor.transport = self.transport
+
+
+class _BufferedCollector(_Collector, asyncio.BufferedProtocol):
+    def get_buffer(self, sizehint: int):
+        self._buffer = bytearray(4096)
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got.put_nowait((type(self).__name__, bytes(self._buffer[:nbytes])))
+
+    def data_received(self, data: bytes) -> None:  # a BufferedProtocol never gets this
+        self.got.put_nowait(("data_received", bytes(data)))
+
+
+class _EchoServer(asyncio.Protocol):
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def test_set_protocol_on_a_tls_transport_mid_stream(loop):
+    """The app transport's set_protocol() while wrapped: later records go to the new
+    protocol (a BufferedProtocol here, so the read path switches kind), writes, the buffer
+    size and the transport's state queries stay asyncio's; a write after close is ignored."""
+
+    async def main():
+        server = await loop.create_server(_EchoServer, "127.0.0.1", 0, ssl=server_context())
+        port = server.sockets[0].getsockname()[1]
+        got: asyncio.Queue = asyncio.Queue()
+        second = _BufferedCollector(got)
+        transport, _ = await loop.create_connection(
+            lambda: _Collector(got, successor=second),
+            "127.0.0.1",
+            port,
+            ssl=client_context(),
+            server_hostname="localhost",
+        )
+        results = []
+        for message in (b"first", b"second", b"third"):
+            transport.write(message)
+            results.append(await asyncio.wait_for(got.get(), TIMEOUT))
+        state = (transport.is_closing(), transport.get_write_buffer_size())
+        transport.close()
+        transport.write(b"after close")
+        closing = transport.is_closing()
+        await asyncio.sleep(0.05)
+        server.close()
+        await server.wait_closed()
+        return results, state, closing
+
+    results, state, closing = run(loop, main(), 2 * TIMEOUT)
+    assert results == [
+        ("_Collector", b"first"),
+        ("_BufferedCollector", b"second"),
+        ("_BufferedCollector", b"third"),
+    ]
+    assert state == (False, 0)
+    assert closing is True

@@ -61,8 +61,36 @@ class _PumpedSSLTransport(sslproto._SSLProtocolTransport):
         protocol._ferroloop_tls_pump.app_write(protocol, data)
 
 
+#: The ``SSLProtocol`` attributes ``TlsPump`` keeps a copy of (re-read on each assignment).
+_MIRRORED = frozenset(
+    {
+        "_state",
+        "_app_reading_paused",
+        "_app_protocol_is_buffer",
+        "_ssl_writing_paused",
+        "_ssl_reading_paused",
+        "_app_writing_paused",
+        "_write_buffer_size",
+        "_incoming_high_water",
+        "_incoming_low_water",
+        "_outgoing_high_water",
+        "_outgoing_low_water",
+        "_app_protocol",
+        "_transport",
+        "_write_backlog",
+    }
+)
+
+
 class _PumpedSSLProtocol(sslproto.SSLProtocol):
     """asyncio's ``SSLProtocol`` with its wrapped-state data path in ``TlsPump``."""
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in _MIRRORED:
+            pump = self.__dict__.get("_ferroloop_tls_pump")
+            if pump is not None:
+                pump.sync(self)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -79,6 +107,7 @@ class _PumpedSSLProtocol(sslproto.SSLProtocol):
             sslproto.SSLProtocolState.FLUSHING,
             sslproto.SSLAgainErrors,
         )
+        self._ferroloop_tls_pump.sync(self)
 
     def _get_app_transport(self):
         if self._app_transport is None:

@@ -81,7 +81,10 @@ const SCRATCH_COPY_MAX: usize = 16 * 1024;
 
 extern "C" {
     /// CPython's in-place resize of a fresh `bytes` (not declared publicly by pyo3-ffi).
-    fn _PyBytes_Resize(bytes: *mut *mut pyo3::ffi::PyObject, size: pyo3::ffi::Py_ssize_t) -> i32;
+    pub(crate) fn _PyBytes_Resize(
+        bytes: *mut *mut pyo3::ffi::PyObject,
+        size: pyo3::ffi::Py_ssize_t,
+    ) -> i32;
 }
 
 /// Receives straight into a new `bytes` of `size` bytes, shrunk to the received length.

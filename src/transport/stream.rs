@@ -787,7 +787,10 @@ transport_pymethods! {
                 (state.fd, protocol.clone_ref(py), state.buffered, tls)
             };
             let protocol = protocol.bind(py);
-            if buffered && tls.is_none() {
+            if let Some(pump) = tls {
+                return Self::read_into_tls(slf, fd, protocol, pump.get());
+            }
+            if buffered {
                 return Self::read_into_protocol_buffer(slf, fd, protocol);
             }
             // Small reads go through the shared buffer and are copied out; after a large read,
@@ -824,18 +827,7 @@ transport_pymethods! {
             if data.as_bytes().is_empty() {
                 return Self::on_eof(slf, protocol);
             }
-            if let Some(pump) = tls {
-                // The TLS protocol's `buffer_updated`, with the bytes already in hand.
-                if let Err(err) = pump.get().feed(protocol, &data) {
-                    return Self::fatal_error(
-                        slf,
-                        err,
-                        "Fatal error: protocol.buffer_updated() call failed.",
-                    );
-                }
-            } else if let Err(err) =
-                protocol.call_method1(intern!(py, "data_received"), (&data,))
-            {
+            if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (&data,)) {
                 return Self::fatal_error(
                     slf,
                     err,
@@ -1204,6 +1196,62 @@ impl Drop for StreamTransport {
                 err.write_unraisable(py, None);
             }
         });
+    }
+}
+
+impl StreamTransport {
+    /// `write(data)` for the TLS pump, which has checked that this transport's `write` is
+    /// the native one.
+    pub(crate) fn write_from_tls(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::write(slf, data)
+    }
+
+    /// The socket is readable on a TLS connection: one receive straight from the shared
+    /// read buffer into the TLS protocol's incoming BIO (no `bytes` in between), then what
+    /// `buffer_updated` does.
+    fn read_into_tls(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        protocol: &Bound<'_, PyAny>,
+        pump: &TlsPump,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        // Only C code (`MemoryBIO.write`) runs while the read buffer is borrowed.
+        let received = with_read_buffer(|buf| match recv_raw(fd, buf) {
+            Ok(0) => Ok(Ok(0)),
+            Ok(n) => pump.write_incoming(py, &buf[..n]).map(|()| Ok(n)),
+            Err(err) => Ok(Err(err)),
+        });
+        let n = match received {
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) if would_block(&err) => return Ok(()),
+            Ok(Err(err)) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(err),
+                    "Fatal read error on socket transport",
+                )
+            }
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.buffer_updated() call failed.",
+                )
+            }
+        };
+        if n == 0 {
+            return Self::on_eof(slf, protocol);
+        }
+        slf.get().state.borrow_mut(py).bytes_in += n as u64;
+        if let Err(err) = pump.after_incoming(protocol, n) {
+            return Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            );
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,12 @@
 //! other than WRAPPED, a paused side, a crossed water mark, a non-empty write backlog, a
 //! buffered app protocol) is handed to the `SSLProtocol` method that asyncio runs for it.
 //!
-//! The pump keeps no reference to the protocol (each call passes it), so it adds no cycle.
+//! The protocol attributes the data path reads are not looked up per record: the pump keeps a
+//! copy ([`Mirror`]) that `_tls.py`'s `__setattr__` refreshes whenever the protocol assigns
+//! one of them (the stdlib code only ever assigns them), so the copy always equals the
+//! attributes. The pump keeps no reference to the protocol itself (each call passes it); the
+//! app protocol and transport it copies are the protocol's own references (cleared with
+//! them in `connection_lost`) and are reported to the garbage collector.
 
 use std::cell::RefCell;
 
@@ -20,16 +25,98 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PySlice, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
+use crate::event_loop::sock_io::_PyBytes_Resize;
+use crate::interop::gil_cell::GilRefCell;
 use crate::interop::spare_bytes;
+use crate::transport::stream::StreamTransport;
 
 /// What `SSLProtocol.max_size` is: the most one `SSLObject.read` is asked for.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// From this many ciphertext bytes in the incoming BIO on, records are decrypted straight
+/// into the app's `bytes` (below it, through the reused buffer and one small copy, which
+/// lets the transport's spare `bytes` be reused).
+const DIRECT_READ_MIN: usize = 16 * 1024;
+
 thread_local! {
     /// Where decrypted bytes are gathered before they become one `bytes` for the app.
     static PLAINTEXT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the protocol's `_state` stands, as far as the data path cares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// `SSLProtocolState.WRAPPED`.
+    Wrapped,
+    /// `SSLProtocolState.FLUSHING`.
+    Flushing,
+    /// Any other state.
+    Other,
+}
+
+/// A copy of the `SSLProtocol` attributes the data path reads, refreshed by `sync` each time
+/// the protocol assigns one of them (`_tls.py`'s `__setattr__`): the per-record path reads
+/// them here instead of looking each one up in the protocol's dict.
+struct Mirror {
+    /// False until the first `sync`.
+    synced: bool,
+    /// `_state`.
+    state: State,
+    /// `_app_reading_paused`.
+    app_reading_paused: bool,
+    /// `_app_protocol_is_buffer`.
+    app_protocol_is_buffer: bool,
+    /// `_ssl_writing_paused`.
+    ssl_writing_paused: bool,
+    /// `_ssl_reading_paused`.
+    ssl_reading_paused: bool,
+    /// `_app_writing_paused`.
+    app_writing_paused: bool,
+    /// `_write_buffer_size`.
+    write_buffer_size: isize,
+    /// `_incoming_high_water`.
+    incoming_high_water: f64,
+    /// `_incoming_low_water`.
+    incoming_low_water: f64,
+    /// `_outgoing_high_water`.
+    outgoing_high_water: f64,
+    /// `_outgoing_low_water`.
+    outgoing_low_water: f64,
+    /// `_app_protocol`.
+    app_protocol: Option<Py<PyAny>>,
+    /// `_transport`.
+    transport: Option<Py<PyAny>>,
+    /// Is `_transport` a native stream transport whose `write` is the native one?
+    native_transport: bool,
+    /// `_write_backlog` (a deque; its length is read where asyncio tests it).
+    write_backlog: Option<Py<PyAny>>,
+}
+
+impl Mirror {
+    /// Nothing read yet.
+    const fn empty() -> Self {
+        Mirror {
+            synced: false,
+            state: State::Other,
+            app_reading_paused: false,
+            app_protocol_is_buffer: false,
+            ssl_writing_paused: false,
+            ssl_reading_paused: false,
+            app_writing_paused: false,
+            write_buffer_size: 0,
+            incoming_high_water: 0.0,
+            incoming_low_water: 0.0,
+            outgoing_high_water: 0.0,
+            outgoing_low_water: 0.0,
+            app_protocol: None,
+            transport: None,
+            native_transport: false,
+            write_backlog: None,
+        }
+    }
 }
 
 /// One TLS connection's cached `MemoryBIO`/`SSLObject` methods (see the module doc).
@@ -55,57 +142,10 @@ pub struct TlsPump {
     flushing: Py<PyAny>,
     /// `sslproto.SSLAgainErrors`: want-read/want-write, "try again later".
     again: Py<PyAny>,
-}
-
-/// The protocol and its instance dict: the protocol's attributes the pump reads are instance
-/// attributes, read from the dict (one lookup each) instead of through `getattr`; one that is
-/// not there (a program that moved it elsewhere) is looked up normally.
-struct Proto<'a, 'py> {
-    /// The `SSLProtocol`.
-    obj: &'a Bound<'py, PyAny>,
-    /// Its `__dict__`, if it has one.
-    dict: Option<Bound<'py, PyDict>>,
-}
-
-impl<'a, 'py> Proto<'a, 'py> {
-    /// Reads `protocol.__dict__` once.
-    fn new(obj: &'a Bound<'py, PyAny>) -> Self {
-        let dict = obj
-            .getattr(intern!(obj.py(), "__dict__"))
-            .ok()
-            .and_then(|d| d.cast_into::<PyDict>().ok());
-        Proto { obj, dict }
-    }
-
-    /// `protocol.name`.
-    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(dict) = &self.dict {
-            if let Some(value) = dict.get_item(name)? {
-                return Ok(value);
-            }
-        }
-        self.obj.getattr(name)
-    }
-
-    /// `bool(protocol.name)`.
-    fn flag(&self, name: &Bound<'py, PyString>) -> PyResult<bool> {
-        self.get(name)?.is_truthy()
-    }
-
-    /// `protocol.name` as an integer.
-    fn int(&self, name: &Bound<'py, PyString>) -> PyResult<isize> {
-        self.get(name)?.extract()
-    }
-
-    /// `protocol.name()`.
-    fn call0(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-        self.obj.call_method0(name)
-    }
-}
-
-/// `obj.name` as an integer.
-fn int_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<isize> {
-    obj.getattr(name)?.extract()
+    /// `READ_CHUNK` as a Python int (made once).
+    read_chunk: Py<PyAny>,
+    /// The protocol's attributes the data path reads (see [`Mirror`]).
+    mirror: GilRefCell<Mirror>,
 }
 
 /// Runs `f`; an `Exception` it raises goes to `protocol._fatal_error(exc, message)` as
@@ -124,80 +164,192 @@ fn guarded(protocol: &Bound<'_, PyAny>, f: impl FnOnce() -> PyResult<()>) -> PyR
     }
 }
 
+/// `obj.name` as an integer.
+fn int_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<isize> {
+    obj.getattr(name)?.extract()
+}
+
+/// A mirrored object attribute, or None when the protocol holds None there.
+fn object_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<Option<Py<PyAny>>> {
+    let value = obj.getattr(name)?;
+    Ok((!value.is_none()).then(|| value.unbind()))
+}
+
 impl TlsPump {
-    /// Is the protocol's state `want`?
-    fn state_is(p: &Proto<'_, '_>, want: &Py<PyAny>) -> PyResult<bool> {
-        let state = p.get(intern!(p.obj.py(), "_state"))?;
-        Ok(state.is(want.bind(p.obj.py())))
+    /// Reads the mirrored attributes of `protocol` (see [`Mirror`]).
+    fn sync_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let flag = |name: &Bound<'_, PyString>| protocol.getattr(name)?.is_truthy();
+        let level = |name: &Bound<'_, PyString>| protocol.getattr(name)?.extract::<f64>();
+        let state = protocol.getattr(intern!(py, "_state"))?;
+        let state = if state.is(self.wrapped.bind(py)) {
+            State::Wrapped
+        } else if state.is(self.flushing.bind(py)) {
+            State::Flushing
+        } else {
+            State::Other
+        };
+        let transport = object_attr(protocol, intern!(py, "_transport"))?;
+        let native_transport = match &transport {
+            Some(t) => {
+                let t = t.bind(py);
+                t.is_instance_of::<StreamTransport>()
+                    && t.get_type().getattr(intern!(py, "write"))?.is(py
+                        .get_type::<StreamTransport>()
+                        .getattr(intern!(py, "write"))?)
+            }
+            None => false,
+        };
+        let fresh = Mirror {
+            synced: true,
+            state,
+            app_reading_paused: flag(intern!(py, "_app_reading_paused"))?,
+            app_protocol_is_buffer: flag(intern!(py, "_app_protocol_is_buffer"))?,
+            ssl_writing_paused: flag(intern!(py, "_ssl_writing_paused"))?,
+            ssl_reading_paused: flag(intern!(py, "_ssl_reading_paused"))?,
+            app_writing_paused: flag(intern!(py, "_app_writing_paused"))?,
+            write_buffer_size: int_attr(protocol, intern!(py, "_write_buffer_size"))?,
+            incoming_high_water: level(intern!(py, "_incoming_high_water"))?,
+            incoming_low_water: level(intern!(py, "_incoming_low_water"))?,
+            outgoing_high_water: level(intern!(py, "_outgoing_high_water"))?,
+            outgoing_low_water: level(intern!(py, "_outgoing_low_water"))?,
+            app_protocol: object_attr(protocol, intern!(py, "_app_protocol"))?,
+            transport,
+            native_transport,
+            write_backlog: object_attr(protocol, intern!(py, "_write_backlog"))?,
+        };
+        let old = std::mem::replace(&mut *self.mirror.borrow_mut(py), fresh);
+        drop(old); // outside the borrow: dropping may run Python code
+        Ok(())
     }
 
-    /// Bytes that arrived from the socket: into the incoming BIO, then whatever
-    /// `SSLProtocol.buffer_updated` does in the current state (the transport's read path).
-    pub(crate) fn feed(
+    /// The mirror, read once (the first time) if nothing has assigned a mirrored attribute.
+    fn ensure_synced(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.mirror.borrow_mut(protocol.py()).synced {
+            self.sync_impl(protocol)?;
+        }
+        Ok(())
+    }
+
+    /// Reads one value out of the mirror (a short borrow, no Python code runs under it).
+    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&Mirror) -> R) -> R {
+        f(&self.mirror.borrow_mut(py))
+    }
+
+    /// A mirrored object attribute (None when the protocol holds None).
+    fn object<'py>(
+        &self,
+        py: Python<'py>,
+        f: impl FnOnce(&Mirror) -> &Option<Py<PyAny>>,
+    ) -> Option<Bound<'py, PyAny>> {
+        self.with(py, |m| f(m).as_ref().map(|o| o.bind(py).clone()))
+    }
+
+    /// `bool(protocol._write_backlog)`.
+    fn backlog_nonempty(&self, py: Python<'_>) -> PyResult<bool> {
+        match self.object(py, |m| &m.write_backlog) {
+            Some(backlog) => backlog.is_truthy(),
+            None => Ok(false),
+        }
+    }
+
+    /// Puts received bytes into the incoming BIO; the caller then runs `after_incoming`
+    /// (split so that `data` may be the transport's read buffer: only C code runs here).
+    pub(crate) fn write_incoming(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        // SAFETY: the view covers `data`, which outlives it: the view is released below
+        // before `data` can change, if anybody kept a reference to it.
+        let view = unsafe {
+            let ptr = ffi::PyMemoryView_FromMemory(
+                data.as_ptr() as *mut std::os::raw::c_char,
+                data.len() as ffi::Py_ssize_t,
+                ffi::PyBUF_READ,
+            );
+            Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
+        };
+        let result = self.incoming_write.bind(py).call1((&view,));
+        release_if_kept(&view)?;
+        result.map(drop)
+    }
+
+    /// Whatever `SSLProtocol.buffer_updated` does in the current state once the received
+    /// bytes are in the incoming BIO.
+    pub(crate) fn after_incoming(
         &self,
         protocol: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyBytes>,
+        received: usize,
     ) -> PyResult<()> {
-        let py = protocol.py();
-        self.incoming_write.bind(py).call1((data,))?;
-        let p = Proto::new(protocol);
-        if Self::state_is(&p, &self.wrapped)? {
-            self.do_read_impl(&p)
+        self.ensure_synced(protocol)?;
+        if self.with(protocol.py(), |m| m.state == State::Wrapped) {
+            self.do_read_impl(protocol, Some(received))
         } else {
-            p.call0(intern!(py, "_ferroloop_after_incoming"))?;
+            protocol.call_method0(intern!(protocol.py(), "_ferroloop_after_incoming"))?;
             Ok(())
         }
     }
 
-    /// `SSLProtocol._do_read`.
-    fn do_read_impl(&self, p: &Proto<'_, '_>) -> PyResult<()> {
-        let py = p.obj.py();
-        let state = p.get(intern!(py, "_state"))?;
-        if !state.is(self.wrapped.bind(py)) && !state.is(self.flushing.bind(py)) {
+    /// `SSLProtocol._do_read` (`received`: see `read_copied`).
+    fn do_read_impl(&self, protocol: &Bound<'_, PyAny>, received: Option<usize>) -> PyResult<()> {
+        let py = protocol.py();
+        if self.with(py, |m| m.state == State::Other) {
             return Ok(());
         }
-        guarded(p.obj, || {
-            if !p.flag(intern!(py, "_app_reading_paused"))? {
-                if p.flag(intern!(py, "_app_protocol_is_buffer"))? {
-                    p.call0(intern!(py, "_do_read__buffered"))?;
+        guarded(protocol, || {
+            let mut emptied = false;
+            if !self.with(py, |m| m.app_reading_paused) {
+                if self.with(py, |m| m.app_protocol_is_buffer) {
+                    protocol.call_method0(intern!(py, "_do_read__buffered"))?;
                 } else {
-                    self.read_copied(p)?;
+                    emptied = self.read_copied(protocol, received)?;
                 }
-                if p.flag(intern!(py, "_write_backlog"))? {
-                    p.call0(intern!(py, "_do_write"))?;
+                if self.backlog_nonempty(py)? {
+                    protocol.call_method0(intern!(py, "_do_write"))?;
                 } else {
-                    self.process_outgoing_impl(p)?;
+                    self.process_outgoing_impl(protocol)?;
                 }
             }
-            self.control_ssl_reading(p)
+            self.control_ssl_reading(protocol, emptied)
         })
     }
 
     /// `SSLProtocol._do_read__copied`: every decrypted byte available now, as one `bytes`,
     /// to the app protocol's `data_received`; a close_notify ends the app's input.
-    fn read_copied(&self, p: &Proto<'_, '_>) -> PyResult<()> {
-        let py = p.obj.py();
-        // A reentrant use (an ssl callback running Python that reads another connection)
-        // gets a buffer of its own.
-        let mut local = Vec::new();
-        let (data, eof) = PLAINTEXT.with(|cell| {
-            let mut guard = cell.try_borrow_mut().ok();
-            let buf = match guard.as_deref_mut() {
-                Some(buf) => buf,
-                None => &mut local,
-            };
-            self.read_records(py, buf)
-        })?;
+    /// `received`: how many bytes the socket just delivered, when that is what runs this.
+    /// Returns whether the incoming BIO was left empty.
+    fn read_copied(&self, protocol: &Bound<'_, PyAny>, received: Option<usize>) -> PyResult<bool> {
+        let py = protocol.py();
+        // What just came from the socket tells a small read apart without asking the BIO.
+        let arrived = match received {
+            Some(n) if n < DIRECT_READ_MIN => n,
+            _ => int_attr(self.incoming.bind(py), intern!(py, "pending"))? as usize,
+        };
+        let (data, eof, emptied) = if arrived >= DIRECT_READ_MIN {
+            self.read_records_direct(py, arrived)?
+        } else {
+            // A reentrant use (an ssl callback running Python that reads another
+            // connection) gets a buffer of its own.
+            let mut local = Vec::new();
+            PLAINTEXT.with(|cell| {
+                let mut guard = cell.try_borrow_mut().ok();
+                let buf = match guard.as_deref_mut() {
+                    Some(buf) => buf,
+                    None => &mut local,
+                };
+                self.read_records(py, buf)
+            })?
+        };
         if let Some(data) = data {
-            let app = p.get(intern!(py, "_app_protocol"))?;
+            let app = match self.object(py, |m| &m.app_protocol) {
+                Some(app) => app,
+                None => py.None().into_bound(py),
+            };
             app.call_method1(intern!(py, "data_received"), (&data,))?;
             spare_bytes::recycle(data);
         }
         if eof {
-            p.call0(intern!(py, "_call_eof_received"))?;
-            p.call0(intern!(py, "_start_shutdown"))?;
+            protocol.call_method0(intern!(py, "_call_eof_received"))?;
+            protocol.call_method0(intern!(py, "_start_shutdown"))?;
         }
-        Ok(())
+        Ok(emptied)
     }
 
     /// Reads records until the SSL object wants more input (or nothing is left to read, so
@@ -207,12 +359,13 @@ impl TlsPump {
         &self,
         py: Python<'py>,
         buf: &mut Vec<u8>,
-    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
         let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
         let pending = intern!(py, "pending");
         let mut filled = 0usize;
         let mut eof = false;
+        let mut emptied = false;
         loop {
             if buf.len() < filled + READ_CHUNK {
                 buf.resize(filled + READ_CHUNK, 0);
@@ -228,12 +381,8 @@ impl TlsPump {
                 );
                 Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
             };
-            let result = read.call1((READ_CHUNK, &view));
-            // SAFETY: reading the reference count of a live object we hold a reference to.
-            if unsafe { ffi::Py_REFCNT(view.as_ptr()) } > 1 {
-                // Someone kept the view: cut it off from `buf` before `buf` moves on.
-                view.call_method0(intern!(py, "release"))?;
-            }
+            let result = read.call1((self.read_chunk.bind(py), &view));
+            release_if_kept(&view)?;
             drop(view);
             match result {
                 Ok(count) => {
@@ -244,9 +393,13 @@ impl TlsPump {
                     }
                     filled += count;
                     // Nothing more buffered in either the BIO or the SSL object: the next
-                    // read could only raise want-read.
-                    if int_attr(incoming, pending)? == 0
-                        && self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0
+                    // read could only raise want-read. A read that returned less than it
+                    // was asked for emptied its record, so the SSL object holds nothing
+                    // decrypted; it is asked only after a full read.
+                    emptied = int_attr(incoming, pending)? == 0;
+                    if emptied
+                        && (count < READ_CHUNK
+                            || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
                     {
                         break;
                     }
@@ -260,52 +413,185 @@ impl TlsPump {
             buf.truncate(READ_CHUNK);
             buf.shrink_to_fit();
         }
-        Ok((data, eof))
+        Ok((data, eof, emptied))
+    }
+
+    /// `read_records` for much ciphertext at once: the records are decrypted straight into
+    /// the `bytes` the app gets (sized by the `arrived` ciphertext bytes, which are more
+    /// than the plaintext they hold; grown if the SSL object had more), saving a copy of
+    /// everything read.
+    fn read_records_direct<'py>(
+        &self,
+        py: Python<'py>,
+        arrived: usize,
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
+        let read = self.ssl_read.bind(py);
+        let incoming = self.incoming.bind(py);
+        let pending = intern!(py, "pending");
+        let mut capacity = arrived;
+        // SAFETY: a new, uninitialised `bytes` that nobody else can see until it is
+        // returned: writing into it and resizing it are allowed (as `socket.recv` does).
+        let mut data = unsafe {
+            let obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), capacity as ffi::Py_ssize_t);
+            Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>()
+        };
+        let mut filled = 0usize;
+        let mut eof = false;
+        let mut emptied = false;
+        loop {
+            if filled == capacity {
+                capacity += READ_CHUNK;
+                data = resize_fresh_bytes(data, capacity)?;
+            }
+            let room = capacity - filled;
+            // SAFETY: the view covers the unwritten tail of `data`'s buffer, which only
+            // `SSLObject.read` writes (at most `room` bytes, keeping no reference); the view
+            // is released below before `data` is resized or handed out.
+            let view = unsafe {
+                let start = ffi::PyBytes_AsString(data.as_ptr()).add(filled);
+                let ptr =
+                    ffi::PyMemoryView_FromMemory(start, room as ffi::Py_ssize_t, ffi::PyBUF_WRITE);
+                Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
+            };
+            let result = read.call1((room, &view));
+            release_if_kept(&view)?;
+            drop(view);
+            match result {
+                Ok(count) => {
+                    let count: usize = count.extract()?;
+                    if count == 0 {
+                        eof = true;
+                        break;
+                    }
+                    filled += count;
+                    // As in `read_records`.
+                    emptied = int_attr(incoming, pending)? == 0;
+                    if emptied
+                        && (count < room
+                            || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
+                    {
+                        break;
+                    }
+                }
+                Err(err) if err.matches(py, self.again.bind(py))? => break,
+                Err(err) => return Err(err),
+            }
+        }
+        if filled == 0 {
+            return Ok((None, eof, emptied));
+        }
+        Ok((Some(resize_fresh_bytes(data, filled)?), eof, emptied))
     }
 
     /// `SSLProtocol._process_outgoing`: what the SSL object wrote goes to the transport.
-    fn process_outgoing_impl(&self, p: &Proto<'_, '_>) -> PyResult<()> {
-        let py = p.obj.py();
-        if !p.flag(intern!(py, "_ssl_writing_paused"))? {
+    fn process_outgoing_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        // What the outgoing BIO holds afterwards, when known without asking it again.
+        let mut left = None;
+        if !self.with(py, |m| m.ssl_writing_paused) {
+            left = Some(0);
+        }
+        if left.is_some() && int_attr(self.outgoing.bind(py), intern!(py, "pending"))? > 0 {
             let data = self.outgoing_read.bind(py).call0()?;
-            if data.len()? > 0 {
-                p.get(intern!(py, "_transport"))?
-                    .call_method1(intern!(py, "write"), (data,))?;
+            let transport = self.object(py, |m| &m.transport);
+            let native = self.with(py, |m| m.native_transport);
+            match transport {
+                // The native write runs no code that could encrypt more (a crossed water
+                // mark only sets `SSLProtocol._ssl_writing_paused`): the BIO stays empty.
+                Some(t) if native => {
+                    StreamTransport::write_from_tls(t.cast::<StreamTransport>()?, &data)?
+                }
+                Some(t) => {
+                    left = None;
+                    t.call_method1(intern!(py, "write"), (data,))?;
+                }
+                // What asyncio's `None.write(...)` raises.
+                None => {
+                    py.None()
+                        .into_bound(py)
+                        .call_method1(intern!(py, "write"), (data,))?;
+                }
             }
         }
-        self.control_app_writing(p)
+        self.control_app_writing(protocol, left)
     }
 
-    /// `SSLProtocol._control_app_writing`, run only when a water mark is crossed.
-    fn control_app_writing(&self, p: &Proto<'_, '_>) -> PyResult<()> {
-        let py = p.obj.py();
-        let size = int_attr(self.outgoing.bind(py), intern!(py, "pending"))?
-            + p.int(intern!(py, "_write_buffer_size"))?;
-        let crossed = if p.flag(intern!(py, "_app_writing_paused"))? {
-            size <= p.int(intern!(py, "_outgoing_low_water"))?
-        } else {
-            size >= p.int(intern!(py, "_outgoing_high_water"))?
+    /// `SSLProtocol._control_app_writing`, run only when a water mark is crossed
+    /// (`pending`: the outgoing BIO's size if known).
+    fn control_app_writing(
+        &self,
+        protocol: &Bound<'_, PyAny>,
+        pending: Option<isize>,
+    ) -> PyResult<()> {
+        let py = protocol.py();
+        let pending = match pending {
+            Some(pending) => pending,
+            None => int_attr(self.outgoing.bind(py), intern!(py, "pending"))?,
         };
+        let crossed = self.with(py, |m| {
+            let size = (pending + m.write_buffer_size) as f64;
+            if m.app_writing_paused {
+                size <= m.outgoing_low_water
+            } else {
+                size >= m.outgoing_high_water
+            }
+        });
         if crossed {
-            p.call0(intern!(py, "_control_app_writing"))?;
+            protocol.call_method0(intern!(py, "_control_app_writing"))?;
         }
         Ok(())
     }
 
     /// `SSLProtocol._control_ssl_reading`, run only when a water mark is crossed.
-    fn control_ssl_reading(&self, p: &Proto<'_, '_>) -> PyResult<()> {
-        let py = p.obj.py();
-        let size = int_attr(self.incoming.bind(py), intern!(py, "pending"))?;
-        let crossed = if p.flag(intern!(py, "_ssl_reading_paused"))? {
-            size <= p.int(intern!(py, "_incoming_low_water"))?
+    /// (`known_empty`: the incoming BIO was just found empty; only socket reads fill it,
+    /// and none can run inside this call.)
+    fn control_ssl_reading(&self, protocol: &Bound<'_, PyAny>, known_empty: bool) -> PyResult<()> {
+        let py = protocol.py();
+        let size = if known_empty {
+            0.0
         } else {
-            size >= p.int(intern!(py, "_incoming_high_water"))?
+            int_attr(self.incoming.bind(py), intern!(py, "pending"))? as f64
         };
+        let crossed = self.with(py, |m| {
+            if m.ssl_reading_paused {
+                size <= m.incoming_low_water
+            } else {
+                size >= m.incoming_high_water
+            }
+        });
         if crossed {
-            p.call0(intern!(py, "_control_ssl_reading"))?;
+            protocol.call_method0(intern!(py, "_control_ssl_reading"))?;
         }
         Ok(())
     }
+}
+
+/// `data` (a `bytes` only the caller references, being filled) resized to `size`.
+fn resize_fresh_bytes(data: Bound<'_, PyBytes>, size: usize) -> PyResult<Bound<'_, PyBytes>> {
+    let py = data.py();
+    if data.as_bytes().len() == size {
+        return Ok(data);
+    }
+    let mut obj = data.into_ptr();
+    // SAFETY: `obj` is an owned reference to a `bytes` nobody else references (made by
+    // `read_records_direct` and not yet handed out); on failure `_PyBytes_Resize` releases it
+    // and sets the exception.
+    unsafe {
+        if _PyBytes_Resize(&mut obj, size as ffi::Py_ssize_t) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>())
+    }
+}
+
+/// Cuts a memoryview over Rust memory off from that memory if somebody kept a reference
+/// to it (the memory is reused once the view is dropped).
+fn release_if_kept(view: &Bound<'_, PyMemoryView>) -> PyResult<()> {
+    // SAFETY: reading the reference count of a live object we hold a reference to.
+    if unsafe { ffi::Py_REFCNT(view.as_ptr()) } > 1 {
+        view.call_method0(intern!(view.py(), "release"))?;
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -333,17 +619,27 @@ impl TlsPump {
             wrapped: wrapped.clone().unbind(),
             flushing: flushing.clone().unbind(),
             again: again.clone().into_any().unbind(),
+            read_chunk: READ_CHUNK.into_pyobject(py)?.into_any().unbind(),
+            mirror: GilRefCell::new(Mirror::empty()),
         })
+    }
+
+    /// Re-reads the protocol attributes the data path uses (called by the protocol's
+    /// `__setattr__` whenever it assigns one of them).
+    fn sync(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sync_impl(protocol)
     }
 
     /// `SSLProtocol._do_read` of `protocol`.
     fn do_read(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.do_read_impl(&Proto::new(protocol))
+        self.ensure_synced(protocol)?;
+        self.do_read_impl(protocol, None)
     }
 
     /// `SSLProtocol._process_outgoing` of `protocol`.
     fn process_outgoing(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.process_outgoing_impl(&Proto::new(protocol))
+        self.ensure_synced(protocol)?;
+        self.process_outgoing_impl(protocol)
     }
 
     /// `data` received from the socket for `protocol` (what `buffer_updated` does).
@@ -352,7 +648,8 @@ impl TlsPump {
         protocol: &Bound<'_, PyAny>,
         data: &Bound<'_, PyBytes>,
     ) -> PyResult<()> {
-        self.feed(protocol, data)
+        self.write_incoming(protocol.py(), data.as_bytes())?;
+        self.after_incoming(protocol, data.as_bytes().len())
     }
 
     /// The app transport's `write(data)`: encrypted and handed to the socket transport at
@@ -372,8 +669,8 @@ impl TlsPump {
         if !data.is_truthy()? {
             return Ok(());
         }
-        let p = Proto::new(protocol);
-        if !Self::state_is(&p, &self.wrapped)? || p.flag(intern!(py, "_write_backlog"))? {
+        self.ensure_synced(protocol)?;
+        if self.with(py, |m| m.state != State::Wrapped) || self.backlog_nonempty(py)? {
             protocol.call_method1(intern!(py, "_write_appdata"), ((data,),))?;
             return Ok(());
         }
@@ -387,15 +684,43 @@ impl TlsPump {
             if count < size {
                 // The rest waits in the backlog, as `_do_write` leaves it.
                 let rest = data.get_item(PySlice::new(py, count as isize, size as isize, 1))?;
-                p.get(intern!(py, "_write_backlog"))?
+                protocol
+                    .getattr(intern!(py, "_write_backlog"))?
                     .call_method1(intern!(py, "append"), (rest,))?;
-                let buffered = p.int(intern!(py, "_write_buffer_size"))?;
+                let buffered = int_attr(protocol, intern!(py, "_write_buffer_size"))?;
                 protocol.setattr(
                     intern!(py, "_write_buffer_size"),
                     buffered + (size - count) as isize,
                 )?;
             }
-            self.process_outgoing_impl(&p)
+            self.process_outgoing_impl(protocol)
         })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Borrowed right now (a collection inside a pump method): report nothing, the
+        // objects merely look externally referenced for this collection.
+        let Some(mirror) = self.mirror.try_borrow_in_gc() else {
+            return Ok(());
+        };
+        for obj in [
+            &mirror.app_protocol,
+            &mirror.transport,
+            &mirror.write_backlog,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(obj)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Some(mut mirror) = self.mirror.try_borrow_in_gc() {
+            let old = std::mem::replace(&mut *mirror, Mirror::empty());
+            drop(mirror);
+            drop(old);
+        }
     }
 }
