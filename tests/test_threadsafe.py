@@ -56,7 +56,12 @@ def _percentile(samples: list[float], fraction: float) -> float:
 
 @pytest.mark.timeout(60)
 def test_threadsafe_call_wakes_idle_loop_quickly(loop):
-    """An idle loop runs a cross-thread callback within 5 ms (p99 of 200 wakes)."""
+    """An idle loop runs a cross-thread callback at once: median under 5 ms, p99 under 50 ms.
+
+    A lost wake-up would leave the callback waiting for the one-hour timer (the 5 s wait
+    fails first). The p99 bound leaves room for a busy machine's scheduling delays (a
+    loaded 2-core runner put p99 at 13.7 ms while the median stayed well under 1 ms).
+    """
     wakes = 200
     latencies: list[float] = []
     handled = threading.Event()
@@ -91,7 +96,8 @@ def test_threadsafe_call_wakes_idle_loop_quickly(loop):
     assert len(latencies) == wakes
     p99 = _percentile(latencies, 0.99)
     median = _percentile(latencies, 0.5)
-    assert p99 < 0.005, f"p99 wake latency {p99 * 1000:.2f} ms (median {median * 1000:.2f} ms)"
+    shown = f"p99 wake latency {p99 * 1000:.2f} ms (median {median * 1000:.2f} ms)"
+    assert median < 0.005 and p99 < 0.05, shown
 
 
 FLOOD_THREADS = 8
