@@ -3,8 +3,9 @@
 //! The kernel hands out the lowest free descriptor, so a process's descriptors are dense small
 //! integers: an array indexed by them needs no hashing, no key stored beside each value and no
 //! spare capacity beyond the last partly used page. A hash map kept for 5,000 connections had
-//! 8,192 buckets of key, value and control byte, every one touched (resident); here 79 pages of
-//! 64 slots hold them (measured with the loop's watch map: 93 → 49 bytes per connection).
+//! 8,192 buckets of key, value and control byte, every one touched (resident), plus the tables
+//! it outgrew; here 79 pages of 64 slots hold them. Measured with the loop's two maps (watches,
+//! transports), 5,000 idle connections: 677 → 536 bytes of RSS per connection (CPython 3.11).
 //!
 //! Pages are allocated when a descriptor in their range is first inserted and freed when their
 //! last entry goes, so a burst of connections does not pin its memory after they close. A
@@ -58,7 +59,7 @@ impl<V> Default for FdMap<V> {
 fn split(fd: i32) -> Option<(usize, usize)> {
     (0..PAGED_LIMIT)
         .contains(&fd)
-        .then(|| (fd as usize / PAGE, fd as usize % PAGE))
+        .then_some((fd as usize / PAGE, fd as usize % PAGE))
 }
 
 impl<V> FdMap<V> {
