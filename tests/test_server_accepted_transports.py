@@ -230,3 +230,35 @@ def test_unclosed_accepted_transport_warns_when_collected(loop):
         gc.collect()
     client.close()
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
+
+
+def test_accepted_transport_takes_attributes(loop, kind):
+    """Programs set attributes on transports (asyncio's are plain Python objects); ferroloop
+    creates a transport's ``__dict__`` only when first used (3.12+, to keep idle connections
+    small), which must not show."""
+
+    async def main():
+        server, client, proto = await serve_one(loop, kind)
+        transport = proto.transport
+        before = dict(vars(transport)) if hasattr(transport, "__dict__") else None
+        missing = getattr(transport, "tag", "missing")
+        transport.tag = "mine"
+        tag = transport.tag
+        after = dict(vars(transport))
+        del transport.tag
+        deleted = getattr(transport, "tag", "deleted")
+        still_writes = transport.write(b"x")
+        transport.close()
+        await proto.lost
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return missing, tag, after, deleted, still_writes, before
+
+    missing, tag, after, deleted, still_writes, before = loop.run_until_complete(main())
+    assert missing == "missing"
+    assert tag == "mine"
+    assert after.get("tag") == "mine"
+    assert "tag" not in (before or {})
+    assert deleted == "deleted"
+    assert still_writes is None

@@ -7,7 +7,7 @@
 //! - [`poller`]: epoll, the eventfd waker of `call_soon_threadsafe`, the signal wakeup pipe;
 //! - [`loop_stats`]: the counters and lag window of `loop.stats()`;
 //! - [`fault_inject`]: test-only failures of chosen system calls (ENFILE), inert unless armed;
-//! - [`fd_map`]: maps keyed by file descriptor (one multiplication instead of SipHash);
+//! - [`fd_map`]: maps keyed by file descriptor (a table indexed by it, in pages);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
 //!   once too many posts are pending);
 //! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time).

@@ -141,7 +141,7 @@ impl LoopCore {
     ) -> PyResult<()> {
         let previous = {
             let mut queues = self.queues.borrow_mut(py);
-            let watch = queues.watched.entry(fd).or_default();
+            let watch = queues.watched.get_or_insert_default(fd);
             // An int is its own descriptor and needs no keeping (the native transports
             // register theirs as ints: one int object fewer per connection above fd 256).
             if watch.fileobj.is_none() && !fileobj.is_exact_instance_of::<pyo3::types::PyInt>() {
@@ -237,7 +237,7 @@ impl LoopCore {
         }
         self.poller.renew_after_fork().map_err(os_error)?;
         let mut queues = self.queues.borrow_mut(py);
-        for (&fd, watch) in queues.watched.iter_mut() {
+        for (fd, watch) in queues.watched.iter_mut() {
             watch.registered = None;
             if let Some((interest, trigger)) = watch.wanted() {
                 if self
@@ -305,12 +305,12 @@ impl LoopCore {
             Ok(fd) => Ok(fd),
             Err(err) if err.is_instance_of::<PyValueError>(py) => {
                 let queues = self.queues.borrow_mut(py);
-                queues
+                let found = queues
                     .watched
                     .iter()
                     .find(|(_, watch)| watch.fileobj.as_ref().is_some_and(|o| o.is(fileobj)))
-                    .map(|(fd, _)| *fd)
-                    .ok_or(err)
+                    .map(|(fd, _)| fd);
+                found.ok_or(err)
             }
             Err(err) => Err(err),
         }

@@ -173,7 +173,7 @@ impl LoopCore {
                 .iter()
                 .filter_map(|(fd, watch)| match watch.side(Side::Read) {
                     Some(Watcher::Recv(w)) => {
-                        Some((*fd, w.sock.clone_ref(py), w.future.clone_ref(py)))
+                        Some((fd, w.sock.clone_ref(py), w.future.clone_ref(py)))
                     }
                     _ => None,
                 })

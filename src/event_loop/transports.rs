@@ -44,7 +44,7 @@ impl LoopCore {
             .transports
             .borrow_mut(py)
             .iter()
-            .map(|(fd, address)| (*fd, *address))
+            .map(|(fd, address)| (fd, *address))
             .collect();
         entries.sort_unstable();
         entries

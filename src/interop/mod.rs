@@ -7,10 +7,12 @@
 //! - [`errors`]: `errno` values as the `OSError` subclasses asyncio raises;
 //! - [`spare_bytes`]: reuse of the `bytes` a protocol let go of (per thread, released when the
 //!   loop stops running);
-//! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables.
+//! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables;
+//! - [`lazy_dict`]: instance dicts of native objects created only when first used.
 
 pub mod callback_check;
 pub mod errors;
 pub mod gil_cell;
+pub mod lazy_dict;
 pub mod py_cache;
 pub mod spare_bytes;

@@ -24,6 +24,7 @@ use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::{LoopCore, Side};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
+use crate::interop::lazy_dict;
 use crate::interop::py_cache;
 use crate::transport::core::{
     transport_pymethods, would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
@@ -485,6 +486,7 @@ transport_pymethods! {
         /// then `waiter`'s result.
         #[pyo3(signature = (waiter=None))]
         fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            lazy_dict::release_unused_dict(slf.as_any());
             if !Self::enter_registry(slf) {
                 return Ok(());
             }

@@ -27,6 +27,7 @@ use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::{LoopCore, Side};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
+use crate::interop::lazy_dict;
 use crate::interop::py_cache;
 use crate::interop::spare_bytes;
 use crate::transport::core::{
@@ -212,6 +213,7 @@ transport_pymethods! {
         /// Second half of construction: schedules `connection_made`, reading and the waiter.
         #[pyo3(signature = (waiter=None))]
         fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            lazy_dict::release_unused_dict(slf.as_any());
             Self::schedule_start(slf, waiter)
         }
 

@@ -32,6 +32,7 @@ use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::{LoopCore, Side};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
+use crate::interop::lazy_dict;
 use crate::interop::py_cache;
 use crate::transport::core::{
     transport_pymethods, would_block, CoreState, NativeTransport, TransportState,
@@ -228,6 +229,7 @@ transport_pymethods! {
         /// waiter.
         #[pyo3(signature = (waiter=None))]
         fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+            lazy_dict::release_unused_dict(slf.as_any());
             let py = slf.py();
             let this = slf.get();
             let Some(protocol) = this.protocol_of(py) else {
