@@ -35,8 +35,8 @@ use crate::transport::core::{
     ReadingTransport, TransportState,
 };
 use crate::transport::pipe_file::{
-    close_unclosed, describe, notify_connection_lost, open_pipe, pipe_extra, read_raw, release,
-    PipeState, PipeStatus, PIPE_READ_SIZE,
+    close_unclosed, describe, grow_pipe, notify_connection_lost, open_pipe, pipe_extra, read_raw,
+    release, FileKind, Growth, PipeState, PipeStatus, DEFAULT_PIPE_CAPACITY, PIPE_READ_SIZE,
 };
 
 /// The mutable state of a read pipe transport (GIL-guarded; never borrowed across a Python
@@ -55,6 +55,10 @@ pub(crate) struct State {
     paused: bool,
     /// The loop watches the descriptor for us.
     watching: bool,
+    /// The descriptor is a pipe or FIFO (its capacity can be changed).
+    is_fifo: bool,
+    /// Whether the pipe may be grown once a read finds it full (the loop's child pipes).
+    growth: Growth,
 }
 
 impl TransportState for State {
@@ -197,7 +201,7 @@ transport_pymethods! {
         ) -> PyResult<Self> {
             let core = event_loop.cast::<LoopCore>()?.clone().unbind();
             let extra = pipe_extra(pipe, extra)?;
-            let (fd, _) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
+            let (fd, kind) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
             Ok(ReadPipeTransport {
                 state: GilRefCell::new(State {
                     core: CoreState::new(core, protocol.clone().unbind()),
@@ -206,6 +210,8 @@ transport_pymethods! {
                     extra: Some(extra.unbind()),
                     paused: false,
                     watching: false,
+                    is_fifo: kind == FileKind::Fifo,
+                    growth: Growth::Never,
                 }),
             })
         }
@@ -254,9 +260,23 @@ transport_pymethods! {
             if data.as_bytes().is_empty() {
                 return Self::on_eof(slf, protocol);
             }
+            if data.as_bytes().len() >= DEFAULT_PIPE_CAPACITY {
+                // The writer filled the pipe: a child's busy pipe grows (once).
+                let mut state = slf.get().state.borrow_mut(py);
+                grow_pipe(fd, &mut state.growth);
+            }
             protocol.call_method1(intern!(py, "data_received"), (&data,))?;
             spare_bytes::recycle(data);
             Ok(())
+        }
+
+        /// Lets the transport grow its pipe once a read finds it full (for the pipes the loop
+        /// creates for a child; see `pipe_file::grow_pipe`). Nothing for a non-pipe.
+        fn _grow_when_full(&self, py: Python<'_>) {
+            let mut state = self.state.borrow_mut(py);
+            if state.is_fifo && state.growth == Growth::Never {
+                state.growth = Growth::WhenFull;
+            }
         }
 
         /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the
