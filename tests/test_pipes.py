@@ -808,3 +808,36 @@ def test_no_descriptor_leaked(loop):
     after = open_fds()
     assert sizes == {100_000}
     assert after == before
+
+
+def test_a_pipe_the_user_passes_is_never_resized(loop):
+    """connect_read_pipe/connect_write_pipe leave the capacity of the caller's pipe alone,
+    also when a transfer fills it (only the pipes the loop makes for a child grow)."""
+    r, w = os.pipe()
+    before = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+    payload = os.urandom(1024 * 1024)
+    seen: list[int] = []
+
+    class Reader(asyncio.Protocol):
+        def __init__(self):
+            self.data = bytearray()
+            self.lost = loop.create_future()
+
+        def data_received(self, data):
+            self.data += data
+            seen.append(fcntl.fcntl(r, fcntl.F_GETPIPE_SZ))
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        wt, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(w, "wb", 0))
+        wt.write(payload)
+        seen.append(fcntl.fcntl(w, fcntl.F_GETPIPE_SZ))
+        wt.close()
+        rt, reader = await loop.connect_read_pipe(Reader, os.fdopen(r, "rb", 0))
+        await reader.lost
+        return bytes(reader.data)
+
+    assert run(loop, main()) == payload
+    assert seen and set(seen) == {before}

@@ -782,3 +782,49 @@ def test_fast_child_watcher_on_the_policy_reaps_the_loops_children(loop, caplog)
     lost = [r.getMessage() for r in caplog.records if "Unknown child process" in r.getMessage()]
     assert lost == []
     assert no_zombie_left()
+
+
+def _pipe_size(transport) -> int:
+    """The capacity of the pipe behind a pipe transport (F_GETPIPE_SZ)."""
+    import fcntl
+
+    return fcntl.fcntl(transport.get_extra_info("pipe").fileno(), fcntl.F_GETPIPE_SZ)
+
+
+@pytest.mark.ferroloop_only
+def test_busy_child_pipes_grow_and_idle_ones_do_not(loop):
+    """ferroloop grows a child's pipe to 256 KiB once a bulk transfer fills it (fewer system
+    calls per MB); a pipe that never fills keeps the kernel's default size."""
+    payload = os.urandom(4 * 1024 * 1024)
+    sizes: dict[str, list[int]] = {"stdout": [], "idle": []}
+
+    class Sizes(Recorder):
+        def pipe_data_received(self, fd: int, data: bytes) -> None:
+            super().pipe_data_received(fd, data)
+            sizes["stdout"].append(_pipe_size(self.transport.get_pipe_transport(1)))
+
+    async def main():
+        transport, proto = await loop.subprocess_exec(
+            lambda: Sizes(loop), "cat", stdin=subprocess.PIPE, stderr=None
+        )
+        stdin = transport.get_pipe_transport(0)
+        start = _pipe_size(stdin)
+        stdin.write(payload)
+        grown = _pipe_size(stdin)
+        stdin.close()
+        await proto.done
+        transport.close()
+        idle_transport, idle = await loop.subprocess_exec(
+            lambda: Sizes(loop), PY, "-c", "print('x')", stdin=None, stderr=None
+        )
+        sizes["idle"].append(_pipe_size(idle_transport.get_pipe_transport(1)))
+        await idle.done
+        idle_transport.close()
+        return start, grown, bytes(proto.data[1]), bytes(idle.data[1])
+
+    start, grown, out, idle_out = loop.run_until_complete(main())
+    assert out == payload
+    assert idle_out.strip() == b"x"
+    assert (start, grown) == (64 * 1024, 256 * 1024)
+    assert max(sizes["stdout"]) == 256 * 1024
+    assert sizes["idle"] == [64 * 1024]

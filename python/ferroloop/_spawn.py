@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from io import FileIO
 from typing import Any
 
 from ._ferroloop import spawn_child
@@ -82,10 +83,19 @@ def _group_number(name_or_id: Any, wrong_type: str) -> int:
     raise TypeError(wrong_type.format(type(name_or_id)))
 
 
+#: The options ``_credentials`` reads.
+_CREDENTIAL_OPTIONS = frozenset(("group", "extra_groups", "user", "umask"))
+
+#: ``_credentials`` of a child that keeps the parent's groups, user and umask.
+_INHERITED_CREDENTIALS: dict = {"groups": None, "gid": None, "uid": None, "umask": None}
+
+
 def _credentials(options: dict) -> dict | None:
     """``spawn_child``'s ``groups``/``gid``/``uid``/``umask`` from ``Popen``'s ``extra_groups``,
     ``group``, ``user`` and ``umask``, checked as ``Popen`` checks them (same exceptions, same
     order: group, extra groups, user); None if only ``Popen`` handles the values."""
+    if _CREDENTIAL_OPTIONS.isdisjoint(options):
+        return _INHERITED_CREDENTIALS
     group = options.get("group")
     extra_groups = options.get("extra_groups")
     user = options.get("user")
@@ -201,7 +211,7 @@ def spawn(
                 raise ValueError("illegal environment variable name")
             envp.append(key + b"=" + os.fsencode(value))
     program = os.fsencode(executable)
-    if os.path.dirname(program):
+    if b"/" in program:  # os.path.dirname(program) is not empty
         candidates = [program]
     else:
         candidates = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]
@@ -231,9 +241,10 @@ def spawn(
     pid, stdin_w, stdout_r, stderr_r = started
     proc = _POPEN.__new__(_POPEN)
     proc.args = original_args
-    proc.stdin = None if stdin_w < 0 else open(stdin_w, "wb", 0)
-    proc.stdout = None if stdout_r < 0 else open(stdout_r, "rb", 0)
-    proc.stderr = None if stderr_r < 0 else open(stderr_r, "rb", 0)
+    # What Popen's io.open(fd, mode, 0) returns, without its argument handling.
+    proc.stdin = None if stdin_w < 0 else FileIO(stdin_w, "wb")
+    proc.stdout = None if stdout_r < 0 else FileIO(stdout_r, "rb")
+    proc.stderr = None if stderr_r < 0 else FileIO(stderr_r, "rb")
     proc.pid = pid
     proc.returncode = None
     proc.encoding = None

@@ -325,6 +325,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
 
     def _adopt_pipe(self, fd: int, end: _PipeEnd) -> None:
         self._pipes[fd] = end
+        # The pipe is the child's and ours alone: it may grow once a bulk transfer fills it.
+        grow = getattr(end.pipe, "_grow_when_full", None)
+        if grow is not None:
+            grow()
         if self._closed:
             # Closed while connecting (a cancelled spawn): this pipe is not wanted either.
             end.pipe.close()

@@ -7,6 +7,7 @@
 //! - [`errors`]: `errno` values as the `OSError` subclasses asyncio raises;
 //! - [`spare_bytes`]: reuse of the `bytes` a protocol let go of (per thread, released when the
 //!   loop stops running);
+//! - [`read_bytes`]: large reads of a known size straight into a new `bytes` (no copy);
 //! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables;
 //! - [`lazy_dict`]: instance dicts of native objects created only when first used.
 
@@ -15,4 +16,5 @@ pub mod errors;
 pub mod gil_cell;
 pub mod lazy_dict;
 pub mod py_cache;
+pub mod read_bytes;
 pub mod spare_bytes;

@@ -416,32 +416,20 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::request::test_support;
     use crate::process::request::Credentials;
     use std::ffi::CString;
 
-    fn wait(pid: libc::pid_t) -> i32 {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        libc::WEXITSTATUS(status)
-    }
+    use test_support::wait;
 
+    /// The shared test request, with a umask (which takes this module's path).
     fn request<'a>(argv: &'a [CString], exes: &'a [CString]) -> SpawnRequest<'a> {
         SpawnRequest {
-            argv,
-            executables: exes,
-            envp: None,
-            cwd: None,
-            stdio: [Stdio::DevNull, Stdio::DevNull, Stdio::SameAsStdout],
-            close_fds: true,
-            pass_fds: &[],
-            restore_signals: true,
-            new_session: false,
-            process_group: None,
             credentials: Credentials {
                 umask: Some(0o077),
                 ..Credentials::default()
             },
+            ..test_support::request(argv, exes)
         }
     }
 

@@ -325,31 +325,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::request::Credentials;
-    use std::ffi::CString;
-
-    fn wait(pid: libc::pid_t) -> i32 {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        libc::WEXITSTATUS(status)
-    }
-
-    fn request<'a>(argv: &'a [CString], exes: &'a [CString]) -> SpawnRequest<'a> {
-        SpawnRequest {
-            argv,
-            executables: exes,
-            envp: None,
-            cwd: None,
-            stdio: [Stdio::DevNull, Stdio::DevNull, Stdio::SameAsStdout],
-            close_fds: true,
-            pass_fds: &[],
-            restore_signals: true,
-            new_session: false,
-            process_group: None,
-            credentials: Credentials::default(),
-        }
-    }
+    use crate::process::request::test_support::{request, wait};
 
     #[test]
     fn runs_and_reports_exit_status() {

@@ -105,3 +105,36 @@ pub fn environment() -> *const *mut libc::c_char {
     // SAFETY: reading the C library's environment pointer, as execv would.
     unsafe { environ }
 }
+
+/// Helpers shared by the tests of the two ways a child is started.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Credentials, SpawnRequest, Stdio};
+    use std::ffi::CString;
+
+    /// Waits for our child `pid`; its exit status.
+    pub(crate) fn wait(pid: libc::pid_t) -> i32 {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        libc::WEXITSTATUS(status)
+    }
+
+    /// A request for `argv`, trying `exes` in turn: stdin and stdout on `/dev/null`, stderr
+    /// as stdout, descriptors closed, signals restored, the parent's credentials.
+    pub(crate) fn request<'a>(argv: &'a [CString], exes: &'a [CString]) -> SpawnRequest<'a> {
+        SpawnRequest {
+            argv,
+            executables: exes,
+            envp: None,
+            cwd: None,
+            stdio: [Stdio::DevNull, Stdio::DevNull, Stdio::SameAsStdout],
+            close_fds: true,
+            pass_fds: &[],
+            restore_signals: true,
+            new_session: false,
+            process_group: None,
+            credentials: Credentials::default(),
+        }
+    }
+}

@@ -22,6 +22,40 @@ use crate::transport::write_buffer::{WriteBuffer, MAX_IOVECS};
 /// asyncio's `max_size` of a pipe read: at most this many bytes per readiness event.
 pub(crate) const PIPE_READ_SIZE: usize = 256 * 1024;
 
+/// A pipe's capacity unless changed: Linux's default (16 pages).
+pub(crate) const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
+
+/// The capacity a busy pipe of a child process is grown to (see [`grow_pipe`]): one read of
+/// `PIPE_READ_SIZE` can then take what the child wrote meanwhile.
+const BUSY_PIPE_CAPACITY: i32 = PIPE_READ_SIZE as i32;
+
+/// Whether a pipe transport may grow its pipe, and whether it has done so.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Growth {
+    /// The pipe is not ours to resize (the default: a pipe the user passed in).
+    #[default]
+    Never,
+    /// A pipe the loop created for a child: grown the first time it fills up.
+    WhenFull,
+    /// Grown (or the attempt failed): nothing more to do.
+    Done,
+}
+
+/// Grows a pipe the loop created for a child to [`BUSY_PIPE_CAPACITY`] (`F_SETPIPE_SZ`), once
+/// it has been seen full: a bulk transfer then takes a quarter of the system calls and
+/// wake-ups (measured on 100 MB through `cat`). Only pipes seen full are grown: idle pipes
+/// of many children keep the default size, so the per-user pipe-buffer limit
+/// (`/proc/sys/fs/pipe-user-pages-soft`) is not reached by them. A failure (EPERM at that
+/// limit, EBUSY) leaves the pipe as it is: only the speed differs.
+pub(crate) fn grow_pipe(fd: i32, growth: &mut Growth) {
+    if *growth != Growth::WhenFull {
+        return;
+    }
+    *growth = Growth::Done;
+    // SAFETY: F_SETPIPE_SZ only changes the capacity of the pipe behind `fd`.
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, BUSY_PIPE_CAPACITY) };
+}
+
 /// The kind of file behind a descriptor, as far as the pipe transports care.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum FileKind {

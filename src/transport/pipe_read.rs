@@ -29,14 +29,14 @@ use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::lazy_dict;
 use crate::interop::py_cache;
-use crate::interop::spare_bytes;
+use crate::interop::{read_bytes, spare_bytes};
 use crate::transport::core::{
     transport_pymethods, with_read_buffer, would_block, CoreState, NativeTransport,
     ReadingTransport, TransportState,
 };
 use crate::transport::pipe_file::{
-    close_unclosed, describe, notify_connection_lost, open_pipe, pipe_extra, read_raw, release,
-    PipeState, PipeStatus, PIPE_READ_SIZE,
+    close_unclosed, describe, grow_pipe, notify_connection_lost, open_pipe, pipe_extra, read_raw,
+    release, FileKind, Growth, PipeState, PipeStatus, DEFAULT_PIPE_CAPACITY, PIPE_READ_SIZE,
 };
 
 /// The mutable state of a read pipe transport (GIL-guarded; never borrowed across a Python
@@ -55,6 +55,26 @@ pub(crate) struct State {
     paused: bool,
     /// The loop watches the descriptor for us.
     watching: bool,
+    /// The descriptor is a pipe or FIFO (its capacity can be changed).
+    is_fifo: bool,
+    /// Whether the pipe may be grown once a read finds it full (the loop's child pipes).
+    growth: Growth,
+    /// The last read was large: the next one asks how much is waiting and reads it straight
+    /// into a `bytes` of that size (see `read_bytes`).
+    bulk: bool,
+}
+
+/// A read at least this large counts as bulk (see `State::bulk`).
+const BULK_READ: usize = 16 * 1024;
+
+/// The bytes waiting to be read (`FIONREAD`), 0 if unknown (a device without the request).
+fn bytes_waiting(fd: i32) -> usize {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut waiting) } < 0 {
+        return 0;
+    }
+    waiting.max(0) as usize
 }
 
 impl TransportState for State {
@@ -197,7 +217,7 @@ transport_pymethods! {
         ) -> PyResult<Self> {
             let core = event_loop.cast::<LoopCore>()?.clone().unbind();
             let extra = pipe_extra(pipe, extra)?;
-            let (fd, _) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
+            let (fd, kind) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
             Ok(ReadPipeTransport {
                 state: GilRefCell::new(State {
                     core: CoreState::new(core, protocol.clone().unbind()),
@@ -206,6 +226,9 @@ transport_pymethods! {
                     extra: Some(extra.unbind()),
                     paused: false,
                     watching: false,
+                    is_fifo: kind == FileKind::Fifo,
+                    growth: Growth::Never,
+                    bulk: false,
                 }),
             })
         }
@@ -228,7 +251,7 @@ transport_pymethods! {
         /// The pipe is readable: one read, handed to the protocol.
         fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
             let py = slf.py();
-            let (fd, protocol) = {
+            let (fd, protocol, bulk) = {
                 let state = slf.get().state.borrow_mut(py);
                 if state.core.conn_lost > 0 {
                     return Ok(());
@@ -236,13 +259,19 @@ transport_pymethods! {
                 let Some(protocol) = state.core.protocol.as_ref() else {
                     return Ok(());
                 };
-                (state.fd, protocol.clone_ref(py))
+                (state.fd, protocol.clone_ref(py), state.bulk)
             };
             let protocol = protocol.bind(py);
-            let received = with_read_buffer(|buf| {
-                let size = buf.len().min(PIPE_READ_SIZE);
-                read_raw(fd, &mut buf[..size]).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
-            });
+            let waiting = if bulk { bytes_waiting(fd) } else { 0 };
+            let received = if waiting >= BULK_READ {
+                let size = waiting.min(PIPE_READ_SIZE);
+                read_bytes::read_into_bytes(py, size, |buf| read_raw(fd, buf))?
+            } else {
+                with_read_buffer(|buf| {
+                    let size = buf.len().min(PIPE_READ_SIZE);
+                    read_raw(fd, &mut buf[..size]).map(|n| spare_bytes::bytes_from(py, &buf[..n]))
+                })
+            };
             let data = match received {
                 Ok(data) => data,
                 Err(err) if would_block(&err) => return Ok(()),
@@ -254,9 +283,27 @@ transport_pymethods! {
             if data.as_bytes().is_empty() {
                 return Self::on_eof(slf, protocol);
             }
+            {
+                let length = data.as_bytes().len();
+                let mut state = slf.get().state.borrow_mut(py);
+                state.bulk = length >= BULK_READ;
+                if length >= DEFAULT_PIPE_CAPACITY {
+                    // The writer filled the pipe: a child's busy pipe grows (once).
+                    grow_pipe(fd, &mut state.growth);
+                }
+            }
             protocol.call_method1(intern!(py, "data_received"), (&data,))?;
             spare_bytes::recycle(data);
             Ok(())
+        }
+
+        /// Lets the transport grow its pipe once a read finds it full (for the pipes the loop
+        /// creates for a child; see `pipe_file::grow_pipe`). Nothing for a non-pipe.
+        fn _grow_when_full(&self, py: Python<'_>) {
+            let mut state = self.state.borrow_mut(py);
+            if state.is_fifo && state.growth == Growth::Never {
+                state.growth = Growth::WhenFull;
+            }
         }
 
         /// Runs `protocol.connection_lost(exc)`, then closes the pipe and drops the loop and the

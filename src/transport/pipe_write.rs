@@ -40,8 +40,8 @@ use crate::transport::core::{
 };
 use crate::transport::payload::Payload;
 use crate::transport::pipe_file::{
-    close_unclosed, describe, notify_connection_lost, open_pipe, pipe_extra, release, write_buffer,
-    write_raw, FileKind, PipeState, PipeStatus,
+    close_unclosed, describe, grow_pipe, notify_connection_lost, open_pipe, pipe_extra, release,
+    write_buffer, write_raw, FileKind, Growth, PipeState, PipeStatus,
 };
 use crate::transport::write_buffer::{memory_error, SharedBytes, WriteBuffer};
 
@@ -72,6 +72,10 @@ pub(crate) struct State {
     watching_write: bool,
     /// `connection_lost` is scheduled or done.
     lost: bool,
+    /// The descriptor is a pipe or FIFO (its capacity can be changed).
+    is_fifo: bool,
+    /// Whether the pipe may be grown once a write finds it full (the loop's child pipes).
+    growth: Growth,
 }
 
 impl TransportState for State {
@@ -164,6 +168,17 @@ impl WritePipeTransport {
         Ok(())
     }
 
+    /// The pipe was found full: a child's pipe grows (once). Whether it just grew.
+    fn grow_when_full(&self, py: Python<'_>) -> bool {
+        let mut state = self.state.borrow_mut(py);
+        if state.growth != Growth::WhenFull {
+            return false;
+        }
+        let fd = state.fd;
+        grow_pipe(fd, &mut state.growth);
+        true
+    }
+
     /// asyncio's `_close(exc)`: closing, the buffer dropped, nothing watched any more;
     /// `connection_lost(exc)` next.
     fn close_with(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -221,6 +236,8 @@ transport_pymethods! {
                     watching_read: false,
                     watching_write: false,
                     lost: false,
+                    is_fifo: kind == FileKind::Fifo,
+                    growth: Growth::Never,
                 }),
             })
         }
@@ -327,14 +344,20 @@ transport_pymethods! {
             }
             let mut sent = 0;
             if was_empty {
-                match write_raw(fd, contents) {
-                    Ok(n) if n == contents.len() => return Ok(()),
-                    Ok(n) => sent = n,
-                    Err(err) if would_block(&err) => {}
-                    Err(err) => {
-                        this.state.borrow_mut(py).core.conn_lost += 1;
-                        let message = "Fatal write error on pipe transport";
-                        return Self::fatal(slf, os_error(err), message);
+                // A second attempt once a child's pipe, found full, has grown.
+                for attempt in 0..2 {
+                    match write_raw(fd, &contents[sent..]) {
+                        Ok(n) if sent + n == contents.len() => return Ok(()),
+                        Ok(n) => sent += n,
+                        Err(err) if would_block(&err) => {}
+                        Err(err) => {
+                            this.state.borrow_mut(py).core.conn_lost += 1;
+                            let message = "Fatal write error on pipe transport";
+                            return Self::fatal(slf, os_error(err), message);
+                        }
+                    }
+                    if attempt > 0 || !this.grow_when_full(py) {
+                        break;
                     }
                 }
                 Self::start_watching(slf, Side::Write)?;
@@ -349,6 +372,15 @@ transport_pymethods! {
                 }
             }
             Self::maybe_pause_protocol(slf)
+        }
+
+        /// Lets the transport grow its pipe once a write finds it full (for the pipes the loop
+        /// creates for a child; see `pipe_file::grow_pipe`). Nothing for a non-pipe.
+        fn _grow_when_full(&self, py: Python<'_>) {
+            let mut state = self.state.borrow_mut(py);
+            if state.is_fifo && state.growth == Growth::Never {
+                state.growth = Growth::WhenFull;
+            }
         }
 
         /// `write(b"".join(list_of_data))`.
@@ -389,6 +421,7 @@ transport_pymethods! {
                 }
             }
             if this.state.borrow_mut(py).has_pending() {
+                this.grow_when_full(py);
                 return Ok(());
             }
             this.stop_watching(py, Side::Write)?;
