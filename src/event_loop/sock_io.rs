@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::interop::errors::os_error;
+use crate::interop::read_bytes::_PyBytes_Resize;
 
 /// A pending receive: where the data goes and which future gets the result.
 pub struct RecvWaiter {
@@ -78,14 +79,6 @@ pub(crate) fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// `bytes` (no allocation when nothing arrived); above it, into a new `bytes` of the requested
 /// size that is shrunk to what arrived, as `socket.recv` does (saving a large copy).
 const SCRATCH_COPY_MAX: usize = 16 * 1024;
-
-extern "C" {
-    /// CPython's in-place resize of a fresh `bytes` (not declared publicly by pyo3-ffi).
-    pub(crate) fn _PyBytes_Resize(
-        bytes: *mut *mut pyo3::ffi::PyObject,
-        size: pyo3::ffi::Py_ssize_t,
-    ) -> i32;
-}
 
 /// Receives straight into a new `bytes` of `size` bytes, shrunk to the received length.
 pub(crate) fn recv_into_new_bytes(

@@ -23,8 +23,9 @@ use crate::interop::spare_bytes;
 
 extern "C" {
     /// CPython's resize of a `bytes` it alone references (0 on success; on failure the object
-    /// is freed, `*bytes` set to NULL and an exception set).
-    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> i32;
+    /// is freed, `*bytes` set to NULL and an exception set). Not declared by pyo3-ffi; the
+    /// one declaration the crate shares (socket receives and TLS reads use it too).
+    pub(crate) fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> i32;
 }
 
 thread_local! {

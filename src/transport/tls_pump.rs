@@ -28,8 +28,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PySlice, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::event_loop::sock_io::_PyBytes_Resize;
 use crate::interop::gil_cell::GilRefCell;
+use crate::interop::read_bytes::_PyBytes_Resize;
 use crate::interop::spare_bytes;
 use crate::transport::stream::StreamTransport;
 
