@@ -30,7 +30,7 @@ use crate::transport::core::{
     transport_pymethods, would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
 use crate::transport::core::{CoreState, NativeTransport, TransportState};
-use crate::transport::datagram_batch::{send_batch, BatchSent, Held, BATCH_MAX};
+use crate::transport::datagram_batch::{send_batch, BatchSent, Held, HeldBytes, BATCH_MAX};
 use crate::transport::payload::Payload;
 use crate::transport::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::transport::socket_info::{
@@ -313,7 +313,8 @@ impl DatagramTransport {
     fn flush_batch(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (fd, held, addrs) = {
+        // Taken out while error_received may run (it may send, close, abort).
+        let (fd, mut held, mut addrs) = {
             let mut state = this.state.borrow_mut(py);
             if state.batch.is_empty() {
                 return Ok(());
@@ -327,7 +328,7 @@ impl DatagramTransport {
         let mut raised = None;
         let mut start = 0;
         while start < held.len() {
-            match send_batch(fd, &held[start..]) {
+            match send_batch(py, fd, &held[start..]) {
                 BatchSent::Sent(n) => start += n,
                 BatchSent::Failed(err) if would_block(&err) => break,
                 BatchSent::Failed(err) => {
@@ -338,20 +339,30 @@ impl DatagramTransport {
                 }
             }
         }
-        if start < held.len() {
-            let was_empty = {
-                let mut state = this.state.borrow_mut(py);
-                let was_empty = state.queue.is_empty();
-                // Ahead of anything queued meanwhile (by error_received): these came first.
-                for (datagram, addr) in held.into_iter().zip(addrs).skip(start).rev() {
-                    state.queued_bytes += datagram.data.len();
-                    state.queue.push_front(Queued {
-                        data: datagram.data,
-                        addr: Some(addr),
-                    });
-                }
-                was_empty
-            };
+        let unsent = start < held.len();
+        let was_empty = {
+            let mut state = this.state.borrow_mut(py);
+            let was_empty = state.queue.is_empty();
+            // Ahead of anything queued meanwhile (by error_received): these came first.
+            let rest: Vec<_> = held.drain(start..).zip(addrs.drain(start..)).collect();
+            for (datagram, addr) in rest.into_iter().rev() {
+                let data = datagram.data.into_vec(py);
+                state.queued_bytes += data.len();
+                state.queue.push_front(Queued {
+                    data,
+                    addr: Some(addr),
+                });
+            }
+            // Keep the vectors' room for the next iteration's batch.
+            held.clear();
+            addrs.clear();
+            if state.batch.is_empty() && state.batch.capacity() == 0 {
+                state.batch = held;
+                state.batch_addrs = addrs;
+            }
+            was_empty
+        };
+        if unsent {
             if was_empty {
                 Self::watch(slf, Side::Write, &SENDTO_READY)?;
             }
@@ -364,7 +375,7 @@ impl DatagramTransport {
     /// anything the program sees (see `datagram_batch.rs`); false if it must be sent now.
     fn hold_back(
         slf: &Bound<'_, Self>,
-        data: &[u8],
+        payload: &Payload<'_, '_>,
         addr: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let py = slf.py();
@@ -377,11 +388,10 @@ impl DatagramTransport {
             if !state.batchable || !state.queue.is_empty() || state.core.closing {
                 return Ok(false);
             }
-            let raw = state
-                .addresses
-                .raw_for(addr)
-                .or_else(|| RawAddr::from_python(state.family, addr));
-            let Some(raw) = raw else {
+            // Replies only: the address tuple `datagram_received` was given, so the peer
+            // just reached us (a bad port, an unroutable address: sent at once, and their
+            // error reaches error_received inside sendto, as on asyncio).
+            let Some(raw) = state.addresses.raw_for(addr) else {
                 return Ok(false);
             };
             if state.batch.is_empty() {
@@ -396,10 +406,11 @@ impl DatagramTransport {
                     return Ok(false);
                 }
             }
-            state.batch.push(Held {
-                data: data.to_vec(),
-                raw,
-            });
+            let data = match payload {
+                Payload::Bytes(bytes) => HeldBytes::Shared((*bytes).clone().unbind()),
+                other => HeldBytes::Owned(other.as_slice().to_vec()),
+            };
+            state.batch.push(Held { data, raw });
             state.batch_addrs.push(addr.clone().unbind());
             state.batch.len() >= BATCH_MAX
         };
@@ -774,7 +785,7 @@ transport_pymethods! {
             if let (false, Some(err)) = (queued, unsendable) {
                 return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
             }
-            if !queued && Self::hold_back(slf, contents, addr.as_ref())? {
+            if !queued && Self::hold_back(slf, &payload, addr.as_ref())? {
                 return Ok(());
             }
             // Anything held back goes first; it may leave datagrams queued.
