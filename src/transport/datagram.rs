@@ -346,8 +346,11 @@ impl DatagramTransport {
             // Ahead of anything queued meanwhile (by error_received): these came first.
             let rest: Vec<_> = held.drain(start..).zip(addrs.drain(start..)).collect();
             for (datagram, addr) in rest.into_iter().rev() {
-                let data = datagram.data.into_vec(py);
-                state.queued_bytes += data.len();
+                let data = match datagram.data {
+                    HeldBytes::Shared(bytes) => QueuedData::Shared(bytes),
+                    HeldBytes::Owned(copy) => QueuedData::Copied(copy),
+                };
+                state.queued_bytes += data.as_slice(py).len();
                 state.queue.push_front(Queued {
                     data,
                     addr: Some(addr),

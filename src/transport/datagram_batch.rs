@@ -46,14 +46,6 @@ impl HeldBytes {
             HeldBytes::Owned(data) => data,
         }
     }
-
-    /// The datagram's bytes as an owned copy (for the transport's queue).
-    pub fn into_vec(self, py: Python<'_>) -> Vec<u8> {
-        match self {
-            HeldBytes::Shared(bytes) => bytes.as_bytes(py).to_vec(),
-            HeldBytes::Owned(data) => data,
-        }
-    }
 }
 
 /// One datagram of the batch: its bytes and its destination, in C form.
