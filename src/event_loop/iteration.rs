@@ -13,7 +13,9 @@
 //!    native receives whose socket was closed behind the loop's back (`native_recv.rs`);
 //! 4. move timers due by now into the ready queue, in deadline order;
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
-//!    the next iteration.
+//!    the next iteration;
+//! 6. run the work transports deferred to the end of the iteration (`deferred.rs`: the
+//!    datagrams sent by this iteration's callbacks, in one `sendmmsg`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -137,7 +139,11 @@ impl LoopCore {
         if virtual_time {
             self.note_quiet_period(py, quiet_wait && !jumped, wait_started);
         }
-        self.run_ready(slf)
+        self.running_callbacks.store(true, Ordering::Relaxed);
+        let ran = self.run_ready(slf);
+        self.running_callbacks.store(false, Ordering::Relaxed);
+        let flushed = self.run_deferred(slf);
+        ran.and(flushed)
     }
 
     /// Virtual time: moves the clock to the first timer's deadline. With `loop.time` replaced,

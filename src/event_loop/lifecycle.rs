@@ -94,6 +94,8 @@ impl LoopCore {
             time_replaced: AtomicBool::new(false),
             time_replacement: GilRefCell::new(None),
             watchdog: crate::event_loop::watchdog::Watchdog::new(),
+            running_callbacks: AtomicBool::new(false),
+            deferred: GilRefCell::new(Vec::new()),
         })
     }
 

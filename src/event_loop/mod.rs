@@ -19,6 +19,7 @@
 //!   recycling; [`handle`]: the handle class itself;
 //! - [`iteration`]: one iteration (`run_once`): timeout, poll, I/O dispatch, due timers,
 //!   running the ready callbacks; [`report`]: callback errors and slow callbacks;
+//!   [`deferred`]: transports' work run at the end of the iteration (batched datagram sends);
 //! - [`fd_watch`]: descriptor watches (`add_reader` & co., the transports' watches, native
 //!   receives): the only code that registers descriptors with the poller;
 //! - [`native_recv`]: native `sock_recv`/`sock_recv_into`, completed by the loop itself;
@@ -32,6 +33,7 @@
 //! - [`virtual_time`]: `advance_time`, switching to virtual time, outstanding executor jobs
 //!   (the clock and the wait planning are in `core::clock`).
 
+mod deferred;
 pub mod fast_methods;
 mod fd_watch;
 pub mod handle;
@@ -136,4 +138,9 @@ pub struct LoopCore {
     time_replacement: GilRefCell<Option<Py<PyAny>>>,
     /// `set_watchdog`: what the loop publishes around each callback, and the watchdog thread.
     watchdog: watchdog::Watchdog,
+    /// The ready callbacks of an iteration are running: transports may defer work to the
+    /// end of the iteration (`deferred.rs`).
+    running_callbacks: AtomicBool,
+    /// Work deferred to the end of this iteration: a target and the native method to run.
+    deferred: GilRefCell<Vec<(Py<PyAny>, &'static handle::NativeMethod)>>,
 }

@@ -136,6 +136,13 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     /// Its state.
     fn state(&self) -> &GilRefCell<Self::State>;
 
+    /// Sends what the transport held back for the end of the iteration (the datagram
+    /// transport's batch) before `close()`/`abort()` or a fatal error decide its fate: the
+    /// program sent it already, as far as it can tell. Nothing by default.
+    fn send_held_back(_slf: &Bound<'_, Self>) -> PyResult<()> {
+        Ok(())
+    }
+
     /// The transport's loop, if it is still connected.
     fn loop_of(&self, py: Python<'_>) -> Option<Py<LoopCore>> {
         let state = self.state().borrow_mut(py);
@@ -452,6 +459,7 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     /// Closes at once, dropping the pending data; `connection_lost(exc)` (None if `exc` is)
     /// follows in a later callback. Does nothing once the connection is lost.
     fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        Self::send_held_back(slf)?;
         let py = slf.py();
         let this = slf.get();
         let (had_pending, was_closing) = {
@@ -480,6 +488,7 @@ pub(crate) trait NativeTransport: PyClass<Frozen = True> + Sync {
     /// `close()`: stops reading; once nothing is pending (now, or when the last data is sent),
     /// `connection_lost(None)` follows.
     fn begin_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::send_held_back(slf)?;
         let py = slf.py();
         let this = slf.get();
         let nothing_pending = {

@@ -30,6 +30,7 @@ use crate::transport::core::{
     transport_pymethods, would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
 use crate::transport::core::{CoreState, NativeTransport, TransportState};
+use crate::transport::datagram_batch::{send_batch, BatchSent, Held, HeldBytes, BATCH_MAX};
 use crate::transport::payload::Payload;
 use crate::transport::sockaddr::{socket_family, AddressCache, RawAddr};
 use crate::transport::socket_info::{
@@ -93,6 +94,14 @@ pub(crate) struct State {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     addresses: AddressCache,
+    /// Sends may wait for the end of the iteration (`datagram_batch.rs`): an IP socket, not
+    /// connected, without `IP_RECVERR`.
+    batchable: bool,
+    /// The datagrams waiting for the end of this iteration, in order (see `datagram_batch.rs`).
+    batch: Vec<Held>,
+    /// The destinations of `batch` as the program gave them, for the queue if the socket
+    /// cannot take them all.
+    batch_addrs: Vec<Py<PyAny>>,
 }
 
 impl TransportState for State {
@@ -121,6 +130,12 @@ impl TransportState for State {
 static READ_READY: NativeMethod = NativeMethod {
     name: "_read_ready",
     call: |transport| DatagramTransport::_read_ready(transport.cast::<DatagramTransport>()?),
+};
+
+/// `_flush_batch`, run by the loop at the end of the iteration (`LoopCore::run_deferred`).
+static FLUSH_BATCH: NativeMethod = NativeMethod {
+    name: "_flush_batch",
+    call: |transport| DatagramTransport::flush_batch(transport.cast::<DatagramTransport>()?),
 };
 
 /// `_sendto_ready`, run by the loop without a Python call.
@@ -260,9 +275,154 @@ impl NativeTransport for DatagramTransport {
     fn state(&self) -> &GilRefCell<State> {
         &self.state
     }
+    fn send_held_back(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::flush_batch(slf)
+    }
+}
+
+/// The socket reports asynchronous errors (ICMP) to every send: `IP_RECVERR` or
+/// `IPV6_RECVERR` is set. `sendmmsg` would lose such an error when it hits a datagram after
+/// the first (it returns the count sent and drops the error), so such sockets send at once.
+fn reports_async_errors(fd: i32, family: i32) -> bool {
+    let (level, option) = match family {
+        libc::AF_INET => (libc::IPPROTO_IP, libc::IP_RECVERR),
+        libc::AF_INET6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+        _ => return true,
+    };
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of their sizes during the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc != 0 || value != 0
 }
 
 impl DatagramTransport {
+    /// Sends the datagrams held back for the end of the iteration, in order, with
+    /// `sendmmsg`: an error goes to `error_received` (that datagram is dropped, the next are
+    /// sent, as successive `sendto` calls would); what the socket cannot take now is queued
+    /// (flow control applies) and sent when it becomes writable. The first exception raised
+    /// by `error_received` is returned once all are handled.
+    fn flush_batch(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        // Taken out while error_received may run (it may send, close, abort).
+        let (fd, mut held, mut addrs) = {
+            let mut state = this.state.borrow_mut(py);
+            if state.batch.is_empty() {
+                return Ok(());
+            }
+            (
+                state.fd,
+                std::mem::take(&mut state.batch),
+                std::mem::take(&mut state.batch_addrs),
+            )
+        };
+        let mut raised = None;
+        let mut start = 0;
+        while start < held.len() {
+            match send_batch(py, fd, &held[start..]) {
+                BatchSent::Sent(n) => start += n,
+                BatchSent::Failed(err) if would_block(&err) => break,
+                BatchSent::Failed(err) => {
+                    start += 1;
+                    if let Err(err) = this.error_received(py, os_error(err)) {
+                        raised.get_or_insert(err);
+                    }
+                }
+            }
+        }
+        let unsent = start < held.len();
+        let was_empty = {
+            let mut state = this.state.borrow_mut(py);
+            let was_empty = state.queue.is_empty();
+            // Ahead of anything queued meanwhile (by error_received): these came first.
+            let rest: Vec<_> = held.drain(start..).zip(addrs.drain(start..)).collect();
+            for (datagram, addr) in rest.into_iter().rev() {
+                let data = match datagram.data {
+                    HeldBytes::Shared(bytes) => QueuedData::Shared(bytes),
+                    HeldBytes::Owned(copy) => QueuedData::Copied(copy),
+                };
+                state.queued_bytes += data.as_slice(py).len();
+                state.queue.push_front(Queued {
+                    data,
+                    addr: Some(addr),
+                });
+            }
+            // Keep the vectors' room for the next iteration's batch.
+            held.clear();
+            addrs.clear();
+            if state.batch.is_empty() && state.batch.capacity() == 0 {
+                state.batch = held;
+                state.batch_addrs = addrs;
+            }
+            was_empty
+        };
+        if unsent {
+            if was_empty {
+                Self::watch(slf, Side::Write, &SENDTO_READY)?;
+            }
+            Self::maybe_pause_protocol(slf)?;
+        }
+        raised.map_or(Ok(()), Err)
+    }
+
+    /// Holds `data` for `addr` back until the end of the iteration if that cannot change
+    /// anything the program sees (see `datagram_batch.rs`); false if it must be sent now.
+    fn hold_back(
+        slf: &Bound<'_, Self>,
+        payload: &Payload<'_, '_>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(addr) = addr else {
+            return Ok(false);
+        };
+        let full = {
+            let mut state = this.state.borrow_mut(py);
+            if !state.batchable || !state.queue.is_empty() || state.core.closing {
+                return Ok(false);
+            }
+            // Replies only: the address tuple `datagram_received` was given, so the peer
+            // just reached us (a bad port, an unroutable address: sent at once, and their
+            // error reaches error_received inside sendto, as on asyncio).
+            let Some(raw) = state.addresses.raw_for(addr) else {
+                return Ok(false);
+            };
+            if state.batch.is_empty() {
+                let Some(event_loop) = state.core.event_loop.as_ref() else {
+                    return Ok(false);
+                };
+                // Only while the loop runs callbacks: it sends the batch when they are done.
+                if !event_loop
+                    .get()
+                    .defer_to_iteration_end(py, slf.as_any(), &FLUSH_BATCH)
+                {
+                    return Ok(false);
+                }
+            }
+            let data = match payload {
+                Payload::Bytes(bytes) => HeldBytes::Shared((*bytes).clone().unbind()),
+                other => HeldBytes::Owned(other.as_slice().to_vec()),
+            };
+            state.batch.push(Held { data, raw });
+            state.batch_addrs.push(addr.clone().unbind());
+            state.batch.len() >= BATCH_MAX
+        };
+        if full {
+            Self::flush_batch(slf)?;
+        }
+        Ok(true)
+    }
+
     /// `protocol.error_received(exc)`.
     fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
         if let Some(protocol) = self.protocol_of(py) {
@@ -466,18 +626,25 @@ transport_pymethods! {
             let connected = extra
                 .get_item(intern!(py, "peername"))?
                 .map_or(Ok(false), |p| p.is_truthy())?;
+            let family = socket_family(fd);
+            let batchable = (family == libc::AF_INET || family == libc::AF_INET6)
+                && !connected
+                && !reports_async_errors(fd, family);
             Ok(DatagramTransport {
                 state: GilRefCell::new(State {
                     core: CoreState::new(core, protocol.clone().unbind()),
                     sock: Some(sock.clone().unbind()),
                     fd,
-                    family: socket_family(fd),
+                    family,
                     extra: extra.unbind(),
                     address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
                     connected,
                     queue: VecDeque::new(),
                     queued_bytes: 0,
                     addresses: AddressCache::default(),
+                    batchable,
+                    batch: Vec::new(),
+                    batch_addrs: Vec::new(),
                 }),
             })
         }
@@ -530,6 +697,9 @@ transport_pymethods! {
             for obj in state.addresses.objects() {
                 visit.call(obj)?;
             }
+            for addr in &state.batch_addrs {
+                visit.call(addr)?;
+            }
             Ok(())
         }
 
@@ -539,9 +709,11 @@ transport_pymethods! {
             };
             let protocol = state.core.protocol.take();
             let queue = std::mem::take(&mut state.queue);
+            let batch_addrs = std::mem::take(&mut state.batch_addrs);
+            state.batch.clear();
             state.addresses.clear();
             drop(state);
-            drop((protocol, queue));
+            drop((protocol, queue, batch_addrs));
         }
 
         /// Starts reading unless closing (scheduled after `connection_made`).
@@ -616,6 +788,12 @@ transport_pymethods! {
             if let (false, Some(err)) = (queued, unsendable) {
                 return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
             }
+            if !queued && Self::hold_back(slf, &payload, addr.as_ref())? {
+                return Ok(());
+            }
+            // Anything held back goes first; it may leave datagrams queued.
+            Self::flush_batch(slf)?;
+            let queued = !this.state.borrow_mut(py).queue.is_empty();
             if !queued {
                 match this.send_one(py, contents, addr.as_ref()) {
                     Sent::Done => return Ok(()),

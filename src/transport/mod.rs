@@ -14,7 +14,8 @@
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
 //! - [`tls_pump`]: TLS connections' record pumping between the socket and the stdlib
 //!   `SSLObject` (the rest of TLS is `asyncio.sslproto`, see `_tls.py`);
-//! - [`datagram`]: UDP and AF_UNIX datagrams; [`sockaddr`]: its address conversion;
+//! - [`datagram`]: UDP and AF_UNIX datagrams; [`datagram_batch`]: the datagrams one
+//!   iteration sends, held back for one `sendmmsg`; [`sockaddr`]: its address conversion;
 //! - [`accept`]: servers' accept without a Python socket object per connection;
 //!   [`socket_file`]: a Unix server's socket file, removed when it stops serving (3.13+),
 //!   and a stale one removed before binding;
@@ -28,6 +29,7 @@
 pub mod accept;
 pub mod core;
 pub mod datagram;
+pub mod datagram_batch;
 pub mod file_send;
 pub mod payload;
 pub mod pipe_file;
