@@ -524,6 +524,15 @@ pub fn call_in_context(
         // vectorcall expects, and no offset flag is passed, so the callee will not write to
         // `items[-1]`.
         unsafe {
+            if let CallArgs::Zero = args {
+                if let Some(result) = call_without_vectorcall(callback.as_ptr()) {
+                    if result.is_null() {
+                        return Err(PyErr::fetch(py));
+                    }
+                    ffi::Py_DECREF(result);
+                    return Ok(());
+                }
+            }
             let single;
             let (items, nargs) = match args {
                 CallArgs::Zero => (std::ptr::null(), 0),
@@ -548,6 +557,33 @@ pub fn call_in_context(
         }
         Ok(())
     })
+}
+
+/// Calls `callback()` through its type's `tp_call` when the type has no vectorcall (asyncio's
+/// C task schedules each step as such an object, `TaskStepMethWrapper`): what
+/// `PyObject_Vectorcall` would do, without its generic detour (a recursion check at the loop's
+/// own depth, an argument tuple made from an empty array, a result check). None when the
+/// callback has vectorcall or no `tp_call` (the generic call handles it).
+///
+/// # Safety
+/// `callback` is a live object; the GIL is held.
+#[inline(always)]
+unsafe fn call_without_vectorcall(callback: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+    // SAFETY: caller's contract; the empty tuple is a live object for the call.
+    unsafe {
+        let ty = ffi::Py_TYPE(callback);
+        if ffi::PyType_HasFeature(ty, ffi::Py_TPFLAGS_HAVE_VECTORCALL) != 0 {
+            return None;
+        }
+        let call = (*ty).tp_call?;
+        let empty = ffi::PyTuple_New(0);
+        if empty.is_null() {
+            return Some(empty);
+        }
+        let result = call(callback, empty, std::ptr::null_mut());
+        ffi::Py_DECREF(empty);
+        Some(result)
+    }
 }
 
 impl TimerEntry for Py<Handle> {
