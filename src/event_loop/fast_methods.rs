@@ -178,16 +178,16 @@ unsafe fn plain_seconds(obj: *mut ffi::PyObject) -> Option<f64> {
 
 /// A callback's own arguments, as given to a fast entry point: none, one (kept without a
 /// tuple, see `CallArgs`), or a new tuple.
-enum FastArgs<'py> {
+enum FastArgs<'a, 'py> {
     /// No argument.
     Zero,
     /// Two or more arguments, in a new tuple.
     Tuple(Bound<'py, PyTuple>),
-    /// Exactly one argument.
-    One(Bound<'py, PyAny>),
+    /// Exactly one argument (borrowed from the call's argument array).
+    One(&'a Bound<'py, PyAny>),
 }
 
-impl<'py> FastArgs<'py> {
+impl<'py> FastArgs<'_, 'py> {
     /// Borrowed, as the scheduling functions take them.
     #[inline(always)]
     fn as_ref(&self) -> ArgsRef<'_, 'py> {
@@ -202,19 +202,19 @@ impl<'py> FastArgs<'py> {
 /// Reads the `count` arguments at `items`.
 ///
 /// # Safety
-/// `items` points to `count` valid borrowed references (a vectorcall's argument array); the
-/// GIL is held.
+/// `items` points to `count` valid borrowed references (a vectorcall's argument array) that
+/// outlive `'a`; the GIL is held.
 #[inline(always)]
-unsafe fn callback_args<'py>(
+unsafe fn callback_args<'a, 'py>(
     py: Python<'py>,
     items: *const *mut ffi::PyObject,
     count: ffi::Py_ssize_t,
-) -> PyResult<FastArgs<'py>> {
+) -> PyResult<FastArgs<'a, 'py>> {
     // SAFETY: caller's contract.
     unsafe {
         Ok(match count {
             0 => FastArgs::Zero,
-            1 => FastArgs::One(Bound::from_borrowed_ptr(py, *items)),
+            1 => FastArgs::One(Bound::ref_from_ptr(py, &*items)),
             _ => {
                 let items = std::slice::from_raw_parts(items, count as usize);
                 FastArgs::Tuple(PyTuple::new(
@@ -250,7 +250,8 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
                 || (keywords == 1 && is_context_keyword(py, ffi::PyTuple_GET_ITEM(kwnames, 0)));
             let kind = const { Kind::of(KIND) };
             let leading = kind.leading();
-            let this = Bound::from_borrowed_ptr(py, slf);
+            // Borrowed as the call gives them: no reference counting for the call's arguments.
+            let this = Bound::ref_from_ptr(py, &slf);
             let core = match this.cast::<LoopCore>() {
                 Ok(core)
                     if nargs >= leading && only_context && core.get().takes_fast_call_soon() =>
@@ -269,23 +270,18 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
                     None => return checked_call(py, kind.checked(), slf, args, nargs, kwnames),
                 },
             };
-            let callback = Bound::from_borrowed_ptr(py, *args.add(leading as usize - 1));
+            let callback = Bound::ref_from_ptr(py, &*args.add(leading as usize - 1));
             let rest = callback_args(py, args.add(leading as usize), nargs - leading)?;
             let context =
-                (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
+                (keywords == 1).then(|| Bound::ref_from_ptr(py, &*args.add(nargs as usize)));
             let handle = match when {
-                None => {
-                    core.get()
-                        .schedule_soon_args(py, &callback, rest.as_ref(), context.as_ref())?
-                }
+                None => core
+                    .get()
+                    .schedule_soon_args(py, callback, rest.as_ref(), context)?,
                 Some(when) => {
-                    let handle = core.get().push_timer(
-                        py,
-                        when,
-                        &callback,
-                        rest.as_ref(),
-                        context.as_ref(),
-                    )?;
+                    let handle =
+                        core.get()
+                            .push_timer(py, when, callback, rest.as_ref(), context)?;
                     if matches!(kind, Kind::At) && ffi::PyLong_CheckExact(*args) != 0 {
                         // asyncio keeps the deadline as given: an int stays an int in
                         // `when()` and the repr.
