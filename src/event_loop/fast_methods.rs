@@ -1,8 +1,9 @@
 //! Raw CPython entry points for the loop methods called most: `call_soon(callback, *args,
 //! context=...)` (every Task step, every Future callback, from CPython's own C code),
 //! `call_later`/`call_at` (every timer, every `asyncio.sleep(d)`), `get_debug()` (every
-//! Future's creation), `Handle.cancel()` (every timeout that did not fire), and
-//! `call_soon_threadsafe`, which threads posting work to the loop call in tight loops.
+//! Future's creation), `Handle.cancel()` (every timeout that did not fire),
+//! `call_soon_threadsafe`, which threads posting work to the loop call in tight loops, and
+//! `create_task(coro)`/`create_future()` (every task; every `asyncio.sleep(d)`).
 //!
 //! PyO3's method trampolines parse arguments generically (keyword matching, a `*args` tuple,
 //! GIL bookkeeping): about 250 of the ~550 machine instructions a `call_soon` costs. These
@@ -19,6 +20,7 @@
 
 use std::ffi::{c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
@@ -28,7 +30,9 @@ use pyo3::types::{PyString, PyTuple, PyType};
 
 use crate::event_loop::handle::Handle;
 use crate::event_loop::schedule::ArgsRef;
+use crate::event_loop::tasks::call_with_loop;
 use crate::event_loop::LoopCore;
+use crate::interop::py_cache;
 
 /// The PyO3 `call_soon` method that the fast entry point replaces (its fallback).
 static CHECKED_CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -38,6 +42,8 @@ static CHECKED_CALL_LATER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CHECKED_CALL_AT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// The PyO3 `call_soon_threadsafe` method (the fast entry point's fallback).
 static CHECKED_CALL_SOON_THREADSAFE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The PyO3 `create_task` method (the fast entry point's fallback).
+static CHECKED_CREATE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Runs `body` with the GIL token, turning a panic into a Python exception (a panic must
 /// never unwind through CPython's C frames).
@@ -59,6 +65,45 @@ unsafe fn guarded(
     };
     err.restore(py);
     std::ptr::null_mut()
+}
+
+/// `context` strings met as keyword names that are not the interned one (asyncio's C module
+/// before 3.13 passes its own `("context",)` tuple on every task step and future callback),
+/// each held by a strong reference so that its address can never name another object.
+static CONTEXT_NAMES: [AtomicPtr<ffi::PyObject>; 2] = [
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+];
+
+/// True if the keyword name `name` is `"context"`: by address for the interned string and the
+/// ones met before, else by value (then remembered, in one of two slots).
+///
+/// # Safety
+/// `name` is a valid borrowed reference (an item of a vectorcall's `kwnames`); the GIL is held.
+#[inline(always)]
+unsafe fn is_context_keyword(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
+    if name == pyo3::intern!(py, "context").as_ptr()
+        || CONTEXT_NAMES
+            .iter()
+            .any(|seen| seen.load(Ordering::Relaxed) == name)
+    {
+        return true;
+    }
+    // SAFETY: caller's contract.
+    let equal = unsafe { Bound::from_borrowed_ptr(py, name) }
+        .cast::<PyString>()
+        .is_ok_and(|n| n == "context");
+    if equal {
+        if let Some(slot) = CONTEXT_NAMES
+            .iter()
+            .find(|seen| seen.load(Ordering::Relaxed).is_null())
+        {
+            // SAFETY: `name` is a live object; the reference taken here is never released.
+            unsafe { ffi::Py_IncRef(name) };
+            slot.store(name, Ordering::Relaxed);
+        }
+    }
+    equal
 }
 
 /// Which scheduling method a fast entry point implements. It is the const parameter of
@@ -133,16 +178,16 @@ unsafe fn plain_seconds(obj: *mut ffi::PyObject) -> Option<f64> {
 
 /// A callback's own arguments, as given to a fast entry point: none, one (kept without a
 /// tuple, see `CallArgs`), or a new tuple.
-enum FastArgs<'py> {
+enum FastArgs<'a, 'py> {
     /// No argument.
     Zero,
     /// Two or more arguments, in a new tuple.
     Tuple(Bound<'py, PyTuple>),
-    /// Exactly one argument.
-    One(Bound<'py, PyAny>),
+    /// Exactly one argument (borrowed from the call's argument array).
+    One(&'a Bound<'py, PyAny>),
 }
 
-impl<'py> FastArgs<'py> {
+impl<'py> FastArgs<'_, 'py> {
     /// Borrowed, as the scheduling functions take them.
     #[inline(always)]
     fn as_ref(&self) -> ArgsRef<'_, 'py> {
@@ -157,19 +202,19 @@ impl<'py> FastArgs<'py> {
 /// Reads the `count` arguments at `items`.
 ///
 /// # Safety
-/// `items` points to `count` valid borrowed references (a vectorcall's argument array); the
-/// GIL is held.
+/// `items` points to `count` valid borrowed references (a vectorcall's argument array) that
+/// outlive `'a`; the GIL is held.
 #[inline(always)]
-unsafe fn callback_args<'py>(
+unsafe fn callback_args<'a, 'py>(
     py: Python<'py>,
     items: *const *mut ffi::PyObject,
     count: ffi::Py_ssize_t,
-) -> PyResult<FastArgs<'py>> {
+) -> PyResult<FastArgs<'a, 'py>> {
     // SAFETY: caller's contract.
     unsafe {
         Ok(match count {
             0 => FastArgs::Zero,
-            1 => FastArgs::One(Bound::from_borrowed_ptr(py, *items)),
+            1 => FastArgs::One(Bound::ref_from_ptr(py, &*items)),
             _ => {
                 let items = std::slice::from_raw_parts(items, count as usize);
                 FastArgs::Tuple(PyTuple::new(
@@ -202,23 +247,18 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
                 ffi::PyTuple_GET_SIZE(kwnames)
             };
             let only_context = keywords == 0
-                || (keywords == 1 && {
-                    let name = ffi::PyTuple_GET_ITEM(kwnames, 0);
-                    name == pyo3::intern!(py, "context").as_ptr()
-                        || Bound::from_borrowed_ptr(py, name)
-                            .cast::<PyString>()
-                            .is_ok_and(|n| n == "context")
-                });
+                || (keywords == 1 && is_context_keyword(py, ffi::PyTuple_GET_ITEM(kwnames, 0)));
             let kind = const { Kind::of(KIND) };
             let leading = kind.leading();
-            let this = Bound::from_borrowed_ptr(py, slf);
+            // Borrowed as the call gives them: no reference counting for the call's arguments.
+            let this = Bound::ref_from_ptr(py, &slf);
             let core = match this.cast::<LoopCore>() {
                 Ok(core)
                     if nargs >= leading && only_context && core.get().takes_fast_call_soon() =>
                 {
                     core
                 }
-                _ => return checked_call(py, kind, slf, args, nargs, kwnames),
+                _ => return checked_call(py, kind.checked(), slf, args, nargs, kwnames),
             };
             let when = match kind {
                 Kind::Soon | Kind::SoonThreadsafe => None,
@@ -227,26 +267,21 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
                         Some(core.get().now(py)? + seconds)
                     }
                     Some(when) => Some(when),
-                    None => return checked_call(py, kind, slf, args, nargs, kwnames),
+                    None => return checked_call(py, kind.checked(), slf, args, nargs, kwnames),
                 },
             };
-            let callback = Bound::from_borrowed_ptr(py, *args.add(leading as usize - 1));
+            let callback = Bound::ref_from_ptr(py, &*args.add(leading as usize - 1));
             let rest = callback_args(py, args.add(leading as usize), nargs - leading)?;
             let context =
-                (keywords == 1).then(|| Bound::from_borrowed_ptr(py, *args.add(nargs as usize)));
+                (keywords == 1).then(|| Bound::ref_from_ptr(py, &*args.add(nargs as usize)));
             let handle = match when {
-                None => {
-                    core.get()
-                        .schedule_soon_args(py, &callback, rest.as_ref(), context.as_ref())?
-                }
+                None => core
+                    .get()
+                    .schedule_soon_args(py, callback, rest.as_ref(), context)?,
                 Some(when) => {
-                    let handle = core.get().push_timer(
-                        py,
-                        when,
-                        &callback,
-                        rest.as_ref(),
-                        context.as_ref(),
-                    )?;
+                    let handle =
+                        core.get()
+                            .push_timer(py, when, callback, rest.as_ref(), context)?;
                     if matches!(kind, Kind::At) && ffi::PyLong_CheckExact(*args) != 0 {
                         // asyncio keeps the deadline as given: an int stays an int in
                         // `when()` and the repr.
@@ -275,14 +310,13 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
 /// Same arguments as `schedule_fast`.
 unsafe fn checked_call(
     py: Python<'_>,
-    kind: Kind,
+    checked: &'static PyOnceLock<Py<PyAny>>,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    let method = kind
-        .checked()
+    let method = checked
         .get(py)
         .ok_or_else(|| PyRuntimeError::new_err("ferroloop: fast methods are not initialised"))?;
     let keywords = if kwnames.is_null() {
@@ -311,6 +345,52 @@ unsafe fn checked_call(
         Err(PyErr::fetch(py))
     } else {
         Ok(result)
+    }
+}
+
+/// `create_task(coro)` by vectorcall: `Task(coro, loop=self)` built by vectorcall. Anything
+/// else (keywords, a task factory, a closed loop, a wrong call) goes to the PyO3 method.
+///
+/// # Safety
+/// Called by CPython as a `METH_FASTCALL | METH_KEYWORDS` method of `LoopCore`.
+unsafe extern "C" fn create_task_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call (see the function's contract).
+    unsafe {
+        guarded(|py| {
+            let this = Bound::from_borrowed_ptr(py, slf);
+            match this.cast::<LoopCore>() {
+                Ok(core) if nargs == 1 && kwnames.is_null() && core.get().makes_plain_tasks(py) => {
+                    let coro = Bound::from_borrowed_ptr(py, *args);
+                    let task_type = py_cache::asyncio_task_type(py)?;
+                    Ok(call_with_loop(&task_type, Some(&coro), &this)?.into_ptr())
+                }
+                _ => checked_call(py, &CHECKED_CREATE_TASK, slf, args, nargs, kwnames),
+            }
+        })
+    }
+}
+
+/// `create_future()` without PyO3's trampoline: `Future(loop=self)` by vectorcall.
+///
+/// # Safety
+/// Called by CPython as a `METH_NOARGS` method of `LoopCore`.
+unsafe extern "C" fn create_future_fast(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: forwarded from CPython's call (see the function's contract).
+    unsafe {
+        guarded(|py| {
+            let this = Bound::from_borrowed_ptr(py, slf);
+            this.cast::<LoopCore>()?;
+            let future_type = py_cache::asyncio_future_type(py)?;
+            Ok(call_with_loop(&future_type, None, &this)?.into_ptr())
+        })
     }
 }
 
@@ -434,6 +514,34 @@ pub fn install(ty: &Bound<'_, PyType>, handle_ty: &Bound<'_, PyType>) -> PyResul
             schedule_fast::<{ Kind::At as u8 }>,
             c"call_at($self, when, callback, *args, context=None)\n--\n\nSchedules `callback(*args)` at absolute time `when` (on `loop.time()`'s clock).",
         ),
+    )?;
+    let checked = ty.getattr("create_task")?.unbind();
+    CHECKED_CREATE_TASK.get_or_init(py, || checked);
+    ty.setattr(
+        "_checked_create_task",
+        CHECKED_CREATE_TASK.get(py).map(|m| m.bind(py)),
+    )?;
+    install_method(
+        ty,
+        c"create_task",
+        fastcall_def(
+            c"create_task",
+            create_task_fast,
+            c"create_task($self, coro, *, name=None, context=None, **kwargs)\n--\n\nWraps `coro` in a Task (or the task factory's object) scheduled on this loop; 3.14+ passes other keywords (`eager_start=`) on.",
+        ),
+    )?;
+    install_method(
+        ty,
+        c"create_future",
+        ffi::PyMethodDef {
+            ml_name: c"create_future".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: create_future_fast,
+            },
+            ml_flags: ffi::METH_NOARGS as c_int,
+            ml_doc: c"create_future($self, /)\n--\n\nA new `asyncio.Future` bound to this loop."
+                .as_ptr(),
+        },
     )?;
     install_method(
         handle_ty,

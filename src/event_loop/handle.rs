@@ -306,28 +306,32 @@ impl Handle {
         }
         let keep = keep || self.repeating.load(Ordering::Relaxed);
         // Release the borrow before calling Python: the callback may cancel this very handle.
-        let (taken, native) = {
+        let (taken, context, native) = {
             let mut slots = self.slots.borrow_mut(py);
-            let context = slots.context.as_ref().map(|c| c.clone_ref(py));
+            // The context is used where it is, without a reference of our own: nothing
+            // releases a handle's context while it runs (`cancel` and `release` take the
+            // callback and arguments only; `init` and `reset` apply to handles the loop
+            // is not running, see `LoopCore::recycle`).
+            let context = slots.context.as_ref().map(|c| c.as_ptr());
             let taken = if keep {
                 (
                     slots.callback.as_ref().map(|c| c.clone_ref(py)),
                     slots.args.as_ref().map(|a| a.clone_ref(py)),
-                    context,
                 )
             } else {
-                (slots.callback.take(), slots.args.take(), context)
+                (slots.callback.take(), slots.args.take())
             };
-            (taken, slots.native)
+            (taken, context, slots.native)
         };
-        let (Some(callback), Some(args), Some(context)) = taken else {
+        let ((Some(callback), Some(args)), Some(context)) = (taken, context) else {
             return RunOutcome::Skipped;
         };
+        // SAFETY: `context` is held by this handle's slots for the whole call (see above).
+        let context = unsafe { Bound::ref_from_ptr(py, &context) };
         let outcome = match native {
-            Some(native) => native_call_in_context(py, native, &callback, &context),
-            None => call_in_context(py, &callback, &args, &context),
+            Some(native) => native_call_in_context(py, native, &callback, context),
+            None => call_in_context(py, &callback, &args, context),
         };
-        drop_attached(py, Some(context));
         match outcome {
             Ok(()) => {
                 drop_attached(py, Some(callback));
@@ -472,7 +476,7 @@ impl Handle {
 #[inline]
 fn in_context(
     py: Python<'_>,
-    context: &Py<PyAny>,
+    context: &Bound<'_, PyAny>,
     body: impl FnOnce() -> PyResult<()>,
 ) -> PyResult<()> {
     // SAFETY: `context` is an owned reference to a `contextvars.Context`, alive for the call;
@@ -496,7 +500,7 @@ fn native_call_in_context(
     py: Python<'_>,
     native: NativeCall,
     callback: &Py<PyAny>,
-    context: &Py<PyAny>,
+    context: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     in_context(py, context, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -515,7 +519,7 @@ pub fn call_in_context(
     py: Python<'_>,
     callback: &Py<PyAny>,
     args: &CallArgs,
-    context: &Py<PyAny>,
+    context: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     in_context(py, context, || {
         // SAFETY: all pointers are owned references kept alive by the `Py` arguments for the
@@ -524,6 +528,15 @@ pub fn call_in_context(
         // vectorcall expects, and no offset flag is passed, so the callee will not write to
         // `items[-1]`.
         unsafe {
+            if let CallArgs::Zero = args {
+                if let Some(result) = call_without_vectorcall(callback.as_ptr()) {
+                    if result.is_null() {
+                        return Err(PyErr::fetch(py));
+                    }
+                    ffi::Py_DECREF(result);
+                    return Ok(());
+                }
+            }
             let single;
             let (items, nargs) = match args {
                 CallArgs::Zero => (std::ptr::null(), 0),
@@ -548,6 +561,33 @@ pub fn call_in_context(
         }
         Ok(())
     })
+}
+
+/// Calls `callback()` through its type's `tp_call` when the type has no vectorcall (asyncio's
+/// C task schedules each step as such an object, `TaskStepMethWrapper`): what
+/// `PyObject_Vectorcall` would do, without its generic detour (a recursion check at the loop's
+/// own depth, an argument tuple made from an empty array, a result check). None when the
+/// callback has vectorcall or no `tp_call` (the generic call handles it).
+///
+/// # Safety
+/// `callback` is a live object; the GIL is held.
+#[inline(always)]
+unsafe fn call_without_vectorcall(callback: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+    // SAFETY: caller's contract; the empty tuple is a live object for the call.
+    unsafe {
+        let ty = ffi::Py_TYPE(callback);
+        if ffi::PyType_HasFeature(ty, ffi::Py_TPFLAGS_HAVE_VECTORCALL) != 0 {
+            return None;
+        }
+        let call = (*ty).tp_call?;
+        let empty = ffi::PyTuple_New(0);
+        if empty.is_null() {
+            return Some(empty);
+        }
+        let result = call(callback, empty, std::ptr::null_mut());
+        ffi::Py_DECREF(empty);
+        Some(result)
+    }
 }
 
 impl TimerEntry for Py<Handle> {

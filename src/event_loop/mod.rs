@@ -45,7 +45,7 @@ mod report;
 mod schedule;
 pub mod sock_io;
 mod stats;
-mod tasks;
+pub(crate) mod tasks;
 mod time_override;
 mod transports;
 mod virtual_time;

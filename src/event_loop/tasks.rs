@@ -2,16 +2,42 @@
 //! `Future` and `Task` (the C implementations) bound to this loop, or call the task factory.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::event_loop::LoopCore;
 use crate::interop::py_cache;
 
-/// Calls `callable(*positional, loop=loop)` by vectorcall (Future/Task construction).
+/// Calls `callable(*positional, loop=loop)` by vectorcall (Future/Task construction): no
+/// argument tuple or keyword dict of ours, and every reference held as a `Bound` (the raw
+/// `create_task`/`create_future` entry points call this outside PyO3's trampoline, where a
+/// dropped `Py` would leak, see `fast_methods.rs`).
+pub(crate) fn call_with_loop<'py>(
+    callable: &Bound<'py, PyAny>,
+    positional: Option<&Bound<'py, PyAny>>,
+    loop_obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let kwnames = py_cache::loop_kwnames(py);
+    let (stack, nargs) = match positional {
+        Some(first) => ([first.as_ptr(), loop_obj.as_ptr()], 1),
+        None => ([loop_obj.as_ptr(), std::ptr::null_mut()], 0),
+    };
+    // SAFETY: `stack` holds `nargs` positional then one keyword value, all borrowed references
+    // kept alive by the caller for the call; `kwnames` is a tuple of one string; the GIL is held.
+    unsafe {
+        let result =
+            ffi::PyObject_Vectorcall(callable.as_ptr(), stack.as_ptr(), nargs, kwnames.as_ptr());
+        Bound::from_owned_ptr_or_err(py, result)
+    }
+}
+
+/// Calls `callable(*positional, loop=loop, **extra_kw)` (Task construction with `name=` or
+/// `context=`).
 fn call_with_loop_kw(
     py: Python<'_>,
-    callable: &Py<PyAny>,
+    callable: &Bound<'_, PyAny>,
     positional: &[&Bound<'_, PyAny>],
     loop_obj: &Bound<'_, PyAny>,
     extra_kw: &[(&str, &Bound<'_, PyAny>)],
@@ -22,7 +48,7 @@ fn call_with_loop_kw(
         kwargs.set_item(*k, *v)?;
     }
     let args = PyTuple::new(py, positional)?;
-    Ok(callable.bind(py).call(args, Some(&kwargs))?.unbind())
+    Ok(callable.call(args, Some(&kwargs))?.unbind())
 }
 
 impl LoopCore {
@@ -30,7 +56,7 @@ impl LoopCore {
     pub(super) fn new_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future_type = py_cache::asyncio_future_type(py)?;
-        call_with_loop_kw(py, &future_type, &[], slf.as_any(), &[])
+        Ok(call_with_loop(&future_type, None, slf.as_any())?.unbind())
     }
 
     /// `create_task(coro, name=, context=, **kwargs)`: a Task (or the task factory's object)
@@ -46,7 +72,7 @@ impl LoopCore {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let kwargs = kwargs.filter(|k| !k.is_empty());
-        let passes_keywords = py.version_info() >= (3, 14);
+        let passes_keywords = py_cache::python_at_least(3, 14);
         if let (Some(extra), false) = (kwargs, passes_keywords) {
             let first = extra.keys().get_item(0)?;
             return Err(PyTypeError::new_err(format!(
@@ -73,6 +99,9 @@ impl LoopCore {
                 }
                 let task_type = py_cache::asyncio_task_type(py)?;
                 match kwargs {
+                    None if extra.is_empty() => {
+                        Ok(call_with_loop(&task_type, Some(coro), slf.as_any())?.unbind())
+                    }
                     None => call_with_loop_kw(py, &task_type, &[coro], slf.as_any(), &extra),
                     Some(more) => {
                         let all = more.copy()?;
@@ -80,7 +109,7 @@ impl LoopCore {
                         for (key, value) in extra {
                             all.set_item(key, value)?;
                         }
-                        Ok(task_type.bind(py).call((coro,), Some(&all))?.unbind())
+                        Ok(task_type.call((coro,), Some(&all))?.unbind())
                     }
                 }
             }
@@ -109,6 +138,13 @@ impl LoopCore {
                 Ok(task.unbind())
             }
         }
+    }
+
+    /// `create_task(coro)` builds asyncio's Task itself: the loop is open and has no task
+    /// factory.
+    pub(crate) fn makes_plain_tasks(&self, py: Python<'_>) -> bool {
+        !self.closed.load(std::sync::atomic::Ordering::Relaxed)
+            && self.task_factory.borrow_mut(py).is_none()
     }
 
     /// `set_task_factory(factory)`: a callable or None.

@@ -1,9 +1,10 @@
 //! Python objects the loop looks up once per interpreter and keeps: asyncio's public types,
 //! helpers it calls on cold paths, and interned attribute names.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyString;
+use pyo3::types::{PyString, PyTuple};
 
 /// Imports `module` and returns its attribute `name`, caching it in `cell`.
 fn cached_attr<'py>(
@@ -40,18 +41,64 @@ cached!(
     /// The `asyncio.tasks` module (its `Task` is read at each use, see below).
     asyncio_tasks_module, "asyncio", "tasks");
 
+/// `module.name`, read from the module's dict (one dict lookup): the attribute protocol
+/// (a module `__getattr__`, a replaced `__class__`, the missing name's error) only when the
+/// dict does not have it.
+fn module_attr<'py>(
+    py: Python<'py>,
+    module: &Py<PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `module` is a live object and the GIL is held; `PyModule_GetDict` of an exact
+    // module returns a borrowed dict (never NULL for a module), the item is borrowed from it
+    // and turned into a new reference at once.
+    unsafe {
+        if ffi::PyModule_CheckExact(module.as_ptr()) != 0 {
+            let dict = ffi::PyModule_GetDict(module.as_ptr());
+            let item = ffi::PyDict_GetItemWithError(dict, name.as_ptr());
+            if !item.is_null() {
+                return Ok(Bound::from_borrowed_ptr(py, item));
+            }
+            if !ffi::PyErr_Occurred().is_null() {
+                return Err(PyErr::fetch(py));
+            }
+        }
+    }
+    module.bind(py).getattr(name)
+}
+
 /// `asyncio.futures.Future` as it is now: read at each `create_future`, as asyncio does, so
 /// that a program (or CPython's tests) swapping in the pure-Python Future is followed.
-pub fn asyncio_future_type(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    let module = asyncio_futures_module(py)?.bind(py);
-    Ok(module.getattr(pyo3::intern!(py, "Future"))?.unbind())
+pub fn asyncio_future_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    module_attr(py, asyncio_futures_module(py)?, pyo3::intern!(py, "Future"))
 }
 
 /// `asyncio.tasks.Task` as it is now: read at each `create_task`, as asyncio does.
-pub fn asyncio_task_type(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    let module = asyncio_tasks_module(py)?.bind(py);
-    Ok(module.getattr(pyo3::intern!(py, "Task"))?.unbind())
+pub fn asyncio_task_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    module_attr(py, asyncio_tasks_module(py)?, pyo3::intern!(py, "Task"))
 }
+
+/// The running interpreter is Python `major.minor` or later. `py.version_info()` parses
+/// `sys.version` at each call (~600 instructions): hot paths ask this instead.
+pub fn python_at_least(major: u8, minor: u8) -> bool {
+    // SAFETY: `Py_Version` is a constant of the interpreter (3.11+), set before any extension
+    // module loads.
+    let version = unsafe { ffi::Py_Version };
+    (version >> 16) >= ((major as std::ffi::c_ulong) << 8 | minor as std::ffi::c_ulong)
+}
+
+/// The keyword names `("loop",)`, for `Future(loop=...)` and `Task(coro, loop=...)` by
+/// vectorcall.
+pub fn loop_kwnames(py: Python<'_>) -> &Bound<'_, PyTuple> {
+    static CELL: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    CELL.get_or_init(py, || {
+        PyTuple::new(py, [str_loop(py)])
+            .expect("a one-item tuple")
+            .unbind()
+    })
+    .bind(py)
+}
+
 cached!(
     /// asyncio's helper that renders `callback(args)` with its source location.
     format_callback_source, "asyncio.format_helpers", "_format_callback_source");
