@@ -20,6 +20,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::core::clock::{monotonic_seconds, plan_virtual_wait, CLOCK_RESOLUTION};
@@ -29,13 +30,14 @@ use crate::event_loop::handle::RunOutcome;
 use crate::event_loop::stats::BatchTally;
 use crate::event_loop::{LoopCore, LoopQueues};
 use crate::interop::errors::os_error;
+use crate::interop::py_cache::python_at_least;
 
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
 const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
 
 /// A wait in seconds as a `Duration`, between 0 and `MAX_WAIT_SECONDS`. NaN (a NaN timer
-/// deadline, or a replaced `loop.time` returning NaN) is no wait, as in asyncio, where
-/// `max(0, nan)` is 0; `clamp` would pass NaN through and `from_secs_f64` panic on it.
+/// deadline, or a replaced `loop.time` returning NaN) is no wait, as in asyncio up to 3.12,
+/// where `max(0, nan)` is 0 (3.13+ raises before this, see `poll_timeout`); `clamp` would pass NaN through and `from_secs_f64` panic on it.
 fn wait_duration(seconds: f64) -> Duration {
     if seconds.is_nan() {
         return Duration::ZERO;
@@ -285,7 +287,14 @@ impl LoopCore {
             let jump = plan.jump_to.map(|when| VirtualJump { when, now });
             (plan.real_timeout, jump)
         } else {
-            (deadline.map(|deadline| deadline - now), None)
+            let wait = deadline.map(|deadline| deadline - now);
+            if wait.is_some_and(f64::is_nan) && python_at_least(3, 13) {
+                // 3.13 stopped clamping the wait with `max(0, ...)` (which turned NaN into
+                // 0): the NaN reaches the selector, whose `math.ceil` raises. The first timer
+                // stays scheduled, and runs once a run finds callbacks ready (no wait).
+                return Err(PyValueError::new_err("cannot convert float NaN to integer"));
+            }
+            (wait, None)
         };
         if let Some(sweep) = sweep {
             // The closed-socket sweep (real time) cuts the wait short: no jump after it (the
