@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import re
 import signal
 import socket
 import stat
@@ -91,6 +92,75 @@ def test_gather_children_are_awaited_by_the_gatherer(loop):
     by_name = {info["name"]: info for info in seen}
     assert by_name["c1"]["await_chain"] == ["c1", "parent"]
     assert sorted(by_name["parent"]["awaits"]) == sorted([by_name["c1"]["id"], by_name["c2"]["id"]])
+
+
+def test_task_group_and_wait_parents_await_their_children(loop):
+    import ferroloop
+
+    seen: list = []
+    gate = asyncio.Event()
+
+    async def leaf():
+        await gate.wait()
+
+    async def group_parent():
+        async with asyncio.TaskGroup() as group:
+            group.create_task(leaf(), name="group-a")
+            group.create_task(leaf(), name="group-b")
+
+    async def wait_parent():
+        children = [asyncio.create_task(leaf(), name=f"wait-{x}") for x in "ab"]
+        await asyncio.wait(children)
+
+    async def main():
+        parents = [
+            asyncio.create_task(group_parent(), name="group-parent"),
+            asyncio.create_task(wait_parent(), name="wait-parent"),
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen.extend(ferroloop.inspect_tasks())
+        gate.set()
+        await asyncio.gather(*parents)
+
+    support.run(loop, main())
+    by_name = {info["name"]: info for info in seen}
+    for parent, children in [("group-parent", "group-"), ("wait-parent", "wait-")]:
+        kids = [by_name[f"{children}{x}"] for x in "ab"]
+        assert sorted(by_name[parent]["awaits"]) == sorted(k["id"] for k in kids), parent
+        for kid in kids:
+            assert kid["awaited_by"] == [by_name[parent]["id"]]
+            assert kid["await_chain"][:2] == [kid["name"], parent]
+
+
+def test_task_age_is_known_while_the_inspector_serves(loop):
+    import ferroloop
+
+    seen: list = []
+    before_serving: list = []
+
+    async def idle():
+        await asyncio.sleep(10)
+
+    async def main():
+        early = asyncio.create_task(idle(), name="early")
+        loop.serve_inspector()
+        late = asyncio.create_task(idle(), name="late")
+        await asyncio.sleep(0.2)
+        newer = asyncio.create_task(idle(), name="newer")
+        await asyncio.sleep(0)
+        seen.extend(ferroloop.inspect_tasks())
+        for task in (early, late, newer):
+            task.cancel()
+        await asyncio.gather(early, late, newer, return_exceptions=True)
+
+    before_serving.extend(ferroloop.inspect_tasks(loop))
+    support.run(loop, main())
+    ages = {info["name"]: info["age"] for info in seen}
+    assert ages["early"] is None  # made before the inspector served
+    assert 0.15 <= ages["late"] < 5.0, ages
+    assert 0.0 <= ages["newer"] < 0.15, ages
+    assert before_serving == []
 
 
 def test_transports_report_bytes_and_flow_control(loop):
@@ -214,6 +284,10 @@ def test_ps_shows_the_tasks_and_connections(serving_child):
     for i in range(100):
         assert f"client-{i} " in out
     assert "client-7 <- Task-1" in out
+    # The clients were made while the inspector served: their age is known.
+    assert " AGE " in out.splitlines()[3]
+    client_rows = [line for line in out.splitlines() if line.startswith("client-")]
+    assert client_rows and all(re.search(r" \d+\.\ds ", row) for row in client_rows)
     rows = [line for line in out.splitlines() if f"127.0.0.1:{port}" in line]
     assert len(rows) == 200  # 100 client ends (peer = port), 100 server ends (local = port)
     assert sum("Echo" in row for row in rows) == 100

@@ -75,11 +75,15 @@ class TaskInfo(TypedDict):
     stack: list[str]
     """The coroutine chain, outermost first: ``qualname (file:line)``."""
     awaits: list[int]
-    """Ids of the tasks this task waits for (directly, or through ``gather``)."""
+    """Ids of the tasks this task waits for (directly, or through ``gather``, a ``TaskGroup``
+    or ``asyncio.wait``)."""
     awaited_by: list[int]
     """Ids of the tasks waiting for this one."""
     await_chain: list[str]
     """This task's name, then the name of the task awaiting it, and so on up to the root."""
+    age: float | None
+    """Seconds since the task was created (loop time); known for tasks made by
+    ``loop.create_task`` while the loop's inspector serves, else None."""
 
 
 class TransportInfo(TypedDict):
@@ -148,6 +152,33 @@ def _awaited_tasks(task: asyncio.Task) -> list[asyncio.Future]:
     return []
 
 
+def _waiting_parents(child: asyncio.Task, waiting_on: dict[int, asyncio.Task]) -> list[Any]:
+    """The tasks waiting for ``child`` as its done callbacks tell: a ``TaskGroup``'s (a method
+    of the group, whose ``_parent_task`` waits in ``__aexit__``), and ``asyncio.wait``'s (a
+    function whose closure holds the future its caller waits on, ``waiting_on``)."""
+    parents: list[Any] = []
+    for entry in getattr(child, "_callbacks", None) or ():
+        callback = entry[0] if isinstance(entry, tuple) else entry
+        group = getattr(callback, "__self__", None)
+        parent = getattr(group, "_parent_task", None)
+        if isinstance(parent, asyncio.Task):
+            parents.append(parent)
+            continue
+        for cell in getattr(callback, "__closure__", None) or ():
+            try:
+                content = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(content, asyncio.Future) and id(content) in waiting_on:
+                parents.append(waiting_on[id(content)])
+    return parents
+
+
+def _age(births: Any, task: asyncio.Task, now: float) -> float | None:
+    born = births.get(task) if births is not None else None
+    return None if born is None else max(0.0, now - born)
+
+
 def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInfo]:
     """The tasks of ``loop`` (default: the running loop) that are not done, with where each is
     suspended and which task awaits which (as Python 3.14's ``asyncio pstree`` shows)."""
@@ -162,7 +193,21 @@ def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInf
         awaits[id(task)] = targets
         for target in targets:
             awaited_by[target].append(id(task))
+    # TaskGroup and asyncio.wait parents wait on a plain future: linked through the
+    # children's done callbacks.
+    waiting_on = {
+        id(waiter): task
+        for task in tasks
+        if (waiter := getattr(task, "_fut_waiter", None)) is not None
+    }
+    for child in tasks:
+        for parent in _waiting_parents(child, waiting_on):
+            if id(parent) in known and parent is not child and id(child) not in awaits[id(parent)]:
+                awaits[id(parent)].append(id(child))
+                awaited_by[id(child)].append(id(parent))
     names = {id(task): task.get_name() for task in tasks}
+    births = getattr(loop, "_task_births", None)
+    now = loop.time()
     infos: list[TaskInfo] = []
     for task in tasks:
         chain = _coroutine_chain(task.get_coro())
@@ -193,6 +238,7 @@ def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInf
                 awaits=awaits[id(task)],
                 awaited_by=awaited_by[id(task)],
                 await_chain=await_chain,
+                age=_age(births, task, now),
             )
         )
     return infos

@@ -118,11 +118,22 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}ms"
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
 def task_lines(tasks: list[dict[str, Any]], limit: int | None = None) -> list[str]:
     rows = [
         [
             task["name"],
             task["state"],
+            _age(task.get("age")),
             task["coroutine"],
             _short_frame(task["stack"][0]).split(" ", 1)[1] if task["stack"] else None,
             _short_frame(task["stack"][-1]) if len(task["stack"]) > 1 else None,
@@ -130,7 +141,7 @@ def task_lines(tasks: list[dict[str, Any]], limit: int | None = None) -> list[st
         ]
         for task in tasks[:limit]
     ]
-    headers = ["NAME", "STATE", "COROUTINE", "AT", "SUSPENDED IN", "AWAIT CHAIN"]
+    headers = ["NAME", "STATE", "AGE", "COROUTINE", "AT", "SUSPENDED IN", "AWAIT CHAIN"]
     return _table(headers, rows)
 
 

@@ -186,53 +186,87 @@ impl LoopCore {
         let py = slf.py();
         let todo = self.queues.borrow_mut(py).ready.len();
         self.batch_taken();
-        let mut tally = BatchTally::default();
-        let result = self.run_batch(slf, todo, &mut tally);
-        self.meter_batch_end(py, todo, tally);
-        result
+        if todo == 0 {
+            return Ok(());
+        }
+        self.run_batch(slf, todo)
     }
 
-    /// Runs up to `todo` callbacks from the ready queue's head, counting them in `tally`.
-    fn run_batch(
-        &self,
-        slf: &Bound<'_, Self>,
-        todo: usize,
-        tally: &mut BatchTally,
-    ) -> PyResult<()> {
+    /// Runs up to `todo` (at least 1) callbacks from the ready queue's head, and counts them
+    /// for the stats at the end (counts kept in registers meanwhile).
+    fn run_batch(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
         let py = slf.py();
         let debug = self.is_debug();
-        // The watchdog's report names the callback: handles keep it while the watchdog is on.
-        let keep = debug || self.watchdog.is_on();
-        let mut generation = self.watchdog.last_generation();
-        for _ in 0..todo {
+        // The watchdog sees each callback only while it is on (one predictable branch per
+        // callback otherwise); its report names the callback: handles keep it meanwhile.
+        let watching = self.watchdog.is_on();
+        let keep = debug || watching;
+        let mut generation = if watching {
+            self.watchdog.last_generation()
+        } else {
+            0
+        };
+        let mut tally = BatchTally {
+            dequeued: 0,
+            skipped: 0,
+        };
+        while tally.dequeued < todo {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
                 break;
             };
             tally.dequeued += 1;
-            generation += 1;
-            self.watchdog.enter(generation, handle.as_ptr());
+            if watching {
+                generation += 1;
+                self.watchdog.enter(generation, handle.as_ptr());
+            }
             // Real time, also under virtual time: a slow callback is slow in the real world.
             let started = if debug { monotonic_seconds() } else { 0.0 };
-            let outcome = handle.get().run(py, keep);
-            tally.ran += !matches!(outcome, RunOutcome::Skipped) as u64;
-            let reported = match outcome {
-                RunOutcome::Raised(err) => self.report_callback_error(slf, &handle, err),
-                _ => Ok(()),
-            };
-            let warned = if debug && reported.is_ok() {
-                self.warn_if_slow(slf, &handle, monotonic_seconds() - started)
-            } else {
-                Ok(())
-            };
-            self.watchdog.leave();
-            if let Err(err) = reported.and(warned) {
-                self.watchdog.batch_done(generation);
-                return Err(err);
+            match handle.get().run(py, keep) {
+                RunOutcome::Done => {}
+                RunOutcome::Skipped => tally.skipped += 1,
+                RunOutcome::Raised(err) => {
+                    if let Err(err) = self.report_callback_error(slf, &handle, err) {
+                        return self.batch_failed(py, todo, tally, watching, generation, err);
+                    }
+                }
+            }
+            if debug {
+                if let Err(err) = self.warn_if_slow(slf, &handle, monotonic_seconds() - started) {
+                    return self.batch_failed(py, todo, tally, watching, generation, err);
+                }
+            }
+            if watching {
+                self.watchdog.leave();
             }
             self.recycle(py, handle);
         }
-        self.watchdog.batch_done(generation);
+        if watching {
+            self.watchdog.batch_done(generation);
+        }
+        self.meter_batch_end(py, todo, tally);
         Ok(())
+    }
+
+    /// A callback's error ends the batch early (the exception handler raised, or stop by
+    /// KeyboardInterrupt/SystemExit): the watchdog is told the callback is over and what ran
+    /// is counted.
+    #[cold]
+    #[inline(never)]
+    fn batch_failed(
+        &self,
+        py: Python<'_>,
+        todo: usize,
+        tally: BatchTally,
+        watching: bool,
+        generation: u64,
+        err: PyErr,
+    ) -> PyResult<()> {
+        if watching {
+            self.watchdog.leave();
+            self.watchdog.batch_done(generation);
+        }
+        self.meter_batch_end(py, todo, tally);
+        Err(err)
     }
 
     /// Drops cancelled timers when they dominate the queue (or sit at its head).

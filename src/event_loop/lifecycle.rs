@@ -88,6 +88,7 @@ impl LoopCore {
             running_thread: AtomicU64::new(0),
             post_gate: PostGate::new(POSTS_PENDING_MAX, POSTER_PATIENCE),
             task_factory: GilRefCell::new(None),
+            task_births: GilRefCell::new(None),
             stats: LoopStats::default(),
             scratch: GilRefCell::new(Vec::new()),
             transports: GilRefCell::new(FdMap::default()),

@@ -234,6 +234,12 @@ impl LoopCore {
         self.replace_task_factory(py, factory)
     }
 
+    /// While an inspector serves: `create_task` notes each new task's creation time (loop
+    /// time) in `births` (a mapping keyed by task); None stops it (tasks.rs).
+    fn _track_task_births(&self, py: Python<'_>, births: &Bound<'_, PyAny>) {
+        self.track_task_births(py, births)
+    }
+
     /// The task factory, or None.
     fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.current_task_factory(py)

@@ -124,6 +124,9 @@ pub struct LoopCore {
     /// Backpressure on threads posting with `call_soon_threadsafe` (see `schedule.rs`).
     post_gate: PostGate,
     task_factory: GilRefCell<Option<Py<PyAny>>>,
+    /// While an inspector serves: a mapping (a `WeakKeyDictionary`) that `create_task` fills
+    /// with each new task's creation time (loop time), for the task's age; None otherwise.
+    task_births: GilRefCell<Option<Py<PyAny>>>,
     stats: LoopStats,
     /// The buffer native receives read into (see `sock_io.rs`).
     scratch: GilRefCell<Vec<u8>>,
