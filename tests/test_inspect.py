@@ -163,6 +163,87 @@ def test_task_age_is_known_while_the_inspector_serves(loop):
     assert before_serving == []
 
 
+def test_task_cpu_is_counted_while_the_inspector_serves(loop):
+    import ferroloop
+
+    seen: list = []
+    unserved: list = []
+
+    gate = asyncio.Event()
+
+    async def busy():
+        for _ in range(6):
+            time.sleep(0.03)  # blocks the loop: 0.18 s of run time over 6 steps
+            await asyncio.sleep(0)
+        await gate.wait()
+
+    async def idle():
+        await gate.wait()
+
+    async def main():
+        unserved.extend(ferroloop.inspect_tasks())
+        loop.serve_inspector()
+        tasks = [
+            asyncio.create_task(busy(), name="busy"),
+            asyncio.create_task(idle(), name="idle"),
+        ]
+        await asyncio.sleep(0.25)
+        seen.extend(ferroloop.inspect_tasks())
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    support.run(loop, main())
+    cpu = {info["name"]: info["cpu"] for info in seen}
+    assert 0.15 <= cpu["busy"] < 1.0, cpu
+    assert cpu["idle"] < 0.02, cpu
+    assert all(info["cpu"] is None for info in unserved)
+
+
+TOP_CHILD = """
+    import asyncio, time
+
+    async def busy():
+        while True:
+            time.sleep(0.005)
+            await asyncio.sleep(0.005)
+
+    async def main():
+        tasks = [asyncio.create_task(busy(), name="spinner")]
+        tasks += [asyncio.create_task(asyncio.sleep(3600), name=f"idle-{i}") for i in range(20)]
+        print("ready", flush=True)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+"""
+
+
+def test_top_ranks_tasks_by_cpu(child):
+    script = child.script("spin.py", TOP_CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferroloop", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child.env(FERROLOOP_INSPECT="1"),
+    )
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        result = _cli("top", str(proc.pid), "-n", "2", "-i", "0.5")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.rsplit("TASKS (", 1)[1].splitlines()
+    assert last[0].startswith("22, busiest 15 by CPU"), last[0]
+    assert last[1].split()[:3] == ["NAME", "STATE", "CPU"], last[1]
+    assert last[2].startswith("spinner "), last[:4]
+    share = float(last[2].split()[2].rstrip("%"))
+    assert share >= 10.0, last[2]
+    assert all(" 0.0% " in row for row in last[3:8]), last[3:8]
+
+
 def test_transports_report_bytes_and_flow_control(loop):
     import ferroloop
 

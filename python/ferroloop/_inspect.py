@@ -19,7 +19,7 @@ class LagStats(TypedDict):
     """How long ready callbacks waited before running, over the last 30 to 60 seconds.
 
     Sampled: measured in the first two batches of ready callbacks of each run, then in two
-    consecutive batches after every 30 others, and after batches of 16 callbacks or more in
+    consecutive batches after every 126 others, and after batches of 16 callbacks or more in
     the batches that follow them (a clock read per measured batch only).
     """
 
@@ -84,6 +84,9 @@ class TaskInfo(TypedDict):
     age: float | None
     """Seconds since the task was created (loop time); known for tasks made by
     ``loop.create_task`` while the loop's inspector serves, else None."""
+    cpu: float | None
+    """Seconds the loop spent running this task's steps while the inspector served (None when
+    it does not serve)."""
 
 
 class TransportInfo(TypedDict):
@@ -208,6 +211,9 @@ def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInf
     names = {id(task): task.get_name() for task in tasks}
     births = getattr(loop, "_task_births", None)
     now = loop.time()
+    cpu: dict[int, float] | None = None
+    if getattr(loop, "_inspector", None) is not None:
+        cpu = loop._task_times([id(task) for task in tasks])  # type: ignore[attr-defined]
     infos: list[TaskInfo] = []
     for task in tasks:
         chain = _coroutine_chain(task.get_coro())
@@ -239,6 +245,7 @@ def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInf
                 awaited_by=awaited_by[id(task)],
                 await_chain=await_chain,
                 age=_age(births, task, now),
+                cpu=None if cpu is None else cpu.get(id(task), 0.0),
             )
         )
     return infos

@@ -39,11 +39,14 @@ class InspectAPI:
             # inspect_tasks); tasks made before have no known age.
             self._task_births = weakref.WeakKeyDictionary()
             self._track_task_births(self._task_births)  # type: ignore[attr-defined]
+            # ...and times each callback for the task it steps (top's busiest tasks).
+            self._profile_tasks(True)  # type: ignore[attr-defined]
         return self._inspector.path
 
     def _close_inspector(self) -> None:
         inspector, self._inspector = self._inspector, None
         if inspector is not None:
             self._track_task_births(None)  # type: ignore[attr-defined]
+            self._profile_tasks(False)  # type: ignore[attr-defined]
             self._task_births = None
             inspector.close()

@@ -197,6 +197,9 @@ impl LoopCore {
     fn run_batch(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
         let py = slf.py();
         let debug = self.is_debug();
+        // Callbacks are timed in debug mode (slow callback warning) and while task run times
+        // are measured (`task_cpu.rs`): one check per batch and callback otherwise.
+        let timed = debug || self.profiling_tasks();
         // The watchdog sees each callback only while it is on (one predictable branch per
         // callback otherwise); its report names the callback: handles keep it meanwhile.
         let watching = self.watchdog.is_on();
@@ -220,7 +223,11 @@ impl LoopCore {
                 self.watchdog.enter(generation, handle.as_ptr());
             }
             // Real time, also under virtual time: a slow callback is slow in the real world.
-            let started = if debug { monotonic_seconds() } else { 0.0 };
+            let (started, task) = if timed {
+                (monotonic_seconds(), self.stepped_task(py, handle.get()))
+            } else {
+                (0.0, None)
+            };
             match handle.get().run(py, keep) {
                 RunOutcome::Done => {}
                 RunOutcome::Skipped => tally.skipped += 1,
@@ -230,8 +237,8 @@ impl LoopCore {
                     }
                 }
             }
-            if debug {
-                if let Err(err) = self.warn_if_slow(slf, &handle, monotonic_seconds() - started) {
+            if timed {
+                if let Err(err) = self.after_timed(slf, &handle, debug, task, started) {
                     return self.batch_failed(py, todo, tally, watching, generation, err);
                 }
             }
@@ -244,6 +251,27 @@ impl LoopCore {
             self.watchdog.batch_done(generation);
         }
         self.meter_batch_end(py, todo, tally);
+        Ok(())
+    }
+
+    /// After a timed callback (debug mode, or task run times measured): its run time goes to
+    /// the task it stepped, and debug mode warns if it was slow.
+    #[inline(never)]
+    fn after_timed(
+        &self,
+        slf: &Bound<'_, Self>,
+        handle: &Py<crate::event_loop::handle::Handle>,
+        debug: bool,
+        task: Option<usize>,
+        started: f64,
+    ) -> PyResult<()> {
+        let took = monotonic_seconds() - started;
+        if let Some(task) = task {
+            self.add_task_time(slf.py(), task, took);
+        }
+        if debug {
+            self.warn_if_slow(slf, handle, took)?;
+        }
         Ok(())
     }
 

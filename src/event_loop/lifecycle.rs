@@ -89,6 +89,8 @@ impl LoopCore {
             post_gate: PostGate::new(POSTS_PENDING_MAX, POSTER_PATIENCE),
             task_factory: GilRefCell::new(None),
             task_births: GilRefCell::new(None),
+            task_cpu: GilRefCell::new(Default::default()),
+            profiling_tasks: AtomicBool::new(false),
             stats: LoopStats::default(),
             scratch: GilRefCell::new(Vec::new()),
             transports: GilRefCell::new(FdMap::default()),
