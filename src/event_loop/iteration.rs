@@ -189,17 +189,22 @@ impl LoopCore {
         if todo == 0 {
             return Ok(());
         }
-        self.run_batch(slf, todo)
+        // Callbacks are timed in debug mode (slow callback warning) and while task run times
+        // are measured (`task_cpu.rs`): a loop of its own, so that the usual one has no
+        // timing branch at all.
+        if self.is_debug() || self.profiling_tasks() {
+            self.run_batch::<true>(slf, todo)
+        } else {
+            self.run_batch::<false>(slf, todo)
+        }
     }
 
     /// Runs up to `todo` (at least 1) callbacks from the ready queue's head, and counts them
-    /// for the stats at the end (counts kept in registers meanwhile).
-    fn run_batch(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
+    /// for the stats at the end (counts kept in registers meanwhile); `TIMED`: each callback
+    /// is timed (debug mode, task run times).
+    fn run_batch<const TIMED: bool>(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
         let py = slf.py();
-        let debug = self.is_debug();
-        // Callbacks are timed in debug mode (slow callback warning) and while task run times
-        // are measured (`task_cpu.rs`): one check per batch and callback otherwise.
-        let timed = debug || self.profiling_tasks();
+        let debug = TIMED && self.is_debug();
         // The watchdog sees each callback only while it is on (one predictable branch per
         // callback otherwise); its report names the callback: handles keep it meanwhile.
         let watching = self.watchdog.is_on();
@@ -223,7 +228,7 @@ impl LoopCore {
                 self.watchdog.enter(generation, handle.as_ptr());
             }
             // Real time, also under virtual time: a slow callback is slow in the real world.
-            let (started, task) = if timed {
+            let (started, task) = if TIMED {
                 (monotonic_seconds(), self.stepped_task(py, handle.get()))
             } else {
                 (0.0, None)
@@ -237,7 +242,7 @@ impl LoopCore {
                     }
                 }
             }
-            if timed {
+            if TIMED {
                 if let Err(err) = self.after_timed(slf, &handle, debug, task, started) {
                     return self.batch_failed(py, todo, tally, watching, generation, err);
                 }
