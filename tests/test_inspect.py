@@ -278,6 +278,57 @@ def test_transports_report_bytes_and_flow_control(loop):
     assert ia["protocol"] == "Sink"
 
 
+def test_datagram_and_pipe_transports_count_bytes(loop):
+    import ferroloop
+
+    seen: list = []
+    pipe_counts: list = []
+    read_end, write_end = os.pipe()
+
+    class Sink(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = 0
+
+        def datagram_received(self, data, addr):
+            self.got += len(data)
+
+    async def main():
+        server, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+        port = server.get_extra_info("sockname")[1]
+        client, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
+        )
+        for size in (100, 200, 300):
+            client.sendto(b"d" * size)
+        reader = asyncio.StreamReader()
+        pipe_in, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", 0)
+        )
+        pipe_out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_end, "wb", 0))
+        pipe_out.write(b"p" * 4000)
+        await reader.readexactly(4000)
+        for _ in range(50):
+            if sink.got == 600:
+                break
+            await asyncio.sleep(0.01)
+        seen.extend(ferroloop.inspect_transports())
+        pipe_counts.extend([pipe_in._io_counts(), pipe_out._io_counts()])
+        for transport in (server, client, pipe_in, pipe_out):
+            transport.close()
+        await asyncio.sleep(0)
+
+    support.run(loop, main())
+    by_kind: dict = {}
+    for info in seen:
+        by_kind.setdefault(info["kind"], []).append(info)
+    udp = sorted(by_kind["udp"], key=lambda info: info["bytes_in"])
+    assert [(u["bytes_in"], u["bytes_out"]) for u in udp] == [(0, 600), (600, 0)]
+    # Pipe transports are not in the loop's transport registry (asyncio's add_reader accepts
+    # their descriptors): their counters are read from the transports themselves.
+    assert "pipe-read" not in by_kind and "pipe-write" not in by_kind
+    assert pipe_counts == [(4000, 0, False), (0, 4000, False)]
+
+
 CHILD = """
     import asyncio
 

@@ -106,9 +106,9 @@ class TransportInfo(TypedDict):
     writing_paused: bool
     """The protocol was told ``pause_writing()`` (flow control)."""
     bytes_in: int | None
-    """Bytes received so far (None where the transport does not count them)."""
+    """Bytes received so far (None for a write pipe)."""
     bytes_out: int | None
-    """Bytes sent so far (None where the transport does not count them)."""
+    """Bytes sent so far (None for a read pipe)."""
 
 
 def _running_loop_or(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
@@ -310,9 +310,14 @@ def inspect_transports(loop: asyncio.AbstractEventLoop | None = None) -> list[Tr
         protocol = transport.get_protocol()
         if getattr(protocol, "_ferroloop_inspector", False):
             continue  # the inspector's own connections
+        kind = _transport_kind(transport)
+        if kind == "pipe-read":
+            bytes_out = None  # a pipe carries one direction
+        elif kind == "pipe-write":
+            bytes_in = None
         infos.append(
             TransportInfo(
-                kind=_transport_kind(transport),
+                kind=kind,
                 fd=fd,
                 local=_address_text(transport.get_extra_info("sockname")),
                 peer=_address_text(transport.get_extra_info("peername")),
