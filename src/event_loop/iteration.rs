@@ -193,10 +193,18 @@ impl LoopCore {
         // are measured (`task_cpu.rs`): a loop of its own, so that the usual one has no
         // timing branch at all.
         if self.is_debug() || self.profiling_tasks() {
-            self.run_batch::<true>(slf, todo)
+            self.run_batch_timed(slf, todo)
         } else {
             self.run_batch::<false>(slf, todo)
         }
+    }
+
+    /// `run_batch` with each callback timed, kept out of line (so that the usual batch loop
+    /// is inlined as before).
+    #[cold]
+    #[inline(never)]
+    fn run_batch_timed(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
+        self.run_batch::<true>(slf, todo)
     }
 
     /// Runs up to `todo` (at least 1) callbacks from the ready queue's head, and counts them
