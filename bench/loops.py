@@ -40,8 +40,7 @@ def ferroloop_with_watchdog() -> Any:
 
 
 def ferroloop_observed() -> Any:
-    """Return a ferroloop loop with the watchdog on (0.1 s) and ``stats()`` read every 0.1 s
-    while it runs."""
+    """Return a ferroloop loop with the watchdog on and its stats read every 0.1 s."""
     import ferroloop
 
     loop = ferroloop.new_event_loop(watchdog=0.1)
