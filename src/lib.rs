@@ -77,6 +77,10 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(transport::file_send::file_size, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        transport::inspector_socket::prepare_inspector_socket,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(transport::file_send::send_file_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(transport::file_send::seek_file, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

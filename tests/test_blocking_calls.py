@@ -155,3 +155,48 @@ def test_unix_server_leaves_other_files_alone(loop, unix_path):
     assert run(loop, scenario()) == errno.EADDRINUSE
     with open(unix_path) as f:
         assert f.read() == "keep me"
+
+
+@pytest.mark.ferroloop_only
+def test_serve_inspector_makes_no_os_call(loop, offenders, monkeypatch, tmp_path):
+    """serve_inspector() on the running loop prepares its private directory, removes stale
+    sockets and binds its socket without os.mkdir/chmod/lstat/listdir/stat/unlink from Python;
+    the socket file is gone after close()."""
+    import tempfile
+
+    found = offenders
+    for name in ("mkdir", "chmod", "lstat", "listdir"):
+        real = getattr(os, name)
+
+        def watched(*args, _name=name, _real=real, **kwargs):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return _real(*args, **kwargs)
+            caller = sys._getframe(1).f_code.co_filename
+            if not (caller.startswith(ASYNCIO_DIR) or caller.startswith("<frozen")):
+                found.append((_name, caller))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, watched)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    stale = tmp_path / f"ferroloop-{os.getuid()}"
+    stale.mkdir(mode=0o755)
+    (stale / "ferroloop-999999999.sock").write_bytes(b"")  # a process that ended
+    paths: list[str] = []
+
+    async def scenario():
+        paths.append(loop.serve_inspector())
+        await asyncio.sleep(0.01)
+
+    run(loop, scenario())
+    path = paths[0]
+    mode = os.stat(path).st_mode
+    directory_mode = os.stat(stale).st_mode
+    loop.close()
+    assert found == []
+    assert path == str(stale / f"ferroloop-{os.getpid()}.sock")
+    assert mode & 0o777 == 0o600 and directory_mode & 0o777 == 0o700
+    assert not (stale / "ferroloop-999999999.sock").exists()
+    assert not os.path.exists(path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import re
 import signal
 import socket
 import stat
@@ -93,6 +94,156 @@ def test_gather_children_are_awaited_by_the_gatherer(loop):
     assert sorted(by_name["parent"]["awaits"]) == sorted([by_name["c1"]["id"], by_name["c2"]["id"]])
 
 
+def test_task_group_and_wait_parents_await_their_children(loop):
+    import ferroloop
+
+    seen: list = []
+    gate = asyncio.Event()
+
+    async def leaf():
+        await gate.wait()
+
+    async def group_parent():
+        async with asyncio.TaskGroup() as group:
+            group.create_task(leaf(), name="group-a")
+            group.create_task(leaf(), name="group-b")
+
+    async def wait_parent():
+        children = [asyncio.create_task(leaf(), name=f"wait-{x}") for x in "ab"]
+        await asyncio.wait(children)
+
+    async def main():
+        parents = [
+            asyncio.create_task(group_parent(), name="group-parent"),
+            asyncio.create_task(wait_parent(), name="wait-parent"),
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen.extend(ferroloop.inspect_tasks())
+        gate.set()
+        await asyncio.gather(*parents)
+
+    support.run(loop, main())
+    by_name = {info["name"]: info for info in seen}
+    for parent, children in [("group-parent", "group-"), ("wait-parent", "wait-")]:
+        kids = [by_name[f"{children}{x}"] for x in "ab"]
+        assert sorted(by_name[parent]["awaits"]) == sorted(k["id"] for k in kids), parent
+        for kid in kids:
+            assert kid["awaited_by"] == [by_name[parent]["id"]]
+            assert kid["await_chain"][:2] == [kid["name"], parent]
+
+
+def test_task_age_is_known_while_the_inspector_serves(loop):
+    import ferroloop
+
+    seen: list = []
+    before_serving: list = []
+
+    async def idle():
+        await asyncio.sleep(10)
+
+    async def main():
+        early = asyncio.create_task(idle(), name="early")
+        loop.serve_inspector()
+        late = asyncio.create_task(idle(), name="late")
+        await asyncio.sleep(0.2)
+        newer = asyncio.create_task(idle(), name="newer")
+        await asyncio.sleep(0)
+        seen.extend(ferroloop.inspect_tasks())
+        for task in (early, late, newer):
+            task.cancel()
+        await asyncio.gather(early, late, newer, return_exceptions=True)
+
+    before_serving.extend(ferroloop.inspect_tasks(loop))
+    support.run(loop, main())
+    ages = {info["name"]: info["age"] for info in seen}
+    assert ages["early"] is None  # made before the inspector served
+    assert 0.15 <= ages["late"] < 5.0, ages
+    assert 0.0 <= ages["newer"] < 0.15, ages
+    assert before_serving == []
+
+
+def test_task_cpu_is_counted_while_the_inspector_serves(loop):
+    import ferroloop
+
+    seen: list = []
+    unserved: list = []
+
+    gate = asyncio.Event()
+
+    async def busy():
+        for _ in range(6):
+            time.sleep(0.03)  # blocks the loop: 0.18 s of run time over 6 steps
+            await asyncio.sleep(0)
+        await gate.wait()
+
+    async def idle():
+        await gate.wait()
+
+    async def main():
+        unserved.extend(ferroloop.inspect_tasks())
+        loop.serve_inspector()
+        tasks = [
+            asyncio.create_task(busy(), name="busy"),
+            asyncio.create_task(idle(), name="idle"),
+        ]
+        await asyncio.sleep(0.25)
+        seen.extend(ferroloop.inspect_tasks())
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    support.run(loop, main())
+    cpu = {info["name"]: info["cpu"] for info in seen}
+    assert 0.15 <= cpu["busy"] < 1.0, cpu
+    assert cpu["idle"] < 0.02, cpu
+    assert all(info["cpu"] is None for info in unserved)
+
+
+TOP_CHILD = """
+    import asyncio, time
+
+    async def busy():
+        while True:
+            time.sleep(0.005)
+            await asyncio.sleep(0.005)
+
+    async def main():
+        tasks = [asyncio.create_task(busy(), name="spinner")]
+        tasks += [asyncio.create_task(asyncio.sleep(3600), name=f"idle-{i}") for i in range(20)]
+        print("ready", flush=True)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+"""
+
+
+def test_top_ranks_tasks_by_cpu(child):
+    script = child.script("spin.py", TOP_CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferroloop", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child.env(FERROLOOP_INSPECT="1"),
+    )
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        result = _cli("top", str(proc.pid), "-n", "2", "-i", "0.5")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.rsplit("TASKS (", 1)[1].splitlines()
+    assert last[0].startswith("22, busiest 15 by CPU"), last[0]
+    assert last[1].split()[:3] == ["NAME", "STATE", "CPU"], last[1]
+    assert last[2].startswith("spinner "), last[:4]
+    share = float(last[2].split()[2].rstrip("%"))
+    assert share >= 10.0, last[2]
+    assert all(" 0.0% " in row for row in last[3:8]), last[3:8]
+
+
 def test_transports_report_bytes_and_flow_control(loop):
     import ferroloop
 
@@ -125,6 +276,57 @@ def test_transports_report_bytes_and_flow_control(loop):
     assert ib["reading_paused"] and not ia["reading_paused"]
     assert not ia["writing_paused"] and ia["write_buffered"] == 0
     assert ia["protocol"] == "Sink"
+
+
+def test_datagram_and_pipe_transports_count_bytes(loop):
+    import ferroloop
+
+    seen: list = []
+    pipe_counts: list = []
+    read_end, write_end = os.pipe()
+
+    class Sink(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = 0
+
+        def datagram_received(self, data, addr):
+            self.got += len(data)
+
+    async def main():
+        server, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+        port = server.get_extra_info("sockname")[1]
+        client, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
+        )
+        for size in (100, 200, 300):
+            client.sendto(b"d" * size)
+        reader = asyncio.StreamReader()
+        pipe_in, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", 0)
+        )
+        pipe_out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_end, "wb", 0))
+        pipe_out.write(b"p" * 4000)
+        await reader.readexactly(4000)
+        for _ in range(50):
+            if sink.got == 600:
+                break
+            await asyncio.sleep(0.01)
+        seen.extend(ferroloop.inspect_transports())
+        pipe_counts.extend([pipe_in._io_counts(), pipe_out._io_counts()])
+        for transport in (server, client, pipe_in, pipe_out):
+            transport.close()
+        await asyncio.sleep(0)
+
+    support.run(loop, main())
+    by_kind: dict = {}
+    for info in seen:
+        by_kind.setdefault(info["kind"], []).append(info)
+    udp = sorted(by_kind["udp"], key=lambda info: info["bytes_in"])
+    assert [(u["bytes_in"], u["bytes_out"]) for u in udp] == [(0, 600), (600, 0)]
+    # Pipe transports are not in the loop's transport registry (asyncio's add_reader accepts
+    # their descriptors): their counters are read from the transports themselves.
+    assert "pipe-read" not in by_kind and "pipe-write" not in by_kind
+    assert pipe_counts == [(4000, 0, False), (0, 4000, False)]
 
 
 CHILD = """
@@ -214,6 +416,10 @@ def test_ps_shows_the_tasks_and_connections(serving_child):
     for i in range(100):
         assert f"client-{i} " in out
     assert "client-7 <- Task-1" in out
+    # The clients were made while the inspector served: their age is known.
+    assert " AGE " in out.splitlines()[3]
+    client_rows = [line for line in out.splitlines() if line.startswith("client-")]
+    assert client_rows and all(re.search(r" \d+\.\ds ", row) for row in client_rows)
     rows = [line for line in out.splitlines() if f"127.0.0.1:{port}" in line]
     assert len(rows) == 200  # 100 client ends (peer = port), 100 server ends (local = port)
     assert sum("Echo" in row for row in rows) == 100

@@ -19,7 +19,7 @@ class LagStats(TypedDict):
     """How long ready callbacks waited before running, over the last 30 to 60 seconds.
 
     Sampled: measured in the first two batches of ready callbacks of each run, then in two
-    consecutive batches after every 30 others, and after batches of 16 callbacks or more in
+    consecutive batches after every 126 others, and after batches of 16 callbacks or more in
     the batches that follow them (a clock read per measured batch only).
     """
 
@@ -75,11 +75,18 @@ class TaskInfo(TypedDict):
     stack: list[str]
     """The coroutine chain, outermost first: ``qualname (file:line)``."""
     awaits: list[int]
-    """Ids of the tasks this task waits for (directly, or through ``gather``)."""
+    """Ids of the tasks this task waits for (directly, or through ``gather``, a ``TaskGroup``
+    or ``asyncio.wait``)."""
     awaited_by: list[int]
     """Ids of the tasks waiting for this one."""
     await_chain: list[str]
     """This task's name, then the name of the task awaiting it, and so on up to the root."""
+    age: float | None
+    """Seconds since the task was created (loop time); known for tasks made by
+    ``loop.create_task`` while the loop's inspector serves, else None."""
+    cpu: float | None
+    """Seconds the loop spent running this task's steps while the inspector served (None when
+    it does not serve)."""
 
 
 class TransportInfo(TypedDict):
@@ -99,9 +106,9 @@ class TransportInfo(TypedDict):
     writing_paused: bool
     """The protocol was told ``pause_writing()`` (flow control)."""
     bytes_in: int | None
-    """Bytes received so far (None where the transport does not count them)."""
+    """Bytes received so far (None for a write pipe)."""
     bytes_out: int | None
-    """Bytes sent so far (None where the transport does not count them)."""
+    """Bytes sent so far (None for a read pipe)."""
 
 
 def _running_loop_or(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
@@ -148,6 +155,33 @@ def _awaited_tasks(task: asyncio.Task) -> list[asyncio.Future]:
     return []
 
 
+def _waiting_parents(child: asyncio.Task, waiting_on: dict[int, asyncio.Task]) -> list[Any]:
+    """The tasks waiting for ``child`` as its done callbacks tell: a ``TaskGroup``'s (a method
+    of the group, whose ``_parent_task`` waits in ``__aexit__``), and ``asyncio.wait``'s (a
+    function whose closure holds the future its caller waits on, ``waiting_on``)."""
+    parents: list[Any] = []
+    for entry in getattr(child, "_callbacks", None) or ():
+        callback = entry[0] if isinstance(entry, tuple) else entry
+        group = getattr(callback, "__self__", None)
+        parent = getattr(group, "_parent_task", None)
+        if isinstance(parent, asyncio.Task):
+            parents.append(parent)
+            continue
+        for cell in getattr(callback, "__closure__", None) or ():
+            try:
+                content = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(content, asyncio.Future) and id(content) in waiting_on:
+                parents.append(waiting_on[id(content)])
+    return parents
+
+
+def _age(births: Any, task: asyncio.Task, now: float) -> float | None:
+    born = births.get(task) if births is not None else None
+    return None if born is None else max(0.0, now - born)
+
+
 def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInfo]:
     """The tasks of ``loop`` (default: the running loop) that are not done, with where each is
     suspended and which task awaits which (as Python 3.14's ``asyncio pstree`` shows)."""
@@ -162,7 +196,24 @@ def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInf
         awaits[id(task)] = targets
         for target in targets:
             awaited_by[target].append(id(task))
+    # TaskGroup and asyncio.wait parents wait on a plain future: linked through the
+    # children's done callbacks.
+    waiting_on = {
+        id(waiter): task
+        for task in tasks
+        if (waiter := getattr(task, "_fut_waiter", None)) is not None
+    }
+    for child in tasks:
+        for parent in _waiting_parents(child, waiting_on):
+            if id(parent) in known and parent is not child and id(child) not in awaits[id(parent)]:
+                awaits[id(parent)].append(id(child))
+                awaited_by[id(child)].append(id(parent))
     names = {id(task): task.get_name() for task in tasks}
+    births = getattr(loop, "_task_births", None)
+    now = loop.time()
+    cpu: dict[int, float] | None = None
+    if getattr(loop, "_inspector", None) is not None:
+        cpu = loop._task_times([id(task) for task in tasks])  # type: ignore[attr-defined]
     infos: list[TaskInfo] = []
     for task in tasks:
         chain = _coroutine_chain(task.get_coro())
@@ -193,6 +244,8 @@ def inspect_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInf
                 awaits=awaits[id(task)],
                 awaited_by=awaited_by[id(task)],
                 await_chain=await_chain,
+                age=_age(births, task, now),
+                cpu=None if cpu is None else cpu.get(id(task), 0.0),
             )
         )
     return infos
@@ -257,9 +310,14 @@ def inspect_transports(loop: asyncio.AbstractEventLoop | None = None) -> list[Tr
         protocol = transport.get_protocol()
         if getattr(protocol, "_ferroloop_inspector", False):
             continue  # the inspector's own connections
+        kind = _transport_kind(transport)
+        if kind == "pipe-read":
+            bytes_out = None  # a pipe carries one direction
+        elif kind == "pipe-write":
+            bytes_in = None
         infos.append(
             TransportInfo(
-                kind=_transport_kind(transport),
+                kind=kind,
                 fd=fd,
                 local=_address_text(transport.get_extra_info("sockname")),
                 peer=_address_text(transport.get_extra_info("peername")),

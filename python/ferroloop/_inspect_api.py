@@ -7,6 +7,7 @@ that both depend on the views one way; the socket's module is only imported when
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from ._inspect import LoopStats
@@ -16,6 +17,7 @@ class InspectAPI:
     """``EventLoop`` mixin: ``stats()`` and ``serve_inspector()``."""
 
     _inspector: Any = None
+    _task_births: Any = None
 
     def stats(self) -> LoopStats:
         """The loop's metrics (see ``LoopStats`` for each key). Cheap: counters kept by the
@@ -33,9 +35,18 @@ class InspectAPI:
 
         if self._inspector is None:
             self._inspector = InspectorServer.start(self)
+            # From now on create_task notes each task's creation time (its age in
+            # inspect_tasks); tasks made before have no known age.
+            self._task_births = weakref.WeakKeyDictionary()
+            self._track_task_births(self._task_births)  # type: ignore[attr-defined]
+            # ...and times each callback for the task it steps (top's busiest tasks).
+            self._profile_tasks(True)  # type: ignore[attr-defined]
         return self._inspector.path
 
     def _close_inspector(self) -> None:
         inspector, self._inspector = self._inspector, None
         if inspector is not None:
+            self._track_task_births(None)  # type: ignore[attr-defined]
+            self._profile_tasks(False)  # type: ignore[attr-defined]
+            self._task_births = None
             inspector.close()

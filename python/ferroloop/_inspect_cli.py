@@ -118,11 +118,26 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}ms"
 
 
-def task_lines(tasks: list[dict[str, Any]], limit: int | None = None) -> list[str]:
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def task_lines(
+    tasks: list[dict[str, Any]], limit: int | None = None, cpu: dict[int, float] | None = None
+) -> list[str]:
+    """Tasks as a table; with ``cpu`` (each task's share of the last interval), a CPU column."""
     rows = [
         [
             task["name"],
             task["state"],
+            *([f"{cpu.get(task['id'], 0.0):.1%}"] if cpu is not None else []),
+            _age(task.get("age")),
             task["coroutine"],
             _short_frame(task["stack"][0]).split(" ", 1)[1] if task["stack"] else None,
             _short_frame(task["stack"][-1]) if len(task["stack"]) > 1 else None,
@@ -130,7 +145,8 @@ def task_lines(tasks: list[dict[str, Any]], limit: int | None = None) -> list[st
         ]
         for task in tasks[:limit]
     ]
-    headers = ["NAME", "STATE", "COROUTINE", "AT", "SUSPENDED IN", "AWAIT CHAIN"]
+    headers = ["NAME", "STATE", *(["CPU"] if cpu is not None else []), "AGE", "COROUTINE", "AT"]
+    headers += ["SUSPENDED IN", "AWAIT CHAIN"]
     return _table(headers, rows)
 
 
@@ -206,6 +222,7 @@ def top(pid: int, count: int | None, interval: float) -> int:
             stats = reply["stats"]
             elapsed = now - previous_at if previous is not None else 0.0
             rates: dict[int, float] = {}
+            task_cpu: dict[int, float] = {}
             lines = [time.strftime("%H:%M:%S ") + stats_line(pid, stats)]
             if previous is not None and elapsed > 0:
                 before = previous["stats"]
@@ -225,16 +242,27 @@ def top(pid: int, count: int | None, interval: float) -> int:
                     t["fd"]: max(0, _traffic(t) - old.get(t["fd"], 0)) / elapsed
                     for t in reply["transports"]
                 }
+                ran = {t["id"]: t.get("cpu") or 0.0 for t in previous["tasks"]}
+                task_cpu = {
+                    t["id"]: max(0.0, (t.get("cpu") or 0.0) - ran.get(t["id"], 0.0)) / elapsed
+                    for t in reply["tasks"]
+                }
             else:
                 lines.append(
                     f"callbacks {stats['callbacks_run']}  io events {stats['io_events']}  "
                     f"timers {stats['timers_fired']}  iterations {stats['iterations']}"
                 )
+            # Busiest first: the share of the last interval the loop spent in each task's steps.
             tasks = sorted(
                 reply["tasks"],
-                key=lambda t: (t["state"] not in ("running", "scheduled"), t["name"]),
+                key=lambda t: (
+                    -task_cpu.get(t["id"], 0.0),
+                    t["state"] not in ("running", "scheduled"),
+                    t["name"],
+                ),
             )
-            lines += ["", f"TASKS ({len(tasks)}, first 15)"] + task_lines(tasks, 15)
+            lines += ["", f"TASKS ({len(tasks)}, busiest 15 by CPU)"]
+            lines += task_lines(tasks, 15, task_cpu)
             busiest = sorted(
                 reply["transports"],
                 key=lambda t: (-rates.get(t["fd"], 0.0), -_traffic(t), t["fd"]),

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import socket
-import stat
 import struct
 import tempfile
 from typing import Any
@@ -38,36 +37,6 @@ def socket_directory(uid: int | None = None) -> str:
 def socket_path(pid: int, uid: int | None = None) -> str:
     """The inspector socket of process ``pid`` (started by user ``uid``)."""
     return os.path.join(socket_directory(uid), f"ferroloop-{pid}.sock")
-
-
-def _private_directory(path: str) -> None:
-    """Makes ``path`` a directory only we can enter, or refuses one someone else could use."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PermissionError(f"inspector directory {path!r} is not ours")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(path, 0o700)
-
-
-def _remove_stale_sockets(directory: str) -> None:
-    """Removes the sockets of our processes that ended without closing their loop."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        pid = name[len("ferroloop-") : -len(".sock")]
-        if not (name.startswith("ferroloop-") and name.endswith(".sock") and pid.isdigit()):
-            continue
-        if not os.path.exists(f"/proc/{pid}"):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
 
 
 def _peer_uid(sock: Any) -> int | None:
@@ -136,27 +105,17 @@ class InspectorServer:
 
     @classmethod
     def start(cls, loop: asyncio.AbstractEventLoop) -> InspectorServer:
-        """Binds the socket now (it exists when this returns) and serves it from the loop."""
-        directory = socket_directory()
-        if directory != os.environ.get("XDG_RUNTIME_DIR"):
-            _private_directory(directory)
-        _remove_stale_sockets(directory)
-        path = socket_path(os.getpid())
-        try:
-            os.unlink(path)  # a stale socket of an earlier process with our pid
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            # fchmod before bind: the file is created with the socket's mode, never wider.
-            os.fchmod(sock.fileno(), 0o600)
-            sock.bind(path)
-            os.chmod(path, 0o600)
-            sock.listen(16)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        """Binds the socket now (it exists when this returns) and serves it from the loop.
+        The directory and socket are prepared in Rust (``prepare_inspector_socket``): no
+        ``os.stat``/``os.mkdir``/``os.unlink`` from Python on the loop's thread."""
+        from ._ferroloop import prepare_inspector_socket
+
+        fd, path = prepare_inspector_socket(
+            os.environ.get("XDG_RUNTIME_DIR") or None,
+            os.path.join(tempfile.gettempdir(), f"ferroloop-{os.getuid()}"),
+            os.getpid(),
+        )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
         server = cls(path, sock)
         coro = loop.create_unix_server(lambda: _InspectorProtocol(loop), sock=sock)
         server._starting = asyncio.ensure_future(coro, loop=loop)
@@ -176,7 +135,9 @@ class InspectorServer:
             self._sock.close()
         else:
             self._sock.close()
+        from ._ferroloop import remove_stale_socket_file
+
         try:
-            os.unlink(self.path)
+            remove_stale_socket_file(os.fsencode(self.path))
         except OSError:
             pass

@@ -46,7 +46,7 @@ const SEGMENT_PARTS: usize = 8;
 /// queued since the stretch began; those queued before have no known time).
 const MEASURED_BATCHES: u32 = 2;
 /// Unmeasured batches between two stretches (the clock is read at the end of the last one).
-const SAMPLE_EVERY: u32 = 30;
+const SAMPLE_EVERY: u32 = 126;
 /// A batch of at least this many callbacks begins a stretch, or prolongs one: its clock read
 /// and bookkeeping are shared by enough callbacks to cost next to nothing, so a loop busy
 /// with large batches has its lag measured in (nearly) every batch.
@@ -453,13 +453,20 @@ impl LoopMeter {
 
     /// The poll blocked from `since` to `until` (the clock's readings around it). Handles
     /// queued from now on (the queue holds `queued`) became ready when it returned.
-    #[inline(never)]
-    pub fn slept(&mut self, queued: usize, since: f64, until: f64) {
+    #[inline]
+    pub fn slept(&mut self, queued: impl FnOnce() -> usize, since: f64, until: f64) {
         self.idle_time += (until - since).max(0.0);
         if self.measuring() {
-            self.last_time = until;
-            self.queued_from(queued, until);
+            self.slept_measuring(queued(), until);
         }
+    }
+
+    /// `slept` in a stretch: the I/O callbacks about to be queued became ready at `until`.
+    #[cold]
+    #[inline(never)]
+    fn slept_measuring(&mut self, queued: usize, until: f64) {
+        self.last_time = until;
+        self.queued_from(queued, until);
     }
 }
 
@@ -525,7 +532,7 @@ mod tests {
         // Batch 1: 2 handles queued at 0.0, started at 1.0; the first takes 0.5 s. One handle
         // is queued during the batch (mark at 1.0).
         meter.run_started(0.0);
-        meter.slept(0, 0.0, 1.0); // queued at 0.0; the loop slept until 1.0 (a timer)
+        meter.slept(|| 0, 0.0, 1.0); // queued at 0.0; the loop slept until 1.0 (a timer)
         batch(&mut meter, 2, 2, 1, 1.5);
         // Batch 2: that handle, started at 1.5.
         batch(&mut meter, 1, 1, 0, 1.5);
@@ -543,7 +550,7 @@ mod tests {
         let mut meter = LoopMeter::default();
         meter.run_started(10.0);
         // The loop works 0.1 s, then blocks 1 s, then works 0.2 s more and stops.
-        meter.slept(0, 10.1, 11.1);
+        meter.slept(|| 0, 10.1, 11.1);
         assert!((meter.busy_time(11.2, true) - 0.2).abs() < 1e-9);
         meter.run_ended(11.3);
         assert!((meter.busy_time(99.0, false) - 0.3).abs() < 1e-9);

@@ -289,6 +289,33 @@ impl Handle {
         self.scheduled.store(false, Ordering::Relaxed);
     }
 
+    /// The object the callback is a method of (`__self__` of a bound method, of a builtin
+    /// method such as `Task.__wakeup`, or of asyncio's `TaskStepMethWrapper`), if any; None
+    /// for a native method or a plain function. Used to attribute run time to tasks
+    /// (`task_cpu.rs`), only while that is on.
+    pub fn callback_owner<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let slots = self.slots.borrow_mut(py);
+        if slots.native.is_some() {
+            return None;
+        }
+        let callback = slots.callback.as_ref()?.bind(py).clone();
+        drop(slots);
+        let raw = callback.as_ptr();
+        // SAFETY: a type check and a borrowed-field read on a live object we hold a reference
+        // to; the borrowed `self` becomes an owned reference before `callback` is dropped.
+        unsafe {
+            if ffi::PyCFunction_Check(raw) != 0 {
+                let owner = ffi::PyCFunction_GET_SELF(raw);
+                return (!owner.is_null()).then(|| Bound::from_borrowed_ptr(py, owner));
+            }
+        }
+        let type_name = callback.get_type().name().ok()?;
+        if type_name == "method" || type_name == "TaskStepMethWrapper" {
+            return callback.getattr(pyo3::intern!(py, "__self__")).ok();
+        }
+        None
+    }
+
     /// True if `cancel()` was called.
     #[inline]
     pub fn is_cancelled(&self) -> bool {

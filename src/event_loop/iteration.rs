@@ -188,53 +188,128 @@ impl LoopCore {
         let py = slf.py();
         let todo = self.queues.borrow_mut(py).ready.len();
         self.batch_taken();
-        let mut tally = BatchTally::default();
-        let result = self.run_batch(slf, todo, &mut tally);
-        self.meter_batch_end(py, todo, tally);
-        result
+        if todo == 0 {
+            return Ok(());
+        }
+        // Callbacks are timed in debug mode (slow callback warning) and while task run times
+        // are measured (`task_cpu.rs`): a loop of its own, so that the usual one has no
+        // timing branch at all.
+        if self.is_debug() || self.profiling_tasks() {
+            self.run_batch_timed(slf, todo)
+        } else {
+            self.run_batch::<false>(slf, todo)
+        }
     }
 
-    /// Runs up to `todo` callbacks from the ready queue's head, counting them in `tally`.
-    fn run_batch(
-        &self,
-        slf: &Bound<'_, Self>,
-        todo: usize,
-        tally: &mut BatchTally,
-    ) -> PyResult<()> {
+    /// `run_batch` with each callback timed, kept out of line (so that the usual batch loop
+    /// is inlined as before).
+    #[cold]
+    #[inline(never)]
+    fn run_batch_timed(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
+        self.run_batch::<true>(slf, todo)
+    }
+
+    /// Runs up to `todo` (at least 1) callbacks from the ready queue's head, and counts them
+    /// for the stats at the end (counts kept in registers meanwhile); `TIMED`: each callback
+    /// is timed (debug mode, task run times).
+    fn run_batch<const TIMED: bool>(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
         let py = slf.py();
-        let debug = self.is_debug();
-        // The watchdog's report names the callback: handles keep it while the watchdog is on.
-        let keep = debug || self.watchdog.is_on();
-        let mut generation = self.watchdog.last_generation();
-        for _ in 0..todo {
+        let debug = TIMED && self.is_debug();
+        // The watchdog sees each callback only while it is on (one predictable branch per
+        // callback otherwise); its report names the callback: handles keep it meanwhile.
+        let watching = self.watchdog.is_on();
+        let keep = debug || watching;
+        let mut generation = if watching {
+            self.watchdog.last_generation()
+        } else {
+            0
+        };
+        let mut tally = BatchTally {
+            dequeued: 0,
+            skipped: 0,
+        };
+        while tally.dequeued < todo {
             let Some(handle) = self.queues.borrow_mut(py).ready.pop_front() else {
                 break;
             };
             tally.dequeued += 1;
-            generation += 1;
-            self.watchdog.enter(generation, handle.as_ptr());
+            if watching {
+                generation += 1;
+                self.watchdog.enter(generation, handle.as_ptr());
+            }
             // Real time, also under virtual time: a slow callback is slow in the real world.
-            let started = if debug { monotonic_seconds() } else { 0.0 };
-            let outcome = handle.get().run(py, keep);
-            tally.ran += !matches!(outcome, RunOutcome::Skipped) as u64;
-            let reported = match outcome {
-                RunOutcome::Raised(err) => self.report_callback_error(slf, &handle, err),
-                _ => Ok(()),
-            };
-            let warned = if debug && reported.is_ok() {
-                self.warn_if_slow(slf, &handle, monotonic_seconds() - started)
+            let (started, task) = if TIMED {
+                (monotonic_seconds(), self.stepped_task(py, handle.get()))
             } else {
-                Ok(())
+                (0.0, None)
             };
-            self.watchdog.leave();
-            if let Err(err) = reported.and(warned) {
-                self.watchdog.batch_done(generation);
-                return Err(err);
+            match handle.get().run(py, keep) {
+                RunOutcome::Done => {}
+                RunOutcome::Skipped => tally.skipped += 1,
+                RunOutcome::Raised(err) => {
+                    if let Err(err) = self.report_callback_error(slf, &handle, err) {
+                        return self.batch_failed(py, todo, tally, watching, generation, err);
+                    }
+                }
+            }
+            if TIMED {
+                if let Err(err) = self.after_timed(slf, &handle, debug, task, started) {
+                    return self.batch_failed(py, todo, tally, watching, generation, err);
+                }
+            }
+            if watching {
+                self.watchdog.leave();
             }
             self.recycle(py, handle);
         }
-        self.watchdog.batch_done(generation);
+        if watching {
+            self.watchdog.batch_done(generation);
+        }
+        self.meter_batch_end(py, todo, tally);
         Ok(())
+    }
+
+    /// After a timed callback (debug mode, or task run times measured): its run time goes to
+    /// the task it stepped, and debug mode warns if it was slow.
+    #[inline(never)]
+    fn after_timed(
+        &self,
+        slf: &Bound<'_, Self>,
+        handle: &Py<crate::event_loop::handle::Handle>,
+        debug: bool,
+        task: Option<usize>,
+        started: f64,
+    ) -> PyResult<()> {
+        let took = monotonic_seconds() - started;
+        if let Some(task) = task {
+            self.add_task_time(slf.py(), task, took);
+        }
+        if debug {
+            self.warn_if_slow(slf, handle, took)?;
+        }
+        Ok(())
+    }
+
+    /// A callback's error ends the batch early (the exception handler raised, or stop by
+    /// KeyboardInterrupt/SystemExit): the watchdog is told the callback is over and what ran
+    /// is counted.
+    #[cold]
+    #[inline(never)]
+    fn batch_failed(
+        &self,
+        py: Python<'_>,
+        todo: usize,
+        tally: BatchTally,
+        watching: bool,
+        generation: u64,
+        err: PyErr,
+    ) -> PyResult<()> {
+        if watching {
+            self.watchdog.leave();
+            self.watchdog.batch_done(generation);
+        }
+        self.meter_batch_end(py, todo, tally);
+        Err(err)
     }
 
     /// Drops cancelled timers when they dominate the queue (or sit at its head).

@@ -234,6 +234,24 @@ impl LoopCore {
         self.replace_task_factory(py, factory)
     }
 
+    /// While an inspector serves: `create_task` notes each new task's creation time (loop
+    /// time) in `births` (a mapping keyed by task); None stops it (tasks.rs).
+    fn _track_task_births(&self, py: Python<'_>, births: &Bound<'_, PyAny>) {
+        self.track_task_births(py, births)
+    }
+
+    /// While an inspector serves: time each callback and add its run time to the task it
+    /// steps (task_cpu.rs); False stops and forgets.
+    fn _profile_tasks(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.profile_tasks(py, on)
+    }
+
+    /// `{id(task): seconds of run time}` for the live tasks `live` (ids) while profiling;
+    /// the times of other tasks are forgotten (task_cpu.rs).
+    fn _task_times<'py>(&self, py: Python<'py>, live: Vec<usize>) -> PyResult<Bound<'py, PyDict>> {
+        self.task_times(py, live)
+    }
+
     /// The task factory, or None.
     fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.current_task_factory(py)

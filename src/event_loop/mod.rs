@@ -45,6 +45,7 @@ mod report;
 mod schedule;
 pub mod sock_io;
 mod stats;
+mod task_cpu;
 pub(crate) mod tasks;
 mod time_override;
 mod transports;
@@ -124,6 +125,13 @@ pub struct LoopCore {
     /// Backpressure on threads posting with `call_soon_threadsafe` (see `schedule.rs`).
     post_gate: PostGate,
     task_factory: GilRefCell<Option<Py<PyAny>>>,
+    /// While an inspector serves: a mapping (a `WeakKeyDictionary`) that `create_task` fills
+    /// with each new task's creation time (loop time), for the task's age; None otherwise.
+    task_births: GilRefCell<Option<Py<PyAny>>>,
+    /// While an inspector serves: callback run time per task (`task_cpu.rs`).
+    task_cpu: GilRefCell<task_cpu::TaskCpu>,
+    /// True while `task_cpu` measures (read once per batch).
+    profiling_tasks: AtomicBool,
     stats: LoopStats,
     /// The buffer native receives read into (see `sock_io.rs`).
     scratch: GilRefCell<Vec<u8>>,

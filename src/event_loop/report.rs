@@ -14,6 +14,8 @@ use crate::interop::py_cache;
 impl LoopCore {
     /// Sends an exception raised by a callback to the loop's exception handler; SystemExit and
     /// KeyboardInterrupt propagate out of the loop instead, as in asyncio.
+    #[cold]
+    #[inline(never)]
     pub(super) fn report_callback_error(
         &self,
         slf: &Bound<'_, Self>,
@@ -49,6 +51,7 @@ impl LoopCore {
     }
 
     /// Debug mode: logs callbacks that ran longer than `loop.slow_callback_duration`.
+    #[inline(never)]
     pub(super) fn warn_if_slow(
         &self,
         slf: &Bound<'_, Self>,

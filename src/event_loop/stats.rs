@@ -13,12 +13,12 @@ use crate::core::clock::monotonic_seconds;
 use crate::event_loop::LoopCore;
 
 /// What one batch of ready callbacks did, counted by `run_batch`.
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(super) struct BatchTally {
     /// Handles taken from the ready queue.
     pub(super) dequeued: usize,
-    /// Of those, the ones that ran (not cancelled).
-    pub(super) ran: u64,
+    /// Of those, the ones skipped (cancelled): the others ran.
+    pub(super) skipped: usize,
 }
 
 impl LoopCore {
@@ -32,21 +32,22 @@ impl LoopCore {
 
     /// The poll blocked from `slept.0` to `slept.1` (monotonic seconds): idle time, and the
     /// I/O callbacks about to be queued became ready when it returned.
+    #[inline]
     pub(super) fn meter_slept(&self, py: Python<'_>, slept: (f64, f64)) {
-        let mut queues = self.queues.borrow_mut(py);
-        let queued = queues.ready.len();
-        queues.meter.slept(queued, slept.0, slept.1);
+        let queues = &mut *self.queues.borrow_mut(py);
+        let ready = &queues.ready;
+        queues.meter.slept(|| ready.len(), slept.0, slept.1);
     }
 
-    /// A batch of `todo` ready callbacks ended (maybe early, on an error): counts, and a
+    /// A batch of `todo` (at least 1) ready callbacks ended (maybe early, on an error): counts, and a
     /// clock read only in a sampled stretch (or before one).
     #[inline]
     pub(super) fn meter_batch_end(&self, py: Python<'_>, todo: usize, tally: BatchTally) {
-        if todo == 0 {
-            return;
-        }
         let mut queues = self.queues.borrow_mut(py);
-        if queues.meter.batch_counted(todo, tally.ran) {
+        if queues
+            .meter
+            .batch_counted(todo, (tally.dequeued - tally.skipped) as u64)
+        {
             let queued = queues.ready.len();
             queues
                 .meter

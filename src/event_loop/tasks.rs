@@ -1,5 +1,7 @@
 //! Futures and tasks made by the loop: `create_future` and `create_task` build asyncio's own
 //! `Future` and `Task` (the C implementations) bound to this loop, or call the task factory.
+//! While an inspector serves (`_track_task_births`), each new task's creation time is noted
+//! for its age (one `None` check per task otherwise).
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -64,6 +66,28 @@ impl LoopCore {
     /// Task or the factory, and gives the factory `name=` too; before 3.14 only `name` and
     /// `context` exist (another keyword is asyncio's TypeError).
     pub(super) fn new_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let task = Self::make_task(slf, coro, name, context, kwargs)?;
+        let py = slf.py();
+        let this = slf.get();
+        let births = this
+            .task_births
+            .borrow_mut(py)
+            .as_ref()
+            .map(|b| b.clone_ref(py));
+        if let Some(births) = births {
+            births.bind(py).set_item(&task, this.now(py)?)?;
+        }
+        Ok(task)
+    }
+
+    /// `new_task` without the birth record.
+    fn make_task(
         slf: &Bound<'_, Self>,
         coro: &Bound<'_, PyAny>,
         name: Option<&Bound<'_, PyAny>>,
@@ -166,6 +190,13 @@ impl LoopCore {
         let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), new);
         drop(old);
         Ok(())
+    }
+
+    /// Starts (a mapping) or stops (None) noting each new task's creation time in `births`.
+    pub(super) fn track_task_births(&self, py: Python<'_>, births: &Bound<'_, PyAny>) {
+        let new = (!births.is_none()).then(|| births.clone().unbind());
+        let old = std::mem::replace(&mut *self.task_births.borrow_mut(py), new);
+        drop(old);
     }
 
     /// The task factory, or None.

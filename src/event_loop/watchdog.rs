@@ -2,9 +2,10 @@
 //! callback running longer than `threshold` and captures the loop thread's Python stack while
 //! it still blocks.
 //!
-//! Hot path: before each callback the loop publishes the callback's generation number and its
-//! handle's address in two relaxed atomic stores, and a 0 after it (no clock read, no branch:
-//! the same stores whether the watchdog is on or off). The watchdog thread (`std::thread`, no
+//! Hot path: while the watchdog is on, before each callback the loop publishes the callback's
+//! generation number and its handle's address in two relaxed atomic stores, and a 0 after it
+//! (no clock read); while it is off, the loop does not publish (one plain flag read per batch
+//! and a predictable branch per callback). The watchdog thread (`std::thread`, no
 //! Python thread, never joined, so it never keeps the process alive) samples the generation
 //! (`core::stall`) and, on a stall, takes the GIL (which a thread sleeping in `time.sleep`, or
 //! running Python code, hands over at the next switch interval; C code holding the GIL hands
@@ -25,7 +26,7 @@
 //! interpreter with `Python::try_attach` (not during finalisation), and catches panics.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Duration;
@@ -66,6 +67,9 @@ pub(super) struct Watchdog {
     thread: GilRefCell<Option<Thread>>,
     /// The generation of the last callback published.
     generation: AtomicU64,
+    /// True while the watchdog is on: the loop's one check per batch (a plain load, not
+    /// through the shared state).
+    on: AtomicBool,
 }
 
 impl Watchdog {
@@ -83,13 +87,14 @@ impl Watchdog {
             }),
             thread: GilRefCell::new(None),
             generation: AtomicU64::new(0),
+            on: AtomicBool::new(false),
         }
     }
 
     /// True while the watchdog is on (handles then keep their callback after running).
     #[inline]
     pub(super) fn is_on(&self) -> bool {
-        self.shared.threshold.load(Ordering::Relaxed) != 0
+        self.on.load(Ordering::Relaxed)
     }
 
     /// The generation of the last callback published, to number a batch from.
@@ -173,6 +178,7 @@ impl Watchdog {
         self.shared
             .threshold
             .store(seconds.to_bits(), Ordering::Relaxed);
+        self.on.store(true, Ordering::Relaxed);
         self.ensure_thread(py)
     }
 
@@ -196,6 +202,7 @@ impl Watchdog {
 
     /// Turns the watchdog off: its thread ends (it is woken to see that).
     pub(super) fn stop(&self, py: Python<'_>) {
+        self.on.store(false, Ordering::Relaxed);
         self.shared.threshold.store(0, Ordering::Relaxed);
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         if let Some(thread) = self.thread.borrow_mut(py).take() {

@@ -102,6 +102,10 @@ pub(crate) struct State {
     /// The destinations of `batch` as the program gave them, for the queue if the socket
     /// cannot take them all.
     batch_addrs: Vec<Py<PyAny>>,
+    /// Bytes received in datagrams so far (for `inspect_transports`).
+    bytes_in: u64,
+    /// Bytes of the datagrams handed to `sendto()` and sent or queued so far.
+    bytes_written: u64,
 }
 
 impl TransportState for State {
@@ -520,6 +524,13 @@ impl DatagramTransport {
                     .collect::<Vec<_>>()
             })
         });
+        if let Ok(datagrams) = &received {
+            let size: usize = datagrams
+                .iter()
+                .map(|(data, _)| data.as_bytes().len())
+                .sum();
+            this.state.borrow_mut(py).bytes_in += size as u64;
+        }
         let datagrams = match received {
             Ok(datagrams) => datagrams,
             Err(err) if would_block(&err) => return Ok(()),
@@ -580,6 +591,7 @@ impl DatagramTransport {
         };
         match received {
             Ok(Some((data, addr))) => {
+                this.state.borrow_mut(py).bytes_in += data.as_bytes().len() as u64;
                 protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
                 Ok(true)
             }
@@ -645,6 +657,8 @@ transport_pymethods! {
                     batchable,
                     batch: Vec::new(),
                     batch_addrs: Vec::new(),
+                    bytes_in: 0,
+                    bytes_written: 0,
                 }),
             })
         }
@@ -739,6 +753,13 @@ transport_pymethods! {
             Ok(())
         }
 
+        /// For `ferroloop.inspect_transports`: bytes received, bytes handed to `sendto()`
+        /// (sent or queued), and whether the protocol's writing is paused (flow control).
+        fn _io_counts(&self, py: Python<'_>) -> (u64, u64, bool) {
+            let state = self.state.borrow_mut(py);
+            (state.bytes_in, state.bytes_written, state.core.protocol_paused)
+        }
+
         /// Sends `data` to `addr` (None: the connected peer).
         #[pyo3(signature = (data, addr=None))]
         fn sendto(
@@ -789,6 +810,7 @@ transport_pymethods! {
                 return Self::fatal_error(slf, err, "Fatal write error on datagram transport");
             }
             if !queued && Self::hold_back(slf, &payload, addr.as_ref())? {
+                this.state.borrow_mut(py).bytes_written += contents.len() as u64;
                 return Ok(());
             }
             // Anything held back goes first; it may leave datagrams queued.
@@ -796,7 +818,10 @@ transport_pymethods! {
             let queued = !this.state.borrow_mut(py).queue.is_empty();
             if !queued {
                 match this.send_one(py, contents, addr.as_ref()) {
-                    Sent::Done => return Ok(()),
+                    Sent::Done => {
+                        this.state.borrow_mut(py).bytes_written += contents.len() as u64;
+                        return Ok(());
+                    }
                     Sent::WouldBlock => Self::watch(slf, Side::Write, &SENDTO_READY)?,
                     Sent::Failed(err) if err.is_instance_of::<PyOSError>(py) => {
                         return this.error_received(py, err)
@@ -814,6 +839,7 @@ transport_pymethods! {
                 let data = QueuedData::new(&payload, contents)?;
                 let mut state = this.state.borrow_mut(py);
                 state.queued_bytes += contents.len();
+                state.bytes_written += contents.len() as u64;
                 state.queue.push_back(Queued {
                     data,
                     addr: addr.map(Bound::unbind),

@@ -21,6 +21,8 @@
 //!   and a stale one removed before binding;
 //! - [`file_send`]: the system calls of sendfile's zero-copy path (`fstat`, `sendfile`,
 //!   `lseek`), native so that no `os.sendfile` runs in Python on the loop thread;
+//!   [`inspector_socket`]: `serve_inspector()`'s private directory and socket, for the same
+//!   reason;
 //! - [`pipe_read`], [`pipe_write`]: the read and write pipe transports (pipes, FIFOs, sockets,
 //!   character devices and ptys); [`pipe_file`]: what they share (file-type check, raw
 //!   `read`/`write`/`writev`, and `PipeState`, the pipe object and extra info behind the
@@ -31,6 +33,7 @@ pub mod core;
 pub mod datagram;
 pub mod datagram_batch;
 pub mod file_send;
+pub mod inspector_socket;
 pub mod payload;
 pub mod pipe_file;
 pub mod pipe_read;

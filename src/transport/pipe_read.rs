@@ -62,6 +62,8 @@ pub(crate) struct State {
     /// The last read was large: the next one asks how much is waiting and reads it straight
     /// into a `bytes` of that size (see `read_bytes`).
     bulk: bool,
+    /// Bytes read so far (for `inspect_transports`).
+    bytes_in: u64,
 }
 
 /// A read at least this large counts as bulk (see `State::bulk`).
@@ -229,6 +231,7 @@ transport_pymethods! {
                     is_fifo: kind == FileKind::Fifo,
                     growth: Growth::Never,
                     bulk: false,
+                    bytes_in: 0,
                 }),
             })
         }
@@ -246,6 +249,12 @@ transport_pymethods! {
                 Self::watch_readable(slf)?;
             }
             Ok(())
+        }
+
+        /// For `ferroloop.inspect_transports`: bytes read, bytes written (none: a read pipe),
+        /// and whether writing is paused (never).
+        fn _io_counts(&self, py: Python<'_>) -> (u64, u64, bool) {
+            (self.state.borrow_mut(py).bytes_in, 0, false)
         }
 
         /// The pipe is readable: one read, handed to the protocol.
@@ -280,13 +289,15 @@ transport_pymethods! {
                     return Self::fatal(slf, &exc, "Fatal read error on pipe transport");
                 }
             };
-            if data.as_bytes().is_empty() {
+            let size = data.as_bytes().len();
+            if size == 0 {
                 return Self::on_eof(slf, protocol);
             }
             {
                 let length = data.as_bytes().len();
                 let mut state = slf.get().state.borrow_mut(py);
                 state.bulk = length >= BULK_READ;
+                state.bytes_in += length as u64;
                 if length >= DEFAULT_PIPE_CAPACITY {
                     // The writer filled the pipe: a child's busy pipe grows (once).
                     grow_pipe(fd, &mut state.growth);

@@ -76,6 +76,8 @@ pub(crate) struct State {
     is_fifo: bool,
     /// Whether the pipe may be grown once a write finds it full (the loop's child pipes).
     growth: Growth,
+    /// Bytes handed to `write()` so far (written or buffered; for `inspect_transports`).
+    bytes_written: u64,
 }
 
 impl TransportState for State {
@@ -238,6 +240,7 @@ transport_pymethods! {
                     lost: false,
                     is_fifo: kind == FileKind::Fifo,
                     growth: Growth::Never,
+                    bytes_written: 0,
                 }),
             })
         }
@@ -331,6 +334,7 @@ transport_pymethods! {
                     }
                     return Ok(());
                 }
+                state.bytes_written += contents.len() as u64;
                 (state.fd, state.buffer.is_empty())
             };
             if let Some(err) = unsendable {
@@ -381,6 +385,13 @@ transport_pymethods! {
             if state.is_fifo && state.growth == Growth::Never {
                 state.growth = Growth::WhenFull;
             }
+        }
+
+        /// For `ferroloop.inspect_transports`: bytes read (none: a write pipe), bytes handed to
+        /// `write()`, and whether the protocol's writing is paused (flow control).
+        fn _io_counts(&self, py: Python<'_>) -> (u64, u64, bool) {
+            let state = self.state.borrow_mut(py);
+            (0, state.bytes_written, state.core.protocol_paused)
         }
 
         /// `write(b"".join(list_of_data))`.
