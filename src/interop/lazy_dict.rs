@@ -16,10 +16,12 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+use crate::interop::py_cache::python_at_least;
+
 /// Drops the empty instance dict of `obj` that nobody else holds, leaving the slot empty
 /// (Python 3.12+; see the module's doc).
 pub fn release_unused_dict(obj: &Bound<'_, PyAny>) {
-    if obj.py().version_info() < (3, 12) {
+    if !python_at_least(3, 12) {
         return;
     }
     // SAFETY: the GIL is held (`obj` is bound). `tp_dictoffset` is read from the object's own

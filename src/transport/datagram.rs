@@ -26,6 +26,7 @@ use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::lazy_dict;
 use crate::interop::py_cache;
+use crate::interop::py_cache::python_at_least;
 use crate::transport::core::{
     transport_pymethods, would_block, LOST_WRITES_BEFORE_WARNING, READ_SIZE,
 };
@@ -773,7 +774,7 @@ transport_pymethods! {
             let unsendable = payload.take_unsendable();
             let contents = payload.as_slice();
             // Up to 3.12 asyncio drops an empty datagram; 3.13 sends it (it is a valid datagram).
-            if contents.is_empty() && py.version_info() < (3, 13) {
+            if contents.is_empty() && !python_at_least(3, 13) {
                 return Ok(());
             }
             let mut addr = addr.filter(|a| !a.is_none()).cloned();

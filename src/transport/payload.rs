@@ -7,6 +7,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
+use crate::interop::py_cache::python_at_least;
+
 /// What `write()` or `sendto()` was given, readable as bytes: a `bytes` as is, a bytearray or
 /// memoryview through a buffer view. A memoryview that is not C-contiguous
 /// (`memoryview(b)[::2]`) cannot be sent as is (asyncio's `sock.send` raises BufferError): it is
@@ -43,7 +45,7 @@ impl<'a, 'py> Payload<'a, 'py> {
         }
         let py = data.py();
         if !data.is_instance_of::<PyByteArray>() && !data.is_instance_of::<PyMemoryView>() {
-            let expected = if stream_write && py.version_info() >= (3, 14) {
+            let expected = if stream_write && python_at_least(3, 14) {
                 "a bytes, bytearray, or memoryview object"
             } else {
                 "a bytes-like object"

@@ -37,6 +37,7 @@ use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::lazy_dict;
 use crate::interop::py_cache;
+use crate::interop::py_cache::python_at_least;
 use crate::interop::spare_bytes;
 use crate::transport::accept::AcceptedSocket;
 use crate::transport::core::{
@@ -375,9 +376,8 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let version = py.version_info();
-        let drops_when_lost = version >= (3, 14);
-        let incremental = version >= (3, 15);
+        let drops_when_lost = python_at_least(3, 14);
+        let incremental = python_at_least(3, 15);
         let admitted = this.admit_write(
             py,
             "writelines",
@@ -894,7 +894,7 @@ transport_pymethods! {
                 // error. With data buffered, 3.11 raises TypeError from `bytearray.extend`; 3.12+
                 // queue the view and fail the same way at the next flush (which drops the buffer):
                 // here at once.
-                if !was_empty && py.version_info() < (3, 12) {
+                if !was_empty && !python_at_least(3, 12) {
                     return Err(PyTypeError::new_err(
                         "can't set bytearray slice from memoryview",
                     ));
@@ -919,7 +919,7 @@ transport_pymethods! {
             // A bytearray or memoryview: CPython 3.12+ buffers the object itself (see
             // write_buffer.rs), 3.11 a copy.
             let by_reference =
-                matches!(payload, Payload::View(_)) && py.version_info() >= (3, 12);
+                matches!(payload, Payload::View(_)) && python_at_least(3, 12);
             {
                 let mut state = this.state.borrow_mut(py);
                 if by_reference {
@@ -956,7 +956,7 @@ transport_pymethods! {
         /// asyncio's socket transport does.
         fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
             let py = slf.py();
-            if py.version_info() < (3, 12) {
+            if !python_at_least(3, 12) {
                 let joined =
                     PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
                 return Self::write(slf, &joined);
