@@ -164,11 +164,12 @@ impl LoopCore {
         }
     }
 
-    /// `create_task(coro)` builds asyncio's Task itself: the loop is open and has no task
-    /// factory.
+    /// `create_task(coro)` builds asyncio's Task itself: the loop is open, has no task
+    /// factory, and no inspector is noting task births (the fast entry point's condition).
     pub(crate) fn makes_plain_tasks(&self, py: Python<'_>) -> bool {
         !self.closed.load(std::sync::atomic::Ordering::Relaxed)
             && self.task_factory.borrow_mut(py).is_none()
+            && self.task_births.borrow_mut(py).is_none()
     }
 
     /// `set_task_factory(factory)`: a callable or None.
