@@ -4,6 +4,7 @@
 //! - [`clock`]: the loop's single time source (`CLOCK_MONOTONIC`, as `time.monotonic()`);
 //! - [`timers`]: the deadline heap, ordered by deadline then scheduling order, with lazy purging
 //!   of cancelled entries;
+//! - [`direct_syscall`]: the per-request socket calls without glibc's cancellation wrappers;
 //! - [`poller`]: epoll, the eventfd waker of `call_soon_threadsafe`, the signal wakeup pipe;
 //! - [`loop_stats`]: the counters and lag window of `loop.stats()`;
 //! - [`fault_inject`]: test-only failures of chosen system calls (ENFILE), inert unless armed;
@@ -13,6 +14,7 @@
 //! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time).
 
 pub mod clock;
+pub mod direct_syscall;
 pub mod fault_inject;
 pub mod fd_map;
 pub mod loop_stats;

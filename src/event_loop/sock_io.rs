@@ -15,6 +15,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::core::direct_syscall;
 use crate::interop::errors::os_error;
 use crate::interop::read_bytes::_PyBytes_Resize;
 
@@ -63,8 +64,7 @@ pub enum RecvOutcome {
 /// `recv(2)` on `fd` into `buf`, retried on EINTR as Python's socket module does (PEP 475).
 pub(crate) fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = direct_syscall::recv(fd, buf, 0);
         if n >= 0 {
             return Ok(n as usize);
         }

@@ -30,6 +30,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::core::direct_syscall;
 use crate::event_loop::handle::NativeMethod;
 use crate::event_loop::sock_io::{recv_into_new_bytes, recv_raw};
 use crate::event_loop::{LoopCore, Side};
@@ -222,8 +223,7 @@ pub struct StreamTransport {
 /// never SIGPIPE, whatever the embedding program did with that signal). EINTR is retried.
 fn send_raw(fd: i32, data: &[u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `data` is valid for reads of its length during the call.
-        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        let n = direct_syscall::send(fd, data, libc::MSG_NOSIGNAL);
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -247,7 +247,7 @@ fn send_buffer(fd: i32, buffer: &WriteBuffer) -> io::Result<usize> {
         msg.msg_iov = iovecs.as_mut_ptr();
         msg.msg_iovlen = count as _;
         // SAFETY: the iovecs describe live buffer contents; sendmsg only reads them.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        let n = unsafe { direct_syscall::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
         if n >= 0 {
             return Ok(n as usize);
         }
