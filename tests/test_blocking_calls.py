@@ -164,6 +164,12 @@ def test_serve_inspector_makes_no_os_call(loop, offenders, monkeypatch, tmp_path
     the socket file is gone after close()."""
     import tempfile
 
+    # serve_inspector() imports the inspector module on first use; imported here first, so
+    # that the test watches serve_inspector's own calls, not an import hook's (pytest's
+    # assertion rewriter stats and makes __pycache__ when no .pyc exists yet: seen on a fresh
+    # 3.14 debug venv).
+    import ferroloop._inspector  # noqa: F401
+
     found = offenders
     for name in ("mkdir", "chmod", "lstat", "listdir"):
         real = getattr(os, name)
