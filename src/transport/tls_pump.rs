@@ -46,6 +46,18 @@ thread_local! {
     static PLAINTEXT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// One `SSLObject.read` call's outcome in the record read loops (`TlsPump::after_read`).
+enum ReadStep {
+    /// `n` plaintext bytes; more may be buffered.
+    Read(usize),
+    /// `n` plaintext bytes, and nothing is left in the BIO or the SSL object.
+    ReadAll(usize),
+    /// The peer's close_notify (a read of 0 bytes).
+    Eof,
+    /// The SSL object wants more ciphertext.
+    WantRead,
+}
+
 /// Where the protocol's `_state` stands, as far as the data path cares.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -352,6 +364,38 @@ impl TlsPump {
         Ok(emptied)
     }
 
+    /// What one `SSLObject.read(asked, view)` call's `result` means for the read loops of
+    /// `read_records` and `read_records_direct`; sets `emptied` after a read that returned
+    /// data. Nothing more buffered in either the BIO or the SSL object means the next read
+    /// could only raise want-read. A read that returned less than it was asked for emptied
+    /// its record, so the SSL object holds nothing decrypted; it is asked only after a full
+    /// read.
+    fn after_read(
+        &self,
+        py: Python<'_>,
+        result: PyResult<Bound<'_, PyAny>>,
+        asked: usize,
+        incoming: &Bound<'_, PyAny>,
+        emptied: &mut bool,
+    ) -> PyResult<ReadStep> {
+        let count: usize = match result {
+            Ok(count) => count.extract()?,
+            Err(err) if err.matches(py, self.again.bind(py))? => return Ok(ReadStep::WantRead),
+            Err(err) => return Err(err),
+        };
+        if count == 0 {
+            return Ok(ReadStep::Eof);
+        }
+        *emptied = int_attr(incoming, intern!(py, "pending"))? == 0;
+        let all_read = *emptied
+            && (count < asked || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0);
+        Ok(if all_read {
+            ReadStep::ReadAll(count)
+        } else {
+            ReadStep::Read(count)
+        })
+    }
+
     /// Reads records until the SSL object wants more input (or nothing is left to read, so
     /// no want-read exception is raised just to learn it); returns the plaintext and whether
     /// the peer's close_notify arrived. An error drops what was read, as asyncio does.
@@ -362,7 +406,6 @@ impl TlsPump {
     ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
         let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
-        let pending = intern!(py, "pending");
         let mut filled = 0usize;
         let mut eof = false;
         let mut emptied = false;
@@ -384,28 +427,17 @@ impl TlsPump {
             let result = read.call1((self.read_chunk.bind(py), &view));
             release_if_kept(&view)?;
             drop(view);
-            match result {
-                Ok(count) => {
-                    let count: usize = count.extract()?;
-                    if count == 0 {
-                        eof = true;
-                        break;
-                    }
+            match self.after_read(py, result, READ_CHUNK, incoming, &mut emptied)? {
+                ReadStep::Read(count) => filled += count,
+                ReadStep::ReadAll(count) => {
                     filled += count;
-                    // Nothing more buffered in either the BIO or the SSL object: the next
-                    // read could only raise want-read. A read that returned less than it
-                    // was asked for emptied its record, so the SSL object holds nothing
-                    // decrypted; it is asked only after a full read.
-                    emptied = int_attr(incoming, pending)? == 0;
-                    if emptied
-                        && (count < READ_CHUNK
-                            || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
-                    {
-                        break;
-                    }
+                    break;
                 }
-                Err(err) if err.matches(py, self.again.bind(py))? => break,
-                Err(err) => return Err(err),
+                ReadStep::Eof => {
+                    eof = true;
+                    break;
+                }
+                ReadStep::WantRead => break,
             }
         }
         let data = (filled > 0).then(|| spare_bytes::bytes_from(py, &buf[..filled]));
@@ -427,7 +459,6 @@ impl TlsPump {
     ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
         let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
-        let pending = intern!(py, "pending");
         let mut capacity = arrived;
         // SAFETY: a new, uninitialised `bytes` that nobody else can see until it is
         // returned: writing into it and resizing it are allowed (as `socket.recv` does).
@@ -456,25 +487,17 @@ impl TlsPump {
             let result = read.call1((room, &view));
             release_if_kept(&view)?;
             drop(view);
-            match result {
-                Ok(count) => {
-                    let count: usize = count.extract()?;
-                    if count == 0 {
-                        eof = true;
-                        break;
-                    }
+            match self.after_read(py, result, room, incoming, &mut emptied)? {
+                ReadStep::Read(count) => filled += count,
+                ReadStep::ReadAll(count) => {
                     filled += count;
-                    // As in `read_records`.
-                    emptied = int_attr(incoming, pending)? == 0;
-                    if emptied
-                        && (count < room
-                            || self.ssl_pending.bind(py).call0()?.extract::<isize>()? == 0)
-                    {
-                        break;
-                    }
+                    break;
                 }
-                Err(err) if err.matches(py, self.again.bind(py))? => break,
-                Err(err) => return Err(err),
+                ReadStep::Eof => {
+                    eof = true;
+                    break;
+                }
+                ReadStep::WantRead => break,
             }
         }
         if filled == 0 {
