@@ -1,4 +1,4 @@
-"""Draw benchmark results as a PNG: ferroloop against stock asyncio, uvloop and rloop, as ratios.
+"""Draw benchmark results as a PNG: ferroloop against the other loops of a run, as ratios.
 
     python3 bench/chart.py bench/data/*.json -o bench/chart.png
 
@@ -26,9 +26,23 @@ from pathlib import Path
 from typing import Any
 
 LOOP = "ferroloop"
-REFERENCES = ("asyncio", "uvloop", "rloop")
-REFERENCE_NAMES = {"asyncio": "vs stock asyncio", "uvloop": "vs uvloop", "rloop": "vs rloop"}
-COLOURS = {"asyncio": "#4c72b0", "uvloop": "#dd8452", "rloop": "#55a868"}
+# The reference loops a bar can be drawn for, in drawing order; a run that did not measure one
+# (zloop runs on 3.12+ only, zuvloop on 3.14+) simply has no bar for it.
+REFERENCES = ("asyncio", "uvloop", "rloop", "zloop", "zuvloop")
+REFERENCE_NAMES = {
+    "asyncio": "vs stock asyncio",
+    "uvloop": "vs uvloop",
+    "rloop": "vs rloop",
+    "zloop": "vs zloop",
+    "zuvloop": "vs zuvloop",
+}
+COLOURS = {
+    "asyncio": "#4c72b0",
+    "uvloop": "#dd8452",
+    "rloop": "#55a868",
+    "zloop": "#8172b3",
+    "zuvloop": "#937860",
+}
 
 
 @dataclass
@@ -101,15 +115,16 @@ def draw(rows: list[Row], dates: list[str], output: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    height = 0.8 / len(REFERENCES)
+    references = [r for r in REFERENCES if any(r in row.factors for row in rows)]
+    height = 0.8 / len(references)
     figure, axes = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.6), dpi=110)
-    for index, reference in enumerate(REFERENCES):
+    for index, reference in enumerate(references):
         positions, medians, lows, highs = [], [], [], []
         for row_index, row in enumerate(rows):
             if reference not in row.factors:
                 continue
             median, low, high = row.factors[reference]
-            positions.append(row_index + (index - (len(REFERENCES) - 1) / 2) * height)
+            positions.append(row_index + (index - (len(references) - 1) / 2) * height)
             medians.append(median)
             lows.append(median - low)
             highs.append(high - median)
@@ -147,9 +162,12 @@ def draw(rows: list[Row], dates: list[str], output: str) -> None:
     axes.set_xlabel(
         "ferroloop's improvement factor (median over repetitions; > 1: ferroloop better)"
     )
-    axes.set_title(f"ferroloop vs stock asyncio, uvloop and rloop ({', '.join(dates)})")
+    names = [REFERENCE_NAMES[r].removeprefix("vs ") for r in references]
+    axes.set_title(f"ferroloop vs {', '.join(names)} ({', '.join(dates)})")
     axes.grid(axis="x", which="both", linewidth=0.3, alpha=0.6)
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45 / len(rows) - 0.06), ncol=3)
+    axes.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.45 / len(rows) - 0.06), ncol=len(references)
+    )
     figure.tight_layout()
     figure.savefig(output)
     plt.close(figure)
