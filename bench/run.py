@@ -387,8 +387,9 @@ def run_suite(arguments: argparse.Namespace) -> int:
         return report_from_json(arguments.report, arguments)
     registry = discover_workloads()
     if arguments.list:
+        width = max(len(name) for name in registry)
         for workload in registry.values():
-            print(f"{workload.name:<18} {workload.description}")
+            print(f"{workload.name:<{width}}  {workload.description}")
         return 0
     workloads = select_workloads(registry, arguments.workloads)
     skipped_workloads = {}
