@@ -506,6 +506,12 @@ def run_suite(arguments: argparse.Namespace) -> int:
             f"loadgen ({environment[LOADGEN_ENVIRONMENT_VARIABLE]})"
             if environment.get(LOADGEN_ENVIRONMENT_VARIABLE)
             else "bench/echo_client.py"
+        )
+        + (
+            " (TLS rows: bench/echo_client.py --tls-ca, loadgen has no TLS)"
+            if environment.get(LOADGEN_ENVIRONMENT_VARIABLE)
+            and any(workload.name.startswith("transport_echo.tls_") for workload in workloads)
+            else ""
         ),
         "remeasured_after_disturbance": sum(
             1 for m in measurements if m.get("discarded_attempt_disturbances")
