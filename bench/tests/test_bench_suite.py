@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import subprocess
@@ -408,3 +409,30 @@ def test_chart_reads_ferroloop_factors_and_draws_a_png(tmp_path) -> None:
     pytest.importorskip("matplotlib")
     draw(rows, dates, str(tmp_path / "chart.png"))
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("source", ["cpython-tests", "openssl-req"])
+def test_tls_certificates_verify_for_localhost(source: str, tmp_path) -> None:
+    import ssl
+
+    from workloads import _tls
+
+    if source == "cpython-tests":
+        found = _tls.cpython_test_certificates()
+    else:
+        found = _tls.self_signed_certificate(str(tmp_path))
+    if found is None:
+        pytest.skip(f"no {source} certificate on this machine")
+    assert found.source == source
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server = _tls.server_context(found).wrap_bio(server_in, server_out, server_side=True)
+    client_context = ssl.create_default_context(cafile=found.cafile)
+    client = client_context.wrap_bio(client_in, client_out, server_hostname=_tls.SERVER_NAME)
+    for _ in range(10):  # pump the handshake records between the two ends
+        for end in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    client.do_handshake()  # raises unless the handshake, certificate check included, is done
+    assert client.getpeercert()["subjectAltName"] == (("DNS", "localhost"),)
