@@ -7,6 +7,13 @@ plays ping-pong: send one ``--size``-byte message, wait until exactly
 non-blocking sockets multiplexed with :mod:`selectors` (epoll on Linux), no
 asyncio — so the client is the same whatever loop the server runs.
 
+With ``--tls-ca CAFILE`` (``echo`` mode over TCP) every connection speaks TLS
+with the standard library's :mod:`ssl`: a default client context that trusts
+CAFILE and checks the certificate's host name (``--tls-server-name``, default
+``localhost``); each connection's handshake is done, blocking, before the
+ping-pong starts, then the ``ssl`` sockets are made non-blocking and
+multiplexed the same way.  (The compiled ``loadgen`` has no TLS.)
+
 ``udp`` mode opens ``--conns`` connected UDP sockets to a loopback datagram
 echo server and keeps one ``--size``-byte datagram in flight on each; the
 datagram starts with a sequence number (8 bytes, big-endian), and an echo
@@ -31,6 +38,7 @@ Usage::
     python3 bench/echo_client.py echo --addr 127.0.0.1:PORT --conns 10 --size 1024 \
         --warmup 0.5 --duration 2
     python3 bench/echo_client.py echo --family unix --addr /tmp/echo.sock --conns 20
+    python3 bench/echo_client.py echo --addr 127.0.0.1:PORT --tls-ca ca.pem --size 65536
     python3 bench/echo_client.py udp --addr 127.0.0.1:PORT --conns 20 --size 1024
 """
 
@@ -44,6 +52,7 @@ import math
 import resource
 import selectors
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -185,6 +194,61 @@ class EchoClient:
             self.selector.unregister(connection.sock)
             connection.sock.close()
         self.selector.close()
+
+
+class TlsEchoClient(EchoClient):
+    """:class:`EchoClient` over non-blocking ``ssl`` sockets.
+
+    An ``SSLSocket.send`` either takes the whole message (the retry after
+    ``SSLWantWriteError`` must pass the same bytes, which ``send_more`` does) or
+    raises; ``recv`` returns at most one TLS record (16 KiB), so ``receive``
+    reads until the echo is complete or the socket has nothing more, instead of
+    waiting for the selector between the records of one echo.
+    """
+
+    def __init__(self, connections: list[socket.socket], size: int) -> None:
+        """As :class:`EchoClient`; also tracks the sockets waiting to be writable."""
+        super().__init__(connections, size)
+        self.waiting_to_write: set[Connection] = set()
+
+    def send_more(self, connection: Connection) -> None:
+        """Send the message; on ``SSLWantWriteError`` wait for the socket to be writable."""
+        try:
+            connection.bytes_sent += connection.sock.send(self.payload[connection.bytes_sent :])
+        except ssl.SSLWantWriteError:
+            if connection not in self.waiting_to_write:
+                self.waiting_to_write.add(connection)
+                self.selector.modify(
+                    connection.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, connection
+                )
+            return
+        if connection in self.waiting_to_write:
+            self.waiting_to_write.discard(connection)
+            self.selector.modify(connection.sock, selectors.EVENT_READ, connection)
+
+    def receive(self, connection: Connection, now: float) -> None:
+        """Read records until the echo is complete (count it, send the next) or none is left."""
+        sock = connection.sock
+        while True:
+            try:
+                data = sock.recv(RECV_CHUNK)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            if not data:
+                raise ConnectionError("the server closed a connection during the run")
+            connection.bytes_received += len(data)
+            if connection.bytes_received >= self.size:
+                break
+        if connection.bytes_received > connection.bytes_sent:
+            raise ConnectionError(
+                f"echo longer than what was sent ({connection.bytes_received} > "
+                f"{connection.bytes_sent} bytes)"
+            )
+        self.total_requests += 1
+        if self.counting:
+            self.window_requests += 1
+            self.latencies.append(now - connection.message_started)
+        self.start_message(connection, now)
 
 
 class DatagramSocket:
@@ -345,6 +409,27 @@ def connect_all(address: tuple[str, int] | str, count: int) -> list[socket.socke
     return connections
 
 
+def tls_wrap_all(
+    connections: list[socket.socket], cafile: str, server_name: str
+) -> list[socket.socket]:
+    """Do every connection's TLS handshake (blocking); return non-blocking ``ssl`` sockets."""
+    context = ssl.create_default_context(cafile=cafile)
+    wrapped = []
+    try:
+        for sock in connections:
+            sock.setblocking(True)
+            sock.settimeout(10)
+            wrapped.append(context.wrap_socket(sock, server_hostname=server_name))
+            wrapped[-1].setblocking(False)
+    except BaseException:
+        for sock in connections[len(wrapped) :]:
+            sock.close()
+        for sock in wrapped:
+            sock.close()
+        raise
+    return wrapped
+
+
 def open_datagram_sockets(address: tuple[str, int], count: int) -> list[socket.socket]:
     """Open ``count`` non-blocking UDP sockets connected to ``address``."""
     sockets = []
@@ -370,6 +455,16 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         default=0.5,
         help="udp mode: seconds before an unanswered datagram counts as lost (default 0.5)",
     )
+    parser.add_argument(
+        "--tls-ca",
+        metavar="CAFILE",
+        help="echo mode over TCP: speak TLS, verifying the server's certificate with CAFILE",
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        default="localhost",
+        help="with --tls-ca: the host name the certificate must be for (default localhost)",
+    )
     parser.add_argument("--conns", type=int, default=10, help="connections (default 10)")
     parser.add_argument("--size", type=int, default=1024, help="message bytes (default 1024)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before counting")
@@ -385,6 +480,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
             arguments.addr = loopback_address(arguments.addr)
         except (argparse.ArgumentTypeError, ValueError, OSError) as error:
             parser.error(f"--addr: {error}")
+    if arguments.tls_ca is not None and (arguments.mode != "echo" or arguments.family != "tcp"):
+        parser.error("--tls-ca is for echo mode over TCP only")
     if arguments.mode == "udp" and arguments.size < SEQUENCE.size:
         parser.error(f"udp mode needs --size of at least {SEQUENCE.size}")
     return arguments
@@ -399,6 +496,15 @@ def main(argv: list[str]) -> int:
                 open_datagram_sockets(arguments.addr, arguments.conns),
                 arguments.size,
                 arguments.udp_timeout,
+            )
+        elif arguments.tls_ca is not None:
+            client = TlsEchoClient(
+                tls_wrap_all(
+                    connect_all(arguments.addr, arguments.conns),
+                    arguments.tls_ca,
+                    arguments.tls_server_name,
+                ),
+                arguments.size,
             )
         else:
             client = EchoClient(connect_all(arguments.addr, arguments.conns), arguments.size)

@@ -387,8 +387,9 @@ def run_suite(arguments: argparse.Namespace) -> int:
         return report_from_json(arguments.report, arguments)
     registry = discover_workloads()
     if arguments.list:
+        width = max(len(name) for name in registry)
         for workload in registry.values():
-            print(f"{workload.name:<18} {workload.description}")
+            print(f"{workload.name:<{width}}  {workload.description}")
         return 0
     workloads = select_workloads(registry, arguments.workloads)
     skipped_workloads = {}
@@ -505,6 +506,12 @@ def run_suite(arguments: argparse.Namespace) -> int:
             f"loadgen ({environment[LOADGEN_ENVIRONMENT_VARIABLE]})"
             if environment.get(LOADGEN_ENVIRONMENT_VARIABLE)
             else "bench/echo_client.py"
+        )
+        + (
+            " (TLS rows: bench/echo_client.py --tls-ca, loadgen has no TLS)"
+            if environment.get(LOADGEN_ENVIRONMENT_VARIABLE)
+            and any(workload.name.startswith("transport_echo.tls_") for workload in workloads)
+            else ""
         ),
         "remeasured_after_disturbance": sum(
             1 for m in measurements if m.get("discarded_attempt_disturbances")

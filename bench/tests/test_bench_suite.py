@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import subprocess
@@ -199,6 +200,70 @@ def test_transport_echo_needs_its_api_and_builds_client_commands() -> None:
     assert "udp" in udp and "--udp-timeout" in udp
 
 
+def test_tls_echo_uses_the_python_tls_client_even_with_loadgen(monkeypatch) -> None:
+    monkeypatch.setenv("BENCH_LOADGEN", "/nonexistent/loadgen")
+    name, command = client_command("tls", ("127.0.0.1", 9), 1024, 0.5, 2.0, "/tmp/ca.pem")
+    assert name == "echo_client.py" and command[1].endswith("echo_client.py")
+    assert command[command.index("--tls-ca") + 1] == "/tmp/ca.pem"
+    assert command[command.index("--tls-server-name") + 1] == "localhost"
+    name, _ = client_command("streams", ("127.0.0.1", 9), 1024, 0.5, 2.0)
+    assert name == "loadgen"
+
+
+class NoTlsLoop(asyncio.SelectorEventLoop):
+    """A loop like rloop 0.5.0: create_server(ssl=...) raises a bare NotImplementedError."""
+
+    async def create_server(self, *args, ssl=None, **kwargs):  # noqa: D102
+        if ssl is not None:
+            raise NotImplementedError
+        return await super().create_server(*args, **kwargs)
+
+
+class NoSubprocessLoop(asyncio.SelectorEventLoop):
+    """A loop like zloop 0.0.1: no child processes."""
+
+    async def subprocess_exec(self, *args, **kwargs):  # noqa: D102
+        raise NotImplementedError("subprocesses are not supported")
+
+
+@pytest.mark.parametrize("name", ["transport_echo.tls_1k", "transport_echo.tls_64k"])
+def test_a_loop_without_tls_is_unavailable_not_failed(name: str) -> None:
+    loop = NoTlsLoop()
+    try:
+        with pytest.raises(WorkloadUnavailable, match=r"NoTlsLoop has no TLS: start_server\(ssl"):
+            discover_workloads()[name].run(loop, 0.01)
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("name", ["processes.spawn_true", "processes.cat_100mb"])
+def test_a_loop_without_subprocesses_is_unavailable_not_failed(name: str) -> None:
+    loop = NoSubprocessLoop()
+    try:
+        with pytest.raises(
+            WorkloadUnavailable, match=r"no subprocess support.*subprocesses are not supported"
+        ):
+            discover_workloads()[name].run(loop, 0.01)
+    finally:
+        loop.close()
+
+
+def test_list_shows_every_workload_aligned() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(BENCH_DIRECTORY / "run.py"), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = completed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(discover_workloads())
+    names = {line.split()[0] for line in lines}
+    assert {"transport_echo.tls_1k", "transport_echo.tls_64k"} <= names
+    width = max(len(name) for name in discover_workloads())
+    assert all(line[width : width + 2] == "  " and line[width + 2] != " " for line in lines)
+
+
 def test_echo_client_options() -> None:
     import echo_client
 
@@ -210,6 +275,11 @@ def test_echo_client_options() -> None:
         echo_client.parse_arguments(["udp", "--family", "unix", "--addr", "/tmp/e.sock"])
     with pytest.raises(SystemExit):
         echo_client.parse_arguments(["echo", "--addr", "192.0.2.1:9"])
+    tls = echo_client.parse_arguments(["echo", "--addr", "127.0.0.1:9", "--tls-ca", "ca.pem"])
+    assert (tls.tls_ca, tls.tls_server_name) == ("ca.pem", "localhost")
+    for mode in (["udp"], ["echo", "--family", "unix"]):
+        with pytest.raises(SystemExit):
+            echo_client.parse_arguments([*mode, "--addr", "127.0.0.1:9", "--tls-ca", "ca.pem"])
 
 
 def test_http_parser_answers_complete_heads_and_honours_connection_close() -> None:
@@ -339,3 +409,30 @@ def test_chart_reads_ferroloop_factors_and_draws_a_png(tmp_path) -> None:
     pytest.importorskip("matplotlib")
     draw(rows, dates, str(tmp_path / "chart.png"))
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("source", ["cpython-tests", "openssl-req"])
+def test_tls_certificates_verify_for_localhost(source: str, tmp_path) -> None:
+    import ssl
+
+    from workloads import _tls
+
+    if source == "cpython-tests":
+        found = _tls.cpython_test_certificates()
+    else:
+        found = _tls.self_signed_certificate(str(tmp_path))
+    if found is None:
+        pytest.skip(f"no {source} certificate on this machine")
+    assert found.source == source
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server = _tls.server_context(found).wrap_bio(server_in, server_out, server_side=True)
+    client_context = ssl.create_default_context(cafile=found.cafile)
+    client = client_context.wrap_bio(client_in, client_out, server_hostname=_tls.SERVER_NAME)
+    for _ in range(10):  # pump the handshake records between the two ends
+        for end in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    client.do_handshake()  # raises unless the handshake, certificate check included, is done
+    assert client.getpeercert()["subjectAltName"] == (("DNS", "localhost"),)

@@ -11,6 +11,9 @@
   loop process's CPU ms per MB.
 
 Both wait on children, so they are not CPU-bound for the disturbance check.
+A loop without subprocess support (``create_subprocess_exec`` raising
+``NotImplementedError``, e.g. zloop 0.0.1, or ``subprocess_exec`` left to the
+``AbstractEventLoop`` stub) is reported unavailable, not failed.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import os
 import resource
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 
-from . import Metric, Workload, scaled
+from . import Metric, Workload, WorkloadUnavailable, scaled
 
 SPAWNS_PER_ROUND = 200
 CAT_BYTES = 100 * 1024 * 1024
@@ -32,6 +36,18 @@ MAX_ROUNDS = 20
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _warm_up(loop, warm_up: Callable[[], Awaitable[None]]) -> None:
+    """Run the warm-up; WorkloadUnavailable when the loop cannot start a child process."""
+    try:
+        loop.run_until_complete(warm_up())
+    except NotImplementedError as error:
+        detail = f": {error}" if str(error) else ""
+        raise WorkloadUnavailable(
+            f"{type(loop).__name__} has no subprocess support: create_subprocess_exec raised "
+            f"NotImplementedError{detail}"
+        ) from error
 
 
 def _measure(loop, run_round, operations_per_round: int):
@@ -65,7 +81,7 @@ def measure_spawn_true(loop, scale: float) -> dict[str, float]:
             proc = await asyncio.create_subprocess_exec("/bin/true", stdout=subprocess.PIPE)
             await proc.communicate()
 
-    loop.run_until_complete(warm_up())
+    _warm_up(loop, warm_up)
     spawns, wall, cpu, rounds = _measure(loop, one_round, count)
     return {
         "processes_per_s": spawns / wall,
@@ -95,7 +111,7 @@ def measure_cat(loop, scale: float) -> dict[str, float]:
         )
         await proc.communicate(payload[: 1024 * 1024])
 
-    loop.run_until_complete(warm_up())
+    _warm_up(loop, warm_up)
     sent, wall, cpu, rounds = _measure(loop, one_round, len(payload))
     megabytes = sent / 1e6
     return {

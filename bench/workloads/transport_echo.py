@@ -13,6 +13,12 @@ flavours of uvloop's vmbench ``asyncioecho.py`` besides ``sock_*``):
 * ``transport_echo.udp_1k``: ``loop.create_datagram_endpoint`` with a
   ``DatagramProtocol`` whose ``datagram_received`` calls
   ``transport.sendto(data, addr)``.
+* ``transport_echo.tls_{1k,64k}``: the streams server over TLS,
+  ``asyncio.start_server(..., ssl=context)`` with the standard library's
+  ``ssl`` module (certificates: ``workloads/_tls.py``).  The client is always
+  ``bench/echo_client.py --tls-ca`` (``loadgen`` has no TLS): non-blocking
+  ``ssl`` sockets on one thread, each verifying the server's certificate;
+  every handshake is done before the window starts.
 
 Each server listens on a socket the workload binds itself (passed as
 ``sock=``), on loopback or in a private temporary directory.  Accepted TCP
@@ -32,7 +38,7 @@ per request.  The server keeps serving until the client process has exited.
 
 A loop that leaves the API to ``AbstractEventLoop``'s stub, or raises
 ``NotImplementedError`` when it is called, is reported unavailable for that
-case.
+case (for TLS: ``start_server(ssl=...)`` raising it, as rloop 0.5.0 does).
 
 Native floor (``tcp_1k``, ``tcp_64k``, ``unix_1k``): the same client, window
 and message size against ``native-echo``, a single-threaded Rust echo server
@@ -52,6 +58,7 @@ import asyncio
 import math
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -59,7 +66,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import Workload, WorkloadUnavailable
+from . import Workload, WorkloadUnavailable, _tls
 from ._native_server import NativeEchoServer
 from .sock_echo import (
     CLIENT_KEYS,
@@ -181,7 +188,15 @@ class DatagramEchoProtocol(asyncio.DatagramProtocol):
                 self.senders = None  # every client seen: no more bookkeeping per datagram
 
 
-def streams_handler(counter: ByteCounter) -> Callable[..., Awaitable[None]]:
+#: Errors that end a streams connection quietly: the client closed with an echo in flight.
+CLOSED_BY_CLIENT: tuple[type[BaseException], ...] = (ConnectionResetError, BrokenPipeError)
+#: Over TLS the client closes without a close_notify, which may also surface as an SSLError.
+CLOSED_BY_TLS_CLIENT = (ConnectionError, ssl.SSLError)
+
+
+def streams_handler(
+    counter: ByteCounter, closed_by_client: tuple[type[BaseException], ...] = CLOSED_BY_CLIENT
+) -> Callable[..., Awaitable[None]]:
     """Return the ``start_server`` callback: echo with read / write / drain until EOF."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -193,7 +208,7 @@ def streams_handler(counter: ByteCounter) -> Callable[..., Awaitable[None]]:
                 writer.write(data)
                 await writer.drain()
                 counter.echoed += len(data)
-        except (ConnectionResetError, BrokenPipeError):
+        except closed_by_client:
             pass  # the client closed with an echo still in flight: the run is over
         finally:
             writer.close()
@@ -207,18 +222,43 @@ async def wait_for_exit(client: subprocess.Popen) -> None:
         await asyncio.sleep(CLIENT_POLL_S)
 
 
+async def start_tls_server(
+    loop, on_connection: Callable[..., Any], listener: socket.socket, context: ssl.SSLContext
+) -> asyncio.Server:
+    """``asyncio.start_server`` with TLS; WorkloadUnavailable if the loop has no TLS."""
+    try:
+        return await asyncio.start_server(on_connection, sock=listener, ssl=context)
+    except NotImplementedError as error:
+        detail = f": {error}" if str(error) else ""
+        raise WorkloadUnavailable(
+            f"{type(loop).__name__} has no TLS: start_server(ssl=...) raised "
+            f"NotImplementedError{detail}"
+        ) from error
+
+
 async def serve(
-    loop, kind: str, listener: socket.socket, client: subprocess.Popen, clock: WindowClock
+    loop,
+    kind: str,
+    listener: socket.socket,
+    client: subprocess.Popen,
+    clock: WindowClock,
+    tls_context: ssl.SSLContext | None = None,
 ) -> None:
     """Start the ``kind`` server on ``listener``, serve until the client exits, close it."""
-    if kind == "streams":
-        handle = streams_handler(clock.counter)
+    if kind in ("streams", "tls"):
+        if kind == "tls":
+            handle = streams_handler(clock.counter, CLOSED_BY_TLS_CLIENT)
+        else:
+            handle = streams_handler(clock.counter)
 
         def on_connection(reader, writer):
             clock.client_arrived()
             return handle(reader, writer)
 
-        server = await asyncio.start_server(on_connection, sock=listener)
+        if tls_context is not None:
+            server = await start_tls_server(loop, on_connection, listener, tls_context)
+        else:
+            server = await asyncio.start_server(on_connection, sock=listener)
     elif kind == "tcp":
         server = await loop.create_server(lambda: EchoProtocol(clock, tcp=True), sock=listener)
     elif kind == "unix":
@@ -243,6 +283,7 @@ async def serve(
 REQUIRED_METHODS = {
     "tcp": ("create_server",),
     "streams": ("create_server",),
+    "tls": ("create_server",),
     "unix": ("create_unix_server",),
     "udp": ("create_datagram_endpoint",),
 }
@@ -260,9 +301,17 @@ def require_methods(loop, kind: str) -> None:
 
 
 def client_command(
-    kind: str, address: Any, size: int, warmup: float, duration: float
+    kind: str,
+    address: Any,
+    size: int,
+    warmup: float,
+    duration: float,
+    tls_cafile: str | None = None,
 ) -> tuple[str, list[str]]:
-    """Command line of the load generator: $BENCH_LOADGEN if set, else echo_client.py."""
+    """Command line of the load generator: $BENCH_LOADGEN if set, else echo_client.py.
+
+    TLS (``kind == "tls"``, verified against ``tls_cafile``) always uses echo_client.py.
+    """
     if kind == "unix":
         options = ["echo", "--family", "unix", "--addr", address]
     else:
@@ -279,8 +328,12 @@ def client_command(
     ]
     if kind == "udp":
         options += ["--udp-timeout", repr(UDP_TIMEOUT_S)]
+    if kind == "tls":
+        if tls_cafile is None:
+            raise ValueError("the TLS client needs the CA file to verify the server with")
+        options += ["--tls-ca", tls_cafile, "--tls-server-name", _tls.SERVER_NAME]
     loadgen = os.environ.get(LOADGEN_ENVIRONMENT_VARIABLE)
-    if loadgen:
+    if loadgen and kind != "tls":
         return "loadgen", [loadgen, *options]
     return "echo_client.py", [sys.executable, str(PYTHON_CLIENT), *options]
 
@@ -303,12 +356,17 @@ def make_listener(kind: str, directory: str) -> socket.socket:
 
 
 def run_server(
-    loop, kind: str, listener: socket.socket, client: subprocess.Popen, clock: WindowClock
+    loop,
+    kind: str,
+    listener: socket.socket,
+    client: subprocess.Popen,
+    clock: WindowClock,
+    tls_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until the client exits; fail if the clients do not all connect in time."""
 
     async def main() -> None:
-        server = loop.create_task(serve(loop, kind, listener, client, clock))
+        server = loop.create_task(serve(loop, kind, listener, client, clock, tls_context))
         done, _ = await asyncio.wait(
             [server, clock.all_arrived],
             timeout=CONNECT_TIMEOUT_S,
@@ -331,14 +389,19 @@ def measure_transport_echo(loop, scale: float, kind: str, size: int) -> dict[str
     window = max(0.1, WINDOW_S * scale)
     clock = WindowClock(loop, ByteCounter(), warmup, window)
     with tempfile.TemporaryDirectory(prefix="bench-echo-") as directory:
+        tls_cafile = tls_context = None
+        if kind == "tls":
+            certificates = _tls.certificates(directory)
+            tls_context = _tls.server_context(certificates)
+            tls_cafile = certificates.cafile
         listener = make_listener(kind, directory)
         with listener:
             address = listener.getsockname()
             client_name, command = client_command(
-                kind, address, size, warmup, window + CLIENT_TAIL_S
+                kind, address, size, warmup, window + CLIENT_TAIL_S, tls_cafile
             )
             with client_process(command, client_name) as client:
-                run_server(loop, kind, listener, client, clock)
+                run_server(loop, kind, listener, client, clock, tls_context)
                 stdout, stderr = client.communicate(timeout=SERVER_GRACE_S)
     if client.returncode != 0:
         raise RuntimeError(f"{client_name} exited with {client.returncode}: {stderr.strip()}")
@@ -425,6 +488,7 @@ DESCRIPTIONS = {
     "streams": "asyncio.start_server echo (reader.read / writer.write / drain)",
     "unix": "create_unix_server + asyncio.Protocol echo, Unix stream socket",
     "udp": "create_datagram_endpoint echo (sendto), one datagram in flight per client socket",
+    "tls": "asyncio.start_server(ssl=...) echo over TLS (reader.read / writer.write / drain)",
 }
 
 CASES = [
@@ -434,6 +498,8 @@ CASES = [
     ("streams", "64k", 64 * 1024),
     ("unix", "1k", 1024),
     ("udp", "1k", 1024),
+    ("tls", "1k", 1024),
+    ("tls", "64k", 64 * 1024),
 ]
 
 
