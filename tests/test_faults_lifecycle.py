@@ -112,6 +112,17 @@ def test_closing_a_loop_with_open_transports_and_pending_tasks(new_loop, loop_ki
     assert open_fds() == baseline
 
 
+class FirstData(asyncio.Protocol):
+    """Resolves ``future`` with the first data received."""
+
+    def __init__(self, future):
+        self.future = future
+
+    def data_received(self, data):
+        if not self.future.done():
+            self.future.set_result(data)
+
+
 def test_fork_from_a_callback(loop, loop_kind):
     """os.fork() from a call_soon callback while the loop runs with an open transport: the
     child makes a new loop that moves data through a transport of its own and exits 0; the
@@ -131,13 +142,7 @@ def test_fork_from_a_callback(loop, loop_kind):
             async def echo():
                 a, b = socket.socketpair()
                 got = new.create_future()
-
-                class Sink(asyncio.Protocol):
-                    def data_received(self, data):
-                        if not got.done():
-                            got.set_result(data)
-
-                transport, _ = await new.connect_accepted_socket(Sink, sock=a)
+                transport, _ = await new.connect_accepted_socket(lambda: FirstData(got), sock=a)
                 b.send(b"child data")
                 data = await asyncio.wait_for(got, 5)
                 transport.close()
@@ -167,13 +172,7 @@ def test_fork_from_a_callback(loop, loop_kind):
     async def main():
         ours, peer = raw_pair("unix")
         received = loop.create_future()
-
-        class Sink(asyncio.Protocol):
-            def data_received(self, data):
-                if not received.done():
-                    received.set_result(data)
-
-        transport, _ = await loop.connect_accepted_socket(Sink, sock=ours)
+        transport, _ = await loop.connect_accepted_socket(lambda: FirstData(received), sock=ours)
         loop.call_soon(fork_now)
         while not pids:
             await asyncio.sleep(0.001)
@@ -203,6 +202,17 @@ def limit_address_space():
 
 def lift_address_space_limit():
     resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+def raised_short_of_memory(call, *args):
+    # call(*args) under limit_address_space(): the name of what it raised, or None.
+    limit_address_space()
+    try:
+        call(*args)
+    except BaseException as exc:
+        return type(exc).__name__
+    finally:
+        lift_address_space_limit()
+    return None
 """
 
 CHILD_TAIL = r"""
@@ -213,9 +223,10 @@ loop.close()
 
 
 def run_in_child(child, name: str, body: str, *args: str):
-    """Runs ``body`` (which defines ``async def main()``; ``limit_address_space()`` and
-    ``lift_address_space_limit()`` at hand) in a child interpreter on the loop under test,
-    with ``args`` as its arguments; returns what ``main()`` returned (printed as JSON)."""
+    """Runs ``body`` (which defines ``async def main()``, with ``limit_address_space()``,
+    ``lift_address_space_limit()`` and ``raised_short_of_memory()`` at hand) in a child
+    interpreter on the loop under test, with ``args`` as its arguments; returns what
+    ``main()`` returned (printed as JSON)."""
     source = CHILD_HEAD.format(prelude=child.loop_prelude) + body + CHILD_TAIL
     script = child.script(name, source)
     proc = child.run([sys.executable, str(script), *args], timeout=60)
@@ -242,13 +253,7 @@ async def main():
         peer = open(read_fd, "rb", buffering=0)
         transport, _ = await loop.connect_write_pipe(Recorder, open(write_fd, "wb", buffering=0))
     data = (bytes if payload_kind == "bytes" else bytearray)(512 << 20)
-    limit_address_space()
-    raised = None
-    try:
-        transport.write(data)
-    except BaseException as exc:
-        raised = type(exc).__name__
-    lift_address_space_limit()
+    raised = raised_short_of_memory(transport.write, data)
     del data
     after = {"raised": raised, "closing": transport.is_closing()}
     if raised:
@@ -369,13 +374,7 @@ async def main():
             break
     before = transport.get_write_buffer_size()
     data = (bytes if payload_kind == "bytes" else bytearray)(256 << 20)
-    limit_address_space()
-    raised = None
-    try:
-        transport.sendto(data)
-    except BaseException as exc:
-        raised = type(exc).__name__
-    lift_address_space_limit()
+    raised = raised_short_of_memory(transport.sendto, data)
     grew = transport.get_write_buffer_size() - before
     del data
     received = 0
