@@ -78,7 +78,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(transport::file_send::file_size, m)?)?;
     m.add_function(wrap_pyfunction!(
-        transport::inspector_socket::prepare_inspector_socket,
+        event_loop::inspector_socket::prepare_inspector_socket,
         m
     )?)?;
     m.add_function(wrap_pyfunction!(transport::file_send::send_file_chunk, m)?)?;

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
+import gc
 import os
 import random
 import socket
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 
 #: Upper bound for any await in these tests (a broken loop fails instead of hanging).
 SAFETY_TIMEOUT = 5.0
@@ -360,3 +364,89 @@ class SmallBuffer(asyncio.BufferedProtocol):
     def connection_lost(self, exc):
         if not self.lost.done():
             self.lost.set_result(exc)
+
+
+#: A fault for the helpers below: called, it returns a context manager inside which the
+#: fault is in effect (descriptors exhausted, the file table full, ...).
+Fault = Callable[[], contextlib.AbstractContextManager]
+
+
+@dataclasses.dataclass
+class ConnectUnderFault:
+    """What ``connect_under_fault`` saw."""
+
+    #: What create_connection raised while the fault was in effect (None: nothing).
+    error: BaseException | None
+    #: The protocols the factory made meanwhile.
+    made_under_fault: list[str]
+    #: Descriptors open after that attempt (the fault lifted), less those open before it.
+    leaked: int
+    #: The protocols made by the attempt after the fault was lifted (which must work).
+    made_after: list[str]
+
+
+def connect_under_fault(loop, address, fault: Fault) -> ConnectUnderFault:
+    """create_connection to ``address`` while ``fault`` is in effect, then again after it."""
+    made: list[str] = []
+
+    def factory():
+        made.append("protocol")
+        return asyncio.Protocol()
+
+    async def connect():
+        try:
+            await loop.create_connection(factory, *address)
+        except OSError as exc:
+            return exc
+        return None
+
+    async def connect_again():
+        transport, _ = await loop.create_connection(factory, *address)
+        transport.close()
+        await asyncio.sleep(0.01)
+
+    run(loop, asyncio.sleep(0))  # the loop's lazily made objects exist before we count
+    baseline = open_fds()
+    with fault():
+        error = run(loop, connect())
+    made_under_fault = list(made)
+    leaked = open_fds() - baseline
+    made.clear()
+    run(loop, connect_again())
+    return ConnectUnderFault(error, made_under_fault, leaked, made)
+
+
+class RaisedOSError(NamedTuple):
+    """An OSError as seen, without the exception (whose traceback would keep what the
+    failed call made alive)."""
+
+    type: type
+    errno: int | None
+    strerror: str | None
+
+
+def new_loop_under_fault(new_loop, fault: Fault):
+    """``new_loop()`` while ``fault`` is in effect: (the loop, None) or (None, the OSError
+    it raised, as a ``RaisedOSError``)."""
+    made = error = None
+    with fault():
+        try:
+            made = new_loop()
+        except OSError as exc:
+            error = exc
+    # The exception is dropped only now, the fault lifted: its traceback holds the half-built
+    # loop, whose finalizer (stock asyncio's reports an error) must not run under the fault.
+    seen = None if error is None else RaisedOSError(type(error), error.errno, error.strerror)
+    error = None
+    return made, seen
+
+
+def assert_failed_loop_left_nothing(loop_kind: str, baseline: int) -> None:
+    """After a ``new_event_loop()`` that failed (nothing referencing what it made any more):
+    no descriptor it made stays open once collected. Stock asyncio's half-built loop keeps
+    its epoll descriptor while pytest holds the unraisable ``__del__`` error (until the next
+    test); ferroloop closes what it made at once."""
+    gc.collect()
+    assert open_fds() <= baseline + (1 if loop_kind == "asyncio" else 0)
+    if loop_kind == "ferroloop":
+        assert open_fds() == baseline

@@ -90,11 +90,29 @@ async def close_and_wait(transport, proto):
     return await proto.lost
 
 
+def reply_and_close(loop, on_datagram, proto_class=Sender, then=None):
+    """``serve_once`` for a new peer socket, then ``await then(transport, proto)`` if given,
+    then the endpoint closed; returns the protocol and what the peer received, in order."""
+    peer = peer_socket()
+
+    async def main():
+        transport, proto = await serve_once(loop, peer, on_datagram, proto_class)
+        if then is not None:
+            await then(transport, proto)
+        await close_and_wait(transport, proto)
+        return proto
+
+    try:
+        proto = run(loop, main(), TIMEOUT)
+        return proto, drain(peer)
+    finally:
+        peer.close()
+
+
 def test_replies_keep_their_order_across_batches_and_immediate_sends(loop):
     """200 replies from one datagram_received (more than one batch), every 7th to the peer
     named by host name (sent at once, through the socket module): all arrive, in order, and
     nothing counts as buffered meanwhile."""
-    peer = peer_socket()
     seen = {}
 
     def burst(transport, data, addr):
@@ -103,16 +121,7 @@ def test_replies_keep_their_order_across_batches_and_immediate_sends(loop):
             transport.sendto(b"%d" % i, to)
         seen["size"] = transport.get_write_buffer_size()
 
-    async def main():
-        transport, proto = await serve_once(loop, peer, burst)
-        await close_and_wait(transport, proto)
-        return proto
-
-    try:
-        proto = run(loop, main(), TIMEOUT)
-        got = drain(peer)
-    finally:
-        peer.close()
+    proto, got = reply_and_close(loop, burst)
     assert got == [b"%d" % i for i in range(200)]
     assert seen["size"] == 0
     assert proto.errors == [] and proto.paused == 0
@@ -121,7 +130,6 @@ def test_replies_keep_their_order_across_batches_and_immediate_sends(loop):
 def test_write_buffer_size_is_zero_right_after_a_reply(loop):
     """asyncio sent the reply inside sendto: nothing is buffered, on ferroloop neither (the
     held-back datagrams do not count), and even a high-water mark of 1 pauses nothing."""
-    peer = peer_socket()
     sizes = []
 
     def replies(transport, data, addr):
@@ -132,17 +140,10 @@ def test_write_buffer_size_is_zero_right_after_a_reply(loop):
         transport.get_extra_info("socket")  # anything in between
         sizes.append(transport.get_write_buffer_size())
 
-    async def main():
-        transport, proto = await serve_once(loop, peer, replies)
+    async def size_after(transport, proto):
         sizes.append(transport.get_write_buffer_size())
-        await close_and_wait(transport, proto)
-        return proto
 
-    try:
-        proto = run(loop, main(), TIMEOUT)
-        got = drain(peer)
-    finally:
-        peer.close()
+    proto, got = reply_and_close(loop, replies, then=size_after)
     assert sizes == [0] * 7
     assert proto.paused == 0
     assert got == [b"x" * 1000] * 5
@@ -151,23 +152,13 @@ def test_write_buffer_size_is_zero_right_after_a_reply(loop):
 def test_error_between_replies_goes_to_error_received_and_the_rest_is_sent(loop):
     """A datagram to port 0 is refused by the kernel (EINVAL) alone: error_received gets it
     once, the replies before and after it arrive in order."""
-    peer = peer_socket()
 
     def replies(transport, data, addr):
         transport.sendto(b"before", addr)
         transport.sendto(b"bad", ("127.0.0.1", 0))
         transport.sendto(b"after", addr)
 
-    async def main():
-        transport, proto = await serve_once(loop, peer, replies)
-        await close_and_wait(transport, proto)
-        return proto
-
-    try:
-        proto = run(loop, main(), TIMEOUT)
-        got = drain(peer)
-    finally:
-        peer.close()
+    proto, got = reply_and_close(loop, replies)
     assert got == [b"before", b"after"]
     assert [type(e) for e in proto.errors] == [OSError]
     assert proto.errors[0].errno == errno.EINVAL
@@ -274,7 +265,6 @@ def test_reply_outside_the_running_loop_is_sent_at_once(loop):
 def test_exception_in_error_received_goes_to_the_exception_handler(loop):
     """error_received raising for a failed datagram: the loop's exception handler gets the
     exception, and the endpoint goes on replying."""
-    peer = peer_socket()
     caught = []
 
     class Raising(Sender):
@@ -286,19 +276,12 @@ def test_exception_in_error_received_goes_to_the_exception_handler(loop):
         transport.sendto(b"first", addr)
         transport.sendto(b"bad", ("127.0.0.1", 0))
 
-    async def main():
-        loop.set_exception_handler(lambda _loop, context: caught.append(context["exception"]))
-        transport, proto = await serve_once(loop, peer, replies, Raising)
+    async def reply_again(transport, proto):
         transport.sendto(b"still-open", proto.addrs[0])
         await asyncio.sleep(0.01)
-        await close_and_wait(transport, proto)
-        return proto
 
-    try:
-        proto = run(loop, main(), TIMEOUT)
-        got = drain(peer)
-    finally:
-        peer.close()
+    loop.set_exception_handler(lambda _loop, context: caught.append(context["exception"]))
+    proto, got = reply_and_close(loop, replies, Raising, then=reply_again)
     assert [type(e) for e in caught] == [ZeroDivisionError]
     assert len(proto.errors) == 1
     assert got == [b"first", b"still-open"]

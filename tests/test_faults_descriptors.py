@@ -14,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import os
 import resource
 import socket
 
 import pytest
-from support import open_fds, run
+from support import (
+    assert_failed_loop_left_nothing,
+    connect_under_fault,
+    new_loop_under_fault,
+    open_fds,
+    run,
+)
 
 
 @contextlib.contextmanager
@@ -51,36 +56,12 @@ def descriptors_exhausted(spare: int = 0):
 def test_emfile_on_connect_raises_and_leaks_nothing(loop, listener):
     """create_connection with no descriptor left: OSError(EMFILE) from create_connection,
     the protocol factory never called; once descriptors are free the same call works."""
-    made: list[str] = []
-    address = listener.getsockname()
-
-    def factory():
-        made.append("protocol")
-        return asyncio.Protocol()
-
-    async def connect():
-        try:
-            await loop.create_connection(factory, *address)
-        except OSError as exc:
-            return exc
-        return None
-
-    run(loop, asyncio.sleep(0))  # the loop's lazily made objects exist before we count
-    baseline = open_fds()
-    with descriptors_exhausted():
-        error = run(loop, connect())
-    assert isinstance(error, OSError)
-    assert error.errno == errno.EMFILE
-    assert made == []
-    assert open_fds() == baseline
-
-    async def connect_again():
-        transport, _ = await loop.create_connection(factory, *address)
-        transport.close()
-        await asyncio.sleep(0.01)
-
-    run(loop, connect_again())
-    assert made == ["protocol"]
+    seen = connect_under_fault(loop, listener.getsockname(), descriptors_exhausted)
+    assert isinstance(seen.error, OSError)
+    assert seen.error.errno == errno.EMFILE
+    assert seen.made_under_fault == []
+    assert seen.leaked == 0
+    assert seen.made_after == ["protocol"]
 
 
 # Stock asyncio's half-built loop fails in __del__ (no _ssock): an unraisable warning only.
@@ -92,13 +73,7 @@ def test_emfile_creating_a_loop_raises_and_leaks_nothing(new_loop, loop_kind, sp
     needs epoll and a socketpair, ferroloop epoll and an eventfd: how many descriptors
     suffice differs, not the outcome)."""
     baseline = open_fds()
-    made = None
-    error = None
-    with descriptors_exhausted(spare):
-        try:
-            made = new_loop()
-        except OSError as exc:
-            error = exc
+    made, error = new_loop_under_fault(new_loop, lambda: descriptors_exhausted(spare))
     if made is None:
         assert error is not None and error.errno == errno.EMFILE
     else:
@@ -106,13 +81,7 @@ def test_emfile_creating_a_loop_raises_and_leaks_nothing(new_loop, loop_kind, sp
         made.close()
     if spare == 0:
         assert error is not None
-    error = None  # its traceback holds the half-built loop
-    gc.collect()
-    # Stock asyncio's half-built loop keeps its epoll descriptor while pytest holds the
-    # unraisable __del__ error (until the next test); ferroloop closes what it made at once.
-    assert open_fds() <= baseline + (1 if loop_kind == "asyncio" else 0)
-    if loop_kind == "ferroloop":
-        assert open_fds() == baseline
+    assert_failed_loop_left_nothing(loop_kind, baseline)
 
 
 def test_emfile_socketpair_for_a_transport(loop):

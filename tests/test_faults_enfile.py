@@ -19,13 +19,19 @@ The patches and hooks are undone before each test ends (the hooks also by a fixt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-import gc
 import os
 import socket
 
 import pytest
-from support import open_fds, run
+from support import (
+    assert_failed_loop_left_nothing,
+    connect_under_fault,
+    new_loop_under_fault,
+    open_fds,
+    run,
+)
 
 ENFILE_ERROR = (errno.ENFILE, os.strerror(errno.ENFILE))
 #: The listening backlog of the accept test: asyncio makes that many accept attempts per
@@ -44,6 +50,7 @@ class FileTable:
         self.loop_kind = loop_kind
         self.monkeypatch = monkeypatch
         self.failed = 0
+        self.failed_while_full = 0
 
     def _stock_patch(self, owner, name):
         def failing(*args, **kwargs):
@@ -72,6 +79,16 @@ class FileTable:
             return _ferroloop._inject_fault({"accept": "accept", "new_loop": "waker"}[site], 0)
         self.monkeypatch.undo()
         return self.failed
+
+    @contextlib.contextmanager
+    def full(self, site: str):
+        """``fill(site)`` for the ``with`` block; then ``failed_while_full`` is what ``lift``
+        returned."""
+        self.fill(site)
+        try:
+            yield
+        finally:
+            self.failed_while_full = self.lift(site)
 
 
 @pytest.fixture
@@ -155,45 +172,27 @@ def test_enfile_on_accept_reports_pauses_and_resumes(loop, file_table):
     assert open_fds() == baseline
 
 
-def test_enfile_on_connect_raises_and_leaks_nothing(loop, listener, monkeypatch):
+def test_enfile_on_connect_raises_and_leaks_nothing(loop, listener):
     """create_connection when the connecting socket cannot be made (ENFILE): that OSError
     from create_connection, the protocol factory never called, nothing left open; once the
     table has room the same call works."""
-    made: list[str] = []
-    address = listener.getsockname()
-
-    def factory():
-        made.append("protocol")
-        return asyncio.Protocol()
 
     class NoRoomInFileTable(socket.socket):
         def __init__(self, *args, **kwargs):
             _file_table_full()
 
-    async def connect():
-        try:
-            await loop.create_connection(factory, *address)
-        except OSError as exc:
-            return exc
-        return None
+    @contextlib.contextmanager
+    def file_table_full():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(socket, "socket", NoRoomInFileTable)
+            yield
 
-    run(loop, asyncio.sleep(0))
-    baseline = open_fds()
-    monkeypatch.setattr(socket, "socket", NoRoomInFileTable)
-    error = run(loop, connect())
-    monkeypatch.undo()
-    assert type(error) is OSError
-    assert (error.errno, error.strerror) == ENFILE_ERROR
-    assert made == []
-    assert open_fds() == baseline
-
-    async def connect_again():
-        transport, _ = await loop.create_connection(factory, *address)
-        transport.close()
-        await asyncio.sleep(0.01)
-
-    run(loop, connect_again())
-    assert made == ["protocol"]
+    seen = connect_under_fault(loop, listener.getsockname(), file_table_full)
+    assert type(seen.error) is OSError
+    assert (seen.error.errno, seen.error.strerror) == ENFILE_ERROR
+    assert seen.made_under_fault == []
+    assert seen.leaked == 0
+    assert seen.made_after == ["protocol"]
 
 
 # Stock asyncio's half-built loop fails in __del__ (no _ssock): an unraisable warning only.
@@ -203,23 +202,11 @@ def test_enfile_creating_a_loop_raises_and_leaks_nothing(new_loop, loop_kind, fi
     socketpair; ferroloop: the eventfd): OSError(ENFILE) from new_event_loop(), one failed
     call, the epoll instance made before it closed; the next loop works."""
     baseline = open_fds()
-    file_table.fill("new_loop")
-    error = None
-    try:
-        new_loop()
-    except OSError as exc:
-        error = exc
-    failed = file_table.lift("new_loop")
-    assert type(error) is OSError
-    assert (error.errno, error.strerror) == ENFILE_ERROR
-    assert failed == 1
-    error = None  # its traceback holds the half-built loop
-    gc.collect()
-    # Stock asyncio's half-built loop keeps its epoll descriptor while pytest holds the
-    # unraisable __del__ error (until the next test); ferroloop closes what it made at once.
-    assert open_fds() <= baseline + (1 if loop_kind == "asyncio" else 0)
-    if loop_kind == "ferroloop":
-        assert open_fds() == baseline
+    made, error = new_loop_under_fault(new_loop, lambda: file_table.full("new_loop"))
+    assert made is None
+    assert error == (OSError, *ENFILE_ERROR)
+    assert file_table.failed_while_full == 1
+    assert_failed_loop_left_nothing(loop_kind, baseline)
     made = new_loop()
     assert run(made, asyncio.sleep(0, "works")) == "works"
     made.close()

@@ -112,6 +112,17 @@ def test_closing_a_loop_with_open_transports_and_pending_tasks(new_loop, loop_ki
     assert open_fds() == baseline
 
 
+class FirstData(asyncio.Protocol):
+    """Resolves ``future`` with the first data received."""
+
+    def __init__(self, future):
+        self.future = future
+
+    def data_received(self, data):
+        if not self.future.done():
+            self.future.set_result(data)
+
+
 def test_fork_from_a_callback(loop, loop_kind):
     """os.fork() from a call_soon callback while the loop runs with an open transport: the
     child makes a new loop that moves data through a transport of its own and exits 0; the
@@ -131,13 +142,7 @@ def test_fork_from_a_callback(loop, loop_kind):
             async def echo():
                 a, b = socket.socketpair()
                 got = new.create_future()
-
-                class Sink(asyncio.Protocol):
-                    def data_received(self, data):
-                        if not got.done():
-                            got.set_result(data)
-
-                transport, _ = await new.connect_accepted_socket(Sink, sock=a)
+                transport, _ = await new.connect_accepted_socket(lambda: FirstData(got), sock=a)
                 b.send(b"child data")
                 data = await asyncio.wait_for(got, 5)
                 transport.close()
@@ -167,13 +172,7 @@ def test_fork_from_a_callback(loop, loop_kind):
     async def main():
         ours, peer = raw_pair("unix")
         received = loop.create_future()
-
-        class Sink(asyncio.Protocol):
-            def data_received(self, data):
-                if not received.done():
-                    received.set_result(data)
-
-        transport, _ = await loop.connect_accepted_socket(Sink, sock=ours)
+        transport, _ = await loop.connect_accepted_socket(lambda: FirstData(received), sock=ours)
         loop.call_soon(fork_now)
         while not pids:
             await asyncio.sleep(0.001)
@@ -189,16 +188,54 @@ def test_fork_from_a_callback(loop, loop_kind):
     assert parent_data == b"parent data"
 
 
-MEMORY_SCRIPT = r"""
-import asyncio, json, os, resource, socket, sys
+CHILD_HEAD = r"""
+import asyncio, errno, json, os, resource, socket, sys
 {prelude}
-transport_kind, payload_kind = sys.argv[1], sys.argv[2]
 
-def vm_size():
+def limit_address_space():
+    # Leaves about 64 MiB of address space to allocate (RLIMIT_AS).
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
+                vm_size = int(line.split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size + (64 << 20), resource.RLIM_INFINITY))
+
+def lift_address_space_limit():
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+def raised_short_of_memory(call, *args):
+    # call(*args) under limit_address_space(): the name of what it raised, or None.
+    limit_address_space()
+    try:
+        call(*args)
+    except BaseException as exc:
+        return type(exc).__name__
+    finally:
+        lift_address_space_limit()
+    return None
+"""
+
+CHILD_TAIL = r"""
+loop = new_loop()
+print(json.dumps(loop.run_until_complete(main())))
+loop.close()
+"""
+
+
+def run_in_child(child, name: str, body: str, *args: str):
+    """Runs ``body`` (which defines ``async def main()``, with ``limit_address_space()``,
+    ``lift_address_space_limit()`` and ``raised_short_of_memory()`` at hand) in a child
+    interpreter on the loop under test, with ``args`` as its arguments; returns what
+    ``main()`` returned (printed as JSON)."""
+    source = CHILD_HEAD.format(prelude=child.loop_prelude) + body + CHILD_TAIL
+    script = child.script(name, source)
+    proc = child.run([sys.executable, str(script), *args], timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+MEMORY_SCRIPT = r"""
+transport_kind, payload_kind = sys.argv[1], sys.argv[2]
 
 async def main():
     loop = asyncio.get_running_loop()
@@ -216,15 +253,9 @@ async def main():
         peer = open(read_fd, "rb", buffering=0)
         transport, _ = await loop.connect_write_pipe(Recorder, open(write_fd, "wb", buffering=0))
     data = (bytes if payload_kind == "bytes" else bytearray)(512 << 20)
-    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
-    raised = None
-    try:
-        transport.write(data)
-    except BaseException as exc:
-        raised = type(exc).__name__
-    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    raised = raised_short_of_memory(transport.write, data)
     del data
-    after = {{"raised": raised, "closing": transport.is_closing()}}
+    after = {"raised": raised, "closing": transport.is_closing()}
     if raised:
         after["buffered"] = transport.get_write_buffer_size()
     transport.abort()
@@ -232,10 +263,6 @@ async def main():
     peer.close()
     after["lost"] = lost
     return after
-
-loop = new_loop()
-print(json.dumps(loop.run_until_complete(main())))
-loop.close()
 """
 
 
@@ -248,10 +275,7 @@ def test_memory_error_on_a_huge_write(child, loop_kind, transport_kind, payload)
     it keeps the object (3.12+'s socket transport) the write is taken. ferroloop keeps a
     `bytes` object by reference on every version (README: differences), so a bytes write
     never raises there. Never an abort of the process."""
-    script = child.script("huge_write.py", MEMORY_SCRIPT.format(prelude=child.loop_prelude))
-    proc = child.run([sys.executable, str(script), transport_kind, payload], timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_in_child(child, "huge_write.py", MEMORY_SCRIPT, transport_kind, payload)
     copies = transport_kind == "pipe" or sys.version_info < (3, 12)
     if payload == "bytes" and loop_kind == "ferroloop":
         copies = False
@@ -267,15 +291,6 @@ def test_memory_error_on_a_huge_write(child, loop_kind, transport_kind, payload)
 
 
 FLUSH_SCRIPT = r"""
-import asyncio, json, resource, socket
-{prelude}
-
-def vm_size():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-
 async def main():
     loop = asyncio.get_running_loop()
     reported = []
@@ -293,7 +308,7 @@ async def main():
     transport, _ = await loop.connect_accepted_socket(Recorder, sock=ours)
     transport.write(b"x" * (4 << 20))  # fills the socket; the rest is buffered
     data = bytearray(512 << 20)
-    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+    limit_address_space()
     raised = None
     try:
         transport.write(data)  # queued behind the buffered bytes
@@ -307,15 +322,11 @@ async def main():
             peer.recv_into(sink)
         except BlockingIOError:
             await asyncio.sleep(0.001)
-    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    lift_address_space_limit()
     transport.abort()
     await asyncio.sleep(0.01)
     peer.close()
-    return {{"raised": raised, "lost": await lost, "reported": reported}}
-
-loop = new_loop()
-print(json.dumps(loop.run_until_complete(main())))
-loop.close()
+    return {"raised": raised, "lost": await lost, "reported": reported}
 """
 
 
@@ -325,10 +336,7 @@ def test_memory_error_copying_the_rest_of_a_partly_sent_bytearray(child):
     queues the bytearray itself and copies its unsent rest after a partial send: that copy
     fails, and the transport fails with it ('Fatal write error on socket transport',
     connection_lost(MemoryError)), on both loops; never an abort of the process."""
-    script = child.script("flush_memory.py", FLUSH_SCRIPT.format(prelude=child.loop_prelude))
-    proc = child.run([sys.executable, str(script)], timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_in_child(child, "flush_memory.py", FLUSH_SCRIPT)
     if sys.version_info < (3, 12):
         assert result == {"raised": "MemoryError", "lost": None, "reported": []}
     else:
@@ -340,15 +348,7 @@ def test_memory_error_copying_the_rest_of_a_partly_sent_bytearray(child):
 
 
 DATAGRAM_MEMORY_SCRIPT = r"""
-import asyncio, errno, json, os, resource, socket, sys
-{prelude}
 payload_kind = sys.argv[1]
-
-def vm_size():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
 
 async def main():
     loop = asyncio.get_running_loop()
@@ -374,13 +374,7 @@ async def main():
             break
     before = transport.get_write_buffer_size()
     data = (bytes if payload_kind == "bytes" else bytearray)(256 << 20)
-    resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
-    raised = None
-    try:
-        transport.sendto(data)
-    except BaseException as exc:
-        raised = type(exc).__name__
-    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    raised = raised_short_of_memory(transport.sendto, data)
     grew = transport.get_write_buffer_size() - before
     del data
     received = 0
@@ -392,21 +386,17 @@ async def main():
             last = loop.time()
         except BlockingIOError:
             await asyncio.sleep(0.001)
-    result = {{
+    result = {
         "raised": raised,
         "grew_by_payload": grew >= 256 << 20,
         "all_small_ones_received": received == sent,
         "closing": transport.is_closing(),
         "errors": errors,
-    }}
+    }
     transport.close()
     peer.close()
     await asyncio.sleep(0.01)
     return result
-
-loop = new_loop()
-print(json.dumps(loop.run_until_complete(main())))
-loop.close()
 """
 
 
@@ -417,12 +407,7 @@ def test_memory_error_queueing_a_huge_datagram(child, payload):
     later, the socket refuses it: error_received(EMSGSIZE)) and copies a bytearray, which
     fails: MemoryError from sendto(), nothing queued, the transport open. ferroloop the same
     (its copy is a fallible allocation); never an abort of the process."""
-    script = child.script(
-        "huge_datagram.py", DATAGRAM_MEMORY_SCRIPT.format(prelude=child.loop_prelude)
-    )
-    proc = child.run([sys.executable, str(script), payload], timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_in_child(child, "huge_datagram.py", DATAGRAM_MEMORY_SCRIPT, payload)
     if payload == "bytes":
         expected = {"raised": None, "grew_by_payload": True, "errors": ["EMSGSIZE"]}
     else:

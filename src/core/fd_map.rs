@@ -146,32 +146,17 @@ impl<V> FdMap<V> {
 
     /// Every entry with its descriptor: paged ones in descriptor order, then the others.
     pub fn iter(&self) -> impl Iterator<Item = (i32, &V)> {
-        self.pages
-            .iter()
-            .enumerate()
-            .filter_map(|(index, page)| Some((index, page.as_ref()?)))
-            .flat_map(|(index, page)| {
-                page.slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(move |(slot, v)| Some(((index * PAGE + slot) as i32, v.as_ref()?)))
-            })
-            .chain(self.overflow.iter().map(|(fd, v)| (*fd, v)))
+        let pages = self.pages.iter().map(|page| Some(&page.as_ref()?.slots));
+        paged_entries(pages, Option::as_ref).chain(self.overflow.iter().map(|(fd, v)| (*fd, v)))
     }
 
     /// `iter`, mutably.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut V)> {
-        self.pages
+        let pages = self
+            .pages
             .iter_mut()
-            .enumerate()
-            .filter_map(|(index, page)| Some((index, page.as_mut()?)))
-            .flat_map(|(index, page)| {
-                page.slots
-                    .iter_mut()
-                    .enumerate()
-                    .filter_map(move |(slot, v)| Some(((index * PAGE + slot) as i32, v.as_mut()?)))
-            })
-            .chain(self.overflow.iter_mut().map(|(fd, v)| (*fd, v)))
+            .map(|page| Some(&mut page.as_mut()?.slots));
+        paged_entries(pages, Option::as_mut).chain(self.overflow.iter_mut().map(|(fd, v)| (*fd, v)))
     }
 
     /// Every entry.
@@ -187,6 +172,27 @@ impl<V> FdMap<V> {
             .flat_map(|page| page.slots.into_iter().flatten())
             .chain(self.overflow.into_values())
     }
+}
+
+/// The occupied slots of `pages` (each page's slots, or None for a page not allocated) with
+/// their descriptors, in descriptor order; `entry` turns a slot into its entry if it has one
+/// (`Option::as_ref` or `Option::as_mut`): the one walk behind `iter` and `iter_mut`.
+fn paged_entries<S, E>(
+    pages: impl Iterator<Item = Option<S>>,
+    entry: impl Fn(S::Item) -> Option<E> + Copy,
+) -> impl Iterator<Item = (i32, E)>
+where
+    S: IntoIterator,
+{
+    pages
+        .enumerate()
+        .filter_map(|(index, slots)| Some((index, slots?)))
+        .flat_map(move |(index, slots)| {
+            slots
+                .into_iter()
+                .enumerate()
+                .filter_map(move |(slot, v)| Some(((index * PAGE + slot) as i32, entry(v)?)))
+        })
 }
 
 /// Hashes one descriptor (an `i32`) by Fibonacci multiplication (the overflow map's keys).

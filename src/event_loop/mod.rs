@@ -30,6 +30,9 @@
 //! - [`time_override`]: `loop.time` replaced on the instance (tests' mocks) drives the clock;
 //! - [`watchdog`]: `set_watchdog`: a Rust thread that reports callbacks blocking the loop,
 //!   with the loop thread's Python stack, while they block;
+//! - [`inspector_socket`]: the file-system work of `serve_inspector()` (its private
+//!   directory and socket), native so that it makes no blocking `os` call in Python on the
+//!   loop thread;
 //! - [`virtual_time`]: `advance_time`, switching to virtual time, outstanding executor jobs
 //!   (the clock and the wait planning are in `core::clock`).
 
@@ -37,6 +40,7 @@ mod deferred;
 pub mod fast_methods;
 mod fd_watch;
 pub mod handle;
+pub mod inspector_socket;
 mod iteration;
 mod lifecycle;
 mod methods;

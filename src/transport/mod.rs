@@ -13,7 +13,9 @@
 //! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
 //! - [`tls_pump`]: TLS connections' record pumping between the socket and the stdlib
-//!   `SSLObject` (the rest of TLS is `asyncio.sslproto`, see `_tls.py`);
+//!   `SSLObject` (the rest of TLS is `asyncio.sslproto`, see `_tls.py`); the stream
+//!   transport feeds it and offers it its native `write` (`tls_pump::NativeWriter`), so the
+//!   pump imports no transport;
 //! - [`datagram`]: UDP and AF_UNIX datagrams; [`datagram_batch`]: the datagrams one
 //!   iteration sends, held back for one `sendmmsg`; [`sockaddr`]: its address conversion;
 //! - [`accept`]: servers' accept without a Python socket object per connection;
@@ -21,8 +23,6 @@
 //!   and a stale one removed before binding;
 //! - [`file_send`]: the system calls of sendfile's zero-copy path (`fstat`, `sendfile`,
 //!   `lseek`), native so that no `os.sendfile` runs in Python on the loop thread;
-//!   [`inspector_socket`]: `serve_inspector()`'s private directory and socket, for the same
-//!   reason;
 //! - [`pipe_read`], [`pipe_write`]: the read and write pipe transports (pipes, FIFOs, sockets,
 //!   character devices and ptys); [`pipe_file`]: what they share (file-type check, raw
 //!   `read`/`write`/`writev`, and `PipeState`, the pipe object and extra info behind the
@@ -33,7 +33,6 @@ pub mod core;
 pub mod datagram;
 pub mod datagram_batch;
 pub mod file_send;
-pub mod inspector_socket;
 pub mod payload;
 pub mod pipe_file;
 pub mod pipe_read;

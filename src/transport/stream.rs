@@ -48,7 +48,7 @@ use crate::transport::core::{
 use crate::transport::payload::{ByteView, Payload};
 use crate::transport::sockaddr::{socket_family, CompactAddr, RawAddr};
 use crate::transport::socket_info::{close_socket_object, warn_unclosed};
-use crate::transport::tls_pump::TlsPump;
+use crate::transport::tls_pump::{NativeWriter, TlsPump};
 use crate::transport::write_buffer::{
     memory_error, LiveByteArray, PinnedView, SharedBytes, WriteBuffer, MAX_IOVECS,
 };
@@ -165,13 +165,43 @@ impl State {
     }
 }
 
-/// The native TLS pump of `protocol` (`_tls.py`'s `SSLProtocol`), if it has one.
+/// The native TLS pump of `protocol` (`_tls.py`'s `SSLProtocol`), if it has one; the pump
+/// is offered this transport's native write (`TLS_WRITER`), so that it can write the records
+/// it encrypts without a Python call.
 fn tls_pump_of(protocol: &Bound<'_, PyAny>) -> Option<Py<TlsPump>> {
+    let py = protocol.py();
     let pump = protocol
-        .getattr_opt(intern!(protocol.py(), "_ferroloop_tls_pump"))
+        .getattr_opt(intern!(py, "_ferroloop_tls_pump"))
         .ok()
         .flatten()?;
-    Some(pump.cast_into::<TlsPump>().ok()?.unbind())
+    let pump = pump.cast_into::<TlsPump>().ok()?;
+    pump.get().offer_writer(py, &TLS_WRITER);
+    Some(pump.unbind())
+}
+
+/// The native `write` the TLS pump takes for a stream transport (see
+/// `tls_pump::NativeWriter`).
+static TLS_WRITER: NativeWriter = NativeWriter {
+    accepts: writes_natively,
+    write: write_for_tls,
+};
+
+/// `transport` is a stream transport whose class keeps the native `write`.
+fn writes_natively(transport: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = transport.py();
+    if !transport.is_instance_of::<StreamTransport>() {
+        return Ok(false);
+    }
+    let write = transport.get_type().getattr(intern!(py, "write"))?;
+    let native = py
+        .get_type::<StreamTransport>()
+        .getattr(intern!(py, "write"))?;
+    Ok(write.is(&native))
+}
+
+/// `transport.write(data)` for the TLS pump, on a transport `writes_natively` accepted.
+fn write_for_tls(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    StreamTransport::write(transport.cast::<StreamTransport>()?, data)
 }
 
 impl TransportState for State {
@@ -1228,12 +1258,6 @@ impl Drop for StreamTransport {
 }
 
 impl StreamTransport {
-    /// `write(data)` for the TLS pump, which has checked that this transport's `write` is
-    /// the native one.
-    pub(crate) fn write_from_tls(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::write(slf, data)
-    }
-
     /// The socket is readable on a TLS connection: one receive straight from the shared
     /// read buffer into the TLS protocol's incoming BIO (no `bytes` in between), then what
     /// `buffer_updated` does.

@@ -18,6 +18,10 @@
 //! attributes. The pump keeps no reference to the protocol itself (each call passes it); the
 //! app protocol and transport it copies are the protocol's own references (cleared with
 //! them in `connection_lost`) and are reported to the garbage collector.
+//!
+//! The pump knows no transport type: the native stream transport that feeds it (`stream.rs`,
+//! which hands it the received bytes) offers its own `write` as a [`NativeWriter`], and the
+//! pump writes through that when the protocol's `_transport` is such a transport.
 
 use std::cell::RefCell;
 
@@ -31,7 +35,6 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::read_bytes::_PyBytes_Resize;
 use crate::interop::spare_bytes;
-use crate::transport::stream::StreamTransport;
 
 /// What `SSLProtocol.max_size` is: the most one `SSLObject.read` is asked for.
 const READ_CHUNK: usize = 256 * 1024;
@@ -101,8 +104,9 @@ struct Mirror {
     app_protocol: Option<Py<PyAny>>,
     /// `_transport`.
     transport: Option<Py<PyAny>>,
-    /// Is `_transport` a native stream transport whose `write` is the native one?
-    native_transport: bool,
+    /// The native write of `_transport`, when it is a transport the offered [`NativeWriter`]
+    /// accepts (its `write` is the native one).
+    native_write: Option<WriteFn>,
     /// `_write_backlog` (a deque; its length is read where asyncio tests it).
     write_backlog: Option<Py<PyAny>>,
 }
@@ -125,10 +129,25 @@ impl Mirror {
             outgoing_low_water: 0.0,
             app_protocol: None,
             transport: None,
-            native_transport: false,
+            native_write: None,
             write_backlog: None,
         }
     }
+}
+
+/// A native transport's `write(data)` (the transport, the data).
+pub type WriteFn = fn(&Bound<'_, PyAny>, &Bound<'_, PyAny>) -> PyResult<()>;
+
+/// The write path of a native transport, offered to the pump by the transport that feeds it
+/// (see the module doc): the pump hands the records it encrypts to `write` instead of calling
+/// the transport's Python `write`.
+pub struct NativeWriter {
+    /// Is `transport` one of this kind whose `write` is the native one (its class does not
+    /// replace `write`)?
+    pub accepts: fn(&Bound<'_, PyAny>) -> PyResult<bool>,
+    /// `write(data)` of a transport `accepts` took; it must run no code that could encrypt
+    /// more.
+    pub write: WriteFn,
 }
 
 /// One TLS connection's cached `MemoryBIO`/`SSLObject` methods (see the module doc).
@@ -158,6 +177,8 @@ pub struct TlsPump {
     read_chunk: Py<PyAny>,
     /// The protocol's attributes the data path reads (see [`Mirror`]).
     mirror: GilRefCell<Mirror>,
+    /// The write path the native transport feeding the pump offered, if one did.
+    writer: GilRefCell<Option<&'static NativeWriter>>,
 }
 
 /// Runs `f`; an `Exception` it raises goes to `protocol._fatal_error(exc, message)` as
@@ -202,15 +223,10 @@ impl TlsPump {
             State::Other
         };
         let transport = object_attr(protocol, intern!(py, "_transport"))?;
-        let native_transport = match &transport {
-            Some(t) => {
-                let t = t.bind(py);
-                t.is_instance_of::<StreamTransport>()
-                    && t.get_type().getattr(intern!(py, "write"))?.is(py
-                        .get_type::<StreamTransport>()
-                        .getattr(intern!(py, "write"))?)
-            }
-            None => false,
+        let writer = *self.writer.borrow_mut(py);
+        let native_write = match (&transport, writer) {
+            (Some(t), Some(writer)) if (writer.accepts)(t.bind(py))? => Some(writer.write),
+            _ => None,
         };
         let fresh = Mirror {
             synced: true,
@@ -227,12 +243,22 @@ impl TlsPump {
             outgoing_low_water: level(intern!(py, "_outgoing_low_water"))?,
             app_protocol: object_attr(protocol, intern!(py, "_app_protocol"))?,
             transport,
-            native_transport,
+            native_write,
             write_backlog: object_attr(protocol, intern!(py, "_write_backlog"))?,
         };
         let old = std::mem::replace(&mut *self.mirror.borrow_mut(py), fresh);
         drop(old); // outside the borrow: dropping may run Python code
         Ok(())
+    }
+
+    /// The native transport that feeds the pump offers its write path (see [`NativeWriter`]);
+    /// a new one makes the next call re-read the mirror, which decides whether `_transport`
+    /// is written through it.
+    pub(crate) fn offer_writer(&self, py: Python<'_>, writer: &'static NativeWriter) {
+        let previous = self.writer.borrow_mut(py).replace(writer);
+        if !previous.is_some_and(|known| std::ptr::eq(known, writer)) {
+            self.mirror.borrow_mut(py).synced = false;
+        }
     }
 
     /// The mirror, read once (the first time) if nothing has assigned a mirrored attribute.
@@ -517,19 +543,17 @@ impl TlsPump {
         if left.is_some() && int_attr(self.outgoing.bind(py), intern!(py, "pending"))? > 0 {
             let data = self.outgoing_read.bind(py).call0()?;
             let transport = self.object(py, |m| &m.transport);
-            let native = self.with(py, |m| m.native_transport);
-            match transport {
+            let native_write = self.with(py, |m| m.native_write);
+            match (transport, native_write) {
                 // The native write runs no code that could encrypt more (a crossed water
                 // mark only sets `SSLProtocol._ssl_writing_paused`): the BIO stays empty.
-                Some(t) if native => {
-                    StreamTransport::write_from_tls(t.cast::<StreamTransport>()?, &data)?
-                }
-                Some(t) => {
+                (Some(t), Some(write)) => write(&t, &data)?,
+                (Some(t), None) => {
                     left = None;
                     t.call_method1(intern!(py, "write"), (data,))?;
                 }
                 // What asyncio's `None.write(...)` raises.
-                None => {
+                (None, _) => {
                     py.None()
                         .into_bound(py)
                         .call_method1(intern!(py, "write"), (data,))?;
@@ -644,6 +668,7 @@ impl TlsPump {
             again: again.clone().into_any().unbind(),
             read_chunk: READ_CHUNK.into_pyobject(py)?.into_any().unbind(),
             mirror: GilRefCell::new(Mirror::empty()),
+            writer: GilRefCell::new(None),
         })
     }
 
