@@ -553,3 +553,32 @@ def test_set_protocol_on_a_tls_transport_mid_stream(loop):
     ]
     assert state == (False, 0)
     assert closing is True
+
+
+def test_write_patched_on_the_socket_transport_instance_sees_the_records(loop):
+    """A ``write`` set on the underlying transport object (``mock.patch.object``, as CPython's
+    own TLS tests do) is what the TLS layer writes its records through, as on stock asyncio."""
+    from unittest import mock
+
+    async def main():
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0, ssl=server_context())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+        )
+        writer.write(b"one\n")
+        first = await reader.readline()
+        socket_transport = writer.transport._ssl_protocol._transport
+        with mock.patch.object(socket_transport, "write", wraps=socket_transport.write) as patched:
+            writer.write(b"two\n")
+            second = await reader.readline()
+            records = [bytes(call.args[0]) for call in patched.call_args_list]
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return first, second, records
+
+    first, second, records = run(loop, main(), TIMEOUT)
+    assert (first, second) == (b"ONE\n", b"TWO\n")
+    # One TLS application-data record (content type 23) went through the patched write.
+    assert records and records[0][:1] == b"\x17"

@@ -51,3 +51,39 @@ pub fn release_unused_dict(obj: &Bound<'_, PyAny>) {
         ffi::Py_DECREF(dict);
     }
 }
+
+/// The value `name` has in `obj`'s own instance dict, if the object has a dict and the name
+/// is in it: an attribute a program set on this one object (`transport.write = ...`, as
+/// `unittest.mock.patch.object` does). Never creates the dict.
+pub fn instance_attribute<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: the GIL is held (`obj` is bound). `tp_dictoffset` is read from the object's own
+    // type; a positive offset names a `PyObject *` slot inside the object that is either null
+    // or a dict (PyO3's `#[pyclass(dict)]` layout). `PyDict_GetItemWithError` returns a
+    // borrowed reference, which is turned into an owned one before anything else runs.
+    unsafe {
+        let offset = (*ffi::Py_TYPE(obj.as_ptr())).tp_dictoffset;
+        if offset <= 0 {
+            return None;
+        }
+        let slot = obj
+            .as_ptr()
+            .cast::<u8>()
+            .offset(offset)
+            .cast::<*mut ffi::PyObject>();
+        let dict = *slot;
+        if dict.is_null() || ffi::PyDict_Size(dict) == 0 {
+            return None;
+        }
+        let value = ffi::PyDict_GetItemWithError(dict, name.as_ptr());
+        if value.is_null() {
+            // A lookup error (an unhashable key cannot happen for a str name) is dropped: the
+            // class attribute is used, as before.
+            ffi::PyErr_Clear();
+            return None;
+        }
+        Some(Bound::from_borrowed_ptr(obj.py(), value))
+    }
+}

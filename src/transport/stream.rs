@@ -199,8 +199,15 @@ fn writes_natively(transport: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(write.is(&native))
 }
 
-/// `transport.write(data)` for the TLS pump, on a transport `writes_natively` accepted.
+/// `transport.write(data)` for the TLS pump, on a transport `writes_natively` accepted. A
+/// `write` set on the instance itself (a test's `mock.patch.object(transport, "write")`) is
+/// called instead, as asyncio's `SSLProtocol` would find it.
 fn write_for_tls(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = transport.py();
+    if let Some(own) = lazy_dict::instance_attribute(transport, intern!(py, "write").as_any()) {
+        own.call1((data,))?;
+        return Ok(());
+    }
     StreamTransport::write(transport.cast::<StreamTransport>()?, data)
 }
 
