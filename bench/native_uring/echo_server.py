@@ -37,9 +37,7 @@ class EchoProtocol(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         """Keep the transport and set TCP_NODELAY."""
         self.transport = transport
-        transport.get_extra_info("socket").setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-        )
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         """Echo ``data``."""

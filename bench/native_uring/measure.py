@@ -90,7 +90,7 @@ def context_switches(pid: int) -> int:
 
 
 def server_command(name: str, arguments: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that start server ``name``."""
+    """Return the command line and environment that start server ``name``."""
     environment = dict(os.environ)
     if name == "epoll":
         return [arguments.floor, "127.0.0.1:0"], environment
@@ -120,7 +120,7 @@ def start_server(name: str, arguments: argparse.Namespace) -> tuple[subprocess.P
 
 
 def client_command(address: str, size: int, requests: int, arguments) -> list[str]:
-    """The loadgen command for one measurement."""
+    """Return the loadgen command for one measurement."""
     return [
         "nice",
         "-n",
@@ -147,7 +147,7 @@ def client_command(address: str, size: int, requests: int, arguments) -> list[st
 
 
 def client_result(stdout: str) -> dict[str, Any]:
-    """The client's ``@@CLIENT`` JSON object."""
+    """Return the client's ``@@CLIENT`` JSON object."""
     for line in reversed(stdout.splitlines()):
         if line.startswith("@@CLIENT "):
             return json.loads(line[len("@@CLIENT ") :])
@@ -222,9 +222,7 @@ def count_syscalls(name: str, size: int, requests: int, arguments) -> dict[str, 
     for line in report.splitlines():
         fields = line.split(",")
         if len(fields) > 2 and fields[2] in SYSCALLS and fields[0].strip().isdigit():
-            counts[fields[2].split(":")[1].removeprefix("sys_enter_")] = (
-                int(fields[0]) / requests
-            )
+            counts[fields[2].split(":")[1].removeprefix("sys_enter_")] = int(fields[0]) / requests
     return {"server": name, "size": size, "requests": requests, "per_request": counts}
 
 
