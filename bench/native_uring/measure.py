@@ -4,7 +4,8 @@ Servers (each a separate process printing ``LISTEN host:port``):
 
 * ``epoll``: the no-Python floor, ``../shared/native-echo`` (mio, edge-triggered epoll);
 * ``uring``: ``bench/native_uring`` (io_uring, multishot recv, provided-buffer ring),
-  ``--setup defer``; ``uring-coop`` and ``uring-plain`` with the other setup flags;
+  ``--setup defer``; ``uring-coop`` and ``uring-plain`` with the other setup flags, and a
+  ``-bN`` suffix for ``--bufs N`` (e.g. ``uring-b32``, ``uring-plain-b32``);
 * ``ferroloop`` / ``asyncio``: ``echo_server.py`` (``transport_echo.tcp_*``'s protocol).
 
 Each measurement starts a fresh server, runs the same client as ``bench/run.py``
@@ -95,8 +96,13 @@ def server_command(name: str, arguments: argparse.Namespace) -> tuple[list[str],
     if name == "epoll":
         return [arguments.floor, "127.0.0.1:0"], environment
     if name.startswith("uring"):
-        setup = name.partition("-")[2] or "defer"
-        return [arguments.uring, "127.0.0.1:0", "--setup", setup], environment
+        command = [arguments.uring, "127.0.0.1:0"]
+        for part in name.split("-")[1:]:
+            if part.startswith("b") and part[1:].isdigit():
+                command += ["--bufs", part[1:]]
+            else:
+                command += ["--setup", part]
+        return command, environment
     if arguments.pythonpath:
         environment["PYTHONPATH"] = arguments.pythonpath
     return [arguments.python, str(HERE / "echo_server.py"), name], environment
@@ -234,6 +240,17 @@ def summary(runs: list[dict[str, Any]], key: str) -> str:
     return f"{statistics.median(values):.3g} [{min(values):.3g}–{max(values):.3g}]"
 
 
+def paired_ratios(runs: list[dict[str, Any]], name: str, baseline: str, size: int) -> list[float]:
+    """Return ``name``'s CPU per request over ``baseline``'s, one ratio per repetition."""
+    by_key = {(run["server"], run["repetition"]): run for run in runs if run["size"] == size}
+    return [
+        by_key[(name, repetition)]["cpu_us_per_request"]
+        / by_key[(baseline, repetition)]["cpu_us_per_request"]
+        for (server, repetition) in by_key
+        if server == name and (baseline, repetition) in by_key
+    ]
+
+
 def main() -> None:
     """Parse options, run the interleaved repetitions, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -281,6 +298,14 @@ def main() -> None:
                 f"{summary(mine, 'context_switches_per_request')} | "
                 f"{summary(mine, 'client_rps')} |"
             )
+        baseline = servers[0]
+        for name in servers[1:]:
+            ratios = paired_ratios(runs, name, baseline, size)
+            if ratios:
+                print(
+                    f"{name} / {baseline}, CPU per request, same repetition: "
+                    f"{statistics.median(ratios):.3f} [{min(ratios):.3f}–{max(ratios):.3f}]"
+                )
         for count in counted:
             if count["size"] == size:
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in count["per_request"].items() if v)
