@@ -309,11 +309,7 @@ impl Poller {
         if fd_of(&self.waker) < 0 {
             return Ok(());
         }
-        // Read before the swap: while a wake is pending (or suppressed), posts from other
-        // threads only read the flag's cache line, without taking it exclusively each time.
-        if !self.wake_pending.load(Ordering::Acquire)
-            && !self.wake_pending.swap(true, Ordering::AcqRel)
-        {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
             let n = unsafe {

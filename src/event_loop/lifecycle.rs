@@ -14,40 +14,20 @@ use crate::core::clock::Clock;
 use crate::core::fd_map::FdMap;
 use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::Poller;
-use crate::core::post_gate::{GateLimits, PostGate};
+use crate::core::post_gate::PostGate;
 use crate::core::timers::TimerQueue;
 use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 
-/// When a thread posting with `call_soon_threadsafe` waits for the loop (`core::post_gate`):
-/// once the oldest post the loop has not taken is 2 ms old (the loop is behind: timers and I/O
-/// wait for the batch as long), or 65,536 posts are pending; the age is looked at every 256
-/// posts. The patience is the longest a posting thread waits for one batch of a loop that does
-/// not come back (it is stopping, or its thread is blocked waiting for the poster): then it
-/// posts on for a while. Measured in `bench/RESULTS.md` (2026-12-03, branch `xthread`).
-const POST_GATE_LIMITS: GateLimits = GateLimits {
-    check_every: 256,
-    max_age: Duration::from_millis(2),
-    depth_max: 65_536,
-    patience: Duration::from_millis(50),
-};
+/// Posts from other threads pending for the loop's next batch before a poster waits. Small
+/// enough that a batch runs in well under a millisecond and its handles come from the spare
+/// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
+const POSTS_PENDING_MAX: usize = 512;
 
-/// XTDBG: temporary tunables for measuring.
-fn post_gate_limits() -> GateLimits {
-    let get = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let mut limits = POST_GATE_LIMITS;
-    if let Some(v) = get("FERROLOOP_XT_CHECK") {
-        limits.check_every = v as usize;
-    }
-    if let Some(v) = get("FERROLOOP_XT_AGE_US") {
-        limits.max_age = Duration::from_micros(v);
-    }
-    if let Some(v) = get("FERROLOOP_XT_DEPTH") {
-        limits.depth_max = v as usize;
-    }
-    limits
-}
+/// The longest a posting thread waits for one batch of a loop that does not come back (it is
+/// stopping, or its thread is blocked waiting for the poster): then it posts on for a while.
+const POSTER_PATIENCE: Duration = Duration::from_millis(50);
 
 extern "C" {
     /// `threading.get_ident()` in C (declared here: not every pyo3-ffi release has it).
@@ -71,16 +51,6 @@ impl Drop for RunningGuard<'_, '_> {
         this.watchdog.set_loop_thread(0);
         // Threads waiting for the next batch would wait for nothing now.
         this.post_gate.next_epoch();
-        if std::env::var_os("FERROLOOP_XT_STATS").is_some() {
-            let s = &crate::core::post_gate::XT_STATS;
-            eprintln!(
-                "XTDBG checks={} waits={} timeouts={} epochs={}",
-                s[0].swap(0, Ordering::Relaxed),
-                s[1].swap(0, Ordering::Relaxed),
-                s[2].swap(0, Ordering::Relaxed),
-                s[3].swap(0, Ordering::Relaxed)
-            );
-        }
         this.meter_run_end(self.0.py());
         // A quiet period (virtual time) does not span two runs.
         if let Some(mut queues) = this.queues.try_borrow_mut(self.0.py()) {
@@ -116,7 +86,7 @@ impl LoopCore {
             outstanding_work: AtomicUsize::new(0),
             polled_last: AtomicBool::new(false),
             running_thread: AtomicU64::new(0),
-            post_gate: PostGate::new(post_gate_limits()),
+            post_gate: PostGate::new(POSTS_PENDING_MAX, POSTER_PATIENCE),
             task_factory: GilRefCell::new(None),
             task_births: GilRefCell::new(None),
             task_cpu: GilRefCell::new(Default::default()),

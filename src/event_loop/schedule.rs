@@ -4,10 +4,9 @@
 //!
 //! `call_soon_threadsafe` appends to the same ready queue (the posting thread holds the GIL,
 //! which guards it), wakes the loop only if it may be blocked in its wait (one system call per
-//! batch at most, see `Poller::suppress_wake`), and applies backpressure: once the loop is
-//! behind (the oldest post it has not taken waited 2 ms, see `lifecycle::POST_GATE_LIMITS`), a
-//! posting thread gives the GIL back until the loop takes them (`core::post_gate`), so that
-//! timers and I/O stay on time however
+//! batch at most, see `Poller::suppress_wake`), and applies backpressure: once
+//! `POSTS_PENDING_MAX` posts wait for the loop's next batch, a posting thread gives the GIL back
+//! until the loop takes them (`core::post_gate`), so that timers and I/O stay on time however
 //! fast other threads post.
 //!
 //! Handles are recycled: one that ran and that nobody else references goes back to a small
@@ -332,8 +331,8 @@ impl LoopCore {
         self.poller.wake()
     }
 
-    /// After a post from another thread: when the loop is behind (its oldest pending post is
-    /// too old, or too many are pending), gives the GIL back until the loop takes them, or for at most
+    /// After a post from another thread: when the loop is behind (too many posts pending for
+    /// its next batch), gives the GIL back until the loop takes them, or for at most
     /// `POSTER_PATIENCE`. Never waits on the loop's own thread or for a loop not running.
     ///
     /// Touches no Python object while the GIL is released; callable from the raw entry point.
@@ -343,7 +342,6 @@ impl LoopCore {
         };
         let running = self.running_thread.load(Ordering::Relaxed);
         if running == 0 || running == current_thread_ident() {
-            self.post_gate.skip_wait();
             return;
         }
         // SAFETY: the calling thread holds the GIL (every caller is a Python method); it is
