@@ -23,6 +23,14 @@ use crate::interop::gil_cell::GilRefCell;
 /// Posts from other threads pending for the loop's next batch before a poster waits. Small
 /// enough that a batch runs in well under a millisecond and its handles come from the spare
 /// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
+///
+/// Larger batches were measured to cost more than the GIL hand-overs they save (RESULTS.md,
+/// "cross-thread wake-ups II"): each post copies the poster's context, a GC-tracked object,
+/// and above ~700 new ones per batch (CPython 3.12's young-generation threshold; the first 255
+/// come from the context free list) every batch triggers a collection, +164 instructions per
+/// post at 1,024; above `SPARE_HANDLES_MAX` (1,024) handles are allocated anew, +766 per post
+/// at 8,192. A gate on the age of the oldest post (2 ms) made batches of ~12,000 and cut the
+/// futex calls 12× in a two-thread post race, but cost more CPU per callback.
 const POSTS_PENDING_MAX: usize = 512;
 
 /// The longest a posting thread waits for one batch of a loop that does not come back (it is
