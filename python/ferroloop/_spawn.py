@@ -1,4 +1,4 @@
-"""Starting a child process natively (vfork-style clone + exec in Rust) instead of ``subprocess.Popen``.
+"""Starting a child natively (vfork-style clone + exec in Rust) instead of ``subprocess.Popen``.
 
 ``spawn()`` does in Python only what must see Python objects, the way ``Popen`` does it
 (arguments and environment to bytes, the shell's argv, the ``PATH`` candidates, the
