@@ -424,7 +424,7 @@ mod tests {
 
     use test_support::wait;
 
-    /// The shared test request, with a umask (which takes this module's path).
+    /// The shared test request, with a umask.
     fn request<'a>(argv: &'a [CString], exes: &'a [CString]) -> SpawnRequest<'a> {
         SpawnRequest {
             credentials: Credentials {
@@ -464,5 +464,22 @@ mod tests {
         let mut req = request(&argv, &exes);
         req.cwd = Some(c"/nonexistent-dir");
         assert_eq!(spawn(&req), Err(SpawnError::Os(libc::ENOENT, Stage::Chdir)));
+    }
+
+    #[test]
+    fn runs_with_the_parents_credentials_and_reports_exit_status() {
+        let argv = [c"sh".to_owned(), c"-c".to_owned(), c"exit 3".to_owned()];
+        let exes = [c"/bin/sh".to_owned()];
+        let pid = spawn(&test_support::request(&argv, &exes)).unwrap();
+        assert_eq!(wait(pid), 3);
+    }
+
+    #[test]
+    fn bad_descriptor_is_a_setup_error() {
+        let argv = [c"true".to_owned()];
+        let exes = [c"/bin/true".to_owned()];
+        let mut req = test_support::request(&argv, &exes);
+        req.stdio[0] = Stdio::Fd(987_654);
+        assert_eq!(spawn(&req), Err(SpawnError::Os(libc::EBADF, Stage::Setup)));
     }
 }
