@@ -13,7 +13,7 @@
 //!   watches, handles, futures and tasks, native `sock_recv`, virtual time and a replaced
 //!   `loop.time`;
 //! - [`transport`]: the transports and servers' accept, on a shared transport core;
-//! - [`process`]: child processes: native spawn (`posix_spawn`), exit watching through pidfds,
+//! - [`process`]: child processes: native spawn (vfork-style clone + exec), exit watching through pidfds,
 //!   reaping, signals.
 //!
 //! The Python package (`python/ferroloop/`) is the edge above all of them: the cold paths.

@@ -1,5 +1,5 @@
 """Spawning: a child started by the loop is set up, and fails, exactly as ``subprocess.Popen``
-sets it up and fails (ferroloop starts it with ``posix_spawn`` in Rust, asyncio with ``Popen``).
+sets it up and fails (ferroloop starts it with clone + exec in Rust, asyncio with ``Popen``).
 
 Every case runs the same call twice: through ``subprocess.Popen`` directly (the reference) and
 through ``asyncio.create_subprocess_exec/_shell`` on the loop under test, and compares what the

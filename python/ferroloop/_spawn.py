@@ -1,4 +1,4 @@
-"""Starting a child process natively (``posix_spawn`` in Rust) instead of ``subprocess.Popen``.
+"""Starting a child natively (vfork-style clone + exec in Rust) instead of ``subprocess.Popen``.
 
 ``spawn()`` does in Python only what must see Python objects, the way ``Popen`` does it
 (arguments and environment to bytes, the shell's argv, the ``PATH`` candidates, the
@@ -10,13 +10,11 @@ The result is a ``subprocess.Popen`` object, filled in as ``Popen.__init__`` fil
 ``transport.get_extra_info('subprocess')`` keeps its ``kill``/``poll``/``wait`` methods.
 
 ``user``, ``group``, ``extra_groups`` and ``umask`` are resolved here (names looked up, checked
-with ``Popen``'s exceptions, in ``Popen``'s order); the native side then starts the child with
-fork and exec instead of ``posix_spawn``, which cannot set them.
+with ``Popen``'s exceptions, in ``Popen``'s order); the native side sets them in the child.
 
 ``spawn()`` returns None when the call needs ``subprocess.Popen`` itself: ``preexec_fn`` (Python
 code in the child), an option this module does not know or an id out of range (``Popen`` raises
-its own error for it), ``subprocess.Popen`` replaced (a test patching it expects it called), or
-a C library without ``posix_spawn_file_actions_addchdir_np``/``addclosefrom_np``.
+its own error for it), or ``subprocess.Popen`` replaced (a test patching it expects it called).
 """
 
 from __future__ import annotations
@@ -220,7 +218,7 @@ def spawn(
     fds = [int(fd) for fd in pass_fds]
     other_filename = None if _CHDIR_ONLY else cwd
 
-    started = spawn_child(
+    pid, stdin_w, stdout_r, stderr_r = spawn_child(
         argv,
         candidates,
         envp,
@@ -236,9 +234,6 @@ def spawn(
         (executable, cwd, other_filename),
         **credentials,
     )
-    if started is None:
-        return None
-    pid, stdin_w, stdout_r, stderr_r = started
     proc = _POPEN.__new__(_POPEN)
     proc.args = original_args
     # What Popen's io.open(fd, mode, 0) returns, without its argument handling.

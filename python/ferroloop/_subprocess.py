@@ -2,8 +2,8 @@
 
 How a child is run:
 
-* spawned natively with ``posix_spawn``, or fork and exec in Rust for ``user``, ``group``,
-  ``extra_groups`` and ``umask`` (``_spawn.py``, ``src/process/spawn.rs``), set up as
+* spawned natively (a vfork-style clone and exec in Rust, ``user``, ``group``, ``extra_groups``
+  and ``umask`` included: ``_spawn.py``, ``src/process/spawn.rs``), set up as
   ``subprocess.Popen`` sets it up and failing with the same exceptions (exec failures raise
   ``FileNotFoundError``/``PermissionError`` naming the program); ``preexec_fn`` goes through
   ``subprocess.Popen`` as in asyncio;

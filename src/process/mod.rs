@@ -3,11 +3,10 @@
 //! The layer above [`crate::event_loop`] and [`crate::transport`]: the child's pipes are the
 //! loop's pipe transports. What is here must not cost anything to a program that never spawns,
 //! and must never touch a child the loop did not start:
-//! - [`request`]: what a spawn asks for and how it fails; [`posix_spawn`]: starting a child
-//!   with `posix_spawn(3)` set up as `subprocess.Popen` sets it up (no Python); [`fork_exec`]:
-//!   the same with fork and exec, for `user`, `group`, `extra_groups` and `umask`, which
-//!   `posix_spawn` cannot set; [`spawn`]: `spawn_child`, their Python entry point (pipes,
-//!   errors as `Popen` raises them). `preexec_fn` (Python in the child) goes through
+//! - [`request`]: what a spawn asks for and how it fails; [`fork_exec`]: starting a child
+//!   with a vfork-style clone and exec, set up as `subprocess.Popen` sets it up (no Python),
+//!   `user`, `group`, `extra_groups` and `umask` included; [`spawn`]: `spawn_child`, its
+//!   Python entry point (pipes, errors as `Popen` raises them). `preexec_fn` (Python in the child) goes through
 //!   `subprocess.Popen` (`python/ferroloop/_spawn.py`);
 //! - [`exit_status`]: the system calls, no Python: `pidfd_open(2)`, `waitid(P_PIDFD)` (reap,
 //!   or peek with `WNOWAIT`), `pidfd_send_signal(2)`, `waitpid(pid)`; a wait status as
@@ -22,6 +21,5 @@
 pub mod child_watch;
 pub mod exit_status;
 pub mod fork_exec;
-pub mod posix_spawn;
 pub mod request;
 pub mod spawn;

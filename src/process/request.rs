@@ -1,6 +1,5 @@
-//! What a spawn asks for, and how it fails: shared by the two ways a child is started
-//! ([`crate::process::posix_spawn`], and [`crate::process::fork_exec`] for the credentials and
-//! umask `posix_spawn` cannot set).
+//! What a spawn asks for, and how it fails: what `spawn_child` (`crate::process::spawn`)
+//! hands to [`crate::process::fork_exec`], which starts the child.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
@@ -34,8 +33,6 @@ pub enum Stage {
 /// Why no child was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnError {
-    /// The C library lacks a needed `posix_spawn` extension: use `subprocess.Popen`.
-    Unsupported,
     /// A system error (errno) at a stage.
     Os(i32, Stage),
 }
@@ -62,7 +59,7 @@ pub struct SpawnRequest<'a> {
     pub new_session: bool,
     /// `setpgid(0, group)` in the child.
     pub process_group: Option<libc::pid_t>,
-    /// Groups, user and umask of the child (`posix_spawn` cannot set them).
+    /// Groups, user and umask of the child.
     pub credentials: Credentials<'a>,
 }
 
@@ -78,13 +75,6 @@ pub struct Credentials<'a> {
     pub uid: Option<libc::uid_t>,
     /// `umask(mask)`.
     pub umask: Option<libc::mode_t>,
-}
-
-impl Credentials<'_> {
-    /// Whether every field keeps the parent's value (`posix_spawn` can start the child).
-    pub fn inherited(&self) -> bool {
-        self.groups.is_none() && self.gid.is_none() && self.uid.is_none() && self.umask.is_none()
-    }
 }
 
 /// A NULL-terminated array of pointers into `strings` (which must outlive it).

@@ -2,14 +2,19 @@
 //!
 //! The Python edge has already done what `subprocess.Popen` does in Python (argument and
 //! environment encoding, the `PATH` candidates, the `sys.audit` event); here the child's pipes
-//! are created (close-on-exec), the child is started by [`posix_spawn`] (by [`fork_exec`] when
-//! it changes groups, user or umask), the child's ends of
+//! are created (close-on-exec), the child is started by [`fork_exec`], the child's ends of
 //! the pipes are closed, and the parent's ends are returned. A failure closes every descriptor
 //! made here and raises the `OSError` subclass `Popen` raises, naming the file `Popen` names
 //! (the program for an exec failure, `cwd` for a failed `chdir`).
 //!
-//! `None` is returned, without side effects, when the C library lacks a `posix_spawn`
-//! extension the request needs: the caller then uses `subprocess.Popen`.
+//! Why [`fork_exec`] and not glibc's `posix_spawn(3)` (used until 2026-12-03): the parent is
+//! suspended until the child execs either way, so whatever the child does before its exec is
+//! wall time of every spawn. glibc 2.36's `posix_spawn` child sets every one of the 64 signals
+//! back to its default (a `sigaction` read and a `sigaction` write each, 128 system calls) and
+//! the parent maps and unmaps a stack per spawn and checks each file action with `prlimit64`;
+//! [`fork_exec`]'s child reads the dispositions and resets only the caught ones (about 66
+//! system calls), as `_posixsubprocess` does. Same parent CPU per `spawn_child` (76 µs both),
+//! 25-50 µs less wall time per `spawn_child` (bench/RESULTS.md, "spawn wall time").
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -19,8 +24,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::interop::errors::strerror;
+use crate::process::fork_exec;
 use crate::process::request::{Credentials, SpawnError, SpawnRequest, Stage, Stdio};
-use crate::process::{fork_exec, posix_spawn};
 
 /// `subprocess.PIPE`.
 const PIPE: i32 = -1;
@@ -88,8 +93,8 @@ fn plan_stdio(code: Option<i32>, target: RawFd, fds: &mut Fds) -> PyResult<(Stdi
     })
 }
 
-/// Starts a child with `posix_spawn` (or fork and exec for `groups`/`gid`/`uid`/`umask`): `(pid, stdin_w, stdout_r, stderr_r)` (-1 where there is
-/// no pipe), or None when this C library cannot do what is asked (use `subprocess.Popen`).
+/// Starts a child with a vfork-style clone and exec: `(pid, stdin_w, stdout_r, stderr_r)` (-1
+/// where there is no pipe).
 ///
 /// `stdin`/`stdout`/`stderr`: None (inherit), `subprocess.PIPE`, `DEVNULL`, `STDOUT` (stderr
 /// only) or a descriptor. `filenames`: the file an `OSError` names for a failed exec, a failed
@@ -119,7 +124,7 @@ pub fn spawn_child(
     gid: Option<libc::gid_t>,
     uid: Option<libc::uid_t>,
     umask: Option<libc::mode_t>,
-) -> PyResult<Option<(libc::pid_t, RawFd, RawFd, RawFd)>> {
+) -> PyResult<(libc::pid_t, RawFd, RawFd, RawFd)> {
     let argv = c_strings(&argv)?;
     let executables = c_strings(&executables)?;
     let envp = envp.as_deref().map(c_strings).transpose()?;
@@ -150,20 +155,13 @@ pub fn spawn_child(
         },
     };
     // The child runs until its exec without the GIL: other threads are not held up.
-    let outcome = py.detach(|| {
-        if request.credentials.inherited() {
-            posix_spawn::spawn(&request)
-        } else {
-            fork_exec::spawn(&request)
-        }
-    });
+    let outcome = py.detach(|| fork_exec::spawn(&request));
     match outcome {
         Ok(pid) => {
             // The child's ends close with `fds`; the parent's ends are handed over.
             let parent_ends = (fds.keep(stdin_w), fds.keep(stdout_r), fds.keep(stderr_r));
-            Ok(Some((pid, parent_ends.0, parent_ends.1, parent_ends.2)))
+            Ok((pid, parent_ends.0, parent_ends.1, parent_ends.2))
         }
-        Err(SpawnError::Unsupported) => Ok(None),
         Err(SpawnError::Os(errno, stage)) => {
             let filename = match stage {
                 Stage::Exec => Some(filenames.0),
