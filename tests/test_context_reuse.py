@@ -60,7 +60,7 @@ def test_siblings_do_not_see_each_other(loop):
     def reader(i):
         seen.append(("r", i, var.get()))
 
-    for rounds in range(3):
+    for _ in range(3):
         for i in range(20):
             loop.call_soon(writer, i)
             loop.call_soon(reader, i)
@@ -285,8 +285,7 @@ def test_reuse_is_on_for_this_python():
     builds): otherwise the reuse silently stays off."""
     from ferroloop import _ferroloop
 
-    plain_build = not sysconfig.get_config_var("Py_GIL_DISABLED") and not hasattr(
-        sys, "getobjects"
-    )
-    if sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 16) and plain_build:
+    plain_build = not sysconfig.get_config_var("Py_GIL_DISABLED") and not hasattr(sys, "getobjects")
+    supported = (3, 11) <= sys.version_info < (3, 16)
+    if sys.implementation.name == "cpython" and supported and plain_build:
         assert _ferroloop._context_reuse is True
