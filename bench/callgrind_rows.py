@@ -7,7 +7,9 @@ of the units is the cost of one unit (start-up and import costs cancel out):
 * ``sleep0``: one task switch (tasks of 10 ``await asyncio.sleep(0)``, created and gathered);
 * ``gather``: one task (``create_task`` of a trivial coroutine, then ``gather``);
 * ``chain``: one ``call_soon`` callback, one chain (one callback per iteration);
-* ``batch``: one ``call_soon`` callback, 1000 chains at once.
+* ``batch``: one ``call_soon`` callback, 1000 chains at once;
+* ``timers``: one ``call_later(0, ...)`` timer, every second one cancelled (schedule, cancel or
+  fire; the timers row of the benchmark, without its random delays).
 
 Usage (``--loop``: asyncio, uvloop, rloop or ferroloop, importable by ``--python``)::
 
@@ -68,6 +70,24 @@ async def _chains(n: int, width: int) -> None:
     await done
 
 
+async def _timers(n: int) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    left = [n // 2]
+
+    def fired() -> None:
+        left[0] -= 1
+        if not left[0]:
+            done.set_result(None)
+
+    call_later = loop.call_later
+    handles = [call_later(0.0, fired) for _ in range(n)]
+    for handle in handles[1::2]:
+        handle.cancel()
+    del handles
+    await done
+
+
 async def _row(row: str, n: int) -> None:
     loop = asyncio.get_running_loop()
     if row == "gather":
@@ -78,6 +98,8 @@ async def _row(row: str, n: int) -> None:
         await _chains(n, 1)
     elif row == "batch":
         await _chains(n, 1000)
+    elif row == "timers":
+        await _timers(n)
     else:
         raise SystemExit(f"unknown row {row!r}")
 

@@ -25,6 +25,7 @@ __all__ = [
     "WritePipeTransport",
     "__version__",
     "_check_callback",
+    "_context_reuse",
     "_inject_fault",
     "accept_connection",
     "file_size",
@@ -40,6 +41,8 @@ __all__ = [
 _Ts = TypeVarTuple("_Ts")
 
 __version__: str
+# True when handles reuse parked contextvars.Context objects (layout verified at import).
+_context_reuse: bool
 
 # asyncio's Handle and TimerHandle in one native class; __class__ reports the asyncio type.
 @final

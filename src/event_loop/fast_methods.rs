@@ -252,14 +252,13 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
             let leading = kind.leading();
             // Borrowed as the call gives them: no reference counting for the call's arguments.
             let this = Bound::ref_from_ptr(py, &slf);
-            let core = match this.cast::<LoopCore>() {
-                Ok(core)
-                    if nargs >= leading && only_context && core.get().takes_fast_call_soon() =>
-                {
-                    core
-                }
-                _ => return checked_call(py, kind.checked(), slf, args, nargs, kwnames),
-            };
+            // No type check (a subtype walk of the MRO per call): CPython calls a method
+            // descriptor's function only with an instance of the descriptor's type, `LoopCore`,
+            // as `self` (`descr_check` when the method is bound, and for an unbound call).
+            let core = this.cast_unchecked::<LoopCore>();
+            if !(nargs >= leading && only_context && core.get().takes_fast_call_soon()) {
+                return checked_call(py, kind.checked(), slf, args, nargs, kwnames);
+            }
             let when = match kind {
                 Kind::Soon | Kind::SoonThreadsafe => None,
                 Kind::Later | Kind::At => match plain_seconds(*args) {

@@ -18,6 +18,7 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::PyTuple;
 
 use crate::core::timers::TimerEntry;
+use crate::interop::context_reuse;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
 
@@ -91,7 +92,7 @@ impl CallArgs {
 
     /// Drops the reference through `Bound` (see `Slots::drop_attached`).
     #[inline]
-    fn drop_attached(self, py: Python<'_>) {
+    pub fn drop_attached(self, py: Python<'_>) {
         match self {
             CallArgs::Zero => {}
             CallArgs::Tuple(tuple) => drop(tuple.into_bound(py)),
@@ -198,8 +199,9 @@ pub struct HandleInit {
     pub callback: Py<PyAny>,
     /// Its positional arguments.
     pub args: CallArgs,
-    /// The `contextvars.Context` it runs in.
-    pub context: Py<PyAny>,
+    /// The `contextvars.Context` it runs in; None: a copy of the current one (made by `init`,
+    /// which reuses the handle's parked context if it has one, see `interop::context_reuse`).
+    pub context: Option<Py<PyAny>>,
     /// The creation stack (debug mode).
     pub source_traceback: Option<Py<PyAny>>,
     /// The deadline, for timer handles.
@@ -226,8 +228,22 @@ impl Handle {
         }
     }
 
-    /// Fills a new or recycled handle. Its slots must be empty (fresh, or `reset`).
-    pub fn init(&self, py: Python<'_>, init: HandleInit) {
+    /// Fills a new or recycled handle. Its slots must be empty (fresh, or `reset`: then the
+    /// context slot may hold a parked context). Fails only if the copy of the current
+    /// context cannot be made (no memory); `init`'s references are then released.
+    pub fn init(&self, py: Python<'_>, init: HandleInit) -> PyResult<()> {
+        let context = match init.context {
+            Some(context) => context,
+            None => match self.current_context(py) {
+                Ok(context) => context,
+                Err(err) => {
+                    drop_attached(py, Some(init.callback));
+                    init.args.drop_attached(py);
+                    drop_attached(py, init.source_traceback);
+                    return Err(err);
+                }
+            },
+        };
         let previous = {
             let mut slots = self.slots.borrow_mut(py);
             std::mem::replace(
@@ -235,7 +251,7 @@ impl Handle {
                 Slots {
                     callback: Some(init.callback),
                     args: Some(init.args),
-                    context: Some(init.context),
+                    context: Some(context),
                     source_traceback: init.source_traceback,
                     native: init.native,
                 },
@@ -262,12 +278,53 @@ impl Handle {
         } else {
             std::mem::forget(previous);
         }
+        Ok(())
+    }
+
+    /// A copy of the current context for this handle: its parked context given the current
+    /// mapping if it has one, else a new copy.
+    #[inline(always)]
+    fn current_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let parked = self.slots.borrow_mut(py).context.take();
+        if let Some(parked) = parked {
+            // SAFETY: a context parked by `reset`, referenced by this handle only (recycled
+            // handles are referenced by the loop alone); the GIL is held.
+            if unsafe { context_reuse::refill(parked.as_ptr()) } {
+                return Ok(parked);
+            }
+            drop_attached(py, Some(parked));
+        }
+        // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
+        unsafe {
+            let ctx = ffi::PyContext_CopyCurrent();
+            if ctx.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(Bound::from_owned_ptr(py, ctx).unbind())
+        }
     }
 
     /// Empties the handle for reuse; the caller drops the returned references outside any
-    /// borrow of the loop's state.
+    /// borrow of the loop's state. A context nothing else can reach stays, parked, for the
+    /// handle's next copy of the current context (its mapping is among the references
+    /// returned, released as the context's own release would have).
+    #[inline(always)]
     pub fn reset<'py>(&self, py: Python<'py>) -> ReleasedSlots<'py> {
-        ReleasedSlots(Some(std::mem::take(&mut *self.slots.borrow_mut(py))), py)
+        let mut slots = self.slots.borrow_mut(py);
+        let mut taken = std::mem::take(&mut *slots);
+        if let Some(context) = taken.context.take() {
+            // SAFETY: the handle holds a reference to `context`; the GIL is held.
+            match unsafe { context_reuse::park(context.as_ptr()) } {
+                Some(vars) => {
+                    slots.context = Some(context);
+                    // SAFETY: `park` returned the mapping's reference to us.
+                    taken.context = Some(unsafe { Bound::from_owned_ptr(py, vars) }.unbind());
+                }
+                None => taken.context = Some(context),
+            }
+        }
+        drop(slots);
+        ReleasedSlots(Some(taken), py)
     }
 
     /// The deadline of a timer handle.

@@ -32,18 +32,6 @@ use crate::interop::py_cache;
 /// How many spare handles the loop keeps for reuse.
 const SPARE_HANDLES_MAX: usize = 1024;
 
-/// A new reference to a copy of the current `contextvars.Context`.
-fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
-    unsafe {
-        let ctx = ffi::PyContext_CopyCurrent();
-        if ctx.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(Bound::from_owned_ptr(py, ctx).unbind())
-    }
-}
-
 /// Allocates an empty handle object, outside the garbage collector's lists.
 ///
 /// PyO3 makes every pyclass a GC type. A handle holds nothing the collector needs to see (its
@@ -161,9 +149,22 @@ impl LoopCore {
         let spare = self.queues.borrow_mut(py).spare_handles.pop();
         let handle = match spare {
             Some(handle) => handle,
-            None => new_untracked_handle(py, &self.cancelled_timers)?,
+            None => match new_untracked_handle(py, &self.cancelled_timers) {
+                Ok(handle) => handle,
+                Err(err) => {
+                    crate::event_loop::handle::drop_attached(py, Some(init.callback));
+                    init.args.drop_attached(py);
+                    crate::event_loop::handle::drop_attached(py, init.source_traceback);
+                    crate::event_loop::handle::drop_attached(py, init.context);
+                    return Err(err);
+                }
+            },
         };
-        handle.get().init(py, init);
+        if let Err(err) = handle.get().init(py, init) {
+            // Back to the pool: it is as empty as it was.
+            self.queues.borrow_mut(py).spare_handles.push(handle);
+            return Err(err);
+        }
         Ok(handle)
     }
 
@@ -190,11 +191,13 @@ impl LoopCore {
         crate::event_loop::handle::drop_attached(py, overflow);
     }
 
-    /// The context a callback runs in: the given one, else a copy of the current one.
-    fn context_or_copy(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    /// The context a callback runs in: the given one, else None (a copy of the current one,
+    /// made when the handle is filled).
+    #[inline(always)]
+    fn given_context(context: Option<&Bound<'_, PyAny>>) -> Option<Py<PyAny>> {
         match context {
-            Some(c) if !c.is_none() => Ok(c.clone().unbind()),
-            _ => copy_current_context(py),
+            Some(c) if !c.is_none() => Some(c.clone().unbind()),
+            _ => None,
         }
     }
 
@@ -225,8 +228,8 @@ impl LoopCore {
     ) -> PyResult<HandleInit> {
         // What can fail comes first: nothing is then dropped on an error (the native call_soon
         // runs outside PyO3's attach bookkeeping, see fast_methods.rs).
-        let context = Self::context_or_copy(py, context)?;
         let source_traceback = self.source_traceback(py)?;
+        let context = Self::given_context(context);
         Ok(HandleInit {
             callback: callback.clone().unbind(),
             args: args.to_owned_args(),

@@ -9,9 +9,12 @@
 //!   loop stops running);
 //! - [`read_bytes`]: large reads of a known size straight into a new `bytes` (no copy);
 //! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables;
-//! - [`lazy_dict`]: instance dicts of native objects created only when first used.
+//! - [`lazy_dict`]: instance dicts of native objects created only when first used;
+//! - [`context_reuse`]: `contextvars.Context` objects of recycled handles reused for the next
+//!   copy of the current context (layout checked when the module loads).
 
 pub mod callback_check;
+pub mod context_reuse;
 pub mod errors;
 pub mod gil_cell;
 pub mod lazy_dict;
