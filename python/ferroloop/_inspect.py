@@ -5,7 +5,9 @@ The counters behind ``stats()`` live in Rust (``src/core/loop_stats.rs``) and ar
 this module only shapes them (``LoopStats``) and adds the count of live tasks. The two
 inspection views are computed on demand, on the loop's thread, from what asyncio keeps anyway:
 a task's coroutine chain (``cr_await``), the future it waits on (``_fut_waiter``), and the
-loop's registry of open native transports with their byte counters.
+loop's registry of open native transports with their byte counters, the pipe transports the
+loop noted (weakly) when it made them, and for TLS the application byte counts of the
+``TlsPump`` (``_tls.py``).
 """
 
 from __future__ import annotations
