@@ -323,10 +323,193 @@ def test_datagram_and_pipe_transports_count_bytes(loop):
         by_kind.setdefault(info["kind"], []).append(info)
     udp = sorted(by_kind["udp"], key=lambda info: info["bytes_in"])
     assert [(u["bytes_in"], u["bytes_out"]) for u in udp] == [(0, 600), (600, 0)]
-    # Pipe transports are not in the loop's transport registry (asyncio's add_reader accepts
-    # their descriptors): their counters are read from the transports themselves.
-    assert "pipe-read" not in by_kind and "pipe-write" not in by_kind
+    # Pipe transports are listed too (outside the loop's transport registry: asyncio's
+    # add_reader accepts their descriptors).
+    assert [(p["bytes_in"], p["bytes_out"]) for p in by_kind["pipe-read"]] == [(4000, None)]
+    assert [(p["bytes_in"], p["bytes_out"]) for p in by_kind["pipe-write"]] == [(None, 4000)]
     assert pipe_counts == [(4000, 0, False), (0, 4000, False)]
+
+
+def test_pipe_transports_are_listed(loop):
+    import ferroloop
+
+    seen: dict = {}
+    counted: dict = {}
+    read_end, write_end = os.pipe()
+    stuck_read, stuck_write = os.pipe()
+
+    class Sink(asyncio.Protocol):
+        def __init__(self):
+            self.got = 0
+
+        def data_received(self, data):
+            self.got += len(data)
+
+    class Paused(asyncio.Protocol):
+        paused = False
+
+        def pause_writing(self):
+            self.paused = True
+
+    async def main():
+        counted["before"] = loop.stats()["transports"]
+        pipe_in, sink = await loop.connect_read_pipe(Sink, os.fdopen(read_end, "rb", 0))
+        pipe_out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_end, "wb", 0))
+        pipe_out.write(b"p" * 3000)
+        for _ in range(100):
+            if sink.got == 3000:
+                break
+            await asyncio.sleep(0.01)
+        pipe_in.pause_reading()
+        # Nobody reads this one: a large write stays buffered and pauses the protocol.
+        stuck, stuck_protocol = await loop.connect_write_pipe(
+            Paused, os.fdopen(stuck_write, "wb", 0)
+        )
+        stuck.write(b"s" * (4 * 1024 * 1024))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; sys.stdout.write(sys.stdin.read(5)); sys.stdout.flush(); sys.stdin.read()",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        proc.stdin.write(b"hello")
+        echoed = await proc.stdout.readexactly(5)
+        seen["listed"] = ferroloop.inspect_transports()
+        seen["ids"] = {
+            "in": pipe_in._fileno,
+            "out": pipe_out._fileno,
+            "stuck": stuck._fileno,
+            "child_in": proc._transport.get_pipe_transport(0)._fileno,
+            "child_out": proc._transport.get_pipe_transport(1)._fileno,
+        }
+        seen["paused"] = stuck_protocol.paused
+        seen["echoed"] = echoed
+        counted["open"] = loop.stats()["transports"]
+        proc.stdin.close()
+        await proc.wait()
+        for transport in (pipe_in, pipe_out, stuck):
+            transport.close()
+        await asyncio.sleep(0)
+        seen["after"] = [t for t in ferroloop.inspect_transports() if t["kind"].startswith("pipe")]
+        counted["after"] = loop.stats()["transports"]
+
+    try:
+        support.run(loop, main())
+    finally:
+        os.close(stuck_read)
+    ids = seen["ids"]
+    by_fd = {info["fd"]: info for info in seen["listed"]}
+    assert set(ids.values()) <= set(by_fd), (ids, seen["listed"])
+    fds = [info["fd"] for info in seen["listed"]]
+    assert fds == sorted(fds)
+    reader, writer, stuck = by_fd[ids["in"]], by_fd[ids["out"]], by_fd[ids["stuck"]]
+    assert (reader["kind"], reader["protocol"]) == ("pipe-read", "Sink")
+    assert (reader["bytes_in"], reader["bytes_out"], reader["reading_paused"]) == (3000, None, True)
+    assert reader["local"] is reader["peer"] is None and not reader["tls"]
+    assert (writer["kind"], writer["bytes_in"], writer["bytes_out"]) == ("pipe-write", None, 3000)
+    assert not writer["writing_paused"] and writer["write_buffered"] == 0
+    assert seen["paused"] and stuck["writing_paused"]
+    assert stuck["write_buffered"] > 0
+    assert stuck["bytes_out"] + stuck["write_buffered"] == 4 * 1024 * 1024
+    assert seen["echoed"] == b"hello"
+    assert by_fd[ids["child_in"]]["kind"] == "pipe-write"
+    assert by_fd[ids["child_in"]]["bytes_out"] == 5
+    assert by_fd[ids["child_out"]]["kind"] == "pipe-read"
+    assert by_fd[ids["child_out"]]["bytes_in"] == 5
+    assert counted["open"] - counted["before"] == 5
+    assert seen["after"] == [] and counted["after"] == counted["before"]
+
+
+def test_tls_transport_shows_application_bytes(loop):
+    import ssl
+
+    import ferroloop
+
+    try:
+        from test.test_asyncio import utils as cpython_test_utils
+    except ImportError:  # pragma: no cover - an interpreter without its test package
+        pytest.skip("needs CPython's test package for its certificates")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cpython_test_utils.SIGNED_CERTFILE)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(cpython_test_utils.SIGNING_CA)
+    seen: list = []
+    got: dict = {"copied": 0, "buffered": 0}
+    done = {}
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Copied(asyncio.Protocol):
+        def data_received(self, data):
+            got["copied"] += len(data)
+            if got["copied"] == 7000:
+                done["copied"].set_result(None)
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buffer = bytearray(1000)
+
+        def get_buffer(self, sizehint):
+            return self.buffer
+
+        def buffer_updated(self, nbytes):
+            got["buffered"] += nbytes
+            if got["buffered"] == 5000:
+                done["buffered"].set_result(None)
+
+    async def main():
+        done["copied"] = loop.create_future()
+        done["buffered"] = loop.create_future()
+        server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        copied, _ = await loop.create_connection(
+            Copied, "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        buffered, _ = await loop.create_connection(
+            Buffered, "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        copied.write(b"a" * 3000)
+        copied.writelines([b"b" * 1000, bytearray(b"c" * 2000), memoryview(b"d" * 1000)])
+        buffered.write(b"e" * 5000)
+        await asyncio.wait_for(asyncio.gather(done["copied"], done["buffered"]), 5)
+        seen.extend(ferroloop.inspect_transports())
+        seen.append(
+            {"ports": (copied.get_extra_info("sockname"), buffered.get_extra_info("sockname"))}
+        )
+        copied.close()
+        buffered.close()
+        server.close()
+        await asyncio.sleep(0.05)
+
+    support.run(loop, main())
+    copied_port, buffered_port = (address[1] for address in seen.pop()["ports"])
+    rows = [info for info in seen if info["tls"]]
+    assert len(rows) == 4, seen
+    assert all(info["kind"] == "tcp" for info in rows)
+    by_local = {info["local"]: info for info in rows}
+    client = by_local[f"127.0.0.1:{copied_port}"]
+    assert (client["protocol"], client["bytes_in"], client["bytes_out"]) == ("Copied", 7000, 7000)
+    assert client["wire_bytes_out"] > 7000 and client["wire_bytes_in"] > 7000
+    assert client["write_buffered"] == 0
+    assert not client["reading_paused"] and not client["writing_paused"]
+    client_b = by_local[f"127.0.0.1:{buffered_port}"]
+    assert (client_b["protocol"], client_b["bytes_in"], client_b["bytes_out"]) == (
+        "Buffered",
+        5000,
+        5000,
+    )
+    servers = sorted(
+        (info["bytes_in"], info["bytes_out"]) for info in rows if info["protocol"] == "Echo"
+    )
+    assert servers == [(5000, 5000), (7000, 7000)]
+    plain = [info for info in seen if not info["tls"]]
+    assert all(info["wire_bytes_in"] is None for info in plain)
 
 
 CHILD = """

@@ -5,7 +5,9 @@ The counters behind ``stats()`` live in Rust (``src/core/loop_stats.rs``) and ar
 this module only shapes them (``LoopStats``) and adds the count of live tasks. The two
 inspection views are computed on demand, on the loop's thread, from what asyncio keeps anyway:
 a task's coroutine chain (``cr_await``), the future it waits on (``_fut_waiter``), and the
-loop's registry of open native transports with their byte counters.
+loop's registry of open native transports with their byte counters, the pipe transports the
+loop noted (weakly) when it made them, and for TLS the application byte counts of the
+``TlsPump`` (``_tls.py``).
 """
 
 from __future__ import annotations
@@ -94,21 +96,31 @@ class TransportInfo(TypedDict):
 
     kind: str
     """``tcp``, ``tcp6``, ``unix``, ``udp``, ``udp6``, ``unix-dgram``, ``pipe-read`` or
-    ``pipe-write``."""
+    ``pipe-write`` (a TLS connection has its socket's kind, and ``tls`` true)."""
     fd: int
     local: str | None
     peer: str | None
     protocol: str
-    """The protocol's class name."""
+    """The protocol's class name (for TLS, the application's protocol)."""
     write_buffered: int
-    """Bytes waiting to be sent."""
+    """Bytes waiting to be sent (for TLS, what the TLS transport's
+    ``get_write_buffer_size()`` says: records not yet sent plus application bytes not yet
+    encrypted)."""
     reading_paused: bool
     writing_paused: bool
     """The protocol was told ``pause_writing()`` (flow control)."""
     bytes_in: int | None
-    """Bytes received so far (None for a write pipe)."""
+    """Bytes received so far (None for a write pipe); for TLS, application bytes (decrypted,
+    handed to the protocol)."""
     bytes_out: int | None
-    """Bytes sent so far (None for a read pipe)."""
+    """Bytes sent so far (None for a read pipe); for TLS, application bytes encrypted (the
+    protocol wrote them and TLS took them)."""
+    tls: bool
+    """A TLS connection: the row describes the transport the application sees."""
+    wire_bytes_in: int | None
+    """TLS: bytes received on the socket (records); None otherwise."""
+    wire_bytes_out: int | None
+    """TLS: bytes sent on the socket (records); None otherwise."""
 
 
 def _running_loop_or(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
@@ -287,48 +299,83 @@ def _transport_kind(transport: Any) -> str:
 
 
 def inspect_transports(loop: asyncio.AbstractEventLoop | None = None) -> list[TransportInfo]:
-    """The open native transports of a ferroloop ``loop`` (default: the running loop), in
-    descriptor order: kind, descriptor, addresses, buffered bytes, flow control, bytes in/out."""
+    """The open native transports of a ferroloop ``loop`` (default: the running loop), and
+    its open pipe transports, in descriptor order: kind, descriptor, addresses, buffered
+    bytes, flow control, bytes in/out. A TLS connection is described as its application
+    sees it (application bytes, the TLS transport's buffer and pauses, the application's
+    protocol), with the socket's bytes as ``wire_bytes_in``/``wire_bytes_out``."""
     loop = _running_loop_or(loop)
     open_transports = getattr(loop, "_open_transports", None)
     if open_transports is None:
         raise TypeError(f"inspect_transports() needs a ferroloop loop, not {type(loop).__name__}")
+    entries = list(open_transports())
+    open_pipes = getattr(loop, "_open_pipe_transports", None)
+    if open_pipes is not None:
+        pipes = open_pipes()
+        if pipes:
+            entries.extend(pipes)
+            entries.sort(key=lambda entry: entry[0])
     infos: list[TransportInfo] = []
-    for fd, transport in open_transports():
-        is_reading = getattr(transport, "is_reading", None)
-        buffer_size = getattr(transport, "get_write_buffer_size", None)
-        written = buffered = 0
-        bytes_in = bytes_out = None
-        writing_paused = False
-        counts = getattr(transport, "_io_counts", None)
-        if counts is not None:
-            bytes_in, written, writing_paused = counts()
-        if buffer_size is not None:
-            buffered = buffer_size()
-        if counts is not None:
-            bytes_out = max(0, written - buffered)
+    for fd, transport in entries:
         protocol = transport.get_protocol()
         if getattr(protocol, "_ferroloop_inspector", False):
             continue  # the inspector's own connections
-        kind = _transport_kind(transport)
-        if kind == "pipe-read":
-            bytes_out = None  # a pipe carries one direction
-        elif kind == "pipe-write":
-            bytes_in = None
-        infos.append(
-            TransportInfo(
-                kind=kind,
-                fd=fd,
-                local=_address_text(transport.get_extra_info("sockname")),
-                peer=_address_text(transport.get_extra_info("peername")),
-                protocol=type(protocol).__name__ if protocol is not None else "-",
-                write_buffered=buffered,
-                reading_paused=is_reading is not None
-                and not transport.is_closing()
-                and not is_reading(),
-                writing_paused=bool(writing_paused),
-                bytes_in=bytes_in,
-                bytes_out=bytes_out,
-            )
-        )
+        info = _transport_info(fd, transport, protocol)
+        tls_counts = getattr(protocol, "_ferroloop_app_counts", None)
+        if tls_counts is not None:
+            _describe_tls(info, protocol, tls_counts)
+        infos.append(info)
     return infos
+
+
+def _transport_info(fd: int, transport: Any, protocol: Any) -> TransportInfo:
+    """The row of a native transport, from its own counters."""
+    is_reading = getattr(transport, "is_reading", None)
+    buffer_size = getattr(transport, "get_write_buffer_size", None)
+    written = buffered = 0
+    bytes_in = bytes_out = None
+    writing_paused = False
+    counts = getattr(transport, "_io_counts", None)
+    if counts is not None:
+        bytes_in, written, writing_paused = counts()
+    if buffer_size is not None:
+        buffered = buffer_size()
+    if counts is not None:
+        bytes_out = max(0, written - buffered)
+    kind = _transport_kind(transport)
+    if kind == "pipe-read":
+        bytes_out = None  # a pipe carries one direction
+    elif kind == "pipe-write":
+        bytes_in = None
+    return TransportInfo(
+        kind=kind,
+        fd=fd,
+        local=_address_text(transport.get_extra_info("sockname")),
+        peer=_address_text(transport.get_extra_info("peername")),
+        protocol=type(protocol).__name__ if protocol is not None else "-",
+        write_buffered=buffered,
+        reading_paused=is_reading is not None and not transport.is_closing() and not is_reading(),
+        writing_paused=bool(writing_paused),
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
+        tls=False,
+        wire_bytes_in=None,
+        wire_bytes_out=None,
+    )
+
+
+def _describe_tls(info: TransportInfo, ssl_protocol: Any, app_counts: Any) -> None:
+    """Turns the row of a TLS connection's socket transport into the row of its TLS
+    transport (what the application holds): application bytes, buffer, pauses, protocol."""
+    info["tls"] = True
+    info["wire_bytes_in"] = info["bytes_in"]
+    info["wire_bytes_out"] = info["bytes_out"]
+    info["bytes_in"], info["bytes_out"] = app_counts()
+    app_protocol = getattr(ssl_protocol, "_app_protocol", None)
+    if app_protocol is not None:
+        info["protocol"] = type(app_protocol).__name__
+    app_transport = getattr(ssl_protocol, "_app_transport", None)
+    if app_transport is not None:
+        info["write_buffered"] = app_transport.get_write_buffer_size()
+    info["reading_paused"] = bool(getattr(ssl_protocol, "_app_reading_paused", False))
+    info["writing_paused"] = bool(getattr(ssl_protocol, "_app_writing_paused", False))

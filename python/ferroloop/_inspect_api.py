@@ -18,13 +18,39 @@ class InspectAPI:
 
     _inspector: Any = None
     _task_births: Any = None
+    #: The pipe transports made by this loop (a ``WeakSet``, made with the first one).
+    _pipe_transports: Any = None
 
     def stats(self) -> LoopStats:
         """The loop's metrics (see ``LoopStats`` for each key). Cheap: counters kept by the
-        loop at all times, plus the count of live tasks."""
+        loop at all times, plus the count of live tasks and open pipe transports."""
         result: Any = self._loop_stats()  # type: ignore[attr-defined]
         result["tasks"] = len(asyncio.all_tasks(self))  # type: ignore[arg-type]
+        if self._pipe_transports:
+            result["transports"] += len(self._open_pipe_transports())
         return result
+
+    def _note_pipe_transport(self, transport: Any) -> None:
+        """Remembers a new pipe transport (weakly) for ``inspect_transports`` and ``stats``."""
+        pipes = self._pipe_transports
+        if pipes is None:
+            pipes = self._pipe_transports = weakref.WeakSet()
+        pipes.add(transport)
+
+    def _open_pipe_transports(self) -> list[tuple[int, Any]]:
+        """The pipe transports not closing, with their descriptors, in descriptor order
+        (closing ones are forgotten, as the transport registry forgets a closing socket)."""
+        pipes = self._pipe_transports
+        if not pipes:
+            return []
+        found = []
+        for transport in list(pipes):
+            if transport.is_closing():
+                pipes.discard(transport)
+            else:
+                found.append((transport._fileno, transport))
+        found.sort(key=lambda entry: entry[0])
+        return found
 
     def serve_inspector(self) -> str:
         """Serves ``stats()``, ``inspect_tasks()`` and ``inspect_transports()`` on a Unix

@@ -167,7 +167,7 @@ def transport_lines(
         paused += "w" if t["writing_paused"] else ""
         row = [
             t["fd"],
-            t["kind"],
+            t["kind"] + ("+tls" if t.get("tls") else ""),
             t["local"],
             t["peer"],
             t["protocol"],

@@ -5,7 +5,9 @@ pipe's file type, make it non-blocking, and read or write it with ``read(2)``/``
 Rust, so nothing here makes a system call on the loop's thread. Behaviour follows asyncio's
 unix pipe transports (the same in CPython 3.11 to 3.13): ``connection_made`` is scheduled
 first, then reading (or, for a write pipe, watching for the reader going away), then the
-waiter these coroutines await.
+waiter these coroutines await. The loop notes each pipe transport (weakly) for
+``ferroloop.inspect_transports()`` and ``stats()``: pipes are not in its transport registry,
+which asyncio's ``add_reader`` check consults (asyncio lets a pipe's descriptor be watched).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class PipeAPI:
         the next iterations (the name asyncio's subprocess code looks for)."""
         transport = ReadPipeTransport(self, pipe, protocol, extra)
         transport._start(waiter)
+        self._note_pipe_transport(transport)  # type: ignore[attr-defined]
         return transport
 
     def _make_write_pipe_transport(
@@ -37,6 +40,7 @@ class PipeAPI:
         FIFOs, sockets), then ``waiter`` resolved, on the next iterations."""
         transport = WritePipeTransport(self, pipe, protocol, extra)
         transport._start(waiter)
+        self._note_pipe_transport(transport)  # type: ignore[attr-defined]
         return transport
 
     async def connect_read_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:

@@ -82,6 +82,22 @@ _MIRRORED = frozenset(
 )
 
 
+class _CountedBufferUpdated:
+    """A buffered app protocol's ``buffer_updated``, counting the bytes it is told of (the
+    application bytes ``SSLProtocol._do_read__buffered`` delivers, which the pump does not
+    see). Holds the counter, not the protocol: no reference cycle."""
+
+    __slots__ = ("counter", "target")
+
+    def __init__(self, counter: list, target):
+        self.counter = counter
+        self.target = target
+
+    def __call__(self, nbytes):
+        self.counter[0] += nbytes
+        return self.target(nbytes)
+
+
 class _PumpedSSLProtocol(sslproto.SSLProtocol):
     """asyncio's ``SSLProtocol`` with its wrapped-state data path in ``TlsPump``."""
 
@@ -93,6 +109,9 @@ class _PumpedSSLProtocol(sslproto.SSLProtocol):
                 pump.sync(self)
 
     def __init__(self, *args, **kwargs):
+        # Application bytes a buffered app protocol received (see _CountedBufferUpdated);
+        # set before asyncio's __init__, which calls _set_app_protocol.
+        self._ferroloop_buffered_in = [0]
         super().__init__(*args, **kwargs)
         sslobj = self._sslobj
         # Under the stdlib's pure-Python wrapper sits the ``_ssl`` object with the same
@@ -108,6 +127,21 @@ class _PumpedSSLProtocol(sslproto.SSLProtocol):
             sslproto.SSLAgainErrors,
         )
         self._ferroloop_tls_pump.sync(self)
+
+    def _set_app_protocol(self, app_protocol):
+        super()._set_app_protocol(app_protocol)
+        if self._app_protocol_is_buffer:
+            self._app_protocol_buffer_updated = _CountedBufferUpdated(
+                self._ferroloop_buffered_in, self._app_protocol_buffer_updated
+            )
+
+    def _ferroloop_app_counts(self):
+        """Application bytes so far: ``(received, sent)``, sent being those TLS encrypted
+        (written by the app, minus what still waits in the backlog); for
+        ``ferroloop.inspect_transports``."""
+        received, accepted = self._ferroloop_tls_pump._app_counts()
+        received += self._ferroloop_buffered_in[0]
+        return received, max(0, accepted - self._write_buffer_size)
 
     def _get_app_transport(self):
         if self._app_transport is None:

@@ -1,10 +1,13 @@
 //! The loop's metrics (`loop.stats()`), kept cheap enough to be always on: plain counters, no
-//! clock read per batch of ready callbacks but in sampled stretches, two around a poll that
-//! blocks, and the lag of ready callbacks (how long they waited before running) in a sliding
-//! window of log-scale histograms.
+//! clock read per batch of ready callbacks but in sampled stretches, two tick counter readings
+//! (`core::ticks`: one instruction each on x86_64) around a poll that blocks, and the lag of
+//! ready callbacks (how long they waited before running) in a sliding window of log-scale
+//! histograms.
 //!
 //! Busy time needs no reading per batch: it is the time the loop ran (`run_forever`'s start
-//! to its end, or to `stats()`) minus the time it was blocked in the poll.
+//! to its end, or to `stats()`) minus the time it was blocked in the poll. The blocked time
+//! is counted in ticks, and turned into seconds by the rate of ticks to monotonic seconds
+//! over the run (both clocks are read when the run starts, ends, and at `stats()`).
 //!
 //! The lag is sampled: measured in stretches of `MEASURED_BATCHES` consecutive batches, the
 //! first ones of every run and then one stretch after each `SAMPLE_EVERY` unmeasured batches
@@ -27,6 +30,8 @@
 //! to 100 µs: closer marks merge, so timers due together make one segment).
 
 use std::collections::VecDeque;
+
+use crate::core::ticks::{ticks_to_seconds, Reading};
 
 /// Sub-buckets per power of two in the lag histogram (3 bits: values within 12.5 %).
 const SUB_BITS: u32 = 3;
@@ -206,14 +211,14 @@ pub struct LoopMeter {
     pub io_events: u64,
     /// Timers that became due and were queued.
     pub timers_fired: u64,
-    /// Seconds spent blocked in the poll.
-    pub idle_time: f64,
+    /// Ticks the current run spent blocked in the poll.
+    idle_ticks: u64,
+    /// Seconds the runs that ended spent blocked in the poll.
+    idle_before: f64,
     /// Seconds the runs that ended spent not blocked in the poll.
     busy_before: f64,
-    /// When the current run began (monotonic seconds).
-    run_began: f64,
-    /// `idle_time` when the current run began.
-    idle_at_run_start: f64,
+    /// When the current run began.
+    run_began: Reading,
     /// Handles that left the ready queue since the current stretch began: the sequence
     /// number of its head.
     dequeued: u64,
@@ -236,10 +241,10 @@ impl Default for LoopMeter {
             callbacks_run: 0,
             io_events: 0,
             timers_fired: 0,
-            idle_time: 0.0,
+            idle_ticks: 0,
+            idle_before: 0.0,
             busy_before: 0.0,
-            run_began: 0.0,
-            idle_at_run_start: 0.0,
+            run_began: Reading::default(),
             dequeued: 0,
             marks: VecDeque::new(),
             lag: LagWindow::default(),
@@ -428,36 +433,61 @@ impl LoopMeter {
 
     /// The loop starts running at `now`: handles already queued wait from now on (the time
     /// the loop was not running is not lag), and a stretch of measured batches begins.
-    pub fn run_started(&mut self, now: f64) {
+    pub fn run_started(&mut self, now: Reading) {
         self.run_began = now;
-        self.idle_at_run_start = self.idle_time;
+        self.idle_ticks = 0;
         // No handle before the NaN mark: the mark at `now` replaces it.
-        self.begin_stretch(0, now);
+        self.begin_stretch(0, now.seconds);
     }
 
-    /// The run begun by `run_started` ended at `now`: its busy time is kept.
-    pub fn run_ended(&mut self, now: f64) {
-        self.busy_before = self.busy_time(now, true);
+    /// The run begun by `run_started` ended at `now`: its busy and idle times are kept.
+    pub fn run_ended(&mut self, now: Reading) {
+        let (busy, idle) = self.run_split(now);
+        self.busy_before += busy;
+        self.idle_before += idle;
+        self.idle_ticks = 0;
+        self.run_began = now;
+    }
+
+    /// The current run's seconds up to `now`, split into (busy, idle).
+    fn run_split(&self, now: Reading) -> (f64, f64) {
+        let ran = (now.seconds - self.run_began.seconds).max(0.0);
+        let span = now.ticks.saturating_sub(self.run_began.ticks);
+        let idle = ticks_to_seconds(self.idle_ticks, span, ran).min(ran);
+        (ran - idle, idle)
     }
 
     /// Seconds spent running, not blocked in the poll (callbacks, and the loop's own work),
     /// up to `now` when the loop is `running`.
-    pub fn busy_time(&self, now: f64, running: bool) -> f64 {
+    pub fn busy_time(&self, now: Reading, running: bool) -> f64 {
         if !running {
             return self.busy_before;
         }
-        let ran = now - self.run_began;
-        let idle = self.idle_time - self.idle_at_run_start;
-        self.busy_before + (ran - idle).max(0.0)
+        self.busy_before + self.run_split(now).0
     }
 
-    /// The poll blocked from `since` to `until` (the clock's readings around it). Handles
-    /// queued from now on (the queue holds `queued`) became ready when it returned.
+    /// Seconds spent blocked in the poll, up to `now` when the loop is `running`.
+    pub fn idle_time(&self, now: Reading, running: bool) -> f64 {
+        if !running {
+            return self.idle_before;
+        }
+        self.idle_before + self.run_split(now).1
+    }
+
+    /// The poll blocked from tick `since` to tick `until` (`core::ticks` readings around
+    /// it). Handles queued from now on (the queue holds `queued`) became ready when it
+    /// returned (`now`: the monotonic clock, read only while a stretch lasts).
     #[inline]
-    pub fn slept(&mut self, queued: impl FnOnce() -> usize, since: f64, until: f64) {
-        self.idle_time += (until - since).max(0.0);
+    pub fn slept(
+        &mut self,
+        queued: impl FnOnce() -> usize,
+        since: u64,
+        until: u64,
+        now: impl FnOnce() -> f64,
+    ) {
+        self.idle_ticks += until.saturating_sub(since);
         if self.measuring() {
-            self.slept_measuring(queued(), until);
+            self.slept_measuring(queued(), now());
         }
     }
 
@@ -473,6 +503,19 @@ impl LoopMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both clocks at `seconds` (ticks: nanoseconds).
+    fn at(seconds: f64) -> Reading {
+        Reading {
+            seconds,
+            ticks: tick(seconds),
+        }
+    }
+
+    /// The tick reading at `seconds` (nanoseconds).
+    fn tick(seconds: f64) -> u64 {
+        (seconds * 1e9).round() as u64
+    }
 
     #[test]
     fn buckets_are_ordered_and_cover_values() {
@@ -531,39 +574,56 @@ mod tests {
         let mut meter = LoopMeter::default();
         // Batch 1: 2 handles queued at 0.0, started at 1.0; the first takes 0.5 s. One handle
         // is queued during the batch (mark at 1.0).
-        meter.run_started(0.0);
-        meter.slept(|| 0, 0.0, 1.0); // queued at 0.0; the loop slept until 1.0 (a timer)
+        meter.run_started(at(0.0));
+        meter.slept(|| 0, tick(0.0), tick(1.0), || 1.0); // queued at 0.0; the loop slept until 1.0 (a timer)
         batch(&mut meter, 2, 2, 1, 1.5);
         // Batch 2: that handle, started at 1.5.
         batch(&mut meter, 1, 1, 0, 1.5);
         assert_eq!(meter.callbacks_run, 3);
-        assert!((meter.busy_time(1.5, true) - 0.5).abs() < 1e-9);
+        assert!((meter.busy_time(at(1.5), true) - 0.5).abs() < 1e-9);
         let summary = meter.lag.summary();
         // Lags: 0 and 0.25 (queued when the loop woke at 1.0; equal shares), then 0.5.
         assert!((summary.max - 0.5).abs() < 1e-6, "{summary:?}");
-        assert!((meter.idle_time - 1.0).abs() < 1e-9);
+        assert!((meter.idle_time(at(1.5), true) - 1.0).abs() < 1e-9);
         assert!(meter.marks.len() <= 2);
     }
 
     #[test]
     fn busy_time_is_running_time_minus_idle_time() {
         let mut meter = LoopMeter::default();
-        meter.run_started(10.0);
+        meter.run_started(at(10.0));
         // The loop works 0.1 s, then blocks 1 s, then works 0.2 s more and stops.
-        meter.slept(|| 0, 10.1, 11.1);
-        assert!((meter.busy_time(11.2, true) - 0.2).abs() < 1e-9);
-        meter.run_ended(11.3);
-        assert!((meter.busy_time(99.0, false) - 0.3).abs() < 1e-9);
+        meter.slept(|| 0, tick(10.1), tick(11.1), || 11.1);
+        assert!((meter.busy_time(at(11.2), true) - 0.2).abs() < 1e-9);
+        assert!((meter.idle_time(at(11.2), true) - 1.0).abs() < 1e-9);
+        meter.run_ended(at(11.3));
+        assert!((meter.busy_time(at(99.0), false) - 0.3).abs() < 1e-9);
         // The time between runs counts for nothing.
-        meter.run_started(20.0);
-        assert!((meter.busy_time(20.5, true) - 0.8).abs() < 1e-9);
-        assert!((meter.idle_time - 1.0).abs() < 1e-9);
+        meter.run_started(at(20.0));
+        assert!((meter.busy_time(at(20.5), true) - 0.8).abs() < 1e-9);
+        assert!((meter.idle_time(at(20.5), true) - 1.0).abs() < 1e-9);
+        assert!((meter.idle_time(at(99.0), false) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn idle_ticks_are_converted_at_the_run_rate() {
+        // Ticks at 3 GHz: the split is the same in seconds.
+        let mut meter = LoopMeter::default();
+        let reading = |seconds: f64| Reading {
+            seconds,
+            ticks: (seconds * 3e9) as u64,
+        };
+        meter.run_started(reading(1.0));
+        meter.slept(|| 0, reading(1.5).ticks, reading(2.25).ticks, || 2.25);
+        let now = reading(3.0);
+        assert!((meter.idle_time(now, true) - 0.75).abs() < 1e-9);
+        assert!((meter.busy_time(now, true) - 1.25).abs() < 1e-9);
     }
 
     #[test]
     fn lag_is_measured_in_sampled_stretches() {
         let mut meter = LoopMeter::default();
-        meter.run_started(0.0);
+        meter.run_started(at(0.0));
         // The run's first stretch: two measured batches.
         batch(&mut meter, 1, 1, 1, 0.001);
         batch(&mut meter, 1, 1, 1, 0.002);
@@ -595,7 +655,7 @@ mod tests {
     #[test]
     fn busy_batches_are_measured_back_to_back() {
         let mut meter = LoopMeter::default();
-        meter.run_started(0.0);
+        meter.run_started(at(0.0));
         let mut now = 0.0;
         for _ in 0..10 {
             now += 0.01;
@@ -620,7 +680,7 @@ mod tests {
     #[test]
     fn timers_are_marked_only_in_a_stretch() {
         let mut meter = LoopMeter::default();
-        meter.run_started(0.0);
+        meter.run_started(at(0.0));
         batch(&mut meter, 1, 1, 0, 0.001);
         batch(&mut meter, 1, 1, 0, 0.002);
         let marks = meter.marks.len();
@@ -632,7 +692,7 @@ mod tests {
     #[test]
     fn large_segments_are_recorded_in_parts() {
         let mut meter = LoopMeter::default();
-        meter.run_started(0.0);
+        meter.run_started(at(0.0));
         batch(&mut meter, 1000, 1000, 0, 1.0);
         let summary = meter.lag.summary();
         assert!(summary.max > 0.9 && summary.max < 1.0, "{summary:?}");

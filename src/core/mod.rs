@@ -11,7 +11,8 @@
 //! - [`fd_map`]: maps keyed by file descriptor (a table indexed by it, in pages);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
 //!   once too many posts are pending);
-//! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time).
+//! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time);
+//! - [`ticks`]: a cheap tick counter (the TSC where invariant) timing the polls that block.
 
 pub mod clock;
 pub mod direct_syscall;
@@ -21,4 +22,5 @@ pub mod loop_stats;
 pub mod poller;
 pub mod post_gate;
 pub mod stall;
+pub mod ticks;
 pub mod timers;

@@ -25,6 +25,7 @@ use pyo3::prelude::*;
 
 use crate::core::clock::{monotonic_seconds, plan_virtual_wait, CLOCK_RESOLUTION};
 use crate::core::poller::{Readiness, Wakeup};
+use crate::core::ticks::ticks;
 use crate::event_loop::fd_watch::{Side, Watcher};
 use crate::event_loop::handle::RunOutcome;
 use crate::event_loop::stats::BatchTally;
@@ -61,7 +62,9 @@ impl LoopCore {
     #[inline(always)]
     pub(super) fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        self.stats.iterations.fetch_add(1, Ordering::Relaxed);
+        // Only the loop's thread counts (a load and a store, no locked instruction).
+        let iterations = &self.stats.iterations;
+        iterations.store(iterations.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
         let (timeout, jump) = self.poll_timeout(py)?;
@@ -96,6 +99,7 @@ impl LoopCore {
         if polling {
             let mut io_events = std::mem::take(&mut self.queues.borrow_mut(py).io_events);
             let poller = &self.poller;
+            let mut slept = None;
             // A wait that may block releases the GIL, so that other threads run meanwhile.
             // Releasing and taking it back costs about as much as the poll itself, and on a
             // busy loop events are usually pending already: look first with the GIL held
@@ -106,18 +110,19 @@ impl LoopCore {
                         && io_events.is_empty()
                         && wakeup == Wakeup::default() =>
                 {
-                    let (waited, slept) = py.detach(|| {
-                        let since = monotonic_seconds();
+                    // Idle time: ticks (`core::ticks`), not clock reads, around the wait.
+                    let (waited, since, until) = py.detach(|| {
+                        let since = ticks();
                         let waited = poller.wait(timeout, &mut io_events);
-                        (waited, (since, monotonic_seconds()))
+                        (waited, since, ticks())
                     });
-                    self.meter_slept(py, slept);
+                    slept = Some((since, until));
                     waited
                 }
                 other => other,
             };
             let quiet = io_events.is_empty() && matches!(waited, Ok(w) if w == Wakeup::default());
-            let dispatched = self.dispatch_io(py, &mut io_events);
+            let dispatched = self.dispatch_io(py, &mut io_events, slept);
             self.queues.borrow_mut(py).io_events = io_events;
             let wakeup = waited.map_err(os_error)?;
             dispatched?;
@@ -389,8 +394,14 @@ impl LoopCore {
     }
 
     /// Queues the reader/writer callbacks of the descriptors a wait reported ready, as asyncio
-    /// does: a cancelled callback is unregistered instead.
-    fn dispatch_io(&self, py: Python<'_>, io_events: &mut Vec<Readiness>) -> PyResult<()> {
+    /// does: a cancelled callback is unregistered instead. `slept`: the wait blocked from
+    /// tick `.0` to tick `.1` (idle time; the I/O callbacks queued now became ready then).
+    fn dispatch_io(
+        &self,
+        py: Python<'_>,
+        io_events: &mut Vec<Readiness>,
+        slept: Option<(u64, u64)>,
+    ) -> PyResult<()> {
         let mut stale = Vec::new();
         let mut receives = Vec::new();
         {
@@ -401,6 +412,9 @@ impl LoopCore {
                 meter,
                 ..
             } = &mut *queues;
+            if let Some((since, until)) = slept {
+                meter.slept(|| ready.len(), since, until, monotonic_seconds);
+            }
             for event in io_events.iter() {
                 let fd = event.token as i32;
                 let Some(watch) = watched.get(&fd) else {

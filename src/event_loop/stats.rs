@@ -1,6 +1,7 @@
 //! `loop.stats()`: the loop's metrics as a dict, and the iteration's hooks that feed them
-//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost two clock reads
-//! around each blocking poll and a few additions per batch of ready callbacks; a clock read
+//! (`core::loop_stats::LoopMeter`, kept in the loop's queues). The hooks cost two tick counter
+//! readings (`core::ticks`) around each blocking poll (counted in `dispatch_io`, under the
+//! borrow it takes anyway) and a few additions per batch of ready callbacks; a clock read
 //! per batch only in the sampled stretches where the lag is measured; nothing per callback
 //! but a count.
 
@@ -10,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::core::clock::monotonic_seconds;
+use crate::core::ticks::Reading;
 use crate::event_loop::LoopCore;
 
 /// What one batch of ready callbacks did, counted by `run_batch`.
@@ -24,19 +26,7 @@ pub(super) struct BatchTally {
 impl LoopCore {
     /// `run_forever` starts: what is queued waits from now on.
     pub(super) fn meter_run_start(&self, py: Python<'_>) {
-        self.queues
-            .borrow_mut(py)
-            .meter
-            .run_started(monotonic_seconds());
-    }
-
-    /// The poll blocked from `slept.0` to `slept.1` (monotonic seconds): idle time, and the
-    /// I/O callbacks about to be queued became ready when it returned.
-    #[inline]
-    pub(super) fn meter_slept(&self, py: Python<'_>, slept: (f64, f64)) {
-        let queues = &mut *self.queues.borrow_mut(py);
-        let ready = &queues.ready;
-        queues.meter.slept(|| ready.len(), slept.0, slept.1);
+        self.queues.borrow_mut(py).meter.run_started(Reading::now());
     }
 
     /// A batch of `todo` (at least 1) ready callbacks ended (maybe early, on an error): counts, and a
@@ -58,7 +48,7 @@ impl LoopCore {
     /// `run_forever` ends: the run's busy time is kept.
     pub(super) fn meter_run_end(&self, py: Python<'_>) {
         if let Some(mut queues) = self.queues.try_borrow_mut(py) {
-            queues.meter.run_ended(monotonic_seconds());
+            queues.meter.run_ended(Reading::now());
         }
     }
 
@@ -73,9 +63,9 @@ impl LoopCore {
             dict.set_item("callbacks_run", meter.callbacks_run)?;
             dict.set_item("io_events", meter.io_events)?;
             dict.set_item("timers_fired", meter.timers_fired)?;
-            let busy = meter.busy_time(monotonic_seconds(), self.is_loop_running());
-            dict.set_item("busy_time", busy)?;
-            dict.set_item("idle_time", meter.idle_time)?;
+            let (now, running) = (Reading::now(), self.is_loop_running());
+            dict.set_item("busy_time", meter.busy_time(now, running))?;
+            dict.set_item("idle_time", meter.idle_time(now, running))?;
             let lag = meter.lag.summary();
             let lag_dict = PyDict::new(py);
             lag_dict.set_item("p50", lag.p50)?;

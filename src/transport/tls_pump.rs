@@ -22,8 +22,16 @@
 //! The pump knows no transport type: the native stream transport that feeds it (`stream.rs`,
 //! which hands it the received bytes) offers its own `write` as a [`NativeWriter`], and the
 //! pump writes through that when the protocol's `_transport` is such a transport.
+//!
+//! The pump also counts the connection's application bytes for `ferroloop.inspect_transports`
+//! (plaintext, where the socket transport counts records): those it hands to the app's
+//! `data_received`, and those the app wrote that TLS accepted (encrypted at once by
+//! `app_write`, or queued in `_write_backlog`: every queued byte raises `_write_buffer_size`,
+//! an attribute the mirror re-reads on each assignment). `_tls.py` adds what a buffered app
+//! protocol gets through `SSLProtocol._do_read__buffered`.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
@@ -179,6 +187,18 @@ pub struct TlsPump {
     mirror: GilRefCell<Mirror>,
     /// The write path the native transport feeding the pump offered, if one did.
     writer: GilRefCell<Option<&'static NativeWriter>>,
+    /// Plaintext bytes handed to the app protocol's `data_received`.
+    app_in: AtomicU64,
+    /// Plaintext bytes the app wrote that TLS accepted (encrypted, or queued in the backlog).
+    app_out: AtomicU64,
+    /// `_write_buffer_size` when `sync` last read it (its rises are app bytes queued; kept
+    /// apart from the mirror, which is re-read from scratch when a writer is offered).
+    seen_backlog: AtomicI64,
+}
+
+/// Adds `n` to a counter only the thread holding the GIL writes (no locked instruction).
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// Runs `f`; an `Exception` it raises goes to `protocol._fatal_error(exc, message)` as
@@ -246,6 +266,13 @@ impl TlsPump {
             native_write,
             write_backlog: object_attr(protocol, intern!(py, "_write_backlog"))?,
         };
+        // App bytes queued in the backlog raise `_write_buffer_size` (`_write_appdata`, and the
+        // rest of a partial write in `app_write`); nothing else raises it.
+        let size = fresh.write_buffer_size as i64;
+        let queued = size - self.seen_backlog.swap(size, Ordering::Relaxed);
+        if queued > 0 {
+            add(&self.app_out, queued as u64);
+        }
         let old = std::mem::replace(&mut *self.mirror.borrow_mut(py), fresh);
         drop(old); // outside the borrow: dropping may run Python code
         Ok(())
@@ -376,6 +403,7 @@ impl TlsPump {
             })?
         };
         if let Some(data) = data {
+            add(&self.app_in, data.as_bytes().len() as u64);
             let app = match self.object(py, |m| &m.app_protocol) {
                 Some(app) => app,
                 None => py.None().into_bound(py),
@@ -669,7 +697,19 @@ impl TlsPump {
             read_chunk: READ_CHUNK.into_pyobject(py)?.into_any().unbind(),
             mirror: GilRefCell::new(Mirror::empty()),
             writer: GilRefCell::new(None),
+            app_in: AtomicU64::new(0),
+            app_out: AtomicU64::new(0),
+            seen_backlog: AtomicI64::new(0),
         })
+    }
+
+    /// For `ferroloop.inspect_transports`: application bytes handed to `data_received`, and
+    /// written by the app and accepted by TLS (encrypted, or queued in the backlog).
+    fn _app_counts(&self) -> (u64, u64) {
+        (
+            self.app_in.load(Ordering::Relaxed),
+            self.app_out.load(Ordering::Relaxed),
+        )
     }
 
     /// Re-reads the protocol attributes the data path uses (called by the protocol's
@@ -729,6 +769,8 @@ impl TlsPump {
                 Err(err) if err.matches(py, self.again.bind(py))? => 0,
                 Err(err) => return Err(err),
             };
+            // What is not encrypted now is counted when it enters the backlog (`sync`).
+            add(&self.app_out, count as u64);
             if count < size {
                 // The rest waits in the backlog, as `_do_write` leaves it.
                 let rest = data.get_item(PySlice::new(py, count as isize, size as isize, 1))?;
