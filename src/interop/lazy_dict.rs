@@ -24,21 +24,14 @@ pub fn release_unused_dict(obj: &Bound<'_, PyAny>) {
     if !python_at_least(3, 12) {
         return;
     }
-    // SAFETY: the GIL is held (`obj` is bound). `tp_dictoffset` is read from the object's own
-    // type; a positive offset (what PyO3 sets for `#[pyclass(dict)]`) names a `PyObject *`
-    // slot inside the object. The dict is released only when it is an exact, empty dict that
-    // the slot alone references, so no other code can observe it go; the slot is cleared
-    // before the release, as `Py_CLEAR` does.
+    let Some(slot) = dict_slot(obj) else {
+        return;
+    };
+    // SAFETY: the GIL is held (`obj` is bound) and `slot` is the object's dict slot (see
+    // `dict_slot`). The dict is released only when it is an exact, empty dict that the slot
+    // alone references, so no other code can observe it go; the slot is cleared before the
+    // release, as `Py_CLEAR` does.
     unsafe {
-        let offset = (*ffi::Py_TYPE(obj.as_ptr())).tp_dictoffset;
-        if offset <= 0 {
-            return;
-        }
-        let slot = obj
-            .as_ptr()
-            .cast::<u8>()
-            .offset(offset)
-            .cast::<*mut ffi::PyObject>();
         let dict = *slot;
         if dict.is_null()
             || ffi::PyDict_CheckExact(dict) == 0
@@ -59,20 +52,11 @@ pub fn instance_attribute<'py>(
     obj: &Bound<'py, PyAny>,
     name: &Bound<'py, PyAny>,
 ) -> Option<Bound<'py, PyAny>> {
-    // SAFETY: the GIL is held (`obj` is bound). `tp_dictoffset` is read from the object's own
-    // type; a positive offset names a `PyObject *` slot inside the object that is either null
-    // or a dict (PyO3's `#[pyclass(dict)]` layout). `PyDict_GetItemWithError` returns a
-    // borrowed reference, which is turned into an owned one before anything else runs.
+    let slot = dict_slot(obj)?;
+    // SAFETY: the GIL is held (`obj` is bound) and `slot` is the object's dict slot, null or a
+    // dict (see `dict_slot`). `PyDict_GetItemWithError` returns a borrowed reference, which is
+    // turned into an owned one before anything else runs.
     unsafe {
-        let offset = (*ffi::Py_TYPE(obj.as_ptr())).tp_dictoffset;
-        if offset <= 0 {
-            return None;
-        }
-        let slot = obj
-            .as_ptr()
-            .cast::<u8>()
-            .offset(offset)
-            .cast::<*mut ffi::PyObject>();
         let dict = *slot;
         if dict.is_null() || ffi::PyDict_Size(dict) == 0 {
             return None;
@@ -85,5 +69,24 @@ pub fn instance_attribute<'py>(
             return None;
         }
         Some(Bound::from_borrowed_ptr(obj.py(), value))
+    }
+}
+
+/// The address of `obj`'s instance-dict slot (null or a dict, PyO3's `#[pyclass(dict)]`
+/// layout), or None when its type has no dict slot at a fixed offset.
+fn dict_slot(obj: &Bound<'_, PyAny>) -> Option<*mut *mut ffi::PyObject> {
+    // SAFETY: the GIL is held (`obj` is bound). `tp_dictoffset` is read from the object's own
+    // type; a positive offset names a `PyObject *` slot inside the object's allocation.
+    unsafe {
+        let offset = (*ffi::Py_TYPE(obj.as_ptr())).tp_dictoffset;
+        if offset <= 0 {
+            return None;
+        }
+        Some(
+            obj.as_ptr()
+                .cast::<u8>()
+                .offset(offset)
+                .cast::<*mut ffi::PyObject>(),
+        )
     }
 }
