@@ -15,6 +15,8 @@ Ratios are computed against the loops whose *label* is ``asyncio``,
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,13 @@ KNOWN_LOOP_FACTORIES: dict[str, str] = {
     # ...and its metrics read every 0.1 s, as a monitoring agent would (the cost target of
     # issue #13: within 2 % of off).
     "ferroloop-observed": "loops:ferroloop_observed",
+    # ferroloop from another build (its python/ directory in $BENCH_FERROLOOP_BEFORE), to
+    # compare two commits in one interleaved run (issue #18: no row slower than before).
+    "ferroloop-before": "loops:ferroloop_before",
 }
+
+#: Environment variable naming the ``python/`` directory of the build ``ferroloop-before`` loads.
+BEFORE_BUILD_ENVIRONMENT_VARIABLE = "BENCH_FERROLOOP_BEFORE"
 
 
 def ferroloop_with_watchdog() -> Any:
@@ -37,6 +45,21 @@ def ferroloop_with_watchdog() -> Any:
     import ferroloop
 
     return ferroloop.new_event_loop(watchdog=0.1)
+
+
+def ferroloop_before() -> Any:
+    """Return a loop of the ferroloop build in ``$BENCH_FERROLOOP_BEFORE`` (a ``python/`` dir).
+
+    Each measurement runs in its own worker process, so this build and the current one never
+    meet in one interpreter: the directory goes first on ``sys.path`` before the first import.
+    """
+    directory = os.path.abspath(os.environ[BEFORE_BUILD_ENVIRONMENT_VARIABLE])
+    sys.path.insert(0, directory)
+    import ferroloop
+
+    if not os.path.abspath(ferroloop.__file__).startswith(directory + os.sep):
+        raise ImportError(f"ferroloop was already imported from {ferroloop.__file__}")
+    return ferroloop.new_event_loop()
 
 
 def ferroloop_observed() -> Any:

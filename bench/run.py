@@ -51,7 +51,15 @@ DEFAULT_LOOPS = "asyncio,uvloop,rloop,ferroloop"
 #: Loops every loop is compared with, when the run has them (zloop runs on 3.12+, zuvloop on
 #: 3.14+, both labelled so with ``--loops zloop=zloop:new_event_loop``); ``native`` (the compiled
 #: echo server) is the floor.
-REFERENCE_LABELS = ["asyncio", "uvloop", "rloop", "zloop", "zuvloop", NATIVE_LABEL]
+REFERENCE_LABELS = [
+    "asyncio",
+    "uvloop",
+    "rloop",
+    "zloop",
+    "zuvloop",
+    "ferroloop-before",
+    NATIVE_LABEL,
+]
 MINIMUM_REPEAT = 3
 
 #: glibc malloc tuning pinned in workers by default.  Without it glibc adapts
