@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from callgrind_tls import by_object
 from loops import parse_loop_list, parse_loop_spec
 from native_echo import NATIVE_LABEL, prepare_native_echo
 from report import NOT_APPLICABLE, format_factor, format_value, render_markdown, render_text
@@ -436,3 +437,18 @@ def test_tls_certificates_verify_for_localhost(source: str, tmp_path) -> None:
         client_in.write(server_out.read())
     client.do_handshake()  # raises unless the handshake, certificate check included, is done
     assert client.getpeercert()["subjectAltName"] == (("DNS", "localhost"),)
+
+
+def test_callgrind_split_by_object_counts_self_costs_only(tmp_path) -> None:
+    # Two objects, names compressed after their first use; a call's inclusive cost (the line
+    # after `calls=`) is the callee's, already counted where the callee's own lines are.
+    out = tmp_path / "cg.out"
+    out.write_text(
+        "events: Ir\n"
+        "ob=(1) /lib/libcrypto.so.3\nfl=(1) ???\nfn=(1) aes\n0 100\n"
+        "ob=(2) /lib/libpython.so\nfl=(2) x.c\nfn=(2) f\n0 7\n"
+        "cob=(1)\ncfi=(1)\ncfn=(1)\ncalls=1 0\n0 100\n"
+        "ob=(1)\nfl=(1)\nfn=(1)\n+1 5\n"
+    )
+    costs = by_object(str(out))
+    assert costs == {"/lib/libcrypto.so.3": 105, "/lib/libpython.so": 7}
