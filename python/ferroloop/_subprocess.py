@@ -25,11 +25,15 @@ The pipes are connected in the call that spawns the child, not in a task awaitin
 pipe transport, then ``connection_made``, then the return of ``subprocess_exec`` are
 scheduled at once, in that order, so nothing the child does can reach the protocol before
 ``connection_made`` (a spawn costs one task, its futures and a few loop iterations less).
+A loop whose ``connect_read_pipe``/``connect_write_pipe`` were replaced (a test wrapping them)
+gets asyncio's way, through the replacements, with the protocol calls that come before
+``connection_made`` held and replayed after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import subprocess
@@ -40,6 +44,7 @@ from asyncio import base_subprocess
 from typing import Any
 
 from ._ferroloop import ChildWatch, ReadPipeTransport, WritePipeTransport
+from ._pipes import PipeAPI
 from ._spawn import spawn
 
 logger = logging.getLogger("asyncio")
@@ -67,6 +72,18 @@ _EXIT_TWO_HOPS = sys.version_info < (3, 12)
 _CLOSE_IGNORES_PERMISSION = sys.version_info >= (3, 13)
 
 _STD_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+def _pipe_methods_replaced(loop: Any) -> bool:
+    """Whether ``connect_read_pipe`` or ``connect_write_pipe`` is not the loop's own (replaced
+    on the instance or in a subclass): the pipes are then connected through them."""
+    cls = type(loop)
+    return (
+        cls.connect_read_pipe is not PipeAPI.connect_read_pipe
+        or cls.connect_write_pipe is not PipeAPI.connect_write_pipe
+        or "connect_read_pipe" in loop.__dict__
+        or "connect_write_pipe" in loop.__dict__
+    )
 
 
 def _selective_watchers() -> tuple:
@@ -181,6 +198,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         # Whether connection_made has been scheduled: before that (a failed connection of
         # the pipes), the protocol hears nothing, as in asyncio.
         self._connected = False
+        # Protocol calls made while the pipes are connected through replaced loop methods
+        # (``_connect_pipes_via_loop``), replayed after connection_made.
+        self._held_calls: collections.deque | None = None
         # fd -> _PipeEnd, None until connected.
         self._pipes: dict[int, _PipeEnd | None] = {}
         self._finished = False
@@ -341,12 +361,53 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         self._connected = True
         loop.call_soon(self._protocol.connection_made, self)
 
+    async def _connect_pipes_via_loop(self, waiter: asyncio.Future) -> None:
+        """asyncio's way, for a loop whose pipe methods were replaced: each pipe through
+        ``connect_write_pipe``/``connect_read_pipe`` in turn, then ``connection_made``, then
+        the calls held meanwhile."""
+        self._held_calls = collections.deque()
+        proc, loop = self._proc, self._loop
+        pipes = ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr))
+        try:
+            for fd, pipe in pipes:
+                if pipe is None:
+                    continue
+                connect = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                _, end = await connect(lambda fd=fd: _PipeEnd(self, fd), pipe)
+                self._pipes[fd] = end
+                grow = getattr(end.pipe, "_grow_when_full", None)
+                if grow is not None:
+                    grow()
+                if self._closed:
+                    # Closed while connecting (a cancelled spawn): not wanted either.
+                    end.pipe.close()
+            self._connected = True
+            loop.call_soon(self._protocol.connection_made, self)
+            held, self._held_calls = self._held_calls, None
+            for callback, args in held:
+                loop.call_soon(callback, *args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._held_calls = None
+            for fd, raw in pipes:
+                if raw is not None and self._pipes.get(fd) is None:
+                    raw.close()
+            if not waiter.cancelled():
+                waiter.set_exception(exc)
+        else:
+            if not waiter.cancelled():
+                waiter.set_result(None)
+
     def _pipe_event(self, callback: Any, *args: Any) -> None:
         """Calls the protocol soon: after connection_made, which was scheduled when the pipes
-        were connected, before anything could happen to them; not at all if they could not be
+        were connected, before anything could happen to them (or held until then while the
+        pipes are connected through replaced loop methods); not at all if they could not be
         connected."""
         if self._connected:
             self._loop.call_soon(callback, *args)
+        elif self._held_calls is not None:
+            self._held_calls.append((callback, args))
 
     def _pipe_closed(self, fd: int, exc: BaseException | None) -> None:
         self._pipe_event(self._protocol.pipe_connection_lost, fd, exc)
@@ -380,7 +441,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             return
         if all(end is not None and end.disconnected for end in self._pipes.values()):
             self._finished = True
-            self._loop.call_soon(self._connection_lost, None)
+            if self._held_calls is not None:
+                self._held_calls.append((self._connection_lost, (None,)))
+            else:
+                self._loop.call_soon(self._connection_lost, None)
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -594,10 +658,15 @@ class SubprocessAPI:
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs
         )
         try:
-            transport._connect_pipes()
-            # One iteration: the pipes' and the protocol's connection_made, scheduled by
-            # _connect_pipes, run before this task resumes.
-            await asyncio.sleep(0)
+            if _pipe_methods_replaced(self):
+                waiter = self.create_future()
+                self.create_task(transport._connect_pipes_via_loop(waiter))
+                await waiter
+            else:
+                transport._connect_pipes()
+                # One iteration: the pipes' and the protocol's connection_made, scheduled by
+                # _connect_pipes, run before this task resumes.
+                await asyncio.sleep(0)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException:
