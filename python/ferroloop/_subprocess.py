@@ -221,7 +221,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         try:
             self._proc = None
             if not _FORCE_POPEN:
-                spawned = spawn(args, shell, stdin, stdout, stderr, popen_kwargs, not _FORCE_THREADS)
+                spawned = spawn(
+                    args, shell, stdin, stdout, stderr, popen_kwargs, not _FORCE_THREADS
+                )
                 if spawned is not None:
                     self._proc, self._pidfd = spawned
                     self._native = True

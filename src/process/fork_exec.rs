@@ -397,8 +397,9 @@ fn clone_with_pidfd(
         let arg = (prepared as *const Prepared<'_>).cast_mut().cast();
         // SAFETY: forwarded contract of `spawn` (signals blocked, `prepared`/`stack` alive
         // until the child has exec'd or exited); `child_entry` makes system calls only.
-        let cloned =
-            unsafe { clone3::clone_vfork(child_entry, arg, stack, want_pidfd.then_some(&mut pidfd)) };
+        let cloned = unsafe {
+            clone3::clone_vfork(child_entry, arg, stack, want_pidfd.then_some(&mut pidfd))
+        };
         match cloned {
             Some(Ok(pid)) => return Ok(Spawned { pid, pidfd }),
             Some(Err(err)) => return Err(err),
@@ -611,10 +612,8 @@ mod tests {
     fn child_pipe_end_is_made_blocking_and_parent_end_stays_non_blocking() {
         let mut ends = [0; 2];
         // SAFETY: pipe2 writes two new descriptors into `ends`.
-        assert_eq!(
-            unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
-            0
-        );
+        let made = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(made, 0);
         let argv = [c"true".to_owned()];
         let exes = [c"/bin/true".to_owned()];
         let mut req = test_support::request(&argv, &exes);
@@ -638,11 +637,7 @@ mod tests {
 
     #[test]
     fn devnull_is_opened_by_the_child() {
-        let argv = [
-            c"sh".to_owned(),
-            c"-c".to_owned(),
-            c"read line".to_owned(),
-        ];
+        let argv = [c"sh".to_owned(), c"-c".to_owned(), c"read line".to_owned()];
         let exes = [c"/bin/sh".to_owned()];
         let pid = spawn(&test_support::request(&argv, &exes)).unwrap().pid;
         // `read` at /dev/null's end of file fails: the exit status is 1, not a hang.
