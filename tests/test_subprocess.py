@@ -559,6 +559,56 @@ def test_child_watch_reaps_exactly_once_and_peeks_without_reaping():
 
 
 @pytest.mark.ferroloop_only
+def test_spawn_hands_the_clone_pidfd_to_the_child_watch(loop, monkeypatch):
+    """The native spawn gets the child's pidfd with the clone (CLONE_PIDFD); its watch adopts
+    that descriptor (no pidfd_open), the child's pipe ends reach the transports non-blocking,
+    and nothing is left open afterwards. A watch told not to use a pidfd closes one handed to
+    it."""
+    import fcntl
+
+    from ferroloop import _spawn
+    from ferroloop._ferroloop import ChildWatch
+
+    pidfds = []
+    real_spawn_child = _spawn.spawn_child
+
+    def recording(*args, **kwargs):
+        result = real_spawn_child(*args, **kwargs)
+        pidfds.append((kwargs.get("pidfd"), result[1]))
+        return result
+
+    monkeypatch.setattr(_spawn, "spawn_child", recording)
+    baseline = open_fds()
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        watch = proc._transport._watch
+        facts = [watch.fileno]
+        for fd in (0, 1):
+            pipe_fd = proc._transport.get_pipe_transport(fd).get_extra_info("pipe").fileno()
+            facts.append(bool(fcntl.fcntl(pipe_fd, fcntl.F_GETFL) & os.O_NONBLOCK))
+        out, _ = await proc.communicate(b"x" * 300_000)
+        facts.append(len(out))
+        return facts
+
+    facts = loop.run_until_complete(main())
+    assert len(pidfds) == 1 and pidfds[0][0] is True and pidfds[0][1] >= 0
+    assert facts == [pidfds[0][1], True, True, 300_000]
+    assert open_fds() == baseline
+
+    # A pidfd handed to a watch that must not use one is closed at once.
+    child = subprocess.Popen(["true"])
+    pidfd = os.pidfd_open(child.pid)
+    watch = ChildWatch(child.pid, False, pidfd)
+    assert not watch.uses_pidfd and watch.fileno is None
+    with pytest.raises(OSError):
+        os.fstat(pidfd)
+    assert child.wait() == 0
+
+
+@pytest.mark.ferroloop_only
 @pytest.mark.timeout(60)
 def test_waiter_thread_fallback(loop, monkeypatch):
     """Without pidfds (FERROLOOP_NO_PIDFD=1, or ENOSYS/EPERM from the kernel), one thread per

@@ -7,7 +7,8 @@
 the ``OSError`` subclass ``Popen`` raises (naming the program, or ``cwd``).
 
 The result is a ``subprocess.Popen`` object, filled in as ``Popen.__init__`` fills it, so that
-``transport.get_extra_info('subprocess')`` keeps its ``kill``/``poll``/``wait`` methods.
+``transport.get_extra_info('subprocess')`` keeps its ``kill``/``poll``/``wait`` methods, and the
+child's pidfd when asked for (it comes with the clone).
 
 ``user``, ``group``, ``extra_groups`` and ``umask`` are resolved here (names looked up, checked
 with ``Popen``'s exceptions, in ``Popen``'s order); the native side sets them in the child.
@@ -152,17 +153,25 @@ def _child_code(value: Any) -> Any:
 
 
 def spawn(
-    args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any, options: dict
-) -> subprocess.Popen | None:
-    """Starts the child as ``subprocess.Popen(args, shell=shell, ..., **options)`` would, or
-    returns None if only ``Popen`` can (nothing has been done then)."""
+    args: Any,
+    shell: bool,
+    stdin: Any,
+    stdout: Any,
+    stderr: Any,
+    options: dict,
+    want_pidfd: bool = False,
+) -> tuple[subprocess.Popen, int] | None:
+    """Starts the child as ``subprocess.Popen(args, shell=shell, ..., **options)`` would:
+    ``(popen, pidfd)``, pidfd -1 unless ``want_pidfd`` and the kernel gave one (the caller
+    owns it). None if only ``Popen`` can (nothing has been done then)."""
     if subprocess.Popen is not _POPEN:
         return None
-    for name, value in options.items():
-        if name in _NATIVE_OPTIONS:
-            continue
-        if name not in _DEFAULT_ONLY or value != _DEFAULT_ONLY[name]:
-            return None
+    if options:
+        for name, value in options.items():
+            if name in _NATIVE_OPTIONS:
+                continue
+            if name not in _DEFAULT_ONLY or value != _DEFAULT_ONLY[name]:
+                return None
     codes = (_child_code(stdin), _child_code(stdout), _child_code(stderr))
     if ... in codes:
         return None
@@ -170,18 +179,27 @@ def spawn(
     if stderr_code == subprocess.STDOUT and stdout_code is None:
         stderr_code = sys.__stdout__.fileno()
 
-    executable = options.get("executable")
-    close_fds = options.get("close_fds", True)
-    pass_fds = options.get("pass_fds", ())
-    cwd = options.get("cwd")
-    env = options.get("env")
-    process_group = options.get("process_group")
-    if pass_fds and not close_fds:
-        warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=1)
-        close_fds = True
-    credentials = _credentials(options)
-    if credentials is None:
-        return None
+    if options:
+        executable = options.get("executable")
+        close_fds = options.get("close_fds", True)
+        pass_fds = options.get("pass_fds", ())
+        cwd = options.get("cwd")
+        env = options.get("env")
+        process_group = options.get("process_group")
+        restore_signals = bool(options.get("restore_signals", True))
+        start_new_session = bool(options.get("start_new_session", False))
+        if pass_fds and not close_fds:
+            warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=1)
+            close_fds = True
+        credentials = _credentials(options)
+        if credentials is None:
+            return None
+    else:
+        executable = cwd = env = process_group = None
+        close_fds = restore_signals = True
+        start_new_session = False
+        pass_fds = ()
+        credentials = _INHERITED_CREDENTIALS
 
     original_args = args
     if isinstance(args, (str, bytes)):
@@ -218,7 +236,7 @@ def spawn(
     fds = [int(fd) for fd in pass_fds]
     other_filename = None if _CHDIR_ONLY else cwd
 
-    pid, stdin_w, stdout_r, stderr_r = spawn_child(
+    pid, pidfd, stdin_w, stdout_r, stderr_r = spawn_child(
         argv,
         candidates,
         envp,
@@ -228,10 +246,11 @@ def spawn(
         stderr_code,
         bool(close_fds),
         fds,
-        bool(options.get("restore_signals", True)),
-        bool(options.get("start_new_session", False)),
+        restore_signals,
+        start_new_session,
         -1 if process_group is None else process_group,
         (executable, cwd, other_filename),
+        pidfd=want_pidfd,
         **credentials,
     )
     proc = _POPEN.__new__(_POPEN)
@@ -252,7 +271,7 @@ def spawn(
     proc._sigint_wait_secs = 0.25
     proc._closed_child_pipe_fds = True
     proc._child_created = True
-    return proc
+    return proc, pidfd
 
 
 __all__ = ["spawn"]

@@ -16,10 +16,18 @@ How a child is run:
   ``connect_write_pipe``).
 
 The transport's protocol sees asyncio's order: ``connection_made`` once every pipe is
-connected (anything that happened before is replayed after it), ``pipe_data_received`` and
-``pipe_connection_lost`` per pipe, ``process_exited``, and ``connection_lost`` only once the
-process has exited and every pipe is closed; ``_wait()`` (used by ``asyncio.subprocess``)
-resolves right after ``connection_lost``.
+connected, ``pipe_data_received`` and ``pipe_connection_lost`` per pipe, ``process_exited``,
+and ``connection_lost`` only once the process has exited and every pipe is closed; ``_wait()``
+(used by ``asyncio.subprocess``) resolves right after ``connection_lost``.
+
+The pipes are connected in the call that spawns the child, not in a task awaiting
+``connect_read_pipe``/``connect_write_pipe`` one after the other (asyncio's way): every
+pipe transport, then ``connection_made``, then the return of ``subprocess_exec`` are
+scheduled at once, in that order, so nothing the child does can reach the protocol before
+``connection_made`` (a spawn costs one task, its futures and a few loop iterations less).
+A loop whose ``connect_read_pipe``/``connect_write_pipe`` were replaced (a test wrapping them)
+gets asyncio's way, through the replacements, with the protocol calls that come before
+``connection_made`` held and replayed after it.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ import warnings
 from asyncio import base_subprocess
 from typing import Any
 
-from ._ferroloop import ChildWatch
+from ._ferroloop import ChildWatch, ReadPipeTransport, WritePipeTransport
+from ._pipes import PipeAPI
 from ._spawn import spawn
 
 logger = logging.getLogger("asyncio")
@@ -63,6 +72,18 @@ _EXIT_TWO_HOPS = sys.version_info < (3, 12)
 _CLOSE_IGNORES_PERMISSION = sys.version_info >= (3, 13)
 
 _STD_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+def _pipe_methods_replaced(loop: Any) -> bool:
+    """Whether ``connect_read_pipe`` or ``connect_write_pipe`` is not the loop's own (replaced
+    on the instance or in a subclass): the pipes are then connected through them."""
+    cls = type(loop)
+    return (
+        cls.connect_read_pipe is not PipeAPI.connect_read_pipe
+        or cls.connect_write_pipe is not PipeAPI.connect_write_pipe
+        or "connect_read_pipe" in loop.__dict__
+        or "connect_write_pipe" in loop.__dict__
+    )
 
 
 def _selective_watchers() -> tuple:
@@ -170,8 +191,16 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         self._pid: int | None = None
         self._returncode: int | None = None
         self._exit_waiters: list | None = []
-        # Protocol calls made before connection_made are held here, then replayed.
-        self._held_calls: collections.deque | None = collections.deque()
+        # The child's pidfd from the spawn (-1: none), handed to its ChildWatch.
+        self._pidfd = -1
+        # Whether spawn_child made the pipes (known pipes, already non-blocking).
+        self._native = False
+        # Whether connection_made has been scheduled: before that (a failed connection of
+        # the pipes), the protocol hears nothing, as in asyncio.
+        self._connected = False
+        # Protocol calls made while the pipes are connected through replaced loop methods
+        # (``_connect_pipes_via_loop``), replayed after connection_made.
+        self._held_calls: collections.deque | None = None
         # fd -> _PipeEnd, None until connected.
         self._pipes: dict[int, _PipeEnd | None] = {}
         self._finished = False
@@ -192,7 +221,12 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         try:
             self._proc = None
             if not _FORCE_POPEN:
-                self._proc = spawn(args, shell, stdin, stdout, stderr, popen_kwargs)
+                spawned = spawn(
+                    args, shell, stdin, stdout, stderr, popen_kwargs, not _FORCE_THREADS
+                )
+                if spawned is not None:
+                    self._proc, self._pidfd = spawned
+                    self._native = True
             if self._proc is None:
                 self._proc = subprocess.Popen(
                     args,
@@ -219,7 +253,8 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         """Starts watching the child: its pidfd as a reader, a waiter thread, or the policy's
         child watcher (``reaper``, see ``_policy_reaper``)."""
         try:
-            watch = ChildWatch(self._pid, not _FORCE_THREADS)
+            pidfd, self._pidfd = self._pidfd, -1
+            watch = ChildWatch(self._pid, not _FORCE_THREADS, pidfd)
         except BaseException:
             self.close()
             raise
@@ -291,17 +326,64 @@ class SubprocessTransport(asyncio.SubprocessTransport):
 
     # ------------------------------------------------------------------ pipes
 
-    async def _connect_pipes(self, waiter: asyncio.Future) -> None:
-        """Connects the child's pipes, then ``connection_made``, then replays held calls."""
+    def _connect_pipes(self) -> None:
+        """Connects the child's pipes: each pipe transport schedules its end's
+        ``connection_made`` and reading; ``connection_made`` is scheduled after them.
+
+        A failure closes the pipes not connected yet and propagates (the caller closes the
+        transport, which closes those connected).
+        """
+        proc, loop = self._proc, self._loop
+        native = self._native
+        pipes = ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr))
         try:
-            proc, loop = self._proc, self._loop
-            if proc.stdin is not None:
-                _, end = await loop.connect_write_pipe(lambda: _PipeEnd(self, 0), proc.stdin)
-                self._adopt_pipe(0, end)
-            for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
-                if pipe is not None:
-                    _, end = await loop.connect_read_pipe(lambda fd=fd: _PipeEnd(self, fd), pipe)
-                    self._adopt_pipe(fd, end)
+            for fd, pipe in pipes:
+                if pipe is None:
+                    continue
+                end = _PipeEnd(self, fd)
+                kind = WritePipeTransport if fd == 0 else ReadPipeTransport
+                transport = kind(loop, pipe, end, None, native)
+                transport._start(None)
+                loop._note_pipe_transport(transport)
+                end.pipe = transport
+                self._pipes[fd] = end
+                if not native:
+                    # The pipe is the child's and ours alone: it may grow once a bulk
+                    # transfer fills it (spawn_child's pipes are marked so already).
+                    transport._grow_when_full()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            # The pipes not adopted yet would leak their descriptors (those adopted are closed
+            # with the transport).
+            for fd, raw in pipes:
+                if raw is not None and self._pipes.get(fd) is None:
+                    raw.close()
+            raise
+        self._connected = True
+        loop.call_soon(self._protocol.connection_made, self)
+
+    async def _connect_pipes_via_loop(self, waiter: asyncio.Future) -> None:
+        """asyncio's way, for a loop whose pipe methods were replaced: each pipe through
+        ``connect_write_pipe``/``connect_read_pipe`` in turn, then ``connection_made``, then
+        the calls held meanwhile."""
+        self._held_calls = collections.deque()
+        proc, loop = self._proc, self._loop
+        pipes = ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr))
+        try:
+            for fd, pipe in pipes:
+                if pipe is None:
+                    continue
+                connect = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                _, end = await connect(lambda fd=fd: _PipeEnd(self, fd), pipe)
+                self._pipes[fd] = end
+                grow = getattr(end.pipe, "_grow_when_full", None)
+                if grow is not None:
+                    grow()
+                if self._closed:
+                    # Closed while connecting (a cancelled spawn): not wanted either.
+                    end.pipe.close()
+            self._connected = True
             loop.call_soon(self._protocol.connection_made, self)
             held, self._held_calls = self._held_calls, None
             for callback, args in held:
@@ -309,13 +391,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            # The pipes not adopted yet would leak their descriptors (those adopted are closed
-            # with the transport).
-            for raw in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-                if raw is not None and not any(
-                    end is not None and end.pipe.get_extra_info("pipe") is raw
-                    for end in self._pipes.values()
-                ):
+            self._held_calls = None
+            for fd, raw in pipes:
+                if raw is not None and self._pipes.get(fd) is None:
                     raw.close()
             if not waiter.cancelled():
                 waiter.set_exception(exc)
@@ -323,22 +401,15 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             if not waiter.cancelled():
                 waiter.set_result(None)
 
-    def _adopt_pipe(self, fd: int, end: _PipeEnd) -> None:
-        self._pipes[fd] = end
-        # The pipe is the child's and ours alone: it may grow once a bulk transfer fills it.
-        grow = getattr(end.pipe, "_grow_when_full", None)
-        if grow is not None:
-            grow()
-        if self._closed:
-            # Closed while connecting (a cancelled spawn): this pipe is not wanted either.
-            end.pipe.close()
-
     def _pipe_event(self, callback: Any, *args: Any) -> None:
-        """Calls the protocol soon, or after connection_made if it has not run yet."""
-        if self._held_calls is not None:
-            self._held_calls.append((callback, args))
-        else:
+        """Calls the protocol soon: after connection_made, which was scheduled when the pipes
+        were connected, before anything could happen to them (or held until then while the
+        pipes are connected through replaced loop methods); not at all if they could not be
+        connected."""
+        if self._connected:
             self._loop.call_soon(callback, *args)
+        elif self._held_calls is not None:
+            self._held_calls.append((callback, args))
 
     def _pipe_closed(self, fd: int, exc: BaseException | None) -> None:
         self._pipe_event(self._protocol.pipe_connection_lost, fd, exc)
@@ -372,11 +443,15 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             return
         if all(end is not None and end.disconnected for end in self._pipes.values()):
             self._finished = True
-            self._pipe_event(self._connection_lost, None)
+            if self._held_calls is not None:
+                self._held_calls.append((self._connection_lost, (None,)))
+            else:
+                self._loop.call_soon(self._connection_lost, None)
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         try:
-            self._protocol.connection_lost(exc)
+            if self._connected:
+                self._protocol.connection_lost(exc)
         finally:
             self._wake_exit_waiters()
             self._loop = None
@@ -584,10 +659,16 @@ class SubprocessAPI:
         transport = SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs
         )
-        waiter = self.create_future()
-        self.create_task(transport._connect_pipes(waiter))
         try:
-            await waiter
+            if _pipe_methods_replaced(self):
+                waiter = self.create_future()
+                self.create_task(transport._connect_pipes_via_loop(waiter))
+                await waiter
+            else:
+                transport._connect_pipes()
+                # One iteration: the pipes' and the protocol's connection_made, scheduled by
+                # _connect_pipes, run before this task resumes.
+                await asyncio.sleep(0)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException:

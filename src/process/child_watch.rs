@@ -67,10 +67,20 @@ impl ChildWatch {
 #[pymethods]
 impl ChildWatch {
     /// Starts watching child `pid`; `use_pidfd=False` forces the waiter-thread fallback.
+    /// `pidfd`: the child's pidfd if the spawn already has one (`CLONE_PIDFD`); the watch
+    /// owns it from here on (closed at once with `use_pidfd=False`). Otherwise one is opened.
     #[new]
-    #[pyo3(signature = (pid, use_pidfd = true))]
-    fn new(pid: libc::pid_t, use_pidfd: bool) -> PyResult<Self> {
+    #[pyo3(signature = (pid, use_pidfd = true, pidfd = -1))]
+    fn new(pid: libc::pid_t, use_pidfd: bool, pidfd: RawFd) -> PyResult<Self> {
+        if pidfd >= 0 && !use_pidfd {
+            // SAFETY: the caller handed this pidfd over; it is closed once, here.
+            unsafe { libc::close(pidfd) };
+        }
         if pid <= 0 {
+            if pidfd >= 0 && use_pidfd {
+                // SAFETY: as above.
+                unsafe { libc::close(pidfd) };
+            }
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "invalid child pid {pid}"
             )));
@@ -78,10 +88,12 @@ impl ChildWatch {
         // ENOSYS/EPERM: no pidfd support (old kernel, seccomp); EMFILE/ENFILE/ENOMEM: no
         // descriptor to spare. Either way the waiter thread still reaps the child correctly,
         // where raising would leave it unreaped.
-        let pidfd = if use_pidfd {
-            exit_status::pidfd_open(pid).map_or(-1, |fd| fd.into_raw_fd())
-        } else {
+        let pidfd = if !use_pidfd {
             -1
+        } else if pidfd >= 0 {
+            pidfd
+        } else {
+            exit_status::pidfd_open(pid).map_or(-1, |fd| fd.into_raw_fd())
         };
         Ok(Self {
             pid,

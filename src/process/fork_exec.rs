@@ -24,24 +24,52 @@
 //! caught signals back to their defaults and the parent's signal mask restored (signals are
 //! blocked across the fork, so no Python handler runs in the child); `setsid`/`setpgid`;
 //! `setgroups`, `setregid`, `setreuid`; `close_fds`; `execve` of each candidate in turn.
-//! A failure writes errno and the failed stage into the close-on-exec error pipe and the child
-//! exits; the parent reaps it and reports the error as `Popen` does.
+//! A failure stores errno and the failed stage in the parent's memory (the child shares it
+//! until exec) and the child exits; the parent, which `CLONE_VFORK` keeps suspended until the
+//! child has exec'd or exited, reads them, reaps the child and reports the error as `Popen`
+//! does. No error pipe is needed for that: the shared memory is the report (glibc's
+//! `posix_spawn` works the same way).
+//!
+//! What the parent pays per spawn is kept to the clone itself (bench/RESULTS.md, "spawn CPU"):
+//! the child's pidfd comes with the clone (`CLONE_PIDFD`, no `pidfd_open` afterwards);
+//! `/dev/null` is opened in the child (its descriptor goes at exec); the descriptor limit is
+//! read only where `close_range(2)` is missing; the child's pipe ends, created non-blocking
+//! for the parent's transports, are made blocking by the child; the child's stack is one
+//! reused buffer per thread, not an allocation per spawn.
 //!
 //! The credential calls are raw system calls: they change only the calling task, the child
 //! (the C library's wrappers would broadcast the change to the parent's threads).
 
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
+use crate::process::clone3;
 use crate::process::request::{environment, pointers, SpawnError, SpawnRequest, Stage, Stdio};
-
-/// Bytes of a failure report: errno (native-endian i32) then the stage.
-const REPORT_LEN: usize = 5;
 
 /// Bytes of the child's stack (its frames are small: system calls on prepared data).
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Marker in [`Prepared::stdio`]: the child's stderr is a copy of its stdout.
 const AS_STDOUT: RawFd = -2;
+
+/// Marker in [`Prepared::stdio`]: `/dev/null`, opened by the child.
+const DEV_NULL: RawFd = -3;
+
+/// Whether `clone` accepts `CLONE_PIDFD` here: unknown until the first spawn that asks.
+static CLONE_PIDFD_STATE: AtomicU8 = AtomicU8::new(PIDFD_UNKNOWN);
+const PIDFD_UNKNOWN: u8 = 0;
+const PIDFD_WORKS: u8 = 1;
+const PIDFD_REFUSED: u8 = 2;
+
+thread_local! {
+    /// The child's stack, one per spawning thread, reused: the thread is suspended while its
+    /// child runs on it (`CLONE_VFORK`), so no two children share it. Never zeroed: the
+    /// child's frames initialise what they use.
+    static CHILD_STACK_BUF: RefCell<Box<[MaybeUninit<u8>]>> =
+        RefCell::new(Box::new_uninit_slice(CHILD_STACK));
+}
 
 fn errno() -> i32 {
     std::io::Error::last_os_error()
@@ -67,16 +95,12 @@ fn stage_of(code: u8) -> Stage {
     }
 }
 
-/// Descriptors opened by the parent for one spawn, closed on drop.
-struct Owned(Vec<RawFd>);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        for &fd in &self.0 {
-            // SAFETY: each descriptor was opened by `spawn` and is closed once.
-            unsafe { libc::close(fd) };
-        }
-    }
+/// A failed child's report, written by the child into the parent's memory before it exits.
+struct Report {
+    /// errno of the failure (0: none, the child exec'd).
+    errno: AtomicI32,
+    /// [`stage_code`] of the failed step.
+    stage: AtomicU8,
 }
 
 /// What the child needs, all computed before the fork.
@@ -84,14 +108,18 @@ struct Prepared<'a> {
     request: &'a SpawnRequest<'a>,
     argv: Vec<*mut libc::c_char>,
     envp: *const *mut libc::c_char,
-    /// Source of the child's 0, 1, 2: a descriptor, -1 (inherit) or [`AS_STDOUT`].
+    /// Source of the child's 0, 1, 2: a descriptor, -1 (inherit), [`AS_STDOUT`] or
+    /// [`DEV_NULL`].
     stdio: [RawFd; 3],
-    /// Descriptors above 2 that `close_fds` keeps, sorted (pass_fds and the error pipe).
+    /// Pipe ends the parent created non-blocking, which the child makes blocking (-1: none).
+    make_blocking: [RawFd; 3],
+    /// Descriptors above 2 that `close_fds` keeps, sorted (pass_fds).
     keep: Vec<RawFd>,
-    /// Highest descriptor number closed one by one when `close_range(2)` is missing.
-    max_fd: RawFd,
-    /// Write end of the error pipe.
-    report: RawFd,
+    /// Where a failing child reports why.
+    report: Report,
+    /// The kernel has reset the child's caught signals (`clone3` with
+    /// `CLONE_CLEAR_SIGHAND`): the child need not.
+    handlers_cleared: AtomicBool,
     /// The parent's signal mask, restored in the child before exec.
     mask: libc::sigset_t,
 }
@@ -103,16 +131,13 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     child(prepared)
 }
 
-/// Writes the failure into the error pipe and ends the child.
+/// Stores the failure in the parent's memory and ends the child.
 fn fail(p: &Prepared<'_>, err: i32, stage: Stage) -> ! {
-    let mut buf = [0u8; REPORT_LEN];
-    buf[..4].copy_from_slice(&err.to_ne_bytes());
-    buf[4] = stage_code(stage);
-    // SAFETY: write and _exit are async-signal-safe; `buf` is a local array.
-    unsafe {
-        libc::write(p.report, buf.as_ptr().cast(), REPORT_LEN);
-        libc::_exit(255)
-    }
+    p.report.stage.store(stage_code(stage), Ordering::Relaxed);
+    // Release: the parent reads the stage after it sees the errno.
+    p.report.errno.store(err.max(1), Ordering::Release);
+    // SAFETY: _exit is async-signal-safe and ends only this child.
+    unsafe { libc::_exit(255) }
 }
 
 /// Clears close-on-exec on `fd`.
@@ -127,8 +152,22 @@ fn set_inheritable(fd: RawFd) -> Result<(), i32> {
     Ok(())
 }
 
+/// Highest descriptor number closed one by one when `close_range(2)` is missing: the
+/// descriptor limit (capped), read in the child only on that path.
+fn max_fd() -> RawFd {
+    // SAFETY: getrlimit fills a local structure.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            65_536
+        }
+    }
+}
+
 /// Closes descriptors `low..=high` (close_range, or one by one without it).
-fn close_between(low: RawFd, high: RawFd, max_fd: RawFd) {
+fn close_between(low: RawFd, high: RawFd) {
     if low > high {
         return;
     }
@@ -137,7 +176,7 @@ fn close_between(low: RawFd, high: RawFd, max_fd: RawFd) {
     if rc == 0 {
         return;
     }
-    for fd in low..=high.min(max_fd) {
+    for fd in low..=high.min(max_fd()) {
         // SAFETY: closing a descriptor number (EBADF for an unused one is ignored).
         unsafe { libc::close(fd) };
     }
@@ -151,8 +190,26 @@ fn child(p: &Prepared<'_>) -> ! {
             fail(p, err, Stage::Setup);
         }
     }
-    // A source among 0..2 other than its target could be overwritten by an earlier dup2.
+    for &fd in &p.make_blocking {
+        // SAFETY: F_SETFL on a pipe end created by the parent (its only status flag is
+        // O_NONBLOCK, cleared here; the parent's end is a separate open file).
+        if fd >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, 0) } < 0 {
+            fail(p, errno(), Stage::Setup);
+        }
+    }
     let mut stdio = p.stdio;
+    if stdio.contains(&DEV_NULL) {
+        // Close-on-exec: only the copies made into 0..2 below outlive the exec.
+        // SAFETY: opening a NUL-terminated literal path.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if null < 0 {
+            fail(p, errno(), Stage::Fork);
+        }
+        for source in stdio.iter_mut().filter(|source| **source == DEV_NULL) {
+            *source = null;
+        }
+    }
+    // A source among 0..2 other than its target could be overwritten by an earlier dup2.
     for (target, source) in stdio.iter_mut().enumerate() {
         if (0..3).contains(source) && *source != target as RawFd {
             // SAFETY: duplicating an open descriptor above 2, close-on-exec.
@@ -196,9 +253,11 @@ fn child(p: &Prepared<'_>) -> ! {
             libc::sigaction(libc::SIGXFSZ, &action, std::ptr::null_mut());
         }
         // A caught signal would run the parent's handler (Python's) in the child: back to
-        // the default, as exec would set it anyway; ignored signals stay ignored.
+        // the default, as exec would set it anyway; ignored signals stay ignored. (Done by
+        // the kernel already after `clone3` with `CLONE_CLEAR_SIGHAND`.)
         action.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..libc::SIGRTMAX() + 1 {
+        let reset_handlers = !p.handlers_cleared.load(Ordering::Relaxed);
+        for sig in (1..libc::SIGRTMAX() + 1).filter(|_| reset_handlers) {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
@@ -245,10 +304,10 @@ fn child(p: &Prepared<'_>) -> ! {
     if request.close_fds {
         let mut low = 3;
         for &keep in &p.keep {
-            close_between(low, keep - 1, p.max_fd);
+            close_between(low, keep - 1);
             low = keep + 1;
         }
-        close_between(low, RawFd::MAX, p.max_fd);
+        close_between(low, RawFd::MAX);
     }
     let mut first_other = 0;
     let mut last = libc::ENOENT;
@@ -283,47 +342,116 @@ fn dup_to(from: RawFd, to: RawFd) -> Result<(), i32> {
     }
 }
 
-/// A close-on-exec copy of `fd` above 2 if it is among 0..2 (the child's copies into 0..2
-/// must not overwrite it); the copy is added to `owned`.
-fn above_stdio(fd: RawFd, owned: &mut Owned) -> Result<RawFd, SpawnError> {
-    if fd >= 3 {
-        return Ok(fd);
-    }
-    // SAFETY: duplicating an open descriptor of this process.
-    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if copy < 0 {
-        return Err(SpawnError::Os(errno(), Stage::Fork));
-    }
-    owned.0.push(copy);
-    Ok(copy)
+/// A started child: its pid and, when asked for and the kernel gives one, its pidfd.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Spawned {
+    /// The child's pid.
+    pub pid: libc::pid_t,
+    /// Its pidfd (close-on-exec; the caller owns it), or -1.
+    pub pidfd: RawFd,
 }
 
-/// Starts the child with fork and exec; its pid, or why it could not be started.
-pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
-    let mut owned = Owned(Vec::new());
-    let mut ends = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into `ends`.
-    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(SpawnError::Os(errno(), Stage::Fork));
+/// `clone(CLONE_VM | CLONE_VFORK)` running `child_entry(prepared)` on `stack`, with the
+/// child's pidfd in `pidfd` if `flags` has `CLONE_PIDFD`: the pid, or errno.
+///
+/// # Safety
+/// `prepared` and `stack` must stay alive until this returns (the parent is suspended until
+/// the child execs or exits); every signal must be blocked in this thread.
+unsafe fn clone_child(
+    prepared: &Prepared<'_>,
+    stack: &mut [MaybeUninit<u8>],
+    flags: libc::c_int,
+    pidfd: &mut libc::c_int,
+) -> Result<libc::pid_t, i32> {
+    // The stack grows down from its 16-byte aligned top.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // SAFETY: the caller's contract; `pidfd` is a valid int for the kernel to fill in.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | flags,
+            (prepared as *const Prepared<'_>).cast_mut().cast(),
+            pidfd as *mut libc::c_int,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(pid)
     }
-    owned.0.extend(ends);
-    let report = above_stdio(ends[1], &mut owned)?;
+}
+
+/// Clones the child: with `clone3` where it works (the kernel resets the child's signal
+/// handlers), else with `clone`; asking for its pidfd with the clone when `want_pidfd` and
+/// the kernel accepts `CLONE_PIDFD` (Linux >= 5.2; a kernel that refuses it is asked no
+/// more).
+fn clone_with_pidfd(
+    prepared: &Prepared<'_>,
+    stack: &mut [MaybeUninit<u8>],
+    want_pidfd: bool,
+) -> Result<Spawned, i32> {
+    let mut pidfd: libc::c_int = -1;
+    if !clone3::refused() {
+        prepared.handlers_cleared.store(true, Ordering::Relaxed);
+        let arg = (prepared as *const Prepared<'_>).cast_mut().cast();
+        // SAFETY: forwarded contract of `spawn` (signals blocked, `prepared`/`stack` alive
+        // until the child has exec'd or exited); `child_entry` makes system calls only.
+        let cloned = unsafe {
+            clone3::clone_vfork(child_entry, arg, stack, want_pidfd.then_some(&mut pidfd))
+        };
+        match cloned {
+            Some(Ok(pid)) => return Ok(Spawned { pid, pidfd }),
+            Some(Err(err)) => return Err(err),
+            None => prepared.handlers_cleared.store(false, Ordering::Relaxed),
+        }
+        pidfd = -1;
+    }
+    let state = CLONE_PIDFD_STATE.load(Ordering::Relaxed);
+    if want_pidfd && state != PIDFD_REFUSED {
+        // SAFETY: forwarded contract of `spawn` (signals blocked, `prepared`/`stack` alive).
+        match unsafe { clone_child(prepared, stack, libc::CLONE_PIDFD, &mut pidfd) } {
+            Ok(pid) => {
+                // A kernel older than 5.2 ignores the flag: no pidfd written.
+                let got = if pidfd >= 0 {
+                    PIDFD_WORKS
+                } else {
+                    PIDFD_REFUSED
+                };
+                CLONE_PIDFD_STATE.store(got, Ordering::Relaxed);
+                return Ok(Spawned { pid, pidfd });
+            }
+            Err(libc::EINVAL) if state == PIDFD_UNKNOWN => {
+                CLONE_PIDFD_STATE.store(PIDFD_REFUSED, Ordering::Relaxed);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    pidfd = -1;
+    // SAFETY: as above.
+    let pid = unsafe { clone_child(prepared, stack, 0, &mut pidfd) }?;
+    Ok(Spawned { pid, pidfd: -1 })
+}
+
+/// Starts the child with a vfork-style clone and exec: its pid (and pidfd if
+/// `request.pidfd`), or why it could not be started.
+pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let mut stdio = [-1; 3];
-    for (slot, source) in stdio.iter_mut().zip(request.stdio) {
+    let mut make_blocking = [-1; 3];
+    for ((slot, blocking), source) in stdio
+        .iter_mut()
+        .zip(make_blocking.iter_mut())
+        .zip(request.stdio)
+    {
         *slot = match source {
             Stdio::Inherit => -1,
             Stdio::Fd(fd) => fd,
-            Stdio::SameAsStdout => AS_STDOUT,
-            Stdio::DevNull => {
-                // SAFETY: opening a NUL-terminated literal path.
-                let fd =
-                    unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-                if fd < 0 {
-                    return Err(SpawnError::Os(errno(), Stage::Fork));
-                }
-                owned.0.push(fd);
+            Stdio::Pipe(fd) => {
+                *blocking = fd;
                 fd
             }
+            Stdio::SameAsStdout => AS_STDOUT,
+            Stdio::DevNull => DEV_NULL,
         };
     }
     let mut keep: Vec<RawFd> = request
@@ -332,18 +460,8 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
         .copied()
         .filter(|&fd| fd >= 3)
         .collect();
-    keep.push(report);
     keep.sort_unstable();
     keep.dedup();
-    // SAFETY: getrlimit fills a local structure.
-    let max_fd = unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur.min(1 << 20) as RawFd
-        } else {
-            65_536
-        }
-    };
     let envp_storage = request.envp.map(pointers);
     let envp = match &envp_storage {
         Some(list) => list.as_ptr(),
@@ -354,65 +472,56 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<libc::pid_t, SpawnError> {
         argv: pointers(request.argv),
         envp,
         stdio,
+        make_blocking,
         keep,
-        max_fd,
-        report,
+        report: Report {
+            errno: AtomicI32::new(0),
+            stage: AtomicU8::new(0),
+        },
+        handlers_cleared: AtomicBool::new(false),
         // SAFETY: an all-zero sigset_t is valid; pthread_sigmask fills it below.
         mask: unsafe { std::mem::zeroed() },
     };
-    let mut stack = vec![0u8; CHILD_STACK];
-    // The stack grows down from its 16-byte aligned top.
-    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
-    // SAFETY: every signal is blocked in this thread across the clone (the child restores the
-    // mask once its handlers are reset, so no handler runs on the shared memory); the child
-    // runs `child_entry` on `stack` and this thread is suspended until it execs or exits,
-    // while `prepared` and `stack` stay alive.
-    let pid = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut prepared.mask);
-        let pid = libc::clone(
-            child_entry,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&prepared as *const Prepared<'_>).cast_mut().cast(),
-        );
-        let clone_errno = errno();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &prepared.mask, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(SpawnError::Os(clone_errno, Stage::Fork));
+    let cloned = CHILD_STACK_BUF.with(|buf| {
+        let mut fresh;
+        let mut reused = buf.try_borrow_mut();
+        let stack: &mut [MaybeUninit<u8>] = match reused.as_deref_mut() {
+            Ok(stack) => stack,
+            // Not reachable (this thread is suspended while its child runs): a stack of
+            // its own all the same.
+            Err(_) => {
+                fresh = Box::new_uninit_slice(CHILD_STACK);
+                &mut fresh
+            }
+        };
+        // SAFETY: every signal is blocked in this thread across the clone (the child
+        // restores the mask once its handlers are reset, so no handler runs on the shared
+        // memory); the child runs `child_entry` on `stack` and this thread is suspended until
+        // it execs or exits, while `prepared` and `stack` stay alive.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut prepared.mask);
+            let cloned = clone_with_pidfd(&prepared, stack, request.pidfd);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &prepared.mask, std::ptr::null_mut());
+            cloned
         }
-        pid
-    };
-    drop(stack);
-    // The parent's copy of the write end goes, so that exec (or exit) means end of file.
-    let read_end = ends[0];
-    owned.0.retain(|&fd| fd != read_end);
-    drop(owned);
-    let mut buf = [0u8; REPORT_LEN];
-    let mut got = 0;
-    while got < REPORT_LEN {
-        // SAFETY: reading into the unfilled tail of a local buffer.
-        let n = unsafe { libc::read(read_end, buf[got..].as_mut_ptr().cast(), REPORT_LEN - got) };
-        if n > 0 {
-            got += n as usize;
-        } else if n == 0 || errno() != libc::EINTR {
-            break;
-        }
+    });
+    let spawned = cloned.map_err(|err| SpawnError::Os(err, Stage::Fork))?;
+    // The child has exec'd (or exited): what it reported, if anything, is in `report`.
+    let err = prepared.report.errno.load(Ordering::Acquire);
+    if err == 0 {
+        return Ok(spawned);
     }
-    // SAFETY: the read end was opened above and is closed once.
-    unsafe { libc::close(read_end) };
-    if got == 0 {
-        return Ok(pid);
+    let stage = stage_of(prepared.report.stage.load(Ordering::Relaxed));
+    if spawned.pidfd >= 0 {
+        // SAFETY: the pidfd was returned by clone and is closed once.
+        unsafe { libc::close(spawned.pidfd) };
     }
     let mut status = 0;
     // SAFETY: reaping our own child, which has exited or is about to.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
-    if got < REPORT_LEN {
-        return Err(SpawnError::Os(libc::EIO, Stage::Setup));
-    }
-    let err = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    Err(SpawnError::Os(err, stage_of(buf[4])))
+    while unsafe { libc::waitpid(spawned.pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
+    Err(SpawnError::Os(err, stage))
 }
 
 #[cfg(test)]
@@ -443,7 +552,7 @@ mod tests {
             c"test $(umask) = 0077".to_owned(),
         ];
         let exes = [c"/bin/sh".to_owned()];
-        let pid = spawn(&request(&argv, &exes)).unwrap();
+        let pid = spawn(&request(&argv, &exes)).unwrap().pid;
         assert_eq!(wait(pid), 0);
     }
 
@@ -470,8 +579,69 @@ mod tests {
     fn runs_with_the_parents_credentials_and_reports_exit_status() {
         let argv = [c"sh".to_owned(), c"-c".to_owned(), c"exit 3".to_owned()];
         let exes = [c"/bin/sh".to_owned()];
-        let pid = spawn(&test_support::request(&argv, &exes)).unwrap();
+        let pid = spawn(&test_support::request(&argv, &exes)).unwrap().pid;
         assert_eq!(wait(pid), 3);
+    }
+
+    #[test]
+    fn pidfd_comes_with_the_clone_when_asked_for() {
+        let argv = [c"true".to_owned()];
+        let exes = [c"/bin/true".to_owned()];
+        let mut req = test_support::request(&argv, &exes);
+        let plain = spawn(&req).unwrap();
+        assert_eq!(plain.pidfd, -1);
+        assert_eq!(wait(plain.pid), 0);
+        req.pidfd = true;
+        let spawned = spawn(&req).unwrap();
+        assert!(spawned.pidfd >= 0, "no pidfd from CLONE_PIDFD");
+        // The pidfd names the child: its readiness is the child's exit, its reap the status.
+        let mut poll = libc::pollfd {
+            fd: spawned.pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one valid descriptor.
+        assert_eq!(unsafe { libc::poll(&mut poll, 1, 10_000) }, 1);
+        let code = crate::process::exit_status::reap_pidfd(spawned.pidfd).unwrap();
+        assert_eq!(code, Some(0));
+        // SAFETY: closing the pidfd this test owns.
+        unsafe { libc::close(spawned.pidfd) };
+    }
+
+    #[test]
+    fn child_pipe_end_is_made_blocking_and_parent_end_stays_non_blocking() {
+        let mut ends = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into `ends`.
+        let made = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(made, 0);
+        let argv = [c"true".to_owned()];
+        let exes = [c"/bin/true".to_owned()];
+        let mut req = test_support::request(&argv, &exes);
+        req.stdio[1] = Stdio::Pipe(ends[1]);
+        let pid = spawn(&req).unwrap().pid;
+        assert_eq!(wait(pid), 0);
+        // SAFETY: reading the status flags of the two ends.
+        let (read_flags, write_flags) = unsafe {
+            (
+                libc::fcntl(ends[0], libc::F_GETFL),
+                libc::fcntl(ends[1], libc::F_GETFL),
+            )
+        };
+        assert_ne!(read_flags & libc::O_NONBLOCK, 0);
+        assert_eq!(write_flags & libc::O_NONBLOCK, 0);
+        for fd in ends {
+            // SAFETY: closing the test's own descriptors.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    #[test]
+    fn devnull_is_opened_by_the_child() {
+        let argv = [c"sh".to_owned(), c"-c".to_owned(), c"read line".to_owned()];
+        let exes = [c"/bin/sh".to_owned()];
+        let pid = spawn(&test_support::request(&argv, &exes)).unwrap().pid;
+        // `read` at /dev/null's end of file fails: the exit status is 1, not a hang.
+        assert_eq!(wait(pid), 1);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! and must never touch a child the loop did not start:
 //! - [`request`]: what a spawn asks for and how it fails; [`fork_exec`]: starting a child
 //!   with a vfork-style clone and exec, set up as `subprocess.Popen` sets it up (no Python),
-//!   `user`, `group`, `extra_groups` and `umask` included; [`spawn`]: `spawn_child`, its
+//!   `user`, `group`, `extra_groups` and `umask` included ([`clone3`]: its clone, with the
+//!   child's signal handlers reset by the kernel); [`spawn`]: `spawn_child`, its
 //!   Python entry point (pipes, errors as `Popen` raises them). `preexec_fn` (Python in the child) goes through
 //!   `subprocess.Popen` (`python/ferroloop/_spawn.py`);
 //! - [`exit_status`]: the system calls, no Python: `pidfd_open(2)`, `waitid(P_PIDFD)` (reap,
@@ -19,6 +20,7 @@
 //! There is no SIGCHLD handler and no thread per child on Linux >= 5.3.
 
 pub mod child_watch;
+pub mod clone3;
 pub mod exit_status;
 pub mod fork_exec;
 pub mod request;

@@ -11,6 +11,9 @@ pub enum Stdio {
     Inherit,
     /// A copy of this descriptor of the parent.
     Fd(RawFd),
+    /// A copy of this end of a pipe made for the child, created non-blocking (for the
+    /// parent's transport on the other end): the child makes it blocking before exec.
+    Pipe(RawFd),
     /// `/dev/null`, opened read-write in the child.
     DevNull,
     /// A copy of the child's stdout (stderr only).
@@ -61,6 +64,8 @@ pub struct SpawnRequest<'a> {
     pub process_group: Option<libc::pid_t>,
     /// Groups, user and umask of the child.
     pub credentials: Credentials<'a>,
+    /// Ask for the child's pidfd with the clone (`CLONE_PIDFD`).
+    pub pidfd: bool,
 }
 
 /// `extra_groups`, `group`, `user` and `umask` of `subprocess.Popen`, already resolved to
@@ -125,6 +130,7 @@ pub(crate) mod test_support {
             new_session: false,
             process_group: None,
             credentials: Credentials::default(),
+            pidfd: false,
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The Python edge has already done what `subprocess.Popen` does in Python (argument and
 //! environment encoding, the `PATH` candidates, the `sys.audit` event); here the child's pipes
-//! are created (close-on-exec), the child is started by [`fork_exec`], the child's ends of
+//! are created (close-on-exec, and non-blocking: the parent's ends go to the loop's pipe
+//! transports, which would make them non-blocking anyway; the child makes its ends blocking),
+//! the child is started by [`fork_exec`] (with its pidfd, when asked for), the child's ends of
 //! the pipes are closed, and the parent's ends are returned. A failure closes every descriptor
 //! made here and raises the `OSError` subclass `Popen` raises, naming the file `Popen` names
 //! (the program for an exec failure, `cwd` for a failed `chdir`).
@@ -50,7 +52,7 @@ impl Fds {
     fn pipe(&mut self) -> std::io::Result<(RawFd, RawFd)> {
         let mut ends = [0; 2];
         // SAFETY: pipe2 writes two new descriptors into `ends`.
-        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
         self.0.extend(ends);
@@ -82,9 +84,9 @@ fn plan_stdio(code: Option<i32>, target: RawFd, fds: &mut Fds) -> PyResult<(Stdi
         Some(PIPE) => {
             let (read, write) = fds.pipe().map_err(pipe_error)?;
             if target == 0 {
-                (Stdio::Fd(read), write)
+                (Stdio::Pipe(read), write)
             } else {
-                (Stdio::Fd(write), read)
+                (Stdio::Pipe(write), read)
             }
         }
         Some(DEVNULL) => (Stdio::DevNull, -1),
@@ -93,8 +95,9 @@ fn plan_stdio(code: Option<i32>, target: RawFd, fds: &mut Fds) -> PyResult<(Stdi
     })
 }
 
-/// Starts a child with a vfork-style clone and exec: `(pid, stdin_w, stdout_r, stderr_r)` (-1
-/// where there is no pipe).
+/// Starts a child with a vfork-style clone and exec: `(pid, pidfd, stdin_w, stdout_r,
+/// stderr_r)` (-1 where there is no pipe; pidfd -1 unless `pidfd` asked for it and the kernel
+/// gives it with the clone: the caller owns it). The parent's pipe ends are non-blocking.
 ///
 /// `stdin`/`stdout`/`stderr`: None (inherit), `subprocess.PIPE`, `DEVNULL`, `STDOUT` (stderr
 /// only) or a descriptor. `filenames`: the file an `OSError` names for a failed exec, a failed
@@ -103,7 +106,7 @@ fn plan_stdio(code: Option<i32>, target: RawFd, fds: &mut Fds) -> PyResult<(Stdi
 #[pyfunction]
 #[pyo3(signature = (argv, executables, envp, cwd, stdin, stdout, stderr, close_fds, pass_fds,
     restore_signals, start_new_session, process_group, filenames, groups=None, gid=None, uid=None,
-    umask=None))]
+    umask=None, pidfd=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_child(
     py: Python<'_>,
@@ -124,7 +127,8 @@ pub fn spawn_child(
     gid: Option<libc::gid_t>,
     uid: Option<libc::uid_t>,
     umask: Option<libc::mode_t>,
-) -> PyResult<(libc::pid_t, RawFd, RawFd, RawFd)> {
+    pidfd: bool,
+) -> PyResult<(libc::pid_t, RawFd, RawFd, RawFd, RawFd)> {
     let argv = c_strings(&argv)?;
     let executables = c_strings(&executables)?;
     let envp = envp.as_deref().map(c_strings).transpose()?;
@@ -153,14 +157,21 @@ pub fn spawn_child(
             uid,
             umask,
         },
+        pidfd,
     };
     // The child runs until its exec without the GIL: other threads are not held up.
     let outcome = py.detach(|| fork_exec::spawn(&request));
     match outcome {
-        Ok(pid) => {
+        Ok(spawned) => {
             // The child's ends close with `fds`; the parent's ends are handed over.
             let parent_ends = (fds.keep(stdin_w), fds.keep(stdout_r), fds.keep(stderr_r));
-            Ok((pid, parent_ends.0, parent_ends.1, parent_ends.2))
+            Ok((
+                spawned.pid,
+                spawned.pidfd,
+                parent_ends.0,
+                parent_ends.1,
+                parent_ends.2,
+            ))
         }
         Err(SpawnError::Os(errno, stage)) => {
             let filename = match stage {

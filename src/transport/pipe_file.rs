@@ -104,9 +104,19 @@ pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {
 
 /// The pipe object's descriptor, checked to be a pipe, FIFO, socket or character device
 /// (else `ValueError(refusal)`), and made non-blocking. Returns the descriptor and its kind.
-pub(crate) fn open_pipe(pipe: &Bound<'_, PyAny>, refusal: &str) -> PyResult<(i32, FileKind)> {
+///
+/// `child_pipe`: the pipe is one the loop's spawn created for a child (`spawn_child`), known
+/// to be a pipe and already non-blocking on this end: no `fstat`, no `fcntl`.
+pub(crate) fn open_pipe(
+    pipe: &Bound<'_, PyAny>,
+    refusal: &str,
+    child_pipe: bool,
+) -> PyResult<(i32, FileKind)> {
     let py = pipe.py();
     let fd: i32 = pipe.call_method0(intern!(py, "fileno"))?.extract()?;
+    if child_pipe {
+        return Ok((fd, FileKind::Fifo));
+    }
     let kind = file_kind(fd).map_err(os_error)?;
     if kind == FileKind::Other {
         return Err(PyValueError::new_err(refusal.to_owned()));

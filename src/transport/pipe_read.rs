@@ -209,17 +209,21 @@ transport_pymethods! {
         /// `ReadPipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
         /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
         /// non-blocking. `_start()` then schedules `connection_made` and reading.
+        /// `_child_pipe=True`: a pipe `spawn_child` made for a child (already non-blocking, not
+        /// checked), which grows once a read finds it full (see `pipe_file::grow_pipe`).
         #[new]
-        #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
+        #[pyo3(signature = (event_loop, pipe, protocol, extra=None, _child_pipe=false))]
         fn new(
             event_loop: &Bound<'_, PyAny>,
             pipe: &Bound<'_, PyAny>,
             protocol: &Bound<'_, PyAny>,
             extra: Option<&Bound<'_, PyAny>>,
+            _child_pipe: bool,
         ) -> PyResult<Self> {
             let core = event_loop.cast::<LoopCore>()?.clone().unbind();
             let extra = pipe_extra(pipe, extra)?;
-            let (fd, kind) = open_pipe(pipe, "Pipe transport is for pipes/sockets only.")?;
+            let (fd, kind) =
+                open_pipe(pipe, "Pipe transport is for pipes/sockets only.", _child_pipe)?;
             Ok(ReadPipeTransport {
                 state: GilRefCell::new(State {
                     core: CoreState::new(core, protocol.clone().unbind()),
@@ -229,7 +233,11 @@ transport_pymethods! {
                     paused: false,
                     watching: false,
                     is_fifo: kind == FileKind::Fifo,
-                    growth: Growth::Never,
+                    growth: if _child_pipe {
+                        Growth::WhenFull
+                    } else {
+                        Growth::Never
+                    },
                     bulk: false,
                     bytes_in: 0,
                 }),

@@ -213,19 +213,23 @@ transport_pymethods! {
         /// `WritePipeTransport(loop, pipe, protocol, extra=None)`: checks the pipe's file type
         /// (ValueError for anything but a pipe, FIFO, socket or character device) and makes it
         /// non-blocking. `_start()` then schedules `connection_made` and the reader trick.
+        /// `_child_pipe=True`: a pipe `spawn_child` made for a child (already non-blocking, not
+        /// checked), which grows once a write finds it full (see `pipe_file::grow_pipe`).
         #[new]
-        #[pyo3(signature = (event_loop, pipe, protocol, extra=None))]
+        #[pyo3(signature = (event_loop, pipe, protocol, extra=None, _child_pipe=false))]
         fn new(
             event_loop: &Bound<'_, PyAny>,
             pipe: &Bound<'_, PyAny>,
             protocol: &Bound<'_, PyAny>,
             extra: Option<&Bound<'_, PyAny>>,
+            _child_pipe: bool,
         ) -> PyResult<Self> {
             let core = event_loop.cast::<LoopCore>()?.clone().unbind();
             let extra = pipe_extra(pipe, extra)?;
             let (fd, kind) = open_pipe(
                 pipe,
                 "Pipe transport is only for pipes, sockets and character devices",
+                _child_pipe,
             )?;
             Ok(WritePipeTransport {
                 state: GilRefCell::new(State {
@@ -239,7 +243,11 @@ transport_pymethods! {
                     watching_write: false,
                     lost: false,
                     is_fifo: kind == FileKind::Fifo,
-                    growth: Growth::Never,
+                    growth: if _child_pipe {
+                        Growth::WhenFull
+                    } else {
+                        Growth::Never
+                    },
                     bytes_written: 0,
                 }),
             })
