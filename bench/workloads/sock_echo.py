@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from . import Metric, Workload, WorkloadUnavailable
+from ._common import require_loop_methods
 
 CONNECTIONS = 10
 MESSAGE_SIZES = {"1k": 1024, "10k": 10 * 1024, "100k": 100 * 1024}
@@ -111,13 +112,7 @@ class Mark:
 
 def require_socket_methods(loop) -> None:
     """Raise WorkloadUnavailable if the loop leaves a required method to the abstract stub."""
-    missing = [
-        name
-        for name in REQUIRED_METHODS
-        if getattr(type(loop), name, None) in (None, getattr(asyncio.AbstractEventLoop, name))
-    ]
-    if missing:
-        raise WorkloadUnavailable(f"{type(loop).__name__} does not implement {', '.join(missing)}")
+    require_loop_methods(loop, REQUIRED_METHODS)
 
 
 async def echo_connection(loop, connection: socket.socket, counter: ByteCounter) -> None:

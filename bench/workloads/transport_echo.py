@@ -66,7 +66,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import Workload, WorkloadUnavailable, _tls
+from . import Workload, _tls
+from ._common import lacks_feature, require_loop_methods
 from ._native_server import NativeEchoServer
 from .sock_echo import (
     CLIENT_KEYS,
@@ -229,11 +230,7 @@ async def start_tls_server(
     try:
         return await asyncio.start_server(on_connection, sock=listener, ssl=context)
     except NotImplementedError as error:
-        detail = f": {error}" if str(error) else ""
-        raise WorkloadUnavailable(
-            f"{type(loop).__name__} has no TLS: start_server(ssl=...) raised "
-            f"NotImplementedError{detail}"
-        ) from error
+        raise lacks_feature(loop, "TLS", "start_server(ssl=...)", error) from error
 
 
 async def serve(
@@ -291,13 +288,7 @@ REQUIRED_METHODS = {
 
 def require_methods(loop, kind: str) -> None:
     """Raise WorkloadUnavailable if the loop leaves a method ``kind`` needs to the stub."""
-    missing = [
-        name
-        for name in REQUIRED_METHODS[kind]
-        if getattr(type(loop), name, None) in (None, getattr(asyncio.AbstractEventLoop, name))
-    ]
-    if missing:
-        raise WorkloadUnavailable(f"{type(loop).__name__} does not implement {', '.join(missing)}")
+    require_loop_methods(loop, REQUIRED_METHODS[kind])
 
 
 def client_command(
