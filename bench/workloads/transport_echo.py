@@ -60,7 +60,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -71,14 +70,14 @@ from ._common import lacks_feature, require_loop_methods
 from ._native_server import NativeEchoServer
 from .sock_echo import (
     CLIENT_KEYS,
-    LOADGEN_ENVIRONMENT_VARIABLE,
-    PYTHON_CLIENT,
     REQUEST_RATE,
     SERVER_CPU,
     ByteCounter,
     Mark,
     client_process,
     echo_metrics,
+    load_generator,
+    load_options,
     parse_client_output,
 )
 
@@ -307,26 +306,14 @@ def client_command(
         options = ["echo", "--family", "unix", "--addr", address]
     else:
         options = ["udp" if kind == "udp" else "echo", "--addr", f"{address[0]}:{address[1]}"]
-    options += [
-        "--conns",
-        str(CONNECTIONS),
-        "--size",
-        str(size),
-        "--warmup",
-        repr(warmup),
-        "--duration",
-        repr(duration),
-    ]
+    options += load_options(CONNECTIONS, size, warmup, duration)
     if kind == "udp":
         options += ["--udp-timeout", repr(UDP_TIMEOUT_S)]
     if kind == "tls":
         if tls_cafile is None:
             raise ValueError("the TLS client needs the CA file to verify the server with")
         options += ["--tls-ca", tls_cafile, "--tls-server-name", _tls.SERVER_NAME]
-    loadgen = os.environ.get(LOADGEN_ENVIRONMENT_VARIABLE)
-    if loadgen and kind != "tls":
-        return "loadgen", [loadgen, *options]
-    return "echo_client.py", [sys.executable, str(PYTHON_CLIENT), *options]
+    return load_generator(options, loadgen_allowed=kind != "tls")
 
 
 def make_listener(kind: str, directory: str) -> socket.socket:
