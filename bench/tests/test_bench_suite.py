@@ -19,6 +19,7 @@ from run import BENCH_DIRECTORY, REFERENCE_LABELS, disturbance_share, not_applic
 from stats import improvement_factor, summarise
 from workloads import Metric, Workload, WorkloadUnavailable, discover_workloads, select_workloads
 from workloads.http_keepalive import BAD_REQUEST, parse_requests, parse_wrk_output
+from workloads.sock_echo import client_command as sock_client_command
 from workloads.sock_echo import parse_client_output, require_socket_methods
 from workloads.transport_echo import client_command, require_methods
 
@@ -149,6 +150,18 @@ def test_sock_echo_needs_the_socket_methods() -> None:
         require_socket_methods(asyncio.AbstractEventLoop())
     assert parse_client_output('noise\n@@CLIENT {"rps": 5.0}\n') == {"rps": 5.0}
     assert parse_client_output("") == {}
+
+
+def test_sock_echo_client_command_is_loadgen_when_set(monkeypatch) -> None:
+    monkeypatch.delenv("BENCH_LOADGEN", raising=False)
+    name, command = sock_client_command(("127.0.0.1", 9), 1024, 0.5, 2.0)
+    assert name == "echo_client.py" and command[1].endswith("echo_client.py")
+    options = ["echo", "--addr", "127.0.0.1:9", "--conns", "10", "--size", "1024"]
+    assert command[2:] == [*options, "--warmup", "0.5", "--duration", "2.0"]
+    monkeypatch.setenv("BENCH_LOADGEN", "/nonexistent/loadgen")
+    name, command = sock_client_command(("127.0.0.1", 9), 1024, 0.5, 2.0)
+    assert name == "loadgen" and command[0] == "/nonexistent/loadgen"
+    assert command[1:] == [*options, "--warmup", "0.5", "--duration", "2.0"]
 
 
 def test_a_loop_without_sock_methods_is_unavailable_not_failed(tmp_path) -> None:

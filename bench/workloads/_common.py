@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+from . import WorkloadUnavailable
 
 #: Wall-clock time a repeated measurement aims to fill, in seconds.  Fast loops
 #: run more rounds of the same size instead of one round that is over in 50 ms.
@@ -51,3 +54,30 @@ def percentile(sorted_values: Sequence[float], percent: float) -> float:
 def elapsed_since(start: float) -> float:
     """Seconds elapsed on ``time.perf_counter`` since ``start``."""
     return time.perf_counter() - start
+
+
+def require_loop_methods(loop, names: Iterable[str]) -> None:
+    """Raise WorkloadUnavailable if the loop leaves any of ``names`` to the abstract stub.
+
+    A method counts as missing when the loop's class lacks it or inherits
+    ``asyncio.AbstractEventLoop``'s, which only raises ``NotImplementedError``.
+    """
+    missing = [
+        name
+        for name in names
+        if getattr(type(loop), name, None) in (None, getattr(asyncio.AbstractEventLoop, name))
+    ]
+    if missing:
+        raise WorkloadUnavailable(f"{type(loop).__name__} does not implement {', '.join(missing)}")
+
+
+def lacks_feature(loop, feature: str, call: str, error: NotImplementedError) -> WorkloadUnavailable:
+    """Return the WorkloadUnavailable to raise for a loop whose ``call`` raised ``error``.
+
+    Reads "<loop class> has no <feature>: <call> raised NotImplementedError", with
+    ": <message>" after it when the error has one (rloop's has none).
+    """
+    detail = f": {error}" if str(error) else ""
+    return WorkloadUnavailable(
+        f"{type(loop).__name__} has no {feature}: {call} raised NotImplementedError{detail}"
+    )

@@ -25,7 +25,8 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
-from . import Metric, Workload, WorkloadUnavailable, scaled
+from . import Metric, Workload, scaled
+from ._common import lacks_feature
 
 SPAWNS_PER_ROUND = 200
 CAT_BYTES = 100 * 1024 * 1024
@@ -43,11 +44,7 @@ def _warm_up(loop, warm_up: Callable[[], Awaitable[None]]) -> None:
     try:
         loop.run_until_complete(warm_up())
     except NotImplementedError as error:
-        detail = f": {error}" if str(error) else ""
-        raise WorkloadUnavailable(
-            f"{type(loop).__name__} has no subprocess support: create_subprocess_exec raised "
-            f"NotImplementedError{detail}"
-        ) from error
+        raise lacks_feature(loop, "subprocess support", "create_subprocess_exec", error) from error
 
 
 def _measure(loop, run_round, operations_per_round: int):

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from . import Metric, Workload, WorkloadUnavailable
+from ._common import require_loop_methods
 
 CONNECTIONS = 10
 MESSAGE_SIZES = {"1k": 1024, "10k": 10 * 1024, "100k": 100 * 1024}
@@ -111,13 +112,7 @@ class Mark:
 
 def require_socket_methods(loop) -> None:
     """Raise WorkloadUnavailable if the loop leaves a required method to the abstract stub."""
-    missing = [
-        name
-        for name in REQUIRED_METHODS
-        if getattr(type(loop), name, None) in (None, getattr(asyncio.AbstractEventLoop, name))
-    ]
-    if missing:
-        raise WorkloadUnavailable(f"{type(loop).__name__} does not implement {', '.join(missing)}")
+    require_loop_methods(loop, REQUIRED_METHODS)
 
 
 async def echo_connection(loop, connection: socket.socket, counter: ByteCounter) -> None:
@@ -168,16 +163,11 @@ async def round_trip_check(loop) -> None:
             received += await loop.sock_recv(right, 4)
 
 
-def client_command(
-    address: tuple[str, int], size: int, warmup: float, duration: float
-) -> tuple[str, list[str]]:
-    """Command line of the load generator: $BENCH_LOADGEN if set, else echo_client.py."""
-    options = [
-        "echo",
-        "--addr",
-        f"{address[0]}:{address[1]}",
+def load_options(connections: int, size: int, warmup: float, duration: float) -> list[str]:
+    """Return the load generator's options every echo workload passes after the address."""
+    return [
         "--conns",
-        str(CONNECTIONS),
+        str(connections),
         "--size",
         str(size),
         "--warmup",
@@ -185,10 +175,25 @@ def client_command(
         "--duration",
         repr(duration),
     ]
+
+
+def load_generator(options: list[str], loadgen_allowed: bool = True) -> tuple[str, list[str]]:
+    """Return (name, command line) of the load generator run with ``options``.
+
+    That is $BENCH_LOADGEN if it is set and ``loadgen_allowed``, else echo_client.py.
+    """
     loadgen = os.environ.get(LOADGEN_ENVIRONMENT_VARIABLE)
-    if loadgen:
+    if loadgen and loadgen_allowed:
         return "loadgen", [loadgen, *options]
     return "echo_client.py", [sys.executable, str(PYTHON_CLIENT), *options]
+
+
+def client_command(
+    address: tuple[str, int], size: int, warmup: float, duration: float
+) -> tuple[str, list[str]]:
+    """Command line of the load generator: $BENCH_LOADGEN if set, else echo_client.py."""
+    options = ["echo", "--addr", f"{address[0]}:{address[1]}"]
+    return load_generator(options + load_options(CONNECTIONS, size, warmup, duration))
 
 
 def parse_client_output(stdout: str) -> dict[str, Any]:

@@ -60,24 +60,24 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import Workload, WorkloadUnavailable, _tls
+from . import Workload, _tls
+from ._common import lacks_feature, require_loop_methods
 from ._native_server import NativeEchoServer
 from .sock_echo import (
     CLIENT_KEYS,
-    LOADGEN_ENVIRONMENT_VARIABLE,
-    PYTHON_CLIENT,
     REQUEST_RATE,
     SERVER_CPU,
     ByteCounter,
     Mark,
     client_process,
     echo_metrics,
+    load_generator,
+    load_options,
     parse_client_output,
 )
 
@@ -229,11 +229,7 @@ async def start_tls_server(
     try:
         return await asyncio.start_server(on_connection, sock=listener, ssl=context)
     except NotImplementedError as error:
-        detail = f": {error}" if str(error) else ""
-        raise WorkloadUnavailable(
-            f"{type(loop).__name__} has no TLS: start_server(ssl=...) raised "
-            f"NotImplementedError{detail}"
-        ) from error
+        raise lacks_feature(loop, "TLS", "start_server(ssl=...)", error) from error
 
 
 async def serve(
@@ -291,13 +287,7 @@ REQUIRED_METHODS = {
 
 def require_methods(loop, kind: str) -> None:
     """Raise WorkloadUnavailable if the loop leaves a method ``kind`` needs to the stub."""
-    missing = [
-        name
-        for name in REQUIRED_METHODS[kind]
-        if getattr(type(loop), name, None) in (None, getattr(asyncio.AbstractEventLoop, name))
-    ]
-    if missing:
-        raise WorkloadUnavailable(f"{type(loop).__name__} does not implement {', '.join(missing)}")
+    require_loop_methods(loop, REQUIRED_METHODS[kind])
 
 
 def client_command(
@@ -316,26 +306,14 @@ def client_command(
         options = ["echo", "--family", "unix", "--addr", address]
     else:
         options = ["udp" if kind == "udp" else "echo", "--addr", f"{address[0]}:{address[1]}"]
-    options += [
-        "--conns",
-        str(CONNECTIONS),
-        "--size",
-        str(size),
-        "--warmup",
-        repr(warmup),
-        "--duration",
-        repr(duration),
-    ]
+    options += load_options(CONNECTIONS, size, warmup, duration)
     if kind == "udp":
         options += ["--udp-timeout", repr(UDP_TIMEOUT_S)]
     if kind == "tls":
         if tls_cafile is None:
             raise ValueError("the TLS client needs the CA file to verify the server with")
         options += ["--tls-ca", tls_cafile, "--tls-server-name", _tls.SERVER_NAME]
-    loadgen = os.environ.get(LOADGEN_ENVIRONMENT_VARIABLE)
-    if loadgen and kind != "tls":
-        return "loadgen", [loadgen, *options]
-    return "echo_client.py", [sys.executable, str(PYTHON_CLIENT), *options]
+    return load_generator(options, loadgen_allowed=kind != "tls")
 
 
 def make_listener(kind: str, directory: str) -> socket.socket:
