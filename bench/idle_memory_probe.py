@@ -39,9 +39,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loops import KNOWN_LOOP_FACTORIES, load_loop_factory  # noqa: E402
-from workloads import discover_workloads  # noqa: E402
-from workloads import memory  # noqa: E402
+from loops import KNOWN_LOOP_FACTORIES, load_loop_factory
+from workloads import (
+    discover_workloads,
+    memory,
+)
 
 PINNED = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 
@@ -70,7 +72,7 @@ LIBC = ctypes.CDLL(None)
 
 
 def mallinfo() -> dict[str, int]:
-    """glibc's mallinfo2 (all arenas), plus the number of arenas malloc_info lists."""
+    """Read mallinfo2 (all of glibc's arenas) and the number of arenas malloc_info lists."""
     function = LIBC.mallinfo2
     function.restype = Mallinfo2
     info = function()
@@ -145,7 +147,7 @@ def pymalloc_stats() -> dict[str, Any]:
     for line in text.splitlines():
         row = re.match(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
         if row:
-            index, size, pools, used, avail = map(int, row.groups())
+            _index, size, pools, used, avail = map(int, row.groups())
             classes[size] = (pools, used, avail)
             continue
         pair = re.match(r"^#?\s*([^=]+?)\s*=\s*([\d,]+)\s*$", line)
@@ -224,7 +226,8 @@ def main(argv: list[str]) -> int:
         loop.close()
     before, after = snapshots[0], snapshots[1]
     conns = arguments.conns
-    print(f"{sys.version.split()[0]} {arguments.loop} ({target}); workload: {metrics}")
+    origin = getattr(sys.modules.get(module_name.split(".")[0]), "__file__", "?")
+    print(f"{sys.version.split()[0]} {arguments.loop} ({target}, from {origin}); {metrics}")
     print(f"{'quantity':48} {'before':>12} {'after':>12} {'delta':>12} {'B/conn':>8}")
     for key in sorted(set(before) | set(after)):
         if key == "pymalloc.classes":
@@ -239,7 +242,10 @@ def main(argv: list[str]) -> int:
         pb, ub, _ = cb.get(size, (0, 0, 0))
         pa, ua, _ = ca.get(size, (0, 0, 0))
         if pa != pb or abs(ua - ub) >= conns // 10:
-            print(f"  {size:4} B: pools {pb}→{pa}, blocks {ub}→{ua} (Δ{ua - ub:+}, {(ua - ub) * size / conns:+.1f} B/conn)")
+            per = (ua - ub) * size / conns
+            print(
+                f"  {size:4} B: pools {pb}→{pa}, blocks {ub}→{ua} (Δ{ua - ub:+}, {per:+.1f} B/conn)"
+            )
     if arguments.objects:
         delta = counts[1] - counts[0]
         print("gc-tracked objects gained (type: count):")
@@ -256,7 +262,9 @@ def main(argv: list[str]) -> int:
         for snap in snapshots:
             snap["pymalloc.classes"] = {str(k): v for k, v in snap["pymalloc.classes"].items()}
         Path(arguments.json).write_text(
-            json.dumps({"python": sys.version, "loop": target, "metrics": metrics, "snapshots": snapshots})
+            json.dumps(
+                {"python": sys.version, "loop": target, "metrics": metrics, "snapshots": snapshots}
+            )
         )
     return 0
 
