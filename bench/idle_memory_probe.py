@@ -184,6 +184,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--objects", action="store_true", help="also object counts, tracemalloc")
     parser.add_argument("--json", help="write every snapshot here")
     parser.add_argument("--conns", type=int, default=memory.CONNECTIONS)
+    parser.add_argument(
+        "--client-bufsize",
+        type=int,
+        help="experiment: Popen(bufsize=N) for the client's pipes (default: the workload's)",
+    )
     arguments = parser.parse_args(argv)
     missing = {k: v for k, v in PINNED.items() if os.environ.get(k) != v}
     if missing and os.environ.get("PROBE_REEXEC") is None:
@@ -218,6 +223,15 @@ def main(argv: list[str]) -> int:
         return rss
 
     memory.settled_rss_kib = settled_and_recorded
+    if arguments.client_bufsize is not None:
+        import functools
+        import subprocess
+
+        class Subprocess:
+            Popen = functools.partial(subprocess.Popen, bufsize=arguments.client_bufsize)
+            PIPE = subprocess.PIPE
+
+        memory.subprocess = Subprocess
     gc.collect()
     try:
         metrics = memory.measure_idle_connections(loop, arguments.conns / memory.CONNECTIONS)
