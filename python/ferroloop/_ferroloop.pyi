@@ -19,6 +19,7 @@ __all__ = [
     "Handle",
     "LoopCore",
     "ReadPipeTransport",
+    "ServerClients",
     "StreamTransport",
     "TlsPump",
     "WatchdogReport",
@@ -436,7 +437,7 @@ class ServerClients:
     def discard(self, transport: Any) -> None: ...
     def snapshot(self) -> list[Any]: ...
     def __len__(self) -> int: ...
-    def __contains__(self, transport: Any) -> bool: ...
+    def __contains__(self, transport: Any, /) -> bool: ...
 
 @final
 class ChildWatch:
