@@ -162,7 +162,8 @@ async def hold_connections(loop, listener: socket.socket, count: int) -> dict[st
             stderr=subprocess.PIPE,
             # Unbuffered pipe objects: the harness's own memory stays out of the reading.
             # Buffered, CPython 3.14 gives each of the three a 128 KiB buffer (3.12: 4 KiB):
-            # measured +0.2 MiB on every loop's 3.14 row (bench/RESULTS.md, branch mem314).
+            # 384 KiB of glibc heap; ferroloop's 3.14 row measured 3.20 -> 3.15 MiB without
+            # them (bench/RESULTS.md, branch mem314).
             bufsize=0,
         )
         started = time.monotonic()
