@@ -63,6 +63,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_inject_fault, m)?)?;
     m.add_class::<transport::accept::AcceptedSocket>()?;
     m.add_function(wrap_pyfunction!(transport::accept::accept_connection, m)?)?;
+    m.add_class::<transport::server_clients::ServerClients>()?;
     m.add_class::<process::child_watch::ChildWatch>()?;
     m.add_function(wrap_pyfunction!(process::spawn::spawn_child, m)?)?;
     m.add_function(wrap_pyfunction!(

@@ -7,8 +7,10 @@ with the pytest suite on every Python (skipped where the feature does not exist)
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import sys
+import weakref
 
 import pytest
 
@@ -166,6 +168,51 @@ def test_server_abort_clients_resets_every_connection(loop):
     assert closing == [True, True]
     assert ends[1] in (b"", "reset")
     assert ends[0] == "reset" or len(ends[0]) < len(BIG)
+
+
+class _EqualToAll:
+    """A member that claims equality with everything: membership must still be identity."""
+
+    def __eq__(self, other):
+        return True
+
+    def __hash__(self):
+        return 0
+
+
+@pytest.mark.ferroloop_only
+def test_server_clients_set_is_by_identity_and_collectable():
+    """ferroloop's Server._clients (a native set, to keep 5,000 connections' table small):
+    members by identity, add/discard idempotent, snapshot is a copy, and a cycle through it
+    (transport -> server -> clients -> transport) is collected."""
+    from ferroloop._ferroloop import ServerClients
+
+    clients = ServerClients()
+    first, second = _EqualToAll(), _EqualToAll()
+    clients.add(first)
+    clients.add(second)
+    clients.add(first)
+    sizes = [len(clients)]
+    members = [first in clients, second in clients]
+    snapshot = clients.snapshot()
+    clients.discard(first)
+    clients.discard(first)
+    sizes.append(len(clients))
+    members += [first in clients, second in clients]
+    after = clients.snapshot()
+
+    holder = _EqualToAll()
+    holder.clients = ServerClients()
+    holder.clients.add(holder)
+    collected = weakref.ref(holder)
+    del holder
+    gc.collect()
+
+    assert sizes == [2, 1]
+    assert members == [True, True, False, True]
+    assert sorted(map(id, snapshot)) == sorted([id(first), id(second)])
+    assert len(after) == 1 and after[0] is second
+    assert collected() is None
 
 
 @needs_312

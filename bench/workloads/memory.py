@@ -7,7 +7,8 @@ the way an application holds its connections.  A client process
 (``bench/hold_client.py``, standard library) opens 5,000 TCP connections to it
 and holds them idle: no byte is sent either way.
 
-Measured: the server process's resident set (``VmRSS`` in
+The client's pipes are unbuffered (``bufsize=0``), so that no pipe buffer of the harness
+lands in the reading.  Measured: the server process's resident set (``VmRSS`` in
 ``/proc/self/status``) right before the client starts, with the server already
 listening, and once all 5,000 connections have been accepted (counted in
 ``connection_made``); each reading follows ``SETTLE_S`` of the loop running
@@ -159,6 +160,11 @@ async def hold_connections(loop, listener: socket.socket, count: int) -> dict[st
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # Unbuffered pipe objects: the harness's own memory stays out of the reading.
+            # Buffered, CPython 3.14 gives each of the three a 128 KiB buffer (3.12: 4 KiB):
+            # 384 KiB of glibc heap; ferroloop's 3.14 row measured 3.20 -> 3.15 MiB without
+            # them (bench/RESULTS.md, branch mem314).
+            bufsize=0,
         )
         started = time.monotonic()
         if not await wait_until(lambda: connections.made >= count, ACCEPT_TIMEOUT_S, client):

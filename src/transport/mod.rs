@@ -19,6 +19,7 @@
 //! - [`datagram`]: UDP and AF_UNIX datagrams; [`datagram_batch`]: the datagrams one
 //!   iteration sends, held back for one `sendmmsg`; [`sockaddr`]: its address conversion;
 //! - [`accept`]: servers' accept without a Python socket object per connection;
+//!   [`server_clients`]: a server's attached connections (`close_clients`, 3.13+), compactly;
 //!   [`socket_file`]: a Unix server's socket file, removed when it stops serving (3.13+),
 //!   and a stale one removed before binding;
 //! - [`file_send`]: the system calls of sendfile's zero-copy path (`fstat`, `sendfile`,
@@ -37,6 +38,7 @@ pub mod payload;
 pub mod pipe_file;
 pub mod pipe_read;
 pub mod pipe_write;
+pub mod server_clients;
 pub mod sockaddr;
 pub mod socket_file;
 pub mod socket_info;

@@ -86,11 +86,7 @@ pub(crate) struct State {
     cold: Option<Box<Cold>>,
     /// The protocol is an `asyncio.BufferedProtocol`.
     buffered: bool,
-    /// The protocol is our TLS protocol: received bytes go to its native pump.
-    tls: Option<Py<TlsPump>>,
     protocol_connected: bool,
-    /// Extra info: what the creator passed, plus what `get_extra_info` computed.
-    extra: Option<Py<PyDict>>,
     server: Option<Py<PyAny>>,
     buffer: WriteBuffer,
     /// `write_eof()` was called.
@@ -100,10 +96,15 @@ pub(crate) struct State {
 }
 
 /// The state most connections never use, kept out of `State` so that an idle connection's
-/// transport object is 32 bytes smaller (CPython's allocator class 208 instead of 240; 5,000
-/// idle connections measured 741 → 677 bytes of RSS each, CPython 3.11).
+/// transport object is smaller (CPython's allocator class 208 instead of 240; 5,000 idle
+/// connections measured 741 → 677 bytes of RSS each, CPython 3.11; then 192 with the TLS
+/// pump and the extra info here, which a natively accepted plain connection has neither of).
 #[derive(Default)]
 struct Cold {
+    /// The protocol is our TLS protocol: received bytes go to its native pump.
+    tls: Option<Py<TlsPump>>,
+    /// Extra info: what the creator passed, plus what `get_extra_info` computed.
+    extra: Option<Py<PyDict>>,
     /// The local address, read just before the socket was closed.
     sockname_at_close: Option<CompactAddr>,
     /// The `TransportSocket` handed out by `get_extra_info('socket')`.
@@ -126,6 +127,14 @@ impl State {
     ) -> Self {
         let family = socket_family(fd);
         set_nodelay(fd, family);
+        let tls = tls_pump_of(protocol);
+        let cold = (tls.is_some() || extra.is_some()).then(|| {
+            Box::new(Cold {
+                tls,
+                extra,
+                ..Cold::default()
+            })
+        });
         State {
             core: CoreState::new(event_loop, protocol.clone().unbind()),
             owns_fd: sock.is_none(),
@@ -137,11 +146,9 @@ impl State {
             bytes_in: 0,
             bytes_written: 0,
             peer,
-            cold: None,
+            cold,
             buffered,
-            tls: tls_pump_of(protocol),
             protocol_connected: true,
-            extra,
             server,
             buffer: WriteBuffer::default(),
             eof: false,
@@ -152,6 +159,24 @@ impl State {
     /// The rarely used state, allocated on first use.
     fn cold_mut(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The native TLS pump of the protocol, if it is our TLS protocol.
+    fn tls(&self) -> Option<&Py<TlsPump>> {
+        self.cold.as_ref()?.tls.as_ref()
+    }
+
+    /// Sets (or clears) the TLS pump, allocating the cold state only to set one.
+    fn set_tls(&mut self, tls: Option<Py<TlsPump>>) -> Option<Py<TlsPump>> {
+        if tls.is_none() && self.cold.is_none() {
+            return None;
+        }
+        std::mem::replace(&mut self.cold_mut().tls, tls)
+    }
+
+    /// The extra info dict, if the transport has one.
+    fn extra(&self) -> Option<&Py<PyDict>> {
+        self.cold.as_ref()?.extra.as_ref()
     }
 
     /// The future `loop.sendfile` waits on, if one is in progress.
@@ -330,9 +355,12 @@ impl NativeTransport for StreamTransport {
         let previous = {
             let mut state = self.state.borrow_mut(py);
             state.buffered = buffered;
-            state.tls = tls;
+            let previous_tls = state.set_tls(tls);
             state.protocol_connected = true;
-            state.core.protocol.replace(protocol.clone().unbind())
+            (
+                state.core.protocol.replace(protocol.clone().unbind()),
+                previous_tls,
+            )
         };
         drop(previous);
         Ok(())
@@ -810,7 +838,7 @@ transport_pymethods! {
             {
                 visit.call(obj)?;
             }
-            if let Some(extra) = &state.extra {
+            if let Some(extra) = state.extra() {
                 visit.call(extra)?;
             }
             Ok(())
@@ -822,7 +850,7 @@ transport_pymethods! {
             };
             // Unreachable garbage: break the cycles (protocol ↔ transport, extra info).
             let protocol = state.core.protocol.take();
-            let extra = state.extra.take();
+            let extra = state.cold.as_mut().and_then(|c| c.extra.take());
             let server = state.server.take();
             let waiter = state.take_empty_waiter();
             drop(state);
@@ -848,7 +876,7 @@ transport_pymethods! {
                 let Some(protocol) = state.core.protocol.as_ref() else {
                     return Ok(());
                 };
-                let tls = state.tls.as_ref().map(|pump| pump.clone_ref(py));
+                let tls = state.tls().map(|pump| pump.clone_ref(py));
                 (state.fd, protocol.clone_ref(py), state.buffered, tls)
             };
             let protocol = protocol.bind(py);
@@ -1130,8 +1158,7 @@ transport_pymethods! {
             let extra = self
                 .state
                 .borrow_mut(py)
-                .extra
-                .as_ref()
+                .extra()
                 .map(|e| e.clone_ref(py));
             if let Some(extra) = &extra {
                 if let Some(value) = extra.bind(py).get_item(name)? {
