@@ -15,6 +15,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
+use pyo3::Borrowed;
 
 use crate::event_loop::fast_methods::{checked_call, fastcall_def, install_method};
 use crate::transport::stream::StreamTransport;
@@ -36,14 +37,11 @@ unsafe fn write_fast(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
     if nargs == 1 && kwnames.is_null() {
-        // SAFETY: `slf` and `args[0]` are valid borrowed references (caller's contract).
-        let (this, data) = unsafe {
-            (
-                Bound::from_borrowed_ptr(py, slf),
-                Bound::from_borrowed_ptr(py, *args),
-            )
-        };
-        StreamTransport::write(this.cast::<StreamTransport>()?, &data)?;
+        // SAFETY: `slf` and `args[0]` are valid borrowed references for the whole call
+        // (caller's contract): used as they are, without reference counting.
+        let (this, data) = unsafe { (Borrowed::from_ptr(py, slf), Borrowed::from_ptr(py, *args)) };
+        let transport = this.cast::<StreamTransport>()?;
+        StreamTransport::write(&transport, &data)?;
         // SAFETY: a new reference to None, returned to CPython.
         return Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) });
     }

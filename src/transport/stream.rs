@@ -848,10 +848,12 @@ transport_pymethods! {
                 let Some(protocol) = state.core.protocol.as_ref() else {
                     return Ok(());
                 };
-                let tls = state.tls.as_ref().map(|pump| pump.clone_ref(py));
-                (state.fd, protocol.clone_ref(py), state.buffered, tls, state.large_reads)
+                // Bound references (a `Py` would be released through PyO3's check that the
+                // thread is attached, a thread-local read per request).
+                let tls = state.tls.as_ref().map(|pump| pump.bind(py).clone());
+                (state.fd, protocol.bind(py).clone(), state.buffered, tls, state.large_reads)
             };
-            let protocol = protocol.bind(py);
+            let protocol = &protocol;
             if let Some(pump) = tls {
                 return Self::read_into_tls(slf, fd, protocol, pump.get());
             }
