@@ -33,12 +33,6 @@ use crate::event_loop::{LoopCore, LoopQueues};
 use crate::interop::errors::os_error;
 use crate::interop::py_cache::python_at_least;
 
-/// A blocking wait that returned events in fewer ticks than this did not sleep: they were
-/// pending already, so the loop goes back to looking before it blocks. About 1 µs of an
-/// invariant TSC at 2–3.5 GHz (3 µs where ticks are nanoseconds); a wait that sleeps and is
-/// woken takes several µs (two context switches).
-const QUICK_WAIT_TICKS: u64 = 3_000;
-
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
 const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
 
@@ -109,25 +103,13 @@ impl LoopCore {
             // A wait that may block releases the GIL, so that other threads run meanwhile.
             // Releasing and taking it back costs about as much as the poll itself, and on a
             // busy loop events are usually pending already: look first with the GIL held
-            // (zero timeout), and only when nothing at all is there, block without it. A loop
-            // that found nothing at its last look (a server whose clients wait for each
-            // reply: every wait blocks) blocks at once instead, and looks first again once a
-            // wait returns events without having slept (`QUICK_WAIT_TICKS`).
-            let busy = timeout == Some(Duration::ZERO);
-            let mut looked = None;
-            if busy || self.look_first.load(Ordering::Relaxed) {
-                let result = poller.wait(Some(Duration::ZERO), &mut io_events);
-                let nothing =
-                    io_events.is_empty() && matches!(&result, Ok(w) if *w == Wakeup::default());
-                if busy || !nothing {
-                    looked = Some(result);
-                } else {
-                    self.look_first.store(false, Ordering::Relaxed);
-                }
-            }
-            let waited = match looked {
-                Some(result) => result,
-                None => {
+            // (zero timeout), and only when nothing at all is there, block without it.
+            let waited = match poller.wait(Some(Duration::ZERO), &mut io_events) {
+                Ok(wakeup)
+                    if timeout != Some(Duration::ZERO)
+                        && io_events.is_empty()
+                        && wakeup == Wakeup::default() =>
+                {
                     // Idle time: ticks (`core::ticks`), not clock reads, around the wait.
                     let (waited, since, until) = py.detach(|| {
                         let since = ticks();
@@ -135,11 +117,9 @@ impl LoopCore {
                         (waited, since, ticks())
                     });
                     slept = Some((since, until));
-                    if !io_events.is_empty() && until.wrapping_sub(since) < QUICK_WAIT_TICKS {
-                        self.look_first.store(true, Ordering::Relaxed);
-                    }
                     waited
                 }
+                other => other,
             };
             let quiet = io_events.is_empty() && matches!(waited, Ok(w) if w == Wakeup::default());
             let dispatched = self.dispatch_io(py, &mut io_events, slept);

@@ -93,7 +93,6 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             outstanding_work: AtomicUsize::new(0),
             polled_last: AtomicBool::new(false),
-            look_first: AtomicBool::new(true),
             running_thread: AtomicU64::new(0),
             post_gate: PostGate::new(POSTS_PENDING_MAX, POSTER_PATIENCE),
             task_factory: GilRefCell::new(None),

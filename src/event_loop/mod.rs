@@ -124,8 +124,6 @@ pub struct LoopCore {
     outstanding_work: AtomicUsize,
     /// The previous iteration polled for I/O.
     polled_last: AtomicBool,
-    /// Look for events without blocking before a wait that may block (see `iteration.rs`).
-    look_first: AtomicBool,
     /// `threading.get_ident()` of the thread running the loop, 0 when not running.
     running_thread: AtomicU64,
     /// Backpressure on threads posting with `call_soon_threadsafe` (see `schedule.rs`).
