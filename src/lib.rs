@@ -55,6 +55,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::handle::Handle>()?;
     m.add_class::<event_loop::watchdog::WatchdogReport>()?;
     m.add_class::<transport::stream::StreamTransport>()?;
+    transport::fast_write::install(&m.py().get_type::<transport::stream::StreamTransport>())?;
     m.add_class::<transport::tls_pump::TlsPump>()?;
     m.add_class::<transport::datagram::DatagramTransport>()?;
     m.add_class::<transport::pipe_read::ReadPipeTransport>()?;

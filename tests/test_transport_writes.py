@@ -3,9 +3,9 @@ transport does: a bytearray / memoryview changed after write() is sent as it was
 time on CPython 3.11 (the buffer copies it) and as it is at send time on 3.12+ (the buffer
 keeps the object; `writelines()` keeps a memoryview of each piece); bytes of every size
 buffered behind a full socket arrive intact and in order; memoryviews with a non-byte format
-send their raw bytes; argument errors; write(b""); write after write_eof or after close;
-writelines; a non-contiguous memoryview (a fatal write error, also behind buffered data).
-Every test passes on stock asyncio too.
+send their raw bytes; argument errors, also of the call itself (a keyword, a wrong count);
+write(b""); write after write_eof or after close; writelines; a non-contiguous memoryview (a
+fatal write error, also behind buffered data). Every test passes on stock asyncio too.
 """
 
 from __future__ import annotations
@@ -323,6 +323,38 @@ def test_write_of_a_non_bytes_like_object_raises_type_error(loop, kind, value, t
 
     message = run(loop, main())
     assert message == f"data argument must be {_WRITE_TYPE}, not '{type_name}'"
+
+
+def test_write_by_keyword_and_wrong_calls(loop, kind):
+    """write(data=...) sends like write(data) (ferroloop: the PyO3 method behind the fast
+    entry point takes keyword calls); no argument, two, or an unknown keyword raise the
+    TypeError of a Python method's call and send nothing; the transport stays usable."""
+
+    async def main():
+        proto = Proto(loop)
+        transport, _, peer = await attach(loop, kind, lambda: proto)
+        errors = []
+        try:
+            transport.write(data=b"by keyword|")
+            for args, kwargs in [((), {}), ((b"a", b"b"), {}), ((), {"dat": b"c"})]:
+                try:
+                    transport.write(*args, **kwargs)
+                except TypeError as exc:
+                    errors.append(str(exc))
+            transport.write(b"by position")
+            received = await recv_exactly(loop, peer, 22)
+        finally:
+            transport.close()
+            peer.close()
+        await proto.lost
+        return received, errors
+
+    received, errors = run(loop, main())
+    assert received == b"by keyword|by position"
+    assert len(errors) == 3
+    assert "write() missing 1 required positional argument: 'data'" in errors[0]
+    assert "write() takes" in errors[1] and "positional argument" in errors[1]
+    assert "write() got an unexpected keyword argument 'dat'" in errors[2]
 
 
 def test_write_of_empty_data_is_a_no_op(loop, kind):

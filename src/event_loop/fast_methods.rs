@@ -307,7 +307,7 @@ unsafe extern "C" fn schedule_fast<const KIND: u8>(
 ///
 /// # Safety
 /// Same arguments as `schedule_fast`.
-unsafe fn checked_call(
+pub(crate) unsafe fn checked_call(
     py: Python<'_>,
     checked: &'static PyOnceLock<Py<PyAny>>,
     slf: *mut ffi::PyObject,
@@ -431,7 +431,11 @@ unsafe extern "C" fn get_debug_fast(
 }
 
 /// Creates a method descriptor for `def` on `ty` and sets it as attribute `name`.
-fn install_method(ty: &Bound<'_, PyType>, name: &CStr, def: ffi::PyMethodDef) -> PyResult<()> {
+pub(crate) fn install_method(
+    ty: &Bound<'_, PyType>,
+    name: &CStr,
+    def: ffi::PyMethodDef,
+) -> PyResult<()> {
     let py = ty.py();
     // The definition must outlive the type: leak it (once per interpreter start).
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(def));
@@ -442,7 +446,7 @@ fn install_method(ty: &Bound<'_, PyType>, name: &CStr, def: ffi::PyMethodDef) ->
 }
 
 /// A `METH_FASTCALL | METH_KEYWORDS` method definition.
-fn fastcall_def(
+pub(crate) fn fastcall_def(
     name: &'static CStr,
     body: ffi::PyCFunctionFastWithKeywords,
     doc: &'static CStr,

@@ -11,6 +11,7 @@
 //! - [`payload`]: the bytes-like argument of `write()`/`sendto()`; [`socket_info`]: extra info,
 //!   closing the socket object, the unclosed-transport warning;
 //! - [`stream`]: TCP and Unix stream sockets; [`write_buffer`]: its queue of unsent chunks;
+//!   [`fast_write`]: its `write` as a raw vectorcall entry point;
 //!   the `bytes` it hands to `data_received` are reused through [`crate::interop::spare_bytes`];
 //! - [`tls_pump`]: TLS connections' record pumping between the socket and the stdlib
 //!   `SSLObject` (the rest of TLS is `asyncio.sslproto`, see `_tls.py`); the stream
@@ -33,6 +34,7 @@ pub mod accept;
 pub mod core;
 pub mod datagram;
 pub mod datagram_batch;
+pub mod fast_write;
 pub mod file_send;
 pub mod payload;
 pub mod pipe_file;

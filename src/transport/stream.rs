@@ -868,7 +868,7 @@ transport_pymethods! {
         /// The socket is readable: one receive, handed to the protocol.
         fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
             let py = slf.py();
-            let (fd, protocol, buffered, tls) = {
+            let (fd, protocol, buffered, tls, large) = {
                 let state = slf.get().state.borrow_mut(py);
                 if state.core.conn_lost > 0 {
                     return Ok(());
@@ -876,10 +876,12 @@ transport_pymethods! {
                 let Some(protocol) = state.core.protocol.as_ref() else {
                     return Ok(());
                 };
-                let tls = state.tls().map(|pump| pump.clone_ref(py));
-                (state.fd, protocol.clone_ref(py), state.buffered, tls)
+                // Bound references (a `Py` would be released through PyO3's check that the
+                // thread is attached, a thread-local read per request).
+                let tls = state.tls().map(|pump| pump.bind(py).clone());
+                (state.fd, protocol.bind(py).clone(), state.buffered, tls, state.large_reads)
             };
-            let protocol = protocol.bind(py);
+            let protocol = &protocol;
             if let Some(pump) = tls {
                 return Self::read_into_tls(slf, fd, protocol, pump.get());
             }
@@ -889,7 +891,6 @@ transport_pymethods! {
             // Small reads go through the shared buffer and are copied out; after a large read,
             // the next one goes straight into a new `bytes` shrunk to what arrived (a 64 KiB
             // copy costs more than the allocation), as `socket.recv` does.
-            let large = slf.get().state.borrow_mut(py).large_reads;
             let received = if large {
                 match recv_into_new_bytes(py, fd, LARGE_READ_SIZE)? {
                     Ok(obj) => Ok(obj.into_bound(py).cast_into::<PyBytes>()?),
@@ -940,7 +941,7 @@ transport_pymethods! {
 
         /// Sends `data` (bytes, bytearray or memoryview): at once if the buffer is empty, the rest
         /// (or all of it) buffered and sent when the socket is writable.
-        fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
             let py = slf.py();
             let this = slf.get();
             let mut payload = Payload::for_write(data)?;
