@@ -34,12 +34,10 @@ use crate::interop::py_cache;
 struct Slots {
     callback: Option<Py<PyAny>>,
     args: Option<CallArgs>,
-    /// The Context, or, while `lazy`, only the mapping a copy of the current context would hold
-    /// (see `interop::context_reuse`: the Context is made when the handle runs or is asked
-    /// for it).
+    /// The Context, or, while the handle's `lazy` flag is set, only the mapping a copy of the
+    /// current context would hold (see `interop::context_reuse`: the Context is made when the
+    /// handle runs or is asked for it).
     context: Option<Py<PyAny>>,
-    /// `context` holds a mapping, not yet a Context.
-    lazy: bool,
     source_traceback: Option<Py<PyAny>>,
     /// Set for a native method: `callback` is then the object whose method runs (see
     /// `NativeMethod`).
@@ -184,6 +182,9 @@ pub struct Handle {
     /// True for add_reader/add_writer handles, which run again at every readiness and so keep
     /// their callback after running.
     repeating: AtomicBool,
+    /// The context slot holds only a mapping, not yet a Context (`materialize`). A flag here
+    /// rather than in the slots: it fits in the padding beside the others.
+    lazy: AtomicBool,
     /// Shared with the loop: how many queued timers were cancelled since it last looked.
     cancelled_in_queue: Arc<AtomicUsize>,
 }
@@ -230,6 +231,7 @@ impl Handle {
             int_when: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
             repeating: AtomicBool::new(false),
+            lazy: AtomicBool::new(false),
             cancelled_in_queue,
         }
     }
@@ -258,13 +260,13 @@ impl Handle {
                     callback: Some(init.callback),
                     args: Some(init.args),
                     context: Some(context),
-                    lazy,
                     source_traceback: init.source_traceback,
                     native: init.native,
                 },
             )
         };
         self.cancelled.store(false, Ordering::Relaxed);
+        self.lazy.store(lazy, Ordering::Relaxed);
         self.repeating.store(init.repeating, Ordering::Relaxed);
         self.int_when.store(false, Ordering::Relaxed);
         match init.when {
@@ -323,14 +325,10 @@ impl Handle {
     /// scheduling time would be. Nothing to do for other handles.
     #[inline]
     fn materialize(&self, py: Python<'_>) -> PyResult<()> {
-        let vars = {
-            let mut slots = self.slots.borrow_mut(py);
-            if !slots.lazy {
-                return Ok(());
-            }
-            slots.lazy = false;
-            slots.context.take()
-        };
+        if !self.lazy.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let vars = self.slots.borrow_mut(py).context.take();
         let Some(vars) = vars else {
             return Ok(());
         };
@@ -363,7 +361,7 @@ impl Handle {
     pub fn reset<'py>(&self, py: Python<'py>) -> ReleasedSlots<'py> {
         let mut slots = self.slots.borrow_mut(py);
         let mut taken = std::mem::take(&mut *slots);
-        if taken.lazy {
+        if self.lazy.swap(false, Ordering::Relaxed) {
             // Only a mapping: released with the rest.
         } else if let Some(context) = taken.context.take() {
             // SAFETY: the handle holds a reference to `context`; the GIL is held.
@@ -444,11 +442,10 @@ impl Handle {
         let keep = keep || self.repeating.load(Ordering::Relaxed);
         // Release the borrow before calling Python: the callback may cancel this very handle.
         let (taken, context, native) = {
-            let mut slots = self.slots.borrow_mut(py);
-            if slots.lazy {
-                drop(slots);
+            if self.lazy.load(Ordering::Relaxed) {
                 return self.run_lazy(py, keep);
             }
+            let mut slots = self.slots.borrow_mut(py);
             // The context is used where it is, without a reference of our own: nothing
             // releases a handle's context while it runs (`cancel` and `release` take the
             // callback and arguments only; `init` and `reset` apply to handles the loop
