@@ -243,6 +243,90 @@ def test_threadsafe_copies_the_posting_thread(loop):
     assert seen == ["thread"]
 
 
+BURST = 5000  # more posts than the loop keeps spare handles (1,024): new handles
+
+
+def test_burst_from_a_thread_sees_each_posts_values(loop):
+    """A burst of call_soon_threadsafe posts larger than the spare-handle pool (handles made
+    new, which keep only the posting thread's mapping until they run): each callback sees
+    the value set before its post, none sees another's set, and they run in posting order."""
+    seen = []
+
+    def callback(i):
+        seen.append((i, var.get()))
+        var.set(f"leak-{i}")
+
+    def post():
+        for i in range(BURST):
+            var.set(f"post-{i}")
+            loop.call_soon_threadsafe(callback, i)
+        loop.call_soon_threadsafe(loop.stop)
+
+    for _ in range(2):  # the second burst meets recycled handles and parked contexts
+        seen.clear()
+        thread = threading.Thread(target=post)
+        thread.start()
+        thread.join()
+        loop.run_forever()
+        assert seen == [(i, f"post-{i}") for i in range(BURST)]
+
+
+def test_burst_context_identity_and_values(loop):
+    """A handle of a large burst that someone keeps has one Context for its life: the same
+    object before and after it runs, holding the value set before the post, then the value
+    its callback set; the others' values do not show in it."""
+    kept = {}
+    seen = []
+
+    def callback(i):
+        seen.append(var.get())
+        var.set(f"set-{i}")
+
+    def schedule():
+        for i in range(BURST):
+            var.set(f"post-{i}")
+            handle = loop.call_soon(callback, i)
+            if i % 1000 == 7:
+                kept[i] = handle
+        var.set("after")
+
+    outer = contextvars.copy_context()  # the test's own context stays as it was
+    outer.run(schedule)
+    before = {i: h._context for i, h in kept.items()}  # (get_context() is 3.12+)
+    values_before = {i: ctx[var] for i, ctx in before.items()}
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    after = {i: h._context for i, h in kept.items()}
+    assert seen == [f"post-{i}" for i in range(BURST)]
+    assert values_before == {i: f"post-{i}" for i in kept}
+    assert all(after[i] is before[i] for i in kept)
+    assert {i: ctx[var] for i, ctx in after.items()} == {i: f"set-{i}" for i in kept}
+    assert outer[var] == "after"
+
+
+def test_burst_values_are_released_with_their_handles(loop):
+    """The values a burst's handles captured are released once the handles ran (nothing
+    keeps the mappings of handles made new and then let go)."""
+    refs = []
+
+    def post():
+        for _ in range(BURST):
+            box = Box()
+            refs.append(weakref.ref(box))
+            var.set(box)
+            loop.call_soon_threadsafe(lambda: None)
+        var.set(None)
+        loop.call_soon_threadsafe(loop.stop)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    thread.join()
+    loop.run_forever()
+    spin(loop, 2)
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0
+
+
 def test_explicit_context_only_held_by_the_handle(loop):
     """A context given with context= and then dropped by the caller is the handle's alone:
     values set in it do not leak into later copies."""

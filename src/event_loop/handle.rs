@@ -34,6 +34,9 @@ use crate::interop::py_cache;
 struct Slots {
     callback: Option<Py<PyAny>>,
     args: Option<CallArgs>,
+    /// The Context, or, while the handle's `lazy` flag is set, only the mapping a copy of the
+    /// current context would hold (see `interop::context_reuse`: the Context is made when the
+    /// handle runs or is asked for it).
     context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
     /// Set for a native method: `callback` is then the object whose method runs (see
@@ -179,6 +182,9 @@ pub struct Handle {
     /// True for add_reader/add_writer handles, which run again at every readiness and so keep
     /// their callback after running.
     repeating: AtomicBool,
+    /// The context slot holds only a mapping, not yet a Context (`materialize`). A flag here
+    /// rather than in the slots: it fits in the padding beside the others.
+    lazy: AtomicBool,
     /// Shared with the loop: how many queued timers were cancelled since it last looked.
     cancelled_in_queue: Arc<AtomicUsize>,
 }
@@ -200,7 +206,8 @@ pub struct HandleInit {
     /// Its positional arguments.
     pub args: CallArgs,
     /// The `contextvars.Context` it runs in; None: a copy of the current one (made by `init`,
-    /// which reuses the handle's parked context if it has one, see `interop::context_reuse`).
+    /// which reuses the handle's parked context if it has one, else keeps only the current
+    /// mapping until the handle runs, see `interop::context_reuse`).
     pub context: Option<Py<PyAny>>,
     /// The creation stack (debug mode).
     pub source_traceback: Option<Py<PyAny>>,
@@ -224,6 +231,7 @@ impl Handle {
             int_when: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
             repeating: AtomicBool::new(false),
+            lazy: AtomicBool::new(false),
             cancelled_in_queue,
         }
     }
@@ -232,8 +240,8 @@ impl Handle {
     /// context slot may hold a parked context). Fails only if the copy of the current
     /// context cannot be made (no memory); `init`'s references are then released.
     pub fn init(&self, py: Python<'_>, init: HandleInit) -> PyResult<()> {
-        let context = match init.context {
-            Some(context) => context,
+        let (context, lazy) = match init.context {
+            Some(context) => (context, false),
             None => match self.current_context(py) {
                 Ok(context) => context,
                 Err(err) => {
@@ -258,6 +266,7 @@ impl Handle {
             )
         };
         self.cancelled.store(false, Ordering::Relaxed);
+        self.lazy.store(lazy, Ordering::Relaxed);
         self.repeating.store(init.repeating, Ordering::Relaxed);
         self.int_when.store(false, Ordering::Relaxed);
         match init.when {
@@ -282,25 +291,65 @@ impl Handle {
     }
 
     /// A copy of the current context for this handle: its parked context given the current
-    /// mapping if it has one, else a new copy.
+    /// mapping if it has one; else only the current mapping (`true`: the Context is made when
+    /// needed, see `materialize`); else (reuse off, or a thread without a context yet) a new
+    /// copy.
     #[inline(always)]
-    fn current_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    fn current_context(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, bool)> {
         let parked = self.slots.borrow_mut(py).context.take();
         if let Some(parked) = parked {
             // SAFETY: a context parked by `reset`, referenced by this handle only (recycled
             // handles are referenced by the loop alone); the GIL is held.
             if unsafe { context_reuse::refill(parked.as_ptr()) } {
-                return Ok(parked);
+                return Ok((parked, false));
             }
             drop_attached(py, Some(parked));
         }
-        // SAFETY: called with the GIL held; returns a new reference or NULL with an exception set.
+        // SAFETY: called with the GIL held; `capture_vars` returns a new reference or null,
+        // `PyContext_CopyCurrent` a new reference or NULL with an exception set.
         unsafe {
+            let vars = context_reuse::capture_vars();
+            if !vars.is_null() {
+                return Ok((Bound::from_owned_ptr(py, vars).unbind(), true));
+            }
             let ctx = ffi::PyContext_CopyCurrent();
             if ctx.is_null() {
                 return Err(PyErr::fetch(py));
             }
-            Ok(Bound::from_owned_ptr(py, ctx).unbind())
+            Ok((Bound::from_owned_ptr(py, ctx).unbind(), false))
+        }
+    }
+
+    /// Gives a handle that holds only a mapping (`lazy`) its Context now: a parked one filled
+    /// with that mapping. Its identity is then kept for the handle's life, as a copy made at
+    /// scheduling time would be. Nothing to do for other handles.
+    #[inline]
+    fn materialize(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.lazy.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let vars = self.slots.borrow_mut(py).context.take();
+        let Some(vars) = vars else {
+            return Ok(());
+        };
+        // No borrow is held: making a Context may run a collection, hence any code.
+        // SAFETY: the GIL is held; `vars` is a mapping captured by `capture_vars` (reuse on),
+        // whose reference is handed over.
+        let context = unsafe { context_reuse::context_with_vars(py, vars.into_ptr()) }?;
+        let previous = self.slots.borrow_mut(py).context.replace(context);
+        drop_attached(py, previous);
+        Ok(())
+    }
+
+    /// Gives the handle's parked context (after `reset`) to the pool of parked contexts, for
+    /// a handle the loop lets go of (the spare pool is full).
+    #[inline]
+    pub fn donate_parked(&self, py: Python<'_>) {
+        let parked = self.slots.borrow_mut(py).context.take();
+        if let Some(parked) = parked {
+            // SAFETY: after `reset`, a context left in the slot is parked and referenced by
+            // this handle only; the GIL is held.
+            unsafe { context_reuse::pool_parked(parked.into_ptr()) };
         }
     }
 
@@ -312,7 +361,9 @@ impl Handle {
     pub fn reset<'py>(&self, py: Python<'py>) -> ReleasedSlots<'py> {
         let mut slots = self.slots.borrow_mut(py);
         let mut taken = std::mem::take(&mut *slots);
-        if let Some(context) = taken.context.take() {
+        if self.lazy.swap(false, Ordering::Relaxed) {
+            // Only a mapping: released with the rest.
+        } else if let Some(context) = taken.context.take() {
             // SAFETY: the handle holds a reference to `context`; the GIL is held.
             match unsafe { context_reuse::park(context.as_ptr()) } {
                 Some(vars) => {
@@ -391,6 +442,9 @@ impl Handle {
         let keep = keep || self.repeating.load(Ordering::Relaxed);
         // Release the borrow before calling Python: the callback may cancel this very handle.
         let (taken, context, native) = {
+            if self.lazy.load(Ordering::Relaxed) {
+                return self.run_lazy(py, keep);
+            }
             let mut slots = self.slots.borrow_mut(py);
             // The context is used where it is, without a reference of our own: nothing
             // releases a handle's context while it runs (`cancel` and `release` take the
@@ -435,6 +489,16 @@ impl Handle {
                 drop_args(py, unused.1);
                 RunOutcome::Raised(err)
             }
+        }
+    }
+
+    /// `run` for a handle that holds only a mapping: its Context is made first.
+    #[cold]
+    #[inline(never)]
+    fn run_lazy(&self, py: Python<'_>, keep: bool) -> RunOutcome {
+        match self.materialize(py) {
+            Ok(()) => self.run(py, keep),
+            Err(err) => RunOutcome::Raised(err),
         }
     }
 
@@ -692,12 +756,14 @@ impl Handle {
     }
 
     /// The `contextvars.Context` the callback runs in.
-    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.slots
+    fn get_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.materialize(py)?;
+        Ok(self
+            .slots
             .borrow_mut(py)
             .context
             .as_ref()
-            .map(|c| c.clone_ref(py))
+            .map(|c| c.clone_ref(py)))
     }
 
     /// The absolute time (on `loop.time()`'s clock) at which a timer is due: a float, or the
@@ -749,7 +815,7 @@ impl Handle {
     }
 
     #[getter(_context)]
-    fn context_attr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn context_attr(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.get_context(py)
     }
 

@@ -188,7 +188,11 @@ impl LoopCore {
             }
         };
         drop(released);
-        crate::event_loop::handle::drop_attached(py, overflow);
+        if let Some(handle) = overflow {
+            // Its parked context serves the handles that have none (`context_reuse`).
+            handle.get().donate_parked(py);
+            drop(handle.into_bound(py));
+        }
     }
 
     /// The context a callback runs in: the given one, else None (a copy of the current one,

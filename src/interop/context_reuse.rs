@@ -18,6 +18,14 @@
 //! weak reference taken, and a parked context refilled must all read back as expected. If
 //! any check fails, or the version is not one whose layout is known, reuse stays off and
 //! handles get `PyContext_CopyCurrent` as before.
+//!
+//! A handle that has no parked context of its own (a new one, e.g. in a burst of
+//! `call_soon_threadsafe` posts larger than the spare-handle pool) does not need a Context at
+//! all until it runs or someone asks for it: it keeps the current *mapping* (`capture_vars`,
+//! one reference count) and gets a Context from a small pool of parked ones when it runs
+//! (`context_with_vars`), on the loop's thread. Such a post allocates nothing the garbage
+//! collector tracks, so a large batch of posts triggers no young-generation collections.
+//! A Context given back by a handle that is freed goes to that pool (`pool_parked`).
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -37,6 +45,19 @@ const CTX_ENTERED: usize = 40;
 static TSTATE_CONTEXT: AtomicUsize = AtomicUsize::new(0);
 /// The empty mapping parked contexts hold (a strong reference, never released).
 static EMPTY_VARS: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// How many parked contexts the pool keeps for handles that have none.
+const POOL_MAX: usize = 256;
+
+/// Parked contexts (strong references) for handles that captured only a mapping.
+struct ParkedPool(std::cell::UnsafeCell<Vec<*mut ffi::PyObject>>);
+
+// SAFETY: the pool is only touched with the GIL held (every function below requires it), and
+// reuse is off on free-threaded builds (`enable` checks the object header's size).
+unsafe impl Sync for ParkedPool {}
+
+/// The pool of `pool_parked`.
+static POOL: ParkedPool = ParkedPool(std::cell::UnsafeCell::new(Vec::new()));
 
 /// `PyThreadState.context`'s offset in the CPython headers of each version (x86-64 and other
 /// 64-bit targets; 3.11: 224; 3.12 to 3.14: 208; 3.15 alpha: 232). Checked at load anyway.
@@ -154,6 +175,76 @@ pub unsafe fn refill(ctx: *mut ffi::PyObject) -> bool {
         set_field(ctx, CTX_VARS, vars);
         ffi::Py_DECREF(parked);
         true
+    }
+}
+
+/// The calling thread's current mapping (a new reference), what a copy of the current context
+/// would hold; null when reuse is off or the thread has no current context yet (then
+/// `PyContext_CopyCurrent` must be used: it makes one).
+///
+/// # Safety
+/// The GIL is held.
+#[inline(always)]
+pub unsafe fn capture_vars() -> *mut ffi::PyObject {
+    // SAFETY: the GIL is held (caller's contract); a context's mapping is never null.
+    unsafe {
+        let current = current_context();
+        if current.is_null() {
+            return current;
+        }
+        let vars = field(current, CTX_VARS);
+        ffi::Py_INCREF(vars);
+        vars
+    }
+}
+
+/// A Context holding `vars` (whose reference it takes): a parked one from the pool, else a
+/// new one. What `copy_context()` made at the time `vars` was captured, as far as anyone can
+/// tell: a context nobody else references, not entered, without weak references.
+///
+/// # Safety
+/// The GIL is held, reuse is on (`capture_vars` returned `vars`), and `vars` is a mapping
+/// taken from a context.
+pub unsafe fn context_with_vars(py: Python<'_>, vars: *mut ffi::PyObject) -> PyResult<Py<PyAny>> {
+    // SAFETY: the GIL is held; the pool holds parked contexts only (`pool_parked`), each with
+    // the empty mapping, of which we hold a reference of our own, so releasing it runs no code.
+    unsafe {
+        let pool = &mut *POOL.0.get();
+        let ctx = match pool.pop() {
+            Some(ctx) => ctx,
+            None => {
+                // May run a collection (arbitrary code), which is why the caller holds no
+                // borrow; the pool is not borrowed across it either.
+                let ctx = ffi::PyContext_New();
+                if ctx.is_null() {
+                    ffi::Py_DECREF(vars);
+                    return Err(PyErr::fetch(py));
+                }
+                ctx
+            }
+        };
+        let old = field(ctx, CTX_VARS);
+        set_field(ctx, CTX_VARS, vars);
+        ffi::Py_DECREF(old);
+        Ok(Bound::from_owned_ptr(py, ctx).unbind())
+    }
+}
+
+/// Keeps a context parked by `park` (whose reference it takes) for `context_with_vars`, or
+/// releases it when the pool is full.
+///
+/// # Safety
+/// The GIL is held; `ctx` was parked by `park` and nothing else references it.
+pub unsafe fn pool_parked(ctx: *mut ffi::PyObject) {
+    // SAFETY: the GIL is held (caller's contract); the pool is not borrowed elsewhere (no
+    // function here calls back into Python while it is).
+    unsafe {
+        let pool = &mut *POOL.0.get();
+        if pool.len() < POOL_MAX {
+            pool.push(ctx);
+        } else {
+            ffi::Py_DECREF(ctx);
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables;
 //! - [`lazy_dict`]: instance dicts of native objects created only when first used;
 //! - [`context_reuse`]: `contextvars.Context` objects of recycled handles reused for the next
-//!   copy of the current context (layout checked when the module loads).
+//!   copy of the current context, and handles without one keeping only the current mapping
+//!   until they run (layout checked when the module loads).
 
 pub mod callback_check;
 pub mod context_reuse;
