@@ -11,10 +11,13 @@
 //! - [`callback_check`]: the TypeError asyncio raises for coroutines and non-callables;
 //! - [`lazy_dict`]: instance dicts of native objects created only when first used;
 //! - [`context_reuse`]: `contextvars.Context` objects of recycled handles reused for the next
-//!   copy of the current context (layout checked when the module loads).
+//!   copy of the current context (layout checked when the module loads);
+//! - [`context_switch`]: entering and leaving a callback's context without the C API's calls
+//!   (3.11–3.13, same layout checks).
 
 pub mod callback_check;
 pub mod context_reuse;
+pub mod context_switch;
 pub mod errors;
 pub mod gil_cell;
 pub mod lazy_dict;
