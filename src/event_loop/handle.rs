@@ -114,6 +114,12 @@ fn drop_args(py: Python<'_>, args: Option<CallArgs>) {
 pub type NativeCall = &'static NativeMethod;
 
 impl Slots {
+    /// True if the callback, its arguments or the creation stack is set.
+    #[inline(always)]
+    fn holds_call(&self) -> bool {
+        self.callback.is_some() || self.args.is_some() || self.source_traceback.is_some()
+    }
+
     /// True if any slot holds a Python reference.
     #[inline]
     fn holds_references(&self) -> bool {
@@ -146,13 +152,21 @@ pub fn drop_attached<T>(py: Python<'_>, obj: Option<Py<T>>) {
     }
 }
 
-/// References taken out of a handle, to be dropped by the caller at a safe point.
-pub struct ReleasedSlots<'py>(Option<Slots>, Python<'py>);
+/// References taken out of a handle, to be dropped by the caller at a safe point: the
+/// context (or a parked context's mapping), and the other slots if any was still set (usually
+/// none: running the handle took its callback and arguments).
+pub struct ReleasedSlots<'py> {
+    context: Option<Py<PyAny>>,
+    rest: Option<Slots>,
+    py: Python<'py>,
+}
 
 impl Drop for ReleasedSlots<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(slots) = self.0.take() {
-            slots.drop_attached(self.1);
+        drop_attached(self.py, self.context.take());
+        if let Some(slots) = self.rest.take() {
+            slots.drop_attached(self.py);
         }
     }
 }
@@ -360,20 +374,31 @@ impl Handle {
     #[inline(always)]
     pub fn reset<'py>(&self, py: Python<'py>) -> ReleasedSlots<'py> {
         let mut slots = self.slots.borrow_mut(py);
-        let mut taken = std::mem::take(&mut *slots);
-        if let Some(context) = taken.context.take() {
+        let rest = if slots.holds_call() {
+            Some(Slots {
+                callback: slots.callback.take(),
+                args: slots.args.take(),
+                context: None,
+                source_traceback: slots.source_traceback.take(),
+                native: None,
+            })
+        } else {
+            None
+        };
+        slots.native = None;
+        let context = slots.context.take().map(|context| {
             // SAFETY: the handle holds a reference to `context`; the GIL is held.
             match unsafe { context_reuse::park(context.as_ptr()) } {
                 Some(vars) => {
                     slots.context = Some(context);
                     // SAFETY: `park` returned the mapping's reference to us.
-                    taken.context = Some(unsafe { Bound::from_owned_ptr(py, vars) }.unbind());
+                    unsafe { Bound::from_owned_ptr(py, vars) }.unbind()
                 }
-                None => taken.context = Some(context),
+                None => context,
             }
-        }
+        });
         drop(slots);
-        ReleasedSlots(Some(taken), py)
+        ReleasedSlots { context, rest, py }
     }
 
     /// The deadline of a timer handle.
