@@ -84,10 +84,7 @@ pub unsafe fn enter(ts: *mut ffi::PyObject, ctx: *mut ffi::PyObject) -> bool {
 unsafe fn switch_in(ts: *mut ffi::PyObject, ctx: *mut ffi::PyObject) -> bool {
     // SAFETY: caller's contract; the fields were verified by `enable`.
     unsafe {
-        if ts.is_null()
-            || ffi::PyContext_CheckExact(ctx) == 0
-            || entered(ctx)
-        {
+        if ts.is_null() || ffi::PyContext_CheckExact(ctx) == 0 || entered(ctx) {
             return false;
         }
         let offset = TSTATE_CONTEXT.load(Ordering::Relaxed);
@@ -122,10 +119,7 @@ pub unsafe fn exit(ts: *mut ffi::PyObject, ctx: *mut ffi::PyObject) -> bool {
 unsafe fn switch_out(ts: *mut ffi::PyObject, ctx: *mut ffi::PyObject) -> bool {
     // SAFETY: caller's contract; the fields were verified by `enable`.
     unsafe {
-        if ts.is_null()
-            || ffi::PyContext_CheckExact(ctx) == 0
-            || !entered(ctx)
-        {
+        if ts.is_null() || ffi::PyContext_CheckExact(ctx) == 0 || !entered(ctx) {
             return false;
         }
         let offset = TSTATE_CONTEXT.load(Ordering::Relaxed);
@@ -198,8 +192,8 @@ unsafe fn verify(offset: usize) -> bool {
         }
         let seen = |expected: *mut ffi::PyObject| {
             let mut got = std::ptr::null_mut();
-            let fine = ffi::PyContextVar_Get(var, std::ptr::null_mut(), &mut got) == 0
-                && got == expected;
+            let fine =
+                ffi::PyContextVar_Get(var, std::ptr::null_mut(), &mut got) == 0 && got == expected;
             ffi::Py_XDECREF(got);
             fine
         };
