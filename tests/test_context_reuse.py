@@ -373,3 +373,40 @@ def test_reuse_is_on_for_this_python():
     supported = (3, 11) <= sys.version_info < (3, 16)
     if sys.implementation.name == "cpython" and supported and plain_build:
         assert _ferroloop._context_reuse is True
+
+
+@pytest.mark.ferroloop_only
+def test_direct_switch_is_on_up_to_3_13():
+    """Entering callbacks' contexts without the C API is on where it is verified (3.11-3.13,
+    GIL builds) and off from 3.14 on (context watchers need the C API)."""
+    from ferroloop import _ferroloop
+
+    plain_build = not sysconfig.get_config_var("Py_GIL_DISABLED") and not hasattr(sys, "getobjects")
+    if sys.implementation.name == "cpython" and plain_build:
+        assert _ferroloop._context_switch is ((3, 11) <= sys.version_info < (3, 14))
+
+
+def test_context_var_cache_follows_callback_contexts(loop):
+    """`ContextVar.get` caches its last lookup per thread and context version: each callback's
+    own context must be seen, also when callbacks with different values alternate in one
+    batch, and the loop's own context is back once they ran (both loops)."""
+    var = contextvars.ContextVar("switch_var", default="outer")
+    seen = []
+    contexts = []
+    for value in ("a", "b", "c"):
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, value)
+        contexts.append(ctx)
+
+    def record(tag):
+        seen.append((tag, var.get()))
+
+    for round_ in range(3):
+        for ctx in contexts:
+            loop.call_soon(record, round_, context=ctx)
+        loop.call_soon(record, round_)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    after = var.get()
+    assert seen == [(r, v) for r in range(3) for v in ("a", "b", "c", "outer")]
+    assert after == "outer"

@@ -27,6 +27,7 @@ __all__ = [
     "__version__",
     "_check_callback",
     "_context_reuse",
+    "_context_switch",
     "_inject_fault",
     "accept_connection",
     "file_size",
@@ -44,6 +45,8 @@ _Ts = TypeVarTuple("_Ts")
 __version__: str
 # True when handles reuse parked contextvars.Context objects (layout verified at import).
 _context_reuse: bool
+# True when the loop enters callbacks' contexts without the C API (3.11-3.13, layout verified).
+_context_switch: bool
 
 # asyncio's Handle and TimerHandle in one native class; __class__ reports the asyncio type.
 @final

@@ -39,7 +39,20 @@ impl LoopCore {
     /// Runs the work deferred during this iteration, in the order it was deferred (work
     /// deferred meanwhile runs too). An exception is reported as a callback's would be:
     /// SystemExit and KeyboardInterrupt leave the loop once everything has run.
+    ///
+    /// Inlined: most iterations deferred nothing, and then this is one look at the list
+    /// (the work itself runs out of line).
+    #[inline(always)]
     pub(super) fn run_deferred(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
+        if self.deferred.borrow_mut(slf.py()).is_empty() {
+            return Ok(());
+        }
+        self.run_deferred_work(slf)
+    }
+
+    /// `run_deferred` when work was deferred.
+    #[inline(never)]
+    fn run_deferred_work(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let mut exit = None;
         loop {

@@ -19,6 +19,7 @@ use pyo3::types::PyTuple;
 
 use crate::core::timers::TimerEntry;
 use crate::interop::context_reuse;
+use crate::interop::context_switch;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
 
@@ -94,7 +95,7 @@ impl CallArgs {
     }
 
     /// Drops the reference through `Bound` (see `Slots::drop_attached`).
-    #[inline]
+    #[inline(always)]
     pub fn drop_attached(self, py: Python<'_>) {
         match self {
             CallArgs::Zero => {}
@@ -105,7 +106,7 @@ impl CallArgs {
 }
 
 /// Drops optional arguments through `Bound`.
-#[inline]
+#[inline(always)]
 fn drop_args(py: Python<'_>, args: Option<CallArgs>) {
     if let Some(args) = args {
         args.drop_attached(py);
@@ -116,6 +117,12 @@ fn drop_args(py: Python<'_>, args: Option<CallArgs>) {
 pub type NativeCall = &'static NativeMethod;
 
 impl Slots {
+    /// True if the callback, its arguments or the creation stack is set.
+    #[inline(always)]
+    fn holds_call(&self) -> bool {
+        self.callback.is_some() || self.args.is_some() || self.source_traceback.is_some()
+    }
+
     /// True if any slot holds a Python reference.
     #[inline]
     fn holds_references(&self) -> bool {
@@ -130,7 +137,7 @@ impl Slots {
     /// Drops every reference now, through `Bound` (a plain `Py` drop first asks a
     /// thread-local whether the thread is attached: measurable per callback, and outside
     /// PyO3's trampolines, in the raw entry points of `fast_methods.rs`, it would leak).
-    #[inline]
+    #[inline(always)]
     fn drop_attached(self, py: Python<'_>) {
         drop_attached(py, self.callback);
         drop_args(py, self.args);
@@ -141,20 +148,28 @@ impl Slots {
 
 /// Drops `obj` (if any) as a `Bound`: one `Py_DECREF`, no attach check (see
 /// `Slots::drop_attached`).
-#[inline]
+#[inline(always)]
 pub fn drop_attached<T>(py: Python<'_>, obj: Option<Py<T>>) {
     if let Some(obj) = obj {
         drop(obj.into_bound(py));
     }
 }
 
-/// References taken out of a handle, to be dropped by the caller at a safe point.
-pub struct ReleasedSlots<'py>(Option<Slots>, Python<'py>);
+/// References taken out of a handle, to be dropped by the caller at a safe point: the
+/// context (or a parked context's mapping), and the other slots if any was still set (usually
+/// none: running the handle took its callback and arguments).
+pub struct ReleasedSlots<'py> {
+    context: Option<Py<PyAny>>,
+    rest: Option<Slots>,
+    py: Python<'py>,
+}
 
 impl Drop for ReleasedSlots<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(slots) = self.0.take() {
-            slots.drop_attached(self.1);
+        drop_attached(self.py, self.context.take());
+        if let Some(slots) = self.rest.take() {
+            slots.drop_attached(self.py);
         }
     }
 }
@@ -290,6 +305,54 @@ impl Handle {
         Ok(())
     }
 
+    /// Fills a spare handle (empty since `reset`, maybe but for a parked context) for
+    /// `call_soon` outside debug mode, as `init` would with no creation stack and no deadline,
+    /// without running any Python code: with `context` given (not None), the handle takes it
+    /// and the parked context it replaces, if any, is returned for the caller to release; else
+    /// the parked context takes the current mapping. `Err(())`, nothing changed: no parked
+    /// context, or the thread has no current context yet (`init` makes a new copy then).
+    /// `ts`: the calling thread's state if the caller has it, else null (see `refill`).
+    #[inline(always)]
+    pub(crate) fn fill_soon(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: crate::event_loop::schedule::ArgsRef<'_, '_>,
+        context: Option<&Bound<'_, PyAny>>,
+        ts: *mut ffi::PyObject,
+    ) -> Result<Option<Py<PyAny>>, ()> {
+        let mut slots = self.slots.borrow_mut(py);
+        let replaced = match context {
+            Some(given) if !given.is_none() => slots.context.replace(given.clone().unbind()),
+            _ => {
+                let parked = slots.context.as_ref().ok_or(())?.as_ptr();
+                // SAFETY: a context parked by `reset`, referenced by this spare handle only
+                // (the loop holds the only reference to spare handles); the GIL is held.
+                if !unsafe { context_reuse::refill(ts, parked) } {
+                    return Err(());
+                }
+                None
+            }
+        };
+        // A spare handle's other slots are empty (`reset` took them, or it is new): nothing
+        // to release (`forget` of a `None`; were one ever set, its reference would leak
+        // rather than be released under the caller's borrow).
+        let empty = (
+            slots.callback.replace(callback.clone().unbind()),
+            slots.args.replace(args.to_owned_args()),
+        );
+        debug_assert!(empty.0.is_none() && empty.1.is_none());
+        debug_assert!(slots.source_traceback.is_none() && slots.native.is_none());
+        std::mem::forget(empty);
+        drop(slots);
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.repeating.store(false, Ordering::Relaxed);
+        self.int_when.store(false, Ordering::Relaxed);
+        self.is_timer.store(false, Ordering::Relaxed);
+        self.scheduled.store(false, Ordering::Relaxed);
+        Ok(replaced)
+    }
+
     /// A copy of the current context for this handle: its parked context given the current
     /// mapping if it has one; else only the current mapping (`true`: the Context is made when
     /// needed, see `materialize`); else (reuse off, or a thread without a context yet) a new
@@ -300,7 +363,7 @@ impl Handle {
         if let Some(parked) = parked {
             // SAFETY: a context parked by `reset`, referenced by this handle only (recycled
             // handles are referenced by the loop alone); the GIL is held.
-            if unsafe { context_reuse::refill(parked.as_ptr()) } {
+            if unsafe { context_reuse::refill(std::ptr::null_mut(), parked.as_ptr()) } {
                 return Ok((parked, false));
             }
             drop_attached(py, Some(parked));
@@ -360,22 +423,40 @@ impl Handle {
     #[inline(always)]
     pub fn reset<'py>(&self, py: Python<'py>) -> ReleasedSlots<'py> {
         let mut slots = self.slots.borrow_mut(py);
-        let mut taken = std::mem::take(&mut *slots);
-        if self.lazy.swap(false, Ordering::Relaxed) {
-            // Only a mapping: released with the rest.
-        } else if let Some(context) = taken.context.take() {
+        let rest = if slots.holds_call() {
+            Some(Slots {
+                callback: slots.callback.take(),
+                args: slots.args.take(),
+                context: None,
+                source_traceback: slots.source_traceback.take(),
+                native: None,
+            })
+        } else {
+            None
+        };
+        slots.native = None;
+        // A load and a store, not a swap (a locked instruction per handle); the GIL orders them.
+        let lazy = self.lazy.load(Ordering::Relaxed);
+        if lazy {
+            self.lazy.store(false, Ordering::Relaxed);
+        }
+        let context = slots.context.take().map(|context| {
+            if lazy {
+                // Only a mapping: released with the rest.
+                return context;
+            }
             // SAFETY: the handle holds a reference to `context`; the GIL is held.
             match unsafe { context_reuse::park(context.as_ptr()) } {
                 Some(vars) => {
                     slots.context = Some(context);
                     // SAFETY: `park` returned the mapping's reference to us.
-                    taken.context = Some(unsafe { Bound::from_owned_ptr(py, vars) }.unbind());
+                    unsafe { Bound::from_owned_ptr(py, vars) }.unbind()
                 }
-                None => taken.context = Some(context),
+                None => context,
             }
-        }
+        });
         drop(slots);
-        ReleasedSlots(Some(taken), py)
+        ReleasedSlots { context, rest, py }
     }
 
     /// The deadline of a timer handle.
@@ -435,7 +516,10 @@ impl Handle {
     /// Outside debug mode the callback and arguments are moved out and released after the call
     /// (no reference counting traffic, and no cycle survives a handle that ran); with `keep`
     /// (debug mode) they stay so that slow-callback warnings can name the callback.
-    pub fn run(&self, py: Python<'_>, keep: bool) -> RunOutcome {
+    ///
+    /// `ts`: the calling thread's state from `context_switch::thread_state()` (read once per
+    /// batch), or null: the context is then entered through the C API.
+    pub fn run(&self, py: Python<'_>, keep: bool, ts: *mut ffi::PyObject) -> RunOutcome {
         if self.is_cancelled() {
             return RunOutcome::Skipped;
         }
@@ -443,7 +527,7 @@ impl Handle {
         // Release the borrow before calling Python: the callback may cancel this very handle.
         let (taken, context, native) = {
             if self.lazy.load(Ordering::Relaxed) {
-                return self.run_lazy(py, keep);
+                return self.run_lazy(py, keep, ts);
             }
             let mut slots = self.slots.borrow_mut(py);
             // The context is used where it is, without a reference of our own: nothing
@@ -467,8 +551,8 @@ impl Handle {
         // SAFETY: `context` is held by this handle's slots for the whole call (see above).
         let context = unsafe { Bound::ref_from_ptr(py, &context) };
         let outcome = match native {
-            Some(native) => native_call_in_context(py, native, &callback, context),
-            None => call_in_context(py, &callback, &args, context),
+            Some(native) => native_call_in_context(py, ts, native, &callback, context),
+            None => call_in_context(py, ts, &callback, &args, context),
         };
         match outcome {
             Ok(()) => {
@@ -495,9 +579,9 @@ impl Handle {
     /// `run` for a handle that holds only a mapping: its Context is made first.
     #[cold]
     #[inline(never)]
-    fn run_lazy(&self, py: Python<'_>, keep: bool) -> RunOutcome {
+    fn run_lazy(&self, py: Python<'_>, keep: bool, ts: *mut ffi::PyObject) -> RunOutcome {
         match self.materialize(py) {
-            Ok(()) => self.run(py, keep),
+            Ok(()) => self.run(py, keep, ts),
             Err(err) => RunOutcome::Raised(err),
         }
     }
@@ -620,21 +704,24 @@ impl Handle {
 }
 
 /// Runs `body` inside `context` (entered and left around it, as `Context.run` does); an
-/// error leaving the context is reported after the body's own.
+/// error leaving the context is reported after the body's own. `ts`: see `Handle::run`.
 #[inline]
 fn in_context(
     py: Python<'_>,
+    ts: *mut ffi::PyObject,
     context: &Bound<'_, PyAny>,
     body: impl FnOnce() -> PyResult<()>,
 ) -> PyResult<()> {
-    // SAFETY: `context` is an owned reference to a `contextvars.Context`, alive for the call;
-    // the GIL is held (`py`).
-    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+    let ctx = context.as_ptr();
+    // SAFETY: `context` is a reference to a `contextvars.Context` the handle holds for the
+    // whole call; `ts` is null or this thread's state; the GIL is held (`py`). The direct
+    // switch does nothing when it cannot do what the C API does; the C API then raises.
+    if unsafe { !context_switch::enter(ts, ctx) && ffi::PyContext_Enter(ctx) < 0 } {
         return Err(PyErr::fetch(py));
     }
     let outcome = body();
     // SAFETY: as above; this thread entered the context just before.
-    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+    if unsafe { !context_switch::exit(ts, ctx) && ffi::PyContext_Exit(ctx) < 0 } {
         let exit_err = PyErr::fetch(py);
         return outcome.and(Err(exit_err));
     }
@@ -646,11 +733,12 @@ fn in_context(
 /// must not unwind through the loop.
 fn native_call_in_context(
     py: Python<'_>,
+    ts: *mut ffi::PyObject,
     native: NativeCall,
     callback: &Py<PyAny>,
     context: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    in_context(py, context, || {
+    in_context(py, ts, context, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (native.call)(callback.bind(py))
         }))
@@ -662,14 +750,17 @@ fn native_call_in_context(
     })
 }
 
-/// Calls `callback(*args)` by vectorcall inside `context`.
+/// Calls `callback(*args)` by vectorcall inside `context` (`ts`: see `Handle::run`).
+/// Inlined into `Handle::run`, its one caller (a call frame less per callback).
+#[inline(always)]
 pub fn call_in_context(
     py: Python<'_>,
+    ts: *mut ffi::PyObject,
     callback: &Py<PyAny>,
     args: &CallArgs,
     context: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    in_context(py, context, || {
+    in_context(py, ts, context, || {
         // SAFETY: all pointers are owned references kept alive by the `Py` arguments for the
         // duration of the call; the GIL is held (`py`). A tuple's items are contiguous
         // (`ob_item`), and a single argument is one pointer on our stack: that is what
@@ -781,7 +872,7 @@ impl Handle {
 
     /// Runs the callback now (asyncio's private `Handle._run`, used by some libraries).
     fn _run(&self, py: Python<'_>) -> PyResult<()> {
-        match self.run(py, true) {
+        match self.run(py, true, std::ptr::null_mut()) {
             RunOutcome::Raised(err) => Err(err),
             _ => Ok(()),
         }

@@ -30,6 +30,7 @@ use crate::event_loop::fd_watch::{Side, Watcher};
 use crate::event_loop::handle::RunOutcome;
 use crate::event_loop::stats::BatchTally;
 use crate::event_loop::{LoopCore, LoopQueues};
+use crate::interop::context_switch;
 use crate::interop::errors::os_error;
 use crate::interop::py_cache::python_at_least;
 
@@ -65,6 +66,25 @@ impl LoopCore {
         // Only the loop's thread counts (a load and a store, no locked instruction).
         let iterations = &self.stats.iterations;
         iterations.store(iterations.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // One look at the queues first: with callbacks ready and no descriptor watched, no
+        // timer queued, no native receive pending, real time (a chain of callbacks, tasks
+        // stepping each other), every step below but running the callbacks does nothing (no
+        // timer to purge or collect, a zero timeout, no poll, no sweep): only the flags they
+        // set are set. Otherwise the full iteration.
+        let only_callbacks = {
+            let queues = self.queues.borrow_mut(py);
+            !queues.ready.is_empty()
+                && queues.watched.is_empty()
+                && queues.timers.is_empty()
+                && queues.pending_receives == 0
+        } && self.cancelled_timers.load(Ordering::Relaxed) == 0
+            && !self.clock.is_virtual();
+        if only_callbacks {
+            self.poller.rearm_wake();
+            self.poller.suppress_wake();
+            self.polled_last.store(false, Ordering::Relaxed);
+            return self.run_callbacks(slf);
+        }
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
         let (timeout, jump) = self.poll_timeout(py)?;
@@ -146,6 +166,13 @@ impl LoopCore {
         if virtual_time {
             self.note_quiet_period(py, quiet_wait && !jumped, wait_started);
         }
+        self.run_callbacks(slf)
+    }
+
+    /// The end of an iteration: the callbacks ready now, then the work transports deferred
+    /// to the end of the iteration.
+    #[inline(always)]
+    fn run_callbacks(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         self.running_callbacks.store(true, Ordering::Relaxed);
         let ran = self.run_ready(slf);
         self.running_callbacks.store(false, Ordering::Relaxed);
@@ -196,13 +223,39 @@ impl LoopCore {
         if todo == 0 {
             return Ok(());
         }
+        // The loop's thread state, for entering the callbacks' contexts directly and for
+        // the context copies of `call_soon`s made by them (null when those fast paths are off).
+        // SAFETY: the GIL is held (`py`).
+        let ts = unsafe { context_switch::thread_state() };
+        self.batch_thread_state.store(ts, Ordering::Relaxed);
         // Callbacks are timed in debug mode (slow callback warning) and while task run times
         // are measured (`task_cpu.rs`): a loop of its own, so that the usual one has no
         // timing branch at all.
-        if self.is_debug() || self.profiling_tasks() {
-            self.run_batch_timed(slf, todo)
+        let ran = if self.is_debug() || self.profiling_tasks() {
+            self.run_batch_timed(slf, todo, ts)
         } else {
-            self.run_batch::<false>(slf, todo)
+            self.run_batch::<false>(slf, todo, ts)
+        };
+        self.batch_thread_state
+            .store(std::ptr::null_mut(), Ordering::Relaxed);
+        ran
+    }
+
+    /// While a batch runs and the caller is on the loop's thread (a `call_soon` made by a
+    /// callback): the thread's state, else null.
+    #[inline(always)]
+    pub(super) fn callback_thread_state(&self) -> *mut pyo3::ffi::PyObject {
+        let ts = self.batch_thread_state.load(Ordering::Relaxed);
+        if ts.is_null() {
+            return ts;
+        }
+        // `running_thread` holds `threading.get_ident()`, which is `pthread_self()`.
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::pthread_self() } as u64;
+        if me == self.running_thread.load(Ordering::Relaxed) {
+            ts
+        } else {
+            std::ptr::null_mut()
         }
     }
 
@@ -210,14 +263,24 @@ impl LoopCore {
     /// is inlined as before).
     #[cold]
     #[inline(never)]
-    fn run_batch_timed(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
-        self.run_batch::<true>(slf, todo)
+    fn run_batch_timed(
+        &self,
+        slf: &Bound<'_, Self>,
+        todo: usize,
+        ts: *mut pyo3::ffi::PyObject,
+    ) -> PyResult<()> {
+        self.run_batch::<true>(slf, todo, ts)
     }
 
     /// Runs up to `todo` (at least 1) callbacks from the ready queue's head, and counts them
     /// for the stats at the end (counts kept in registers meanwhile); `TIMED`: each callback
-    /// is timed (debug mode, task run times).
-    fn run_batch<const TIMED: bool>(&self, slf: &Bound<'_, Self>, todo: usize) -> PyResult<()> {
+    /// is timed (debug mode, task run times). `ts`: see `Handle::run`.
+    fn run_batch<const TIMED: bool>(
+        &self,
+        slf: &Bound<'_, Self>,
+        todo: usize,
+        ts: *mut pyo3::ffi::PyObject,
+    ) -> PyResult<()> {
         let py = slf.py();
         let debug = TIMED && self.is_debug();
         // The watchdog sees each callback only while it is on (one predictable branch per
@@ -248,7 +311,7 @@ impl LoopCore {
             } else {
                 (0.0, None)
             };
-            match handle.get().run(py, keep) {
+            match handle.get().run(py, keep, ts) {
                 RunOutcome::Done => {}
                 RunOutcome::Skipped => tally.skipped += 1,
                 RunOutcome::Raised(err) => {
@@ -319,7 +382,12 @@ impl LoopCore {
 
     /// Drops cancelled timers when they dominate the queue (or sit at its head).
     fn purge_cancelled_timers(&self, py: Python<'_>) {
-        let newly_cancelled = self.cancelled_timers.swap(0, Ordering::Relaxed);
+        // A plain load first: the swap is a locked instruction, and most iterations have no
+        // newly cancelled timer.
+        let newly_cancelled = match self.cancelled_timers.load(Ordering::Relaxed) {
+            0 => 0,
+            _ => self.cancelled_timers.swap(0, Ordering::Relaxed),
+        };
         let removed = {
             let mut queues = self.queues.borrow_mut(py);
             for _ in 0..newly_cancelled {

@@ -106,6 +106,7 @@ impl LoopCore {
             time_replacement: GilRefCell::new(None),
             watchdog: crate::event_loop::watchdog::Watchdog::new(),
             running_callbacks: AtomicBool::new(false),
+            batch_thread_state: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             deferred: GilRefCell::new(Vec::new()),
         })
     }

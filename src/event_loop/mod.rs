@@ -153,6 +153,10 @@ pub struct LoopCore {
     /// The ready callbacks of an iteration are running: transports may defer work to the
     /// end of the iteration (`deferred.rs`).
     running_callbacks: AtomicBool,
+    /// While the loop runs a batch of callbacks: its thread's state if the contexts' fast
+    /// paths use it (`interop::context_switch::thread_state`), else null. A `call_soon` on
+    /// the loop's thread copies the current context from it (no thread-state lookup).
+    batch_thread_state: std::sync::atomic::AtomicPtr<pyo3::ffi::PyObject>,
     /// Work deferred to the end of this iteration: a target and the native method to run.
     deferred: GilRefCell<Vec<(Py<PyAny>, &'static handle::NativeMethod)>>,
 }

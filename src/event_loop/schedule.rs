@@ -99,7 +99,7 @@ pub(crate) enum ArgsRef<'a, 'py> {
 impl ArgsRef<'_, '_> {
     /// Owned references for the handle.
     #[inline(always)]
-    fn to_owned_args(self) -> CallArgs {
+    pub(crate) fn to_owned_args(self) -> CallArgs {
         match self {
             ArgsRef::Zero => CallArgs::Zero,
             ArgsRef::Tuple(tuple) => CallArgs::Tuple(tuple.clone().unbind()),
@@ -258,8 +258,26 @@ impl LoopCore {
         self.schedule_soon_args(py, callback, ArgsRef::Tuple(args), context)
     }
 
-    /// `schedule_soon` with the arguments as the fast entry points hold them.
+    /// `schedule_soon` with the arguments as the fast entry points hold them. Inlined into
+    /// them: the usual case (`schedule_soon_recycled`) then costs no call frame of its own.
+    #[inline(always)]
     pub(crate) fn schedule_soon_args(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: ArgsRef<'_, '_>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        if let Some(handle) = self.schedule_soon_recycled(py, callback, args, context) {
+            return Ok(handle);
+        }
+        self.schedule_soon_new(py, callback, args, context)
+    }
+
+    /// `schedule_soon_args` for a handle filled by `init` (a new one, or a new copy of the
+    /// current context, or debug mode).
+    #[inline(never)]
+    fn schedule_soon_new(
         &self,
         py: Python<'_>,
         callback: &Bound<'_, PyAny>,
@@ -273,6 +291,42 @@ impl LoopCore {
             .ready
             .push_back(handle.clone_ref(py));
         Ok(handle)
+    }
+
+    /// The usual case of `schedule_soon_args` in one borrow of the loop's queues: outside
+    /// debug mode (no creation stack to record), a spare handle filled in place
+    /// (`Handle::fill_soon`) and queued. None (nothing changed) when there is no spare handle
+    /// or the copy of the current context needs a new object: the general path then.
+    ///
+    /// Nothing here can run Python code (references taken, a parked context given the
+    /// current mapping), so the borrow may span it; a parked context replaced by a given one
+    /// is released after the borrow.
+    #[inline(always)]
+    fn schedule_soon_recycled(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: ArgsRef<'_, '_>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Option<Py<Handle>> {
+        if self.is_debug() {
+            return None;
+        }
+        let mut queues = self.queues.borrow_mut(py);
+        let handle = queues.spare_handles.pop()?;
+        let ts = self.callback_thread_state();
+        match handle.get().fill_soon(py, callback, args, context, ts) {
+            Ok(replaced) => {
+                queues.ready.push_back(handle.clone_ref(py));
+                drop(queues);
+                crate::event_loop::handle::drop_attached(py, replaced);
+                Some(handle)
+            }
+            Err(()) => {
+                queues.spare_handles.push(handle);
+                None
+            }
+        }
     }
 
     /// Builds a timer handle due at `when` and queues it.
@@ -362,7 +416,7 @@ impl LoopCore {
 
     /// The loop takes its batch of ready callbacks: posters waiting for it resume.
     pub(super) fn batch_taken(&self) {
-        self.post_gate.next_epoch();
+        self.post_gate.batch_taken();
     }
 
     /// `call_later`: a timer due `delay` seconds from now.

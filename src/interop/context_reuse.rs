@@ -33,13 +33,13 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 /// Offset of `ctx_prev` in a context object (after the 16-byte object header).
-const CTX_PREV: usize = 16;
+pub(super) const CTX_PREV: usize = 16;
 /// Offset of `ctx_vars`, the variable mapping.
-const CTX_VARS: usize = 24;
+pub(super) const CTX_VARS: usize = 24;
 /// Offset of `ctx_weakreflist`.
-const CTX_WEAKREFS: usize = 32;
+pub(super) const CTX_WEAKREFS: usize = 32;
 /// Offset of `ctx_entered` (an `int`).
-const CTX_ENTERED: usize = 40;
+pub(super) const CTX_ENTERED: usize = 40;
 
 /// Offset of `context` in `PyThreadState` for the running version; 0 while reuse is off.
 static TSTATE_CONTEXT: AtomicUsize = AtomicUsize::new(0);
@@ -77,7 +77,7 @@ fn expected_tstate_offset() -> Option<usize> {
 /// # Safety
 /// `base + offset` lies inside a live object and holds a pointer.
 #[inline(always)]
-unsafe fn field(base: *mut ffi::PyObject, offset: usize) -> *mut ffi::PyObject {
+pub(super) unsafe fn field(base: *mut ffi::PyObject, offset: usize) -> *mut ffi::PyObject {
     // SAFETY: caller's contract.
     unsafe { *(base.cast::<u8>().add(offset).cast::<*mut ffi::PyObject>()) }
 }
@@ -87,7 +87,7 @@ unsafe fn field(base: *mut ffi::PyObject, offset: usize) -> *mut ffi::PyObject {
 /// # Safety
 /// As `field`; the caller owns what the field held and the reference it stores.
 #[inline(always)]
-unsafe fn set_field(base: *mut ffi::PyObject, offset: usize, value: *mut ffi::PyObject) {
+pub(super) unsafe fn set_field(base: *mut ffi::PyObject, offset: usize, value: *mut ffi::PyObject) {
     // SAFETY: caller's contract.
     unsafe { *(base.cast::<u8>().add(offset).cast::<*mut ffi::PyObject>()) = value }
 }
@@ -97,7 +97,7 @@ unsafe fn set_field(base: *mut ffi::PyObject, offset: usize, value: *mut ffi::Py
 /// # Safety
 /// `ctx` is a live context object.
 #[inline(always)]
-unsafe fn entered(ctx: *mut ffi::PyObject) -> bool {
+pub(super) unsafe fn entered(ctx: *mut ffi::PyObject) -> bool {
     // SAFETY: caller's contract; the field is an `int`.
     unsafe { *(ctx.cast::<u8>().add(CTX_ENTERED).cast::<std::ffi::c_int>()) != 0 }
 }
@@ -156,16 +156,23 @@ pub unsafe fn park(ctx: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
 
 /// Gives a parked context the calling thread's current mapping: it is then what
 /// `copy_context()` would have made. False (nothing changed) if the thread has no current
-/// context yet (`PyContext_CopyCurrent` makes one).
+/// context yet (`PyContext_CopyCurrent` makes one). `ts`: the calling thread's state if the
+/// caller has it at hand (`context_switch::thread_state`), else null (looked up here).
 ///
 /// # Safety
-/// `ctx` was parked by `park` and is referenced only by the caller; the GIL is held.
+/// `ctx` was parked by `park` and is referenced only by the caller; the GIL is held; `ts` is
+/// null or the calling thread's state.
 #[inline(always)]
-pub unsafe fn refill(ctx: *mut ffi::PyObject) -> bool {
+pub unsafe fn refill(ts: *mut ffi::PyObject, ctx: *mut ffi::PyObject) -> bool {
     // SAFETY: caller's contract; the parked context holds the empty mapping, of which we hold
-    // a reference of our own, so releasing it here never frees it (no code runs).
+    // a reference of our own, so releasing it here never frees it (no code runs). A parked
+    // context exists only while reuse is on, so the offset is the verified one.
     unsafe {
-        let current = current_context();
+        let current = if ts.is_null() {
+            current_context()
+        } else {
+            field(ts, TSTATE_CONTEXT.load(Ordering::Relaxed))
+        };
         if current.is_null() {
             return false;
         }
@@ -280,6 +287,8 @@ pub fn enable(py: Python<'_>) -> bool {
         ffi::Py_DECREF(ctx);
     }
     TSTATE_CONTEXT.store(offset, Ordering::Relaxed);
+    // The layout holds: entering contexts directly may use it too (it checks its own part).
+    crate::interop::context_switch::enable(py, offset);
     true
 }
 

@@ -12,10 +12,13 @@
 //! - [`lazy_dict`]: instance dicts of native objects created only when first used;
 //! - [`context_reuse`]: `contextvars.Context` objects of recycled handles reused for the next
 //!   copy of the current context, and handles without one keeping only the current mapping
-//!   until they run (layout checked when the module loads).
+//!   until they run (layout checked when the module loads);
+//! - [`context_switch`]: entering and leaving a callback's context without the C API's calls
+//!   (3.11–3.13, same layout checks).
 
 pub mod callback_check;
 pub mod context_reuse;
+pub mod context_switch;
 pub mod errors;
 pub mod gil_cell;
 pub mod lazy_dict;
