@@ -47,6 +47,9 @@ fn _inject_fault(site: &str, errno: i32) -> PyResult<u32> {
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_context_reuse", interop::context_reuse::enable(m.py()))?;
+    if let Some(offset) = interop::context_reuse::verified_tstate_offset() {
+        interop::context_switch::enable(m.py(), offset);
+    }
     m.add("_context_switch", interop::context_switch::enabled())?;
     m.add_class::<event_loop::LoopCore>()?;
     event_loop::fast_methods::install(

@@ -28,8 +28,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple, PyType};
 
+use crate::event_loop::handle::ArgsRef;
 use crate::event_loop::handle::Handle;
-use crate::event_loop::schedule::ArgsRef;
 use crate::event_loop::tasks::call_with_loop;
 use crate::event_loop::LoopCore;
 use crate::interop::py_cache;

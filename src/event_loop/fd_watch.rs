@@ -17,8 +17,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::core::poller::{Interest, Trigger};
+use crate::event_loop::handle::ArgsRef;
 use crate::event_loop::handle::{Handle, NativeCall};
-use crate::event_loop::schedule::ArgsRef;
 use crate::event_loop::sock_io::RecvWaiter;
 use crate::event_loop::LoopCore;
 use crate::interop::errors::os_error;

@@ -105,6 +105,30 @@ impl CallArgs {
     }
 }
 
+/// A callback's arguments as the scheduling entry points receive them (borrowed; turned into
+/// the handle's own `CallArgs` once nothing can fail any more).
+#[derive(Clone, Copy)]
+pub(crate) enum ArgsRef<'a, 'py> {
+    /// No argument.
+    Zero,
+    /// Arguments in a tuple.
+    Tuple(&'a Bound<'py, PyTuple>),
+    /// Exactly one argument, without a tuple.
+    One(&'a Bound<'py, PyAny>),
+}
+
+impl ArgsRef<'_, '_> {
+    /// Owned references for the handle.
+    #[inline(always)]
+    pub(crate) fn to_owned_args(self) -> CallArgs {
+        match self {
+            ArgsRef::Zero => CallArgs::Zero,
+            ArgsRef::Tuple(tuple) => CallArgs::Tuple(tuple.clone().unbind()),
+            ArgsRef::One(item) => CallArgs::One(item.clone().unbind()),
+        }
+    }
+}
+
 /// Drops optional arguments through `Bound`.
 #[inline(always)]
 fn drop_args(py: Python<'_>, args: Option<CallArgs>) {
@@ -317,7 +341,7 @@ impl Handle {
         &self,
         py: Python<'_>,
         callback: &Bound<'_, PyAny>,
-        args: crate::event_loop::schedule::ArgsRef<'_, '_>,
+        args: ArgsRef<'_, '_>,
         context: Option<&Bound<'_, PyAny>>,
         ts: *mut ffi::PyObject,
     ) -> Result<Option<Py<PyAny>>, ()> {

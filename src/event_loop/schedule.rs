@@ -22,7 +22,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyTuple};
 
-use crate::event_loop::handle::{CallArgs, Handle, HandleInit};
+use crate::event_loop::handle::{ArgsRef, Handle, HandleInit};
 use crate::event_loop::lifecycle::current_thread_ident;
 use crate::event_loop::LoopCore;
 use crate::interop::callback_check::check_callback;
@@ -81,30 +81,6 @@ fn untrack_atomic_args(args: &Bound<'_, PyTuple>) {
             }
         }
         ffi::PyObject_GC_UnTrack(tuple.cast());
-    }
-}
-
-/// A callback's arguments as the scheduling entry points receive them (borrowed; turned into
-/// the handle's own `CallArgs` once nothing can fail any more).
-#[derive(Clone, Copy)]
-pub(crate) enum ArgsRef<'a, 'py> {
-    /// No argument.
-    Zero,
-    /// Arguments in a tuple.
-    Tuple(&'a Bound<'py, PyTuple>),
-    /// Exactly one argument, without a tuple.
-    One(&'a Bound<'py, PyAny>),
-}
-
-impl ArgsRef<'_, '_> {
-    /// Owned references for the handle.
-    #[inline(always)]
-    pub(crate) fn to_owned_args(self) -> CallArgs {
-        match self {
-            ArgsRef::Zero => CallArgs::Zero,
-            ArgsRef::Tuple(tuple) => CallArgs::Tuple(tuple.clone().unbind()),
-            ArgsRef::One(item) => CallArgs::One(item.clone().unbind()),
-        }
     }
 }
 

@@ -157,7 +157,7 @@ pub unsafe fn park(ctx: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
 /// Gives a parked context the calling thread's current mapping: it is then what
 /// `copy_context()` would have made. False (nothing changed) if the thread has no current
 /// context yet (`PyContext_CopyCurrent` makes one). `ts`: the calling thread's state if the
-/// caller has it at hand (`context_switch::thread_state`), else null (looked up here).
+/// caller has it at hand (read once per batch by the loop), else null (looked up here).
 ///
 /// # Safety
 /// `ctx` was parked by `park` and is referenced only by the caller; the GIL is held; `ts` is
@@ -287,9 +287,16 @@ pub fn enable(py: Python<'_>) -> bool {
         ffi::Py_DECREF(ctx);
     }
     TSTATE_CONTEXT.store(offset, Ordering::Relaxed);
-    // The layout holds: entering contexts directly may use it too (it checks its own part).
-    crate::interop::context_switch::enable(py, offset);
     true
+}
+
+/// The thread state's `context` offset `enable` verified, if reuse is on (entering contexts
+/// directly may use it too: it checks its own part).
+pub fn verified_tstate_offset() -> Option<usize> {
+    match TSTATE_CONTEXT.load(Ordering::Relaxed) {
+        0 => None,
+        offset => Some(offset),
+    }
 }
 
 /// The checks of `enable`, with `offset` as the thread state's `context` field.
