@@ -1,7 +1,8 @@
 """Instructions per TLS echo request on the server (callgrind), split by shared object.
 
-The server is the handler of ``transport_echo.tls_*`` (``asyncio.start_server(ssl=...)``,
-``reader.read(102400)`` / ``writer.write`` / ``drain``) with the certificate of
+The server is the handler of ``transport_echo.tls_*`` (the workload's own ``streams_handler``:
+``asyncio.start_server(ssl=...)``, ``reader.read(102400)`` / ``writer.write`` / ``drain``) with
+the certificate of
 ``workloads/_tls.py``, run under ``valgrind --tool=callgrind`` on the named loop; the client is
 another process (stock asyncio streams over TLS, not traced): 4 connections, each sending
 ``--size`` bytes and reading the echo back, ``--rounds`` times.  The server runs once with
@@ -31,11 +32,11 @@ import sys
 import tempfile
 
 from workloads import _tls
+from workloads.sock_echo import ByteCounter
+from workloads.transport_echo import CLOSED_BY_TLS_CLIENT, streams_handler
 
 #: Connections the client keeps (each one request in flight).
 CONNECTIONS = 4
-#: ``reader.read`` size of the server (the workload's).
-RECV_BYTES = 102_400
 #: Malloc settings of ``run.py``'s pinned mode.
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 
@@ -48,24 +49,10 @@ def new_loop(name: str) -> asyncio.AbstractEventLoop:
     return module.new_event_loop()
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Echo with read / write / drain until EOF (the workload's handler)."""
-    try:
-        while True:
-            data = await reader.read(RECV_BYTES)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        writer.close()
-
-
 async def serve(size: int, rounds: int, scratch: str) -> None:
     """Serve one client process doing `rounds` echoes of `size` bytes per connection."""
     found = _tls.certificates(scratch)
+    handle = streams_handler(ByteCounter(), CLOSED_BY_TLS_CLIENT)
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=_tls.server_context(found))
     port = server.sockets[0].getsockname()[1]
     client = await asyncio.create_subprocess_exec(
