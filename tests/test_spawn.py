@@ -550,3 +550,22 @@ def test_fork_exec_setup_matches_popen(loop, inheritable_pipe, tmp_path):
         assert blocked == [
             x for x in expected.splitlines() if x.startswith((b"SigBlk:", b"SigCgt:"))
         ]
+
+
+def test_child_inherits_the_blocked_signals_of_the_spawning_thread(loop):
+    """The child starts with the spawning thread's signal mask, as Popen's does (the native
+    spawn no longer blocks signals across its clone3: the child keeps the mask it inherits,
+    and must not come out with every signal blocked, nor with none)."""
+    status = ["cat", "/proc/self/status"]
+    extra = {signal.SIGUSR2, signal.SIGWINCH}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, extra)
+    try:
+        for kwargs in ({}, {"umask": 0o022}, {"start_new_session": True}):
+            seen = through_loop_raw(loop, status, **kwargs)
+            expected = subprocess.run(status, capture_output=True, **kwargs).stdout
+            blocked = [x for x in seen.splitlines() if x.startswith(b"SigBlk:")]
+            assert blocked == [x for x in expected.splitlines() if x.startswith(b"SigBlk:")]
+            mask = int(blocked[0].split()[1], 16)
+            assert {sig for sig in extra if mask & (1 << (sig - 1))} == extra, kwargs
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -21,8 +21,9 @@
 //! (async-signal-safe, no allocation, no lock, no Python), in `Popen`'s order:
 //! pass_fds made inheritable; stdin/stdout/stderr copied into place (a source among 0..2 moved
 //! above 2 first); `chdir(cwd)`; `umask`; SIGPIPE/SIGXFSZ to their defaults (`restore_signals`);
-//! caught signals back to their defaults and the parent's signal mask restored (signals are
-//! blocked across the fork, so no Python handler runs in the child); `setsid`/`setpgid`;
+//! caught signals back to their defaults (by the kernel with `clone3`'s `CLONE_CLEAR_SIGHAND`;
+//! else by the child, with every signal blocked across the `clone` and the parent's mask
+//! restored afterwards, so no Python handler runs in the child); `setsid`/`setpgid`;
 //! `setgroups`, `setregid`, `setreuid`; `close_fds`; `execve` of each candidate in turn.
 //! A failure stores errno and the failed stage in the parent's memory (the child shares it
 //! until exec) and the child exits; the parent, which `CLONE_VFORK` keeps suspended until the
@@ -118,9 +119,11 @@ struct Prepared<'a> {
     /// Where a failing child reports why.
     report: Report,
     /// The kernel has reset the child's caught signals (`clone3` with
-    /// `CLONE_CLEAR_SIGHAND`): the child need not.
+    /// `CLONE_CLEAR_SIGHAND`): the child need not, and the parent did not block its
+    /// signals across the clone (the child already has the parent's mask).
     handlers_cleared: AtomicBool,
-    /// The parent's signal mask, restored in the child before exec.
+    /// The parent's signal mask, restored in the child before exec (only after a plain
+    /// `clone`, across which the parent blocked every signal).
     mask: libc::sigset_t,
 }
 
@@ -268,7 +271,12 @@ fn child(p: &Prepared<'_>) -> ! {
                 libc::sigaction(sig, &action, std::ptr::null_mut());
             }
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &p.mask, std::ptr::null_mut());
+        if reset_handlers {
+            // Signals were blocked across the plain `clone` (see `clone_blocked`): the
+            // parent's mask back. After `clone3` the child runs with the parent's mask as
+            // it was, never changed.
+            libc::pthread_sigmask(libc::SIG_SETMASK, &p.mask, std::ptr::null_mut());
+        }
     }
     if request.new_session {
         // SAFETY: setsid has no arguments.
@@ -386,17 +394,25 @@ unsafe fn clone_child(
 /// handlers), else with `clone`; asking for its pidfd with the clone when `want_pidfd` and
 /// the kernel accepts `CLONE_PIDFD` (Linux >= 5.2; a kernel that refuses it is asked no
 /// more).
+///
+/// Signals are blocked across the plain `clone` only (`clone_blocked`): after `clone3` with
+/// `CLONE_CLEAR_SIGHAND` the child has no handler of the parent's that a signal could run on
+/// the shared memory (caught signals are back to their defaults from its first instruction,
+/// and it runs on its own stack), so the parent's `rt_sigprocmask` before and after the clone
+/// and the child's before its exec are not needed: three system calls per spawn, two of them
+/// while the parent waits for the child's exec (bench/RESULTS.md, "spawn3").
 fn clone_with_pidfd(
-    prepared: &Prepared<'_>,
+    prepared: &mut Prepared<'_>,
     stack: &mut [MaybeUninit<u8>],
     want_pidfd: bool,
 ) -> Result<Spawned, i32> {
-    let mut pidfd: libc::c_int = -1;
     if !clone3::refused() {
+        let mut pidfd: libc::c_int = -1;
         prepared.handlers_cleared.store(true, Ordering::Relaxed);
         let arg = (prepared as *const Prepared<'_>).cast_mut().cast();
-        // SAFETY: forwarded contract of `spawn` (signals blocked, `prepared`/`stack` alive
-        // until the child has exec'd or exited); `child_entry` makes system calls only.
+        // SAFETY: forwarded contract of `spawn` (`prepared`/`stack` alive until the child
+        // has exec'd or exited); `child_entry` makes system calls only; the kernel clears
+        // the child's signal handlers, so no signal needs blocking (see above).
         let cloned = unsafe {
             clone3::clone_vfork(child_entry, arg, stack, want_pidfd.then_some(&mut pidfd))
         };
@@ -405,8 +421,31 @@ fn clone_with_pidfd(
             Some(Err(err)) => return Err(err),
             None => prepared.handlers_cleared.store(false, Ordering::Relaxed),
         }
-        pidfd = -1;
     }
+    // SAFETY: every signal is blocked in this thread across the clone (the child restores
+    // the mask once it has reset its handlers, so no Python handler runs in the child on the
+    // shared memory); `prepared` and `stack` stay alive while this thread is suspended.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut prepared.mask);
+        let cloned = clone_blocked(prepared, stack, want_pidfd);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &prepared.mask, std::ptr::null_mut());
+        cloned
+    }
+}
+
+/// The plain `clone` (no `clone3`), with the pidfd where the kernel gives it.
+///
+/// # Safety
+/// Every signal blocked in this thread; `prepared` and `stack` alive until the child has
+/// exec'd or exited.
+unsafe fn clone_blocked(
+    prepared: &Prepared<'_>,
+    stack: &mut [MaybeUninit<u8>],
+    want_pidfd: bool,
+) -> Result<Spawned, i32> {
+    let mut pidfd: libc::c_int = -1;
     let state = CLONE_PIDFD_STATE.load(Ordering::Relaxed);
     if want_pidfd && state != PIDFD_REFUSED {
         // SAFETY: forwarded contract of `spawn` (signals blocked, `prepared`/`stack` alive).
@@ -494,18 +533,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
                 &mut fresh
             }
         };
-        // SAFETY: every signal is blocked in this thread across the clone (the child
-        // restores the mask once its handlers are reset, so no handler runs on the shared
-        // memory); the child runs `child_entry` on `stack` and this thread is suspended until
-        // it execs or exits, while `prepared` and `stack` stay alive.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut prepared.mask);
-            let cloned = clone_with_pidfd(&prepared, stack, request.pidfd);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &prepared.mask, std::ptr::null_mut());
-            cloned
-        }
+        // The child runs `child_entry` on `stack` and this thread is suspended until it
+        // execs or exits, while `prepared` and `stack` stay alive.
+        clone_with_pidfd(&mut prepared, stack, request.pidfd)
     });
     let spawned = cloned.map_err(|err| SpawnError::Os(err, Stage::Fork))?;
     // The child has exec'd (or exited): what it reported, if anything, is in `report`.
