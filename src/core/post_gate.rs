@@ -61,9 +61,15 @@ impl PostGate {
 
     /// Records one post. Returns the epoch to wait for the end of when the poster should wait
     /// (the limit is reached), else `None`.
+    ///
+    /// The caller holds the GIL, as does every other writer of the count (`next_epoch` on the
+    /// loop's thread, `reset_after_fork`): the count is a load and a store, no locked
+    /// instruction. (Threads read it without the GIL only after a timed-out wait, where a stale
+    /// value sizes the allowance a little differently.)
     #[inline]
     pub fn note_post(&self) -> Option<u64> {
-        let pending = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        let pending = self.pending.load(Ordering::Relaxed) + 1;
+        self.pending.store(pending, Ordering::Relaxed);
         if pending < self.limit + self.allowance.load(Ordering::Relaxed) {
             return None;
         }
