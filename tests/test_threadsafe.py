@@ -199,7 +199,7 @@ def test_flooding_threads_leave_timers_and_io_on_time(loop):
 @pytest.mark.ferroloop_only
 @pytest.mark.timeout(120)
 def test_flooding_threads_are_held_back(loop):
-    """ferroloop's backpressure: posting threads give the GIL back once 512 posts wait for
+    """ferroloop's backpressure: posting threads give the GIL back once 1,000 posts wait for
     the loop, so the sleep is at most an iteration late (target 0.05 s; the bound is loose
     for a busy 2-core machine)."""
     late, slowest_echo = _flood(loop)

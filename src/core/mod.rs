@@ -9,6 +9,7 @@
 //! - [`loop_stats`]: the counters and lag window of `loop.stats()`;
 //! - [`fault_inject`]: test-only failures of chosen system calls (ENFILE), inert unless armed;
 //! - [`fd_map`]: maps keyed by file descriptor (a table indexed by it, in pages);
+//! - [`futex`]: waiting on an atomic word without a mutex (the post gate's waits);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
 //!   once too many posts are pending);
 //! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time);
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod direct_syscall;
 pub mod fault_inject;
 pub mod fd_map;
+pub mod futex;
 pub mod loop_stats;
 pub mod poller;
 pub mod post_gate;

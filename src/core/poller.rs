@@ -309,7 +309,11 @@ impl Poller {
         if fd_of(&self.waker) < 0 {
             return Ok(());
         }
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+        // A plain load first: while a wake is pending (or suppressed, the loop busy), most
+        // posts stop here without a locked instruction.
+        if !self.wake_pending.load(Ordering::Acquire)
+            && !self.wake_pending.swap(true, Ordering::AcqRel)
+        {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
             let n = unsafe {

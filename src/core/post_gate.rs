@@ -17,8 +17,8 @@
 //! wait on a busy machine turn into seconds of backlog.)
 //! Nothing is dropped or reordered: the gate only delays the posting thread.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use crate::core::futex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// After a timed-out wait, how many limits' worth of posts go through before the next wait.
@@ -34,14 +34,14 @@ pub struct PostGate {
     allowance: AtomicUsize,
     /// The longest a thread waits for one epoch.
     patience: Duration,
-    /// Incremented each time the loop takes a batch (and when it stops).
-    epoch: AtomicU64,
-    /// Threads waiting in `wait_for_next_batch`.
+    /// Incremented each time the loop takes a batch (and when it stops); waiting threads
+    /// sleep on this word (`core::futex`). It wraps: a waiter only asks whether it changed.
+    epoch: AtomicU32,
+    /// Threads in `wait_for_next_batch`: the loop makes the wake system call only when some
+    /// are. (A waiter counts itself before it looks at the epoch, the loop changes the epoch
+    /// before it looks at the count, both sequentially consistent: either the waiter sees
+    /// the new epoch, or the loop sees the waiter and wakes it.)
     waiters: AtomicUsize,
-    /// Guards the waits (the epoch itself is atomic).
-    lock: Mutex<()>,
-    /// Signalled when the epoch changes while threads wait.
-    next_batch: Condvar,
 }
 
 impl PostGate {
@@ -52,18 +52,22 @@ impl PostGate {
             limit: limit.max(1),
             allowance: AtomicUsize::new(0),
             patience,
-            epoch: AtomicU64::new(1),
+            epoch: AtomicU32::new(1),
             waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            next_batch: Condvar::new(),
         }
     }
 
     /// Records one post. Returns the epoch to wait for the end of when the poster should wait
     /// (the limit is reached), else `None`.
+    ///
+    /// The caller holds the GIL, as does every other writer of the count (`next_epoch` on the
+    /// loop's thread, `reset_after_fork`): the count is a load and a store, no locked
+    /// instruction. (Threads read it without the GIL only after a timed-out wait, where a stale
+    /// value sizes the allowance a little differently.)
     #[inline]
-    pub fn note_post(&self) -> Option<u64> {
-        let pending = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+    pub fn note_post(&self) -> Option<u32> {
+        let pending = self.pending.load(Ordering::Relaxed) + 1;
+        self.pending.store(pending, Ordering::Relaxed);
         if pending < self.limit + self.allowance.load(Ordering::Relaxed) {
             return None;
         }
@@ -72,12 +76,8 @@ impl PostGate {
 
     /// Blocks until the loop leaves `epoch` (takes a batch or stops) or `patience` runs out.
     /// Returns false on a timeout. Call it without holding the GIL.
-    pub fn wait_for_next_batch(&self, epoch: u64) -> bool {
+    pub fn wait_for_next_batch(&self, epoch: u32) -> bool {
         let deadline = Instant::now() + self.patience;
-        let mut guard = match self.lock.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let moved_on = loop {
             if self.epoch.load(Ordering::SeqCst) != epoch {
@@ -87,13 +87,9 @@ impl PostGate {
             if now >= deadline {
                 break false;
             }
-            guard = match self.next_batch.wait_timeout(guard, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            futex::wait(&self.epoch, epoch, deadline - now);
         };
         self.waiters.fetch_sub(1, Ordering::SeqCst);
-        drop(guard);
         if !moved_on {
             let pending = self.pending.load(Ordering::Relaxed);
             let allowed = pending.saturating_sub(self.limit) + self.limit * STALL_CREDIT;
@@ -105,7 +101,7 @@ impl PostGate {
     /// In a child made by `fork()`: the posts counted and the threads waiting were the
     /// parent's (those threads do not exist in the child). Forgets them and starts a new
     /// epoch, so that the child's first posts are not throttled for the parent's backlog and
-    /// `next_epoch` does not take the lock to wake nobody.
+    /// `next_epoch` does not make a system call to wake nobody.
     pub fn reset_after_fork(&self) {
         self.waiters.store(0, Ordering::SeqCst);
         self.pending.store(0, Ordering::Relaxed);
@@ -135,11 +131,7 @@ impl PostGate {
         self.allowance.store(0, Ordering::Relaxed);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) != 0 {
-            let _guard = match self.lock.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            self.next_batch.notify_all();
+            futex::wake_all(&self.epoch);
         }
     }
 }

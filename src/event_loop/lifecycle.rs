@@ -24,14 +24,15 @@ use crate::interop::gil_cell::GilRefCell;
 /// enough that a batch runs in well under a millisecond and its handles come from the spare
 /// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
 ///
-/// Larger batches were measured to cost more than the GIL hand-overs they save (RESULTS.md,
-/// "cross-thread wake-ups II"): each post copies the poster's context, a GC-tracked object,
-/// and above ~700 new ones per batch (CPython 3.12's young-generation threshold; the first 255
-/// come from the context free list) every batch triggers a collection, +164 instructions per
-/// post at 1,024; above `SPARE_HANDLES_MAX` (1,024) handles are allocated anew, +766 per post
-/// at 8,192. A gate on the age of the oldest post (2 ms) made batches of ~12,000 and cut the
-/// futex calls 12× in a two-thread post race, but cost more CPU per callback.
-const POSTS_PENDING_MAX: usize = 512;
+/// Just below the spare pool (`SPARE_HANDLES_MAX`, 1,024 handles): a batch holds at most this
+/// many posts plus one per further posting thread (each posts once more before it sees the
+/// limit), so up to 25 posting threads still find every handle in the pool. Measured (RESULTS.md,
+/// "cross-thread wake-ups IV"): 1,000 instead of 512 costs +1.4% instructions per post + run
+/// and halves the GIL hand-overs; past the pool, handles are allocated anew (+35% per post in
+/// batches of 16,384). Batches past ~700 used to trigger a collection per batch, when each post
+/// copied its context (a GC-tracked object); posts now keep the mapping (`context_reuse`).
+/// A gate on the age of the oldest post (2 ms) broke the fairness row (RESULTS.md, II and III).
+const POSTS_PENDING_MAX: usize = 1000;
 
 /// The longest a posting thread waits for one batch of a loop that does not come back (it is
 /// stopping, or its thread is blocked waiting for the poster): then it posts on for a while.
