@@ -192,6 +192,76 @@ def test_pause_and_resume_reading(loop, fds):
     assert transport.is_reading() is False  # closing
 
 
+def test_pause_in_data_received_holds_data_and_eof_until_resumed(loop, fds):
+    """A reader that pauses in data_received (as StreamReader does above its limit) gets
+    nothing more, not even the end of file, until it resumes; the transport reports itself
+    idle meanwhile; then the rest arrives in order."""
+    r, w = open_pipe(fds)
+
+    class PausesOnData(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.pause_reading()
+
+    transport, proto = run(
+        loop, loop.connect_read_pipe(lambda: PausesOnData(loop), open(r, "rb", buffering=0))
+    )
+    os.write(w, b"first")
+    run(loop, proto.got_data)
+    os.write(w, b"second")
+    os.close(w)
+    fds.remove(w)
+    spin(loop)
+    held = (bytes(proto.data), proto.names(), transport.is_reading(), repr(transport))
+    received = []
+    while not proto.lost.done():
+        transport.resume_reading()
+        polling = repr(transport)
+        spin(loop, 0.01)
+        received.append(polling)
+    assert held[0] == b"first"
+    assert held[1] == ["connection_made", "data_received"]
+    assert held[2] is False
+    assert "idle" in held[3] and "polling" not in held[3]
+    assert "polling" in received[0]
+    assert bytes(proto.data) == b"firstsecond"
+    assert proto.names() == [
+        "connection_made",
+        "data_received",
+        "eof_received",
+        "connection_lost",
+    ]
+
+
+def test_pause_and_resume_in_one_step_loses_nothing(loop, fds):
+    """Pausing and resuming before the loop looks at the pipe again (StreamReader pausing in
+    feed_data and its reader resuming it in the next step) neither loses nor repeats data."""
+    r, w = open_pipe(fds)
+    chunks = [bytes([i]) * 1000 for i in range(50)]
+
+    class Bounces(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.pause_reading()
+            loop.call_soon(self.transport.resume_reading)
+
+    transport, proto = run(
+        loop, loop.connect_read_pipe(lambda: Bounces(loop), open(r, "rb", buffering=0))
+    )
+
+    async def feed():
+        for chunk in chunks:
+            os.write(w, chunk)
+            await asyncio.sleep(0)
+        os.close(w)
+        fds.remove(w)
+
+    run(loop, feed())
+    run(loop, proto.lost)
+    assert bytes(proto.data) == b"".join(chunks)
+    assert proto.names()[-2:] == ["eof_received", "connection_lost"]
+
+
 def test_pause_in_connection_made_defers_reading(loop, fds):
     r, w = open_pipe(fds)
     os.write(w, b"early")

@@ -564,6 +564,14 @@ pub(crate) trait ReadingTransport: NativeTransport {
         self.unwatch(py, Side::Read)
     }
 
+    /// What `pause_reading()` does to the watch: stops it at once (the default). A transport
+    /// may instead keep the descriptor watched and stop only once it turns readable while
+    /// paused (see the read pipe transport), which spares two `epoll_ctl` calls when reading
+    /// resumes before that.
+    fn unwatch_for_pause(&self, py: Python<'_>) -> PyResult<()> {
+        self.unwatch_readable(py)
+    }
+
     /// `is_reading()`: neither paused nor closing.
     fn reading(&self, py: Python<'_>) -> bool {
         let state = self.state().borrow_mut(py);
@@ -581,7 +589,7 @@ pub(crate) trait ReadingTransport: NativeTransport {
             }
             Self::set_paused(&mut state, true);
         }
-        slf.get().unwatch_readable(py)?;
+        slf.get().unwatch_for_pause(py)?;
         if slf.get().is_debug(py) {
             py_cache::asyncio_logger(py)?
                 .bind(py)
