@@ -22,6 +22,7 @@ use crate::interop::context_reuse;
 use crate::interop::context_switch;
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::py_cache;
+use crate::interop::step_untrack;
 
 /// What a handle refers to. The callback and its arguments are released when the handle is
 /// cancelled (as asyncio does), once it has run (outside debug mode), and when the loop closes;
@@ -656,6 +657,10 @@ impl Handle {
                 slots.native,
             )
         };
+        if let Some(callback) = &callback {
+            // SAFETY: a live object we hold a reference to; the GIL is held.
+            unsafe { step_untrack::retrack_exposed_step(callback.as_ptr()) };
+        }
         match (callback, native) {
             (Some(target), Some(native)) => {
                 Ok(Some(target.bind(py).getattr(native.name)?.unbind()))

@@ -28,6 +28,7 @@ use crate::event_loop::LoopCore;
 use crate::interop::callback_check::check_callback;
 use crate::interop::errors::os_error;
 use crate::interop::py_cache;
+use crate::interop::step_untrack;
 
 /// How many spare handles the loop keeps for reuse.
 const SPARE_HANDLES_MAX: usize = 1024;
@@ -244,6 +245,8 @@ impl LoopCore {
         args: ArgsRef<'_, '_>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
+        // SAFETY: a live callback the handle made below takes a reference to; GIL held.
+        unsafe { step_untrack::untrack_queued_step(callback.as_ptr()) };
         if let Some(handle) = self.schedule_soon_recycled(py, callback, args, context) {
             return Ok(handle);
         }

@@ -14,7 +14,9 @@
 //!   copy of the current context, and handles without one keeping only the current mapping
 //!   until they run (layout checked when the module loads);
 //! - [`context_switch`]: entering and leaving a callback's context without the C API's calls
-//!   (3.11–3.13, same layout checks).
+//!   (3.11–3.13, same layout checks);
+//! - [`step_untrack`]: the C task's step callbacks kept out of the collector's lists while a
+//!   ready handle holds them.
 
 pub mod callback_check;
 pub mod context_reuse;
@@ -25,3 +27,4 @@ pub mod lazy_dict;
 pub mod py_cache;
 pub mod read_bytes;
 pub mod spare_bytes;
+pub mod step_untrack;
