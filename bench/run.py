@@ -616,10 +616,14 @@ def publish_reports(
             print()
             print(markdown)
         else:
+            # The report's folder is made if missing: a run of many minutes must not be lost
+            # at its last step to a missing directory.
+            Path(arguments.md).parent.mkdir(parents=True, exist_ok=True)
             Path(arguments.md).write_text(markdown, encoding="utf-8")
             print(f"Markdown report written to {arguments.md}", file=sys.stderr)
     if arguments.json:
         document = {**document, "summary": [summary.as_dict() for summary in summaries]}
+        Path(arguments.json).parent.mkdir(parents=True, exist_ok=True)
         Path(arguments.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"JSON written to {arguments.json}", file=sys.stderr)
     remeasured = sum(1 for m in measurements if m.get("discarded_attempt_disturbances"))
