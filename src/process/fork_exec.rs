@@ -255,26 +255,24 @@ fn child(p: &Prepared<'_>) -> ! {
             libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut());
             libc::sigaction(libc::SIGXFSZ, &action, std::ptr::null_mut());
         }
-        // A caught signal would run the parent's handler (Python's) in the child: back to
-        // the default, as exec would set it anyway; ignored signals stay ignored. (Done by
-        // the kernel already after `clone3` with `CLONE_CLEAR_SIGHAND`.)
-        action.sa_sigaction = libc::SIG_DFL;
-        let reset_handlers = !p.handlers_cleared.load(Ordering::Relaxed);
-        for sig in (1..libc::SIGRTMAX() + 1).filter(|_| reset_handlers) {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
+        // After the plain `clone` only (after `clone3`, `CLONE_CLEAR_SIGHAND` had the kernel
+        // reset the handlers, and the mask was never changed): a caught signal would run the
+        // parent's handler (Python's) in the child, so back to the default, as exec would
+        // set it anyway (ignored signals stay ignored); then the parent's mask back, blocked
+        // across the clone (see `clone_blocked`).
+        if !p.handlers_cleared.load(Ordering::Relaxed) {
+            action.sa_sigaction = libc::SIG_DFL;
+            for sig in 1..libc::SIGRTMAX() + 1 {
+                if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                    continue;
+                }
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction != libc::SIG_DFL
+                    && old.sa_sigaction != libc::SIG_IGN
+                {
+                    libc::sigaction(sig, &action, std::ptr::null_mut());
+                }
             }
-            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
-            {
-                libc::sigaction(sig, &action, std::ptr::null_mut());
-            }
-        }
-        if reset_handlers {
-            // Signals were blocked across the plain `clone` (see `clone_blocked`): the
-            // parent's mask back. After `clone3` the child runs with the parent's mask as
-            // it was, never changed.
             libc::pthread_sigmask(libc::SIG_SETMASK, &p.mask, std::ptr::null_mut());
         }
     }
