@@ -523,8 +523,12 @@ impl Handle {
                 return (!owner.is_null()).then(|| Bound::from_borrowed_ptr(py, owner));
             }
         }
-        let type_name = callback.get_type().name().ok()?;
-        if type_name == "method" || type_name == "TaskStepMethWrapper" {
+        if step_untrack::is_step_wrapper(&callback)
+            || callback
+                .get_type()
+                .name()
+                .is_ok_and(|name| name == "method")
+        {
             return callback.getattr(pyo3::intern!(py, "__self__")).ok();
         }
         None

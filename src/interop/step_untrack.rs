@@ -56,6 +56,12 @@ unsafe fn is_step_wrapper_type(ty: *mut ffi::PyTypeObject) -> bool {
     true
 }
 
+/// True if `obj` is one of the C task's step wrappers (`TaskStepMethWrapper`).
+pub fn is_step_wrapper(obj: &pyo3::Bound<'_, pyo3::PyAny>) -> bool {
+    // SAFETY: a bound object is live and proves the GIL is held; its type is live with it.
+    unsafe { is_step_wrapper_type(ffi::Py_TYPE(obj.as_ptr())) }
+}
+
 /// Untracks `callback` if it is a tracked step wrapper about to be held by a ready handle and
 /// nothing but its maker references it.
 ///
