@@ -205,3 +205,39 @@ def test_flooding_threads_are_held_back(loop):
     late, slowest_echo = _flood(loop)
     assert late < 0.25, f"asyncio.sleep({SLEEP_S}) returned {late:.3f} s late"
     assert slowest_echo < 0.25, f"slowest echo round trip {slowest_echo:.3f} s"
+
+
+@pytest.mark.timeout(60)
+def test_large_batches_then_idle_keep_order_and_cancel(loop):
+    """Batches of 20k posts (a loop may keep more spare handles for them), an idle pause (it may
+    let them go), then more posts: every callback runs once, in order; cancelled ones never."""
+    ran: list[int] = []
+    total = 20_000
+
+    def producer() -> None:
+        for i in range(total):
+            loop.call_soon_threadsafe(ran.append, i)
+        loop.call_soon_threadsafe(loop.stop)
+
+    for _ in range(3):
+        ran.clear()
+        for i in range(total):
+            loop.call_soon(ran.append, i)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert ran == list(range(total))
+    ran.clear()
+    thread = threading.Thread(target=producer)
+    loop.call_soon(thread.start)
+    loop.run_forever()
+    thread.join()
+    assert ran == list(range(total))
+
+    loop.run_until_complete(asyncio.sleep(0.3))  # idle: longer than a pool's idle limit
+    ran.clear()
+    handles = [loop.call_soon_threadsafe(ran.append, i) for i in range(5_000)]
+    for handle in handles[::2]:
+        handle.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == list(range(1, 5_000, 2))

@@ -12,6 +12,7 @@
 //! - [`futex`]: waiting on an atomic word without a mutex (the post gate's waits);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
 //!   once too many posts are pending);
+//! - [`spare_budget`]: how many spare handles a loop keeps (follows the batches it takes);
 //! - [`stall`]: the watchdog's stall detection (a callback generation sampled over time);
 //! - [`ticks`]: a cheap tick counter (the TSC where invariant) timing the polls that block.
 
@@ -23,6 +24,7 @@ pub mod futex;
 pub mod loop_stats;
 pub mod poller;
 pub mod post_gate;
+pub mod spare_budget;
 pub mod stall;
 pub mod ticks;
 pub mod timers;

@@ -10,7 +10,9 @@
 //!    the loop busy, only every second iteration polls), queue the ready descriptors'
 //!    callbacks and complete native receives, schedule the `add_signal_handler` callbacks of
 //!    the signal numbers read from the wakeup pipe, then run pending Python signal handlers; fail
-//!    native receives whose socket was closed behind the loop's back (`native_recv.rs`);
+//!    native receives whose socket was closed behind the loop's back (`native_recv.rs`); a
+//!    loop whose spare-handle pool grew (`core::spare_budget`) first waits at most
+//!    `IDLE_SHRINK_AFTER`, and if nothing came, lets the extra handles go and waits on;
 //! 4. move timers due by now into the ready queue, in deadline order;
 //! 5. run the callbacks that were ready at this point (FIFO); callbacks they schedule run in
 //!    the next iteration;
@@ -36,6 +38,11 @@ use crate::interop::py_cache::python_at_least;
 
 /// asyncio caps a single wait at one day; longer timers are re-checked after it.
 const MAX_WAIT_SECONDS: f64 = 24.0 * 3600.0;
+
+/// How long a loop with a grown spare-handle pool waits idle before letting the extra
+/// handles go (`core::spare_budget`). Between the batches of threads posting in a flood the
+/// loop waits microseconds; a program that went quiet gives the memory back after this.
+const IDLE_SHRINK_AFTER: Duration = Duration::from_millis(100);
 
 /// A wait in seconds as a `Duration`, between 0 and `MAX_WAIT_SECONDS`. NaN (a NaN timer
 /// deadline, or a replaced `loop.time` returning NaN) is no wait, as in asyncio up to 3.12,
@@ -130,12 +137,35 @@ impl LoopCore {
                         && io_events.is_empty()
                         && wakeup == Wakeup::default() =>
                 {
+                    // A spare pool grown by large batches is let go once the loop has been
+                    // idle for `IDLE_SHRINK_AFTER` (in real time only: in virtual time the
+                    // wait's end decides the clock's jump): the wait is cut there once.
+                    let shrink_check = !virtual_time
+                        && timeout.is_none_or(|t| t > IDLE_SHRINK_AFTER)
+                        && self.queues.borrow_mut(py).spare_budget.is_grown();
+                    let started = std::time::Instant::now();
+                    let first = if shrink_check {
+                        Some(IDLE_SHRINK_AFTER)
+                    } else {
+                        timeout
+                    };
                     // Idle time: ticks (`core::ticks`), not clock reads, around the wait.
-                    let (waited, since, until) = py.detach(|| {
+                    let (mut waited, since, mut until) = py.detach(|| {
                         let since = ticks();
-                        let waited = poller.wait(timeout, &mut io_events);
+                        let waited = poller.wait(first, &mut io_events);
                         (waited, since, ticks())
                     });
+                    if shrink_check
+                        && io_events.is_empty()
+                        && matches!(waited, Ok(w) if w == Wakeup::default())
+                    {
+                        self.shrink_spares_when_idle(py);
+                        let rest = timeout.map(|t| t.saturating_sub(started.elapsed()));
+                        (waited, until) = py.detach(|| {
+                            let waited = poller.wait(rest, &mut io_events);
+                            (waited, ticks())
+                        });
+                    }
                     slept = Some((since, until));
                     waited
                 }
@@ -218,7 +248,14 @@ impl LoopCore {
     #[inline(always)]
     fn run_ready(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let todo = self.queues.borrow_mut(py).ready.len();
+        let (todo, extra_spares) = {
+            let mut queues = self.queues.borrow_mut(py);
+            let todo = queues.ready.len();
+            let shrink = queues.spare_budget.batch_taken(todo);
+            (todo, shrink.then(|| queues.take_extra_spares()))
+        };
+        // Outside the borrow: freeing a handle's parked context may run Python code.
+        drop(extra_spares);
         self.batch_taken();
         if todo == 0 {
             return Ok(());

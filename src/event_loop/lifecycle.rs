@@ -15,24 +15,24 @@ use crate::core::fd_map::FdMap;
 use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::Poller;
 use crate::core::post_gate::PostGate;
+use crate::core::spare_budget::SpareBudget;
 use crate::core::timers::TimerQueue;
 use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
 use crate::interop::errors::os_error;
 use crate::interop::gil_cell::GilRefCell;
 
 /// Posts from other threads pending for the loop's next batch before a poster waits. Small
-/// enough that a batch runs in well under a millisecond and its handles come from the spare
-/// pool; large enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
+/// enough that a batch runs in about a millisecond and timers and I/O stay on time; large
+/// enough that the GIL changes hands rarely (measured in `bench/RESULTS.md`).
 ///
-/// Just below the spare pool (`SPARE_HANDLES_MAX`, 1,024 handles): a batch holds at most this
-/// many posts plus one per further posting thread (each posts once more before it sees the
-/// limit), so up to 25 posting threads still find every handle in the pool. Measured (RESULTS.md,
-/// "cross-thread wake-ups IV"): 1,000 instead of 512 costs +1.4% instructions per post + run
-/// and halves the GIL hand-overs; past the pool, handles are allocated anew (+35% per post in
-/// batches of 16,384). Batches past ~700 used to trigger a collection per batch, when each post
-/// copied its context (a GC-tracked object); posts now keep the mapping (`context_reuse`).
-/// A gate on the age of the oldest post (2 ms) broke the fairness row (RESULTS.md, II and III).
-const POSTS_PENDING_MAX: usize = 1000;
+/// The spare-handle pool grows to the batches the loop takes (`core::spare_budget`), so a
+/// batch of this size reuses its handles. Measured (RESULTS.md, "xthread5"): with that pool,
+/// 1,000 to 16,384 cost the same instructions per post + run (1,926-1,962); 4,096 quarters
+/// the hand-overs of 1,000 and its batch (with its contexts, ~0.6 MB) still fits a core's L2
+/// cache. (Without the growing pool, batches past 1,024 allocated every extra handle: +35%
+/// per post in batches of 16,384, RESULTS.md "xthread4".) A gate on the age of the oldest
+/// post (2 ms) broke the fairness row (RESULTS.md, II and III).
+const POSTS_PENDING_MAX: usize = 4096;
 
 /// The longest a posting thread waits for one batch of a loop that does not come back (it is
 /// stopping, or its thread is blocked waiting for the poster): then it posts on for a while.
@@ -79,6 +79,7 @@ impl LoopCore {
                 ready: VecDeque::new(),
                 timers: TimerQueue::new(),
                 spare_handles: Vec::new(),
+                spare_budget: SpareBudget::new(),
                 watched: FdMap::default(),
                 io_events: Vec::new(),
                 pending_receives: 0,

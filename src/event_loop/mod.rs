@@ -67,6 +67,7 @@ use crate::core::fd_map::FdMap;
 use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::{Poller, Readiness};
 use crate::core::post_gate::PostGate;
+use crate::core::spare_budget::SpareBudget;
 use crate::core::timers::TimerQueue;
 use crate::event_loop::fd_watch::FdWatch;
 use crate::event_loop::handle::Handle;
@@ -80,6 +81,8 @@ struct LoopQueues {
     timers: TimerQueue<Py<Handle>>,
     /// Handles that ran and that nobody else references, ready to be re-initialised.
     spare_handles: Vec<Py<Handle>>,
+    /// How many spare handles to keep: follows the batches the loop takes.
+    spare_budget: SpareBudget,
     /// Watched descriptors (add_reader & co., transports, native receives), by number.
     watched: FdMap<FdWatch>,
     /// Readiness reported by the last wait (kept to reuse its allocation).

@@ -9,9 +9,11 @@
 //! until the loop takes them (`core::post_gate`), so that timers and I/O stay on time however
 //! fast other threads post.
 //!
-//! Handles are recycled: one that ran and that nobody else references goes back to a small
-//! pool (`recycle`) and is filled again by the next `make_handle`, so a steady stream of
-//! callbacks allocates no objects. New handles are kept out of the garbage collector's lists
+//! Handles are recycled: one that ran and that nobody else references goes back to a pool
+//! (`recycle`) and is filled again by the next `make_handle`, so a steady stream of
+//! callbacks allocates no objects. The pool's size follows the batches the loop takes
+//! (`core::spare_budget`), and it lets its extra handles go when batches are small again or
+//! the loop idles. New handles are kept out of the garbage collector's lists
 //! (see `handle.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,14 +26,11 @@ use pyo3::types::{PyFloat, PyTuple};
 
 use crate::event_loop::handle::{ArgsRef, Handle, HandleInit};
 use crate::event_loop::lifecycle::current_thread_ident;
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, LoopQueues};
 use crate::interop::callback_check::check_callback;
 use crate::interop::errors::os_error;
 use crate::interop::py_cache;
 use crate::interop::step_untrack;
-
-/// How many spare handles the loop keeps for reuse.
-const SPARE_HANDLES_MAX: usize = 1024;
 
 /// Allocates an empty handle object, outside the garbage collector's lists.
 ///
@@ -93,7 +92,31 @@ fn seconds_arg(value: &Bound<'_, PyAny>, none_message: &str) -> PyResult<f64> {
     value.extract::<f64>()
 }
 
+impl LoopQueues {
+    /// The spare handles beyond the budget (after it fell back), taken out of the pool for the
+    /// caller to drop once the queues are no longer borrowed (freeing a handle's parked
+    /// context may run Python code).
+    pub(super) fn take_extra_spares(&mut self) -> Vec<Py<Handle>> {
+        let keep = self.spare_budget.cap().min(self.spare_handles.len());
+        let extra = self.spare_handles.split_off(keep);
+        self.spare_handles.shrink_to(keep);
+        extra
+    }
+}
+
 impl LoopCore {
+    /// The loop has been idle for a while: the spare pool falls back to its base budget.
+    pub(super) fn shrink_spares_when_idle(&self, py: Python<'_>) {
+        let extra = {
+            let mut queues = self.queues.borrow_mut(py);
+            if !queues.spare_budget.idle() {
+                return;
+            }
+            queues.take_extra_spares()
+        };
+        drop(extra);
+    }
+
     /// open loop, it can only fail for lack of memory (see `fast_methods.rs`).
     pub(crate) fn takes_fast_call_soon(&self) -> bool {
         !self.is_debug() && !self.closed.load(Ordering::Relaxed)
@@ -157,7 +180,7 @@ impl LoopCore {
         let released = handle.get().reset(py);
         let overflow = {
             let mut queues = self.queues.borrow_mut(py);
-            if queues.spare_handles.len() < SPARE_HANDLES_MAX {
+            if queues.spare_handles.len() < queues.spare_budget.cap() {
                 queues.spare_handles.push(handle);
                 None
             } else {
