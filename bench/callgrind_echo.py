@@ -8,6 +8,10 @@ start-up and imports cancelled out (bench/RESULTS.md, before/after of issue #18)
 
     PYTHONHASHSEED=0 PYTHONPATH=BUILD/python valgrind --tool=callgrind \
         python3.12 bench/callgrind_echo.py 4500 --family unix --size 1024
+
+``--family udp`` serves a datagram endpoint (``datagram_received`` -> ``sendto``) instead,
+``--clients K`` datagrams in flight (K client sockets, as transport_echo.udp_1k's 20);
+``--loop rloop`` / ``uvloop`` / ``asyncio`` measure another loop the same way.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-
-import ferroloop
 
 CLIENT = r"""
 import socket, sys, time
@@ -43,6 +45,44 @@ for _ in range(count):
         received += len(data)
 connection.close()
 """
+
+
+UDP_CLIENT = r"""
+import socket, sys, time
+port, count, size, clients = (int(value) for value in sys.argv[1:5])
+sockets = []
+for _ in range(clients):
+    connection = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    connection.connect(("127.0.0.1", port))
+    sockets.append(connection)
+message = b"x" * size
+for _ in range(count // clients):
+    time.sleep(0.001)
+    for connection in sockets:
+        connection.send(message)
+    for connection in sockets:
+        connection.recv(65536)
+"""
+
+
+class DatagramEcho(asyncio.DatagramProtocol):
+    """Sends each datagram back; resolves ``finished`` after ``count`` of them."""
+
+    def __init__(self, finished: asyncio.Future[None], count: int) -> None:
+        """Remember the future to resolve and how many datagrams to expect."""
+        self.finished = finished
+        self.left = count
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Echo the datagram to its sender (as bench/workloads' udp_1k server does)."""
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+        self.left -= 1
+        if self.left == 0 and not self.finished.done():
+            self.finished.set_result(None)
 
 
 class Echo(asyncio.Protocol):
@@ -70,23 +110,35 @@ class Echo(asyncio.Protocol):
             self.finished.set_result(None)
 
 
-async def serve(count: int, family: str, size: int) -> None:
+async def serve(count: int, family: str, size: int, clients: int = 1) -> None:
     """Serve one client of ``count`` requests of ``size`` bytes, then return."""
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[None] = loop.create_future()
     with tempfile.TemporaryDirectory() as directory:
-        if family == "unix":
+        server: asyncio.AbstractServer | None = None
+        endpoint: asyncio.BaseTransport | None = None
+        if family == "udp":
+            endpoint, _ = await loop.create_datagram_endpoint(
+                lambda: DatagramEcho(finished, count), local_addr=("127.0.0.1", 0)
+            )
+            port = str(endpoint.get_extra_info("sockname")[1])
+        elif family == "unix":
             address = os.path.join(directory, "echo.sock")
             server = await loop.create_unix_server(lambda: Echo(finished, False), address)
         else:
             server = await loop.create_server(lambda: Echo(finished, True), "127.0.0.1", 0)
             address = str(server.sockets[0].getsockname()[1])
-        client = subprocess.Popen(
-            ["/usr/bin/python3", "-c", CLIENT, address, str(count), str(size)]
-        )
+        if family == "udp":
+            command = [UDP_CLIENT, port, str(count), str(size), str(clients)]
+        else:
+            command = [CLIENT, address, str(count), str(size)]
+        client = subprocess.Popen(["/usr/bin/python3", "-c", *command])
         await finished
-        server.close()
-        await server.wait_closed()
+        if endpoint is not None:
+            endpoint.close()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
         while client.poll() is None:
             await asyncio.sleep(0.01)
 
@@ -95,13 +147,22 @@ def main() -> None:
     """Parse the command line; a warm-up of 200 requests, then the measured ones."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("count", type=int, help="requests of the measured client")
-    parser.add_argument("--family", choices=("tcp", "unix"), default="tcp")
+    parser.add_argument("--family", choices=("tcp", "unix", "udp"), default="tcp")
     parser.add_argument("--size", type=int, default=1024, help="bytes per request")
+    parser.add_argument(
+        "--clients", type=int, default=1, help="udp: datagrams in flight at once (count divides)"
+    )
+    parser.add_argument("--loop", default="ferroloop", help="ferroloop, rloop, uvloop or asyncio")
     arguments = parser.parse_args()
-    loop = ferroloop.new_event_loop()
+    if arguments.loop == "asyncio":
+        loop = asyncio.new_event_loop()
+    else:
+        loop = __import__(arguments.loop).new_event_loop()
     try:
-        loop.run_until_complete(serve(200, arguments.family, arguments.size))
-        loop.run_until_complete(serve(arguments.count, arguments.family, arguments.size))
+        loop.run_until_complete(serve(200, arguments.family, arguments.size, arguments.clients))
+        loop.run_until_complete(
+            serve(arguments.count, arguments.family, arguments.size, arguments.clients)
+        )
     finally:
         loop.close()
     sys.stdout.flush()

@@ -243,10 +243,27 @@ pub fn socket_family(fd: i32) -> i32 {
 /// still works, it just converts more).
 const CACHE_CAPACITY: usize = 64;
 
+/// A cheap summary of an address's bytes (its 8-byte words folded together, and its length),
+/// kept beside each cached entry: a lookup scans these dense words and compares the whole
+/// address only where they match, instead of one `memcmp` call per cached entry (with 20
+/// peers that scan cost ~360 instructions per datagram, a tenth of an echo's user-space work).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks(8);
+    let mut key = bytes.len() as u64;
+    for word in &mut words {
+        let mut padded = [0u8; 8];
+        padded[..word.len()].copy_from_slice(word);
+        key = key.rotate_left(17) ^ u64::from_ne_bytes(padded);
+    }
+    key
+}
+
 /// Recently seen peer addresses and the Python tuples that stand for them.
 #[derive(Default)]
 pub struct AddressCache {
     entries: Vec<(RawAddr, Py<PyAny>)>,
+    /// `fingerprint` of each entry's address, in the same order as `entries`.
+    keys: Vec<u64>,
     /// The slot the next new address replaces once the cache is full.
     next: usize,
 }
@@ -259,8 +276,15 @@ impl AddressCache {
         py: Python<'py>,
         raw: &RawAddr,
     ) -> Option<PyResult<Bound<'py, PyAny>>> {
-        if let Some((_, obj)) = self.entries.iter().find(|(r, _)| r.bytes() == raw.bytes()) {
-            return Some(Ok(obj.bind(py).clone()));
+        let bytes = raw.bytes();
+        let key = fingerprint(bytes);
+        let mut start = 0;
+        while let Some(found) = self.keys[start..].iter().position(|k| *k == key) {
+            let (cached, obj) = &self.entries[start + found];
+            if cached.bytes() == bytes {
+                return Some(Ok(obj.bind(py).clone()));
+            }
+            start += found + 1;
         }
         let obj = match raw.to_python(py)? {
             Ok(obj) => obj,
@@ -269,8 +293,10 @@ impl AddressCache {
         let entry = (*raw, obj.clone().unbind());
         if self.entries.len() < CACHE_CAPACITY {
             self.entries.push(entry);
+            self.keys.push(key);
         } else {
             self.entries[self.next] = entry;
+            self.keys[self.next] = key;
             self.next = (self.next + 1) % CACHE_CAPACITY;
         }
         Some(Ok(obj))
@@ -292,6 +318,7 @@ impl AddressCache {
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.keys.clear();
         self.next = 0;
     }
 }
@@ -314,6 +341,29 @@ mod tests {
             assert!(first.is(&second));
             assert!(cache.raw_for(&first).is_some());
             assert!(cache.raw_for(&tuple).is_none());
+        });
+    }
+
+    #[test]
+    fn cache_finds_each_peer_among_many() {
+        Python::initialize();
+        Python::attach(|py| {
+            let mut cache = AddressCache::default();
+            // More peers than the cache holds, IPv4 and IPv6, each looked up twice: every
+            // lookup gives that peer's own tuple, and a repeated one the cached object.
+            for round in 0..2 {
+                for port in 1..=(CACHE_CAPACITY as u16 / 2) {
+                    for (family, host) in [(libc::AF_INET, "10.0.0.1"), (libc::AF_INET6, "::2")] {
+                        let tuple = (host, port).into_pyobject(py).unwrap().into_any();
+                        let raw = RawAddr::from_python(family, &tuple).unwrap();
+                        let found = cache.python_for(py, &raw).unwrap().unwrap();
+                        assert!(raw.to_python(py).unwrap().unwrap().eq(&found).unwrap());
+                        if round == 1 {
+                            assert!(cache.python_for(py, &raw).unwrap().unwrap().is(&found));
+                        }
+                    }
+                }
+            }
         });
     }
 
