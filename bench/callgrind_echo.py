@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 
+from callgrind_rows import new_loop
+
 CLIENT = r"""
 import socket, sys, time
 address, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -122,15 +124,14 @@ async def serve(count: int, family: str, size: int, clients: int = 1) -> None:
                 lambda: DatagramEcho(finished, count), local_addr=("127.0.0.1", 0)
             )
             port = str(endpoint.get_extra_info("sockname")[1])
-        elif family == "unix":
-            address = os.path.join(directory, "echo.sock")
-            server = await loop.create_unix_server(lambda: Echo(finished, False), address)
-        else:
-            server = await loop.create_server(lambda: Echo(finished, True), "127.0.0.1", 0)
-            address = str(server.sockets[0].getsockname()[1])
-        if family == "udp":
             command = [UDP_CLIENT, port, str(count), str(size), str(clients)]
         else:
+            if family == "unix":
+                address = os.path.join(directory, "echo.sock")
+                server = await loop.create_unix_server(lambda: Echo(finished, False), address)
+            else:
+                server = await loop.create_server(lambda: Echo(finished, True), "127.0.0.1", 0)
+                address = str(server.sockets[0].getsockname()[1])
             command = [CLIENT, address, str(count), str(size)]
         client = subprocess.Popen(["/usr/bin/python3", "-c", *command])
         await finished
@@ -154,10 +155,7 @@ def main() -> None:
     )
     parser.add_argument("--loop", default="ferroloop", help="ferroloop, rloop, uvloop or asyncio")
     arguments = parser.parse_args()
-    if arguments.loop == "asyncio":
-        loop = asyncio.new_event_loop()
-    else:
-        loop = __import__(arguments.loop).new_event_loop()
+    loop = new_loop(arguments.loop)
     try:
         loop.run_until_complete(serve(200, arguments.family, arguments.size, arguments.clients))
         loop.run_until_complete(
