@@ -164,6 +164,15 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="before each measurement wait up to SECONDS until other processes use less than "
         "half a CPU (default: 0, do not wait)",
     )
+    parser.add_argument(
+        "--order",
+        choices=("rotated", "fixed"),
+        default="rotated",
+        help="'rotated' (default): repetition r runs the loops in the --loops order rotated by "
+        "r-1 places, so that each loop takes each place in the sequence equally often (a "
+        "slot's effect, e.g. which CPU the scheduler picks after the previous worker, falls on "
+        "every loop alike); 'fixed': the --loops order in every repetition",
+    )
     parser.add_argument("--list", action="store_true", help="list workloads and exit")
     parser.add_argument(
         "--report",
@@ -278,6 +287,14 @@ def disturbance_share(result: dict[str, Any], workload: Workload) -> float | Non
         cpu = (result.get("user_cpu_s") or 0.0) + (result.get("system_cpu_s") or 0.0)
         return max(0.0, 1.0 - cpu / wall)
     return None
+
+
+def loop_order(labels: list[str], repetition: int, order: str) -> list[str]:
+    """Return the loops of one repetition (1-based) in the order they run (see --order)."""
+    if order == "fixed" or not labels:
+        return labels
+    start = (repetition - 1) % len(labels)
+    return labels[start:] + labels[:start]
 
 
 def measure_undisturbed(
@@ -458,7 +475,7 @@ def run_suite(arguments: argparse.Namespace) -> int:
     unavailable_pairs: set[tuple[str, str]] = set()
     for repetition in range(1, arguments.repeat + 1):
         for workload in workloads:
-            for label in available_labels:
+            for label in loop_order(available_labels, repetition, arguments.order):
                 if (workload.name, label) in unavailable_pairs:
                     continue
                 if label == NATIVE_LABEL:
@@ -505,6 +522,11 @@ def run_suite(arguments: argparse.Namespace) -> int:
             else "glibc defaults"
         ),
         "order_per_repetition": available_labels,
+        "order": (
+            "rotated: repetition r runs order_per_repetition rotated by r-1 places"
+            if arguments.order == "rotated"
+            else "fixed: order_per_repetition in every repetition"
+        ),
         "native_echo": (
             f"{native.binary} (built from {native.target})"
             if native and native.binary
