@@ -4,16 +4,24 @@ The server is the handler of ``transport_echo.tls_*`` (the workload's own ``stre
 ``asyncio.start_server(ssl=...)``, ``reader.read(102400)`` / ``writer.write`` / ``drain``) with
 the certificate of
 ``workloads/_tls.py``, run under ``valgrind --tool=callgrind`` on the named loop; the client is
-another process (stock asyncio streams over TLS, not traced): 4 connections, each sending
+another process (stock asyncio streams over TLS, not traced; started by this script, not by the
+server): ``--connections`` connections (default 4; the bench row has 20), each sending
 ``--size`` bytes and reading the echo back, ``--rounds`` times.  The server runs once with
 ``--rounds`` and once with a third of them; the difference of the two totals divided by the
 difference of the requests is the cost of one request (start-up, handshakes and imports cancel
 out).  The same split is printed per shared object (libcrypto, libssl, libc, libpython, the
 loop's own library, ...), read from the ``ob=`` records of the callgrind output.
 
+``--plain`` runs the same handler and client without TLS (``ssl=None`` on both sides): the
+server's cost that is not TLS.  ``--strace`` runs the server under ``strace -c -f`` instead and
+prints system calls per request (the client is not traced).  ``--keep DIR`` keeps the two
+output files (for ``callgrind_annotate --inclusive=yes``: the ``_ssl`` entry points' costs).
+
 Usage (``--loop``: asyncio, uvloop or ferroloop, importable by ``--python``)::
 
     python bench/callgrind_tls.py --python PY --loop ferroloop --size 65536 --rounds 300
+    python bench/callgrind_tls.py --python PY --loop uvloop --size 1024 --rounds 600 \
+        --connections 20 [--plain] [--strace]
 
 Malloc is pinned as in ``run.py`` (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``).
 """
@@ -26,17 +34,17 @@ import collections
 import contextlib
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
 import tempfile
+import time
 
 from workloads import _tls
 from workloads.sock_echo import ByteCounter
 from workloads.transport_echo import CLOSED_BY_TLS_CLIENT, streams_handler
 
-#: Connections the client keeps (each one request in flight).
-CONNECTIONS = 4
 #: Malloc settings of ``run.py``'s pinned mode.
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 
@@ -49,37 +57,46 @@ def new_loop(name: str) -> asyncio.AbstractEventLoop:
     return module.new_event_loop()
 
 
-async def serve(size: int, rounds: int, scratch: str) -> None:
-    """Serve one client process doing `rounds` echoes of `size` bytes per connection."""
+async def serve(size: int, connections: int, plain: bool, port_file: str, scratch: str) -> None:
+    """Serve `connections` echo connections (TLS unless `plain`) until all of them have ended.
+
+    The port goes to `port_file` (written whole, then renamed) for the process that starts the
+    client, so that a tracer following this process's children never sees the client.
+    """
     found = _tls.certificates(scratch)
-    handle = streams_handler(ByteCounter(), CLOSED_BY_TLS_CLIENT)
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=_tls.server_context(found))
+    inner = streams_handler(ByteCounter(), CLOSED_BY_TLS_CLIENT)
+    ended = 0
+    finished = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal ended
+        try:
+            await inner(reader, writer)
+        finally:
+            ended += 1
+            if ended == connections and not finished.done():
+                finished.set_result(None)
+
+    context = None if plain else _tls.server_context(found)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
-    client = await asyncio.create_subprocess_exec(
-        sys.executable,
-        os.path.abspath(__file__),
-        "--client",
-        "--port",
-        str(port),
-        "--size",
-        str(size),
-        "--rounds",
-        str(rounds),
-        "--cafile",
-        found.cafile,
-    )
-    await client.wait()
+    with open(port_file + ".tmp", "w") as out:
+        out.write(f"{port} {found.cafile}")
+    os.rename(port_file + ".tmp", port_file)
+    await finished
     server.close()
     await server.wait_closed()
 
 
-async def client(port: int, size: int, rounds: int, cafile: str) -> None:
-    """Open `CONNECTIONS` TLS connections; on each, send `size` bytes and await the echo."""
-    context = ssl.create_default_context(cafile=cafile)
+async def client(
+    port: int, size: int, rounds: int, cafile: str, connections: int, plain: bool
+) -> None:
+    """Open `connections` connections; on each, send `size` bytes and await the echo."""
+    context = None if plain else ssl.create_default_context(cafile=cafile)
 
     async def one() -> None:
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=context, server_hostname=_tls.SERVER_NAME
+            "127.0.0.1", port, ssl=context, server_hostname=None if plain else _tls.SERVER_NAME
         )
         message = b"x" * size
         for _ in range(rounds):
@@ -90,7 +107,7 @@ async def client(port: int, size: int, rounds: int, cafile: str) -> None:
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await writer.wait_closed()
 
-    await asyncio.gather(*(one() for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(one() for _ in range(connections)))
 
 
 def by_object(path: str) -> collections.Counter[str]:
@@ -125,30 +142,47 @@ def by_object(path: str) -> collections.Counter[str]:
     return cost
 
 
-def measure(python: str, loop_name: str, size: int, rounds: int, scratch: str) -> str:
-    """Run the server under callgrind; return the output file's path."""
-    out = os.path.join(scratch, f"cg.{loop_name}.{size}.{rounds}.out")
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            python,
-            os.path.abspath(__file__),
-            "--worker",
-            "--loop",
-            loop_name,
-            "--size",
-            str(size),
-            "--rounds",
-            str(rounds),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **PINNED_MALLOC, "PYTHONHASHSEED": "0"},
-        check=True,
+def measure(python: str, args: argparse.Namespace, rounds: int, scratch: str) -> str:
+    """Run the server under callgrind (or strace) and the client beside it; return the output."""
+    tool = "strace" if args.strace else "cg"
+    mode = "plain" if args.plain else "tls"
+    out = os.path.join(scratch, f"{tool}.{args.loop}.{mode}.{args.size}.{rounds}.out")
+    port_file = os.path.join(scratch, f"port.{rounds}")
+    if args.strace:
+        tracer = ["strace", "-c", "-f", "-o", out]
+    else:
+        tracer = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    worker = [python, os.path.abspath(__file__), "--worker", "--loop", args.loop]
+    worker += ["--size", str(args.size), "--connections", str(args.connections)]
+    worker += ["--port-file", port_file] + (["--plain"] if args.plain else [])
+    env = {**os.environ, **PINNED_MALLOC, "PYTHONHASHSEED": "0"}
+    server = subprocess.Popen(
+        tracer + worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    while not os.path.exists(port_file):
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with status {server.returncode}")
+        time.sleep(0.05)
+    with open(port_file) as lines:
+        port, cafile = lines.read().split(" ", 1)
+    client = [python, os.path.abspath(__file__), "--client", "--port", port, "--cafile", cafile]
+    client += ["--size", str(args.size), "--rounds", str(rounds)]
+    client += ["--connections", str(args.connections)] + (["--plain"] if args.plain else [])
+    subprocess.run(client, check=True)
+    if server.wait() != 0:
+        raise SystemExit(f"the server exited with status {server.returncode}")
     return out
+
+
+def system_calls(path: str) -> collections.Counter[str]:
+    """System calls by name from a `strace -c` summary."""
+    calls: collections.Counter[str] = collections.Counter()
+    with open(path) as lines:
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] += int(parts[3])
+    return calls
 
 
 def short(name: str) -> str:
@@ -163,32 +197,47 @@ def main() -> None:
     parser.add_argument("--loop", default="ferroloop")
     parser.add_argument("--size", type=int, default=65536)
     parser.add_argument("--rounds", type=int, default=300, help="rounds per connection")
+    parser.add_argument("--connections", type=int, default=4, help="client connections")
+    parser.add_argument("--plain", action="store_true", help="the same server without TLS")
+    parser.add_argument("--strace", action="store_true", help="system calls, not instructions")
+    parser.add_argument("--keep", help="copy the two output files into this directory")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)
     parser.add_argument("--cafile", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        asyncio.run(client(args.port, args.size, args.rounds, args.cafile))
+        asyncio.run(
+            client(args.port, args.size, args.rounds, args.cafile, args.connections, args.plain)
+        )
         return
     with tempfile.TemporaryDirectory() as scratch:
         if args.worker:
             loop = new_loop(args.loop)
             try:
-                loop.run_until_complete(serve(args.size, args.rounds, scratch))
+                loop.run_until_complete(
+                    serve(args.size, args.connections, args.plain, args.port_file, scratch)
+                )
             finally:
                 loop.close()
             return
         few = args.rounds // 3
-        low = by_object(measure(args.python, args.loop, args.size, few, scratch))
-        high = by_object(measure(args.python, args.loop, args.size, args.rounds, scratch))
-    requests = CONNECTIONS * (args.rounds - few)
+        count = system_calls if args.strace else by_object
+        outputs = [measure(args.python, args, rounds, scratch) for rounds in (few, args.rounds)]
+        low, high = (count(path) for path in outputs)
+        if args.keep:
+            for path in outputs:
+                shutil.copy(path, args.keep)
+    requests = args.connections * (args.rounds - few)
     per = {name: (high[name] - low[name]) / requests for name in set(low) | set(high)}
     total = sum(per.values())
-    print(f"{args.loop} tls {args.size} B: {total:,.0f} instructions per request")
+    what = "system calls" if args.strace else "instructions"
+    mode = "plain" if args.plain else "tls"
+    print(f"{args.loop} {mode} {args.size} B: {total:,.2f} {what} per request")
     for name, value in sorted(per.items(), key=lambda item: -item[1]):
         if abs(value) >= 0.001 * total:
-            print(f"  {value:12,.0f}  {short(name)}")
+            print(f"  {value:12,.2f}  {short(name)}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::stream::StreamTransport>()?;
     transport::fast_write::install(&m.py().get_type::<transport::stream::StreamTransport>())?;
     m.add_class::<transport::tls_pump::TlsPump>()?;
+    m.add_class::<transport::buffer_window::BufferWindow>()?;
     m.add_class::<transport::datagram::DatagramTransport>()?;
     m.add_class::<transport::pipe_read::ReadPipeTransport>()?;
     m.add_class::<transport::pipe_write::WritePipeTransport>()?;

@@ -98,6 +98,44 @@ def test_tls_echo_with_verified_certificate(loop):
     assert is_transport
 
 
+def test_tls_echo_through_a_program_sslobject_class(loop):
+    """An ``SSLContext.sslobject_class`` of the program's own gets every record through its
+    own ``read``/``write`` (ferroloop hands it memoryviews, not the buffers it lends the
+    ``_ssl`` C methods), records of 1 KiB and of 64 KiB alike."""
+    calls = {"read": 0, "write": 0}
+
+    class CountingSSLObject(ssl.SSLObject):
+        def read(self, len=1024, buffer=None):
+            calls["read"] += 1
+            return super().read(len, buffer)
+
+        def write(self, data):
+            calls["write"] += 1
+            return super().write(data)
+
+    async def main():
+        context = server_context()
+        context.sslobject_class = CountingSSLObject
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(), server_hostname="localhost"
+        )
+        answers = []
+        for size in (1024, 65536):
+            writer.write(b"x" * size + b"\n")
+            answers.append(await reader.readline())
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return answers
+
+    answers = run(loop, main(), TIMEOUT)
+    assert answers == [b"X" * 1024 + b"\n", b"X" * 65536 + b"\n"]
+    assert calls["read"] >= 2
+    assert calls["write"] >= 2
+
+
 def test_tls_over_unix_socket(loop):
     async def main():
         path = os.path.join(tempfile.mkdtemp(), "tls.sock")

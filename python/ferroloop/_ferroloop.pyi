@@ -14,6 +14,7 @@ from typing_extensions import disjoint_base
 
 __all__ = [
     "AcceptedSocket",
+    "BufferWindow",
     "ChildWatch",
     "DatagramTransport",
     "Handle",
@@ -202,6 +203,10 @@ def _check_callback(callback: object, method: str) -> None: ...
 # returns how many calls failed meanwhile.
 def _inject_fault(site: str, errno: int) -> int: ...
 
+# A buffer object TlsPump lends to one _ssl call at a time (BufferError outside a call).
+@final
+class BufferWindow: ...
+
 # A TLS connection's record pumping between the socket and the stdlib SSLObject (_tls.py).
 @final
 class TlsPump:
@@ -213,6 +218,7 @@ class TlsPump:
         wrapped: object,
         flushing: object,
         again: tuple[type[BaseException], ...],
+        c_buffers: bool = False,
     ) -> TlsPump: ...
     def sync(self, protocol: Any) -> None: ...
     def do_read(self, protocol: Any) -> None: ...

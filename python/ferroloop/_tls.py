@@ -18,9 +18,10 @@ import sys
 from asyncio import constants, sslproto
 
 try:
+    import _ssl as _ssl_c
     import ssl as _ssl
 except ImportError:  # pragma: no cover - CPython built without OpenSSL
-    _ssl = None
+    _ssl = _ssl_c = None
 
 from ._ferroloop import TlsPump
 from ._transports import SocketTransport
@@ -125,6 +126,9 @@ class _PumpedSSLProtocol(sslproto.SSLProtocol):
             sslproto.SSLProtocolState.WRAPPED,
             sslproto.SSLProtocolState.FLUSHING,
             sslproto.SSLAgainErrors,
+            # C methods that release the buffer they get before returning: the pump lends
+            # them a reusable buffer object instead of a memoryview per call.
+            type(self._incoming) is _ssl.MemoryBIO and type(sslobj) is _ssl_c._SSLSocket,
         )
         self._ferroloop_tls_pump.sync(self)
 

@@ -31,6 +31,7 @@
 //!   `pipe` group's methods).
 
 pub mod accept;
+pub mod buffer_window;
 pub mod core;
 pub mod datagram;
 pub mod datagram_batch;

@@ -8,7 +8,9 @@
 //! `data_received`, and app `write()` → `SSLObject.write` → `outgoing.read` → the socket
 //! transport, with the read/write flow-control checks. The `MemoryBIO` and `_ssl._SSLSocket`
 //! methods are looked up once per connection and called directly (not through the
-//! pure-Python `ssl.SSLObject` wrapper). Every decision that is not the common case (a state
+//! pure-Python `ssl.SSLObject` wrapper); when they are the `_ssl` C methods, the bytes they
+//! read or fill are lent through one reusable [`BufferWindow`] per connection instead of a
+//! new `memoryview` per call (`buffer_window.rs`). Every decision that is not the common case (a state
 //! other than WRAPPED, a paused side, a crossed water mark, a non-empty write backlog, a
 //! buffered app protocol) is handed to the `SSLProtocol` method that asyncio runs for it.
 //!
@@ -43,6 +45,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::interop::gil_cell::GilRefCell;
 use crate::interop::read_bytes::_PyBytes_Resize;
 use crate::interop::spare_bytes;
+use crate::transport::buffer_window::BufferWindow;
 
 /// What `SSLProtocol.max_size` is: the most one `SSLObject.read` is asked for.
 const READ_CHUNK: usize = 256 * 1024;
@@ -183,6 +186,9 @@ pub struct TlsPump {
     again: Py<PyAny>,
     /// `READ_CHUNK` as a Python int (made once).
     read_chunk: Py<PyAny>,
+    /// The buffer lent to `incoming.write` and `SSLObject.read`, when both are the `_ssl`
+    /// C methods (else a `memoryview` per call).
+    window: Option<Py<BufferWindow>>,
     /// The protocol's attributes the data path reads (see [`Mirror`]).
     mirror: GilRefCell<Mirror>,
     /// The write path the native transport feeding the pump offered, if one did.
@@ -321,6 +327,23 @@ impl TlsPump {
     /// Puts received bytes into the incoming BIO; the caller then runs `after_incoming`
     /// (split so that `data` may be the transport's read buffer: only C code runs here).
     pub(crate) fn write_incoming(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let write = self.incoming_write.bind(py);
+        if let Some(window) = &self.window {
+            // SAFETY: `data` is only read, and stays valid and unchanged during the call
+            // (`MemoryBIO.write` copies it into the BIO and releases the buffer).
+            let lent = unsafe {
+                BufferWindow::lend(
+                    window.bind(py),
+                    data.as_ptr().cast_mut(),
+                    data.len(),
+                    false,
+                    |buf| write.call1((buf,)),
+                )
+            };
+            if let Some(result) = lent {
+                return result.map(drop);
+            }
+        }
         // SAFETY: the view covers `data`, which outlives it: the view is released below
         // before `data` can change, if anybody kept a reference to it.
         let view = unsafe {
@@ -331,9 +354,49 @@ impl TlsPump {
             );
             Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
         };
-        let result = self.incoming_write.bind(py).call1((&view,));
+        let result = write.call1((&view,));
         release_if_kept(&view)?;
         result.map(drop)
+    }
+
+    /// `SSLObject.read(asked, buffer)` into the `len` bytes at `data`, through the window
+    /// when there is a free one, else through a `memoryview` released afterwards. The outer
+    /// error is the buffer's; the inner result is the call's (want-read and the like).
+    ///
+    /// # Safety
+    /// `data` must be valid for writes of `len` bytes and not be otherwise accessed until
+    /// this returns; `asked` must not exceed `len`.
+    unsafe fn read_into<'py>(
+        &self,
+        py: Python<'py>,
+        asked: &Bound<'py, PyAny>,
+        data: *mut u8,
+        len: usize,
+    ) -> PyResult<PyResult<Bound<'py, PyAny>>> {
+        let read = self.ssl_read.bind(py);
+        if let Some(window) = &self.window {
+            // SAFETY: this function's contract; `_SSLSocket.read` writes at most `asked`
+            // bytes and releases the buffer before it returns.
+            let lent = unsafe {
+                BufferWindow::lend(window.bind(py), data, len, true, |buf| {
+                    Ok(read.call1((asked, buf)))
+                })
+            };
+            if let Some(result) = lent {
+                return result;
+            }
+        }
+        // SAFETY: the view covers `len` bytes at `data` (this function's contract), released
+        // below before the memory can be touched otherwise; `SSLObject.read` writes at most
+        // the length it is given.
+        let view = unsafe {
+            let ptr =
+                ffi::PyMemoryView_FromMemory(data.cast(), len as ffi::Py_ssize_t, ffi::PyBUF_WRITE);
+            Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
+        };
+        let result = read.call1((asked, &view));
+        release_if_kept(&view)?;
+        Ok(result)
     }
 
     /// Whatever `SSLProtocol.buffer_updated` does in the current state once the received
@@ -369,7 +432,7 @@ impl TlsPump {
                 if self.backlog_nonempty(py)? {
                     protocol.call_method0(intern!(py, "_do_write"))?;
                 } else {
-                    self.process_outgoing_impl(protocol)?;
+                    self.process_outgoing_impl(protocol, false)?;
                 }
             }
             self.control_ssl_reading(protocol, emptied)
@@ -458,7 +521,6 @@ impl TlsPump {
         py: Python<'py>,
         buf: &mut Vec<u8>,
     ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
-        let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
         let mut filled = 0usize;
         let mut eof = false;
@@ -467,20 +529,16 @@ impl TlsPump {
             if buf.len() < filled + READ_CHUNK {
                 buf.resize(filled + READ_CHUNK, 0);
             }
-            // SAFETY: the view covers `READ_CHUNK` initialised bytes of `buf`, which is not
-            // touched otherwise until the view is released below; `SSLObject.read` writes at
-            // most the length it is given and keeps no reference to the buffer.
-            let view = unsafe {
-                let ptr = ffi::PyMemoryView_FromMemory(
-                    buf.as_mut_ptr().add(filled).cast(),
-                    READ_CHUNK as ffi::Py_ssize_t,
-                    ffi::PyBUF_WRITE,
-                );
-                Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
+            // SAFETY: `READ_CHUNK` initialised bytes of `buf` from `filled` on, not touched
+            // otherwise during the call.
+            let result = unsafe {
+                self.read_into(
+                    py,
+                    self.read_chunk.bind(py),
+                    buf.as_mut_ptr().add(filled),
+                    READ_CHUNK,
+                )?
             };
-            let result = read.call1((self.read_chunk.bind(py), &view));
-            release_if_kept(&view)?;
-            drop(view);
             match self.after_read(py, result, READ_CHUNK, incoming, &mut emptied)? {
                 ReadStep::Read(count) => filled += count,
                 ReadStep::ReadAll(count) => {
@@ -511,7 +569,6 @@ impl TlsPump {
         py: Python<'py>,
         arrived: usize,
     ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool, bool)> {
-        let read = self.ssl_read.bind(py);
         let incoming = self.incoming.bind(py);
         let mut capacity = arrived;
         // SAFETY: a new, uninitialised `bytes` that nobody else can see until it is
@@ -529,18 +586,13 @@ impl TlsPump {
                 data = resize_fresh_bytes(data, capacity)?;
             }
             let room = capacity - filled;
-            // SAFETY: the view covers the unwritten tail of `data`'s buffer, which only
-            // `SSLObject.read` writes (at most `room` bytes, keeping no reference); the view
-            // is released below before `data` is resized or handed out.
-            let view = unsafe {
+            let asked = room.into_pyobject(py)?.into_any();
+            // SAFETY: the unwritten tail of `data`'s buffer, which only `SSLObject.read`
+            // writes (at most `room` bytes) before `data` is resized or handed out.
+            let result = unsafe {
                 let start = ffi::PyBytes_AsString(data.as_ptr()).add(filled);
-                let ptr =
-                    ffi::PyMemoryView_FromMemory(start, room as ffi::Py_ssize_t, ffi::PyBUF_WRITE);
-                Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
+                self.read_into(py, &asked, start.cast(), room)?
             };
-            let result = read.call1((room, &view));
-            release_if_kept(&view)?;
-            drop(view);
             match self.after_read(py, result, room, incoming, &mut emptied)? {
                 ReadStep::Read(count) => filled += count,
                 ReadStep::ReadAll(count) => {
@@ -561,15 +613,24 @@ impl TlsPump {
     }
 
     /// `SSLProtocol._process_outgoing`: what the SSL object wrote goes to the transport.
-    fn process_outgoing_impl(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `filled`: the outgoing BIO is known to hold records (the caller's `SSLObject.write`
+    /// just took bytes; nothing reads the BIO in between), so its size is not asked.
+    fn process_outgoing_impl(&self, protocol: &Bound<'_, PyAny>, filled: bool) -> PyResult<()> {
         let py = protocol.py();
         // What the outgoing BIO holds afterwards, when known without asking it again.
         let mut left = None;
         if !self.with(py, |m| m.ssl_writing_paused) {
             left = Some(0);
         }
-        if left.is_some() && int_attr(self.outgoing.bind(py), intern!(py, "pending"))? > 0 {
+        if left.is_some()
+            && (filled || int_attr(self.outgoing.bind(py), intern!(py, "pending"))? > 0)
+        {
             let data = self.outgoing_read.bind(py).call0()?;
+            // An `sslobject_class` of the program's own may have written nothing: asyncio
+            // writes only a non-empty read.
+            if filled && data.len()? == 0 {
+                return self.control_app_writing(protocol, left);
+            }
             let transport = self.object(py, |m| &m.transport);
             let native_write = self.with(py, |m| m.native_write);
             match (transport, native_write) {
@@ -673,7 +734,10 @@ fn release_if_kept(view: &Bound<'_, PyMemoryView>) -> PyResult<()> {
 impl TlsPump {
     /// Caches the methods of `incoming`, `outgoing` and `sslobj` (the `_ssl` object, or the
     /// program's own `sslobject_class` instance), and the protocol states it compares with.
+    /// `c_buffers`: `incoming` is an `ssl.MemoryBIO` and `sslobj` an `_ssl._SSLSocket`, so
+    /// their `write`/`read` get a reusable buffer instead of a `memoryview` per call.
     #[new]
+    #[pyo3(signature = (incoming, outgoing, sslobj, wrapped, flushing, again, c_buffers = false))]
     fn new(
         incoming: &Bound<'_, PyAny>,
         outgoing: &Bound<'_, PyAny>,
@@ -681,6 +745,7 @@ impl TlsPump {
         wrapped: &Bound<'_, PyAny>,
         flushing: &Bound<'_, PyAny>,
         again: &Bound<'_, PyTuple>,
+        c_buffers: bool,
     ) -> PyResult<Self> {
         let py = incoming.py();
         Ok(TlsPump {
@@ -695,6 +760,11 @@ impl TlsPump {
             flushing: flushing.clone().unbind(),
             again: again.clone().into_any().unbind(),
             read_chunk: READ_CHUNK.into_pyobject(py)?.into_any().unbind(),
+            window: if c_buffers {
+                Some(BufferWindow::new_object(py)?)
+            } else {
+                None
+            },
             mirror: GilRefCell::new(Mirror::empty()),
             writer: GilRefCell::new(None),
             app_in: AtomicU64::new(0),
@@ -727,7 +797,7 @@ impl TlsPump {
     /// `SSLProtocol._process_outgoing` of `protocol`.
     fn process_outgoing(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         self.ensure_synced(protocol)?;
-        self.process_outgoing_impl(protocol)
+        self.process_outgoing_impl(protocol, false)
     }
 
     /// `data` received from the socket for `protocol` (what `buffer_updated` does).
@@ -783,7 +853,8 @@ impl TlsPump {
                     buffered + (size - count) as isize,
                 )?;
             }
-            self.process_outgoing_impl(protocol)
+            // `SSLObject.write` put records into the outgoing BIO if it took any byte.
+            self.process_outgoing_impl(protocol, count > 0)
         })
     }
 
