@@ -18,6 +18,10 @@
 //!    the next iteration;
 //! 6. run the work transports deferred to the end of the iteration (`deferred.rs`: the
 //!    datagrams sent by this iteration's callbacks, in one `sendmmsg`).
+//!
+//! An iteration with only callbacks to run (nothing watched, no timer, no native receive, real
+//! time) skips steps 1–4, and the iterations after it that are of the same kind run back to
+//! back in `run_callback_iterations`, until stop() or until something else is to be done.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
