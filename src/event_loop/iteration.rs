@@ -231,22 +231,56 @@ impl LoopCore {
         // The loop's thread state does not change while it runs (see `run_ready`).
         // SAFETY: the GIL is held (`py`).
         let ts = unsafe { context_switch::thread_state() };
+        // The wake flags of a busy iteration; they stay so for the next ones (nothing but
+        // `run_once` changes them, and these iterations do not wait).
+        self.poller.rearm_wake();
+        self.poller.suppress_wake();
+        self.polled_last.store(false, Ordering::Relaxed);
+        let mut todo = self.take_batch(py);
         loop {
-            self.poller.rearm_wake();
-            self.poller.suppress_wake();
-            self.polled_last.store(false, Ordering::Relaxed);
             self.running_callbacks.store(true, Ordering::Relaxed);
-            let ran = self.run_ready_in(slf, ts);
+            let ran = self.run_taken(slf, todo, ts);
             self.running_callbacks.store(false, Ordering::Relaxed);
             let flushed = self.run_deferred(slf);
             // The batch's error first (as `run_callbacks`' `ran.and(flushed)`).
             ran?;
             flushed?;
-            if self.stopping.load(Ordering::Relaxed) || !self.only_callbacks(py) {
+            if self.stopping.load(Ordering::Relaxed) {
                 return Ok(());
+            }
+            match self.take_callback_batch(py) {
+                Some(next) => todo = next,
+                None => return Ok(()),
             }
             self.count_iteration();
         }
+    }
+
+    /// The next batch of a run of callback-only iterations: if the next iteration would only
+    /// run callbacks (`only_callbacks`), its batch taken as `take_batch` does, in the same
+    /// borrow of the queues; else None, nothing taken.
+    #[inline(always)]
+    fn take_callback_batch(&self, py: Python<'_>) -> Option<usize> {
+        if self.cancelled_timers.load(Ordering::Relaxed) != 0 || self.clock.is_virtual() {
+            return None;
+        }
+        let (todo, extra_spares) = {
+            let mut queues = self.queues.borrow_mut(py);
+            if queues.ready.is_empty()
+                || !queues.watched.is_empty()
+                || !queues.timers.is_empty()
+                || queues.pending_receives != 0
+            {
+                return None;
+            }
+            let todo = queues.ready.len();
+            let shrink = queues.spare_budget.batch_taken(todo);
+            (todo, shrink.then(|| queues.take_extra_spares()))
+        };
+        // Outside the borrow: freeing a handle's parked context may run Python code.
+        drop(extra_spares);
+        self.batch_taken();
+        Some(todo)
     }
 
     /// The end of an iteration: the callbacks ready now, then the work transports deferred
@@ -307,7 +341,14 @@ impl LoopCore {
     /// `run_ready` on the thread whose state is `ts` (`context_switch::thread_state()`).
     #[inline(always)]
     fn run_ready_in(&self, slf: &Bound<'_, Self>, ts: *mut pyo3::ffi::PyObject) -> PyResult<()> {
-        let py = slf.py();
+        let todo = self.take_batch(slf.py());
+        self.run_taken(slf, todo, ts)
+    }
+
+    /// Takes the batch of callbacks ready now (their number): the spare-handle budget and
+    /// the posters waiting for the loop to take its batch are told.
+    #[inline(always)]
+    fn take_batch(&self, py: Python<'_>) -> usize {
         let (todo, extra_spares) = {
             let mut queues = self.queues.borrow_mut(py);
             let todo = queues.ready.len();
@@ -317,6 +358,17 @@ impl LoopCore {
         // Outside the borrow: freeing a handle's parked context may run Python code.
         drop(extra_spares);
         self.batch_taken();
+        todo
+    }
+
+    /// Runs a batch of `todo` callbacks taken by `take_batch` (none: nothing to do).
+    #[inline(always)]
+    fn run_taken(
+        &self,
+        slf: &Bound<'_, Self>,
+        todo: usize,
+        ts: *mut pyo3::ffi::PyObject,
+    ) -> PyResult<()> {
         if todo == 0 {
             return Ok(());
         }
