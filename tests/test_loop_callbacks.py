@@ -69,6 +69,61 @@ def test_callbacks_scheduled_by_callbacks_run_after_current_batch(loop):
     assert order == ["first", "second", "third", "scheduled by first"]
 
 
+def test_stop_in_a_callback_chain_ends_that_iteration(loop):
+    """In a chain of callbacks (one per iteration, nothing else to do), stop() ends the run
+    after the iteration it was called in; the next link waits for the next run."""
+    ran: list[int] = []
+
+    def step(k: int) -> None:
+        ran.append(k)
+        if k in (5, 9):
+            loop.stop()
+        if k < 9:
+            loop.call_soon(step, k + 1)
+
+    loop.call_soon(step, 0)
+    loop.run_forever()
+    assert ran == [0, 1, 2, 3, 4, 5]
+    loop.run_forever()
+    assert ran == list(range(10))
+
+
+def test_timer_and_reader_added_mid_chain_are_served_during_the_chain(loop):
+    """A chain of callbacks that adds a timer and a ready descriptor on the way does not
+    starve them: both run within a few iterations, while the chain goes on."""
+    import socket
+
+    r, w = socket.socketpair()
+    seen: dict[str, int] = {}
+    steps = [0]
+
+    def on_readable() -> None:
+        seen.setdefault("reader", steps[0])
+        r.recv(16)
+        loop.remove_reader(r.fileno())
+
+    def step() -> None:
+        steps[0] += 1
+        if steps[0] == 10:
+            loop.call_later(0, lambda: seen.setdefault("timer", steps[0]))
+            w.send(b"x")
+            loop.add_reader(r.fileno(), on_readable)
+        if steps[0] < 200:
+            loop.call_soon(step)
+        else:
+            loop.stop()
+
+    try:
+        loop.call_soon(step)
+        loop.run_forever()
+    finally:
+        r.close()
+        w.close()
+    assert steps[0] == 200
+    assert 10 <= seen["timer"] < 20
+    assert 10 <= seen["reader"] < 20
+
+
 def test_call_later_runs_in_deadline_order(loop):
     """Timers fire in ``when`` order, not in scheduling order."""
     order: list[str] = []

@@ -10,6 +10,7 @@
 //! - [`fault_inject`]: test-only failures of chosen system calls (ENFILE), inert unless armed;
 //! - [`fd_map`]: maps keyed by file descriptor (a table indexed by it, in pages);
 //! - [`futex`]: waiting on an atomic word without a mutex (the post gate's waits);
+//! - [`ready_queue`]: the FIFO ring of ready callbacks (an inlined append);
 //! - [`post_gate`]: backpressure for `call_soon_threadsafe` (posting threads wait for the loop
 //!   once too many posts are pending);
 //! - [`spare_budget`]: how many spare handles a loop keeps (follows the batches it takes);
@@ -24,6 +25,7 @@ pub mod futex;
 pub mod loop_stats;
 pub mod poller;
 pub mod post_gate;
+pub mod ready_queue;
 pub mod spare_budget;
 pub mod stall;
 pub mod ticks;

@@ -473,7 +473,9 @@ impl Handle {
             // SAFETY: the handle holds a reference to `context`; the GIL is held.
             match unsafe { context_reuse::park(context.as_ptr()) } {
                 Some(vars) => {
-                    slots.context = Some(context);
+                    // The slot is empty (taken above): `replace` then `forget` of the None
+                    // spares the generic drop of the old value (a thread-local lookup).
+                    std::mem::forget(slots.context.replace(context));
                     // SAFETY: `park` returned the mapping's reference to us.
                     unsafe { Bound::from_owned_ptr(py, vars) }.unbind()
                 }
@@ -548,6 +550,7 @@ impl Handle {
     ///
     /// `ts`: the calling thread's state from `context_switch::thread_state()` (read once per
     /// batch), or null: the context is then entered through the C API.
+    /// The error path is out of line (`run_failed`).
     pub fn run(&self, py: Python<'_>, keep: bool, ts: *mut ffi::PyObject) -> RunOutcome {
         if self.is_cancelled() {
             return RunOutcome::Skipped;
@@ -589,20 +592,34 @@ impl Handle {
                 args.drop_attached(py);
                 RunOutcome::Done
             }
-            Err(err) => {
-                let mut unused = (Some(callback), Some(args));
-                if !keep && !self.is_cancelled() {
-                    let mut slots = self.slots.borrow_mut(py);
-                    if slots.callback.is_none() {
-                        slots.callback = unused.0.take();
-                        slots.args = unused.1.take();
-                    }
-                }
-                drop_attached(py, unused.0);
-                drop_args(py, unused.1);
-                RunOutcome::Raised(err)
+            Err(err) => self.run_failed(py, keep, callback, args, err),
+        }
+    }
+
+    /// `run` when the callback raised: outside debug mode the callback and its arguments go
+    /// back into the handle (unless it was cancelled meanwhile or given a new call), so that
+    /// the error report can describe it.
+    #[cold]
+    #[inline(never)]
+    fn run_failed(
+        &self,
+        py: Python<'_>,
+        keep: bool,
+        callback: Py<PyAny>,
+        args: CallArgs,
+        err: PyErr,
+    ) -> RunOutcome {
+        let mut unused = (Some(callback), Some(args));
+        if !keep && !self.is_cancelled() {
+            let mut slots = self.slots.borrow_mut(py);
+            if slots.callback.is_none() {
+                slots.callback = unused.0.take();
+                slots.args = unused.1.take();
             }
         }
+        drop_attached(py, unused.0);
+        drop_args(py, unused.1);
+        RunOutcome::Raised(err)
     }
 
     /// `run` for a handle that holds only a mapping: its Context is made first.

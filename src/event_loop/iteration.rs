@@ -18,6 +18,10 @@
 //!    the next iteration;
 //! 6. run the work transports deferred to the end of the iteration (`deferred.rs`: the
 //!    datagrams sent by this iteration's callbacks, in one `sendmmsg`).
+//!
+//! An iteration with only callbacks to run (nothing watched, no timer, no native receive, real
+//! time) skips steps 1–4, and the iterations after it that are of the same kind run back to
+//! back in `run_callback_iterations`, until stop() or until something else is to be done.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -71,26 +75,15 @@ impl LoopCore {
     pub(super) fn run_once(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         // Only the loop's thread counts (a load and a store, no locked instruction).
-        let iterations = &self.stats.iterations;
-        iterations.store(iterations.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.count_iteration();
         // One look at the queues first: with callbacks ready and no descriptor watched, no
         // timer queued, no native receive pending, real time (a chain of callbacks, tasks
         // stepping each other), every step below but running the callbacks does nothing (no
         // timer to purge or collect, a zero timeout, no poll, no sweep): only the flags they
-        // set are set. Otherwise the full iteration.
-        let only_callbacks = {
-            let queues = self.queues.borrow_mut(py);
-            !queues.ready.is_empty()
-                && queues.watched.is_empty()
-                && queues.timers.is_empty()
-                && queues.pending_receives == 0
-        } && self.cancelled_timers.load(Ordering::Relaxed) == 0
-            && !self.clock.is_virtual();
-        if only_callbacks {
-            self.poller.rearm_wake();
-            self.poller.suppress_wake();
-            self.polled_last.store(false, Ordering::Relaxed);
-            return self.run_callbacks(slf);
+        // set are set. Such iterations run back to back in `run_callback_iterations`.
+        // Otherwise the full iteration.
+        if self.only_callbacks(py) {
+            return self.run_callback_iterations(slf);
         }
         self.purge_cancelled_timers(py);
         self.poller.rearm_wake();
@@ -199,6 +192,97 @@ impl LoopCore {
         self.run_callbacks(slf)
     }
 
+    /// Counts an iteration for `loop.stats()` (only the loop's thread counts: a load and a
+    /// store, no locked instruction).
+    #[inline(always)]
+    fn count_iteration(&self) {
+        let iterations = &self.stats.iterations;
+        iterations.store(iterations.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// True if the next iteration would only run ready callbacks: some are ready, no
+    /// descriptor is watched, no timer is queued (nor newly cancelled), no native receive is
+    /// pending, and the time is real (see `run_once`).
+    #[inline(always)]
+    fn only_callbacks(&self, py: Python<'_>) -> bool {
+        let queued_only = {
+            let queues = self.queues.borrow_mut(py);
+            !queues.ready.is_empty()
+                && queues.watched.is_empty()
+                && queues.timers.is_empty()
+                && queues.pending_receives == 0
+        };
+        queued_only
+            && self.cancelled_timers.load(Ordering::Relaxed) == 0
+            && !self.clock.is_virtual()
+    }
+
+    /// Iterations that only run ready callbacks (`only_callbacks`, checked by the caller for
+    /// the first and counted by it), back to back: after each, unless stop() was called (the
+    /// check `run_until_stopped` makes), the next one runs here while it too would only run
+    /// callbacks. Each does what `run_once` does in that case, in the same order (the wake
+    /// flags, the batch of the callbacks ready at its start, the deferred work, the count),
+    /// without a return to `run_until_stopped` per iteration: in a chain of callbacks (one
+    /// per iteration) the call, the result hand-over and the thread state lookup per
+    /// iteration were a tenth of the loop's cost per callback.
+    #[inline(never)]
+    fn run_callback_iterations(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        // The loop's thread state does not change while it runs (see `run_ready`).
+        // SAFETY: the GIL is held (`py`).
+        let ts = unsafe { context_switch::thread_state() };
+        // The wake flags of a busy iteration; they stay so for the next ones (nothing but
+        // `run_once` changes them, and these iterations do not wait).
+        self.poller.rearm_wake();
+        self.poller.suppress_wake();
+        self.polled_last.store(false, Ordering::Relaxed);
+        let mut todo = self.take_batch(py);
+        loop {
+            self.running_callbacks.store(true, Ordering::Relaxed);
+            let ran = self.run_taken(slf, todo, ts);
+            self.running_callbacks.store(false, Ordering::Relaxed);
+            let flushed = self.run_deferred(slf);
+            // The batch's error first (as `run_callbacks`' `ran.and(flushed)`).
+            ran?;
+            flushed?;
+            if self.stopping.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            match self.take_callback_batch(py) {
+                Some(next) => todo = next,
+                None => return Ok(()),
+            }
+            self.count_iteration();
+        }
+    }
+
+    /// The next batch of a run of callback-only iterations: if the next iteration would only
+    /// run callbacks (`only_callbacks`), its batch taken as `take_batch` does, in the same
+    /// borrow of the queues; else None, nothing taken.
+    #[inline(always)]
+    fn take_callback_batch(&self, py: Python<'_>) -> Option<usize> {
+        if self.cancelled_timers.load(Ordering::Relaxed) != 0 || self.clock.is_virtual() {
+            return None;
+        }
+        let (todo, extra_spares) = {
+            let mut queues = self.queues.borrow_mut(py);
+            if queues.ready.is_empty()
+                || !queues.watched.is_empty()
+                || !queues.timers.is_empty()
+                || queues.pending_receives != 0
+            {
+                return None;
+            }
+            let todo = queues.ready.len();
+            let shrink = queues.spare_budget.batch_taken(todo);
+            (todo, shrink.then(|| queues.take_extra_spares()))
+        };
+        // Outside the borrow: freeing a handle's parked context may run Python code.
+        drop(extra_spares);
+        self.batch_taken();
+        Some(todo)
+    }
+
     /// The end of an iteration: the callbacks ready now, then the work transports deferred
     /// to the end of the iteration.
     #[inline(always)]
@@ -247,7 +331,24 @@ impl LoopCore {
     /// Runs the callbacks ready at the start of this step, in FIFO order.
     #[inline(always)]
     fn run_ready(&self, slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
+        // The loop's thread state, for entering the callbacks' contexts directly and for
+        // the context copies of `call_soon`s made by them (null when those fast paths are off).
+        // SAFETY: the GIL is held.
+        let ts = unsafe { context_switch::thread_state() };
+        self.run_ready_in(slf, ts)
+    }
+
+    /// `run_ready` on the thread whose state is `ts` (`context_switch::thread_state()`).
+    #[inline(always)]
+    fn run_ready_in(&self, slf: &Bound<'_, Self>, ts: *mut pyo3::ffi::PyObject) -> PyResult<()> {
+        let todo = self.take_batch(slf.py());
+        self.run_taken(slf, todo, ts)
+    }
+
+    /// Takes the batch of callbacks ready now (their number): the spare-handle budget and
+    /// the posters waiting for the loop to take its batch are told.
+    #[inline(always)]
+    fn take_batch(&self, py: Python<'_>) -> usize {
         let (todo, extra_spares) = {
             let mut queues = self.queues.borrow_mut(py);
             let todo = queues.ready.len();
@@ -257,13 +358,20 @@ impl LoopCore {
         // Outside the borrow: freeing a handle's parked context may run Python code.
         drop(extra_spares);
         self.batch_taken();
+        todo
+    }
+
+    /// Runs a batch of `todo` callbacks taken by `take_batch` (none: nothing to do).
+    #[inline(always)]
+    fn run_taken(
+        &self,
+        slf: &Bound<'_, Self>,
+        todo: usize,
+        ts: *mut pyo3::ffi::PyObject,
+    ) -> PyResult<()> {
         if todo == 0 {
             return Ok(());
         }
-        // The loop's thread state, for entering the callbacks' contexts directly and for
-        // the context copies of `call_soon`s made by them (null when those fast paths are off).
-        // SAFETY: the GIL is held (`py`).
-        let ts = unsafe { context_switch::thread_state() };
         self.batch_thread_state.store(ts, Ordering::Relaxed);
         // Callbacks are timed in debug mode (slow callback warning) and while task run times
         // are measured (`task_cpu.rs`): a loop of its own, so that the usual one has no
@@ -311,7 +419,11 @@ impl LoopCore {
 
     /// Runs up to `todo` (at least 1) callbacks from the ready queue's head, and counts them
     /// for the stats at the end (counts kept in registers meanwhile); `TIMED`: each callback
-    /// is timed (debug mode, task run times). `ts`: see `Handle::run`.
+    /// is timed (debug mode, task run times). `ts`: see `Handle::run`. Inlined into its
+    /// callers (the iteration, `run_callback_iterations`, and `run_batch_timed`'s out-of-line
+    /// copy): a call per batch costs a chain of callbacks, one per batch, its prologue and
+    /// result hand-over per callback.
+    #[inline(always)]
     fn run_batch<const TIMED: bool>(
         &self,
         slf: &Bound<'_, Self>,

@@ -2,7 +2,6 @@
 //! thread, debug), `run_forever`'s native part (iterations until `stop()`), closing (every
 //! pending callback, timer and watch dropped), and the counters for introspection.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use crate::core::fd_map::FdMap;
 use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::Poller;
 use crate::core::post_gate::PostGate;
+use crate::core::ready_queue::ReadyQueue;
 use crate::core::spare_budget::SpareBudget;
 use crate::core::timers::TimerQueue;
 use crate::event_loop::{LoopCore, LoopQueues, LoopStats};
@@ -76,7 +76,7 @@ impl LoopCore {
     pub(super) fn create() -> PyResult<Self> {
         Ok(LoopCore {
             queues: GilRefCell::new(LoopQueues {
-                ready: VecDeque::new(),
+                ready: ReadyQueue::default(),
                 timers: TimerQueue::new(),
                 spare_handles: Vec::new(),
                 spare_budget: SpareBudget::new(),

@@ -56,7 +56,6 @@ mod transports;
 mod virtual_time;
 pub mod watchdog;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
@@ -67,6 +66,7 @@ use crate::core::fd_map::FdMap;
 use crate::core::loop_stats::LoopMeter;
 use crate::core::poller::{Poller, Readiness};
 use crate::core::post_gate::PostGate;
+use crate::core::ready_queue::ReadyQueue;
 use crate::core::spare_budget::SpareBudget;
 use crate::core::timers::TimerQueue;
 use crate::event_loop::fd_watch::FdWatch;
@@ -77,7 +77,7 @@ pub use crate::event_loop::fd_watch::Side;
 
 /// Queues that change on every iteration; touched only with the GIL held.
 struct LoopQueues {
-    ready: VecDeque<Py<Handle>>,
+    ready: ReadyQueue<Py<Handle>>,
     timers: TimerQueue<Py<Handle>>,
     /// Handles that ran and that nobody else references, ready to be re-initialised.
     spare_handles: Vec<Py<Handle>>,
