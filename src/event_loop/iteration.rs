@@ -33,7 +33,7 @@ use crate::core::clock::{monotonic_seconds, plan_virtual_wait, CLOCK_RESOLUTION}
 use crate::core::poller::{Readiness, Wakeup};
 use crate::core::ticks::ticks;
 use crate::event_loop::fd_watch::{Side, Watcher};
-use crate::event_loop::handle::RunOutcome;
+use crate::event_loop::handle::{Handle, RunOutcome};
 use crate::event_loop::stats::BatchTally;
 use crate::event_loop::{LoopCore, LoopQueues};
 use crate::interop::context_switch;
@@ -205,16 +205,13 @@ impl LoopCore {
     /// pending, and the time is real (see `run_once`).
     #[inline(always)]
     fn only_callbacks(&self, py: Python<'_>) -> bool {
-        let queued_only = {
-            let queues = self.queues.borrow_mut(py);
-            !queues.ready.is_empty()
-                && queues.watched.is_empty()
-                && queues.timers.is_empty()
-                && queues.pending_receives == 0
-        };
-        queued_only
-            && self.cancelled_timers.load(Ordering::Relaxed) == 0
-            && !self.clock.is_virtual()
+        self.no_timer_work() && self.queues.borrow_mut(py).only_callbacks()
+    }
+
+    /// The part of `only_callbacks` outside the queues: no timer newly cancelled, real time.
+    #[inline(always)]
+    fn no_timer_work(&self) -> bool {
+        self.cancelled_timers.load(Ordering::Relaxed) == 0 && !self.clock.is_virtual()
     }
 
     /// Iterations that only run ready callbacks (`only_callbacks`, checked by the caller for
@@ -261,26 +258,17 @@ impl LoopCore {
     /// borrow of the queues; else None, nothing taken.
     #[inline(always)]
     fn take_callback_batch(&self, py: Python<'_>) -> Option<usize> {
-        if self.cancelled_timers.load(Ordering::Relaxed) != 0 || self.clock.is_virtual() {
+        if !self.no_timer_work() {
             return None;
         }
         let (todo, extra_spares) = {
             let mut queues = self.queues.borrow_mut(py);
-            if queues.ready.is_empty()
-                || !queues.watched.is_empty()
-                || !queues.timers.is_empty()
-                || queues.pending_receives != 0
-            {
+            if !queues.only_callbacks() {
                 return None;
             }
-            let todo = queues.ready.len();
-            let shrink = queues.spare_budget.batch_taken(todo);
-            (todo, shrink.then(|| queues.take_extra_spares()))
+            queues.take_batch()
         };
-        // Outside the borrow: freeing a handle's parked context may run Python code.
-        drop(extra_spares);
-        self.batch_taken();
-        Some(todo)
+        Some(self.batch_taken_by_loop(extra_spares, todo))
     }
 
     /// The end of an iteration: the callbacks ready now, then the work transports deferred
@@ -349,13 +337,15 @@ impl LoopCore {
     /// the posters waiting for the loop to take its batch are told.
     #[inline(always)]
     fn take_batch(&self, py: Python<'_>) -> usize {
-        let (todo, extra_spares) = {
-            let mut queues = self.queues.borrow_mut(py);
-            let todo = queues.ready.len();
-            let shrink = queues.spare_budget.batch_taken(todo);
-            (todo, shrink.then(|| queues.take_extra_spares()))
-        };
-        // Outside the borrow: freeing a handle's parked context may run Python code.
+        let (todo, extra_spares) = self.queues.borrow_mut(py).take_batch();
+        self.batch_taken_by_loop(extra_spares, todo)
+    }
+
+    /// After `LoopQueues::take_batch`, outside the queues' borrow (freeing a handle's parked
+    /// context may run Python code): drops the spare handles beyond the budget and tells the
+    /// posters waiting for the loop to take its batch; returns `todo`.
+    #[inline(always)]
+    fn batch_taken_by_loop(&self, extra_spares: Option<Vec<Py<Handle>>>, todo: usize) -> usize {
         drop(extra_spares);
         self.batch_taken();
         todo

@@ -93,6 +93,27 @@ fn seconds_arg(value: &Bound<'_, PyAny>, none_message: &str) -> PyResult<f64> {
 }
 
 impl LoopQueues {
+    /// True if an iteration would only run ready callbacks as far as the queues tell: some
+    /// are ready, no descriptor is watched, no timer is queued, no native receive is pending
+    /// (`LoopCore::only_callbacks` adds the checks outside the queues).
+    #[inline(always)]
+    pub(super) fn only_callbacks(&self) -> bool {
+        !self.ready.is_empty()
+            && self.watched.is_empty()
+            && self.timers.is_empty()
+            && self.pending_receives == 0
+    }
+
+    /// Takes the batch of callbacks ready now: their number, told to the spare-handle budget,
+    /// and the spare handles beyond the budget if it fell back (`take_extra_spares`), for the
+    /// caller to drop once the queues are no longer borrowed.
+    #[inline(always)]
+    pub(super) fn take_batch(&mut self) -> (usize, Option<Vec<Py<Handle>>>) {
+        let todo = self.ready.len();
+        let shrink = self.spare_budget.batch_taken(todo);
+        (todo, shrink.then(|| self.take_extra_spares()))
+    }
+
     /// The spare handles beyond the budget (after it fell back), taken out of the pool for the
     /// caller to drop once the queues are no longer borrowed (freeing a handle's parked
     /// context may run Python code).
