@@ -328,44 +328,22 @@ impl TlsPump {
     /// (split so that `data` may be the transport's read buffer: only C code runs here).
     pub(crate) fn write_incoming(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let write = self.incoming_write.bind(py);
-        if let Some(window) = &self.window {
-            // SAFETY: `data` is only read, and stays valid and unchanged during the call
-            // (`MemoryBIO.write` copies it into the BIO and releases the buffer).
-            let lent = unsafe {
-                BufferWindow::lend(
-                    window.bind(py),
-                    data.as_ptr().cast_mut(),
-                    data.len(),
-                    false,
-                    |buf| write.call1((buf,)),
-                )
-            };
-            if let Some(result) = lent {
-                return result.map(drop);
-            }
+        // SAFETY: `data` is only read (not writable), and stays valid and unchanged during the
+        // call (`MemoryBIO.write` copies it into the BIO).
+        unsafe {
+            self.lend_buffer(py, data.as_ptr().cast_mut(), data.len(), false, |buf| {
+                write.call1((buf,))
+            })
         }
-        // SAFETY: the view covers `data`, which outlives it: the view is released below
-        // before `data` can change, if anybody kept a reference to it.
-        let view = unsafe {
-            let ptr = ffi::PyMemoryView_FromMemory(
-                data.as_ptr() as *mut std::os::raw::c_char,
-                data.len() as ffi::Py_ssize_t,
-                ffi::PyBUF_READ,
-            );
-            Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
-        };
-        let result = write.call1((&view,));
-        release_if_kept(&view)?;
-        result.map(drop)
+        .map(drop)
     }
 
-    /// `SSLObject.read(asked, buffer)` into the `len` bytes at `data`, through the window
-    /// when there is a free one, else through a `memoryview` released afterwards. The outer
-    /// error is the buffer's; the inner result is the call's (want-read and the like).
+    /// `SSLObject.read(asked, buffer)` into the `len` bytes at `data`. The outer error is the
+    /// buffer's; the inner result is the call's (want-read and the like).
     ///
     /// # Safety
     /// `data` must be valid for writes of `len` bytes and not be otherwise accessed until
-    /// this returns; `asked` must not exceed `len`.
+    /// this returns; `asked` must not exceed `len` (`SSLObject.read` writes at most `asked`).
     unsafe fn read_into<'py>(
         &self,
         py: Python<'py>,
@@ -374,29 +352,47 @@ impl TlsPump {
         len: usize,
     ) -> PyResult<PyResult<Bound<'py, PyAny>>> {
         let read = self.ssl_read.bind(py);
+        // SAFETY: this function's contract.
+        unsafe { self.lend_buffer(py, data, len, true, |buf| Ok(read.call1((asked, buf)))) }
+    }
+
+    /// Runs `call` with a buffer object showing the `len` bytes at `data` (writable if
+    /// `writable`): the connection's window when there is a free one (`c_buffers`), else a
+    /// `memoryview`, released afterwards if the callee kept a reference to it.
+    ///
+    /// # Safety
+    /// `data` must be valid for reads (and writes, if `writable`) of `len` bytes, and not be
+    /// otherwise accessed, until this returns.
+    unsafe fn lend_buffer<'py, R>(
+        &self,
+        py: Python<'py>,
+        data: *mut u8,
+        len: usize,
+        writable: bool,
+        call: impl Fn(&Bound<'py, PyAny>) -> PyResult<R>,
+    ) -> PyResult<R> {
         if let Some(window) = &self.window {
-            // SAFETY: this function's contract; `_SSLSocket.read` writes at most `asked`
-            // bytes and releases the buffer before it returns.
-            let lent = unsafe {
-                BufferWindow::lend(window.bind(py), data, len, true, |buf| {
-                    Ok(read.call1((asked, buf)))
-                })
-            };
+            // SAFETY: this function's contract; the window is only set for the `_ssl` C
+            // methods, which release the buffer before they return.
+            let lent = unsafe { BufferWindow::lend(window.bind(py), data, len, writable, &call) };
             if let Some(result) = lent {
                 return result;
             }
         }
-        // SAFETY: the view covers `len` bytes at `data` (this function's contract), released
-        // below before the memory can be touched otherwise; `SSLObject.read` writes at most
-        // the length it is given.
+        let flags = if writable {
+            ffi::PyBUF_WRITE
+        } else {
+            ffi::PyBUF_READ
+        };
+        // SAFETY: the view covers the `len` bytes at `data` (this function's contract), and is
+        // released below before the memory can be touched otherwise.
         let view = unsafe {
-            let ptr =
-                ffi::PyMemoryView_FromMemory(data.cast(), len as ffi::Py_ssize_t, ffi::PyBUF_WRITE);
+            let ptr = ffi::PyMemoryView_FromMemory(data.cast(), len as ffi::Py_ssize_t, flags);
             Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyMemoryView>()
         };
-        let result = read.call1((asked, &view));
+        let result = call(view.as_any());
         release_if_kept(&view)?;
-        Ok(result)
+        result
     }
 
     /// Whatever `SSLProtocol.buffer_updated` does in the current state once the received
