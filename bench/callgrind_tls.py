@@ -41,20 +41,11 @@ import sys
 import tempfile
 import time
 
+from callgrind_rows import new_loop
+from run import PINNED_MALLOC_ENVIRONMENT
 from workloads import _tls
 from workloads.sock_echo import ByteCounter
 from workloads.transport_echo import CLOSED_BY_TLS_CLIENT, streams_handler
-
-#: Malloc settings of ``run.py``'s pinned mode.
-PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "67108864"}
-
-
-def new_loop(name: str) -> asyncio.AbstractEventLoop:
-    """Return a new loop of the named kind."""
-    if name == "asyncio":
-        return asyncio.SelectorEventLoop()
-    module = __import__(name)
-    return module.new_event_loop()
 
 
 async def serve(size: int, connections: int, plain: bool, port_file: str, scratch: str) -> None:
@@ -155,7 +146,7 @@ def measure(python: str, args: argparse.Namespace, rounds: int, scratch: str) ->
     worker = [python, os.path.abspath(__file__), "--worker", "--loop", args.loop]
     worker += ["--size", str(args.size), "--connections", str(args.connections)]
     worker += ["--port-file", port_file] + (["--plain"] if args.plain else [])
-    env = {**os.environ, **PINNED_MALLOC, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, **PINNED_MALLOC_ENVIRONMENT, "PYTHONHASHSEED": "0"}
     server = subprocess.Popen(
         tracer + worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
